@@ -1,0 +1,124 @@
+"""Working calendar, deadline arithmetic and the one traffic-light rule (红黄灯).
+
+All datetimes in Whistle are naive UTC. The calendar turns them into district-local dates only
+to decide which days are working days (weekends, holidays, 调休 adjusted working days).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+GREEN, YELLOW, RED = "green", "yellow", "red"
+LIGHT_EMOJI = {GREEN: "🟢", YELLOW: "🟡", RED: "🔴"}
+LIGHT_NAMES = {GREEN: "绿灯", YELLOW: "黄灯", RED: "红灯"}
+
+_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(wd|h|d)\s*$")
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    """Which local dates are working days: Mon–Fri, minus holidays, plus adjusted workdays."""
+
+    timezone: str = "Asia/Shanghai"
+    holidays: frozenset[date] = field(default_factory=frozenset)
+    adjusted_workdays: frozenset[date] = field(default_factory=frozenset)
+    workday_start: str = "09:00"
+
+    @classmethod
+    def from_settings(cls, settings) -> WorkCalendar:
+        cal = settings.calendar
+        return cls(
+            timezone=settings.district.get("timezone", "Asia/Shanghai"),
+            holidays=frozenset(date.fromisoformat(d) for d in cal.get("holidays", [])),
+            adjusted_workdays=frozenset(
+                date.fromisoformat(d) for d in cal.get("adjusted_workdays", [])
+            ),
+            workday_start=cal.get("workday_start", "09:00"),
+        )
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def is_workday(self, day: date) -> bool:
+        if day in self.adjusted_workdays:
+            return True
+        if day in self.holidays:
+            return False
+        return day.weekday() < 5
+
+    def to_local(self, utc: datetime) -> datetime:
+        return utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(self.tz)
+
+    def to_utc(self, local: datetime) -> datetime:
+        return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+    def add_working_days(self, start_utc: datetime, days: int) -> datetime:
+        """Same local time of day on the Nth following working day.
+
+        A start on a non-working day counts from the next working day's opening time, so a
+        report sent on Saturday is due N working days after Monday morning, not Friday.
+        """
+        local = self.to_local(start_utc)
+        if not self.is_workday(local.date()):
+            hh, mm = (int(x) for x in self.workday_start.split(":"))
+            day = local.date()
+            while not self.is_workday(day):
+                day += timedelta(days=1)
+            local = local.replace(
+                year=day.year, month=day.month, day=day.day, hour=hh, minute=mm,
+                second=0, microsecond=0,
+            )
+        day = local.date()
+        remaining = days
+        while remaining > 0:
+            day += timedelta(days=1)
+            if self.is_workday(day):
+                remaining -= 1
+        return self.to_utc(local.replace(year=day.year, month=day.month, day=day.day))
+
+
+def parse_limit(limit: str) -> tuple[float, str]:
+    """'5wd' → (5, 'wd'); '2h' → (2, 'h'); '1d' → (1, 'd'). Raises ValueError otherwise."""
+    m = _LIMIT.match(limit or "")
+    if not m:
+        raise ValueError(f"无法识别的时限 {limit!r}（应为 5wd、2h 或 1d 这样的写法）")
+    amount, unit = float(m.group(1)), m.group(2)
+    if unit == "wd" and amount != int(amount):
+        raise ValueError(f"工作日时限必须是整数: {limit!r}")
+    return amount, unit
+
+
+def deadline_after(start: datetime, limit: str, calendar: WorkCalendar) -> datetime:
+    """The deadline a limit gives from `start` (working days follow the calendar)."""
+    amount, unit = parse_limit(limit)
+    if unit == "wd":
+        return calendar.add_working_days(start, int(amount))
+    if unit == "h":
+        return start + timedelta(hours=amount)
+    return start + timedelta(days=amount)
+
+
+def traffic_light(
+    now: datetime, start: datetime, deadline: datetime, yellow_ratio: float = 0.75
+) -> str:
+    """红黄灯: green below `yellow_ratio` of the time allowed, yellow until the deadline, red after.
+
+    The share is wall-clock time between start and deadline; the deadline itself already
+    skips non-working days, so a weekend simply stretches the window.
+    """
+    if now > deadline:
+        return RED
+    allowed = (deadline - start).total_seconds()
+    if allowed <= 0:
+        return RED if now >= deadline else YELLOW
+    used = (now - start).total_seconds() / allowed
+    return YELLOW if used >= yellow_ratio else GREEN
+
+
+def yellow_at(start: datetime, deadline: datetime, yellow_ratio: float = 0.75) -> datetime:
+    """When a case running from start to deadline turns yellow."""
+    return start + (deadline - start) * yellow_ratio

@@ -1,0 +1,251 @@
+"""SQLModel tables of the routing store. All datetimes are naive UTC.
+
+Only functions in `models/` read or write these; the bot, the follow-up engine and the
+dashboard call those functions and contain no SQL of their own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Case statuses (the lifecycle lives in models/lifecycle.py).
+SUBMITTED = "submitted"
+TRIAGE = "triage"
+DISPATCHED = "dispatched"
+SIGNED = "signed"
+RESOLVED = "resolved"
+CLOSED = "closed"
+MERGED = "merged"
+OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED)
+
+RESIDENT, ENTERPRISE = "resident", "enterprise"
+NORMAL, URGENT = "normal", "urgent"
+
+# Satisfaction (回访) answers; UNRATED = closed without an answer (未评价).
+SATISFIED, BASIC, UNSATISFIED, UNRATED = "satisfied", "basic", "unsatisfied", "unrated"
+
+
+def _big(**kw) -> Column:
+    return Column(BigInteger, **kw)
+
+
+class Enterprise(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    credit_code: str = Field(max_length=18, unique=True)  # 统一社会信用代码, GB 32100-2015
+    industry: str | None = Field(default=None, max_length=100)
+    park: str | None = Field(default=None, max_length=100)
+    news_subscribed: bool = True  # 惠企政策推送
+    created_at: datetime
+
+
+class Reporter(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    telegram_id: int = Field(sa_column=_big(unique=True, nullable=False))
+    kind: str = Field(default=RESIDENT, max_length=20)
+    display_name: str = Field(default="", max_length=200)
+    phone: str | None = Field(default=None, max_length=20)  # kept only with consent
+    phone_consent: bool = False
+    reachable: bool = True  # False once Telegram says the user blocked the bot
+    enterprise_id: int | None = Field(default=None, foreign_key="enterprise.id")
+    created_at: datetime
+
+
+class Department(SQLModel, table=True):
+    code: str = Field(primary_key=True, max_length=40)  # the classifier's label
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=500)
+    chat_id: int | None = Field(default=None, sa_column=_big(nullable=True))
+    sign_limit_normal: str = Field(default="1wd", max_length=10)
+    sign_limit_urgent: str = Field(default="2h", max_length=10)
+    resolve_limit_normal: str = Field(default="5wd", max_length=10)
+    resolve_limit_urgent: str = Field(default="1d", max_length=10)
+    active: bool = True
+
+
+class Grid(SQLModel, table=True):
+    """网格: district → street/town → community/village → grid → micro-grid."""
+
+    code: str = Field(primary_key=True, max_length=60)
+    name: str = Field(max_length=100)
+    level: str = Field(max_length=20)
+    parent_code: str | None = Field(default=None, foreign_key="grid.code")
+    staff_telegram_id: int | None = Field(default=None, sa_column=_big(nullable=True))
+
+
+class Staff(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    telegram_id: int = Field(sa_column=_big(unique=True, nullable=False))
+    name: str = Field(default="", max_length=100)
+    role: str = Field(max_length=20)  # triage | department | grid | leader | admin
+    department_code: str | None = Field(default=None, foreign_key="department.code")
+    grid_code: str | None = Field(default=None, foreign_key="grid.code")
+    active: bool = True
+
+
+class Case(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_case_status_sign_by", "status", "sign_by"),
+        Index("ix_case_status_resolve_by", "status", "resolve_by"),
+        Index("ix_case_department_status", "department_code", "status"),
+        Index("ix_case_reporter_created", "reporter_id", "created_at"),
+        Index("ix_case_created", "created_at"),
+        Index("ix_case_resolved", "resolved_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(max_length=32, unique=True)  # public reference, WC-20261124-0007
+    # The intake's idempotency key: a redelivered update or a double-tapped 确认提交 finds the
+    # case it already made instead of making a second one (NULLs never collide).
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    kind: str = Field(default=RESIDENT, max_length=20)
+    reporter_id: int = Field(foreign_key="reporter.id")
+    enterprise_id: int | None = Field(default=None, foreign_key="enterprise.id")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    photos: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    latitude: float | None = None
+    longitude: float | None = None
+    address: str | None = Field(default=None, max_length=300)
+    out_of_area: bool = False  # location outside the district's bounding box
+    grid_code: str | None = Field(default=None, foreign_key="grid.code")
+
+    suggested_department: str | None = Field(default=None, max_length=40)
+    suggested_confidence: float | None = None
+    suggestions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    model_version: str | None = Field(default=None, max_length=64)
+    department_code: str | None = Field(default=None, foreign_key="department.code")
+
+    status: str = Field(default=SUBMITTED, max_length=20)
+    priority: str = Field(default=NORMAL, max_length=10)
+    created_at: datetime
+    dispatched_at: datetime | None = None
+    signed_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    sign_by: datetime | None = None
+    resolve_by: datetime | None = None
+
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    resolution_photo: str | None = Field(default=None, max_length=200)
+    satisfaction: str | None = Field(default=None, max_length=20)
+    satisfaction_comment: str | None = Field(default=None, max_length=1000)
+    reopen_count: int = 0
+    merged_into_id: int | None = Field(default=None, foreign_key="case.id")
+
+    # Follow-up bookkeeping: when each push for the current deadline went out, so the
+    # engine sends each reminder once per deadline (reset when a deadline moves).
+    yellow_notified_at: datetime | None = None
+    red_notified_at: datetime | None = None
+    escalated_at: datetime | None = None
+    survey_sent_at: datetime | None = None
+    survey_reminded_at: datetime | None = None
+
+    # Optimistic concurrency: every change bumps it, so two staff acting at once can't both win.
+    version: int = 0
+
+
+class CaseEvent(SQLModel, table=True):
+    """Append-only audit trail of a case."""
+
+    __table_args__ = (Index("ix_caseevent_case_at", "case_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id")
+    at: datetime
+    actor_kind: str = Field(max_length=20)  # reporter | staff | system
+    actor_id: int | None = Field(default=None, sa_column=_big(nullable=True))
+    action: str = Field(max_length=30)
+    from_status: str | None = Field(default=None, max_length=20)
+    to_status: str | None = Field(default=None, max_length=20)
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class LabelCorrection(SQLModel, table=True):
+    """A staff choice that differs from the classifier's suggestion: training data."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    suggested_label: str | None = Field(default=None, max_length=40)
+    corrected_label: str = Field(max_length=40)
+    staff_telegram_id: int | None = Field(default=None, sa_column=_big(nullable=True))
+    model_version: str | None = Field(default=None, max_length=64)
+    at: datetime
+
+
+class ExtensionRequest(SQLModel, table=True):
+    """申请延期: department asks, triage approves or rejects."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    requested_by: int = Field(sa_column=_big(nullable=False))
+    reason: str = Field(max_length=500)
+    new_resolve_by: datetime
+    status: str = Field(default="pending", max_length=20)  # pending | approved | rejected
+    decided_by: int | None = Field(default=None, sa_column=_big(nullable=True))
+    decided_at: datetime | None = None
+    created_at: datetime
+
+
+class Outbox(SQLModel, table=True):
+    """Every push goes through here: durable, idempotent (unique key), retried with back-off."""
+
+    __table_args__ = (Index("ix_outbox_status_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, unique=True)  # idempotency key
+    chat_id: int = Field(sa_column=_big(nullable=False))
+    kind: str = Field(max_length=40)  # progress | reminder | alarm | escalation | survey | ...
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    reply_markup: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    photo: str | None = Field(default=None, max_length=200)
+    case_id: int | None = Field(default=None, foreign_key="case.id")
+    status: str = Field(default="pending", max_length=20)  # pending | sent | failed | dropped
+    due_at: datetime
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = None
+    sent_at: datetime | None = None
+    sent_message_id: int | None = Field(default=None, sa_column=_big(nullable=True))
+    created_at: datetime
+
+
+class Policy(SQLModel, table=True):
+    """惠企政策 posted by staff for matching enterprises."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(max_length=200)
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    link: str | None = Field(default=None, max_length=500)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    posted_by: int = Field(sa_column=_big(nullable=False))
+    posted_at: datetime
+
+
+class BotState(SQLModel, table=True):
+    """Conversation state and drafts, so a conversation survives a restart."""
+
+    key: str = Field(primary_key=True, max_length=200)
+    value: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime
+
+
+class ProcessedUpdate(SQLModel, table=True):
+    """Telegram update ids already handled: a second delivery of one is ignored."""
+
+    update_id: int = Field(sa_column=_big(primary_key=True, autoincrement=False))
+    at: datetime = Field(index=True)
+
+
+class CaseCounter(SQLModel, table=True):
+    """Per-day sequence behind the human-readable case reference."""
+
+    __table_args__ = (UniqueConstraint("day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: str = Field(max_length=8)  # YYYYMMDD in district time
+    last: int = 0

@@ -1,0 +1,3 @@
+"""Shared fixtures live in their own modules; register them here."""
+
+pytest_plugins = ["tests.dbfixtures", "tests.botapi"]

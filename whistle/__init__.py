@@ -1,0 +1,3 @@
+"""Whistle: 吹哨报到 intake and routing over Telegram."""
+
+__version__ = "0.1.0"
