@@ -114,7 +114,7 @@ def traffic_light(
         return RED
     allowed = (deadline - start).total_seconds()
     if allowed <= 0:
-        return RED if now >= deadline else YELLOW
+        return YELLOW  # no time was allowed at all, but it is not overdue yet
     used = (now - start).total_seconds() / allowed
     return YELLOW if used >= yellow_ratio else GREEN
 

@@ -1,13 +1,15 @@
 """SQLModel tables of the routing store. All datetimes are naive UTC.
 
+Datetime columns are annotated NaiveDatetime: SQLModel maps a plain `datetime` to a type that
+refuses naive values, while Whistle stores naive UTC everywhere (DateTime without time zone).
+
 Only functions in `models/` read or write these; the bot, the follow-up engine and the
 dashboard call those functions and contain no SQL of their own.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
+from pydantic import NaiveDatetime
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -39,7 +41,7 @@ class Enterprise(SQLModel, table=True):
     industry: str | None = Field(default=None, max_length=100)
     park: str | None = Field(default=None, max_length=100)
     news_subscribed: bool = True  # 惠企政策推送
-    created_at: datetime
+    created_at: NaiveDatetime
 
 
 class Reporter(SQLModel, table=True):
@@ -51,7 +53,7 @@ class Reporter(SQLModel, table=True):
     phone_consent: bool = False
     reachable: bool = True  # False once Telegram says the user blocked the bot
     enterprise_id: int | None = Field(default=None, foreign_key="enterprise.id")
-    created_at: datetime
+    created_at: NaiveDatetime
 
 
 class Department(SQLModel, table=True):
@@ -88,12 +90,18 @@ class Staff(SQLModel, table=True):
 
 class Case(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_case_status_sign_by", "status", "sign_by"),
-        Index("ix_case_status_resolve_by", "status", "resolve_by"),
+        # The due scan walks open cases by status and running deadline; carrying the light's
+        # start and the alert bookkeeping in the index lets it skip rows without reading them.
+        Index("ix_case_status_sign_by", "status", "sign_by", "dispatched_at",
+              "yellow_notified_at", "red_notified_at", "escalated_at"),
+        Index("ix_case_status_resolve_by", "status", "resolve_by", "dispatched_at",
+              "yellow_notified_at", "red_notified_at", "escalated_at"),
         Index("ix_case_department_status", "department_code", "status"),
         Index("ix_case_reporter_created", "reporter_id", "created_at"),
         Index("ix_case_created", "created_at"),
         Index("ix_case_resolved", "resolved_at"),
+        # The follow-up engine's survey (回访) scans: resolved cases by survey_sent_at.
+        Index("ix_case_status_survey", "status", "survey_sent_at", "survey_reminded_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -120,13 +128,13 @@ class Case(SQLModel, table=True):
 
     status: str = Field(default=SUBMITTED, max_length=20)
     priority: str = Field(default=NORMAL, max_length=10)
-    created_at: datetime
-    dispatched_at: datetime | None = None
-    signed_at: datetime | None = None
-    resolved_at: datetime | None = None
-    closed_at: datetime | None = None
-    sign_by: datetime | None = None
-    resolve_by: datetime | None = None
+    created_at: NaiveDatetime
+    dispatched_at: NaiveDatetime | None = None
+    signed_at: NaiveDatetime | None = None
+    resolved_at: NaiveDatetime | None = None
+    closed_at: NaiveDatetime | None = None
+    sign_by: NaiveDatetime | None = None
+    resolve_by: NaiveDatetime | None = None
 
     resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     resolution_photo: str | None = Field(default=None, max_length=200)
@@ -137,11 +145,11 @@ class Case(SQLModel, table=True):
 
     # Follow-up bookkeeping: when each push for the current deadline went out, so the
     # engine sends each reminder once per deadline (reset when a deadline moves).
-    yellow_notified_at: datetime | None = None
-    red_notified_at: datetime | None = None
-    escalated_at: datetime | None = None
-    survey_sent_at: datetime | None = None
-    survey_reminded_at: datetime | None = None
+    yellow_notified_at: NaiveDatetime | None = None
+    red_notified_at: NaiveDatetime | None = None
+    escalated_at: NaiveDatetime | None = None
+    survey_sent_at: NaiveDatetime | None = None
+    survey_reminded_at: NaiveDatetime | None = None
 
     # Optimistic concurrency: every change bumps it, so two staff acting at once can't both win.
     version: int = 0
@@ -154,7 +162,7 @@ class CaseEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id")
-    at: datetime
+    at: NaiveDatetime
     actor_kind: str = Field(max_length=20)  # reporter | staff | system
     actor_id: int | None = Field(default=None, sa_column=_big(nullable=True))
     action: str = Field(max_length=30)
@@ -173,7 +181,7 @@ class LabelCorrection(SQLModel, table=True):
     corrected_label: str = Field(max_length=40)
     staff_telegram_id: int | None = Field(default=None, sa_column=_big(nullable=True))
     model_version: str | None = Field(default=None, max_length=64)
-    at: datetime
+    at: NaiveDatetime
 
 
 class ExtensionRequest(SQLModel, table=True):
@@ -183,11 +191,11 @@ class ExtensionRequest(SQLModel, table=True):
     case_id: int = Field(foreign_key="case.id", index=True)
     requested_by: int = Field(sa_column=_big(nullable=False))
     reason: str = Field(max_length=500)
-    new_resolve_by: datetime
+    new_resolve_by: NaiveDatetime
     status: str = Field(default="pending", max_length=20)  # pending | approved | rejected
     decided_by: int | None = Field(default=None, sa_column=_big(nullable=True))
-    decided_at: datetime | None = None
-    created_at: datetime
+    decided_at: NaiveDatetime | None = None
+    created_at: NaiveDatetime
 
 
 class Outbox(SQLModel, table=True):
@@ -204,14 +212,14 @@ class Outbox(SQLModel, table=True):
     photo: str | None = Field(default=None, max_length=200)
     case_id: int | None = Field(default=None, foreign_key="case.id")
     status: str = Field(default="pending", max_length=20)  # pending | sent | failed | dropped
-    due_at: datetime
+    due_at: NaiveDatetime
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     lease_owner: str | None = Field(default=None, max_length=64)
-    lease_until: datetime | None = None
-    sent_at: datetime | None = None
+    lease_until: NaiveDatetime | None = None
+    sent_at: NaiveDatetime | None = None
     sent_message_id: int | None = Field(default=None, sa_column=_big(nullable=True))
-    created_at: datetime
+    created_at: NaiveDatetime
 
 
 class Policy(SQLModel, table=True):
@@ -223,7 +231,7 @@ class Policy(SQLModel, table=True):
     link: str | None = Field(default=None, max_length=500)
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     posted_by: int = Field(sa_column=_big(nullable=False))
-    posted_at: datetime
+    posted_at: NaiveDatetime
 
 
 class BotState(SQLModel, table=True):
@@ -231,14 +239,14 @@ class BotState(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=200)
     value: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    updated_at: datetime
+    updated_at: NaiveDatetime
 
 
 class ProcessedUpdate(SQLModel, table=True):
     """Telegram update ids already handled: a second delivery of one is ignored."""
 
     update_id: int = Field(sa_column=_big(primary_key=True, autoincrement=False))
-    at: datetime = Field(index=True)
+    at: NaiveDatetime = Field(index=True)
 
 
 class CaseCounter(SQLModel, table=True):

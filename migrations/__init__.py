@@ -1,0 +1,1 @@
+"""Alembic migrations of the Whistle schema (run them with `whistle migrate`)."""

@@ -1,0 +1,367 @@
+"""Store side of the follow-up engine: which cases need a push now, and recording that it went.
+
+bot/followup.py decides what to say; these functions find the cases due a reminder (黄灯), an
+alarm (红灯), an escalation (督办), a survey (回访) or a survey reminder, and record that the push
+was queued. Those records are compare-and-set UPDATEs that do not bump Case.version: of two
+workers only one queues an alert, and a reminder never makes a staff member's buttons stale.
+
+A case's light is models.store.case_light(); the SQL prefilters use models.stats' SQL mirror of
+the same rule and every row found is confirmed with case_light() before anything is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from functools import lru_cache
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy import case as sql_case
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
+from models.lifecycle import EVENT_OF_ACTION
+from models.stats import _light_sql as light_sql
+from models.store import Rules, case_light
+from models.tables import (
+    DISPATCHED,
+    RESOLVED,
+    SIGNED,
+    Case,
+    CaseEvent,
+    Department,
+    ExtensionRequest,
+    Outbox,
+    Reporter,
+)
+
+# The deadline that is running in each lit status (the same choice as store.case_light).
+STAGE_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
+# Which bookkeeping column records that each alert was queued for the current deadline
+# (the store clears them whenever the deadline moves: sign, extend, reopen, priority).
+ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
+               "escalation": "escalated_at"}
+# Status changes the reporter hears about.
+NOTICE_EVENTS = ("dispatched", "signed", "resolved", "extended", "reopened")
+# Event actions written by store.transition(): each one is a bump of Case.version.
+_TRANSITION_EVENTS = frozenset(EVENT_OF_ACTION.values())
+ESCALATED = "escalated"
+
+
+def deadline_of(case: Case) -> datetime | None:
+    """The running deadline of a lit case (sign-for while dispatched, resolve once signed)."""
+    name = STAGE_DEADLINE.get(case.status)
+    return getattr(case, name) if name else None
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _deadline_sql():
+    """The running deadline as a SQL expression, for ordering across both lit statuses."""
+    return sql_case((col(Case.status) == DISPATCHED, col(Case.sign_by)),
+                    else_=col(Case.resolve_by))
+
+
+# ---------------------------------------------------------------- deadline alerts
+
+
+@dataclass
+class DueAlerts:
+    """Cases whose current deadline calls for a push that has not been queued yet."""
+
+    yellow: list[Case] = field(default_factory=list)
+    red: list[Case] = field(default_factory=list)
+    escalation: list[Case] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.yellow) + len(self.red) + len(self.escalation)
+
+
+async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
+                     escalate_after: timedelta, limit: int = 200) -> DueAlerts:
+    """Cases that turned yellow or red, or have been red for `escalate_after`, not yet alerted.
+
+    Per lit status, three queries on its (status, deadline) index: overdue cases missing their
+    alarm or escalation; cases near their deadline (within `yellow_horizon`) that are yellow
+    without a reminder; and yellow cases with an approved extension, whose longer windows the
+    horizon does not cover. At most `limit` rows each, most urgent first; the next pass takes
+    the rest. Every case found is confirmed with store.case_light().
+    """
+    _, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
+    horizon = now + yellow_horizon(rules, await _limits_in_use(session, rules), now)
+    extended = select(ExtensionRequest.case_id).where(col(ExtensionRequest.status) == "approved")
+    due = DueAlerts()
+    for status, name in STAGE_DEADLINE.items():
+        deadline = col(getattr(Case, name))
+        lit = (col(Case.status) == status, col(Case.dispatched_at).is_not(None))
+        unsent = col(Case.yellow_notified_at).is_(None)
+        queries = (
+            (deadline < now, or_(col(Case.red_notified_at).is_(None),
+                                 and_(deadline < now - escalate_after,
+                                      col(Case.escalated_at).is_(None)))),
+            (deadline >= now, deadline <= horizon, unsent, is_yellow),
+            (deadline > horizon, unsent, is_yellow, col(Case.id).in_(extended)),
+        )
+        for conditions in queries:
+            stmt = select(Case).where(*lit, *conditions).order_by(deadline, col(Case.id))
+            for case in (await session.exec(stmt.limit(limit))).all():
+                light = case_light(case, now, rules)
+                if light == YELLOW and case.yellow_notified_at is None:
+                    due.yellow.append(case)
+                if light == RED and case.red_notified_at is None:
+                    due.red.append(case)
+                if (light == RED and case.escalated_at is None
+                        and now - deadline_of(case) > escalate_after):
+                    due.escalation.append(case)
+    return due
+
+
+# How many days back a still-running case can have been dispatched on the configured limits;
+# windows are probed over this many days (longer limits show up in the probe anyway).
+_WINDOW_LOOKBACK_DAYS = 62
+
+
+async def _limits_in_use(session: AsyncSession, rules: Rules) -> tuple[str, ...]:
+    """Every limit string a department (or the defaults) can give a case."""
+    columns = (Department.sign_limit_normal, Department.sign_limit_urgent,
+               Department.resolve_limit_normal, Department.resolve_limit_urgent)
+    limits = set(rules.default_limits.values())
+    for row in (await session.exec(select(*columns))).all():
+        limits.update(row)
+    return tuple(sorted(limits))
+
+
+def yellow_horizon(rules: Rules, limits: tuple[str, ...], now: datetime) -> timedelta:
+    """How far ahead of `now` a deadline can lie while its case is already yellow.
+
+    A case is yellow once (1 − yellow_ratio) of its window (deadline − dispatch) is left, so
+    its deadline is at most that far ahead; the longest window the limits give is found by
+    probing recent dispatch days in the working calendar (a holiday week stretches "5wd").
+    Only an approved extension makes a longer window; due_alerts looks those up separately.
+    """
+    local_day = rules.calendar.to_local(now).date()
+    window = _longest_window(rules.calendar, limits, local_day)
+    return window * (1 - rules.yellow_ratio) + timedelta(minutes=1)
+
+
+@lru_cache(maxsize=64)
+def _longest_window(calendar: WorkCalendar, limits: tuple[str, ...], day: date) -> timedelta:
+    longest = timedelta(0)
+    for back in range(_WINDOW_LOOKBACK_DAYS + 1):
+        # Midnight is the worst start: on a day off the count starts at the next opening.
+        start = calendar.to_utc(datetime.combine(day - timedelta(days=back), dtime(0),
+                                                 tzinfo=calendar.tz))
+        for limit in limits:
+            longest = max(longest, deadline_after(start, limit, calendar) - start)
+    return longest
+
+
+async def claim_alert(session: AsyncSession, case: Case, alert: str, now: datetime) -> bool:
+    """Record that `alert` is queued for the case's current deadline; False if it already was
+    or the case changed since it was read (the next pass looks at it again)."""
+    flag = ALERT_FLAGS[alert]
+    result = await session.exec(
+        update(Case)
+        .where(col(Case.id) == case.id, col(Case.version) == case.version,
+               col(getattr(Case, flag)).is_(None))
+        .values({flag: now})
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def record_escalation(session: AsyncSession, case: Case, now: datetime, *,
+                            hours_overdue: float) -> None:
+    """The 督办 goes into the case's audit trail (it does not change the status)."""
+    session.add(CaseEvent(
+        case_id=case.id, at=now, actor_kind="system", action=ESCALATED,
+        from_status=case.status, to_status=case.status,
+        details={"stage": "sign" if case.status == DISPATCHED else "resolve",
+                 "hours_overdue": round(hours_overdue, 1)}))
+    await session.flush()
+
+
+# ---------------------------------------------------------------- /overdue and the digest
+
+
+def _scope(stmt, department: str | None, grid: str | None):
+    """Only the cases of a department, or in a grid or below it (grid codes nest by prefix)."""
+    if department is not None:
+        stmt = stmt.where(col(Case.department_code) == department)
+    if grid is not None:
+        stmt = stmt.where(or_(col(Case.grid_code) == grid,
+                              col(Case.grid_code).startswith(grid + "-", autoescape=True)))
+    return stmt
+
+
+async def light_counts(session: AsyncSession, now: datetime, rules: Rules, *,
+                       department: str | None = None, grid: str | None = None
+                       ) -> dict[str, int]:
+    """{"red": n, "yellow": m}: open cases lit red or yellow now (exact counts, in SQL)."""
+    is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
+    stmt = select(func.count().filter(is_red), func.count().filter(is_yellow)).where(
+        col(Case.status).in_(tuple(STAGE_DEADLINE)))
+    red, yellow = (await session.exec(_scope(stmt, department, grid))).one()
+    return {RED: red or 0, YELLOW: yellow or 0}
+
+
+async def lit_cases(session: AsyncSession, now: datetime, rules: Rules, *,
+                    department: str | None = None, grid: str | None = None,
+                    lights: tuple[str, ...] = (RED, YELLOW), limit: int = 200
+                    ) -> list[tuple[Case, str]]:
+    """(case, light) of open cases that are red or yellow now, most overdue first."""
+    is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
+    wanted = [cond for light, cond in ((RED, is_red), (YELLOW, is_yellow)) if light in lights]
+    stmt = select(Case).where(col(Case.status).in_(tuple(STAGE_DEADLINE)), or_(*wanted))
+    stmt = _scope(stmt, department, grid).order_by(_deadline_sql(), col(Case.id)).limit(limit)
+    out = []
+    for case in (await session.exec(stmt)).all():
+        light = case_light(case, now, rules)
+        if light in lights:
+            out.append((case, light))
+    return out
+
+
+async def red_counts(session: AsyncSession, now: datetime, rules: Rules) -> dict[str, int]:
+    """Red cases now per department code (exact counts, in SQL)."""
+    is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
+    stmt = (select(Case.department_code, func.count())
+            .where(col(Case.status).in_(tuple(STAGE_DEADLINE)), is_red)
+            .group_by(Case.department_code))
+    return {code: n for code, n in (await session.exec(stmt)).all()}
+
+
+async def department_chats(session: AsyncSession) -> dict[str, tuple[str, int | None]]:
+    """code → (name, group chat id) of every department, inactive ones too."""
+    rows = await session.exec(select(Department.code, Department.name, Department.chat_id))
+    return {code: (name, chat) for code, name, chat in rows.all()}
+
+
+# ---------------------------------------------------------------- surveys (回访)
+
+
+async def surveys_due(session: AsyncSession, limit: int = 200) -> list[Case]:
+    """Resolved cases whose satisfaction survey has not been queued yet."""
+    stmt = (select(Case).where(col(Case.status) == RESOLVED, col(Case.survey_sent_at).is_(None))
+            .order_by(col(Case.resolved_at), col(Case.id)).limit(limit))
+    return list((await session.exec(stmt)).all())
+
+
+async def survey_reminders_due(session: AsyncSession, now: datetime, *, after: timedelta,
+                               limit: int = 200) -> list[Case]:
+    """Resolved cases surveyed at least `after` ago, unanswered and not reminded yet."""
+    stmt = (select(Case).where(col(Case.status) == RESOLVED,
+                               col(Case.survey_sent_at) <= now - after,
+                               col(Case.survey_reminded_at).is_(None))
+            .order_by(col(Case.survey_sent_at), col(Case.id)).limit(limit))
+    return list((await session.exec(stmt)).all())
+
+
+async def surveys_expired(session: AsyncSession, now: datetime, *, after: timedelta,
+                          limit: int = 200) -> list[Case]:
+    """Resolved cases surveyed at least `after` ago and still unanswered: to close as 未评价."""
+    stmt = (select(Case).where(col(Case.status) == RESOLVED,
+                               col(Case.survey_sent_at) <= now - after)
+            .order_by(col(Case.survey_sent_at), col(Case.id)).limit(limit))
+    return list((await session.exec(stmt)).all())
+
+
+async def claim_survey(session: AsyncSession, case: Case, now: datetime, *,
+                       reminder: bool = False) -> bool:
+    """Record that the survey (or its one reminder) is queued; False if it already was."""
+    flag = "survey_reminded_at" if reminder else "survey_sent_at"
+    result = await session.exec(
+        update(Case)
+        .where(col(Case.id) == case.id, col(Case.version) == case.version,
+               col(Case.status) == RESOLVED, col(getattr(Case, flag)).is_(None))
+        .values({flag: now})
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+# ---------------------------------------------------------------- reporters
+
+
+async def reporter_chat(session: AsyncSession, case: Case) -> int | None:
+    """The reporter's private chat id, or None once Telegram said they blocked the bot."""
+    reporter = await session.get(Reporter, case.reporter_id)
+    if reporter is None or not reporter.reachable:
+        return None
+    return reporter.telegram_id
+
+
+async def unreachable_chats(session: AsyncSession, chat_ids: list[int]) -> set[int]:
+    """Those of `chat_ids` that are reporters who blocked the bot."""
+    private = sorted({c for c in chat_ids if c > 0})
+    if not private:
+        return set()
+    stmt = select(Reporter.telegram_id).where(col(Reporter.telegram_id).in_(private),
+                                              col(Reporter.reachable).is_(False))
+    return set((await session.exec(stmt)).all())
+
+
+# ---------------------------------------------------------------- status-change events
+
+
+async def status_events(session: AsyncSession, *, after_id: int, limit: int = 500
+                        ) -> list[CaseEvent]:
+    """Reporter-facing status changes (NOTICE_EVENTS) with id > after_id, oldest first."""
+    stmt = (select(CaseEvent)
+            .where(col(CaseEvent.id) > after_id, col(CaseEvent.action).in_(NOTICE_EVENTS))
+            .order_by(col(CaseEvent.id)).limit(limit))
+    return list((await session.exec(stmt)).all())
+
+
+async def last_event_before(session: AsyncSession, moment: datetime) -> int:
+    """Id of the newest event older than `moment` (0 if none): where a new cursor starts.
+
+    Walks the primary key backwards, so it reads only the events newer than `moment`.
+    """
+    stmt = (select(CaseEvent.id).where(col(CaseEvent.at) < moment)
+            .order_by(col(CaseEvent.id).desc()).limit(1))
+    return (await session.exec(stmt)).first() or 0
+
+
+async def version_after(session: AsyncSession, event: CaseEvent) -> int:
+    """The case's version right after `event` (the version in the notice's idempotency key).
+
+    Every store.transition() bumps the version by one and writes exactly one event, so the
+    version after an event is the number of transition events up to and including it.
+    """
+    if isinstance(event.details, dict) and isinstance(event.details.get("version"), int):
+        return event.details["version"]
+    stmt = (select(func.count()).select_from(CaseEvent)
+            .where(col(CaseEvent.case_id) == event.case_id, col(CaseEvent.id) <= event.id,
+                   col(CaseEvent.action).in_(_TRANSITION_EVENTS)))
+    return (await session.exec(stmt)).one()
+
+
+# ---------------------------------------------------------------- outbox helpers for the sender
+
+
+async def postpone_push(session: AsyncSession, outbox_id: int, *, worker: str,
+                        due_at: datetime, error: str | None = None) -> bool:
+    """Give a leased row back, due again at `due_at`, without counting a failed attempt.
+
+    For pushes held back by the rate limit or by Telegram's RetryAfter: nothing failed, the
+    message simply has to wait. Only the worker holding the lease may do it.
+    """
+    values: dict = {"due_at": due_at, "lease_owner": None, "lease_until": None}
+    if error:
+        values["last_error"] = error[:500]
+    result = await session.exec(
+        update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.status) == "pending",
+               col(Outbox.lease_owner) == worker[:64])
+        .values(**values)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
+    """Whether a push with this idempotency key was ever queued."""
+    stmt = select(Outbox.id).where(col(Outbox.key) == key).limit(1)
+    return (await session.exec(stmt)).first() is not None

@@ -1,0 +1,50 @@
+"""Who may do what to a case: the one place the rule lives.
+
+Actions are the store's verbs: view, dispatch, redispatch, set_priority, decide_extension,
+merge, sign, return, progress_note, resolve, request_extension.
+"""
+
+from __future__ import annotations
+
+from models.tables import Case, Staff
+
+TRIAGE_ACTIONS = frozenset(
+    {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge"}
+)
+DEPARTMENT_ACTIONS = frozenset(
+    {"view", "sign", "return", "progress_note", "resolve", "request_extension"}
+)
+LEADER_ACTIONS = frozenset({"view", "set_priority"})
+GRID_ACTIONS = frozenset({"view", "progress_note"})
+
+ROLE_ACTIONS = {
+    "triage": TRIAGE_ACTIONS,
+    "admin": TRIAGE_ACTIONS,
+    "leader": LEADER_ACTIONS,
+    "department": DEPARTMENT_ACTIONS,
+    "grid": GRID_ACTIONS,
+}
+
+
+def in_grid(grid_code: str | None, staff_grid: str | None) -> bool:
+    """True if grid_code is staff_grid or below it.
+
+    Grid codes are hierarchical by prefix (WC-YLD-YX-01-A lies in WC-YLD-YX-01), which
+    sync_reference_data checks when it loads the grids.
+    """
+    if not grid_code or not staff_grid:
+        return False
+    return grid_code == staff_grid or grid_code.startswith(staff_grid + "-")
+
+
+def can(staff: Staff | None, action: str, case: Case) -> bool:
+    """May this (active) staff member do `action` to `case`?"""
+    if staff is None or not staff.active:
+        return False
+    if action not in ROLE_ACTIONS.get(staff.role, frozenset()):
+        return False
+    if staff.role == "department":
+        return bool(staff.department_code) and case.department_code == staff.department_code
+    if staff.role == "grid":
+        return in_grid(case.grid_code, staff.grid_code)
+    return True
