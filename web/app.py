@@ -1,0 +1,344 @@
+"""The command dashboard (指挥大屏): a read-only Starlette app served beside the bot.
+
+Routes: GET / (page), GET /api/data (JSON the page polls), GET /export.csv?from=&to=,
+GET/POST /login, POST /logout, GET /healthz. Everything but /login and /healthz needs a login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from models.auth import LOGIN_CODE_TTL, redeem_login_code
+from models.db import make_engine, session_scope
+from models.deadlines import LIGHT_NAMES
+from models.stats import dashboard_data
+from models.store import Rules
+from web.access import (
+    LoginThrottle,
+    Viewer,
+    current_viewer,
+    matching_screen_token,
+    remember_screen,
+    remember_staff,
+    screen_token_digests,
+    session_secret,
+)
+from web.export import PeriodError, csv_chunks, parse_period
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "whistle_dashboard"
+# Self-hosted scripts only: the page must work without internet, and nothing may be injected.
+CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class DataCache:
+    """The dashboard data, recomputed at most every `seconds` (0 = on every request).
+
+    Many screens then cost one set of queries. Once there is a value, a stale one is still
+    served while a fresh one is computed in the background, so only the very first request
+    waits for the queries; the data carries its own "updated at" time for the page to show.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._value: dict | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task | None = None
+
+    async def get(self, compute: Callable[[], Awaitable[dict]]) -> dict:
+        if self._value is None or self.seconds <= 0:
+            async with self._lock:  # concurrent first requests wait for one computation
+                if self._value is None or self.seconds <= 0:
+                    await self._update(compute)
+        elif time.monotonic() >= self._expires and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._update_quietly(compute))
+        return self._value
+
+    async def _update(self, compute: Callable[[], Awaitable[dict]]) -> None:
+        self._value = await compute()
+        self._expires = time.monotonic() + self.seconds
+
+    async def _update_quietly(self, compute: Callable[[], Awaitable[dict]]) -> None:
+        try:
+            await self._update(compute)
+        except Exception:  # keep serving the last good data (the page shows its age) ...
+            log.exception("指挥大屏数据刷新失败")
+            self._expires = time.monotonic() + self.seconds  # ... and try again later
+
+
+@dataclass
+class Dashboard:
+    """What the request handlers share (app.state.dashboard)."""
+
+    settings: Any
+    engine: AsyncEngine
+    rules: Rules
+    clock: Callable[[], datetime]
+    token_digests: frozenset[str]
+    throttle: LoginThrottle
+    cache: DataCache
+    templates: Jinja2Templates
+
+    @property
+    def title(self) -> str:
+        return f"{self.settings.district.get('name', '')}吹哨报到指挥大屏"
+
+    @property
+    def refresh_seconds(self) -> int:
+        return max(5, int(self.settings.dashboard.get("refresh_seconds", 30)))
+
+    async def viewer(self, request: Request) -> Viewer | None:
+        return await current_viewer(request, self.engine, self.token_digests)
+
+    def local(self, value: datetime) -> str:
+        return self.rules.calendar.to_local(value).strftime("%Y-%m-%d %H:%M")
+
+
+def _dashboard(request: Request) -> Dashboard:
+    return request.app.state.dashboard
+
+
+def _jsonable(value: Any, dash: Dashboard) -> Any:
+    """Datetimes become district-local 'YYYY-MM-DD HH:MM' strings; containers are walked."""
+    if isinstance(value, datetime):
+        return dash.local(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v, dash) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, dash) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- pages
+
+
+async def page(request: Request) -> Response:
+    dash = _dashboard(request)
+    viewer = await dash.viewer(request)
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
+    today = dash.rules.calendar.to_local(dash.clock()).date()
+    return dash.templates.TemplateResponse(request, "dashboard.html", {
+        "title": dash.title, "refresh_seconds": dash.refresh_seconds, "viewer": viewer,
+        "export_from": today.replace(day=1).isoformat(), "export_to": today.isoformat(),
+    }, headers={"Content-Security-Policy": CSP, **NO_STORE})
+
+
+def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+    dash = _dashboard(request)
+    minutes = int(LOGIN_CODE_TTL.total_seconds() // 60)
+    return dash.templates.TemplateResponse(
+        request, "login.html",
+        {"title": dash.title, "error": error, "code_minutes": minutes},
+        status_code=status, headers={"Content-Security-Policy": CSP, **NO_STORE},
+    )
+
+
+async def login_form(request: Request) -> Response:
+    if await _dashboard(request).viewer(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return _login_page(request)
+
+
+async def login(request: Request) -> Response:
+    dash = _dashboard(request)
+    client = request.client.host if request.client else "?"
+    if dash.throttle.blocked(client):
+        return _login_page(request, "尝试次数过多，请 10 分钟后再试。", status=429)
+    form = await request.form()
+    credential = str(form.get("credential", "")).strip()
+    if not credential:
+        return _login_page(request, "请输入登录码或大屏令牌。", status=400)
+    digest = matching_screen_token(credential, dash.token_digests)
+    if digest is not None:
+        remember_screen(request, digest)
+    else:
+        async with session_scope(dash.engine) as session:
+            staff = await redeem_login_code(session, credential, dash.clock())
+        if staff is None:
+            dash.throttle.failed(client)
+            return _login_page(
+                request, "登录码或令牌无效，或登录码已过期、已使用。请在机器人中发送 /dashboard 重新获取。",
+                status=401,
+            )
+        remember_staff(request, staff.telegram_id)
+    dash.throttle.succeeded(client)
+    return RedirectResponse("/", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("指挥大屏读取数据库失败: %s", exc)
+    message = "数据暂时无法读取，请稍后重试。"
+    if request.url.path == "/api/data":
+        return JSONResponse({"error": message}, status_code=503, headers=NO_STORE)
+    return PlainTextResponse(message, status_code=503, headers=NO_STORE)
+
+
+# ---------------------------------------------------------------- data and export
+
+
+async def data(request: Request) -> Response:
+    dash = _dashboard(request)
+    viewer = await dash.viewer(request)
+    if viewer is None:
+        return JSONResponse({"error": "请先登录指挥大屏"}, status_code=401, headers=NO_STORE)
+
+    figures = await dash.cache.get(
+        lambda: dashboard_data(dash.engine, now=dash.clock(), rules=dash.rules)
+    )
+    body = _jsonable(figures, dash)
+    updated = dash.rules.calendar.to_local(figures["now"]).strftime("%H:%M:%S")
+    body.update(title=dash.title, refresh_seconds=dash.refresh_seconds, updated_at=updated,
+                viewer={"kind": viewer.kind, "label": viewer.label, "admin": viewer.is_admin},
+                light_names=LIGHT_NAMES)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def export_csv(request: Request) -> Response:
+    dash = _dashboard(request)
+    viewer = await dash.viewer(request)
+    if viewer is None:
+        return PlainTextResponse("请先登录指挥大屏后再导出。", status_code=401, headers=NO_STORE)
+    now = dash.clock()
+    try:
+        first, last = parse_period(
+            request.query_params.get("from"), request.query_params.get("to"),
+            now, dash.rules.calendar,
+        )
+    except PeriodError as exc:
+        return PlainTextResponse(str(exc), status_code=400, headers=NO_STORE)
+    name = f"whistle-cases-{first:%Y%m%d}-{last:%Y%m%d}.csv"
+    chunks = csv_chunks(dash.engine, first, last, now=now, rules=dash.rules,
+                        include_personal=viewer.is_admin)
+    return StreamingResponse(
+        (chunk.encode("utf-8") async for chunk in chunks),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', **NO_STORE},
+    )
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def create_app(
+    settings, engine: AsyncEngine | None = None, clock: Callable[[], datetime] | None = None
+) -> Starlette:
+    """The dashboard app; creates (and later disposes) its own engine when none is given."""
+    own_engine = engine is None
+    engine = engine or make_engine(settings.database_url, echo=settings.database_echo)
+    options = settings.dashboard
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        if own_engine:
+            await engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/api/data", data),
+            Route("/export.csv", export_csv),
+            Route("/login", login_form, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/healthz", healthz),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        middleware=[Middleware(
+            SessionMiddleware, secret_key=session_secret(options), session_cookie=SESSION_COOKIE,
+            max_age=int(options.get("session_days", 7)) * 86400, same_site="lax",
+            https_only=bool(options.get("cookie_secure", False)),
+        )],
+        exception_handlers={SQLAlchemyError: database_unavailable},
+        lifespan=lifespan,
+    )
+    app.state.dashboard = Dashboard(
+        settings=settings, engine=engine, rules=Rules.from_settings(settings),
+        clock=clock or utc_now, token_digests=screen_token_digests(options),
+        throttle=LoginThrottle(), cache=DataCache(float(options.get("cache_seconds", 5))),
+        templates=Jinja2Templates(directory=HERE / "templates"),
+    )
+    return app
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the host process (whistle run) owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class DashboardError(RuntimeError):
+    """The dashboard could not start (e.g. its port is taken)."""
+
+
+async def serve_dashboard(settings, engine: AsyncEngine | None = None) -> None:
+    """Serve the dashboard in the current event loop until cancelled, then shut down cleanly."""
+    host = settings.dashboard.get("host", "127.0.0.1")
+    port = int(settings.dashboard.get("port", 8080))
+    config = uvicorn.Config(create_app(settings, engine), host=host, port=port,
+                            log_level="info", access_log=False, lifespan="on")
+    server = EmbeddedServer(config)
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+            raise DashboardError(f"指挥大屏无法在 {host}:{port} 启动（端口可能已被占用）") from exc
+
+    task = asyncio.ensure_future(run())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
+    log.info("指挥大屏已停止")
+
+
