@@ -779,7 +779,8 @@ class TelegramEmulator:
     def _member_change(self, user: SimUser, old: str, new: str) -> dict:
         return {"chat": self.chats[user.id].as_dict(), "from": user.as_dict(),
                 "date": int(time.time()),
-                "old_chat_member": {"status": old, "user": self.bot_user},
+                "old_chat_member": {"status": old, "user": self.bot_user,
+                                    **({"until_date": 0} if old == "kicked" else {})},
                 "new_chat_member": {"status": new, "user": self.bot_user,
                                     **({"until_date": 0} if new == "kicked" else {})}}
 

@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
 from models.lifecycle import EVENT_OF_ACTION
-from models.stats import _light_sql as light_sql
+from models.stats import light_sql
 from models.store import Rules, case_light
 from models.tables import (
     DISPATCHED,

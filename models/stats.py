@@ -10,7 +10,7 @@ merged duplicates (status "merged") are left out of every figure.
 - 平均办理时长 avg_handling_hours = mean of resolved_at − dispatched_at over resolved cases.
 - open / yellow / red describe the store *now*, whatever the period: open = submitted, triage,
   dispatched or signed. A case's light is models.store.case_light() (built on
-  models.deadlines.traffic_light); _light_sql() counts the same thing in SQL without loading
+  models.deadlines.traffic_light); light_sql() counts the same thing in SQL without loading
   rows, and tests check that the two agree.
 
 Rates are floats in [0, 1], or None when nothing was counted (shown as "—").
@@ -192,7 +192,7 @@ def _count_if(condition):
     return func.sum(case((condition, 1), else_=0))
 
 
-def _light_sql(now: datetime, yellow_ratio: float, dialect: str):
+def light_sql(now: datetime, yellow_ratio: float, dialect: str):
     """(is_red, is_yellow) SQL conditions mirroring store.case_light()/traffic_light() exactly."""
     ratio = float(yellow_ratio)
     if not 0 < ratio <= 1:
@@ -268,7 +268,7 @@ async def _open_tallies(
     department: str | None = None, kind: str | None = None,
 ) -> dict[tuple, Tally]:
     """Open cases now with their yellow and red counts, keyed (department_code, kind)."""
-    is_red, is_yellow = _light_sql(now, yellow_ratio, _dialect(session))
+    is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
     stmt = (
         select(Case.kind, Case.department_code, func.count(), _count_if(is_yellow),
                _count_if(is_red))

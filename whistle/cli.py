@@ -78,9 +78,13 @@ def cmd_demo(args, settings) -> int:
 
 
 def cmd_migrate(args, settings) -> int:
-    from models.migrate import upgrade_sync
+    from models.migrate import MigrationError, upgrade_sync
 
-    upgrade_sync(settings.database_url)
+    try:
+        upgrade_sync(settings.database_url)
+    except MigrationError as exc:
+        print(f"数据库升级失败: {exc}", file=sys.stderr)
+        return 1
     asyncio.run(_sync_reference_data(settings))
     print(f"数据库已升级到最新版本: {settings.database_url}")
     return 0
@@ -92,6 +96,17 @@ def cmd_dashboard(args, settings) -> int:
 
     upgrade_sync(settings.database_url)
     asyncio.run(serve_dashboard(settings))
+    return 0
+
+
+def cmd_worker(args, settings) -> int:
+    """An extra follow-up/outbox worker beside the bot (PostgreSQL deployments)."""
+    from bot.followup import run_worker
+
+    if not settings.telegram_token:
+        print("worker 需要 TELEGRAM_TOKEN。", file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(settings))
     return 0
 
 
@@ -121,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="升级数据库结构并同步部门/人员/网格").set_defaults(func=cmd_migrate)
     sub.add_parser("dashboard", help="只运行指挥大屏").set_defaults(func=cmd_dashboard)
+    sub.add_parser("worker", help="额外的跟进/推送进程（多进程共用 PostgreSQL 时）").set_defaults(
+        func=cmd_worker
+    )
     sub.add_parser("check", help="检查配置").set_defaults(func=cmd_check)
     return p
 
@@ -131,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -1,0 +1,289 @@
+"""Classifier benchmark on the real messages in ../shared/data (Teddy Cup 2020, problem C).
+
+    python bench/classifier_bench.py [--folds 5] [--jobs 2] [--quick]
+
+Reports:
+- cross-validated accuracy / macro-F1 on the raw messages, training on raw + segmented
+  messages, with no test message (same id, or the same text / a near copy, see
+  classifier.dedupe) leaking into training through the segmented file or a repost;
+- seconds to train the final model (tokenisation, 5-fold calibration, fit) on 2 cores;
+- single-message latency p50/p99 of Suggester.suggest on one core;
+- cold start (import + load + first prediction, in a fresh subprocess) and its peak RSS;
+- the default model (seed corpus only) on the raw messages, departments mapped to categories.
+Prints a table and writes bench/results/classifier.json. Skips when the data is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from classifier import Suggester
+from classifier import text as textmod
+from classifier.data import corpus_files, read_examples, read_rows
+from classifier.dedupe import near_duplicate_groups
+from classifier.metrics import classification_report, percentile_ms
+from classifier.training import TrainParams, train
+
+DATA = Path(os.environ.get("WHISTLE_SHARED_DATA", REPO.parent / "shared" / "data"))
+RAW = DATA / "teddy2020c_raw_train.csv"
+SEGMENTED = DATA / "teddy2020c_segmented_train.csv"
+RESULTS = REPO / "bench" / "results"
+
+DEPARTMENT_TO_CATEGORY = {
+    "water": "城乡建设", "municipal": "城乡建设", "housing": "城乡建设",
+    "labor": "劳动和社会保障", "environment": "环境保护", "transport": "交通运输",
+    "education": "教育文体", "health": "卫生计生", "commerce": "商贸旅游",
+}
+TARGETS = {"macro_f1": 0.94, "latency_ms_p50": 1.0, "train_seconds": 60.0,
+           "cold_start_seconds": 2.0, "default_mapped_accuracy": 0.85}
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def norm_id(value: str) -> str | None:
+    try:
+        return str(int(float(value)))
+    except ValueError:
+        return None
+
+
+def load_raw() -> tuple[list[str], list[str], list[str | None]]:
+    """Raw messages as the product reads them (title joined before text): texts, labels, ids."""
+    with RAW.open(encoding="utf-8") as fh:
+        recs = list(csv.DictReader(fh))
+    rows = read_rows(RAW, need_label=True)
+    keep = [i for i, r in enumerate(rows) if r.text and r.label]
+    return ([rows[i].text for i in keep], [rows[i].label for i in keep],
+            [norm_id(recs[i]["id"]) for i in keep])
+
+
+def load_segmented() -> tuple[list[str], list[str], list[str | None]]:
+    """Segmented messages: their text already starts with the title, so the title is not
+    joined again."""
+    with SEGMENTED.open(encoding="utf-8") as fh:
+        recs = [r for r in csv.DictReader(fh) if r["text"].strip() and r["label"].strip()]
+    return [r["text"] for r in recs], [r["label"] for r in recs], [norm_id(r["id"]) for r in recs]
+
+
+def message_groups(raw_an, seg_an, raw_ids, seg_ids) -> np.ndarray:
+    """Group number per raw message, then per segmented one: a repost, a segmented copy (same
+    id or same words) and the message itself share a group."""
+    position = {rid: i for i, rid in enumerate(raw_ids) if rid is not None}
+    same_id = [(position[sid], len(raw_an) + j) for j, sid in enumerate(seg_ids)
+               if sid in position]
+    return near_duplicate_groups(raw_an + seg_an, same_id)
+
+
+def cross_validate(raw, seg, groups, folds, params) -> dict:
+    """raw and seg: (texts, labels, analyzed); groups from message_groups."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+    (raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an) = raw, seg
+    truth, pred, excluded = [], [], []
+    y = np.array(raw_y)
+    raw_groups, seg_groups = groups[:len(y)], groups[len(y):]
+    for k, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, raw_groups), start=1):
+        leak = np.isin(seg_groups, raw_groups[te])
+        seg_keep = np.flatnonzero(~leak)
+        excluded.append(int(leak.sum()))
+        docs = [raw_an[i] for i in tr] + [seg_an[j] for j in seg_keep]
+        examples = ([(raw_texts[i], raw_y[i]) for i in tr]
+                    + [(seg_texts[j], seg_y[j]) for j in seg_keep])
+        # Calibration is skipped here: it does not change which label ranks first.
+        model = train(examples, params, calibrate=False, analyzed=docs,
+                      progress=lambda m: None).model
+        for i in te:
+            scores, _ = model.scores(raw_an[i])
+            pred.append(model.labels[int(np.argmax(scores))])
+            truth.append(raw_y[i])
+        say(f"  fold {k}: train {len(docs)} (segmented rows withheld as test copies: "
+            f"{excluded[-1]}), test {len(te)}")
+    report = classification_report(truth, pred)
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n": report.n,
+            "per_class": report.per_class, "segmented_rows_withheld_per_fold": excluded}
+
+
+def time_training(raw_texts, raw_y, seg_texts, seg_y, params) -> tuple[float, int, Path]:
+    """Train the final model from text (tokenisation included); seconds, peak RSS KiB, path."""
+    out = Path(tempfile.mkdtemp()) / "teddy.model"
+    code = (
+        "import json,sys,time,resource\n"
+        f"sys.path.insert(0,{str(REPO)!r})\n"
+        "from classifier.training import TrainParams, train\n"
+        "from classifier import text as t\n"
+        "d=json.load(sys.stdin)\n"
+        "t0=time.perf_counter()\n"
+        "r=train(list(zip(d['texts'],d['labels'])), TrainParams(**d['params']),\n"
+        "        userdict_words=t.read_userdict(t.DEFAULT_USERDICT), progress=print)\n"
+        "s=time.perf_counter()-t0\n"
+        "r.model.save(d['out'])\n"
+        "peak=max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,\n"
+        "         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print('RESULT', json.dumps({'seconds': s, 'peak_kib': peak}))\n"
+    )
+    payload = json.dumps({"texts": raw_texts + seg_texts, "labels": raw_y + seg_y,
+                          "params": _params_dict(params), "out": str(out)})
+    proc = subprocess.run([sys.executable, "-c", code], input=payload, text=True,
+                          capture_output=True, check=True)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    return result["seconds"], result["peak_kib"], out
+
+
+def _params_dict(params: TrainParams) -> dict:
+    from dataclasses import asdict
+
+    return asdict(params)
+
+
+def latency_one_core(model_path: Path, texts: list[str]) -> dict:
+    """suggest() one message at a time, the process pinned to one CPU."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        suggester = Suggester.from_path(model_path)
+        suggester.suggest("预热")
+        seconds = []
+        for text in texts:
+            t0 = time.perf_counter()
+            suggester.suggest(text)
+            seconds.append(time.perf_counter() - t0)
+    finally:
+        os.sched_setaffinity(0, before)
+    return {"latency_ms_p50": percentile_ms(seconds, 50),
+            "latency_ms_p99": percentile_ms(seconds, 99), "messages": len(seconds)}
+
+
+def cold_start(model_path: Path, runs: int = 3) -> dict:
+    """Fresh interpreter: import classifier, load the model, first suggestion (best of runs)."""
+    code = (
+        "import time; t0=time.perf_counter()\n"
+        f"import sys; sys.path.insert(0,{str(REPO)!r})\n"
+        "from classifier import Suggester\n"
+        f"s=Suggester.from_path({str(model_path)!r})\n"
+        "s.suggest('小区门口的路灯坏了一个星期，晚上很黑')\n"
+        "import resource\n"
+        "print(time.perf_counter()-t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    walls, inner, rss = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        walls.append(time.perf_counter() - t0)
+        seconds, kib = out.stdout.split()
+        inner.append(float(seconds))
+        rss.append(int(kib))
+    return {"cold_start_seconds": min(walls), "cold_start_in_process_seconds": min(inner),
+            "cold_start_peak_rss_mb": max(rss) / 1024}
+
+
+def default_model_on_raw(raw_texts, raw_y) -> dict:
+    """The seed-corpus model, its departments mapped to the seven categories."""
+    examples = [ex for p in corpus_files(REPO / "classifier" / "corpus") for ex in read_examples(p)]
+    result = train(examples, TrainParams(), progress=lambda m: None,
+                   userdict_words=textmod.read_userdict(textmod.DEFAULT_USERDICT))
+    path = Path(tempfile.mkdtemp()) / "default.model"
+    result.model.save(path)
+    suggester = Suggester.from_path(path)
+    pred = []
+    for text in raw_texts:
+        label = suggester.suggest(text).label
+        pred.append(DEPARTMENT_TO_CATEGORY.get(label, label))
+    report = classification_report(raw_y, pred)
+    return {"default_mapped_accuracy": report.accuracy, "default_mapped_macro_f1": report.macro_f1,
+            "default_corpus_rows": len(examples),
+            "default_cv_macro_f1": result.report.macro_f1 if result.report else None,
+            "default_train_seconds": result.seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="skip cross-validation")
+    args = parser.parse_args()
+    if not RAW.exists() or not SEGMENTED.exists():
+        print(f"跳过: 找不到 {DATA} 中的真实留言数据（需要 {RAW.name} 和 {SEGMENTED.name}）")
+        return 0
+    params = TrainParams(n_jobs=args.jobs)
+    results: dict = {"params": _params_dict(params)}
+
+    raw_texts, raw_y, raw_ids = load_raw()
+    seg_texts, seg_y, seg_ids = load_segmented()
+    say(f"raw {len(raw_texts)} messages {dict(Counter(raw_y))}; segmented {len(seg_texts)}")
+
+    say("training the final model on raw + segmented (timed, fresh process) …")
+    seconds, peak_kib, model_path = time_training(raw_texts, raw_y, seg_texts, seg_y, params)
+    results |= {"train_seconds": seconds, "train_peak_rss_mb": peak_kib / 1024,
+                "train_examples": len(raw_texts) + len(seg_texts),
+                "model_file_mb": model_path.stat().st_size / 2**20}
+
+    say("latency and cold start …")
+    results |= latency_one_core(model_path, raw_texts)
+    results |= cold_start(model_path)
+
+    say("default model (seed corpus) on the raw messages …")
+    results |= default_model_on_raw(raw_texts, raw_y)
+
+    if not args.quick:
+        say("cross-validation on raw messages …")
+        textmod.load_userdict()
+        raw_an = textmod.analyze_many(raw_texts, args.jobs)
+        seg_an = textmod.analyze_many(seg_texts, args.jobs)
+        groups = message_groups(raw_an, seg_an, raw_ids, seg_ids)
+        results["raw_messages_with_a_copy_in_raw"] = int(
+            len(raw_an) - len(set(groups[:len(raw_an)].tolist())))
+        cv = cross_validate((raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an), groups,
+                            args.folds, params)
+        results |= {"cv_" + k: v for k, v in cv.items()}
+    results["peak_rss_bench_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print_table(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "classifier.json").write_text(json.dumps(results, ensure_ascii=False, indent=2))
+    say(f"written {RESULTS / 'classifier.json'}")
+    return 0
+
+
+def print_table(r: dict) -> None:
+    rows = [
+        ("CV macro-F1, raw messages (leak-free)", r.get("cv_macro_f1"), "≥ 0.94"),
+        ("CV accuracy, raw messages", r.get("cv_accuracy"), ""),
+        ("training seconds (raw+segmented, 2 cores)", r["train_seconds"], "≤ 60"),
+        ("training peak RSS MB", r["train_peak_rss_mb"], ""),
+        ("latency p50 ms (one core)", r["latency_ms_p50"], "≤ 1"),
+        ("latency p99 ms (one core)", r["latency_ms_p99"], ""),
+        ("cold start s (subprocess wall)", r["cold_start_seconds"], "≤ 2"),
+        ("cold start peak RSS MB", r["cold_start_peak_rss_mb"], ""),
+        ("model file MB", r["model_file_mb"], ""),
+        ("default model → 7 categories, accuracy", r["default_mapped_accuracy"], "≥ 0.85"),
+        ("default model → 7 categories, macro-F1", r["default_mapped_macro_f1"], ""),
+        ("default model training seconds", r["default_train_seconds"], ""),
+    ]
+    print(f"{'measure':<45}{'value':>12}  target")
+    for name, value, target in rows:
+        shown = "—" if value is None else f"{value:.4f}" if value < 10 else f"{value:.1f}"
+        print(f"{name:<45}{shown:>12}  {target}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Admin commands: /reload_model and /staff_add ID ROLE [DEPT|GRID]. Only role "admin"."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from telegram import Update
+from telegram.ext import CommandHandler, ContextTypes
+
+from bot import texts
+from bot.services import services_of
+from models import store
+from models.lifecycle import CaseError
+
+log = logging.getLogger(__name__)
+Context = ContextTypes.DEFAULT_TYPE
+Command = Callable[[Update, Context], Awaitable[None]]
+
+
+def admin_only(command: Command) -> Command:
+    """Refuse politely unless the sender is an active admin (config.toml or the store)."""
+
+    @functools.wraps(command)
+    async def wrapper(update: Update, context: Context) -> None:
+        async with services_of(context).session() as session:
+            staff = await store.get_staff(session, update.effective_user.id)
+        if staff is None or staff.role != "admin":
+            await update.effective_message.reply_text(texts.ADMIN_ONLY)
+            return
+        await command(update, context)
+
+    return wrapper
+
+
+def model_version(suggester) -> str:
+    return str(getattr(suggester, "model_version", "") or "—")
+
+
+async def reload_model(context: Context) -> bool:
+    """Load a newer model file if there is one (off the event loop: loading takes a moment)."""
+    suggester = services_of(context).suggester
+    changed = bool(await asyncio.to_thread(suggester.reload_if_changed))
+    if changed:
+        log.info("classifier model reloaded: %s", model_version(suggester))
+    return changed
+
+
+async def reload_model_job(context: Context) -> None:
+    """Repeating job (classifier.reload_check_seconds): pick up a retrained model."""
+    try:
+        await reload_model(context)
+    except Exception:
+        log.exception("could not reload the classifier model; keeping the current one")
+
+
+@admin_only
+async def reload_model_command(update: Update, context: Context) -> None:
+    """/reload_model."""
+    changed = await reload_model(context)
+    version = model_version(services_of(context).suggester)
+    template = texts.MODEL_RELOADED if changed else texts.MODEL_UNCHANGED
+    await update.effective_message.reply_text(template.format(version=version))
+
+
+@admin_only
+async def staff_add(update: Update, context: Context) -> None:
+    """/staff_add ID ROLE [DEPT|GRID]: add or change a staff member."""
+    args = context.args or []
+    if len(args) not in (2, 3) or not args[0].isdigit():
+        await update.effective_message.reply_text(texts.STAFF_ADD_USAGE)
+        return
+    telegram_id, role = int(args[0]), args[1].lower()
+    where = args[2] if len(args) == 3 else None
+    grids = {g.code for g in services_of(context).settings.grids}
+    if role not in texts.ROLE_NAMES or (role in ("department", "grid") and not where) \
+            or (role == "grid" and where not in grids):
+        await update.effective_message.reply_text(texts.STAFF_ADD_USAGE)
+        return
+    try:
+        async with services_of(context).session() as session:
+            existing = await store.get_staff(session, telegram_id)
+            await store.upsert_staff(
+                session, telegram_id, name=existing.name if existing else "", role=role,
+                department_code=where if role == "department" else None,
+                grid_code=where if role == "grid" else None)
+    except CaseError as exc:
+        await update.effective_message.reply_text(str(exc))
+        return
+    await update.effective_message.reply_text(texts.STAFF_ADDED.format(
+        telegram_id=telegram_id, role=texts.ROLE_NAMES[role], where=f"，{where}" if where else ""))
+
+
+def handlers() -> list[CommandHandler]:
+    return [CommandHandler("reload_model", reload_model_command),
+            CommandHandler("staff_add", staff_add)]

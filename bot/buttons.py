@@ -1,0 +1,78 @@
+"""Shared handling of staff button presses: validate, act, refuse politely, redraw the post."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from telegram import CallbackQuery, Update
+from telegram.ext import ContextTypes
+
+from bot import callbacks as cb
+from bot import posts, routing, texts
+from bot.common import alert, edit_post, kick_delivery, local_time
+from bot.services import Services, services_of
+from models.lifecycle import CaseError, CaseNotFound, StaleVersion
+
+log = logging.getLogger(__name__)
+
+Action = Callable[[Services, int, cb.Callback], Awaitable[routing.Acted]]
+
+
+def post_for(acted: routing.Acted, services: Services, audience: str,
+             done: str | None = None) -> tuple[str, object]:
+    """(text, keyboard) of a triage or department post after an action."""
+    footer = None
+    if done:
+        footer = posts.footer(done, acted.staff.name if acted.staff else "",
+                              local_time(services, services.clock()))
+    case = acted.case
+    if audience == posts.TRIAGE_AUDIENCE:
+        return (posts.triage_text(case, services, enterprise=acted.enterprise, footer=footer),
+                posts.triage_keyboard(case, services))
+    return (posts.department_text(case, services, enterprise=acted.enterprise, footer=footer),
+            posts.department_keyboard(case))
+
+
+async def redraw(query: CallbackQuery, services: Services, case_id: int, audience: str) -> None:
+    """Show the case as it is now on the message whose button went stale."""
+    try:
+        case, enterprise = await routing.current_case(services, case_id)
+    except CaseNotFound:
+        return
+    text, keyboard = post_for(routing.Acted(case, None, enterprise), services, audience)
+    await edit_post(query, text, keyboard)
+
+
+async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, exc: CaseError,
+                 audience: str) -> None:
+    """Tell the presser why nothing happened; a stale post is brought up to date."""
+    if isinstance(exc, StaleVersion):
+        await redraw(query, services, button.case_id, audience)
+    await alert(query, str(exc))
+
+
+async def press(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Action,
+                audience: str) -> tuple[cb.Callback, routing.Acted] | None:
+    """Run `action` for the pressed button; on any refusal answer politely and return None.
+
+    On success the caller redraws the post and then calls `done(query)`: answering last
+    means the presser's spinner stops once everything they see is up to date.
+    """
+    query = update.callback_query
+    services = services_of(context)
+    button = cb.parse(query.data)
+    if button is None:
+        await alert(query, texts.BUTTON_INVALID)
+        return None
+    try:
+        acted = await action(services, query.from_user.id, button)
+    except CaseError as exc:
+        await refuse(query, services, button, exc, audience)
+        return None
+    kick_delivery(context.application)
+    return button, acted
+
+
+async def done(query: CallbackQuery) -> None:
+    await query.answer(texts.ACTION_DONE)

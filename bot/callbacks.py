@@ -1,0 +1,85 @@
+"""The one place that builds and parses inline-button callback data.
+
+Format: ``"<verb>:<case_id>:<version>[:<arg>]"`` — at most 64 bytes (Telegram's limit). The
+version is the case's version when the button was made, so a button from an old message can
+be recognised and refused. Buttons that are not about a case use case_id 0 and put a draft or
+offer nonce in the version field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_BYTES = 64
+
+# Case actions (triage / department staff).
+CONFIRM = "ok"  # triage: dispatch to the suggested department
+PICK = "pick"  # triage: show the department list
+BACK = "back"  # triage: leave the department list
+TO = "to"  # triage: dispatch / redispatch to department <arg>
+URGENT = "urg"  # triage: mark urgent
+SIGN = "sign"  # department: 签收
+RETURN = "ret"  # department: 退回 (asks for a reason)
+RESOLVE = "res"  # department: 办结 (asks for the result)
+EXTEND = "ext"  # department: 申请延期 (asks for reason and date)
+APPROVE_EXT = "exa"  # triage: approve extension request <arg>
+REJECT_EXT = "exr"  # triage: reject extension request <arg>
+RATE = "rate"  # reporter: satisfaction (follow-up engine), arg satisfied|basic|unsatisfied
+
+# Reporter buttons that are not about a stored case.
+DRAFT = "dr"  # draft summary: arg submit|edit|cancel|text|photo|location|back
+OFFER = "of"  # offer to start a report with a free message: arg yes|no
+NEW_DEMAND = "nd"  # enterprise: start a new demand
+
+TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, APPROVE_EXT, REJECT_EXT})
+DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
+# Other modules (the follow-up engine) may define their own verbs: any short lowercase word is
+# well-formed here; the handler that owns a verb decides what it means.
+
+_PART = re.compile(r"^[a-z]{1,8}$")
+_NUMBER = re.compile(r"^\d{1,12}$")
+_ARG = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class Callback:
+    verb: str
+    case_id: int
+    version: int
+    arg: str | None = None
+
+
+def make(verb: str, case_id: int, version: int, arg: str | None = None) -> str:
+    """Callback data for a button; raises ValueError if it would be malformed or too long."""
+    if not _PART.match(verb):
+        raise ValueError(f"bad callback verb {verb!r}")
+    data = f"{verb}:{int(case_id)}:{int(version)}" + (f":{arg}" if arg is not None else "")
+    if arg is not None and not _ARG.match(arg):
+        raise ValueError(f"bad callback argument {arg!r}")
+    if len(data.encode()) > MAX_BYTES:
+        raise ValueError(f"callback data longer than {MAX_BYTES} bytes: {data!r}")
+    return data
+
+
+def parse(data: str | None) -> Callback | None:
+    """The parsed callback, or None for anything malformed, unknown or oversized."""
+    if not data or len(data.encode()) > MAX_BYTES:
+        return None
+    parts = data.split(":")
+    if len(parts) not in (3, 4):
+        return None
+    verb, case_id, version = parts[:3]
+    arg = parts[3] if len(parts) == 4 else None
+    if not _PART.match(verb):
+        return None
+    if not _NUMBER.match(case_id) or not _NUMBER.match(version):
+        return None
+    if arg is not None and not _ARG.match(arg):
+        return None
+    return Callback(verb, int(case_id), int(version), arg)
+
+
+def pattern(*verbs: str) -> str:
+    """A CallbackQueryHandler pattern matching these verbs (validation happens in parse)."""
+    return "^(" + "|".join(re.escape(v) for v in verbs) + "):"

@@ -1,0 +1,575 @@
+"""The reporter's conversation: 随手拍 for residents and 企业吹哨 for enterprises.
+
+In the style of python-telegram-bot's conversationbot.py: named states, one small callback per
+step that returns the next state, and the ConversationHandler assembled in `build()`.
+
+    /report ─▶ DESCRIBE ─▶ PHOTO (/skip) ─▶ LOCATION (/skip) ─▶ CONFIRM ─▶ submitted
+    /enterprise (first time) ─▶ REG_NAME ─▶ REG_CODE ─▶ DESCRIBE ─▶ …
+    CONFIRM ─ 修改 ─▶ EDIT ─▶ DESCRIBE | PHOTO | LOCATION ─▶ CONFIRM
+
+The draft lives in context.user_data["draft"], which bot.persistence keeps in the store, so a
+half-filled report survives a restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    Update,
+)
+from telegram.ext import (
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot import callbacks as cb
+from bot import routing, texts, views
+from bot.common import (
+    buttons_start_conversations,
+    department_name,
+    display_name,
+    kick_delivery,
+    now_of,
+)
+from bot.services import services_of
+from models import store
+from models.lifecycle import CaseError
+from models.tables import ENTERPRISE, RESIDENT
+from models.validation import InvalidInput
+
+REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
+END = ConversationHandler.END
+NAME = "intake"
+
+DRAFT = "draft"  # user_data key of the report being filled in
+OFFER = "offer"  # user_data key of a free message the bot offered to turn into a report
+
+Context = ContextTypes.DEFAULT_TYPE
+Step = Callable[[Update, Context], Awaitable[object]]
+
+PRIVATE = filters.ChatType.PRIVATE
+NEW_MESSAGE = filters.UpdateType.MESSAGE & PRIVATE
+MENU_TEXTS = (texts.MENU_REPORT, texts.MENU_MY, texts.MENU_ENTERPRISE, texts.MENU_HELP)
+MENU = filters.Text(list(MENU_TEXTS))
+TYPED = NEW_MESSAGE & filters.TEXT & ~filters.COMMAND & ~MENU
+
+
+def main_menu() -> ReplyKeyboardMarkup:
+    """The reply keyboard under the chat: the four things a reporter does."""
+    return ReplyKeyboardMarkup(
+        [[KeyboardButton(texts.MENU_REPORT), KeyboardButton(texts.MENU_MY)],
+         [KeyboardButton(texts.MENU_ENTERPRISE), KeyboardButton(texts.MENU_HELP)]],
+        resize_keyboard=True,
+    )
+
+
+# ---------------------------------------------------------------- the draft
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def new_draft(context: Context, kind: str, enterprise: str | None = None) -> dict:
+    """Start a fresh draft; its random nonce marks its buttons and makes submitting idempotent."""
+    draft = {
+        "nonce": secrets.randbelow(2**31 - 1) + 1, "kind": kind, "enterprise": enterprise,
+        "text": None, "text_msg": None, "photos": [], "lat": None, "lon": None,
+        "address": None, "out_of_area": False, "editing": False, "summary_shown": False,
+        "touched": _iso(now_of(context)),
+    }
+    context.user_data[DRAFT] = draft
+    return draft
+
+
+def draft_of(context: Context) -> dict | None:
+    return context.user_data.get(DRAFT)
+
+
+def drop_draft(context: Context) -> None:
+    context.user_data.pop(DRAFT, None)
+
+
+def idle_limit(context: Context) -> timedelta:
+    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    return timedelta(minutes=float(minutes))
+
+
+def step(callback: Step) -> Step:
+    """Wrap a state callback: end a conversation whose draft is gone or was idle too long.
+
+    PTB's conversation_timeout covers a running bot; this also covers a conversation restored
+    after a restart, whose timeout job did not survive.
+    """
+
+    @functools.wraps(callback)
+    async def wrapper(update: Update, context: Context) -> object:
+        draft = draft_of(context)
+        now = now_of(context)
+        if draft is None:  # finished meanwhile (e.g. the first of two taps on 确认提交)
+            if update.callback_query:
+                await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+            else:
+                await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
+            return END
+        if now - datetime.fromisoformat(draft["touched"]) > idle_limit(context):
+            drop_draft(context)
+            if update.callback_query:
+                await update.callback_query.answer()
+            await _reply(update, _timed_out_text(context), reply_markup=main_menu())
+            return END
+        draft["touched"] = _iso(now)
+        return await callback(update, context)
+
+    return wrapper
+
+
+def _timed_out_text(context: Context) -> str:
+    return texts.TIMED_OUT.format(minutes=int(idle_limit(context).total_seconds() // 60))
+
+
+async def _reply(update: Update, text: str, **kwargs) -> Message | None:
+    message = update.effective_message
+    if message is None:
+        return None
+    return await message.reply_text(text, **kwargs)
+
+
+def text_limits(context: Context) -> tuple[int, int]:
+    conv = services_of(context).settings.conversation
+    return int(conv.get("min_text_chars", 4)), int(conv.get("max_text_chars", 2000))
+
+
+def description_problem(context: Context, text: str) -> str | None:
+    """Why a description cannot be used (too short / too long), or None if it is fine."""
+    low, high = text_limits(context)
+    text = text.strip()
+    if len(text) < low:
+        return texts.DESCRIPTION_TOO_SHORT.format(min=low)
+    if len(text) > high:
+        return texts.DESCRIPTION_TOO_LONG.format(length=len(text), max=high)
+    return None
+
+
+def in_district(context: Context, latitude: float, longitude: float) -> bool:
+    bbox = services_of(context).settings.district.get("bbox")
+    if not bbox:
+        return True
+    lon_min, lat_min, lon_max, lat_max = bbox
+    return lon_min <= longitude <= lon_max and lat_min <= latitude <= lat_max
+
+
+# ---------------------------------------------------------------- entry points
+
+
+async def start_report(update: Update, context: Context) -> int:
+    """/report or 我要反映: a resident's report starts with the description."""
+    new_draft(context, RESIDENT)
+    await _reply(update, texts.ASK_DESCRIPTION)
+    return DESCRIBE
+
+
+async def _enterprise_name(update: Update, context: Context) -> str | None:
+    async with services_of(context).session() as session:
+        enterprise = await store.enterprise_of(session, update.effective_user.id)
+        return enterprise.name if enterprise else None
+
+
+async def start_enterprise(update: Update, context: Context) -> int | None:
+    """/enterprise or 企业吹哨: register once, otherwise show the enterprise's demands."""
+    if await views.enterprise_home(update, context):
+        return None  # registered: the home page offers 提交新诉求; nothing to fill in
+    new_draft(context, ENTERPRISE)
+    await _reply(update, texts.ASK_ENTERPRISE_NAME)
+    return REG_NAME
+
+
+async def start_demand(update: Update, context: Context) -> int:
+    """/demand or the 提交新诉求 button: a registered enterprise describes a demand."""
+    if update.callback_query:
+        await update.callback_query.answer()
+    name = await _enterprise_name(update, context)
+    new_draft(context, ENTERPRISE, enterprise=name)
+    if name is None:
+        await _reply(update, texts.ASK_ENTERPRISE_NAME)
+        return REG_NAME
+    await _reply(update, texts.ASK_DEMAND)
+    return DESCRIBE
+
+
+async def accept_offer(update: Update, context: Context) -> int | None:
+    """是，开始反映 under a free message: the message becomes the draft's description."""
+    query = update.callback_query
+    button = cb.parse(query.data)
+    offer = context.user_data.get(OFFER)
+    if button is None or offer is None or offer.get("nonce") != button.version:
+        await query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+        return None
+    await query.answer()
+    context.user_data.pop(OFFER, None)
+    await query.edit_message_reply_markup(reply_markup=None)
+    if button.arg != "yes":
+        await _reply(update, texts.OFFER_DECLINED)
+        return None
+    draft = new_draft(context, RESIDENT)
+    draft["photos"] = list(offer.get("photos", []))
+    text = offer.get("text") or ""
+    if text and description_problem(context, text) is None:
+        draft["text"], draft["text_msg"] = text.strip(), offer.get("message_id")
+        return await _after_description(update, context)
+    await _reply(update, texts.PHOTO_NEEDS_TEXT if draft["photos"] else texts.ASK_DESCRIPTION)
+    return DESCRIBE
+
+
+# ---------------------------------------------------------------- enterprise registration
+
+
+@step
+async def got_enterprise_name(update: Update, context: Context) -> int:
+    name = update.message.text.strip()
+    if not 2 <= len(name) <= 100:
+        await _reply(update, texts.ENTERPRISE_NAME_INVALID)
+        return REG_NAME
+    draft_of(context)["enterprise"] = name
+    await _reply(update, texts.ASK_CREDIT_CODE)
+    return REG_CODE
+
+
+@step
+async def got_credit_code(update: Update, context: Context) -> int:
+    services = services_of(context)
+    draft = draft_of(context)
+    try:
+        async with services.session() as session:
+            enterprise = await store.register_enterprise(
+                session, update.effective_user.id, draft["enterprise"], update.message.text,
+                now=services.clock())
+    except InvalidInput as exc:
+        await _reply(update, str(exc))
+        return REG_CODE
+    draft["enterprise"] = enterprise.name
+    await _reply(update, texts.ENTERPRISE_REGISTERED.format(name=enterprise.name))
+    await _reply(update, texts.ASK_DEMAND)
+    return DESCRIBE
+
+
+# ---------------------------------------------------------------- description, photo, location
+
+
+async def _after_description(update: Update, context: Context) -> int:
+    if draft_of(context)["photos"]:
+        return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
+    return await _after_step(update, context, PHOTO, texts.ASK_PHOTO)
+
+
+async def _after_step(update: Update, context: Context, next_state: int, prompt: str) -> int:
+    """Go on to the next question, or back to the summary when the user was editing."""
+    draft = draft_of(context)
+    if draft["editing"] or draft["summary_shown"]:
+        draft["editing"] = False
+        return await show_summary(update, context)
+    await _reply(update, prompt)
+    return next_state
+
+
+@step
+async def got_description(update: Update, context: Context) -> int:
+    text = update.message.text
+    problem = description_problem(context, text)
+    if problem:
+        await _reply(update, problem)
+        return DESCRIBE
+    draft = draft_of(context)
+    draft["text"], draft["text_msg"] = text.strip(), update.message.message_id
+    return await _after_description(update, context)
+
+
+@step
+async def got_description_photo(update: Update, context: Context) -> int:
+    """A photo while we wait for the description: keep it; its caption may be the description."""
+    draft = draft_of(context)
+    draft["photos"] = [update.message.photo[-1].file_id]
+    caption = update.message.caption or ""
+    if caption and description_problem(context, caption) is None:
+        draft["text"], draft["text_msg"] = caption.strip(), update.message.message_id
+        return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
+    await _reply(update, texts.PHOTO_NEEDS_TEXT)
+    return DESCRIBE
+
+
+@step
+async def got_photo(update: Update, context: Context) -> int:
+    draft_of(context)["photos"] = [update.message.photo[-1].file_id]
+    return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
+
+
+@step
+async def skip_photo(update: Update, context: Context) -> int:
+    draft = draft_of(context)
+    if draft["editing"]:
+        draft["photos"] = []  # 重新上传照片 then /skip: the user wants no photo
+    return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
+
+
+@step
+async def got_location(update: Update, context: Context) -> int:
+    draft = draft_of(context)
+    location = update.message.location
+    venue = update.message.venue
+    draft["lat"], draft["lon"] = location.latitude, location.longitude
+    draft["address"] = f"{venue.title} {venue.address}"[:300] if venue else None
+    draft["out_of_area"] = not in_district(context, location.latitude, location.longitude)
+    if draft["out_of_area"]:
+        district = services_of(context).settings.district.get("name", "")
+        await _reply(update, texts.OUT_OF_AREA.format(district=district))
+    return await show_summary(update, context)
+
+
+@step
+async def got_address(update: Update, context: Context) -> int:
+    address = update.message.text.strip()
+    if len(address) > 200:
+        await _reply(update, texts.ADDRESS_TOO_LONG.format(max=200))
+        return LOCATION
+    draft = draft_of(context)
+    draft["address"], draft["lat"], draft["lon"], draft["out_of_area"] = address, None, None, False
+    return await show_summary(update, context)
+
+
+@step
+async def skip_location(update: Update, context: Context) -> int:
+    draft = draft_of(context)
+    if draft["editing"]:
+        draft["address"], draft["lat"], draft["lon"], draft["out_of_area"] = (
+            None, None, None, False)
+    return await show_summary(update, context)
+
+
+# ---------------------------------------------------------------- summary and buttons
+
+
+def _draft_button(label: str, draft: dict, arg: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(label, callback_data=cb.make(cb.DRAFT, 0, draft["nonce"], arg))
+
+
+def summary_keyboard(draft: dict) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([
+        [_draft_button(texts.BTN_SUBMIT, draft, "submit")],
+        [_draft_button(texts.BTN_EDIT, draft, "edit"),
+         _draft_button(texts.BTN_CANCEL, draft, "cancel")],
+    ])
+
+
+def edit_keyboard(draft: dict) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([
+        [_draft_button(texts.BTN_EDIT_TEXT, draft, "text")],
+        [_draft_button(texts.BTN_EDIT_PHOTO, draft, "photo"),
+         _draft_button(texts.BTN_EDIT_LOCATION, draft, "location")],
+        [_draft_button(texts.BTN_BACK, draft, "back")],
+    ])
+
+
+def summary_text(context: Context, draft: dict) -> str:
+    services = services_of(context)
+    suggestion = routing.suggest(services, draft["text"])
+    confident = suggestion.confident and suggestion.label
+    department = department_name(services, suggestion.label) if confident else None
+    return texts.summary(
+        text=draft["text"], photo_count=len(draft["photos"]), address=draft["address"],
+        latitude=draft["lat"], longitude=draft["lon"], out_of_area=draft["out_of_area"],
+        department=department, district=services.settings.district.get("name", ""),
+        enterprise=draft["enterprise"] if draft["kind"] == ENTERPRISE else None,
+    )
+
+
+async def show_summary(update: Update, context: Context) -> int:
+    """The draft with the suggested department and 确认提交 / 修改 / 取消."""
+    draft = draft_of(context)
+    draft["summary_shown"] = True
+    await _reply(update, summary_text(context, draft), reply_markup=summary_keyboard(draft))
+    return CONFIRM
+
+
+@step
+async def on_draft_button(update: Update, context: Context) -> int | None:
+    """确认提交 / 修改 / 取消 and the 修改 choices (answered once what they do is done)."""
+    query = update.callback_query
+    button = cb.parse(query.data)
+    draft = draft_of(context)
+    if button is None or button.version != draft["nonce"]:
+        await query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+        return None
+    if button.arg not in DRAFT_CHOICES:
+        await query.answer(texts.BUTTON_INVALID, show_alert=True)
+        return None
+    state = await _draft_choice(update, context, draft, button.arg)
+    await query.answer()
+    return state
+
+
+DRAFT_CHOICES = frozenset({"submit", "cancel", "edit", "back", "text", "photo", "location"})
+
+
+async def _draft_choice(update: Update, context: Context, draft: dict,
+                        choice: str) -> int | None:
+    query = update.callback_query
+    if choice == "submit":
+        return await submit(update, context)
+    if choice == "cancel":
+        await query.edit_message_reply_markup(reply_markup=None)
+        return await _cancelled(update, context)
+    if choice == "edit":
+        await query.edit_message_reply_markup(reply_markup=edit_keyboard(draft))
+        return EDIT
+    if choice == "back":
+        await query.edit_message_reply_markup(reply_markup=summary_keyboard(draft))
+        return CONFIRM
+    prompts = {"text": (DESCRIBE, texts.ASK_DESCRIPTION), "photo": (PHOTO, texts.ASK_PHOTO),
+               "location": (LOCATION, texts.ASK_LOCATION)}
+    await query.edit_message_reply_markup(reply_markup=None)
+    draft["editing"] = True
+    state, prompt = prompts[choice]
+    await _reply(update, prompt)
+    return state
+
+
+async def submit(update: Update, context: Context) -> int | None:
+    """Store and route the report, then tell the reporter its reference."""
+    services = services_of(context)
+    draft = draft_of(context)
+    user = update.effective_user
+    report = routing.ReportDraft(
+        nonce=draft["nonce"], text=draft["text"], kind=draft["kind"], photos=draft["photos"],
+        latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
+        out_of_area=draft["out_of_area"])
+    try:
+        case, fresh = await routing.submit_report(services, telegram_id=user.id,
+                                                  display_name=display_name(user), draft=report)
+    except CaseError as exc:
+        await _reply(update, str(exc))
+        return None
+    kick_delivery(context.application)
+    drop_draft(context)
+    if not fresh:  # a double tap on 确认提交: the first tap stored it
+        template = texts.ALREADY_SUBMITTED
+    elif case.kind == ENTERPRISE:
+        template = texts.SUBMITTED_ENTERPRISE
+    else:
+        template = texts.SUBMITTED
+    await _reply(update, template.format(ref=case.ref), reply_markup=main_menu())
+    await update.callback_query.edit_message_reply_markup(reply_markup=None)
+    return END
+
+
+# ---------------------------------------------------------------- reminders, cancel, timeout
+
+
+def remind(hint: str) -> Step:
+    """A callback that answers anything unexpected in a state with what is expected there
+    (it returns None, so the conversation stays in that state)."""
+
+    @step
+    async def reminder(update: Update, context: Context) -> None:
+        message = update.effective_message
+        unsupported = message is not None and not (message.text or message.photo
+                                                    or message.location)
+        await _reply(update, f"{texts.UNSUPPORTED_CONTENT}\n{hint}" if unsupported else hint)
+
+    return reminder
+
+
+@step
+async def description_cannot_be_skipped(update: Update, context: Context) -> None:
+    await _reply(update, texts.ONLY_TEXT_HERE)
+
+
+async def _cancelled(update: Update, context: Context) -> int:
+    drop_draft(context)
+    await _reply(update, texts.CANCELLED, reply_markup=main_menu())
+    return END
+
+
+async def cancel(update: Update, context: Context) -> int:
+    """/cancel: drop the draft and leave the conversation."""
+    return await _cancelled(update, context)
+
+
+async def unknown_command(update: Update, context: Context) -> None:
+    await _reply(update, texts.UNKNOWN_COMMAND)
+
+
+async def timed_out(update: Update, context: Context) -> None:
+    """The conversation was idle for idle_timeout_minutes: say so politely, forget the draft."""
+    drop_draft(context)
+    chat = update.effective_chat
+    if chat is not None:
+        await context.bot.send_message(chat.id, _timed_out_text(context),
+                                       reply_markup=main_menu())
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def build(idle_minutes: float) -> ConversationHandler:
+    """The reporter ConversationHandler (private chats), persistent under the name "intake"."""
+    skip = CommandHandler("skip", skip_photo, filters=PRIVATE)
+    anything = NEW_MESSAGE & ~filters.COMMAND
+    draft_buttons = CallbackQueryHandler(on_draft_button, pattern=cb.pattern(cb.DRAFT))
+    with buttons_start_conversations():
+        return ConversationHandler(
+            entry_points=[
+                CommandHandler("report", start_report, filters=PRIVATE),
+                MessageHandler(NEW_MESSAGE & filters.Text([texts.MENU_REPORT]), start_report),
+                CommandHandler("enterprise", start_enterprise, filters=PRIVATE),
+                MessageHandler(NEW_MESSAGE & filters.Text([texts.MENU_ENTERPRISE]),
+                               start_enterprise),
+                CommandHandler("demand", start_demand, filters=PRIVATE),
+                CallbackQueryHandler(start_demand, pattern=cb.pattern(cb.NEW_DEMAND)),
+                CallbackQueryHandler(accept_offer, pattern=cb.pattern(cb.OFFER)),
+            ],
+            states={
+                REG_NAME: [MessageHandler(TYPED, got_enterprise_name),
+                           MessageHandler(anything, remind(texts.ASK_ENTERPRISE_NAME))],
+                REG_CODE: [MessageHandler(TYPED, got_credit_code),
+                           MessageHandler(anything, remind(texts.ASK_CREDIT_CODE))],
+                DESCRIBE: [MessageHandler(TYPED, got_description),
+                           MessageHandler(NEW_MESSAGE & filters.PHOTO, got_description_photo),
+                           CommandHandler("skip", description_cannot_be_skipped,
+                                          filters=PRIVATE),
+                           MessageHandler(anything, remind(texts.ONLY_TEXT_HERE))],
+                PHOTO: [MessageHandler(NEW_MESSAGE & filters.PHOTO, got_photo),
+                        skip,
+                        MessageHandler(NEW_MESSAGE & filters.Document.IMAGE,
+                                       remind(texts.PHOTO_AS_FILE)),
+                        MessageHandler(anything, remind(texts.ONLY_PHOTO_HERE))],
+                LOCATION: [MessageHandler(NEW_MESSAGE & filters.LOCATION, got_location),
+                           MessageHandler(TYPED, got_address),
+                           CommandHandler("skip", skip_location, filters=PRIVATE),
+                           MessageHandler(anything, remind(texts.ONLY_LOCATION_HERE))],
+                CONFIRM: [draft_buttons, MessageHandler(anything, remind(texts.PRESS_A_BUTTON))],
+                EDIT: [draft_buttons, MessageHandler(anything, remind(texts.ASK_WHAT_TO_EDIT))],
+                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
+            },
+            fallbacks=[
+                CommandHandler("cancel", cancel),
+                MessageHandler(NEW_MESSAGE & filters.COMMAND, unknown_command),
+            ],
+            name=NAME,
+            persistent=True,
+            allow_reentry=True,
+            conversation_timeout=timedelta(minutes=idle_minutes),
+        )

@@ -1,0 +1,350 @@
+"""Department staff's buttons on dispatched cases: 签收, and the three that need a few words —
+退回 (reason), 办结 (result + optional photo) and 申请延期 (reason + new date).
+
+The three are a small ConversationHandler per (group, staff member): the bot asks with a
+ForceReply addressed to that person, and the answer completes the action.
+
+    退回 ─▶ RETURN_REASON ─▶ returned to triage
+    办结 ─▶ RESOLVE_RESULT ─▶ RESOLVE_PHOTO (/skip) ─▶ resolved, reporter told
+    申请延期 ─▶ EXTENSION_REASON ─▶ EXTENSION_DATE ─▶ request sent to triage
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import date, datetime, time, timedelta
+
+from telegram import ForceReply, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot import callbacks as cb
+from bot import posts, routing, texts
+from bot.buttons import done, post_for, press, refuse
+from bot.common import (
+    MAX_CAPTION,
+    MAX_TEXT,
+    buttons_start_conversations,
+    edit_post,
+    fit,
+    kick_delivery,
+    local_time,
+    now_of,
+)
+from bot.services import Services, services_of
+from models.lifecycle import CaseError, StaleVersion
+from models.validation import InvalidInput
+
+Context = ContextTypes.DEFAULT_TYPE
+DEPARTMENT = posts.DEPARTMENT_AUDIENCE
+RETURN_REASON, RESOLVE_RESULT, RESOLVE_PHOTO, EXTENSION_REASON, EXTENSION_DATE = range(10, 15)
+END = ConversationHandler.END
+NAME = "staff"
+PENDING = "staff_action"  # user_data key: {chat id: what the staff member is in the middle of}
+
+REASON_MIN, REASON_MAX = 2, 500
+RESULT_MAX = 2000
+
+
+# ---------------------------------------------------------------- 签收 (one press)
+
+
+async def sign(update: Update, context: Context) -> None:
+    """✍️ 签收: the department takes the case; the reporter is told."""
+    result = await press(update, context, routing.sign, DEPARTMENT)
+    if result:
+        services = services_of(context)
+        await edit_post(update.callback_query,
+                        *post_for(result[1], services, DEPARTMENT, texts.DONE_SIGNED))
+        await done(update.callback_query)
+
+
+# ---------------------------------------------------------------- the pending action
+
+
+def _pending(context: Context, chat_id: int) -> dict | None:
+    return context.user_data.get(PENDING, {}).get(str(chat_id))
+
+
+def _set_pending(context: Context, chat_id: int, value: dict | None) -> None:
+    pending = context.user_data.setdefault(PENDING, {})
+    if value is None:
+        pending.pop(str(chat_id), None)
+        if not pending:
+            context.user_data.pop(PENDING, None)
+    else:
+        pending[str(chat_id)] = value
+
+
+def _button_of(pending: dict) -> cb.Callback:
+    return cb.Callback(pending["verb"], pending["case_id"], pending["version"])
+
+
+async def _ask(update: Update, prompt: str) -> None:
+    """Ask the presser in the group with a ForceReply aimed at them (mention + selective)."""
+    user = update.effective_user
+    mention = f'<a href="tg://user?id={user.id}">{html.escape(user.full_name)}</a>'
+    await update.effective_chat.send_message(
+        f"{mention} {html.escape(prompt)}", parse_mode=ParseMode.HTML,
+        reply_markup=ForceReply(selective=True))
+
+
+async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
+    """Entry of 退回 / 办结 / 申请延期: check the presser may act, then ask for the words."""
+    query = update.callback_query
+    services = services_of(context)
+    button = cb.parse(query.data)
+    if button is None:
+        await query.answer(texts.BUTTON_INVALID, show_alert=True)
+        return None
+    try:
+        acted = await routing.check_button(services, query.from_user.id, button)
+    except CaseError as exc:
+        await refuse(query, services, button, exc, DEPARTMENT)
+        return None
+    message = query.message
+    _set_pending(context, message.chat.id, {
+        "verb": button.verb, "case_id": button.case_id, "version": button.version,
+        "ref": acted.case.ref, "message_id": message.message_id,
+        "photo_post": bool(getattr(message, "photo", None)),
+    })
+    await _ask(update, prompt)
+    await query.answer()
+    return state
+
+
+async def begin_return(update: Update, context: Context) -> int | None:
+    return await _begin(update, context, RETURN_REASON, texts.ASK_RETURN_REASON)
+
+
+async def begin_resolve(update: Update, context: Context) -> int | None:
+    return await _begin(update, context, RESOLVE_RESULT, texts.ASK_RESOLUTION)
+
+
+async def begin_extension(update: Update, context: Context) -> int | None:
+    return await _begin(update, context, EXTENSION_REASON, texts.ASK_EXTENSION_REASON)
+
+
+def _words_problem(text: str, high: int) -> str | None:
+    text = text.strip()
+    if len(text) < REASON_MIN:
+        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
+    if len(text) > high:
+        return texts.REASON_TOO_LONG.format(max=high)
+    return None
+
+
+async def _finish(update: Update, context: Context, action, done: str, ok_text: str) -> int | None:
+    """Run the action for the pending button; update the original post; end the conversation.
+
+    Bad words (InvalidInput) keep the question open; any other refusal ends it.
+    """
+    services = services_of(context)
+    chat_id = update.effective_chat.id
+    pending = _pending(context, chat_id)
+    if pending is None:
+        return END
+    try:
+        acted = await action(services, update.effective_user.id, _button_of(pending))
+    except InvalidInput as exc:
+        await update.effective_message.reply_text(str(exc))
+        return None
+    except CaseError as exc:
+        _set_pending(context, chat_id, None)
+        message = texts.BUTTON_EXPIRED if isinstance(exc, StaleVersion) else str(exc)
+        await update.effective_message.reply_text(message)
+        return END
+    kick_delivery(context.application)
+    _set_pending(context, chat_id, None)
+    await update.effective_message.reply_text(ok_text.format(ref=acted.case.ref))
+    await _redraw_post(context, services, chat_id, pending, acted, done)
+    return END
+
+
+async def _redraw_post(context: Context, services: Services, chat_id: int, pending: dict,
+                       acted: routing.Acted, done: str) -> None:
+    """Bring the department post the button was on up to date (new buttons, who did what)."""
+    text, keyboard = post_for(acted, services, DEPARTMENT, done)
+    try:
+        if pending["photo_post"]:
+            await context.bot.edit_message_caption(chat_id, pending["message_id"],
+                                                   caption=fit(text, MAX_CAPTION),
+                                                   reply_markup=keyboard)
+        else:
+            await context.bot.edit_message_text(fit(text, MAX_TEXT), chat_id,
+                                                pending["message_id"], reply_markup=keyboard)
+    except Exception:  # noqa: BLE001 - the action is done; an old post may be uneditable
+        return
+
+
+# ---------------------------------------------------------------- 退回
+
+
+async def got_return_reason(update: Update, context: Context) -> int | None:
+    reason = update.message.text
+    problem = _words_problem(reason, REASON_MAX)
+    if problem:
+        await update.message.reply_text(problem)
+        return None
+
+    async def action(services, user_id, button):
+        return await routing.return_to_triage(services, user_id, button, reason.strip())
+
+    return await _finish(update, context, action, texts.DONE_RETURNED, texts.RETURNED_OK)
+
+
+# ---------------------------------------------------------------- 办结
+
+
+async def got_resolution(update: Update, context: Context) -> int | None:
+    result = update.message.text
+    problem = _words_problem(result, RESULT_MAX)
+    if problem:
+        await update.message.reply_text(problem)
+        return None
+    _pending(context, update.effective_chat.id)["result"] = result.strip()
+    await _ask(update, texts.ASK_RESOLUTION_PHOTO)
+    return RESOLVE_PHOTO
+
+
+async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
+    pending = _pending(context, update.effective_chat.id)
+    if pending is None:
+        return END
+    result = pending["result"]
+
+    async def action(services, user_id, button):
+        return await routing.resolve_case(services, user_id, button, result, photo)
+
+    return await _finish(update, context, action, texts.DONE_RESOLVED, texts.RESOLVED_OK)
+
+
+async def got_resolution_photo(update: Update, context: Context) -> int | None:
+    return await _resolve(update, context, update.message.photo[-1].file_id)
+
+
+async def skip_resolution_photo(update: Update, context: Context) -> int | None:
+    return await _resolve(update, context, None)
+
+
+# ---------------------------------------------------------------- 申请延期
+
+_FULL_DATE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$")
+_SHORT_DATE = re.compile(r"^(\d{1,2})[-/.月](\d{1,2})日?$")
+
+
+def parse_new_deadline(text: str, services: Services, now: datetime) -> datetime | None:
+    """'2026-12-01', '12-01' or '12月1日' → that day's end of work (district time) in UTC.
+
+    None when unreadable or not after today.
+    """
+    calendar = services.rules.calendar
+    today = calendar.to_local(now).date()
+    raw = text.strip().replace(" ", "")
+    try:
+        if m := _FULL_DATE.match(raw):
+            day = date(int(m[1]), int(m[2]), int(m[3]))
+        elif m := _SHORT_DATE.match(raw):
+            day = date(today.year, int(m[1]), int(m[2]))
+            if day <= today:  # "01-05" said in December means next January
+                day = day.replace(year=today.year + 1)
+        else:
+            return None
+    except ValueError:
+        return None
+    if day <= today or day > today + timedelta(days=366):
+        return None
+    end_of_work = time.fromisoformat(services.settings.calendar.get("workday_end", "18:00"))
+    local = datetime.combine(day, end_of_work, tzinfo=calendar.tz)
+    return calendar.to_utc(local)
+
+
+async def got_extension_reason(update: Update, context: Context) -> int | None:
+    reason = update.message.text
+    problem = _words_problem(reason, REASON_MAX)
+    if problem:
+        await update.message.reply_text(problem)
+        return None
+    _pending(context, update.effective_chat.id)["reason"] = reason.strip()
+    await _ask(update, texts.ASK_EXTENSION_DATE)
+    return EXTENSION_DATE
+
+
+async def got_extension_date(update: Update, context: Context) -> int | None:
+    services = services_of(context)
+    new_resolve_by = parse_new_deadline(update.message.text, services, now_of(context))
+    if new_resolve_by is None:
+        await update.message.reply_text(texts.EXTENSION_DATE_INVALID)
+        return None
+    pending = _pending(context, update.effective_chat.id)
+    if pending is None:
+        return END
+    reason = pending["reason"]
+
+    async def action(services, user_id, button):
+        acted, _request = await routing.ask_extension(services, user_id, button, reason,
+                                                      new_resolve_by)
+        return acted
+
+    done = texts.DONE_EXT_REQUESTED.format(date=local_time(services, new_resolve_by))
+    return await _finish(update, context, action, done, texts.EXTENSION_REQUESTED_OK)
+
+
+# ---------------------------------------------------------------- cancel, timeout, assembly
+
+
+async def cancel(update: Update, context: Context) -> int:
+    _set_pending(context, update.effective_chat.id, None)
+    await update.effective_message.reply_text(texts.STAFF_ACTION_CANCELLED)
+    return END
+
+
+async def timed_out(update: Update, context: Context) -> None:
+    chat = update.effective_chat
+    if chat is None:
+        return
+    _set_pending(context, chat.id, None)
+    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))
+
+
+def build(idle_minutes: float) -> ConversationHandler:
+    """The staff ConversationHandler, one conversation per (group, staff member)."""
+    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
+    with buttons_start_conversations():
+        return ConversationHandler(
+            entry_points=[
+                CallbackQueryHandler(begin_return, pattern=cb.pattern(cb.RETURN)),
+                CallbackQueryHandler(begin_resolve, pattern=cb.pattern(cb.RESOLVE)),
+                CallbackQueryHandler(begin_extension, pattern=cb.pattern(cb.EXTEND)),
+            ],
+            states={
+                RETURN_REASON: [MessageHandler(words, got_return_reason)],
+                RESOLVE_RESULT: [MessageHandler(words, got_resolution)],
+                RESOLVE_PHOTO: [
+                    MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_resolution_photo),
+                    CommandHandler("skip", skip_resolution_photo),
+                ],
+                EXTENSION_REASON: [MessageHandler(words, got_extension_reason)],
+                EXTENSION_DATE: [MessageHandler(words, got_extension_date)],
+                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
+            },
+            fallbacks=[CommandHandler("cancel", cancel)],
+            name=NAME,
+            persistent=True,
+            allow_reentry=True,
+            conversation_timeout=timedelta(minutes=idle_minutes),
+        )
+
+
+def handlers() -> list:
+    return [CallbackQueryHandler(sign, pattern=cb.pattern(cb.SIGN))]

@@ -1,0 +1,129 @@
+"""A PTB persistence backed by the store's BotState table, so conversations and drafts
+survive a restart.
+
+Only user_data (the drafts) and conversation states are kept. PTB hands changes over every
+`update_interval` seconds and on shutdown; the many small calls of one such round are
+collected and written in a single short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram.ext import BasePersistence, PersistenceInput
+
+from models import drafts
+
+USER_PREFIX = "user:"
+CONV_PREFIX = "conv:"
+
+
+def _conv_key(name: str, key: tuple[int | str, ...]) -> str:
+    return CONV_PREFIX + name + ":" + ":".join(str(part) for part in key)
+
+
+def _parse_conv_key(name: str, stored: str) -> tuple[int | str, ...]:
+    parts = stored[len(CONV_PREFIX + name + ":"):].split(":")
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
+
+
+class StorePersistence(BasePersistence):
+    """user_data and ConversationHandler states in BotState rows ("user:ID", "conv:NAME:KEY")."""
+
+    def __init__(
+        self,
+        session: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+        clock: Callable[[], datetime],
+        update_interval: float = 2.0,
+    ) -> None:
+        super().__init__(
+            store_data=PersistenceInput(
+                bot_data=False, chat_data=False, user_data=True, callback_data=False
+            ),
+            update_interval=update_interval,
+        )
+        self._session = session  # e.g. Services.session
+        self._clock = clock
+        self._pending: dict[str, dict | None] = {}
+        self._batch: asyncio.Future | None = None
+
+    # ---------------------------------------------------------------- writing, batched
+    async def _put(self, key: str, value: dict | None) -> None:
+        self._pending[key] = value
+        if self._batch is None:
+            self._batch = asyncio.ensure_future(self._write_batch())
+        await asyncio.shield(self._batch)
+
+    async def _write_batch(self) -> None:
+        # Let the other update_* calls of this round (PTB gathers them) join the batch.
+        await asyncio.sleep(0)
+        items, self._pending, self._batch = self._pending, {}, None
+        try:
+            async with self._session() as session:
+                await drafts.save_states(session, items, self._clock())
+        except Exception:
+            # Keep the values for the next round rather than losing a draft; newer values
+            # that arrived meanwhile win.
+            self._pending = {**items, **self._pending}
+            raise
+
+    async def update_user_data(self, user_id: int, data: dict) -> None:
+        # An empty user_data means nothing is in progress: keep no row for it.
+        await self._put(f"{USER_PREFIX}{user_id}", dict(data) if data else None)
+
+    async def drop_user_data(self, user_id: int) -> None:
+        await self._put(f"{USER_PREFIX}{user_id}", None)
+
+    async def update_conversation(self, name: str, key: tuple, new_state: object | None) -> None:
+        value = None if new_state is None else {"state": new_state}
+        await self._put(_conv_key(name, key), value)
+
+    async def flush(self) -> None:
+        if self._batch is not None:
+            await asyncio.shield(self._batch)
+
+    # ---------------------------------------------------------------- reading at start-up
+    async def get_user_data(self) -> dict[int, dict]:
+        async with self._session() as session:
+            rows = await drafts.load_states(session, USER_PREFIX)
+        return {int(key[len(USER_PREFIX):]): value for key, value in rows.items()}
+
+    async def get_conversations(self, name: str) -> dict:
+        async with self._session() as session:
+            rows = await drafts.load_states(session, f"{CONV_PREFIX}{name}:")
+        return {_parse_conv_key(name, key): value["state"] for key, value in rows.items()}
+
+    # ---------------------------------------------------------------- not kept
+    async def get_chat_data(self) -> dict[int, dict]:
+        return {}
+
+    async def get_bot_data(self) -> dict:
+        return {}
+
+    async def get_callback_data(self) -> None:
+        return None
+
+    async def update_chat_data(self, chat_id: int, data: dict) -> None:
+        return None
+
+    async def update_bot_data(self, data: dict) -> None:
+        return None
+
+    async def update_callback_data(self, data) -> None:
+        return None
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        return None
+
+    async def refresh_user_data(self, user_id: int, user_data: dict) -> None:
+        return None
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: dict) -> None:
+        return None
+
+    async def refresh_bot_data(self, bot_data: dict) -> None:
+        return None

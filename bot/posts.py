@@ -1,0 +1,166 @@
+"""What staff see in their groups: the text and buttons of triage and department posts.
+
+Pure formatting from a Case; nothing here talks to Telegram or the store.
+"""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import callbacks as cb
+from bot import texts
+from bot.common import MAX_CAPTION, MAX_TEXT, department_name, local_time
+from bot.services import Services
+from models.lifecycle import STATUS_NAMES
+from models.tables import DISPATCHED, SIGNED, SUBMITTED, TRIAGE, URGENT, Case
+
+TRIAGE_AUDIENCE, DEPARTMENT_AUDIENCE = "triage", "department"
+
+
+def _button(label: str, verb: str, case: Case, arg: str | None = None) -> InlineKeyboardButton:
+    return InlineKeyboardButton(label, callback_data=cb.make(verb, case.id, case.version, arg))
+
+
+def is_unsure(case: Case, services: Services) -> bool:
+    """No suggestion, or one below the confidence threshold: a person has to decide."""
+    threshold = float(services.settings.classifier.get("confidence_threshold", 0.55))
+    return case.suggested_department is None or (case.suggested_confidence or 0) < threshold
+
+
+def _location_lines(case: Case) -> list[str]:
+    lines = []
+    if case.address:
+        lines.append(texts.POST_ADDRESS.format(address=case.address))
+    if case.latitude is not None and case.longitude is not None:
+        lines.append(texts.POST_COORDS.format(lat=case.latitude, lon=case.longitude))
+    if case.out_of_area:
+        lines.append(texts.POST_OUT_OF_AREA)
+    if len(case.photos) > 1:
+        lines.append(texts.POST_PHOTO_COUNT.format(count=len(case.photos)))
+    return lines
+
+
+def _suggestion_lines(case: Case, services: Services) -> list[str]:
+    lines = []
+    if case.suggested_department:
+        lines.append(texts.POST_SUGGESTED.format(
+            department=department_name(services, case.suggested_department),
+            prob=case.suggested_confidence or 0))
+    if case.suggestions:
+        items = " · ".join(f"{department_name(services, code)} {prob:.0%}"
+                           for code, prob in case.suggestions[:3])
+        lines.append(texts.POST_TOP.format(items=items))
+    if is_unsure(case, services):
+        lines.append(texts.POST_UNSURE)
+    return lines
+
+
+def _assemble(head: list[str], case: Case, tail: list[str], limit: int) -> str:
+    """head + the case's text + tail, cutting only the case's text to fit `limit`."""
+    fixed = "\n".join(head + tail)
+    room = max(20, limit - len(fixed) - len(texts.POST_TEXT.format(text="")) - 2)
+    body = case.text if len(case.text) <= room else case.text[: room - 1] + "…"
+    return "\n".join(head + [texts.POST_TEXT.format(text=body)] + tail)
+
+
+def _headline(case: Case, template: str) -> list[str]:
+    kind = texts.KIND_NAMES.get(case.kind, case.kind)
+    first = template.format(kind=kind, ref=case.ref)
+    if case.priority == URGENT:
+        first += "  " + texts.POST_URGENT
+    return [first]
+
+
+def _state_lines(case: Case, services: Services) -> list[str]:
+    lines = [texts.POST_STATUS.format(status=STATUS_NAMES.get(case.status, case.status))]
+    if case.department_code:
+        lines.append(texts.POST_DEPARTMENT.format(
+            department=department_name(services, case.department_code)))
+    if case.status in (DISPATCHED, SIGNED):
+        lines.append(texts.POST_DEADLINES.format(sign_by=local_time(services, case.sign_by),
+                                                 resolve_by=local_time(services, case.resolve_by)))
+    return lines
+
+
+def triage_text(case: Case, services: Services, *, enterprise: str | None = None,
+                headline: str | None = None, footer: str | None = None,
+                auto_dispatched: bool = False) -> str:
+    """The triage group's post of a case: content, location, suggestion and top-3, status."""
+    head = [headline] if headline else _headline(case, texts.POST_NEW)
+    if enterprise:
+        head.append(texts.POST_ENTERPRISE.format(name=enterprise))
+    tail = _location_lines(case) + _suggestion_lines(case, services)
+    if auto_dispatched:
+        tail.append(texts.POST_AUTO.format(
+            department=department_name(services, case.department_code)))
+    tail += _state_lines(case, services)
+    if footer:
+        tail.append(footer)
+    return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
+
+
+def department_text(case: Case, services: Services, *, enterprise: str | None = None,
+                    footer: str | None = None) -> str:
+    """The department group's post of a dispatched case: content, location, deadlines."""
+    head = _headline(case, texts.POST_DISPATCHED_TO_YOU)
+    if enterprise:
+        head.append(texts.POST_ENTERPRISE.format(name=enterprise))
+    tail = _location_lines(case) + _state_lines(case, services)
+    if footer:
+        tail.append(footer)
+    return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
+
+
+def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | None:
+    """确认 / 改派 / 标记紧急 while waiting; 重新分派 / 标记紧急 once dispatched."""
+    rows: list[list[InlineKeyboardButton]] = []
+    if case.status in (SUBMITTED, TRIAGE):
+        if case.suggested_department and services.settings.department(case.suggested_department):
+            label = texts.BTN_CONFIRM.format(
+                department=department_name(services, case.suggested_department))
+            rows.append([_button(label, cb.CONFIRM, case)])
+        rows.append([_button(texts.BTN_PICK, cb.PICK, case)])
+    elif case.status in (DISPATCHED, SIGNED):
+        rows.append([_button(texts.BTN_REDISPATCH, cb.PICK, case)])
+    else:
+        return None
+    if case.priority != URGENT:
+        rows.append([_button(texts.BTN_URGENT, cb.URGENT, case)])
+    return InlineKeyboardMarkup(rows)
+
+
+def department_picker(case: Case, services: Services) -> InlineKeyboardMarkup:
+    """One button per department (except the current one), three a row, and 返回."""
+    choices = [d for d in services.settings.departments if d.code != case.department_code]
+    buttons = [_button(d.name, cb.TO, case, d.code) for d in choices]
+    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
+    return InlineKeyboardMarkup(rows)
+
+
+def department_keyboard(case: Case) -> InlineKeyboardMarkup | None:
+    """签收 / 退回 when dispatched; 办结 / 申请延期 / 退回 once signed."""
+    if case.status == DISPATCHED:
+        return InlineKeyboardMarkup([[_button(texts.BTN_SIGN, cb.SIGN, case),
+                                      _button(texts.BTN_RETURN, cb.RETURN, case)]])
+    if case.status == SIGNED:
+        return InlineKeyboardMarkup([[_button(texts.BTN_RESOLVE, cb.RESOLVE, case),
+                                      _button(texts.BTN_EXTEND, cb.EXTEND, case)],
+                                     [_button(texts.BTN_RETURN, cb.RETURN, case)]])
+    return None
+
+
+def extension_keyboard(case: Case, request_id: int) -> InlineKeyboardMarkup:
+    """同意 / 不同意 for triage, carrying the extension request's id."""
+    arg = str(request_id)
+    return InlineKeyboardMarkup([[_button(texts.BTN_APPROVE, cb.APPROVE_EXT, case, arg),
+                                  _button(texts.BTN_REJECT, cb.REJECT_EXT, case, arg)]])
+
+
+def footer(action: str, who: str, at: str) -> str:
+    return texts.POST_FOOTER_ACTION.format(action=action, who=who, at=at)
+
+
+def as_dict(markup: InlineKeyboardMarkup | None) -> dict | None:
+    """A keyboard in the JSON form the outbox stores."""
+    return markup.to_dict() if markup is not None else None

@@ -1,0 +1,338 @@
+"""What happens in the store when people act.
+
+Each function is one short transaction: it checks who is acting, changes the case through
+models.store, and enqueues the pushes the change causes (models.outbox) — the triage and
+department group posts and the reporter's progress notices — so a change and its pushes are
+committed together or not at all. Handlers call these and then kick the outbox sender.
+
+Outbox keys follow f"case:{case.id}:{event}:{case.version}:{chat_id}", so a retried
+transaction or a redelivered update never queues a push twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot import callbacks as cb
+from bot import posts, texts
+from bot.common import department_name, local_time
+from bot.services import Services
+from models import drafts, outbox, store
+from models.lifecycle import CaseError, NotPermitted, StaleVersion
+from models.permissions import DEPARTMENT_ACTIONS, can
+from models.store import Actor
+from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportDraft:
+    """What a reporter filled in, ready to become a case."""
+
+    nonce: int  # identifies the draft: the same draft submitted twice is one case
+    text: str
+    kind: str = "resident"
+    photos: list[str] = field(default_factory=list)
+    latitude: float | None = None
+    longitude: float | None = None
+    address: str | None = None
+    out_of_area: bool = False
+
+
+@dataclass(frozen=True)
+class Acted:
+    """The result of a staff action: the case as it is now, who acted, and its enterprise."""
+
+    case: Case
+    staff: Staff
+    enterprise: str | None = None
+
+
+# ---------------------------------------------------------------- pushes
+
+
+async def _enterprise_name(session: AsyncSession, case: Case) -> str | None:
+    enterprise = await drafts.enterprise_of_case(session, case)
+    return enterprise.name if enterprise else None
+
+
+def _triage_chat(services: Services) -> int | None:
+    chat = services.settings.telegram.get("triage_chat_id")
+    return int(chat) if chat else None
+
+
+async def _department_chat(session: AsyncSession, code: str | None) -> int | None:
+    dept = await store.get_department(session, code) if code else None
+    return dept.chat_id if dept else None
+
+
+async def _push(session: AsyncSession, case: Case, event: str, chat_id: int | None, text: str,
+                kind: str, now: datetime, *, markup=None, photo: str | None = None) -> None:
+    if chat_id is None:
+        log.warning("no chat configured for %s of case %s", event, case.ref)
+        return
+    await outbox.enqueue(session, key=f"case:{case.id}:{event}:{case.version}:{chat_id}",
+                         chat_id=chat_id, text=text, kind=kind, now=now,
+                         reply_markup=posts.as_dict(markup), photo=photo, case_id=case.id)
+
+
+async def _post_to_triage(session: AsyncSession, services: Services, case: Case, now: datetime,
+                          *, enterprise: str | None, headline: str | None = None,
+                          auto_dispatched: bool = False) -> None:
+    text = posts.triage_text(case, services, enterprise=enterprise, headline=headline,
+                             auto_dispatched=auto_dispatched)
+    await _push(session, case, "triage", _triage_chat(services), text, "triage", now,
+                markup=posts.triage_keyboard(case, services),
+                photo=case.photos[0] if case.photos else None)
+
+
+async def _post_to_department(session: AsyncSession, services: Services, case: Case,
+                              now: datetime, *, enterprise: str | None) -> None:
+    text = posts.department_text(case, services, enterprise=enterprise)
+    await _push(session, case, "dispatched", await _department_chat(session, case.department_code),
+                text, "department", now, markup=posts.department_keyboard(case),
+                photo=case.photos[0] if case.photos else None)
+
+
+async def _notify_reporter(session: AsyncSession, case: Case, event: str, text: str,
+                           now: datetime, *, photo: str | None = None) -> None:
+    reporter = await drafts.reporter_of_case(session, case)
+    if reporter is None or not reporter.reachable:
+        return  # Telegram told us they blocked the bot; /case still shows the progress
+    await _push(session, case, event, reporter.telegram_id, text, "progress", now, photo=photo)
+
+
+async def _notice_dispatched(session: AsyncSession, services: Services, case: Case,
+                             now: datetime) -> None:
+    dept = department_name(services, case.department_code)
+    await _notify_reporter(session, case, "dispatched",
+                           texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept), now)
+
+
+# ---------------------------------------------------------------- intake
+
+
+def suggest(services: Services, text: str):
+    """The classifier's suggestion for a text (about a millisecond)."""
+    return services.suggester.suggest(text)
+
+
+async def submit_report(services: Services, *, telegram_id: int, display_name: str,
+                        draft: ReportDraft) -> tuple[Case, bool]:
+    """Store a report and route it in one transaction; returns (case, newly stored).
+
+    Confident enough → dispatched at once (the triage group still sees it, with 重新分派);
+    otherwise → triage. Submitting the same draft again returns the first case unchanged.
+    """
+    suggestion = suggest(services, draft.text)
+    now = services.clock()
+    settings = services.settings
+    async with services.session() as session:
+        case = await store.create_case(
+            session, reporter_telegram_id=telegram_id, text=draft.text, now=now,
+            kind=draft.kind, photos=draft.photos, latitude=draft.latitude,
+            longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
+            suggestions=list(suggestion.top), model_version=suggestion.model_version,
+            idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
+            ref_prefix=settings.district.get("case_prefix", "WC"),
+            timezone=settings.district.get("timezone", "Asia/Shanghai"),
+            max_text_chars=int(settings.conversation.get("max_text_chars", 2000)),
+        )
+        if case.status != SUBMITTED:
+            return case, False  # this draft was submitted and routed before
+        enterprise = await _enterprise_name(session, case)
+        target = suggestion.label if suggestion.auto_dispatch else None
+        dept = await store.get_department(session, target) if target else None
+        if dept is not None and dept.active:
+            case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
+                                        rules=services.rules)
+            await _post_to_department(session, services, case, now, enterprise=enterprise)
+            await _notice_dispatched(session, services, case, now)
+            await _post_to_triage(session, services, case, now, enterprise=enterprise,
+                                  auto_dispatched=True)
+        else:
+            case = await store.send_to_triage(session, case.id, now, rules=services.rules)
+            await _post_to_triage(session, services, case, now, enterprise=enterprise)
+    return case, True
+
+
+# ---------------------------------------------------------------- staff buttons
+
+
+def permission_for(verb: str, case: Case) -> str:
+    """The models.permissions action a button verb needs on this case."""
+    if verb in (cb.CONFIRM, cb.PICK, cb.BACK, cb.TO):
+        return "dispatch" if case.status in (SUBMITTED, TRIAGE) else "redispatch"
+    return {
+        cb.URGENT: "set_priority",
+        cb.SIGN: "sign",
+        cb.RETURN: "return",
+        cb.RESOLVE: "resolve",
+        cb.EXTEND: "request_extension",
+        cb.APPROVE_EXT: "decide_extension",
+        cb.REJECT_EXT: "decide_extension",
+    }[verb]
+
+
+async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
+                     *, check_version: bool = True) -> tuple[Staff, Case]:
+    """The acting staff member and the case, or a polite CaseError saying why not.
+
+    Order matters for the message: not staff → not yours → stale button.
+    """
+    staff = await store.get_staff(session, user_id)
+    if staff is None:
+        raise NotPermitted(texts.NOT_STAFF)
+    case = await store.get_case(session, button.case_id)
+    permission = permission_for(button.verb, case)
+    if not can(staff, permission, case):
+        # A department's member pressing another department's button is told exactly that.
+        wrong_department = staff.role == "department" and permission in DEPARTMENT_ACTIONS
+        raise NotPermitted(texts.NOT_YOUR_DEPARTMENT if wrong_department else texts.NOT_PERMITTED)
+    if check_version and case.version != button.version:
+        raise StaleVersion(texts.BUTTON_EXPIRED)
+    return staff, case
+
+
+async def check_button(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Read-only check that this user may press this (current) button now."""
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def current_case(services: Services, case_id: int) -> tuple[Case, str | None]:
+    """The case as it is now (to redraw a post whose button went stale)."""
+    async with services.session() as session:
+        case = await store.get_case(session, case_id)
+        return case, await _enterprise_name(session, case)
+
+
+async def choose_department(services: Services, user_id: int, button: cb.Callback,
+                            department_code: str | None = None) -> Acted:
+    """Triage 确认 (department_code None: the suggested one) / 改派 / 重新分派."""
+    now = services.clock()
+    actor = Actor.staff(user_id)
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        department_code = department_code or case.suggested_department
+        if not department_code:
+            raise CaseError(texts.NO_SUGGESTION)
+        if case.status in (SUBMITTED, TRIAGE):
+            case = await store.dispatch(session, case.id, department_code, actor, now,
+                                        rules=services.rules, expected_version=button.version)
+        else:
+            old_chat = await _department_chat(session, case.department_code)
+            case = await store.redispatch(session, case.id, department_code, actor, now,
+                                          rules=services.rules, expected_version=button.version)
+            moved = texts.NOTICE_MOVED_AWAY.format(
+                ref=case.ref, department=department_name(services, department_code))
+            await _push(session, case, "moved_away", old_chat, moved, "department", now)
+        enterprise = await _enterprise_name(session, case)
+        await _post_to_department(session, services, case, now, enterprise=enterprise)
+        await _notice_dispatched(session, services, case, now)
+        return Acted(case, staff, enterprise)
+
+
+async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Triage 标记紧急: urgent deadlines; a department already on it is told."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await store.set_priority(session, case.id, URGENT, Actor.staff(user_id), now,
+                                        rules=services.rules, expected_version=button.version)
+        if case.department_code:
+            notice = texts.NOTICE_URGENT_DEPT.format(
+                ref=case.ref, sign_by=local_time(services, case.sign_by),
+                resolve_by=local_time(services, case.resolve_by))
+            await _push(session, case, "urgent", await _department_chat(
+                session, case.department_code), notice, "department", now,
+                markup=posts.department_keyboard(case))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Department 签收; the reporter is told."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await store.sign_for(session, case.id, Actor.staff(user_id), now,
+                                    rules=services.rules, expected_version=button.version)
+        notice = texts.NOTICE_SIGNED.format(
+            ref=case.ref, department=department_name(services, case.department_code))
+        await _notify_reporter(session, case, "signed", notice, now)
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def return_to_triage(services: Services, user_id: int, button: cb.Callback,
+                           reason: str) -> Acted:
+    """Department 退回 with a reason: the case goes back to the triage group."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        department = department_name(services, case.department_code)
+        case = await store.return_case(session, case.id, Actor.staff(user_id), reason, now,
+                                       rules=services.rules, expected_version=button.version)
+        enterprise = await _enterprise_name(session, case)
+        headline = texts.POST_RETURNED.format(department=department, ref=case.ref,
+                                              reason=reason.strip())
+        await _post_to_triage(session, services, case, now, enterprise=enterprise,
+                              headline=headline)
+        return Acted(case, staff, enterprise)
+
+
+async def resolve_case(services: Services, user_id: int, button: cb.Callback, result: str,
+                       photo: str | None) -> Acted:
+    """Department 办结 with the result (and a photo); the reporter is told the result."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await store.resolve(session, case.id, Actor.staff(user_id), result, now,
+                                   rules=services.rules, photo=photo,
+                                   expected_version=button.version)
+        notice = texts.NOTICE_RESOLVED.format(ref=case.ref, result=case.resolution)
+        await _notify_reporter(session, case, "resolved", notice, now, photo=photo)
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def ask_extension(services: Services, user_id: int, button: cb.Callback, reason: str,
+                        new_resolve_by: datetime) -> tuple[Acted, ExtensionRequest]:
+    """Department 申请延期: the request goes to the triage group to approve or reject."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        request = await store.request_extension(session, case.id, Actor.staff(user_id), reason,
+                                                new_resolve_by, now)
+        text = texts.POST_EXTENSION_REQUEST.format(
+            department=department_name(services, case.department_code), ref=case.ref,
+            reason=request.reason, date=local_time(services, new_resolve_by))
+        await _push(session, case, f"extension{request.id}", _triage_chat(services), text,
+                    "extension", now, markup=posts.extension_keyboard(case, request.id))
+        return Acted(case, staff), request
+
+
+async def decide_extension(services: Services, user_id: int, button: cb.Callback,
+                           approve: bool) -> Acted:
+    """Triage 同意 / 不同意 an extension; the department is told the deadline that holds.
+
+    The version is not checked: asking for an extension does not change the case, and the
+    request itself can only be decided once (the store refuses a second decision).
+    """
+    if not button.arg or not button.arg.isdigit():
+        raise CaseError(texts.BUTTON_INVALID)
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button, check_version=False)
+        case = await store.decide_extension(session, int(button.arg), Actor.staff(user_id),
+                                            approve, now, rules=services.rules)
+        template = texts.NOTICE_EXT_APPROVED_DEPT if approve else texts.NOTICE_EXT_REJECTED_DEPT
+        notice = template.format(ref=case.ref, resolve_by=local_time(services, case.resolve_by))
+        await _push(session, case, f"extension{button.arg}decided", await _department_chat(
+            session, case.department_code), notice, "department", now,
+            markup=posts.department_keyboard(case))
+        return Acted(case, staff, await _enterprise_name(session, case))

@@ -1,0 +1,136 @@
+"""Starting the bot: `run_bot` (long polling or webhook, for `whistle run`) and `run_demo`
+(the built-in Bot API emulator plus a terminal chat, for `whistle demo`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from urllib.parse import urlparse
+
+from telegram import Update
+from telegram.ext import Application
+
+from bot.app import build_application, set_bot_commands
+from models import drafts
+from whistle.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_TOKEN = "7000000001:DEMO-local-emulator"
+DEMO_RESIDENT = 10001
+POLL_TIMEOUT = 30  # seconds a long poll waits at Telegram
+
+
+def quiet_chatty_loggers(*, demo: bool = False) -> None:
+    """APScheduler logs every conversation-timeout job it adds or removes (two lines per
+    update); the demo's terminal also does without PTB's and the emulator's INFO lines."""
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if demo:
+        for name in ("telegram", "bot.emulator", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def _wait_for_stop_signal() -> None:
+    """Until SIGINT/SIGTERM (or cancellation)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def start_application(application: Application, settings: Settings, *,
+                            mode: str | None = None, poll_interval: float = 0.0) -> None:
+    """Initialize and start the application and its updater (polling or webhook)."""
+    mode = (mode or settings.telegram.get("mode") or "polling").lower()
+    await application.initialize()
+    await set_bot_commands(application)
+    await application.start()
+    if mode == "webhook":
+        await start_webhook(application, settings)
+    elif mode == "polling":
+        await application.updater.start_polling(
+            poll_interval=poll_interval, timeout=POLL_TIMEOUT,
+            allowed_updates=Update.ALL_TYPES)
+    else:
+        raise ConfigError(f"telegram.mode 只能是 polling 或 webhook，而不是 {mode!r}")
+
+
+async def start_webhook(application: Application, settings: Settings) -> None:
+    """Listen for Telegram's POSTs; every one must carry TELEGRAM_WEBHOOK_SECRET."""
+    tg = settings.telegram
+    webhook_url = tg.get("webhook_url") or ""
+    if not webhook_url:
+        raise ConfigError("webhook 模式需要在 config.toml 的 [telegram] 中设置 webhook_url")
+    if not settings.webhook_secret:
+        raise ConfigError("webhook 模式需要环境变量 TELEGRAM_WEBHOOK_SECRET")
+    await application.updater.start_webhook(
+        listen=tg.get("webhook_listen", "0.0.0.0"),
+        port=int(tg.get("webhook_port", 8443)),
+        url_path=urlparse(webhook_url).path.lstrip("/"),
+        webhook_url=webhook_url,
+        secret_token=settings.webhook_secret,
+        allowed_updates=Update.ALL_TYPES,
+    )
+
+
+async def stop_application(application: Application) -> None:
+    """Stop the updater and the application, flushing conversation state to the store."""
+    services = application.bot_data.get("services")
+    try:
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        if application.running:
+            await application.stop()
+        await application.shutdown()
+    finally:
+        if services is not None and services.owns_engine:
+            await services.engine.dispose()
+
+
+async def run_bot(settings: Settings) -> None:
+    """`whistle run` with TELEGRAM_TOKEN: serve Telegram until SIGINT/SIGTERM."""
+    quiet_chatty_loggers()
+    application = build_application(settings)
+    try:
+        await start_application(application, settings)
+        log.info("机器人已启动（%s 模式）", settings.telegram.get("mode", "polling"))
+        await _wait_for_stop_signal()
+    finally:
+        await stop_application(application)
+
+
+async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
+    """`whistle demo`: the emulator, the bot against it, and a terminal chat where a person
+    plays a resident (10001), an enterprise user (10002) and the staff from config.toml.
+
+    input_lines / out replace the terminal (scripted demos and tests)."""
+    from bot.emulator import TelegramEmulator, add_people_from_settings
+    from bot.terminal import run_terminal_chat
+
+    quiet_chatty_loggers(demo=True)
+    emulator = TelegramEmulator(token=DEMO_TOKEN)
+    identities, groups = add_people_from_settings(emulator, settings)
+    await emulator.start()
+    try:
+        application = build_application(settings, base_url=emulator.base_url,
+                                         base_file_url=emulator.base_file_url, token=DEMO_TOKEN)
+        async with application.bot_data["services"].session() as session:
+            # A fresh emulator numbers its updates from the start again.
+            await drafts.forget_processed_updates(session)
+        try:
+            await start_application(application, settings, mode="polling")
+            await run_terminal_chat(emulator, identities, groups, start_as=DEMO_RESIDENT,
+                                    input_lines=input_lines, out=out)
+        finally:
+            await stop_application(application)
+    finally:
+        await emulator.stop()

@@ -1,0 +1,138 @@
+"""What the handlers and jobs need besides Telegram: settings, database, rules, classifier, clock.
+
+Built once per Application and kept in ``application.bot_data["services"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.db import make_engine, session_scope
+from models.store import Rules
+from whistle.config import Settings
+
+if TYPE_CHECKING:
+    from classifier import Suggester
+
+SERVICES_KEY = "services"
+
+# Set while the current task holds the SQLite write lock, so a nested session doesn't wait
+# for itself.
+_holding_lock: ContextVar[bool] = ContextVar("holding_sqlite_lock", default=False)
+
+
+class TurnLock:
+    """A lock whose waiters take turns in order, urgent ones ahead of the rest.
+
+    The duplicate-update check is a tiny write every update waits for; letting it pass a
+    queue of longer transactions keeps ordinary replies quick while a burst of reports is
+    being stored.
+    """
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._urgent: deque[asyncio.Future] = deque()
+        self._normal: deque[asyncio.Future] = deque()
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if not self._locked:
+            self._locked = True
+            return
+        turn = asyncio.get_running_loop().create_future()
+        queue = self._urgent if urgent else self._normal
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # the lock was handed to us just as we were cancelled
+            else:
+                queue.remove(turn)
+            raise
+
+    def release(self) -> None:
+        """Hand the lock to the next waiter (urgent first), or unlock."""
+        for queue in (self._urgent, self._normal):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._locked = False
+
+
+def utc_now() -> datetime:
+    """The real clock: naive UTC, like every datetime in the store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    rules: Rules
+    suggester: Suggester
+    clock: Callable[[], datetime] = utc_now
+    owns_engine: bool = field(default=False, repr=False)  # dispose it when the bot shuts down
+    _turns: TurnLock = field(default_factory=TurnLock, init=False, repr=False)
+
+    @asynccontextmanager
+    async def session(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """One short unit of work (commits on success).
+
+        On SQLite the bot's units of work take turns (urgent ones first): SQLite has one
+        writer at a time, and transactions that collide wait in SQLite's busy handler, which
+        sleeps with growing back-off — under load that wastes far more time than queueing
+        here does. PostgreSQL runs them side by side.
+        """
+        if self.engine.dialect.name != "sqlite" or _holding_lock.get():
+            async with session_scope(self.engine) as session:
+                yield session
+            return
+        await self._turns.acquire(urgent)
+        token = _holding_lock.set(True)
+        try:
+            async with session_scope(self.engine) as session:
+                yield session
+        finally:
+            _holding_lock.reset(token)
+            self._turns.release()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        engine: AsyncEngine | None = None,
+        suggester: Suggester | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Services:
+        """Services for `settings`, creating the engine and loading the classifier if not given."""
+        if suggester is None:
+            from classifier import Suggester
+
+            suggester = Suggester.from_settings(settings)
+        return cls(
+            settings=settings,
+            engine=engine or make_engine(settings.database_url, settings.database_echo),
+            rules=Rules.from_settings(settings),
+            suggester=suggester,
+            clock=clock or utc_now,
+            owns_engine=engine is None,
+        )
+
+
+def services_of(context_or_app) -> Services:
+    """The Services of a CallbackContext or an Application."""
+    app = getattr(context_or_app, "application", None) or context_or_app
+    return app.bot_data[SERVICES_KEY]

@@ -1,0 +1,292 @@
+"""Commands of the follow-up side: /overdue and /stats for staff, /policy to post 惠企政策, and
+/subscribe, /unsubscribe (or the button under each policy) for enterprises.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, ContextTypes, filters
+
+from bot import callbacks as cb
+from bot import delivery
+from bot.common import alert, department_name, fit, local_time
+from bot.followup import snippet, stage_name
+from bot.services import Services, services_of
+from bot.texts import followup as texts
+from bot.texts import intake
+from models import followup as fq
+from models import outbox, policy, stats, store
+from models.deadlines import LIGHT_EMOJI, RED, YELLOW
+from models.lifecycle import CaseError
+from models.tables import Case, Staff
+
+Context = ContextTypes.DEFAULT_TYPE
+NEWS = "news"  # "news:0:<policy id>:off" under a policy: unsubscribe
+OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
+ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
+_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_LINK_LINE = re.compile(r"^(?:链接|网址|link|url)\s*[:：]\s*(.*)$", re.IGNORECASE)
+_TAGS_LINE = re.compile(r"^(?:标签|tags?)\s*[:：]\s*(.*)$", re.IGNORECASE)
+
+
+def _args_text(update: Update) -> str:
+    """What follows the /command on its line and below it."""
+    text = update.effective_message.text or ""
+    parts = text.split(maxsplit=1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+async def _staff(services: Services, user_id: int) -> Staff | None:
+    async with services.session() as session:
+        return await store.get_staff(session, user_id)
+
+
+# ---------------------------------------------------------------- /overdue
+
+
+async def overdue_command(update: Update, context: Context) -> None:
+    """/overdue: department staff see their red and yellow cases, grid staff their grid's,
+    triage, leaders and admins all of them grouped by department."""
+    services = services_of(context)
+    staff = await _staff(services, update.effective_user.id)
+    if staff is None:
+        await update.effective_message.reply_text(texts.OVERDUE_NOT_STAFF)
+        return
+    now = services.clock()
+    department = staff.department_code if staff.role == "department" else None
+    grid = staff.grid_code if staff.role == "grid" else None
+    async with services.session() as session:
+        counts = await fq.light_counts(session, now, services.rules, department=department,
+                                       grid=grid)
+        cases = await fq.lit_cases(session, now, services.rules, department=department,
+                                   grid=grid, limit=OVERDUE_LINES)
+    if department:
+        scope = department_name(services, department)
+    elif grid:
+        scope = texts.OVERDUE_SCOPE_GRID.format(grid=grid)
+    else:
+        scope = texts.OVERDUE_SCOPE_ALL
+    text = overdue_text(services, scope, counts, cases, now,
+                        grouped=staff.role in ALL_DEPARTMENTS_ROLES)
+    await update.effective_message.reply_text(text)
+
+
+def overdue_text(services: Services, scope: str, counts: dict[str, int],
+                 cases: list[tuple[Case, str]], now: datetime, *, grouped: bool) -> str:
+    """The /overdue answer: totals, then the most urgent cases (by department if grouped)."""
+    if not counts[RED] and not counts[YELLOW]:
+        return texts.OVERDUE_NONE.format(scope=scope)
+    lines = [texts.OVERDUE_TITLE.format(scope=scope, time=local_time(services, now),
+                                        red=counts[RED], yellow=counts[YELLOW])]
+    by_department: dict[str | None, list[tuple[Case, str]]] = {}
+    for case, light in cases:
+        by_department.setdefault(case.department_code if grouped else None, []).append(
+            (case, light))
+    for code, items in by_department.items():
+        if grouped:
+            red = sum(1 for _, light in items if light == RED)
+            lines.append(texts.OVERDUE_DEPARTMENT.format(
+                department=department_name(services, code), red=red, yellow=len(items) - red))
+        lines.extend(_overdue_line(case, light, now) for case, light in items)
+    if counts[RED] + counts[YELLOW] > len(cases):
+        lines.append(texts.OVERDUE_TRUNCATED.format(count=len(cases)))
+    return fit("\n".join(lines), delivery.MAX_TEXT)
+
+
+def _overdue_line(case: Case, light: str, now: datetime) -> str:
+    deadline, stage = fq.deadline_of(case), stage_name(case)
+    if light == RED:
+        return texts.OVERDUE_RED_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
+                                             over=texts.span((now - deadline).total_seconds()))
+    return texts.OVERDUE_YELLOW_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
+                                            left=texts.span((deadline - now).total_seconds()))
+
+
+# ---------------------------------------------------------------- /stats
+
+
+def stats_period(arg: str, now: datetime, services: Services
+                 ) -> tuple[str, datetime, datetime] | None:
+    """(name, start, end) in UTC of today | week | month | YYYY-MM (district time); None if
+    the argument is not one of those."""
+    calendar = services.rules.calendar
+    arg = arg.strip().lower() or "month"
+    if arg in ("today", "今日", "今天"):
+        return (texts.STATS_PERIOD_NAMES["today"], *stats.today_bounds(now, calendar))
+    if arg in ("week", "本周"):
+        today = calendar.to_local(now).date()
+        monday = today - timedelta(days=today.weekday())
+        return (texts.STATS_PERIOD_NAMES["week"],
+                *stats.local_days_bounds(monday, monday + timedelta(days=6), calendar))
+    if arg in ("month", "本月"):
+        return (texts.STATS_PERIOD_NAMES["month"], *stats.month_bounds(now, calendar))
+    match = _MONTH.match(arg)
+    if match and 1 <= int(match.group(2)) <= 12 and int(match.group(1)) >= 2000:
+        first = date(int(match.group(1)), int(match.group(2)), 1)
+        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        name = texts.STATS_MONTH.format(year=first.year, month=first.month)
+        return (name, *stats.local_days_bounds(first, last, calendar))
+    return None
+
+
+async def stats_command(update: Update, context: Context) -> None:
+    """/stats [today|week|month|YYYY-MM]: 办结率, on-time rate and 满意率, by department."""
+    services = services_of(context)
+    message = update.effective_message
+    if await _staff(services, update.effective_user.id) is None:
+        await message.reply_text(texts.STATS_NOT_STAFF)
+        return
+    now = services.clock()
+    period = stats_period(_args_text(update), now, services)
+    if period is None:
+        await message.reply_text(texts.STATS_USAGE)
+        return
+    name, start, end = period
+    if start > now:
+        first = services.rules.calendar.to_local(start)
+        await message.reply_text(texts.STATS_FUTURE_MONTH.format(year=first.year,
+                                                                 month=first.month))
+        return
+    async with services.session() as session:
+        total = await stats.summary(session, start=start, end=end, now=now, rules=services.rules)
+        rows = await stats.by_department(session, start=start, end=end, now=now,
+                                         rules=services.rules)
+    await message.reply_text(stats_text(services, name, start, end, total, rows))
+
+
+def stats_text(services: Services, name: str, start: datetime, end: datetime, total: dict,
+               rows: list[dict]) -> str:
+    calendar = services.rules.calendar
+    first = calendar.to_local(start).date()
+    last = calendar.to_local(end).date() - timedelta(days=1)
+    lines = [texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
+             texts.STATS_TOTAL.format(
+                 created=total["created"], dispatched=total["dispatched"], done=total["done"],
+                 completion=texts.percent(total["completion_rate"]),
+                 on_time=texts.percent(total["on_time_rate"]),
+                 satisfaction=texts.percent(total["satisfaction_rate"]),
+                 open=total["open"], red=total["red"], yellow=total["yellow"]),
+             texts.STATS_DEPARTMENTS]
+    for row in rows:
+        lines.append(texts.STATS_DEPARTMENT.format(
+            light=LIGHT_EMOJI.get(row["light"], ""), name=row["name"],
+            dispatched=row["dispatched"], completion=texts.percent(row["completion_rate"]),
+            on_time=texts.percent(row["on_time_rate"]),
+            satisfaction=texts.percent(row["satisfaction_rate"])))
+    return fit("\n".join(lines), delivery.MAX_TEXT)
+
+
+# ---------------------------------------------------------------- /policy
+
+
+def parse_policy(body: str) -> dict | None:
+    """The /policy message: title on the first line, then the summary; lines starting with
+    链接： or 标签： give the link and tags. None if the title or summary is missing."""
+    title, link, tags, summary = None, None, None, []
+    for line in (raw.strip() for raw in body.splitlines()):
+        if not line:
+            continue
+        if title is None:
+            title = line
+        elif match := _LINK_LINE.match(line):
+            link = match.group(1).strip()
+        elif match := _TAGS_LINE.match(line):
+            tags = match.group(1)
+        else:
+            summary.append(line)
+    if not title or not summary:
+        return None
+    return {"title": title, "summary": "\n".join(summary), "link": link, "tags": tags}
+
+
+def policy_message(item) -> tuple[str, InlineKeyboardMarkup]:
+    """The text and unsubscribe button enterprises receive."""
+    parts = [texts.POLICY_MESSAGE.format(title=item.title, summary=item.summary)]
+    if item.link:
+        parts.append(texts.POLICY_LINK.format(link=item.link))
+    if item.tags:
+        parts.append(texts.POLICY_TAGS.format(tags="、".join(item.tags)))
+    parts.append(texts.POLICY_FOOTER)
+    button = InlineKeyboardButton(texts.BTN_UNSUBSCRIBE,
+                                  callback_data=cb.make(NEWS, 0, item.id, "off"))
+    return fit("\n\n".join(parts), delivery.MAX_TEXT), InlineKeyboardMarkup([[button]])
+
+
+async def policy_command(update: Update, context: Context) -> None:
+    """/policy: store a policy and queue it for every matching subscribed enterprise, in one
+    transaction (key policy:{id}:{chat})."""
+    services = services_of(context)
+    message, user_id = update.effective_message, update.effective_user.id
+    if not policy.can_post_policy(await _staff(services, user_id)):
+        await message.reply_text(texts.POLICY_NOT_ALLOWED)
+        return
+    fields = parse_policy(_args_text(update))
+    if fields is None:
+        await message.reply_text(texts.POLICY_USAGE)
+        return
+    now = services.clock()
+    try:
+        async with services.session() as session:
+            item = await policy.post_policy(session, **fields, posted_by=user_id, now=now)
+            text, markup = policy_message(item)
+            chats = await policy.policy_recipients(session, item)
+            for chat_id in chats:
+                await outbox.enqueue(session, key=f"policy:{item.id}:{chat_id}", chat_id=chat_id,
+                                     text=text, kind="policy", now=now,
+                                     reply_markup=markup.to_dict())
+    except CaseError as exc:  # InvalidInput: which field to fix
+        await message.reply_text(str(exc))
+        return
+    delivery.kick(context.application)
+    template = texts.POLICY_POSTED if chats else texts.POLICY_POSTED_NONE
+    await message.reply_text(template.format(title=item.title, count=len(chats)))
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+async def _set_subscription(services: Services, user_id: int, subscribed: bool) -> str:
+    try:
+        async with services.session() as session:
+            await store.set_news_subscription(session, user_id, subscribed)
+    except CaseError:
+        return texts.NEWS_NOT_ENTERPRISE
+    return texts.NEWS_SUBSCRIBED if subscribed else texts.NEWS_UNSUBSCRIBED
+
+
+async def unsubscribe_command(update: Update, context: Context) -> None:
+    reply = await _set_subscription(services_of(context), update.effective_user.id, False)
+    await update.effective_message.reply_text(reply)
+
+
+async def subscribe_command(update: Update, context: Context) -> None:
+    reply = await _set_subscription(services_of(context), update.effective_user.id, True)
+    await update.effective_message.reply_text(reply)
+
+
+async def on_news_button(update: Update, context: Context) -> None:
+    """「不再接收政策推送」under a policy."""
+    query = update.callback_query
+    button = cb.parse(query.data)
+    if button is None or button.verb != NEWS or button.arg != "off":
+        await alert(query, intake.BUTTON_INVALID)
+        return
+    reply = await _set_subscription(services_of(context), query.from_user.id, False)
+    await alert(query, reply)
+    if reply == texts.NEWS_UNSUBSCRIBED:
+        await query.edit_message_reply_markup(reply_markup=None)
+
+
+def handlers() -> list:
+    private = filters.ChatType.PRIVATE
+    return [
+        CommandHandler("overdue", overdue_command),
+        CommandHandler("stats", stats_command),
+        CommandHandler("policy", policy_command),
+        CommandHandler("unsubscribe", unsubscribe_command, filters=private),
+        CommandHandler("subscribe", subscribe_command, filters=private),
+        CallbackQueryHandler(on_news_button, pattern=cb.pattern(NEWS)),
+    ]

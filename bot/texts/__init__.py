@@ -1,0 +1,4 @@
+"""Every user-visible text (Simplified Chinese): the intake side's and the follow-up engine's."""
+
+from .followup import *
+from .intake import *

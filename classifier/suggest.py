@@ -1,0 +1,176 @@
+"""The bot's API: Suggester.suggest(text) → top-3 departments with calibrated probabilities."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from classifier import text as textmod
+from classifier.model import LinearModel, ModelError, load_model
+
+if TYPE_CHECKING:
+    from whistle.config import Settings
+
+log = logging.getLogger(__name__)
+
+TOP_K = 3
+DEFAULT_CONFIDENCE = 0.55
+DEFAULT_AUTO_DISPATCH = 0.85
+
+# Reasons for falling back to "unsure" (no suggestion at all).
+EMPTY = "empty"
+NO_CHINESE = "no_chinese"
+NO_KNOWN_WORDS = "no_known_words"
+
+
+@dataclass
+class Suggestion:
+    """Up to three (department_code, probability), best first, and what to do with them."""
+
+    top: list[tuple[str, float]]
+    confident: bool  # top probability ≥ confidence_threshold
+    auto_dispatch: bool  # top probability ≥ auto_dispatch_threshold
+    model_version: str
+    reason: str | None = None  # why there is no suggestion (EMPTY, NO_CHINESE, NO_KNOWN_WORDS)
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][1] if self.top else 0.0
+
+
+@dataclass
+class _Loaded:
+    model: LinearModel
+    stamp: tuple | None  # (mtime_ns, size, inode) of the file it came from
+
+
+@dataclass
+class Suggester:
+    """A loaded model plus the thresholds; re-loads the file when it is replaced."""
+
+    model: LinearModel
+    path: Path | None = None
+    confidence_threshold: float = DEFAULT_CONFIDENCE
+    auto_dispatch_threshold: float = DEFAULT_AUTO_DISPATCH
+    _stamp: tuple | None = field(default=None, repr=False)
+    _refused_stamp: tuple | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence_threshold <= self.auto_dispatch_threshold <= 1.0:
+            raise ValueError("需要 0 ≤ confidence_threshold ≤ auto_dispatch_threshold ≤ 1，"
+                             f"现为 {self.confidence_threshold} / {self.auto_dispatch_threshold}")
+        textmod.add_words(self.model.userdict_words)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, *,
+                  confidence_threshold: float = DEFAULT_CONFIDENCE,
+                  auto_dispatch_threshold: float = DEFAULT_AUTO_DISPATCH) -> Suggester:
+        """Load a model file (ModelError naming the file if it can't be used)."""
+        path = Path(path)
+        stamp = _file_stamp(path)
+        return cls(model=load_model(path), path=path, _stamp=stamp,
+                   confidence_threshold=confidence_threshold,
+                   auto_dispatch_threshold=auto_dispatch_threshold)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Suggester:
+        """settings.model_path, built from settings.corpus_dir first when it doesn't exist."""
+        cfg = settings.classifier
+        if not settings.model_path.exists():
+            log.info("model %s missing: training it from %s", settings.model_path,
+                     settings.corpus_dir)
+            build_default_model(settings)
+        suggester = cls.from_path(
+            settings.model_path,
+            confidence_threshold=float(cfg.get("confidence_threshold", DEFAULT_CONFIDENCE)),
+            auto_dispatch_threshold=float(cfg.get("auto_dispatch_threshold",
+                                                  DEFAULT_AUTO_DISPATCH)))
+        unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
+        if unknown:
+            log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,
+                        ", ".join(unknown))
+        return suggester
+
+    @property
+    def model_version(self) -> str:
+        return self.model.model_version
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.labels
+
+    def suggest(self, text: str | None) -> Suggestion:
+        """Top-3 (label, probability) for a message, or an "unsure" suggestion with a reason."""
+        model = self.model  # one consistent model even if a reload swaps it meanwhile
+        prepared = textmod.prepare(text or "")
+        if not prepared:
+            return self._unsure(model, EMPTY)
+        if not textmod.has_chinese(prepared):
+            return self._unsure(model, NO_CHINESE)
+        analyzed = textmod.Analyzed(words=textmod.words_of(prepared),
+                                    chars=textmod.chars_of(prepared))
+        proba, known = model.probabilities(analyzed)
+        if not known:
+            return self._unsure(model, NO_KNOWN_WORDS)
+        order = np.argsort(-proba)[:TOP_K]
+        top = [(model.labels[i], float(proba[i])) for i in order]
+        best = float(proba[order[0]])
+        return Suggestion(top=top, confident=best >= self.confidence_threshold,
+                          auto_dispatch=best >= self.auto_dispatch_threshold,
+                          model_version=model.model_version)
+
+    def _unsure(self, model: LinearModel, reason: str) -> Suggestion:
+        return Suggestion(top=[], confident=False, auto_dispatch=False,
+                          model_version=model.model_version, reason=reason)
+
+    def reload_if_changed(self) -> bool:
+        """Load the model file again if it was replaced; a broken file is refused (logged) and
+        the current model stays in service. True when a new model was put in service."""
+        if self.path is None:
+            return False
+        with self._lock:
+            stamp = _file_stamp(self.path)
+            if stamp is None or stamp == self._stamp or stamp == self._refused_stamp:
+                return False
+            try:
+                model = load_model(self.path)
+            except ModelError as exc:
+                self._refused_stamp = stamp  # log once per file version, not every check
+                log.error("新模型未启用，继续使用 %s: %s", self.model_version, exc)
+                return False
+            textmod.add_words(model.userdict_words)
+            self.model, self._stamp, self._refused_stamp = model, stamp, None
+            log.info("classifier model %s loaded from %s", model.model_version, self.path)
+            return True
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def build_default_model(settings: Settings, *, progress=None) -> Path:
+    """Train on every *.csv in settings.corpus_dir and save to settings.model_path."""
+    from classifier.data import corpus_files
+    from classifier.training import TrainParams, train_from_files
+
+    files = corpus_files(settings.corpus_dir)
+    userdict = settings.userdict_path if settings.userdict_path.exists() else None
+    # One process: this may run inside the bot, where forking workers is unwelcome.
+    result = train_from_files(files, TrainParams(n_jobs=1), userdict=userdict,
+                              progress=progress)
+    return result.model.save(settings.model_path)

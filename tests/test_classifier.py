@@ -1,0 +1,412 @@
+"""Classifier: real training on the seed corpus, suggestions, save/load, refusals, reloads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier import ModelError, Suggester, build_default_model, load_model
+from classifier import text as textmod
+from classifier.data import DataError, corpus_files, fingerprint, read_examples, read_rows
+from classifier.model import library_versions
+from classifier.training import TrainParams, softmax, train, train_from_files
+from whistle.config import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "classifier" / "corpus"
+FAST = TrainParams(cv_folds=3, n_jobs=1)
+
+# Messages written for these tests (not from any data set), one per department.
+CLEAR_MESSAGES = {
+    "water": "我们小区从昨天早上开始停水，到现在自来水还没来，也没有停水通知",
+    "municipal": "金星路上的路灯坏了好几盏，井盖也松了，晚上走路很危险",
+    "housing": "物业不作为，电梯坏了一个月没人修，维修基金也不让用",
+    "labor": "老板拖欠我们三个月工资不发，劳动合同也没签，想申请劳动仲裁",
+    "environment": "楼下烧烤店油烟直排，晚上噪音扰民到凌晨两点",
+    "transport": "312路公交车半小时才来一趟，司机还经常甩站不停",
+    "education": "孩子今年上小学一年级，想问入学划片范围和报名时间",
+    "health": "区人民医院挂号太难，专家号全被号贩子抢走了",
+    "commerce": "超市卖过期牛奶，还在价格上欺诈消费者，投诉没人管",
+}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One real training run on the seed corpus for the whole session, saved to a file."""
+    result = train_from_files(corpus_files(CORPUS), FAST, progress=lambda m: None)
+    path = result.model.save(tmp_path_factory.mktemp("model") / "model.npz")
+    return result, path
+
+
+@pytest.fixture
+def suggester(trained) -> Suggester:
+    return Suggester.from_path(trained[1])
+
+
+def rewrite_model(src: Path, dst: Path, *, meta_change=None, arrays_change=None) -> Path:
+    """Copy a model file, editing its metadata or arrays (to make broken or foreign files)."""
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    if meta_change:
+        meta_change(meta)
+    arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
+    if arrays_change:
+        arrays_change(arrays)
+    with dst.open("wb") as fh:
+        np.savez(fh, **arrays)
+    return dst
+
+
+# ---- suggestions ---------------------------------------------------------------------------
+
+def test_labels_come_from_the_training_data(suggester):
+    assert set(suggester.labels) == {lab for p in corpus_files(CORPUS)
+                                     for _, lab in read_examples(p)}
+
+
+@pytest.mark.parametrize("department", sorted(CLEAR_MESSAGES))
+def test_clear_messages_go_to_their_department(suggester, department):
+    suggestion = suggester.suggest(CLEAR_MESSAGES[department])
+    assert suggestion.label == department, suggestion.top
+    assert suggestion.reason is None
+
+
+def test_top3_are_ordered_probabilities(suggester, trained):
+    s = suggester.suggest(CLEAR_MESSAGES["water"])
+    assert len(s.top) == 3
+    probs = [p for _, p in s.top]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) <= 1.0 + 1e-6
+    assert len({lab for lab, _ in s.top}) == 3
+    assert s.model_version == trained[0].model.model_version != ""
+
+
+def test_thresholds_decide_confident_and_auto_dispatch(trained):
+    text = "学校门口有人占道经营，早上交通很拥堵"  # ambiguous on purpose: 0 < p < 1
+    p = Suggester.from_path(trained[1]).suggest(text).probability
+    assert 0.0 < p < 1.0
+    below = Suggester.from_path(trained[1], confidence_threshold=min(1.0, p + 0.01),
+                                auto_dispatch_threshold=1.0).suggest(text)
+    assert not below.confident and not below.auto_dispatch
+    middle = Suggester.from_path(trained[1], confidence_threshold=p,
+                                 auto_dispatch_threshold=min(1.0, p + 0.01)).suggest(text)
+    assert middle.confident and not middle.auto_dispatch
+    above = Suggester.from_path(trained[1], confidence_threshold=0.0,
+                                auto_dispatch_threshold=p).suggest(text)
+    assert above.confident and above.auto_dispatch
+
+
+def test_thresholds_must_be_ordered(trained):
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        Suggester.from_path(trained[1], confidence_threshold=0.9, auto_dispatch_threshold=0.5)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "empty"),
+    ("   \n\t　 ", "empty"),
+    (None, "empty"),
+    ("😀😀🙏🙏👍", "no_chinese"),
+    ("The water has been off since Monday, please help", "no_chinese"),
+    ("12345 67890 !!!", "no_chinese"),
+    ("龘靐齉爩", "no_known_words"),
+])
+def test_unusable_text_falls_back_to_unsure(suggester, text, reason):
+    s = suggester.suggest(text)
+    assert (s.top, s.label, s.reason) == ([], None, reason)
+    assert not s.confident and not s.auto_dispatch
+    assert s.model_version == suggester.model_version
+
+
+def test_huge_text_is_classified_quickly(suggester):
+    text = CLEAR_MESSAGES["water"] + "，" + "啊" * 100_000  # 100 KB+ of text
+    t0 = time.perf_counter()
+    s = suggester.suggest(text)
+    assert time.perf_counter() - t0 < 1.0
+    assert s.label == "water"
+
+
+def test_mixed_emoji_and_full_width_text_is_understood(suggester):
+    s = suggester.suggest("😡😡 小区停水两天了！！ＡＢＣ栋　自来水一直没来 🙏")
+    assert s.label == "water"
+
+
+# ---- the compiled model is the scikit-learn pipeline ----------------------------------------
+
+def test_compiled_model_matches_the_pipeline(trained):
+    result, _ = trained
+    texts = list(CLEAR_MESSAGES.values()) + ["电梯坏了", "学校门口占道经营，交通拥堵"]
+    docs = [textmod.analyze(t) for t in texts]
+    expected = softmax(result.model.beta * result.pipeline.decision_function(docs))
+    got = np.array([result.model.probabilities(d)[0] for d in docs])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cross_validated_report_and_calibration(trained):
+    result, _ = trained
+    assert result.report.n == sum(result.model.meta["label_counts"].values())
+    assert 0.8 < result.report.macro_f1 <= 1.0
+    assert result.model.beta > 0
+    # Calibrated: mean top-1 confidence is close to the cross-validated accuracy.
+    confidence = result.oof_probabilities.max(axis=1).mean()
+    assert abs(confidence - result.report.accuracy) < 0.1
+
+
+# ---- save / load ------------------------------------------------------------------------------
+
+def test_save_load_round_trip(trained, tmp_path):
+    result, path = trained
+    loaded = load_model(path)
+    assert loaded.labels == result.model.labels
+    assert loaded.model_version == result.model.model_version
+    meta = loaded.meta
+    assert meta["data_fingerprint"] == result.model.meta["data_fingerprint"]
+    assert meta["libraries"] == library_versions()
+    assert meta["userdict_words"] and "维修基金" in meta["userdict_words"]
+    doc = textmod.analyze(CLEAR_MESSAGES["health"])
+    np.testing.assert_allclose(loaded.probabilities(doc)[0],
+                               result.model.probabilities(doc)[0], rtol=1e-6)
+    again = loaded.save(tmp_path / "copy.skops")
+    assert load_model(again).model_version == loaded.model_version
+
+
+def test_missing_model_file_is_named(tmp_path):
+    with pytest.raises(ModelError, match="nope.npz"):
+        load_model(tmp_path / "nope.npz")
+
+
+def test_garbage_file_is_refused_with_its_name(tmp_path):
+    bad = tmp_path / "garbage.skops"
+    bad.write_bytes(b"this is not a model" * 10)
+    with pytest.raises(ModelError, match="garbage.skops"):
+        load_model(bad)
+
+
+def test_pickled_objects_are_never_loaded(trained, tmp_path):
+    bad = tmp_path / "pickled.npz"
+    rewrite_model(trained[1], bad,
+                  arrays_change=lambda a: a.__setitem__("coef", np.array([{"x": 1}], dtype=object)))
+    with pytest.raises(ModelError, match="pickled.npz"):
+        load_model(bad)
+
+
+def test_other_library_versions_are_refused(trained, tmp_path):
+    bad = rewrite_model(trained[1], tmp_path / "old.npz",
+                        meta_change=lambda m: m["libraries"].update({"scikit-learn": "0.24.2"}))
+    with pytest.raises(ModelError, match=r"old\.npz.*scikit-learn 0\.24\.2"):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda m: m.update(labels=m["labels"][:-1]),  # one label fewer than weight columns
+    lambda m: m.update(labels=[m["labels"][0]] * len(m["labels"])),  # duplicates
+    lambda m: m.update(labels=[""] + m["labels"][1:]),  # an empty label
+    lambda m: m.update(labels=[1, 2, 3, 4, 5, 6, 7, 8, 9]),  # not text
+    lambda m: m.pop("labels"),
+])
+def test_broken_label_set_is_refused(trained, tmp_path, breakage):
+    bad = rewrite_model(trained[1], tmp_path / "labels.npz", meta_change=breakage)
+    with pytest.raises(ModelError, match=r"labels\.npz"):
+        load_model(bad)
+
+
+def test_truncated_weights_are_refused(trained, tmp_path):
+    bad = rewrite_model(trained[1], tmp_path / "short.npz",
+                        arrays_change=lambda a: a.__setitem__("coef", a["coef"][:-5]))
+    with pytest.raises(ModelError, match=r"short\.npz"):
+        load_model(bad)
+
+
+# ---- reload -----------------------------------------------------------------------------------
+
+def _binary_examples() -> list[tuple[str, str]]:
+    water = [(t, "水") for t, lab in read_examples(CORPUS / "water.csv")][:40]
+    road = [(t, "路") for t, lab in read_examples(CORPUS / "municipal.csv")][:40]
+    return water + road
+
+
+def test_reload_picks_up_a_new_model_and_refuses_a_broken_one(trained, tmp_path, caplog):
+    path = tmp_path / "live.npz"
+    path.write_bytes(trained[1].read_bytes())
+    suggester = Suggester.from_path(path)
+    old_version = suggester.model_version
+    assert suggester.reload_if_changed() is False  # unchanged
+
+    new = train(_binary_examples(), FAST, progress=lambda m: None).model
+    new.save(path)
+    assert suggester.reload_if_changed() is True
+    assert set(suggester.labels) == {"水", "路"}
+    assert suggester.suggest(CLEAR_MESSAGES["water"]).label == "水"
+    assert suggester.model_version != old_version
+
+    good_version = suggester.model_version
+    path.write_bytes(b"half a file")
+    with caplog.at_level(logging.ERROR, logger="classifier.suggest"):
+        assert suggester.reload_if_changed() is False
+    assert "live.npz" in caplog.text
+    assert suggester.model_version == good_version  # old model still in service
+    assert suggester.suggest(CLEAR_MESSAGES["water"]).label == "水"
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="classifier.suggest"):
+        assert suggester.reload_if_changed() is False
+    assert caplog.text == ""  # the same broken file is reported once
+
+
+def test_binary_taxonomy_trains_and_predicts(tmp_path):
+    result = train(_binary_examples(), FAST, progress=lambda m: None)
+    path = result.model.save(tmp_path / "binary.npz")
+    s = Suggester.from_path(path).suggest(CLEAR_MESSAGES["municipal"])
+    assert s.label == "路" and len(s.top) == 2
+    doc = textmod.analyze(CLEAR_MESSAGES["municipal"])
+    expected = softmax(result.model.beta * np.column_stack(
+        [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]))
+    np.testing.assert_allclose(result.model.probabilities(doc)[0], expected[0], atol=1e-5)
+
+
+# ---- default model from settings ----------------------------------------------------------------
+
+def test_from_settings_builds_the_default_model_when_missing(tmp_path):
+    base = load_settings()
+    model_path = tmp_path / "var" / "model.skops"
+    settings = dataclasses.replace(base, classifier=dict(base.classifier,
+                                                         model_path=str(model_path)))
+    suggester = Suggester.from_settings(settings)
+    assert model_path.is_file()
+    assert suggester.confidence_threshold == base.classifier["confidence_threshold"]
+    assert suggester.auto_dispatch_threshold == base.classifier["auto_dispatch_threshold"]
+    assert set(suggester.labels) == {d.code for d in base.departments}
+    mtime = model_path.stat().st_mtime_ns
+    Suggester.from_settings(settings)  # present now: loaded, not rebuilt
+    assert model_path.stat().st_mtime_ns == mtime
+    assert build_default_model(settings) == model_path
+
+
+def test_default_model_without_corpus_is_a_clear_error(tmp_path):
+    base = load_settings()
+    settings = dataclasses.replace(base, classifier=dict(
+        base.classifier, model_path=str(tmp_path / "m.npz"), corpus_dir=str(tmp_path / "none")))
+    with pytest.raises(DataError, match="none"):
+        build_default_model(settings)
+    assert not (tmp_path / "m.npz").exists()
+
+
+# ---- training data ---------------------------------------------------------------------------
+
+def test_label_with_a_single_example_is_left_out(tmp_path):
+    messages = []
+    result = train(_binary_examples() + [("卫生院的医生态度很差", "孤例")], FAST,
+                   progress=messages.append)
+    assert result.dropped_labels == {"孤例": 1}
+    assert "孤例" not in result.model.labels
+    assert any("孤例" in m and "只有 1 条" in m for m in messages)
+
+
+def test_a_single_label_is_an_error():
+    with pytest.raises(DataError, match="两个标签"):
+        train([("停水了", "water"), ("又停水了", "water"), ("孤单", "x")], FAST,
+              progress=lambda m: None)
+
+
+def test_blank_texts_are_skipped_not_fatal():
+    examples = _binary_examples() + [("   ", "水"), ("😀😀", "路"), ("", "路")]
+    result = train(examples, FAST, progress=lambda m: None)
+    assert result.model.meta["n_examples"] == 80
+
+
+def test_csv_with_missing_columns(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("content,category\n停水,water\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.csv.*text, label"):
+        read_examples(bad)
+
+
+def test_csv_not_utf8(tmp_path):
+    bad = tmp_path / "gbk.csv"
+    bad.write_bytes("text,label\n小区停水三天了,water\n".encode("gbk"))
+    with pytest.raises(DataError, match=r"gbk\.csv.*UTF-8"):
+        read_examples(bad)
+
+
+def test_empty_csv_and_missing_file(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty.csv"):
+        read_examples(empty)
+    with pytest.raises(DataError, match="missing.csv"):
+        read_examples(tmp_path / "missing.csv")
+
+
+def test_title_is_joined_before_text_and_bom_is_accepted(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("\ufeffid,title,text,label\n7,停水,三天没水了,water\n,,只有正文,x\n",
+                 encoding="utf-8")
+    rows = read_rows(f, need_label=True)
+    assert [(r.id, r.text, r.label) for r in rows] == [
+        ("7", "停水\n三天没水了", "water"), ("2", "只有正文", "x")]
+
+
+def test_fingerprint_ignores_order_but_not_content():
+    a = [("停水", "water"), ("欠薪", "labor")]
+    assert fingerprint(a) == fingerprint(list(reversed(a)))
+    assert fingerprint(a) != fingerprint([("停水", "water"), ("欠薪", "health")])
+
+
+@pytest.mark.parametrize("chars", ["", "水", "停水", "小区停水abc123", "龘𠀀a"])
+def test_integer_ngram_keys_match_the_string_ngrams(chars):
+    for low, high in [(1, 1), (1, 2), (1, 3), (2, 3)]:
+        keys = textmod.ngram_keys(chars, low, high)
+        grams = textmod.char_ngrams(chars, low, high)
+        assert sorted(keys.tolist()) == sorted(textmod.ngram_key(g) for g in grams)
+    assert len(set(textmod.ngram_keys("水水水", 1, 3).tolist())) == 3  # 水, 水水, 水水水
+
+
+def test_near_duplicates_share_a_group_and_folds_keep_them_together():
+    from classifier.dedupe import near_duplicate_groups
+    from classifier.training import _folds
+
+    textmod.load_userdict()
+    base = [t for t, _ in read_examples(CORPUS / "housing.csv")][:60]
+    long_ones = [t for t in base if len(textmod.analyze(t).words) >= 25][:10]
+    assert len(long_ones) >= 5
+    # A repost: the same complaint with a greeting added and the punctuation changed.
+    reposts = ["尊敬的领导您好：" + t.replace("，", " ") + "望尽快处理！" for t in long_ones]
+    cut = [" ".join(textmod.analyze(t).words) for t in long_ones]  # cut into words
+    texts = base + reposts + cut + [base[0]]
+    docs = [textmod.analyze(t) for t in texts]
+    groups = near_duplicate_groups(docs)
+    for k, text in enumerate(long_ones):
+        i = base.index(text)
+        assert groups[i] == groups[len(base) + k] == groups[len(base) + len(long_ones) + k]
+    assert groups[-1] == groups[0]  # exact copy
+    assert len(set(groups[:len(base)].tolist())) >= len(set(base)) - 2  # the rest stay apart
+    y = np.arange(len(texts)) % 3
+    for _, test in _folds(docs, y, TrainParams(cv_folds=3)):
+        tested = set(groups[test].tolist())
+        assert all((g in tested) == (i in set(test.tolist())) for i, g in enumerate(groups))
+
+
+def test_word_cutting_is_exactly_jieba():
+    textmod.load_userdict()
+    tokenizer = textmod._get_tokenizer()
+    texts = [t for f in corpus_files(CORPUS) for t, _ in read_examples(f)]
+    texts += ["龘㐀中国abc123 ΑΒΓ 한국어 日本語のテキスト①②", "Ｗｉ-Ｆｉ密码是12345678吗？",
+              "a b c 1 2 3", "", "的的的的的的", "上海市长江大桥", "维修基金网格员欠薪"]
+    for text in texts:
+        prepared = textmod.prepare(text)
+        spaced = textmod._OTHER_CHARS.sub(" ", prepared)
+        expected = tuple(w for w in tokenizer.lcut(spaced, HMM=False)
+                         if w.strip() and len(w) <= textmod.MAX_TOKEN_CHARS)
+        assert textmod.words_of(prepared) == expected, text
+
+
+def test_userdict_keeps_governance_words_whole():
+    textmod.load_userdict()
+    words = textmod.analyze("网格员说维修基金要业委会同意，还有占道经营和欠薪问题").words
+    for word in ("网格员", "维修基金", "业委会", "占道经营", "欠薪"):
+        assert word in words
