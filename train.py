@@ -97,16 +97,11 @@ def load_corrections(settings) -> list[tuple[str, str]]:
 
 def open_suggester(args, settings):
     """The Suggester for --model, or the default model (trained first if missing)."""
-    from classifier import Suggester, build_default_model
+    from classifier import Suggester
 
-    cfg = settings.classifier
-    path = Path(args.model) if args.model else settings.model_path
-    if not args.model and not path.exists():
-        say(f"默认模型不存在，正在用内置语料训练 → {path}")
-        build_default_model(settings, progress=say)
-    return Suggester.from_path(
-        path, confidence_threshold=float(cfg.get("confidence_threshold", 0.55)),
-        auto_dispatch_threshold=float(cfg.get("auto_dispatch_threshold", 0.85)))
+    if not args.model and not settings.model_path.exists():
+        say(f"默认模型不存在，正在用内置语料训练 → {settings.model_path}")
+    return Suggester.from_settings(settings, model_path=args.model)
 
 
 def timed_suggestions(suggester, texts: list[str]) -> tuple[list, list[float]]:

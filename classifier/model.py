@@ -22,11 +22,10 @@ import numpy as np
 from classifier import text as textmod
 
 FORMAT = "whistle-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: character n-grams stored as int64 keys
 # Libraries whose version must match between training and loading: jieba cuts the words,
 # scikit-learn fitted the weights, numpy stores them.
 CHECKED_LIBRARIES = ("jieba", "scikit-learn", "numpy")
-BLOCKS = ("word", "char")
 
 
 class ModelError(Exception):

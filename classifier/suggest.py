@@ -49,12 +49,6 @@ class Suggestion:
 
 
 @dataclass
-class _Loaded:
-    model: LinearModel
-    stamp: tuple | None  # (mtime_ns, size, inode) of the file it came from
-
-
-@dataclass
 class Suggester:
     """A loaded model plus the thresholds; re-loads the file when it is replaced."""
 
@@ -84,20 +78,22 @@ class Suggester:
                    auto_dispatch_threshold=auto_dispatch_threshold)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Suggester:
-        """settings.model_path, built from settings.corpus_dir first when it doesn't exist."""
+    def from_settings(cls, settings: Settings, *,
+                      model_path: str | os.PathLike | None = None) -> Suggester:
+        """settings.model_path (built from settings.corpus_dir first when it doesn't exist), or
+        model_path, with the thresholds of config.toml."""
         cfg = settings.classifier
-        if not settings.model_path.exists():
+        if model_path is None and not settings.model_path.exists():
             log.info("model %s missing: training it from %s", settings.model_path,
                      settings.corpus_dir)
             build_default_model(settings)
         suggester = cls.from_path(
-            settings.model_path,
+            model_path or settings.model_path,
             confidence_threshold=float(cfg.get("confidence_threshold", DEFAULT_CONFIDENCE)),
             auto_dispatch_threshold=float(cfg.get("auto_dispatch_threshold",
                                                   DEFAULT_AUTO_DISPATCH)))
         unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
-        if unknown:
+        if unknown and model_path is None:
             log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,
                         ", ".join(unknown))
         return suggester

@@ -125,19 +125,22 @@ def _cut_block(block: str, freq: dict, logtotal: float) -> list[str]:
     n = len(block)
     score = [0.0] * (n + 1)
     end = [0] * (n + 1)
+    get = freq.get
     for start in range(n - 1, -1, -1):  # right to left, as jieba's calc()
         best, best_end = None, start
-        i, frag = start, block[start]
-        while i < n and frag in freq:
-            f = freq[frag]
+        stop = start + 1
+        f = get(block[start])
+        while f is not None:  # every dictionary prefix block[start:stop]
             if f:
-                s = ln(f) - logtotal + score[i + 1]
+                s = ln(f) - logtotal + score[stop]
                 if best is None or s >= best:  # ties go to the longer word, as in jieba
-                    best, best_end = s, i
-            i += 1
-            frag = block[start:i + 1]
+                    best, best_end = s, stop - 1
+            if stop == n:
+                break
+            stop += 1
+            f = get(block[start:stop])
         if best is None:
-            best = ln(freq.get(block[start]) or 1) - logtotal + score[start + 1]
+            best = ln(get(block[start]) or 1) - logtotal + score[start + 1]
         score[start], end[start] = best, best_end
     words, latin, x = [], "", 0
     while x < n:
@@ -197,13 +200,11 @@ def ngram_keys(chars: str, low: int, high: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _init_worker(words: list[str]) -> None:
-    add_words(words)
-
-
 def analyze_many(texts: list[str], n_jobs: int = 1, progress=None) -> list[Analyzed]:
     """analyze() over many texts, in n_jobs processes when it is worth it (jieba is pure Python)."""
-    if n_jobs <= 1 or len(texts) < 2000:
+    # Forked workers inherit the loaded dictionary. Forking is only safe in a process without
+    # other threads (the bot has some): there, and for small jobs, stay in this process.
+    if n_jobs <= 1 or len(texts) < 2000 or threading.active_count() > 1:
         out = []
         for i, text in enumerate(texts):
             out.append(analyze(text))
@@ -212,11 +213,9 @@ def analyze_many(texts: list[str], n_jobs: int = 1, progress=None) -> list[Analy
         return out
     import multiprocessing
 
-    # forkserver, not fork: the caller may have threads (joblib, the bot), and forking a
-    # threaded process can deadlock. Workers load jieba themselves, with the same words added.
-    ctx = multiprocessing.get_context("forkserver")
+    _get_tokenizer()
     out = []
-    with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(sorted(_added_words),)) as pool:
+    with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
         for item in pool.imap(analyze, texts, chunksize=100):
             out.append(item)
             if progress and len(out) % 1000 == 0:

@@ -122,8 +122,9 @@ def test_evaluate_table_and_report(fitted, labelled_csv, tmp_path):
 
 def test_predict_writes_id_label_confidence(fitted, tmp_path):
     _, config, out, _, _ = fitted
+    huge = "孩子入学划片咨询，" + "请问" * 50_000  # 100 KB+ in one CSV field
     src = write_csv(tmp_path / "in.csv", ["text"],
-                    [["电梯坏了一个月物业不修"], ["😀😀"], ["孩子入学划片咨询"]])
+                    [["电梯坏了一个月物业不修"], ["😀😀"], [huge]])
     dst = tmp_path / "out" / "pred.csv"
     proc = run("predict", "--model", str(out), str(src), "--out", str(dst), config=config)
     assert proc.returncode == 0, proc.stderr
