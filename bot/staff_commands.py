@@ -280,9 +280,31 @@ async def on_news_button(update: Update, context: Context) -> None:
         await query.edit_message_reply_markup(reply_markup=None)
 
 
+# ---------------------------------------------------------------- /dashboard
+
+
+async def dashboard_command(update: Update, context: Context) -> None:
+    """/dashboard (private chat): a one-time login code for the web dashboard."""
+    from models import auth
+
+    services = services_of(context)
+    try:
+        async with services.session() as session:
+            code = await auth.issue_login_code(session, update.effective_user.id, services.clock())
+    except CaseError:
+        await update.effective_message.reply_text(texts.DASHBOARD_NOT_STAFF)
+        return
+    d = services.settings.dashboard
+    await update.effective_message.reply_text(
+        texts.DASHBOARD_CODE.format(code=code, host=d.get("host", "127.0.0.1"),
+                                    port=d.get("port", 8080))
+    )
+
+
 def handlers() -> list:
     private = filters.ChatType.PRIVATE
     return [
+        CommandHandler("dashboard", dashboard_command, filters=private),
         CommandHandler("overdue", overdue_command),
         CommandHandler("stats", stats_command),
         CommandHandler("policy", policy_command),

@@ -180,3 +180,20 @@ async def test_a_user_blocking_the_bot_is_marked_unreachable_and_back(make_bot):
 
 async def _not(check) -> bool:
     return not await check()
+
+
+async def test_dashboard_login_code_only_for_staff_and_only_once(make_bot):
+    import re
+
+    from models import auth
+
+    env = await started(make_bot)
+    refused = await env.say(RESIDENT, "/dashboard")
+    assert "仅对工作人员开放" in refused.content
+
+    reply = await env.say(LEADER, "/dashboard")
+    code = re.search(r"登录码：(\S+)", reply.content).group(1)
+    async with env.services.session() as session:
+        staff = await auth.redeem_login_code(session, code, env.clock())
+        assert staff is not None and staff.telegram_id == LEADER
+        assert await auth.redeem_login_code(session, code, env.clock()) is None  # used up

@@ -148,3 +148,11 @@ def span(seconds: float) -> str:
 def percent(rate: float | None) -> str:
     """0.834 → '83.4%'; None (nothing counted) → '—'."""
     return RATE_NONE if rate is None else f"{rate:.1%}"
+
+
+# ---------------------------------------------------------------- /dashboard
+DASHBOARD_CODE = (
+    "指挥大屏登录码：{code}\n10 分钟内有效，仅可使用一次。\n"
+    "打开 http://{host}:{port}/login 输入即可。请勿转发他人。"
+)
+DASHBOARD_NOT_STAFF = "指挥大屏仅对工作人员开放。"

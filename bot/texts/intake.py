@@ -27,11 +27,14 @@ HELP = (
     "/my 我的反映及进度\n"
     "/case 编号 查看某件的办理过程（如 /case WC-20261124-0007）\n"
     "/enterprise 企业注册 / 企业诉求\n"
+    "/subscribe、/unsubscribe 企业订阅或退订惠企政策\n"
     "/cancel 取消当前操作"
 )
 STAFF_HELP = (
     "工作人员命令：\n"
     "/case 编号 查看案件过程\n"
+    "/overdue 红黄灯案件；/stats [today|week|month|2026-11] 办结率、按时率、满意率\n"
+    "/policy 发布惠企政策；/dashboard 获取指挥大屏登录码\n"
     "管理员：/reload_model 重新加载分类模型；/staff_add ID 角色 [部门或网格] 添加工作人员"
 )
 ROLE_NAMES = {
