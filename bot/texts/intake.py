@@ -58,7 +58,6 @@ DESCRIPTION_TOO_LONG = "内容太长了（{length} 字），请精简到 {max} �
 PHOTO_NEEDS_TEXT = "照片已收到 📷 请再用文字描述一下问题。"
 ADDRESS_TOO_LONG = "地址太长了，请控制在 {max} 字以内。"
 OUT_OF_AREA = "⚠️ 这个位置不在{district}范围内，我们仍会记录，工作人员会与您核实。"
-LOCATION_SAVED = "📍 位置已记录。"
 ONLY_TEXT_HERE = "这里需要文字描述哦，请直接输入问题情况。"
 ONLY_PHOTO_HERE = "请发送一张照片，或发送 /skip 跳过。"
 PHOTO_AS_FILE = "请以「照片」形式发送（不要选择“以文件发送”），或发送 /skip 跳过。"
@@ -120,7 +119,6 @@ ENTERPRISE_HOME = "🏢 {name}\n统一社会信用代码：{code}"
 ENTERPRISE_NO_CASES = "还没有提交过企业诉求。"
 ENTERPRISE_CASES_TITLE = "企业诉求进度："
 BTN_NEW_DEMAND = "📮 提交新诉求"
-NOT_ENTERPRISE = "请先发送 /enterprise 登记企业信息。"
 
 # ---------------------------------------------------------------- my cases / timeline
 MY_EMPTY = "您还没有反映过问题。发送 /report 开始第一件吧。"
@@ -176,7 +174,6 @@ BTN_REJECT = "不同意"
 
 # short footers appended to an edited group post after an action
 DONE_DISPATCHED = "已派至 {department}"
-DONE_REDISPATCHED = "已改派至 {department}"
 DONE_URGENT = "已标记为紧急"
 DONE_SIGNED = "已签收"
 DONE_RETURNED = "已退回分拨中心"
@@ -189,7 +186,6 @@ DONE_EXT_REJECTED = "不同意延期"
 NOT_STAFF = "抱歉，只有工作人员可以进行此操作。"
 NOT_PERMITTED = "抱歉，您没有处理该案件的权限。"
 NOT_YOUR_DEPARTMENT = "该案件不属于您的部门，无法操作。"
-CASE_GONE = "案件不存在或已被删除。"
 ACTION_DONE = "操作成功"
 ASK_RETURN_REASON = "请回复退回理由（例如：不属于本部门职责，建议转某某部门）："
 ASK_RESOLUTION = "请回复办结情况（简要说明如何处理的）："
@@ -205,7 +201,6 @@ NO_SUGGESTION = "该案件没有系统建议的部门，请点「改派其他部
 RETURNED_OK = "已退回分拨中心（{ref}）。"
 RESOLVED_OK = "已办结（{ref}），将通知反映人。"
 EXTENSION_REQUESTED_OK = "延期申请已提交（{ref}），等待分拨中心审批。"
-EXTENSION_DECIDED_OK = "已处理延期申请（{ref}）。"
 POST_EXTENSION_REQUEST = "⏳ {department} 申请延期 {ref}\n理由：{reason}\n新的办结日期：{date}"
 NOTICE_EXT_APPROVED_DEPT = "⏳ {ref} 延期申请已同意，新的办结时限：{resolve_by}"
 NOTICE_EXT_REJECTED_DEPT = "⏳ {ref} 延期申请未获同意，请按原时限办结：{resolve_by}"
@@ -226,7 +221,6 @@ STAFF_ADDED = "已添加工作人员 {telegram_id}（{role}{where}）。"
 
 # ---------------------------------------------------------------- errors
 SORRY_ERROR = "抱歉，系统开了个小差，请稍后再试。您填写的内容已保存。"
-DUPLICATE_IGNORED = ""  # duplicates are dropped silently: the first delivery was answered
 
 
 def summary(
