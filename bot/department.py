@@ -205,15 +205,23 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- 办结
 
 
-async def got_resolution(update: Update, context: Context) -> int | None:
-    result = update.message.text
-    problem = _words_problem(result, RESULT_MAX)
+async def _keep_words(update: Update, context: Context, key: str, max_chars: int,
+                      next_prompt: str, next_state: int) -> int | None:
+    """Store a staff member's short text (a result, a reason) and ask the next question;
+    a text that is empty or too long is answered and asked again (state unchanged)."""
+    words = update.message.text
+    problem = _words_problem(words, max_chars)
     if problem:
         await update.message.reply_text(problem)
         return None
-    _pending(context, update.effective_chat.id)["result"] = result.strip()
-    await _ask(update, texts.ASK_RESOLUTION_PHOTO)
-    return RESOLVE_PHOTO
+    _pending(context, update.effective_chat.id)[key] = words.strip()
+    await _ask(update, next_prompt)
+    return next_state
+
+
+async def got_resolution(update: Update, context: Context) -> int | None:
+    return await _keep_words(update, context, "result", RESULT_MAX,
+                             texts.ASK_RESOLUTION_PHOTO, RESOLVE_PHOTO)
 
 
 async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
@@ -269,14 +277,8 @@ def parse_new_deadline(text: str, services: Services, now: datetime) -> datetime
 
 
 async def got_extension_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _words_problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
-        return None
-    _pending(context, update.effective_chat.id)["reason"] = reason.strip()
-    await _ask(update, texts.ASK_EXTENSION_DATE)
-    return EXTENSION_DATE
+    return await _keep_words(update, context, "reason", REASON_MAX,
+                             texts.ASK_EXTENSION_DATE, EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
