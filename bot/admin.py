@@ -1,4 +1,4 @@
-"""Admin commands: /reload_model and /staff_add ID ROLE [DEPT|GRID]. Only role "admin"."""
+"""Admin commands: /reload_model and /staff_add ID ROLE [DEPT|GRID] [NAME]. Only role "admin"."""
 
 from __future__ import annotations
 
@@ -65,32 +65,43 @@ async def reload_model_command(update: Update, context: Context) -> None:
     await update.effective_message.reply_text(template.format(version=version))
 
 
+def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | None, str] | None:
+    """(telegram id, role, department or grid code, name) from /staff_add's words, or None."""
+    if len(args) < 2 or not args[0].isdigit() or args[1].lower() not in texts.ROLE_NAMES:
+        return None
+    role = args[1].lower()
+    needs_place = role in ("department", "grid")
+    if needs_place and len(args) < 3:
+        return None
+    where = args[2] if needs_place else None
+    if role == "grid" and where not in grids:
+        return None
+    name = " ".join(args[3 if needs_place else 2:])[:100]
+    return int(args[0]), role, where, name
+
+
 @admin_only
 async def staff_add(update: Update, context: Context) -> None:
-    """/staff_add ID ROLE [DEPT|GRID]: add or change a staff member."""
-    args = context.args or []
-    if len(args) not in (2, 3) or not args[0].isdigit():
-        await update.effective_message.reply_text(texts.STAFF_ADD_USAGE)
-        return
-    telegram_id, role = int(args[0]), args[1].lower()
-    where = args[2] if len(args) == 3 else None
+    """/staff_add ID ROLE [DEPT|GRID] [NAME]: add or change a staff member."""
     grids = {g.code for g in services_of(context).settings.grids}
-    if role not in texts.ROLE_NAMES or (role in ("department", "grid") and not where) \
-            or (role == "grid" and where not in grids):
+    parsed = _parse_staff_add(context.args or [], grids)
+    if parsed is None:
         await update.effective_message.reply_text(texts.STAFF_ADD_USAGE)
         return
+    telegram_id, role, where, name = parsed
     try:
         async with services_of(context).session() as session:
             existing = await store.get_staff(session, telegram_id)
             await store.upsert_staff(
-                session, telegram_id, name=existing.name if existing else "", role=role,
-                department_code=where if role == "department" else None,
+                session, telegram_id, name=name or (existing.name if existing else ""),
+                role=role, department_code=where if role == "department" else None,
                 grid_code=where if role == "grid" else None)
     except CaseError as exc:
         await update.effective_message.reply_text(str(exc))
         return
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
-        telegram_id=telegram_id, role=texts.ROLE_NAMES[role], where=f"，{where}" if where else ""))
+        telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],
+        where=f"，{where}" if where else ""))
 
 
 def handlers() -> list[CommandHandler]:

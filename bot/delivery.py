@@ -94,6 +94,13 @@ class FloodLimiter:
             sends = self._group_sends.setdefault(chat_id, deque(maxlen=self.group_limit))
             sends.append(slot)
 
+    def busy_chats(self, horizon: float = HORIZON_SECONDS) -> set[int]:
+        """Groups that cannot take another message within `horizon` seconds (their 20 a
+        minute are used up): not worth claiming their rows now."""
+        now = self.clock()
+        return {chat for chat in self._group_sends
+                if self._chat_ready(chat, now) - now > horizon}
+
     def plan(self, chat_ids: list[int], horizon: float = HORIZON_SECONDS
              ) -> list[tuple[bool, float]]:
         """For each message (in queue order): (True, send time) if it can go within
@@ -211,9 +218,15 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
 async def _deliver_batch(bot: Bot, services: Services, state: DeliveryState,
                          clock: Callable[[], datetime]) -> tuple[int, int]:
     """Claim one batch and send it; returns (sent, claimed)."""
+    # Rows for chats that must wait anyway stay unclaimed: claiming them only to put them
+    # back would rewrite a busy group's whole backlog every pass.
+    now = clock()
+    waiting = state.limiter.busy_chats() | {c for c, until in state.held_until.items()
+                                            if until > now}
     async with services.session() as session:
-        rows = await outbox.claim_due(session, clock(), worker=state.worker,
-                                      limit=state.batch_size, lease_seconds=state.lease_seconds)
+        rows = await outbox.claim_due(session, now, worker=state.worker,
+                                      limit=state.batch_size, lease_seconds=state.lease_seconds,
+                                      skip_chats=waiting)
     if not rows:
         return 0, 0
     claimed_at, claimed = time.monotonic(), len(rows)

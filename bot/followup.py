@@ -354,38 +354,54 @@ async def submit_stale_ratings(services: Services, config: FollowupConfig,
 
 
 async def queue_status_notices(services: Services, now: datetime) -> Counter:
-    """Queue a reporter notice for each recent status change that has none yet."""
-    counts: Counter = Counter()
-    async with services.session() as session:
+    """Queue a reporter notice for each recent status change that has none yet.
+
+    The bot queues these itself as it makes each change; this catches changes made
+    elsewhere (another worker, an admin tool). It reads without the writer's turn and
+    writes only the notices that are really missing, so it costs replies nothing.
+    """
+    async with services.read_session() as session:
         state = await drafts.get_state(session, NOTICE_CURSOR)
         cursor = state["cursor"] if state else await fq.last_event_before(
             session, now - NOTICE_CATCH_UP)
-        events = await fq.status_events(session, after_id=cursor)
-        settled, contiguous = cursor, True
-        for event in events:
-            if await _queue_notice(session, services, event, now):
-                counts["notice"] += 1
-            contiguous = contiguous and event.at <= now - NOTICE_SETTLE
-            if contiguous:
-                settled = event.id
-        if settled != cursor or state is None:
-            await drafts.save_states(session, {NOTICE_CURSOR: {"cursor": settled}}, now)
-    return counts
+        changes = await fq.status_notices(session, after_id=cursor)
+        wanted = {_notice_key(change): change for change in changes
+                  if change.chat_id is not None and change.event.at >= now - NOTICE_CATCH_UP}
+        queued_before = await fq.existing_outbox_keys(session, list(wanted))
+        missing = [change for key, change in wanted.items() if key not in queued_before]
+    settled = _settled_cursor(cursor, changes, now)
+    if not missing and settled == cursor and state is not None:
+        return Counter()
+    queued = 0
+    async with services.session() as session:
+        for change in missing:
+            queued += await _queue_notice(session, services, change, now)
+        await drafts.save_states(session, {NOTICE_CURSOR: {"cursor": settled}}, now)
+    return Counter(notice=queued) if queued else Counter()
 
 
-async def _queue_notice(session, services: Services, event: CaseEvent, now: datetime) -> bool:
+def _notice_key(change: fq.StatusNotice) -> str:
+    return _key(change.case, change.event.action, change.chat_id, change.version)
+
+
+def _settled_cursor(cursor: int, changes: list[fq.StatusNotice], now: datetime) -> int:
+    """The newest event before which every change is old enough (NOTICE_SETTLE) that no
+    transaction still open can add one with a smaller id."""
+    settled = cursor
+    for change in changes:
+        if change.event.at > now - NOTICE_SETTLE:
+            break
+        settled = change.event.id
+    return settled
+
+
+async def _queue_notice(session, services: Services, change: fq.StatusNotice,
+                        now: datetime) -> bool:
     """The reporter's notice of one status change; True if this call queued it."""
-    if event.at < now - NOTICE_CATCH_UP:
-        return False
-    case = await session.get(Case, event.case_id)
-    chat_id = await fq.reporter_chat(session, case) if case else None
-    if chat_id is None:
-        return False
-    text, photo = _notice_text(services, event, case)
-    version = await fq.version_after(session, event)
-    queued = await outbox.enqueue(session, key=_key(case, event.action, chat_id, version),
-                                  chat_id=chat_id, text=text, kind="progress", now=now,
-                                  case_id=case.id, photo=photo)
+    text, photo = _notice_text(services, change.event, change.case)
+    queued = await outbox.enqueue(session, key=_notice_key(change), chat_id=change.chat_id,
+                                  text=text, kind="progress", now=now,
+                                  case_id=change.case.id, photo=photo)
     return queued is not None
 
 

@@ -100,18 +100,23 @@ async def _post_to_department(session: AsyncSession, services: Services, case: C
 
 
 async def _notify_reporter(session: AsyncSession, case: Case, event: str, text: str,
-                           now: datetime, *, photo: str | None = None) -> None:
-    reporter = await drafts.reporter_of_case(session, case)
-    if reporter is None or not reporter.reachable:
-        return  # Telegram told us they blocked the bot; /case still shows the progress
-    await _push(session, case, event, reporter.telegram_id, text, "progress", now, photo=photo)
+                           now: datetime, *, photo: str | None = None,
+                           chat_id: int | None = None) -> None:
+    """A progress notice to the reporter; `chat_id` when the reporter is the one acting now."""
+    if chat_id is None:
+        reporter = await drafts.reporter_of_case(session, case)
+        if reporter is None or not reporter.reachable:
+            return  # Telegram told us they blocked the bot; /case still shows the progress
+        chat_id = reporter.telegram_id
+    await _push(session, case, event, chat_id, text, "progress", now, photo=photo)
 
 
 async def _notice_dispatched(session: AsyncSession, services: Services, case: Case,
-                             now: datetime) -> None:
+                             now: datetime, *, chat_id: int | None = None) -> None:
     dept = department_name(services, case.department_code)
     await _notify_reporter(session, case, "dispatched",
-                           texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept), now)
+                           texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept), now,
+                           chat_id=chat_id)
 
 
 # ---------------------------------------------------------------- intake
@@ -150,13 +155,14 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         dept = await store.get_department(session, target) if target else None
         if dept is not None and dept.active:
             case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
-                                        rules=services.rules)
+                                        rules=services.rules, current=case)
             await _post_to_department(session, services, case, now, enterprise=enterprise)
-            await _notice_dispatched(session, services, case, now)
+            await _notice_dispatched(session, services, case, now, chat_id=telegram_id)
             await _post_to_triage(session, services, case, now, enterprise=enterprise,
                                   auto_dispatched=True)
         else:
-            case = await store.send_to_triage(session, case.id, now, rules=services.rules)
+            case = await store.send_to_triage(session, case.id, now, rules=services.rules,
+                                              current=case)
             await _post_to_triage(session, services, case, now, enterprise=enterprise)
     return case, True
 

@@ -108,6 +108,13 @@ class Services:
             _holding_lock.reset(token)
             self._turns.release()
 
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads. It never waits for the writer's turn: SQLite's
+        WAL lets readers run beside the one writer, so scans don't hold up replies."""
+        async with session_scope(self.engine) as session:
+            yield session
+
     @classmethod
     def from_settings(
         cls,

@@ -11,6 +11,7 @@ the same rule and every row found is confirmed with case_light() before anything
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -306,13 +307,47 @@ async def unreachable_chats(session: AsyncSession, chat_ids: list[int]) -> set[i
 # ---------------------------------------------------------------- status-change events
 
 
-async def status_events(session: AsyncSession, *, after_id: int, limit: int = 500
-                        ) -> list[CaseEvent]:
-    """Reporter-facing status changes (NOTICE_EVENTS) with id > after_id, oldest first."""
-    stmt = (select(CaseEvent)
+@dataclass(frozen=True)
+class StatusNotice:
+    """A reporter-facing status change and what its notice needs."""
+
+    event: CaseEvent
+    case: Case
+    chat_id: int | None  # None: the reporter blocked the bot
+    version: int  # the case's version right after the event (part of the notice's key)
+
+
+async def status_notices(session: AsyncSession, *, after_id: int, limit: int = 500
+                         ) -> list[StatusNotice]:
+    """Reporter-facing status changes (NOTICE_EVENTS) with id > after_id, oldest first.
+
+    Two queries however many there are: the events with their cases and reporters, then
+    the versions (see version_after).
+    """
+    stmt = (select(CaseEvent, Case, Reporter.telegram_id, Reporter.reachable)
+            .join(Case, col(Case.id) == col(CaseEvent.case_id))
+            .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
             .where(col(CaseEvent.id) > after_id, col(CaseEvent.action).in_(NOTICE_EVENTS))
             .order_by(col(CaseEvent.id)).limit(limit))
-    return list((await session.exec(stmt)).all())
+    rows = (await session.exec(stmt)).all()
+    versions = await _versions_after(session, [event for event, *_ in rows])
+    return [StatusNotice(event, case, chat if reachable else None, versions[event.id])
+            for event, case, chat, reachable in rows]
+
+
+async def _versions_after(session: AsyncSession, events: list[CaseEvent]) -> dict[int, int]:
+    """version_after for many events, with one query over their cases' transition events."""
+    if not events:
+        return {}
+    stmt = (select(CaseEvent.id, CaseEvent.case_id)
+            .where(col(CaseEvent.case_id).in_(sorted({e.case_id for e in events})),
+                   col(CaseEvent.id) <= max(e.id for e in events),
+                   col(CaseEvent.action).in_(_TRANSITION_EVENTS))
+            .order_by(col(CaseEvent.id)))
+    transitions: dict[int, list[int]] = {}
+    for event_id, case_id in (await session.exec(stmt)).all():
+        transitions.setdefault(case_id, []).append(event_id)
+    return {e.id: bisect_right(transitions.get(e.case_id, []), e.id) for e in events}
 
 
 async def last_event_before(session: AsyncSession, moment: datetime) -> int:
@@ -331,12 +366,7 @@ async def version_after(session: AsyncSession, event: CaseEvent) -> int:
     Every store.transition() bumps the version by one and writes exactly one event, so the
     version after an event is the number of transition events up to and including it.
     """
-    if isinstance(event.details, dict) and isinstance(event.details.get("version"), int):
-        return event.details["version"]
-    stmt = (select(func.count()).select_from(CaseEvent)
-            .where(col(CaseEvent.case_id) == event.case_id, col(CaseEvent.id) <= event.id,
-                   col(CaseEvent.action).in_(_TRANSITION_EVENTS)))
-    return (await session.exec(stmt)).one()
+    return (await _versions_after(session, [event]))[event.id]
 
 
 # ---------------------------------------------------------------- outbox helpers for the sender
@@ -365,3 +395,12 @@ async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
     """Whether a push with this idempotency key was ever queued."""
     stmt = select(Outbox.id).where(col(Outbox.key) == key).limit(1)
     return (await session.exec(stmt)).first() is not None
+
+
+async def existing_outbox_keys(session: AsyncSession, keys: list[str]) -> set[str]:
+    """Those of `keys` that some queued push already has."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):  # stay far below SQLite's variable limit
+        stmt = select(Outbox.key).where(col(Outbox.key).in_(keys[start:start + 500]))
+        found.update((await session.exec(stmt)).all())
+    return found

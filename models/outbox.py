@@ -8,6 +8,7 @@ under SQLite's single writer lock, so several workers never claim the same row a
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import case as sql_case
@@ -15,7 +16,7 @@ from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.store import _insert
+from models.store import prebuilt
 from models.tables import Outbox
 
 PENDING, SENT, FAILED, DROPPED = "pending", "sent", "failed", "dropped"
@@ -25,20 +26,21 @@ _ERROR_MAX = 500
 
 async def enqueue(session: AsyncSession, *, key: str, chat_id: int, text: str, kind: str,
                   now: datetime, reply_markup: dict | None = None, photo: str | None = None,
-                  case_id: int | None = None, due_at: datetime | None = None) -> Outbox | None:
-    """Queue a push (due now unless due_at); None if one with this key was queued before."""
+                  case_id: int | None = None, due_at: datetime | None = None) -> int | None:
+    """Queue a push (due now unless due_at); its row id, or None if one with this key was
+    queued before."""
     if not key or len(key) > _KEY_MAX:
         raise ValueError(f"outbox key must be 1..{_KEY_MAX} characters: {key!r}")
-    stmt = (_insert(session)(Outbox)
-            .values(key=key, chat_id=chat_id, kind=kind, text=text, reply_markup=reply_markup,
-                    photo=photo, case_id=case_id, status=PENDING, due_at=due_at or now,
-                    attempts=0, created_at=now)
-            .on_conflict_do_nothing(index_elements=["key"])
+    params = {"key": key, "chat_id": chat_id, "kind": kind, "text": text,
+              "reply_markup": reply_markup, "photo": photo, "case_id": case_id,
+              "status": PENDING, "due_at": due_at or now, "attempts": 0, "created_at": now}
+    return (await session.exec(_insert_push(session), params=params)).scalar_one_or_none()
+
+
+@prebuilt
+def _insert_push(dialect_insert):
+    return (dialect_insert(Outbox.__table__).on_conflict_do_nothing(index_elements=["key"])
             .returning(Outbox.__table__.c.id))
-    row_id = (await session.exec(stmt)).scalar_one_or_none()
-    if row_id is None:
-        return None
-    return await session.get(Outbox, row_id)
 
 
 def _claimable(now: datetime):
@@ -47,14 +49,17 @@ def _claimable(now: datetime):
 
 
 async def claim_due(session: AsyncSession, now: datetime, *, worker: str, limit: int = 100,
-                    lease_seconds: int = 60) -> list[Outbox]:
+                    lease_seconds: int = 60, skip_chats: Collection[int] = ()) -> list[Outbox]:
     """Lease up to `limit` due pending rows to `worker`, oldest due first, and COMMIT.
 
     The commit makes the lease visible at once, so other workers skip these rows until the
     lease runs out (a worker that dies mid-batch leaves its rows to be picked up again).
-    The rows come back detached, with every column loaded.
+    The rows come back detached, with every column loaded. Rows for `skip_chats` (chats
+    the caller cannot send to yet) are left for later.
     """
     due = select(Outbox.id).where(*_claimable(now)).order_by(col(Outbox.due_at), col(Outbox.id))
+    if skip_chats:
+        due = due.where(col(Outbox.chat_id).not_in(sorted(skip_chats)))
     due = due.limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)

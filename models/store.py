@@ -9,13 +9,13 @@ a caller that catches a CaseError and carries on never commits half an operation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, update
+from sqlalchemy import and_, func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -148,29 +148,56 @@ def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
 
 def _insert(session: AsyncSession):
     """The dialect's INSERT, which knows ON CONFLICT on both SQLite and PostgreSQL."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return _insert_for(session.get_bind().dialect.name)
+
+
+def _insert_for(dialect: str):
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+def prebuilt(build: Callable[[Any], Any]) -> Callable[[AsyncSession], Any]:
+    """Build a statement once per dialect (from its INSERT) and reuse it with parameters.
+
+    On the hot paths building a statement with .values() costs more than running it;
+    a prebuilt one is compiled once and found in SQLAlchemy's cache by identity.
+    """
+    built: dict[str, Any] = {}
+
+    def for_session(session: AsyncSession):
+        dialect = session.get_bind().dialect.name
+        if dialect not in built:
+            built[dialect] = build(_insert_for(dialect))
+        return built[dialect]
+
+    return for_session
 
 
 def _jsonable(value: Any) -> Any:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
 
-def _event(case_id: int, actor: Actor, action: str, now: datetime, *,
-           from_status: str | None = None, to_status: str | None = None,
-           details: dict | None = None) -> CaseEvent:
-    return CaseEvent(case_id=case_id, at=now, actor_kind=actor.kind, actor_id=actor.telegram_id,
-                     action=action, from_status=from_status, to_status=to_status,
-                     details=details or {})
+def _event_row(case_id: int, actor: Actor, action: str, now: datetime, *,
+               from_status: str | None = None, to_status: str | None = None,
+               details: dict | None = None) -> dict:
+    return {"case_id": case_id, "at": now, "actor_kind": actor.kind,
+            "actor_id": actor.telegram_id, "action": action, "from_status": from_status,
+            "to_status": to_status, "details": details or {}}
+
+
+_INSERT_EVENTS = insert(CaseEvent.__table__)
+
+
+async def _add_events(session: AsyncSession, *rows: dict) -> None:
+    """Append events with one plain INSERT: nobody needs them back as objects, and skipping
+    the ORM flush saves a round trip per event inside the case's transaction."""
+    await session.exec(_INSERT_EVENTS, params=list(rows))
 
 
 async def _add_event(session: AsyncSession, case_id: int, actor: Actor, action: str,
                      now: datetime, *, from_status: str | None = None,
-                     to_status: str | None = None, details: dict | None = None) -> CaseEvent:
-    event = _event(case_id, actor, action, now, from_status=from_status, to_status=to_status,
-                   details=details)
-    session.add(event)
-    await session.flush()
-    return event
+                     to_status: str | None = None, details: dict | None = None) -> None:
+    await _add_events(session, _event_row(case_id, actor, action, now, from_status=from_status,
+                                          to_status=to_status, details=details))
 
 
 async def _reporter_by_tid(session: AsyncSession, telegram_id: int) -> Reporter | None:
@@ -273,20 +300,25 @@ async def upsert_staff(session: AsyncSession, telegram_id: int, name: str, role:
 
 async def get_or_create_reporter(session: AsyncSession, telegram_id: int, display_name: str = "",
                                  kind: str = RESIDENT, *, now: datetime) -> Reporter:
-    """The reporter with this Telegram id, created on first contact (safe under concurrency)."""
-    reporter = await _reporter_by_tid(session, telegram_id)
-    if reporter is None:
-        stmt = (_insert(session)(Reporter)
-                .values(telegram_id=telegram_id, kind=kind, display_name=display_name[:200],
-                        phone_consent=False, reachable=True, created_at=now)
-                .on_conflict_do_nothing(index_elements=["telegram_id"]))
-        await session.exec(stmt)
-        reporter = await _reporter_by_tid(session, telegram_id)
-    elif display_name and reporter.display_name != display_name[:200]:
-        reporter.display_name = display_name[:200]
-        session.add(reporter)
-        await session.flush()
-    return reporter
+    """The reporter with this Telegram id, created on first contact (safe under concurrency).
+
+    One upsert: a known reporter keeps everything but a newly given display name, and is
+    reachable again (they are talking to the bot, so they have not blocked it).
+    """
+    params = {"telegram_id": telegram_id, "kind": kind, "display_name": display_name[:200],
+              "phone_consent": False, "reachable": True, "created_at": now}
+    return (await session.exec(_upsert_reporter(session), params=params)).scalars().one()
+
+
+@prebuilt
+def _upsert_reporter(dialect_insert):
+    stmt = dialect_insert(Reporter)
+    keep_old_name = func.coalesce(func.nullif(stmt.excluded.display_name, ""),
+                                  Reporter.__table__.c.display_name)
+    return (stmt.on_conflict_do_update(index_elements=["telegram_id"],
+                                       set_={"display_name": keep_old_name, "reachable": True})
+            .returning(Reporter)
+            .execution_options(populate_existing=True))
 
 
 async def _existing_reporter(session: AsyncSession, telegram_id: int) -> Reporter:
@@ -366,12 +398,25 @@ async def set_news_subscription(session: AsyncSession, reporter_telegram_id: int
 async def _next_ref(session: AsyncSession, now: datetime, prefix: str, timezone: str) -> str:
     """WC-20261124-0007: the district-local day and that day's sequence number."""
     day = now.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone)).strftime("%Y%m%d")
-    stmt = (_insert(session)(CaseCounter).values(day=day, last=1)
-            .on_conflict_do_update(index_elements=["day"],
-                                   set_={"last": CaseCounter.__table__.c["last"] + 1})
-            .returning(CaseCounter.__table__.c["last"]))
-    seq = (await session.exec(stmt)).scalar_one()
+    seq = (await session.exec(_count_case(session), params={"day": day, "last": 1})).scalar_one()
     return f"{prefix}-{day}-{seq:04d}"
+
+
+@prebuilt
+def _count_case(dialect_insert):
+    last = CaseCounter.__table__.c["last"]
+    return (dialect_insert(CaseCounter)
+            .on_conflict_do_update(index_elements=["day"], set_={"last": last + 1})
+            .returning(last))
+
+
+# ON CONFLICT DO NOTHING: of two concurrent creates with one key, the second waits for the
+# first and then finds its case instead of failing.
+@prebuilt
+def _insert_case(dialect_insert):
+    return (dialect_insert(Case).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Case)
+            .execution_options(populate_existing=True))
 
 
 async def _case_by_key(session: AsyncSession, key: str) -> Case | None:
@@ -415,24 +460,19 @@ async def create_case(
         suggested_confidence=ranked[0][1] if ranked else None,
         suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
     )
-    # ON CONFLICT DO NOTHING: of two concurrent creates with one key, the second waits for
-    # the first and then finds its case instead of failing.
-    stmt = (_insert(session)(Case).values(**draft.model_dump(exclude={"id"}))
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Case)
-            .execution_options(populate_existing=True))
-    case = (await session.exec(stmt)).scalars().one_or_none()
+    case = (await session.exec(_insert_case(session), params=draft.model_dump(exclude={"id"}))
+            ).scalars().one_or_none()
     if case is None:
         return await _case_by_key(session, idempotency_key)
 
-    reporter_actor = Actor.reporter(reporter_telegram_id)
-    session.add(_event(case.id, reporter_actor, "created", now, to_status=case.status,
-                       details={"ref": ref, "kind": kind, "photos": len(case.photos)}))
+    events = [_event_row(case.id, Actor.reporter(reporter_telegram_id), "created", now,
+                         to_status=case.status,
+                         details={"ref": ref, "kind": kind, "photos": len(case.photos)})]
     if ranked or model_version:
-        session.add(_event(case.id, Actor.SYSTEM, "classified", now,
-                           details={"suggestions": case.suggestions,
-                                    "model_version": model_version}))
-    await session.flush()
+        events.append(_event_row(case.id, Actor.SYSTEM, "classified", now,
+                                 details={"suggestions": case.suggestions,
+                                          "model_version": model_version}))
+    await _add_events(session, *events)
     return case
 
 
@@ -462,10 +502,12 @@ async def _authorize(session: AsyncSession, actor: Actor, permission: str, case:
     _permit(actor, staff, permission, case)
 
 
-async def _case_and_staff(session: AsyncSession, case_id: int,
-                          actor: Actor) -> tuple[Case, Staff | None]:
+async def _case_and_staff(session: AsyncSession, case_id: int, actor: Actor,
+                          current: Case | None = None) -> tuple[Case, Staff | None]:
     """The fresh case and the acting staff member (if any) in one round trip."""
     if actor.kind != "staff" or actor.telegram_id is None:
+        if current is not None and current.id == case_id:
+            return current, None
         return await _fresh_case(session, case_id), None
     stmt = (select(Case, Staff)
             .outerjoin(Staff, and_(col(Staff.telegram_id) == actor.telegram_id,
@@ -536,13 +578,15 @@ def _auto_details(case: Case, values: dict) -> dict:
 async def transition(session: AsyncSession, case_id: int, action: str, actor: Actor,
                      now: datetime, *, rules: Rules, details: dict | None = None,
                      expected_version: int | None = None, permission: str | None = None,
-                     **changes: Any) -> Case:
+                     current: Case | None = None, **changes: Any) -> Case:
     """Move a case by `action`; the one function every status change goes through.
 
     Checks TRANSITIONS (IllegalTransition / AlreadyDone), optionally the actor's permission and
     the version the caller saw (StaleVersion), then sets status, times and deadlines with
     UPDATE ... WHERE version = seen, so of two concurrent movers only one wins; the loser
     re-reads and gets AlreadyDone ("已被签收") or tries again if the move is still allowed.
+    `current` is the case as this transaction last wrote it (saves re-reading it when a
+    system move follows at once, e.g. dispatch right after create_case).
     """
     if action not in TRANSITIONS:
         raise IllegalTransition(f"未知操作: {action}")
@@ -550,7 +594,8 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
     if unknown or set(changes) & _PROTECTED:
         raise ValueError(f"transition() cannot set {sorted(set(changes) & _PROTECTED | unknown)}")
     for _ in range(_CAS_ATTEMPTS):
-        case, staff = await _case_and_staff(session, case_id, actor)
+        case, staff = await _case_and_staff(session, case_id, actor, current)
+        current = None  # a retry must read the row again
         to = target_status(action, case.status)
         if permission:
             _permit(actor, staff, permission, case)
@@ -610,21 +655,23 @@ async def _record_label(session: AsyncSession, case: Case, label: str, actor: Ac
 
 
 async def send_to_triage(session: AsyncSession, case_id: int, now: datetime, *,
-                         rules: Rules) -> Case:
+                         rules: Rules, current: Case | None = None) -> Case:
     """Low confidence: the case waits for a person in triage (分拨)."""
-    return await transition(session, case_id, "to_triage", Actor.SYSTEM, now, rules=rules)
+    return await transition(session, case_id, "to_triage", Actor.SYSTEM, now, rules=rules,
+                            current=current)
 
 
 async def dispatch(session: AsyncSession, case_id: int, department_code: str, actor: Actor,
                    now: datetime, *, rules: Rules, priority: str | None = None,
-                   expected_version: int | None = None) -> Case:
+                   expected_version: int | None = None, current: Case | None = None) -> Case:
     """派单 from submitted/triage: sets the department, dispatched_at, sign_by and resolve_by."""
     await _active_department(session, department_code)
     changes: dict[str, Any] = {"department_code": department_code}
     if priority is not None:
         changes["priority"] = _check_priority(priority)
     case = await transition(session, case_id, "dispatch", actor, now, rules=rules,
-                            permission="dispatch", expected_version=expected_version, **changes)
+                            permission="dispatch", expected_version=expected_version,
+                            current=current, **changes)
     await _record_label(session, case, department_code, actor, now,
                         previous=case.suggested_department)
     return case

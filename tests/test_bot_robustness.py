@@ -263,10 +263,17 @@ async def test_admin_commands_are_for_admins_only(make_bot):
     assert "模型没有变化" in (await bot.say(ADMIN, "/reload_model")).content
     assert "用法" in (await bot.say(ADMIN, "/staff_add 9100 department")).content
     assert "不存在" in (await bot.say(ADMIN, "/staff_add 9100 department nowhere")).content
+    assert "用法" in (await bot.say(ADMIN, "/staff_add 9100 chef")).content
+    assert "已添加工作人员 9100 王小明" in (
+        await bot.say(ADMIN, "/staff_add 9100 department water 王小明")).content
+    async with bot.services.session() as session:
+        added = (await session.exec(select(Staff).where(Staff.telegram_id == 9100))).one()
+    assert (added.role, added.department_code, added.name) == ("department", "water", "王小明")
+    # Changing the role again without a name keeps the name.
     assert "已添加" in (await bot.say(ADMIN, "/staff_add 9100 department water")).content
     async with bot.services.session() as session:
         added = (await session.exec(select(Staff).where(Staff.telegram_id == 9100))).one()
-    assert (added.role, added.department_code) == ("department", "water")
+    assert added.name == "王小明"
 
     bot.emu.add_user(9100, "水务局新同事")
     bot.emu.add_member(bot.department_chat("water"), 9100)

@@ -117,6 +117,18 @@ def test_plan_keeps_a_group_under_20_a_minute_without_holding_up_others():
     assert times[22] < 1.0  # a private chat is not stuck behind the busy group
 
 
+def test_a_group_with_its_minute_used_up_is_busy_until_it_may_send_again():
+    clock = FakeMonotonic()
+    limiter = FloodLimiter(per_second=30, per_chat_per_second=1, group_per_minute=20,
+                           clock=clock)
+    group, other_group, person = -100123, -100456, 7
+    limiter.plan([group] * 20 + [other_group, person], horizon=120)
+    clock.t += 20  # all 20 sends of the group are done; the next may go at t+60
+    assert limiter.busy_chats() == {group}  # the other group and the person may send
+    clock.t += 38.5  # within the 2 s horizon of the minute passing
+    assert limiter.busy_chats() == set()
+
+
 # ---------------------------------------------------------------- one pass
 
 

@@ -20,6 +20,7 @@ async def test_same_key_is_queued_once(session):
                                  text="新案件（重复）", kind="progress", now=NOW)
     await session.commit()
     assert first is not None and again is None
+    first = await outbox.get_outbox(session, first)
     assert first.due_at == NOW and first.reply_markup["inline_keyboard"][0][0]["text"] == "签收"
     assert await outbox.pending_count(session) == 1
 
@@ -45,6 +46,18 @@ async def test_claim_takes_due_rows_oldest_first_and_leases_them(session_factory
             "sent", 42, NOW, None)
 
 
+async def test_claim_leaves_rows_of_skipped_chats_for_later(session_factory):
+    async with session_factory() as s:
+        for i, chat in enumerate([-100, 5, -100, -200]):
+            await outbox.enqueue(s, key=f"k{i}", chat_id=chat, text=f"m{i}", kind="triage",
+                                 now=NOW)
+        await s.commit()
+        claimed = await outbox.claim_due(s, NOW, worker="w1", skip_chats={-100})
+        assert [r.key for r in claimed] == ["k1", "k3"]
+        later = await outbox.claim_due(s, NOW, worker="w1")
+        assert [r.key for r in later] == ["k0", "k2"]  # not leased by the first claim
+
+
 async def test_retry_backs_off_then_fails_and_drop_stops_for_good(session_factory):
     async with session_factory() as s:
         row = await outbox.enqueue(s, key="retry", chat_id=1, text="t", kind="progress", now=NOW)
@@ -53,17 +66,17 @@ async def test_retry_backs_off_then_fails_and_drop_stops_for_good(session_factor
         await s.commit()
         t = NOW
         for attempt in (1, 2):
-            assert [r.id for r in await outbox.claim_due(s, t, worker="w")] == [row.id] + (
-                [dropped.id] if attempt == 1 else [])
+            assert [r.id for r in await outbox.claim_due(s, t, worker="w")] == [row] + (
+                [dropped] if attempt == 1 else [])
             if attempt == 1:
-                await outbox.mark_dropped(s, dropped.id, reason="Forbidden: bot was blocked",
+                await outbox.mark_dropped(s, dropped, reason="Forbidden: bot was blocked",
                                           now=t)
-            await outbox.mark_retry(s, row.id, error="Timed out", retry_at=t + timedelta(
+            await outbox.mark_retry(s, row, error="Timed out", retry_at=t + timedelta(
                 seconds=15), now=t, max_attempts=2)
             await s.commit()
             assert await outbox.claim_due(s, t + timedelta(seconds=14), worker="w") == []
             t += timedelta(seconds=15)
-        failed, gone = await outbox.get_outbox(s, row.id), await outbox.get_outbox(s, dropped.id)
+        failed, gone = await outbox.get_outbox(s, row), await outbox.get_outbox(s, dropped)
         assert (failed.status, failed.attempts, failed.last_error) == ("failed", 2, "Timed out")
         assert (gone.status, gone.last_error) == ("dropped", "Forbidden: bot was blocked")
         assert await outbox.claim_due(s, t + timedelta(days=1), worker="w") == []

@@ -213,11 +213,12 @@ ADMIN_ONLY = "抱歉，只有管理员可以使用该命令。"
 MODEL_RELOADED = "已加载新模型：{version}"
 MODEL_UNCHANGED = "模型没有变化，当前版本：{version}"
 STAFF_ADD_USAGE = (
-    "用法：/staff_add 用户ID 角色 [部门编码或网格编码]\n"
+    "用法：/staff_add 用户ID 角色 [部门编码或网格编码] [姓名]\n"
     "角色：triage 分拨员、department 部门（需部门编码）、grid 网格员（需网格编码）、"
-    "leader 督办领导、admin 管理员"
+    "leader 督办领导、admin 管理员\n"
+    "例：/staff_add 123456 department water 王小明"
 )
-STAFF_ADDED = "已添加工作人员 {telegram_id}（{role}{where}）。"
+STAFF_ADDED = "已添加工作人员 {telegram_id}{name}（{role}{where}）。"
 
 # ---------------------------------------------------------------- errors
 SORRY_ERROR = "抱歉，系统开了个小差，请稍后再试。您填写的内容已保存。"
