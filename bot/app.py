@@ -33,6 +33,7 @@ from bot import (
     triage,
     views,
 )
+from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, services_of
@@ -87,7 +88,8 @@ def build_application(
         Application.builder()
         .token(token)
         .persistence(StorePersistence(services.session, services.clock))
-        .concurrent_updates(int(tg.get("concurrent_updates", DEFAULT_CONCURRENCY)))
+        .concurrent_updates(OneAtATimePerPerson(
+            int(tg.get("concurrent_updates", DEFAULT_CONCURRENCY))))
     )
     connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
     if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":

@@ -298,11 +298,25 @@ async def got_description(update: Update, context: Context) -> int:
     return await _after_description(update, context)
 
 
+def max_photos(context: Context) -> int:
+    return int(services_of(context).settings.conversation.get("max_photos", 5))
+
+
+def _keep_photo(context: Context, draft: dict, message) -> bool:
+    """Add the message's photo to the draft; False when the draft already has the most."""
+    if len(draft["photos"]) >= max_photos(context):
+        return False
+    draft["photos"].append(message.photo[-1].file_id)
+    draft["album"] = message.media_group_id
+    return True
+
+
 @step
 async def got_description_photo(update: Update, context: Context) -> int:
     """A photo while we wait for the description: keep it; its caption may be the description."""
     draft = draft_of(context)
-    draft["photos"] = [update.message.photo[-1].file_id]
+    draft["photos"] = []
+    _keep_photo(context, draft, update.message)
     caption = update.message.caption or ""
     if caption and description_problem(context, caption) is None:
         draft["text"], draft["text_msg"] = caption.strip(), update.message.message_id
@@ -313,8 +327,27 @@ async def got_description_photo(update: Update, context: Context) -> int:
 
 @step
 async def got_photo(update: Update, context: Context) -> int:
-    draft_of(context)["photos"] = [update.message.photo[-1].file_id]
+    """The first photo (a new one replaces earlier photos when 重新上传照片 was chosen)."""
+    draft = draft_of(context)
+    draft["photos"] = []
+    _keep_photo(context, draft, update.message)
     return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
+
+
+@step
+async def got_more_photo(update: Update, context: Context) -> int:
+    """Another photo while we wait for the place: an album arrives as one message per
+    photo, so only its first photo gets an answer."""
+    draft = draft_of(context)
+    same_album = update.message.media_group_id is not None and (
+        update.message.media_group_id == draft.get("album"))
+    if not _keep_photo(context, draft, update.message):
+        if not draft.get("told_photo_limit"):
+            draft["told_photo_limit"] = True
+            await _reply(update, texts.PHOTO_LIMIT.format(max=max_photos(context)))
+    elif not same_album:
+        await _reply(update, texts.PHOTO_ADDED.format(count=len(draft["photos"])))
+    return LOCATION
 
 
 @step
@@ -557,6 +590,7 @@ def build(idle_minutes: float) -> ConversationHandler:
                                        remind(texts.PHOTO_AS_FILE)),
                         MessageHandler(anything, remind(texts.ONLY_PHOTO_HERE))],
                 LOCATION: [MessageHandler(NEW_MESSAGE & filters.LOCATION, got_location),
+                           MessageHandler(NEW_MESSAGE & filters.PHOTO, got_more_photo),
                            MessageHandler(TYPED, got_address),
                            CommandHandler("skip", skip_location, filters=PRIVATE),
                            MessageHandler(anything, remind(texts.ONLY_LOCATION_HERE))],

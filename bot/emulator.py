@@ -809,8 +809,9 @@ class TelegramEmulator:
         return self.send_text(user_id, command, chat_id=chat_id)
 
     def send_photo(self, user_id: int, caption: str | None = None, chat_id: int | None = None,
-                   data: bytes | None = None) -> dict:
-        """The user sends a photo (a generated JPEG unless `data` is given); getFile works."""
+                   data: bytes | None = None, media_group_id: str | None = None) -> dict:
+        """The user sends a photo (a generated JPEG unless `data` is given); getFile works.
+        Photos of one album share a `media_group_id` and arrive as separate messages."""
         data = data if data is not None else sample_jpeg(next(self._file_counter))
         width, height = _image_size(data)
         thumb = self._store_file(data[: max(1, len(data) // 8)], "photos", "jpg", "image/jpeg")
@@ -822,6 +823,8 @@ class TelegramEmulator:
         ]}
         if caption:
             content["caption"] = caption
+        if media_group_id:
+            content["media_group_id"] = media_group_id
         return self._user_message(user_id, chat_id, content)
 
     def send_location(self, user_id: int, latitude: float, longitude: float,

@@ -72,6 +72,34 @@ async def test_report_with_photo_and_location_reaches_triage(make_bot):
     assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急"]
 
 
+async def test_an_album_of_photos_is_kept_whole_and_answered_once(make_bot):
+    bot = await make_bot(to_triage())
+    await bot.say(RESIDENT, "/report")
+    assert "照片" in (await bot.say(RESIDENT, WATER_TEXT)).content
+    for _ in range(3):  # delivered together, handled one after another
+        bot.emu.send_photo(RESIDENT, media_group_id="album-1")
+    assert "位置" in (await bot.reply(RESIDENT)).content
+    single = bot.emu.send_photo(RESIDENT)  # one more, on its own
+    assert "第 4 张" in (await bot.reply(RESIDENT)).content
+    for _ in range(3):  # a second album goes over the limit of 5
+        bot.emu.send_photo(RESIDENT, media_group_id="album-2")
+    fifth = await bot.reply(RESIDENT)
+    assert "第 5 张" in fifth.content
+    limit = await bot.emu.wait_for_message(RESIDENT, timeout=5, after=fifth)
+    assert "最多 5 张" in limit.content
+    summary = await bot.say(RESIDENT, "/skip")
+    assert "照片：已附 5 张" in summary.content
+    assert sum("最多 5 张" in m.content for m in bot.emu.messages(RESIDENT)) == 1
+    assert single is not None
+
+    bot.emu.press(RESIDENT, summary, "确认提交")
+    ref = (await bot.reply(RESIDENT)).content.split("编号 ", 1)[1].split("，", 1)[0]
+    case = await bot.case(ref)
+    assert len(case.photos) == len(set(case.photos)) == 5
+    post = await bot.group_post(bot.triage_chat, ref)
+    assert post.photo == case.photos[0] and "照片 5 张" in post.content
+
+
 async def test_confident_case_is_dispatched_at_once_and_still_shown_to_triage(make_bot):
     bot = await make_bot(auto_dispatch())
     ref = await bot.report(RESIDENT, WATER_TEXT)

@@ -223,3 +223,35 @@ async def test_turn_lock_serves_urgent_waiters_first_and_survives_cancellation()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert order == ["x", "y", "a", "b"]
     await asyncio.wait_for(lock.acquire(), 1)  # free again
+
+
+# ---------------------------------------------------------------- one person's updates in order
+
+
+def _text_update(update_id: int, user_id: int) -> Update:
+    return Update.de_json({"update_id": update_id, "message": {
+        "message_id": update_id, "date": 0, "text": "x",
+        "chat": {"id": user_id, "type": "private"},
+        "from": {"id": user_id, "is_bot": False, "first_name": "u"}}}, None)
+
+
+async def test_one_persons_updates_run_in_order_and_others_alongside():
+    from bot.ordering import OneAtATimePerPerson
+
+    processor = OneAtATimePerPerson(16)
+    log: list[tuple[str, int]] = []
+
+    async def handle(update_id: int, seconds: float) -> None:
+        log.append(("start", update_id))
+        await asyncio.sleep(seconds)
+        log.append(("end", update_id))
+
+    # Person 1 sends three messages at once (the first is slow); person 2 sends one.
+    jobs = [(1, 1, 0.05), (2, 1, 0.0), (3, 1, 0.0), (4, 2, 0.0)]
+    await asyncio.gather(*(processor.process_update(_text_update(uid, user), handle(uid, t))
+                           for uid, user, t in jobs))
+    person1 = [entry for entry in log if entry[1] in (1, 2, 3)]
+    assert person1 == [("start", 1), ("end", 1), ("start", 2), ("end", 2),
+                       ("start", 3), ("end", 3)]
+    assert log.index(("end", 4)) < log.index(("end", 1))  # person 2 did not wait for person 1
+    assert processor._turns == {}  # nothing kept for people who have gone quiet

@@ -48,7 +48,9 @@ ROLE_NAMES = {
 # ---------------------------------------------------------------- report conversation
 ASK_DESCRIPTION = "请用文字描述您遇到的问题（时间、地点、具体情况），我们会尽快转给负责的部门。"
 ASK_DEMAND = "请描述企业遇到的问题或诉求，我们会协调相关部门办理。"
-ASK_PHOTO = "收到 👍 有照片的话请发一张（可选），没有请发送 /skip 跳过。"
+ASK_PHOTO = "收到 👍 有照片的话请发送（可选，可以一次选多张），没有请发送 /skip 跳过。"
+PHOTO_ADDED = "已收到第 {count} 张照片 📷 还有可以继续发；发完请发送位置或地址，或 /skip 跳过。"
+PHOTO_LIMIT = "照片最多 {max} 张，多出的没有保存。请发送位置或地址，或 /skip 跳过。"
 ASK_LOCATION = (
     "请发送问题所在位置：点 📎 →「位置」发送定位，或直接输入地址（如：高塘岭街道新城社区3栋）。"
     "不方便的话发送 /skip 跳过。"
@@ -146,7 +148,11 @@ POST_NEW = "🆕 新{kind} {ref}"
 POST_RETURNED = "🔁 {department} 退回 {ref}\n退回理由：{reason}"
 POST_TEXT = "📝 {text}"
 POST_ADDRESS = "📍 {address}"
-POST_COORDS = "📍 {lat:.5f}, {lon:.5f}  https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}"
+# Telegram sends WGS-84; without coordinate=wgs84 Amap would read it as GCJ-02 (~500 m off).
+POST_COORDS = (
+    "📍 {lat:.5f}, {lon:.5f}  "
+    "https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}&coordinate=wgs84"
+)
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
 POST_PHOTO_COUNT = "📷 照片 {count} 张"
 POST_SUGGESTED = "🤖 建议：{department}（{prob:.0%}）"
