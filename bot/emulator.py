@@ -50,8 +50,8 @@ DEFAULT_UPDATE_TYPES = frozenset({
     "chat_join_request", "chat_boost", "removed_chat_boost",
 })
 # Methods that put a new message into a chat; these count against flood limits.
-SEND_METHODS = frozenset({"sendmessage", "sendphoto", "sendlocation", "sendvenue",
-                          "senddocument"})
+SEND_METHODS = frozenset({"sendmessage", "sendphoto", "sendmediagroup", "sendlocation",
+                          "sendvenue", "senddocument"})
 CHAT_ACTIONS = frozenset({"typing", "upload_photo", "record_video", "upload_video",
                           "record_voice", "upload_voice", "upload_document", "choose_sticker",
                           "find_location", "record_video_note", "upload_video_note"})
@@ -666,7 +666,7 @@ class TelegramEmulator:
         self._session: aiohttp.ClientSession | None = None
         self._handlers: dict[str, Callable[[dict], Awaitable[Any]]] = {
             name.lower(): getattr(self, f"_api_{name}") for name in (
-                "getMe", "getUpdates", "sendMessage", "sendPhoto", "sendDocument",
+                "getMe", "getUpdates", "sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument",
                 "sendLocation", "sendVenue", "editMessageText", "editMessageReplyMarkup",
                 "editMessageCaption", "deleteMessage", "answerCallbackQuery", "getFile",
                 "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
@@ -1412,6 +1412,29 @@ class TelegramEmulator:
         width, height = _image_size(stored.data) if stored.data else (640, 480)
         content = {"photo": [self._photo_size(stored, width, height)], **caption}
         return await self._record_send("sendPhoto", p, content, raw)
+
+    async def _api_sendMediaGroup(self, p: dict) -> list[dict]:
+        """An album of 2-10 photos: one message each, sharing a media_group_id."""
+        self._find_chat(_require(p, "chat_id"))
+        media = _param_json(p, "media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            raise _bad("media must contain 2-10 items")
+        files = []
+        for item in media:
+            if not isinstance(item, dict) or item.get("type") != "photo":
+                raise _bad("only photos are supported in media groups here")
+            files.append(self._input_file({**p, "photo": item.get("media")}, "photo", "photos",
+                                          "jpg", "image/jpeg"))
+        group = f"album{next(self._file_counter)}"
+        sent = []
+        for item, stored in zip(media, files, strict=True):
+            width, height = _image_size(stored.data) if stored.data else (640, 480)
+            caption, raw = self._caption(item)
+            content = {"photo": [self._photo_size(stored, width, height)],
+                       "media_group_id": group, **caption}
+            sent.append(await self._record_send("sendMediaGroup", {**p, "reply_markup": None},
+                                                content, raw))
+        return sent
 
     async def _api_sendDocument(self, p: dict) -> dict:
         self._find_chat(_require(p, "chat_id"))

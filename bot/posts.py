@@ -36,7 +36,7 @@ def _location_lines(case: Case) -> list[str]:
     if case.out_of_area:
         lines.append(texts.POST_OUT_OF_AREA)
     if len(case.photos) > 1:
-        lines.append(texts.POST_PHOTO_COUNT.format(count=len(case.photos)))
+        lines.append(texts.POST_PHOTO_COUNT.format(count=len(case.photos), ref=case.ref))
     return lines
 
 

@@ -6,7 +6,7 @@ and these pages never show another person's name or phone number.
 
 from __future__ import annotations
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
 from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
@@ -104,6 +104,16 @@ async def case_timeline(update: Update, context: Context) -> None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
     await update.effective_message.reply_text(timeline_text(case, events, services, for_staff))
+    await send_photos(update, case.photos)
+
+
+async def send_photos(update: Update, photos: list[str]) -> None:
+    """The case's photos, as one album (group posts can carry only the first)."""
+    if len(photos) == 1:
+        await update.effective_message.reply_photo(photos[0])
+    elif photos:
+        await update.effective_message.reply_media_group(
+            [InputMediaPhoto(photo) for photo in photos[:10]])
 
 
 async def enterprise_home(update: Update, context: Context) -> bool:

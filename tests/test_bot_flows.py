@@ -98,6 +98,12 @@ async def test_an_album_of_photos_is_kept_whole_and_answered_once(make_bot):
     assert len(case.photos) == len(set(case.photos)) == 5
     post = await bot.group_post(bot.triage_chat, ref)
     assert post.photo == case.photos[0] and "照片 5 张" in post.content
+    # Staff see them all with /case: the timeline, then one album.
+    timeline = await bot.say(TRIAGE_STAFF, f"/case {ref}")
+    album = [await bot.emu.wait_for_message(TRIAGE_STAFF, timeout=5, after=timeline.index + i)
+             for i in range(1, 6)]
+    assert [m.photo for m in album] == case.photos
+    assert len({m.payload["media_group_id"] for m in album}) == 1
 
 
 async def test_confident_case_is_dispatched_at_once_and_still_shown_to_triage(make_bot):

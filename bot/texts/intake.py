@@ -154,7 +154,7 @@ POST_COORDS = (
     "https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}&coordinate=wgs84"
 )
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
-POST_PHOTO_COUNT = "📷 照片 {count} 张"
+POST_PHOTO_COUNT = "📷 照片 {count} 张（私聊机器人发送 /case {ref} 查看全部）"
 POST_SUGGESTED = "🤖 建议：{department}（{prob:.0%}）"
 POST_TOP = "候选：{items}"
 POST_UNSURE = "❓ 分类器无法确定，请人工分拨"
