@@ -2,8 +2,8 @@
 
 Every push is an Outbox row (models.outbox). A pass claims a batch of due rows with a lease,
 plans a send time for each with `FloodLimiter` (≈30 messages/s overall, 1/s per chat, 20/min
-per group), sends them concurrently at those times and records each outcome in its own short
-transaction right after Telegram answers:
+per group), sends them concurrently at those times and records each outcome right after
+Telegram answers, in one short transaction with the outcomes that arrive alongside it:
 
 - sent → mark_sent; never sent again.
 - RetryAfter (429) → the row is due again after retry_after, the chat is held back that long;
@@ -338,8 +338,8 @@ async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
 
 
 async def _record(services: Services, mark, outbox_id: int, **kwargs) -> None:
-    async with services.session() as session:
-        await mark(session, outbox_id, **kwargs)
+    """Record a push's outcome, in one transaction with the outcomes arriving alongside."""
+    await services.gathered.run(lambda session: mark(session, outbox_id, **kwargs))
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:

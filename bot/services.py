@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,6 +71,45 @@ class TurnLock:
         self._locked = False
 
 
+class GatheredWrites:
+    """Small writes that share one transaction with the others queued at about the same time.
+
+    The sender records each push's outcome as Telegram answers; dozens of answers arrive per
+    second, and a transaction each would cost more than the writes themselves. Writes queued
+    while a batch waits for its turn join that batch. If the transaction fails, every write
+    of the batch gets the error.
+    """
+
+    def __init__(self, session: Callable[[], Any]) -> None:
+        self._session = session
+        self._queued: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future]] = []
+        self._flush: asyncio.Future | None = None
+
+    async def run(self, write: Callable[[AsyncSession], Awaitable[Any]]) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((write, done))
+        if self._flush is None:
+            self._flush = asyncio.ensure_future(self._write_batch())
+        await done
+
+    async def _write_batch(self) -> None:
+        await asyncio.sleep(0)  # let the others of this moment join
+        batch: list = []
+        try:
+            async with self._session() as session:
+                batch, self._queued, self._flush = self._queued, [], None
+                for write, _ in batch:
+                    await write(session)
+        except Exception as exc:  # noqa: BLE001 - handed to every writer of the batch
+            if not batch:
+                batch, self._queued, self._flush = self._queued, [], None
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for _, done in batch:
+            done.set_result(None)
+
+
 def utc_now() -> datetime:
     """The real clock: naive UTC, like every datetime in the store."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -85,6 +124,14 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     owns_engine: bool = field(default=False, repr=False)  # dispose it when the bot shuts down
     _turns: TurnLock = field(default_factory=TurnLock, init=False, repr=False)
+    _gathered: GatheredWrites | None = field(default=None, init=False, repr=False)
+
+    @property
+    def gathered(self) -> GatheredWrites:
+        """Writes that may be batched with others (see GatheredWrites)."""
+        if self._gathered is None:
+            self._gathered = GatheredWrites(self.session)
+        return self._gathered
 
     @asynccontextmanager
     async def session(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:

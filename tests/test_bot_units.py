@@ -225,6 +225,44 @@ async def test_turn_lock_serves_urgent_waiters_first_and_survives_cancellation()
     await asyncio.wait_for(lock.acquire(), 1)  # free again
 
 
+async def test_gathered_writes_share_one_transaction_and_share_its_failure(tmp_path):
+    from contextlib import asynccontextmanager
+
+    from sqlalchemy import text
+
+    from bot.services import GatheredWrites
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER UNIQUE)"))
+    transactions = 0
+
+    @asynccontextmanager
+    async def counted_session():
+        nonlocal transactions
+        transactions += 1
+        async with session_scope(engine) as session:
+            yield session
+
+    def insert(n: int):
+        return lambda session: session.exec(text(f"INSERT INTO t VALUES ({n})"))
+
+    gathered = GatheredWrites(counted_session)
+    try:
+        await asyncio.gather(*(gathered.run(insert(n)) for n in range(5)))
+        assert transactions == 1
+        # One bad write fails its whole batch, and nothing of that batch is kept.
+        results = await asyncio.gather(gathered.run(insert(10)), gathered.run(insert(1)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results) and transactions == 2
+        await gathered.run(insert(11))  # the next batch is fine again
+        async with session_scope(engine) as session:
+            rows = (await session.exec(text("SELECT n FROM t ORDER BY n"))).all()
+        assert [r[0] for r in rows] == [0, 1, 2, 3, 4, 11]
+    finally:
+        await engine.dispose()
+
+
 # ---------------------------------------------------------------- one person's updates in order
 
 
