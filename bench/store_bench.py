@@ -573,14 +573,19 @@ def verdicts(engine_results: dict) -> dict:
     return {k: {"value": v, "target": t, "met": v <= t} for k, (v, t) in out.items()}
 
 
+OPERATIONS = ("baseline_select_1", "create_case", "transition_sign", "due_scan",
+              "monthly_stats_summary", "monthly_stats_by_department")
+
+
 def print_table(report: dict) -> None:
-    rows = [("operation", "engine", "median ms", "p95 ms", "p99 ms", "max ms")]
-    for engine, res in report["engines"].items():
-        for name in ("baseline_select_1", "create_case", "transition_sign", "due_scan", "monthly_stats_summary",
-                     "monthly_stats_by_department"):
-            if name in res["timings"]:
-                t = res["timings"][name]
-                rows.append((name, engine, t["median_ms"], t["p95_ms"], t["p99_ms"], t["max_ms"]))
+    """Operations down, engines side by side (median / p99 / max ms each)."""
+    engines = list(report["engines"])
+    rows = [("operation", *(f"{e} {col}" for e in engines for col in ("median", "p99", "max")))]
+    for name in OPERATIONS:
+        timings = [report["engines"][e]["timings"].get(name) for e in engines]
+        if any(timings):
+            rows.append((name, *(v for t in timings for v in (
+                (t["median_ms"], t["p99_ms"], t["max_ms"]) if t else ("-", "-", "-")))))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for k, r in enumerate(rows):
         print("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
@@ -588,10 +593,16 @@ def print_table(report: dict) -> None:
         if k == 0:
             print("  ".join("-" * w for w in widths))
     for engine, res in report["engines"].items():
-        print(f"\n{engine}: data {res['data']}")
+        load = res["load_avg"]
+        print(f"\n{engine}: data {res['data']}\n  load average (1/5/15 min) before "
+              f"{load['before']}, after {load['after']}")
         for name, v in res["targets"].items():
             print(f"  {name}: {v['value']} (target ≤ {v['target']}) "
                   f"{'OK' if v['met'] else 'MISSED'}")
+
+
+def _load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _previous_generation(engine: str, cases: int) -> dict | None:
@@ -621,7 +632,7 @@ def main() -> None:
     report = {"cases": args.cases, "events_per_case": EVENTS_PER_CASE, "now": NOW.isoformat(),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "sqlite": sqlite3.sqlite_version,
-                          "load_avg_at_start": os.getloadavg()},
+                          "load_avg_at_start": _load_avg()},
               "engines": {}}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         if engine == "sqlite":
@@ -643,9 +654,12 @@ def main() -> None:
             print(f"{engine}: generated {data}", flush=True)
         if engine == "sqlite":
             data["file_mb"] = round(path.stat().st_size / 2**20)
+        # The machine is shared: the load next to the timings says how quiet it was.
+        load_before = _load_avg()
         timings = asyncio.run(measure(url, settings, rules, args.runs))
         report["engines"][engine] = {"data": data, "timings": timings,
-                                     "targets": verdicts(timings)}
+                                     "targets": verdicts(timings),
+                                     "load_avg": {"before": load_before, "after": _load_avg()}}
     print()
     print_table(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
