@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from urllib.parse import urlparse
@@ -53,6 +54,10 @@ async def start_application(application: Application, settings: Settings, *,
     mode = (mode or settings.telegram.get("mode") or "polling").lower()
     await application.initialize()
     await set_bot_commands(application)
+    # Everything loaded so far (libraries, the model, the handlers) lives as long as the
+    # process: keep it out of the collector's full passes, which otherwise pause the loop
+    # for 50-130 ms every few thousand transactions.
+    gc.freeze()
     await application.start()
     if mode == "webhook":
         await start_webhook(application, settings)
