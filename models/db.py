@@ -17,6 +17,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from models.sqlite_one_trip import one_trip_creator
 
 # A commit that pushes SQLite's write-ahead log past wal_autocheckpoint pages copies the log
 # into the database file and fsyncs it before returning: 5-10 ms, once every ~70 transitions of
@@ -124,14 +125,17 @@ def make_engine(url: str, echo: bool = False,
                 checkpoint_interval: float | None = CHECKPOINT_INTERVAL_S) -> AsyncEngine:
     """Create the async engine for `url`, creating the SQLite file's folder if needed.
 
-    A SQLite file engine checkpoints its log on a thread every `checkpoint_interval` seconds,
-    from the first connection until dispose() (None: only commits do, at the safety net).
+    A SQLite file engine makes one trip to its connection's thread per statement
+    (models/sqlite_one_trip.py) and checkpoints its log on a thread every
+    `checkpoint_interval` seconds, from the first connection until dispose() (None: only
+    commits do, at the safety net).
     """
     if is_sqlite(url):
         path = _sqlite_file(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo)
+        creator = one_trip_creator(str(path)) if path is not None else None
+        engine = create_async_engine(url, echo=echo, async_creator=creator)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if path is not None and checkpoint_interval is not None:
             _attach_checkpointer(engine, path, checkpoint_interval)

@@ -97,3 +97,45 @@ async def test_no_checkpointer_for_in_memory_databases():
         await conn.execute(text("SELECT 1"))
     assert wal_checkpointer(engine) is None
     await engine.dispose()
+
+
+async def test_one_trip_to_sqlites_thread_per_statement(tmp_path, monkeypatch):
+    from models.sqlite_one_trip import OneTripConnection
+
+    engine = await _engine_with_table(tmp_path / "trips.db", checkpoint_interval=None)
+    trips: list[str] = []
+    real_execute = OneTripConnection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        trips.append(getattr(fn, "__name__", "?"))
+        return await real_execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(OneTripConnection, "_execute", counted)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES ('a'), ('b')"))
+            rows = (await conn.execute(text("SELECT body FROM t ORDER BY id"))).all()
+            changed = (await conn.execute(text("UPDATE t SET body = 'c'"))).rowcount
+        assert [r[0] for r in rows] == ["a", "b"] and changed == 2
+        # Three statements and the commit; no trips for cursors, fetches or the pool's reset.
+        assert len(trips) == 4, trips
+    finally:
+        await engine.dispose()
+
+
+async def test_a_long_result_still_streams_in_chunks(tmp_path):
+    from models.sqlite_one_trip import OneTripCursor
+
+    engine = await _engine_with_table(tmp_path / "stream.db", checkpoint_interval=None)
+    n = OneTripCursor.PREFETCH * 2 + 7
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES (:b)"),
+                               [{"b": str(i)} for i in range(n)])
+        async with engine.connect() as conn:
+            streamed = await conn.stream(text("SELECT body FROM t ORDER BY id"))
+            got = [row[0] async for row in streamed]
+            everything = (await conn.execute(text("SELECT body FROM t ORDER BY id"))).all()
+        assert got == [str(i) for i in range(n)] and len(everything) == n
+    finally:
+        await engine.dispose()
