@@ -47,7 +47,7 @@ from telegram.ext import Application, ContextTypes
 
 from bot.services import Services, services_of
 from models import outbox, store
-from models.followup import postpone_push, unreachable_chats
+from models.followup import postpone_push, postpone_pushes, unreachable_chats
 from models.tables import Outbox
 
 log = logging.getLogger(__name__)
@@ -275,8 +275,7 @@ async def _postpone(services: Services, state: DeliveryState,
     if not rows:
         return
     async with services.session() as session:
-        for row, due in rows:
-            await postpone_push(session, row.id, worker=state.worker, due_at=due)
+        await postpone_pushes(session, {row.id: due for row, due in rows}, worker=state.worker)
     state.stats["postponed"] += len(rows)
 
 

@@ -141,7 +141,7 @@ async def run_followup_pass(app_or_services, now: datetime | None = None) -> Cou
 async def queue_deadline_alerts(services: Services, config: FollowupConfig,
                                 now: datetime) -> Counter:
     """Yellow reminders, red alarms and escalations for the cases that need one now."""
-    async with services.session() as session:
+    async with services.read_session() as session:  # the scan needs no writer's turn
         due = await fq.due_alerts(session, now, services.rules,
                                   escalate_after=config.escalate_after)
         chats = await fq.department_chats(session)
@@ -251,7 +251,7 @@ def survey_keyboard(case: Case) -> InlineKeyboardMarkup:
 async def queue_surveys(services: Services, config: FollowupConfig, now: datetime) -> Counter:
     """New surveys, the one reminder, and closing unanswered ones as 未评价."""
     counts: Counter = Counter()
-    async with services.session() as session:
+    async with services.read_session() as session:
         new = await fq.surveys_due(session)
         reminders = await fq.survey_reminders_due(session, now, after=config.survey_reminder)
         expired = await fq.surveys_expired(session, now, after=config.survey_close)
@@ -330,7 +330,7 @@ async def _queue_reopened(session, services: Services, case: Case, comment: str 
 async def submit_stale_ratings(services: Services, config: FollowupConfig,
                                now: datetime) -> Counter:
     """A 不满意 whose comment never came is submitted without one after the idle timeout."""
-    async with services.session() as session:
+    async with services.read_session() as session:
         pending = await drafts.load_states(session, PENDING_PREFIX)
     counts: Counter = Counter()
     for key, value in pending.items():

@@ -391,6 +391,21 @@ async def postpone_push(session: AsyncSession, outbox_id: int, *, worker: str,
     return result.rowcount == 1
 
 
+async def postpone_pushes(session: AsyncSession, due_by_id: dict[int, datetime], *,
+                          worker: str) -> int:
+    """postpone_push for many rows in one statement (each to its own due time)."""
+    if not due_by_id:
+        return 0
+    result = await session.exec(
+        update(Outbox)
+        .where(col(Outbox.id).in_(sorted(due_by_id)), col(Outbox.status) == "pending",
+               col(Outbox.lease_owner) == worker[:64])
+        .values(due_at=sql_case(due_by_id, value=col(Outbox.id)), lease_owner=None,
+                lease_until=None)
+        .execution_options(synchronize_session=False))
+    return result.rowcount
+
+
 async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
     """Whether a push with this idempotency key was ever queued."""
     stmt = select(Outbox.id).where(col(Outbox.key) == key).limit(1)

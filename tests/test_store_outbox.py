@@ -121,3 +121,22 @@ async def test_two_workers_never_claim_the_same_row(engine):
     # row was claimed twice and none was left behind (a leased row is skipped: see above).
     async with sessionmaker(engine)() as s:
         assert await outbox.pending_count(s) == 0
+
+
+async def test_postponing_many_rows_gives_each_its_own_time_and_only_the_lease_holders(
+        session_factory):
+    from models.followup import postpone_pushes
+
+    async with session_factory() as s:
+        for i in range(3):
+            await outbox.enqueue(s, key=f"p{i}", chat_id=-100, text=f"m{i}", kind="triage",
+                                 now=NOW)
+        await s.commit()
+        first, second, third = await outbox.claim_due(s, NOW, worker="w1")
+        later = {first.id: NOW + timedelta(seconds=60), second.id: NOW + timedelta(seconds=61)}
+        assert await postpone_pushes(s, later, worker="someone else") == 0
+        assert await postpone_pushes(s, later, worker="w1") == 2
+        await s.commit()
+        rows = [await outbox.get_outbox(s, r.id) for r in (first, second, third)]
+        assert [r.due_at for r in rows[:2]] == list(later.values())
+        assert rows[0].lease_owner is None and rows[2].lease_owner == "w1"
