@@ -1,6 +1,11 @@
 """Classifier benchmark on the real messages in ../shared/data (Teddy Cup 2020, problem C).
 
     python bench/classifier_bench.py [--folds 5] [--jobs 2] [--quick] [--default-only]
+                                     [--seed 0] [--param NAME=VALUE …]
+
+--param overrides one TrainParams field for every model the bench trains (e.g.
+`--param neighbours=0 --param lead_chars=0` measures the plain word + character linear
+model); --seed changes the cross-validation's fold split.
 
 Reports:
 - cross-validated accuracy / macro-F1 on the raw messages, training on raw + segmented
@@ -91,11 +96,11 @@ def message_groups(raw_an, seg_an, raw_ids, seg_ids) -> np.ndarray:
     return near_duplicate_groups(raw_an + seg_an, same_id)
 
 
-def cross_validate(raw, seg, groups, folds, params) -> dict:
+def cross_validate(raw, seg, groups, folds, params, seed: int = 0) -> dict:
     """raw and seg: (texts, labels, analyzed); groups from message_groups."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     (raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an) = raw, seg
     truth, pred, excluded = [], [], []
     y = np.array(raw_y)
@@ -107,7 +112,8 @@ def cross_validate(raw, seg, groups, folds, params) -> dict:
         docs = [raw_an[i] for i in tr] + [seg_an[j] for j in seg_keep]
         examples = ([(raw_texts[i], raw_y[i]) for i in tr]
                     + [(seg_texts[j], seg_y[j]) for j in seg_keep])
-        # Calibration is skipped here: it does not change which label ranks first.
+        # Calibration is skipped here: it does not change which label ranks first. The model
+        # (its neighbour memory too) holds only this fold's training messages.
         model = train(examples, params, calibrate=False, analyzed=docs,
                       progress=lambda m: None).model
         for i in te:
@@ -155,6 +161,25 @@ def _params_dict(params: TrainParams) -> dict:
     return asdict(params)
 
 
+def parse_params(overrides: list[str], jobs: int) -> TrainParams:
+    """TrainParams with NAME=VALUE overrides (values as Python literals, e.g. (1, 3))."""
+    import ast
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainParams)}
+    values: dict = {"n_jobs": jobs}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"--param {item!r}: expected NAME=VALUE with NAME one of "
+                             + ", ".join(sorted(known)))
+        try:
+            values[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            values[name] = value  # a bare string
+    return TrainParams(**values)
+
+
 def latency_one_core(model_path: Path, texts: list[str]) -> dict:
     """suggest() one message at a time, the process pinned to one CPU."""
     before = os.sched_getaffinity(0)
@@ -199,10 +224,10 @@ def cold_start(model_path: Path, runs: int = 3) -> dict:
             "cold_start_peak_rss_mb": max(rss) / 1024}
 
 
-def default_model_on_raw(raw_texts, raw_y, folder: Path) -> dict:
+def default_model_on_raw(raw_texts, raw_y, folder: Path, params: TrainParams) -> dict:
     """The seed-corpus model, its departments mapped to the seven categories."""
     examples = [ex for p in corpus_files(REPO / "classifier" / "corpus") for ex in read_examples(p)]
-    result = train(examples, TrainParams(), progress=lambda m: None,
+    result = train(examples, params, progress=lambda m: None,
                    userdict_words=textmod.read_userdict(textmod.DEFAULT_USERDICT))
     path = folder / "default.model"
     result.model.save(path)
@@ -227,14 +252,17 @@ def main() -> int:
     parser.add_argument("--default-only", action="store_true",
                         help="only the default model on the raw messages, with its per-category "
                              "table and confusion matrix (seconds; writes no results file)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a TrainParams field (repeatable)")
     args = parser.parse_args()
     if not RAW.exists() or not SEGMENTED.exists():
         print(f"跳过: 找不到 {DATA} 中的真实留言数据（需要 {RAW.name} 和 {SEGMENTED.name}）")
         return 0
+    params = parse_params(args.param, args.jobs)
     if args.default_only:
-        return default_only()
-    params = TrainParams(n_jobs=args.jobs)
-    results: dict = {"params": _params_dict(params)}
+        return default_only(params)
+    results: dict = {"params": _params_dict(params), "cv_seed": args.seed}
 
     raw_texts, raw_y, raw_ids = load_raw()
     seg_texts, seg_y, seg_ids = load_segmented()
@@ -253,7 +281,7 @@ def main() -> int:
         results |= cold_start(model_path)
 
         say("default model (seed corpus) on the raw messages …")
-        results |= default_model_on_raw(raw_texts, raw_y, Path(tmp))
+        results |= default_model_on_raw(raw_texts, raw_y, Path(tmp), params)
         results.pop("default_mapped_report")
 
     if not args.quick:
@@ -265,7 +293,7 @@ def main() -> int:
         results["raw_messages_with_a_copy_in_raw"] = int(
             len(raw_an) - len(set(groups[:len(raw_an)].tolist())))
         cv = cross_validate((raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an), groups,
-                            args.folds, params)
+                            args.folds, params, args.seed)
         results |= {"cv_" + k: v for k, v in cv.items()}
     results["peak_rss_bench_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -276,11 +304,11 @@ def main() -> int:
     return 0
 
 
-def default_only() -> int:
+def default_only(params: TrainParams) -> int:
     """The default-model part alone: mapped accuracy, per-category table, confusion matrix."""
     raw_texts, raw_y, _ = load_raw()
     with tempfile.TemporaryDirectory() as tmp:
-        r = default_model_on_raw(raw_texts, raw_y, Path(tmp))
+        r = default_model_on_raw(raw_texts, raw_y, Path(tmp), params)
     print(r.pop("default_mapped_report").table())
     for key, value in r.items():
         print(f"{key}: {value}")

@@ -1,4 +1,5 @@
-"""Department classifier: jieba words + character n-grams, TF-IDF, a calibrated linear model.
+"""Department classifier: jieba words + character n-grams, TF-IDF, a linear model plus a vote
+of the most similar training messages, calibrated.
 
 `Suggester.suggest(text)` gives the top-3 departments with probabilities; `train.py` trains and
 evaluates models. Importing this package does not import scikit-learn (fast bot start-up).

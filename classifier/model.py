@@ -1,8 +1,9 @@
 """The trained model as plain arrays: load, check, save, predict — numpy and jieba only.
 
 The file is a NumPy .npz archive read with allow_pickle=False, so loading runs no code.
-It holds TF-IDF vocabularies and weights, the linear model's coefficients, a temperature for
-calibrated probabilities, the label set and metadata (versions, data fingerprint, model id).
+It holds TF-IDF vocabularies and weights, the linear model's coefficients, the training
+messages' vectors for a nearest-neighbour vote, a temperature for calibrated probabilities,
+the label set and metadata (versions, data fingerprint, model id).
 Keeping scikit-learn out of this module keeps the bot's cold start and per-message latency low.
 """
 
@@ -13,7 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import numpy as np
 from classifier import text as textmod
 
 FORMAT = "whistle-classifier"
-FORMAT_VERSION = 2  # 2: character n-grams stored as int64 keys
+FORMAT_VERSION = 3  # 2: character n-grams stored as int64 keys; 3: lead view, neighbours
+READABLE_VERSIONS = (2, 3)  # a version 2 file is read as a model without the version 3 parts
 # Libraries whose version must match between training and loading: jieba cuts the words,
 # scikit-learn fitted the weights, numpy stores them.
 CHECKED_LIBRARIES = ("jieba", "scikit-learn", "numpy")
@@ -70,22 +72,73 @@ class Block:
         return index, values
 
 
+def empty_block(dtype) -> Block:
+    """A view the model does not use (a version 2 file, or a weight of 0 in training)."""
+    return Block(vocab=np.zeros(0, dtype=dtype), idf=np.zeros(0, dtype=np.float32), weight=0.0)
+
+
+@dataclass
+class Memory:
+    """The training messages' word vectors, kept for a nearest-neighbour vote.
+
+    Stored by word (CSC): the messages holding word w are docs[indptr[w]:indptr[w+1]], with
+    values l2-normalised per message over the words kept (the commonest are left out: they
+    say little about a message's topic and make the lookup slow)."""
+
+    indptr: np.ndarray  # int64, one more than the words of the vocabulary
+    docs: np.ndarray  # int32 message number per stored value
+    values: np.ndarray  # float16
+    doc_labels: np.ndarray  # int32 label index per message
+    k: int  # neighbours that vote
+    weight: float  # the vote's weight next to the linear scores
+
+    def __post_init__(self) -> None:
+        self.kept = np.diff(self.indptr) > 0
+        self._values32 = self.values.astype(np.float32)  # float16 is slow to compute with
+
+    def vote(self, index: np.ndarray, values: np.ndarray, n_labels: int) -> np.ndarray:
+        """weight × (sum of cosine similarities of the k nearest messages, per label) / k."""
+        kept = self.kept[index]
+        index, values = index[kept], values[kept]
+        if len(index) == 0:
+            return np.zeros(n_labels)
+        values = values / np.sqrt(np.dot(values, values))
+        starts, stops = self.indptr[index], self.indptr[index + 1]
+        lengths = stops - starts
+        # Positions of all postings of the query's features, without a Python loop.
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        positions = offsets + np.arange(int(lengths.sum()))
+        similarity = np.bincount(self.docs[positions],
+                                 weights=self._values32[positions] * np.repeat(values, lengths),
+                                 minlength=len(self.doc_labels))
+        k = min(self.k, len(similarity))
+        nearest = np.argpartition(-similarity, k - 1)[:k]
+        votes = np.bincount(self.doc_labels[nearest], weights=similarity[nearest],
+                            minlength=n_labels)
+        return self.weight * votes / self.k
+
+
+BLOCKS = ("word", "char", "lead")  # the views, in the order of coef's rows
 _EMPTY_INDEX = np.zeros(0, dtype=np.int64)
 _EMPTY_VALUES = np.zeros(0, dtype=np.float64)
 
 
 @dataclass
 class LinearModel:
-    """TF-IDF over jieba words and character n-grams, a linear model, temperature scaling."""
+    """TF-IDF over jieba words, character n-grams and the n-grams of a message's first
+    characters; a linear model plus a nearest-neighbour vote; temperature scaling."""
 
     labels: tuple[str, ...]
     word: Block
     char: Block
     char_range: tuple[int, int]
-    coef: np.ndarray  # (n_word + n_char, n_labels) float32
+    coef: np.ndarray  # (n_word + n_char + n_lead, n_labels) float32
     intercept: np.ndarray  # (n_labels,)
     beta: float  # inverse temperature: probabilities = softmax(beta * scores)
     meta: dict
+    lead: Block = field(default_factory=lambda: empty_block(np.int64))  # n-gram keys
+    lead_chars: int = 0  # the lead view's n-grams come from this many first characters
+    memory: Memory | None = None
 
     @property
     def model_version(self) -> str:
@@ -95,16 +148,28 @@ class LinearModel:
     def userdict_words(self) -> list[str]:
         return list(self.meta.get("userdict_words", []))
 
+    def vectors(self, analyzed: textmod.Analyzed) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(row indices into coef, TF-IDF values) of each view: words, characters, lead."""
+        keys = textmod.ngram_keys
+        views = [self.word.vector(analyzed.words),
+                 self.char.vector(keys(analyzed.chars, *self.char_range)),
+                 self.lead.vector(keys(analyzed.chars[:self.lead_chars], *self.char_range))]
+        out, offset = [], 0
+        for (index, values), block in zip(views, (self.word, self.char, self.lead)):
+            out.append((offset + index, values))
+            offset += len(block.vocab)
+        return out
+
     def scores(self, analyzed: textmod.Analyzed) -> tuple[np.ndarray, bool]:
         """Decision values for one analysed message, and whether any feature was known."""
-        w_idx, w_val = self.word.vector(analyzed.words)
-        c_idx, c_val = self.char.vector(textmod.ngram_keys(analyzed.chars, *self.char_range))
-        out = self.intercept.astype(np.float64)
-        if len(w_idx):
-            out = out + w_val @ self.coef[w_idx]
-        if len(c_idx):
-            out = out + c_val @ self.coef[len(self.word.vocab) + c_idx]
-        return out, bool(len(w_idx) or len(c_idx))
+        views = self.vectors(analyzed)
+        index = np.concatenate([i for i, _ in views])
+        if not len(index):
+            return self.intercept.astype(np.float64), False
+        out = self.intercept + np.concatenate([v for _, v in views]) @ self.coef[index]
+        if self.memory is not None:
+            out = out + self.memory.vote(*views[0], len(self.labels))  # by the word view
+        return out, True
 
     def probabilities(self, analyzed: textmod.Analyzed) -> tuple[np.ndarray, bool]:
         """Calibrated class probabilities (in label order) and whether any feature was known."""
@@ -119,15 +184,21 @@ class LinearModel:
         """Write atomically (temp file + rename), so a reader never sees half a model."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        memory = self.memory
         meta = dict(self.meta, labels=list(self.labels), char_range=list(self.char_range),
-                    block_weights={"word": self.word.weight, "char": self.char.weight},
+                    block_weights={name: getattr(self, name).weight for name in BLOCKS},
+                    lead_chars=self.lead_chars,
+                    neighbours=None if memory is None else {"k": memory.k,
+                                                             "weight": memory.weight},
                     beta=float(self.beta), format=FORMAT, format_version=FORMAT_VERSION)
+        arrays = {f"{name}_{part}": getattr(getattr(self, name), part)
+                  for name in BLOCKS for part in ("vocab", "idf")}
+        if memory is not None:
+            arrays |= {"memory_indptr": memory.indptr, "memory_docs": memory.docs,
+                       "memory_values": memory.values, "memory_labels": memory.doc_labels}
         buf = io.BytesIO()
-        np.savez_compressed(
-            buf, meta=np.array(json.dumps(meta, ensure_ascii=False)),
-            word_vocab=self.word.vocab, word_idf=self.word.idf,
-            char_vocab=self.char.vocab, char_idf=self.char.idf,
-            coef=self.coef, intercept=self.intercept)
+        np.savez_compressed(buf, meta=np.array(json.dumps(meta, ensure_ascii=False)),
+                            coef=self.coef, intercept=self.intercept, **arrays)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -154,7 +225,7 @@ def load_model(path: str | os.PathLike) -> LinearModel:
         raise ModelError(f"模型文件 {path} 无法读取（已损坏或不是 Whistle 模型）: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"模型文件 {path} 不是 Whistle 分类模型")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise ModelError(f"模型文件 {path} 的格式版本为 {meta.get('format_version')}，"
                          f"当前程序需要 {FORMAT_VERSION}；请重新训练")
     _check_versions(path, meta)
@@ -164,6 +235,7 @@ def load_model(path: str | os.PathLike) -> LinearModel:
         raise ModelError(f"模型文件 {path} 内容不完整或已损坏: {exc}") from exc
     _check_labels(path, model)
     _check_shapes(path, model)
+    _check_memory(path, model)
     return model
 
 
@@ -180,16 +252,24 @@ def _check_versions(path: Path, meta: dict) -> None:
 def _build(meta: dict, arrays: dict[str, np.ndarray]) -> LinearModel:
     weights = meta["block_weights"]
     low, high = (int(v) for v in meta["char_range"])
+    blocks = {}
+    for name in BLOCKS:
+        if f"{name}_vocab" not in arrays and meta["format_version"] == 2:
+            blocks[name] = empty_block(np.int64)  # version 2: words and characters only
+            continue
+        vocab = arrays[f"{name}_vocab"]
+        blocks[name] = Block(_wide_words(vocab) if name == "word" else vocab,
+                             arrays[f"{name}_idf"], float(weights[name]))
+    neighbours = meta.get("neighbours")
+    memory = None if not neighbours else Memory(
+        indptr=arrays["memory_indptr"], docs=arrays["memory_docs"],
+        values=arrays["memory_values"], doc_labels=arrays["memory_labels"],
+        k=int(neighbours["k"]), weight=float(neighbours["weight"]))
     return LinearModel(
-        labels=tuple(meta["labels"]),
-        word=Block(_wide_words(arrays["word_vocab"]), arrays["word_idf"], float(weights["word"])),
-        char=Block(arrays["char_vocab"], arrays["char_idf"], float(weights["char"])),
-        char_range=(low, high),
-        coef=arrays["coef"],
-        intercept=arrays["intercept"],
-        beta=float(meta["beta"]),
-        meta=meta,
-    )
+        labels=tuple(meta["labels"]), **blocks, char_range=(low, high),
+        lead_chars=int(meta.get("lead_chars", 0)),
+        coef=arrays["coef"], intercept=arrays["intercept"], beta=float(meta["beta"]),
+        memory=memory, meta=meta)
 
 
 def _wide_words(vocab: np.ndarray) -> np.ndarray:
@@ -217,11 +297,13 @@ def _check_labels(path: Path, model: LinearModel) -> None:
 
 
 def _check_shapes(path: Path, model: LinearModel) -> None:
-    blocks = (model.word, model.char)
+    blocks = [getattr(model, name) for name in BLOCKS]
     ok = (
-        model.word.vocab.dtype.kind == "U" and model.char.vocab.dtype == np.int64
+        model.word.vocab.dtype.kind == "U"
+        and all(b.vocab.dtype == np.int64 for b in (model.char, model.lead))
         and all(b.vocab.ndim == 1 and b.idf.shape == b.vocab.shape for b in blocks)
-        and model.coef.shape[0] == len(model.word.vocab) + len(model.char.vocab)
+        and model.coef.shape[0] == sum(len(b.vocab) for b in blocks)
+        and model.lead_chars >= 0
         and model.coef.dtype.kind == "f" and model.intercept.dtype.kind == "f"
         and all(np.isfinite(a).all() for a in (model.coef, model.intercept,
                                                 model.word.idf, model.char.idf))
@@ -231,3 +313,26 @@ def _check_shapes(path: Path, model: LinearModel) -> None:
     )
     if not ok:
         raise ModelError(f"模型文件 {path} 的权重或词表损坏")
+
+
+def _check_memory(path: Path, model: LinearModel) -> None:
+    """The neighbour memory must index only the messages and labels it holds."""
+    memory = model.memory
+    if memory is None:
+        return
+    n_docs = len(memory.doc_labels)
+    arrays = (memory.indptr, memory.docs, memory.values, memory.doc_labels)
+    ok = (
+        all(a.ndim == 1 for a in arrays)
+        and memory.indptr.dtype == np.int64 and memory.docs.dtype == np.int32
+        and memory.values.dtype.kind == "f" and memory.doc_labels.dtype == np.int32
+        and len(memory.indptr) == len(model.word.vocab) + 1
+        and memory.indptr[0] == 0 and bool(np.all(np.diff(memory.indptr) >= 0))
+        and memory.indptr[-1] == len(memory.docs) == len(memory.values)
+        and n_docs > 0 and memory.k >= 1 and np.isfinite(memory.weight) and memory.weight >= 0
+        and (len(memory.docs) == 0 or 0 <= memory.docs.min() <= memory.docs.max() < n_docs)
+        and 0 <= memory.doc_labels.min() <= memory.doc_labels.max() < len(model.labels)
+        and bool(np.isfinite(memory.values).all())
+    )
+    if not ok:
+        raise ModelError(f"模型文件 {path} 的近邻数据损坏")

@@ -15,7 +15,15 @@ from classifier import ModelError, Suggester, build_default_model, load_model
 from classifier import text as textmod
 from classifier.data import DataError, corpus_files, fingerprint, read_examples, read_rows
 from classifier.model import library_versions
-from classifier.training import TrainParams, softmax, train, train_from_files
+from classifier.training import (
+    TrainParams,
+    memory_rows,
+    neighbour_features,
+    neighbour_votes,
+    softmax,
+    train,
+    train_from_files,
+)
 from whistle.config import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,13 +147,55 @@ def test_mixed_emoji_and_full_width_text_is_understood(suggester):
 
 # ---- the compiled model is the scikit-learn pipeline ----------------------------------------
 
+def linear_part(model):
+    """The model without its neighbour vote: what the scikit-learn pipeline computes."""
+    return dataclasses.replace(model, memory=None)
+
+
 def test_compiled_model_matches_the_pipeline(trained):
     result, _ = trained
     texts = list(CLEAR_MESSAGES.values()) + ["电梯坏了", "学校门口占道经营，交通拥堵"]
     docs = [textmod.analyze(t) for t in texts]
-    expected = softmax(result.model.beta * result.pipeline.decision_function(docs))
+    linear = result.pipeline.decision_function(docs)
+    got = np.array([linear_part(result.model).scores(d)[0] for d in docs])
+    np.testing.assert_allclose(got, linear, atol=1e-5)
+
+    # The vote of the file's memory is the one training computed (values kept as float16).
+    examples = [ex for p in corpus_files(CORPUS) for ex in read_examples(p)]
+    union = result.pipeline.named_steps["features"]
+    memory, kept = memory_rows(
+        neighbour_features(union, union.transform([textmod.analyze(t) for t, _ in examples])),
+        FAST.neighbour_max_df)
+    labels = np.array([result.model.labels.index(lab) for _, lab in examples])
+    votes = neighbour_votes(memory, labels, kept, neighbour_features(union, union.transform(docs)),
+                            FAST.neighbours, len(result.model.labels))
+    expected = softmax(result.model.beta * (linear + FAST.neighbour_weight * votes))
     got = np.array([result.model.probabilities(d)[0] for d in docs])
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_neighbour_memory_holds_the_training_messages(trained):
+    result, _ = trained
+    memory = result.model.memory
+    assert len(memory.doc_labels) == result.model.meta["n_examples"]
+    assert memory.k == FAST.neighbours and memory.weight == FAST.neighbour_weight
+    # A training message is its own nearest neighbour: its label gets a vote.
+    text, label = read_examples(CORPUS / "transport.csv")[3]
+    (index, values), *_ = result.model.vectors(textmod.analyze(text))
+    votes = memory.vote(index, values, len(result.model.labels))
+    assert votes.argmax() == result.model.labels.index(label)
+    assert votes.max() >= memory.weight / memory.k * 0.99  # similarity 1 with itself
+
+
+def test_cross_validated_votes_never_count_the_tested_message():
+    # Labels drawn at random: a vote that saw the tested message (similarity 1 with itself)
+    # would make the cross-validated accuracy near perfect; honestly it is a coin toss.
+    texts = [t for t, _ in read_examples(CORPUS / "housing.csv")][:120]
+    rng = np.random.default_rng(0)
+    examples = [(t, str(rng.integers(2))) for t in texts]
+    params = dataclasses.replace(FAST, neighbour_weight=50.0)
+    result = train(examples, params, progress=lambda m: None)
+    assert result.report.accuracy < 0.7
 
 
 def test_cross_validated_report_and_calibration(trained):
@@ -216,6 +266,55 @@ def test_broken_label_set_is_refused(trained, tmp_path, breakage):
         load_model(bad)
 
 
+@pytest.mark.parametrize("breakage", [
+    lambda a: a.__setitem__("memory_docs", a["memory_docs"] + 10**6),  # messages it lacks
+    lambda a: a.__setitem__("memory_labels", a["memory_labels"] + 50),  # labels it lacks
+    lambda a: a.__setitem__("memory_indptr", a["memory_indptr"][:-3]),  # words it lacks
+    lambda a: a.__setitem__("memory_values", a["memory_values"][:-1]),
+])
+def test_broken_neighbour_memory_is_refused(trained, tmp_path, breakage):
+    bad = rewrite_model(trained[1], tmp_path / "memory.npz", arrays_change=breakage)
+    with pytest.raises(ModelError, match=r"memory\.npz"):
+        load_model(bad)
+
+
+def test_model_without_neighbours_or_lead(tmp_path):
+    params = dataclasses.replace(FAST, neighbours=0, lead_chars=0)
+    result = train(_binary_examples(), params, progress=lambda m: None)
+    assert result.model.memory is None and len(result.model.lead.vocab) == 0
+    loaded = load_model(result.model.save(tmp_path / "plain.npz"))
+    assert loaded.memory is None
+    doc = textmod.analyze(CLEAR_MESSAGES["water"])
+    decision = result.pipeline.decision_function([doc])[0]  # binary: one score for label 1
+    np.testing.assert_allclose(loaded.scores(doc)[0], [-decision, decision], atol=1e-5)
+
+
+def test_version_2_files_still_load(tmp_path):
+    """A file written before the lead view and the neighbour vote reads as a linear model."""
+    params = dataclasses.replace(FAST, neighbours=0, lead_chars=0)
+    result = train(_binary_examples(), params, progress=lambda m: None)
+    path = result.model.save(tmp_path / "new.npz")
+
+    def as_version_2(arrays):
+        del arrays["lead_vocab"], arrays["lead_idf"]
+
+    def old_meta(meta):
+        meta.update(format_version=2, block_weights={"word": 1.0, "char": 1.5})
+        del meta["lead_chars"], meta["neighbours"]
+
+    old = load_model(rewrite_model(path, tmp_path / "old.npz", meta_change=old_meta,
+                                   arrays_change=as_version_2))
+    doc = textmod.analyze(CLEAR_MESSAGES["water"])
+    np.testing.assert_allclose(old.scores(doc)[0], result.model.scores(doc)[0])
+
+
+def test_train_params_are_checked():
+    with pytest.raises(ValueError, match="neighbour"):
+        TrainParams(neighbour_max_df=0)
+    with pytest.raises(ValueError, match="neighbour"):
+        TrainParams(neighbours=-1)
+
+
 def test_truncated_weights_are_refused(trained, tmp_path):
     bad = rewrite_model(trained[1], tmp_path / "short.npz",
                         arrays_change=lambda a: a.__setitem__("coef", a["coef"][:-5]))
@@ -266,7 +365,8 @@ def test_binary_taxonomy_trains_and_predicts(tmp_path):
     doc = textmod.analyze(CLEAR_MESSAGES["municipal"])
     expected = softmax(result.model.beta * np.column_stack(
         [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]))
-    np.testing.assert_allclose(result.model.probabilities(doc)[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(linear_part(result.model).probabilities(doc)[0], expected[0],
+                               atol=1e-5)
 
 
 # ---- default model from settings ----------------------------------------------------------------
