@@ -31,6 +31,7 @@ if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
     pytest.skip(f"headless Chromium not available ({CHROMIUM}, {CHROMEDRIVER}): "
                 "apt-get install chromium chromium-driver", allow_module_level=True)
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -65,7 +66,8 @@ def kpis(driver) -> dict[str, str]:
 def browse(url: str, shots: Path, profile: Path, add_case) -> dict:
     """Everything the browser does (blocking; runs in a thread beside the server)."""
     driver = start_chromium(profile)
-    wait = WebDriverWait(driver, 30)
+    # An element found just before the page navigates (login, refresh) goes stale: look again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
     seen = {}
     try:
         set_viewport(driver, 1920, 1080)
