@@ -71,52 +71,63 @@ async def _department_chat(session: AsyncSession, code: str | None) -> int | Non
     return dept.chat_id if dept else None
 
 
-async def _push(session: AsyncSession, case: Case, event: str, chat_id: int | None, text: str,
-                kind: str, now: datetime, *, markup=None, photo: str | None = None) -> None:
+def _push_row(case: Case, event: str, chat_id: int | None, text: str, kind: str,
+              now: datetime, *, markup=None, photo: str | None = None) -> dict | None:
+    """The outbox row of a push about `case` (None, with a warning, when there is no chat)."""
     if chat_id is None:
         log.warning("no chat configured for %s of case %s", event, case.ref)
-        return
-    await outbox.enqueue(session, key=f"case:{case.id}:{event}:{case.version}:{chat_id}",
-                         chat_id=chat_id, text=text, kind=kind, now=now,
-                         reply_markup=posts.as_dict(markup), photo=photo, case_id=case.id)
+        return None
+    return outbox.push_row(key=f"case:{case.id}:{event}:{case.version}:{chat_id}",
+                           chat_id=chat_id, text=text, kind=kind, now=now,
+                           reply_markup=posts.as_dict(markup), photo=photo, case_id=case.id)
 
 
-async def _post_to_triage(session: AsyncSession, services: Services, case: Case, now: datetime,
-                          *, enterprise: str | None, headline: str | None = None,
-                          auto_dispatched: bool = False) -> None:
+async def _queue(session: AsyncSession, *rows: dict | None) -> None:
+    """Queue the pushes of one change with one statement."""
+    await outbox.enqueue_many(session, [row for row in rows if row is not None])
+
+
+async def _push(session: AsyncSession, case: Case, event: str, chat_id: int | None, text: str,
+                kind: str, now: datetime, *, markup=None, photo: str | None = None) -> None:
+    await _queue(session, _push_row(case, event, chat_id, text, kind, now, markup=markup,
+                                    photo=photo))
+
+
+def _triage_post(services: Services, case: Case, now: datetime, *, enterprise: str | None,
+                 headline: str | None = None, auto_dispatched: bool = False) -> dict | None:
     text = posts.triage_text(case, services, enterprise=enterprise, headline=headline,
                              auto_dispatched=auto_dispatched)
-    await _push(session, case, "triage", _triage_chat(services), text, "triage", now,
-                markup=posts.triage_keyboard(case, services),
-                photo=case.photos[0] if case.photos else None)
+    return _push_row(case, "triage", _triage_chat(services), text, "triage", now,
+                     markup=posts.triage_keyboard(case, services),
+                     photo=case.photos[0] if case.photos else None)
 
 
-async def _post_to_department(session: AsyncSession, services: Services, case: Case,
-                              now: datetime, *, enterprise: str | None) -> None:
+async def _department_post(session: AsyncSession, services: Services, case: Case,
+                           now: datetime, *, enterprise: str | None) -> dict | None:
     text = posts.department_text(case, services, enterprise=enterprise)
-    await _push(session, case, "dispatched", await _department_chat(session, case.department_code),
-                text, "department", now, markup=posts.department_keyboard(case),
-                photo=case.photos[0] if case.photos else None)
+    return _push_row(case, "dispatched", await _department_chat(session, case.department_code),
+                     text, "department", now, markup=posts.department_keyboard(case),
+                     photo=case.photos[0] if case.photos else None)
 
 
-async def _notify_reporter(session: AsyncSession, case: Case, event: str, text: str,
+async def _reporter_notice(session: AsyncSession, case: Case, event: str, text: str,
                            now: datetime, *, photo: str | None = None,
-                           chat_id: int | None = None) -> None:
+                           chat_id: int | None = None) -> dict | None:
     """A progress notice to the reporter; `chat_id` when the reporter is the one acting now."""
     if chat_id is None:
         reporter = await drafts.reporter_of_case(session, case)
         if reporter is None or not reporter.reachable:
-            return  # Telegram told us they blocked the bot; /case still shows the progress
+            return None  # Telegram told us they blocked the bot; /case still shows the progress
         chat_id = reporter.telegram_id
-    await _push(session, case, event, chat_id, text, "progress", now, photo=photo)
+    return _push_row(case, event, chat_id, text, "progress", now, photo=photo)
 
 
-async def _notice_dispatched(session: AsyncSession, services: Services, case: Case,
-                             now: datetime, *, chat_id: int | None = None) -> None:
+async def _dispatched_notice(session: AsyncSession, services: Services, case: Case,
+                             now: datetime, *, chat_id: int | None = None) -> dict | None:
     dept = department_name(services, case.department_code)
-    await _notify_reporter(session, case, "dispatched",
-                           texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept), now,
-                           chat_id=chat_id)
+    return await _reporter_notice(session, case, "dispatched",
+                                  texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept),
+                                  now, chat_id=chat_id)
 
 
 # ---------------------------------------------------------------- intake
@@ -156,14 +167,17 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         if dept is not None and dept.active:
             case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
                                         rules=services.rules, current=case)
-            await _post_to_department(session, services, case, now, enterprise=enterprise)
-            await _notice_dispatched(session, services, case, now, chat_id=telegram_id)
-            await _post_to_triage(session, services, case, now, enterprise=enterprise,
-                                  auto_dispatched=True)
+            await _queue(session,
+                         await _department_post(session, services, case, now,
+                                                enterprise=enterprise),
+                         await _dispatched_notice(session, services, case, now,
+                                                  chat_id=telegram_id),
+                         _triage_post(services, case, now, enterprise=enterprise,
+                                      auto_dispatched=True))
         else:
             case = await store.send_to_triage(session, case.id, now, rules=services.rules,
                                               current=case)
-            await _post_to_triage(session, services, case, now, enterprise=enterprise)
+            await _queue(session, _triage_post(services, case, now, enterprise=enterprise))
     return case, True
 
 
@@ -240,8 +254,9 @@ async def choose_department(services: Services, user_id: int, button: cb.Callbac
                 ref=case.ref, department=department_name(services, department_code))
             await _push(session, case, "moved_away", old_chat, moved, "department", now)
         enterprise = await _enterprise_name(session, case)
-        await _post_to_department(session, services, case, now, enterprise=enterprise)
-        await _notice_dispatched(session, services, case, now)
+        await _queue(session,
+                     await _department_post(session, services, case, now, enterprise=enterprise),
+                     await _dispatched_notice(session, services, case, now))
         return Acted(case, staff, enterprise)
 
 
@@ -271,7 +286,7 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
                                     rules=services.rules, expected_version=button.version)
         notice = texts.NOTICE_SIGNED.format(
             ref=case.ref, department=department_name(services, case.department_code))
-        await _notify_reporter(session, case, "signed", notice, now)
+        await _queue(session, await _reporter_notice(session, case, "signed", notice, now))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -287,8 +302,8 @@ async def return_to_triage(services: Services, user_id: int, button: cb.Callback
         enterprise = await _enterprise_name(session, case)
         headline = texts.POST_RETURNED.format(department=department, ref=case.ref,
                                               reason=reason.strip())
-        await _post_to_triage(session, services, case, now, enterprise=enterprise,
-                              headline=headline)
+        await _queue(session, _triage_post(services, case, now, enterprise=enterprise,
+                                           headline=headline))
         return Acted(case, staff, enterprise)
 
 
@@ -302,7 +317,8 @@ async def resolve_case(services: Services, user_id: int, button: cb.Callback, re
                                    rules=services.rules, photo=photo,
                                    expected_version=button.version)
         notice = texts.NOTICE_RESOLVED.format(ref=case.ref, result=case.resolution)
-        await _notify_reporter(session, case, "resolved", notice, now, photo=photo)
+        await _queue(session, await _reporter_notice(session, case, "resolved", notice, now,
+                                                     photo=photo))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 

@@ -29,12 +29,27 @@ async def enqueue(session: AsyncSession, *, key: str, chat_id: int, text: str, k
                   case_id: int | None = None, due_at: datetime | None = None) -> int | None:
     """Queue a push (due now unless due_at); its row id, or None if one with this key was
     queued before."""
+    params = push_row(key=key, chat_id=chat_id, text=text, kind=kind, now=now,
+                      reply_markup=reply_markup, photo=photo, case_id=case_id, due_at=due_at)
+    return (await session.exec(_insert_push(session), params=params)).scalar_one_or_none()
+
+
+async def enqueue_many(session: AsyncSession, rows: list[dict]) -> None:
+    """Queue several pushes (rows from push_row) with one statement; keys queued before are
+    skipped, as in enqueue."""
+    if rows:
+        await session.exec(_insert_push(session), params=rows)
+
+
+def push_row(*, key: str, chat_id: int, text: str, kind: str, now: datetime,
+             reply_markup: dict | None = None, photo: str | None = None,
+             case_id: int | None = None, due_at: datetime | None = None) -> dict:
+    """The Outbox row of one push, checked."""
     if not key or len(key) > _KEY_MAX:
         raise ValueError(f"outbox key must be 1..{_KEY_MAX} characters: {key!r}")
-    params = {"key": key, "chat_id": chat_id, "kind": kind, "text": text,
-              "reply_markup": reply_markup, "photo": photo, "case_id": case_id,
-              "status": PENDING, "due_at": due_at or now, "attempts": 0, "created_at": now}
-    return (await session.exec(_insert_push(session), params=params)).scalar_one_or_none()
+    return {"key": key, "chat_id": chat_id, "kind": kind, "text": text,
+            "reply_markup": reply_markup, "photo": photo, "case_id": case_id,
+            "status": PENDING, "due_at": due_at or now, "attempts": 0, "created_at": now}
 
 
 @prebuilt

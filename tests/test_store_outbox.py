@@ -140,3 +140,15 @@ async def test_postponing_many_rows_gives_each_its_own_time_and_only_the_lease_h
         rows = [await outbox.get_outbox(s, r.id) for r in (first, second, third)]
         assert [r.due_at for r in rows[:2]] == list(later.values())
         assert rows[0].lease_owner is None and rows[2].lease_owner == "w1"
+
+
+async def test_many_pushes_in_one_statement_skip_keys_queued_before(session):
+    await outbox.enqueue(session, key="k-old", chat_id=1, text="先到", kind="progress", now=NOW)
+    rows = [outbox.push_row(key=k, chat_id=i, text=f"m{i}", kind="triage", now=NOW)
+            for i, k in enumerate(["k-old", "k-a", "k-b"])]
+    await outbox.enqueue_many(session, rows)
+    await session.commit()
+    assert await outbox.pending_count(session) == 3
+    claimed = await outbox.claim_due(session, NOW, worker="w")
+    assert sorted((r.key, r.text) for r in claimed) == [("k-a", "m1"), ("k-b", "m2"),
+                                                       ("k-old", "先到")]
