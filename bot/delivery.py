@@ -408,6 +408,12 @@ def kick(application: Application) -> None:
         application.job_queue.run_once(_delivery_job, 0, name="outbox-kick")
 
 
+# A pass may outlast the interval (a long queue); the next tick then starts a second instance
+# that sees the lock and returns at once. With APScheduler's default of one instance it
+# would log "skipped: maximum number of running instances reached" every tick instead.
+OVERLAP_ALLOWED = {"max_instances": 2}
+
+
 def register_delivery(application: Application) -> None:
     """Run the sender every followup.poll_seconds (and whenever kick() is called)."""
     services = services_of(application)
@@ -415,4 +421,4 @@ def register_delivery(application: Application) -> None:
     if application.job_queue is None:
         raise RuntimeError("the outbox sender needs python-telegram-bot[job-queue]")
     application.job_queue.run_repeating(_delivery_job, interval=poll, first=0.5,
-                                        name="outbox-delivery")
+                                        name="outbox-delivery", job_kwargs=OVERLAP_ALLOWED)

@@ -633,7 +633,8 @@ def build_worker(settings, *, token: str | None = None, base_url: str | None = N
     application = builder.build()
     application.bot_data["services"] = services
     poll = float(settings.followup.get("poll_seconds", 5))
-    application.job_queue.run_repeating(_followup_job, interval=poll, first=1, name="followup")
+    application.job_queue.run_repeating(_followup_job, interval=poll, first=1, name="followup",
+                                        job_kwargs=delivery.OVERLAP_ALLOWED)
     delivery.register_delivery(application)
     return application
 
@@ -662,7 +663,7 @@ def register_followup(application: Application) -> None:
     if application.job_queue is None:
         raise RuntimeError("the follow-up engine needs python-telegram-bot[job-queue]")
     application.job_queue.run_repeating(_followup_job, interval=poll, first=1,
-                                        name="followup")
+                                        name="followup", job_kwargs=delivery.OVERLAP_ALLOWED)
     private_text = (filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT
                     & ~filters.COMMAND)
     application.add_handlers([
