@@ -302,6 +302,12 @@ def max_photos(context: Context) -> int:
     return int(services_of(context).settings.conversation.get("max_photos", 5))
 
 
+def _first_photo(context: Context, draft: dict, message) -> None:
+    """Start the draft's photos afresh with this one (a new first photo replaces old ones)."""
+    draft["photos"], draft["told_photo_limit"] = [], False
+    _keep_photo(context, draft, message)
+
+
 def _keep_photo(context: Context, draft: dict, message) -> bool:
     """Add the message's photo to the draft; False when the draft already has the most."""
     if len(draft["photos"]) >= max_photos(context):
@@ -315,8 +321,7 @@ def _keep_photo(context: Context, draft: dict, message) -> bool:
 async def got_description_photo(update: Update, context: Context) -> int:
     """A photo while we wait for the description: keep it; its caption may be the description."""
     draft = draft_of(context)
-    draft["photos"] = []
-    _keep_photo(context, draft, update.message)
+    _first_photo(context, draft, update.message)
     caption = update.message.caption or ""
     if caption and description_problem(context, caption) is None:
         draft["text"], draft["text_msg"] = caption.strip(), update.message.message_id
@@ -328,9 +333,7 @@ async def got_description_photo(update: Update, context: Context) -> int:
 @step
 async def got_photo(update: Update, context: Context) -> int:
     """The first photo (a new one replaces earlier photos when 重新上传照片 was chosen)."""
-    draft = draft_of(context)
-    draft["photos"] = []
-    _keep_photo(context, draft, update.message)
+    _first_photo(context, draft_of(context), update.message)
     return await _after_step(update, context, LOCATION, texts.ASK_LOCATION)
 
 

@@ -12,16 +12,10 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models.store import dialect_insert
 from models.tables import BotState, Case, Enterprise, ProcessedUpdate, Reporter
-
-
-def _insert(session: AsyncSession, table):
-    """INSERT for the session's dialect, so ON CONFLICT works on SQLite and PostgreSQL."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def claim_updates(session: AsyncSession, update_ids: list[int], now: datetime, *,
@@ -37,7 +31,7 @@ async def claim_updates(session: AsyncSession, update_ids: list[int], now: datet
     table = ProcessedUpdate.__table__
     for start in range(0, len(update_ids), 500):  # stay far below SQLite's variable limit
         chunk = sorted(set(update_ids[start:start + 500]))
-        stmt = _insert(session, ProcessedUpdate).values(
+        stmt = dialect_insert(session)(ProcessedUpdate).values(
             [{"update_id": uid, "at": now} for uid in chunk])
         stmt = stmt.on_conflict_do_update(
             index_elements=["update_id"], set_={"at": stmt.excluded.at},
@@ -83,7 +77,7 @@ async def save_states(
     ]
     deletes = [key for key, value in items.items() if value is None]
     if upserts:
-        stmt = _insert(session, BotState)
+        stmt = dialect_insert(session)(BotState)
         stmt = stmt.on_conflict_do_update(
             index_elements=["key"],
             set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},

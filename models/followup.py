@@ -408,8 +408,7 @@ async def postpone_pushes(session: AsyncSession, due_by_id: dict[int, datetime],
 
 async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
     """Whether a push with this idempotency key was ever queued."""
-    stmt = select(Outbox.id).where(col(Outbox.key) == key).limit(1)
-    return (await session.exec(stmt)).first() is not None
+    return key in await existing_outbox_keys(session, [key])
 
 
 async def existing_outbox_keys(session: AsyncSession, keys: list[str]) -> set[str]:

@@ -53,8 +53,8 @@ def push_row(*, key: str, chat_id: int, text: str, kind: str, now: datetime,
 
 
 @prebuilt
-def _insert_push(dialect_insert):
-    return (dialect_insert(Outbox.__table__).on_conflict_do_nothing(index_elements=["key"])
+def _insert_push(insert_):
+    return (insert_(Outbox.__table__).on_conflict_do_nothing(index_elements=["key"])
             .returning(Outbox.__table__.c.id))
 
 

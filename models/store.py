@@ -146,7 +146,7 @@ def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
 # ---------------------------------------------------------------- small helpers
 
 
-def _insert(session: AsyncSession):
+def dialect_insert(session: AsyncSession):
     """The dialect's INSERT, which knows ON CONFLICT on both SQLite and PostgreSQL."""
     return _insert_for(session.get_bind().dialect.name)
 
@@ -311,8 +311,8 @@ async def get_or_create_reporter(session: AsyncSession, telegram_id: int, displa
 
 
 @prebuilt
-def _upsert_reporter(dialect_insert):
-    stmt = dialect_insert(Reporter)
+def _upsert_reporter(insert_):
+    stmt = insert_(Reporter)
     keep_old_name = func.coalesce(func.nullif(stmt.excluded.display_name, ""),
                                   Reporter.__table__.c.display_name)
     return (stmt.on_conflict_do_update(index_elements=["telegram_id"],
@@ -356,7 +356,7 @@ async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, 
     park = (park or "").strip()[:100] or None
     reporter = await get_or_create_reporter(session, reporter_telegram_id, now=now)
     await session.exec(
-        _insert(session)(Enterprise)
+        dialect_insert(session)(Enterprise)
         .values(name=name, credit_code=code, industry=industry, park=park,
                 news_subscribed=True, created_at=now)
         .on_conflict_do_nothing(index_elements=["credit_code"]))
@@ -403,9 +403,9 @@ async def _next_ref(session: AsyncSession, now: datetime, prefix: str, timezone:
 
 
 @prebuilt
-def _count_case(dialect_insert):
+def _count_case(insert_):
     last = CaseCounter.__table__.c["last"]
-    return (dialect_insert(CaseCounter)
+    return (insert_(CaseCounter)
             .on_conflict_do_update(index_elements=["day"], set_={"last": last + 1})
             .returning(last))
 
@@ -413,8 +413,8 @@ def _count_case(dialect_insert):
 # ON CONFLICT DO NOTHING: of two concurrent creates with one key, the second waits for the
 # first and then finds its case instead of failing.
 @prebuilt
-def _insert_case(dialect_insert):
-    return (dialect_insert(Case).on_conflict_do_nothing(index_elements=["idempotency_key"])
+def _insert_case(insert_):
+    return (insert_(Case).on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(Case)
             .execution_options(populate_existing=True))
 
