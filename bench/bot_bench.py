@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -162,6 +163,7 @@ class Recorder:
 
     waiting: dict[int, Waiter] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    replied: list[tuple[float, float]] = field(default_factory=list)  # (sent, latency)
     submit_latencies: list[float] = field(default_factory=list)
     updates: int = 0
     sent_at: list[float] = field(default_factory=list)  # perf_counter() of each update
@@ -172,7 +174,9 @@ class Recorder:
             return
         waiter = self.waiting.get(data.chat_id)
         if waiter is not None and not waiter.future.done() and waiter.predicate(data):
-            self.latencies.append(time.perf_counter() - waiter.started)
+            latency = time.perf_counter() - waiter.started
+            self.latencies.append(latency)
+            self.replied.append((waiter.started, latency))
             del self.waiting[data.chat_id]
             waiter.future.set_result(data)
 
@@ -256,6 +260,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def keep_history_out_of_gc() -> None:
+    """The emulator keeps every message; without this, this process's full garbage
+    collections grow with that history to 100-200 ms pauses, which would be measured as the
+    bot's latency. Freezing what exists each second keeps the pauses at a few ms."""
+    while True:
+        await asyncio.sleep(1.0)
+        gc.freeze()
+
+
 async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args):
     """Warm up, then run every resident; returns what was recorded and the CPU used."""
     rec = Recorder()
@@ -263,10 +276,12 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     # Warm-up (not measured): every code path once, so imports and caches are in place.
     await resident(emu, rec, residents[0], Quota(1), 0.0, random.Random(7), [])
     rec.latencies.clear()
+    rec.replied.clear()
     rec.submit_latencies.clear()
     rec.sent_at.clear()
     rec.updates = 0
 
+    freezer = asyncio.ensure_future(keep_history_out_of_gc())
     quota = Quota(args.reports)
     think = max(0.0, args.residents / args.rate - 0.005)
     done: list[int] = []
@@ -277,7 +292,8 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
         resident(emu, rec, user, quota, think, random.Random(user), done)
         for user in residents))
     elapsed = time.perf_counter() - started
-    return (rec, done, elapsed, _cpu_seconds(bot_pid) - cpu_before,
+    freezer.cancel()
+    return (rec, done, started, elapsed, _cpu_seconds(bot_pid) - cpu_before,
             time.process_time() - own_cpu_before)
 
 
@@ -302,7 +318,7 @@ async def run(args) -> dict:
     try:
         if not await asyncio.to_thread(_wait_ready, ready, proc):
             raise SystemExit("机器人进程未能启动")
-        rec, done, elapsed, cpu_used, emulator_cpu = await drive(emu, proc.pid, residents, args)
+        rec, done, started, elapsed, cpu_used, emulator_cpu = await drive(emu, proc.pid, residents, args)
     finally:
         stop.set()
         await asyncio.to_thread(proc.join, 60)
@@ -326,6 +342,7 @@ async def run(args) -> dict:
             "max": round(max(lat_ms), 1) if lat_ms else None,
             "mean": round(statistics.fmean(lat_ms), 1) if lat_ms else None,
         },
+        "timeline": timeline(rec.replied, started),
         "submit_p99_ms": round(percentile([x * 1000 for x in rec.submit_latencies], 0.99), 1),
         "errors": len(rec.errors),
         "error_samples": rec.errors[:5],
@@ -347,6 +364,16 @@ async def run(args) -> dict:
                               and result["errors"] == 0
                               and result["cases_in_store"] == args.reports)
     return result
+
+
+def timeline(replied: list[tuple[float, float]], started: float) -> list[list[float]]:
+    """[second of the run, updates sent in it, their p99 latency in ms], second by second:
+    shows whether slow replies come in bursts (a periodic job) or all along (saturation)."""
+    seconds: dict[int, list[float]] = {}
+    for sent, latency in replied:
+        seconds.setdefault(int(sent - started), []).append(latency * 1000)
+    return [[second, len(lat), round(percentile(lat, 0.99), 1)]
+            for second, lat in sorted(seconds.items())]
 
 
 def _wait_ready(ready, proc, timeout: float = 120.0) -> bool:
@@ -394,6 +421,9 @@ def print_table(r: dict) -> None:
     print("\n机器人基准测试（模拟器，127.0.0.1，SQLite）")
     for key, value in rows:
         print(f"  {key:<{width}}{value}")
+    worst = sorted(r["timeline"], key=lambda row: -row[2])[:5]
+    print("  最慢的几秒（秒, 更新数, p99 ms）: "
+          + "  ".join(f"{sec}s/{n}/{p99:.0f}" for sec, n, p99 in sorted(worst)))
     for sample in r["error_samples"]:
         print(f"  ! {sample}")
 

@@ -128,7 +128,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("case", views.case_timeline),
         *admin.handlers(),
         department.build(idle),
-        conversation.build(idle),
+        conversation.build(),
         *triage.handlers(),
         *department.handlers(),
     ])
@@ -168,6 +168,10 @@ def register_jobs(application: Application, settings: Settings) -> None:
     jobs = application.job_queue
     every = float(settings.classifier.get("reload_check_seconds", 30))
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
+    idle = float(settings.conversation.get("idle_timeout_minutes", 30))
+    sweep = conversation.idle_sweep_seconds(idle)
+    jobs.run_repeating(conversation.end_idle_conversations, interval=sweep, first=sweep,
+                       name="end_idle_conversations")
     jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
                        name="prune_processed_updates")
 

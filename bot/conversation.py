@@ -14,6 +14,7 @@ half-filled report survives a restart.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -26,13 +27,13 @@ from telegram import (
     ReplyKeyboardMarkup,
     Update,
 )
+from telegram.error import TelegramError
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     ConversationHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
@@ -50,6 +51,8 @@ from models import store
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT
 from models.validation import InvalidInput
+
+log = logging.getLogger(__name__)
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
 END = ConversationHandler.END
@@ -112,19 +115,16 @@ def idle_limit(context: Context) -> timedelta:
 def step(callback: Step) -> Step:
     """Wrap a state callback: end a conversation whose draft is gone or was idle too long.
 
-    PTB's conversation_timeout covers a running bot; this also covers a conversation restored
-    after a restart, whose timeout job did not survive.
+    The idle sweep (end_idle_conversations) ends idle drafts of a running bot; this check
+    also covers the minute between sweeps and a draft restored after a restart.
     """
 
     @functools.wraps(callback)
     async def wrapper(update: Update, context: Context) -> object:
         draft = draft_of(context)
         now = now_of(context)
-        if draft is None:  # finished meanwhile (e.g. the first of two taps on 确认提交)
-            if update.callback_query:
-                await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
-            else:
-                await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
+        if draft is None:  # submitted, cancelled or ended by the idle sweep meanwhile
+            await _after_the_end(update, context)
             return END
         if now - datetime.fromisoformat(draft["touched"]) > idle_limit(context):
             drop_draft(context)
@@ -136,6 +136,21 @@ def step(callback: Step) -> Step:
         return await callback(update, context)
 
     return wrapper
+
+
+async def _after_the_end(update: Update, context: Context) -> None:
+    """An update for a conversation that has ended: what it would get outside one."""
+    if update.callback_query:  # e.g. the second of two taps on 确认提交
+        await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+        return
+    message = update.effective_message
+    if message is not None and (message.text or message.photo) and not (
+            message.text or "").startswith("/"):
+        from bot import reporter  # reporter builds on this module
+
+        await reporter.offer_report(update, context)
+        return
+    await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
 
 
 def _timed_out_text(context: Context) -> str:
@@ -548,19 +563,40 @@ async def unknown_command(update: Update, context: Context) -> None:
     await _reply(update, texts.UNKNOWN_COMMAND)
 
 
-async def timed_out(update: Update, context: Context) -> None:
-    """The conversation was idle for idle_timeout_minutes: say so politely, forget the draft."""
-    drop_draft(context)
-    chat = update.effective_chat
-    if chat is not None:
-        await context.bot.send_message(chat.id, _timed_out_text(context),
-                                       reply_markup=main_menu())
+async def end_idle_conversations(context: Context) -> None:
+    """Job: end every report left idle longer than idle_timeout_minutes and tell the reporter.
+
+    One sweep a minute instead of PTB's conversation_timeout, which schedules and removes
+    a timer job on every single update (a twentieth of the bot's CPU under load). The
+    conversation's state is left as it is: the next update finds no draft (see step).
+    """
+    app = context.application
+    now, limit = now_of(context), idle_limit(context)
+    idle = [user_id for user_id, data in app.user_data.items()
+            if (draft := data.get(DRAFT))
+            and now - datetime.fromisoformat(draft["touched"]) > limit]
+    if not idle:
+        return
+    for user_id in idle:
+        app.user_data[user_id].pop(DRAFT, None)
+    app.mark_data_for_update_persistence(user_ids=idle)
+    notice = _timed_out_text(context)
+    for user_id in idle:  # a reporter's private chat has their user id
+        try:
+            await context.bot.send_message(user_id, notice, reply_markup=main_menu())
+        except TelegramError as exc:  # blocked the bot, …: the draft has ended all the same
+            log.warning("could not tell %s that their report timed out: %s", user_id, exc)
+
+
+def idle_sweep_seconds(idle_minutes: float) -> float:
+    """How often end_idle_conversations runs: a minute, more often for very short limits."""
+    return max(0.2, min(60.0, idle_minutes * 60 / 10))
 
 
 # ---------------------------------------------------------------- assembly
 
 
-def build(idle_minutes: float) -> ConversationHandler:
+def build() -> ConversationHandler:
     """The reporter ConversationHandler (private chats), persistent under the name "intake"."""
     skip = CommandHandler("skip", skip_photo, filters=PRIVATE)
     anything = NEW_MESSAGE & ~filters.COMMAND
@@ -599,7 +635,6 @@ def build(idle_minutes: float) -> ConversationHandler:
                            MessageHandler(anything, remind(texts.ONLY_LOCATION_HERE))],
                 CONFIRM: [draft_buttons, MessageHandler(anything, remind(texts.PRESS_A_BUTTON))],
                 EDIT: [draft_buttons, MessageHandler(anything, remind(texts.ASK_WHAT_TO_EDIT))],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
             },
             fallbacks=[
                 CommandHandler("cancel", cancel),
@@ -608,5 +643,4 @@ def build(idle_minutes: float) -> ConversationHandler:
             name=NAME,
             persistent=True,
             allow_reentry=True,
-            conversation_timeout=timedelta(minutes=idle_minutes),
         )

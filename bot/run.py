@@ -49,8 +49,10 @@ async def _wait_for_stop_signal() -> None:
 
 
 async def start_application(application: Application, settings: Settings, *,
-                            mode: str | None = None, poll_interval: float = 0.0) -> None:
+                            mode: str | None = None, poll_interval: float | None = None) -> None:
     """Initialize and start the application and its updater (polling or webhook)."""
+    if poll_interval is None:
+        poll_interval = float(settings.telegram.get("poll_interval", 0.0))
     mode = (mode or settings.telegram.get("mode") or "polling").lower()
     await application.initialize()
     await set_bot_commands(application)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 TOP_K = 3
 DEFAULT_CONFIDENCE = 0.55
 DEFAULT_AUTO_DISPATCH = 0.85
+# The bot asks about the same text twice (for the summary, then on submit), often seconds
+# apart: the latest answers are kept, per model, so the second asking costs nothing.
+RECENT_ANSWERS = 2048
 
 # Reasons for falling back to "unsure" (no suggestion at all).
 EMPTY = "empty"
@@ -29,11 +33,11 @@ NO_CHINESE = "no_chinese"
 NO_KNOWN_WORDS = "no_known_words"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Suggestion:
     """Up to three (department_code, probability), best first, and what to do with them."""
 
-    top: list[tuple[str, float]]
+    top: tuple[tuple[str, float], ...]
     confident: bool  # top probability ≥ confidence_threshold
     auto_dispatch: bool  # top probability ≥ auto_dispatch_threshold
     model_version: str
@@ -59,6 +63,7 @@ class Suggester:
     _stamp: tuple | None = field(default=None, repr=False)
     _refused_stamp: tuple | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_threshold <= self.auto_dispatch_threshold <= 1.0:
@@ -109,6 +114,18 @@ class Suggester:
     def suggest(self, text: str | None) -> Suggestion:
         """Top-3 (label, probability) for a message, or an "unsure" suggestion with a reason."""
         model = self.model  # one consistent model even if a reload swaps it meanwhile
+        key = (model.model_version, text)
+        known = self._recent.get(key)
+        if known is not None:
+            self._recent.move_to_end(key)
+            return known
+        answer = self._suggest(model, text)
+        self._recent[key] = answer
+        if len(self._recent) > RECENT_ANSWERS:
+            self._recent.popitem(last=False)
+        return answer
+
+    def _suggest(self, model: LinearModel, text: str | None) -> Suggestion:
         prepared = textmod.prepare(text or "")
         if not prepared:
             return self._unsure(model, EMPTY)
@@ -120,14 +137,14 @@ class Suggester:
         if not known:
             return self._unsure(model, NO_KNOWN_WORDS)
         order = np.argsort(-proba)[:TOP_K]
-        top = [(model.labels[i], float(proba[i])) for i in order]
+        top = tuple((model.labels[i], float(proba[i])) for i in order)
         best = float(proba[order[0]])
         return Suggestion(top=top, confident=best >= self.confidence_threshold,
                           auto_dispatch=best >= self.auto_dispatch_threshold,
                           model_version=model.model_version)
 
     def _unsure(self, model: LinearModel, reason: str) -> Suggestion:
-        return Suggestion(top=[], confident=False, auto_dispatch=False,
+        return Suggestion(top=(), confident=False, auto_dispatch=False,
                           model_version=model.model_version, reason=reason)
 
     def reload_if_changed(self) -> bool:

@@ -220,12 +220,16 @@ async def test_free_text_is_offered_as_a_report(make_bot):
 
 
 async def test_idle_conversation_times_out_politely(make_bot):
-    # PTB's own timeout while the bot runs (a very short limit here) ...
+    # The idle sweep of a running bot (a very short limit here, so it sweeps every 0.2 s) ...
     bot = await make_bot(with_conversation(to_triage(), idle_timeout_minutes=0.02))
     await bot.say(RESIDENT, "/report")
+    bot.clock.advance(seconds=1)  # within the limit: the report goes on
+    assert "照片" in (await bot.say(RESIDENT, WATER_TEXT)).content
+    bot.clock.advance(seconds=2)
     notice = await bot.emu.wait_for_message(RESIDENT, lambda m: "自动结束" in m.content,
                                             timeout=5)
     assert "/report" in notice.content
+    # the report is over: a new message is offered as a new report, not taken as a photo step
     assert "作为问题反映提交" in (await bot.say(RESIDENT, WATER_TEXT)).content
 
 

@@ -127,9 +127,16 @@ def test_thresholds_must_be_ordered(trained):
 ])
 def test_unusable_text_falls_back_to_unsure(suggester, text, reason):
     s = suggester.suggest(text)
-    assert (s.top, s.label, s.reason) == ([], None, reason)
+    assert (s.top, s.label, s.reason) == ((), None, reason)
     assert not s.confident and not s.auto_dispatch
     assert s.model_version == suggester.model_version
+
+
+def test_a_text_asked_about_again_is_answered_from_memory(suggester):
+    first = suggester.suggest(CLEAR_MESSAGES["labor"])
+    assert suggester.suggest(CLEAR_MESSAGES["labor"]) is first
+    other = suggester.suggest(CLEAR_MESSAGES["labor"] + "，请尽快处理")
+    assert other is not first and other.label == first.label
 
 
 def test_huge_text_is_classified_quickly(suggester):
@@ -336,6 +343,7 @@ def test_reload_picks_up_a_new_model_and_refuses_a_broken_one(trained, tmp_path,
     suggester = Suggester.from_path(path)
     old_version = suggester.model_version
     assert suggester.reload_if_changed() is False  # unchanged
+    assert suggester.suggest(CLEAR_MESSAGES["water"]).label == "water"  # remembered answer
 
     new = train(_binary_examples(), FAST, progress=lambda m: None).model
     new.save(path)
