@@ -2,6 +2,7 @@
 
     python bench/bot_bench.py [--residents 1000] [--reports 5000] [--rate 330]
                               [--concurrency 64] [--http-client aiohttp|httpx]
+                              [--poll-interval SECONDS]
                               [--without-followup] [--db var/bench/bot_bench.db]
 
 The bot runs in its own process exactly as deployed (python-telegram-bot over real HTTP, long
@@ -67,9 +68,12 @@ def report_text(rng: random.Random) -> str:
 
 
 def bench_settings(db_url: str, model_path: str, concurrency: int,
-                   http_client: str | None, followup: bool) -> Settings:
+                   http_client: str | None, followup: bool,
+                   poll_interval: float | None = None) -> Settings:
     settings = load_settings(DEFAULT_CONFIG, env={})
     telegram = {**settings.telegram, "concurrent_updates": concurrency}
+    if poll_interval is not None:
+        telegram["poll_interval"] = poll_interval
     if http_client:
         telegram["http_client"] = http_client
     follow = dict(settings.followup)
@@ -302,7 +306,7 @@ async def run(args) -> dict:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     model_path = str(Path(args.model).resolve())
     settings = bench_settings(f"sqlite+aiosqlite:///{db_path}", model_path, args.concurrency,
-                              args.http_client, not args.without_followup)
+                              args.http_client, not args.without_followup, args.poll_interval)
     ensure_model(settings)
     await prepare_store(settings, db_path)
 
@@ -352,6 +356,7 @@ async def run(args) -> dict:
         "emulator_cpu_percent": round(100 * emulator_cpu / elapsed, 1),
         "concurrency": args.concurrency,
         "http_client": settings.telegram.get("http_client", "aiohttp"),
+        "poll_interval": settings.telegram.get("poll_interval", 0.0),
         "followup_pass": not args.without_followup,
         "target_rate": args.rate,
         "targets": {"updates_per_s": TARGET_UPDATES_PER_S, "p99_ms": TARGET_P99_MS},
@@ -438,6 +443,8 @@ def main() -> None:
                         help="ApplicationBuilder.concurrent_updates")
     parser.add_argument("--http-client", default=None, choices=["httpx", "aiohttp"],
                         help="the bot's HTTP client (default: config.toml's)")
+    parser.add_argument("--poll-interval", type=float, default=None,
+                        help="telegram.poll_interval for the bot (default: config.toml's)")
     parser.add_argument("--without-followup", action="store_true",
                         help="diagnostic: don't run the follow-up engine's periodic pass")
     parser.add_argument("--db", default=str(ROOT / "var" / "bench" / "bot_bench.db"))

@@ -649,8 +649,7 @@ async def run_worker(settings, *, token: str | None = None, base_url: str | None
             await asyncio.Event().wait()
         finally:
             await application.stop()
-            if application.bot_data["services"].owns_engine:
-                await application.bot_data["services"].engine.dispose()
+            await application.bot_data["services"].dispose()
 
 
 def register_followup(application: Application) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from datetime import timedelta
 
@@ -24,26 +23,20 @@ CLAIMS_KEY = "update_claims"
 # Telegram redelivers an update within minutes to hours; after a week without updates it may
 # start numbering afresh, so an id last seen longer ago than this is a new update.
 UPDATES_REMEMBERED = timedelta(days=2)
-# When updates come in steadily (the last claim was written less than BUSY_SECONDS ago),
-# claims wait GATHER_SECONDS to share one transaction: a little delay per update then saves
-# a transaction per update. A lone update is claimed at once.
-GATHER_SECONDS = 0.01
-BUSY_SECONDS = 0.1
 
 
 class UpdateClaims:
     """Records handled update ids in the store, many per transaction.
 
-    Claims made close together (see GATHER_SECONDS), or while the previous write waits for
-    the database, go into one INSERT, so under load the duplicate check costs one short
-    transaction per batch of updates instead of one per update.
+    The updates of one getUpdates answer are claimed together, and so are those that arrive
+    while the previous write waits for the database: one INSERT each time, so under load the
+    duplicate check costs one short transaction per batch of updates instead of one per update.
     """
 
     def __init__(self, services: Services) -> None:
         self._services = services
         self._waiting: dict[int, list[asyncio.Future]] = {}
         self._writer: asyncio.Task | None = None
-        self._last_write = float("-inf")  # time.monotonic() of the latest write
 
     async def claim(self, update_id: int) -> bool:
         """True for the first delivery of this update id, False for any later one."""
@@ -60,9 +53,7 @@ class UpdateClaims:
     async def _write(self) -> None:
         services = self._services
         batch: dict[int, list[asyncio.Future]] | None = None
-        if time.monotonic() - self._last_write < BUSY_SECONDS:
-            await asyncio.sleep(GATHER_SECONDS)
-        self._last_write = time.monotonic()
+        await asyncio.sleep(0)  # the other updates of this moment join
         try:
             async with services.session(urgent=True) as session:
                 # Everything that queued up while we waited for the database goes in now.

@@ -99,8 +99,8 @@ async def stop_application(application: Application) -> None:
             await application.stop()
         await application.shutdown()
     finally:
-        if services is not None and services.owns_engine:
-            await services.engine.dispose()
+        if services is not None:
+            await services.dispose()
 
 
 async def run_bot(settings: Settings) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.db import make_engine, session_scope
+from models.db import is_sqlite, make_engine, session_scope
 from models.store import Rules
 from whistle.config import Settings
 
@@ -122,6 +122,9 @@ class Services:
     rules: Rules
     suggester: Suggester
     clock: Callable[[], datetime] = utc_now
+    # Where read_session reads: on SQLite, threaded connections to the same file, so a long
+    # scan never holds up the loop that `engine` runs its statements on. None: `engine`.
+    read_engine: AsyncEngine | None = None
     owns_engine: bool = field(default=False, repr=False)  # dispose it when the bot shuts down
     _turns: TurnLock = field(default_factory=TurnLock, init=False, repr=False)
     _gathered: GatheredWrites | None = field(default=None, init=False, repr=False)
@@ -159,8 +162,14 @@ class Services:
     async def read_session(self) -> AsyncIterator[AsyncSession]:
         """A unit of work that only reads. It never waits for the writer's turn: SQLite's
         WAL lets readers run beside the one writer, so scans don't hold up replies."""
-        async with session_scope(self.engine) as session:
+        async with session_scope(self.read_engine or self.engine) as session:
             yield session
+
+    async def dispose(self) -> None:
+        """Close the engines this Services created (not one handed in)."""
+        if self.owns_engine:
+            for engine in {self.engine, self.read_engine or self.engine}:
+                await engine.dispose()
 
     @classmethod
     def from_settings(
@@ -176,13 +185,20 @@ class Services:
             from classifier import Suggester
 
             suggester = Suggester.from_settings(settings)
+        read_engine, owns_engine = None, engine is None
+        if owns_engine:
+            url, echo = settings.database_url, settings.database_echo
+            engine = make_engine(url, echo, in_place=True)
+            if is_sqlite(url):
+                read_engine = make_engine(url, echo, checkpoint_interval=None)
         return cls(
             settings=settings,
-            engine=engine or make_engine(settings.database_url, settings.database_echo),
+            engine=engine,
+            read_engine=read_engine,
             rules=Rules.from_settings(settings),
             suggester=suggester,
             clock=clock or utc_now,
-            owns_engine=engine is None,
+            owns_engine=owns_engine,
         )
 
 

@@ -7,6 +7,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from models.sqlite_inline import inline_creator
 from models.sqlite_one_trip import one_trip_creator
 
 # A commit that pushes SQLite's write-ahead log past wal_autocheckpoint pages copies the log
@@ -39,13 +41,14 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(u.database)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 5000) -> None:
     # WAL lets the dashboard read while the bot writes; foreign keys are off by default in
-    # SQLite; the busy timeout turns brief write contention into a wait instead of an error.
+    # SQLite; the busy timeout turns brief write contention into a wait instead of an error
+    # (in-place connections wait for the lock themselves, see models/sqlite_inline.py).
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cur.close()
@@ -122,21 +125,26 @@ def wal_checkpointer(engine: AsyncEngine) -> WalCheckpointer | None:
 
 
 def make_engine(url: str, echo: bool = False,
-                checkpoint_interval: float | None = CHECKPOINT_INTERVAL_S) -> AsyncEngine:
+                checkpoint_interval: float | None = CHECKPOINT_INTERVAL_S, *,
+                in_place: bool = False) -> AsyncEngine:
     """Create the async engine for `url`, creating the SQLite file's folder if needed.
 
     A SQLite file engine makes one trip to its connection's thread per statement
-    (models/sqlite_one_trip.py) and checkpoints its log on a thread every
-    `checkpoint_interval` seconds, from the first connection until dispose() (None: only
-    commits do, at the safety net).
+    (models/sqlite_one_trip.py), or with `in_place` none at all: its statements run on the
+    event loop's thread (models/sqlite_inline.py; for short statements only). It checkpoints
+    its log on a thread every `checkpoint_interval` seconds, from the first connection until
+    dispose() (None: only commits do, at the safety net).
     """
     if is_sqlite(url):
         path = _sqlite_file(url)
+        in_place = in_place and path is not None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        creator = one_trip_creator(str(path)) if path is not None else None
+        creator = (None if path is None else
+                   inline_creator(str(path)) if in_place else one_trip_creator(str(path)))
         engine = create_async_engine(url, echo=echo, async_creator=creator)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect",
+                     partial(_sqlite_pragmas, busy_timeout_ms=0 if in_place else 5000))
         if path is not None and checkpoint_interval is not None:
             _attach_checkpointer(engine, path, checkpoint_interval)
         return engine

@@ -199,8 +199,9 @@ BotFactory = Callable[..., Awaitable[BotEnv]]
 
 @pytest.fixture
 async def bot_engine(tmp_path):
-    """The bot's store: a SQLite file (a test module may override this fixture)."""
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    """The bot's store: a SQLite file, with statements run in place as the deployed bot
+    does (a test module may override this fixture)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", in_place=True)
     await create_all(engine)
     yield engine
     await engine.dispose()
@@ -213,6 +214,9 @@ async def make_bot(emulator, bot_engine, suggester_for,
     config.toml); stopped at the end of the test."""
     started: list[BotEnv] = []
     engine = bot_engine
+    # As deployed: on SQLite, scans read through threaded connections to the same file.
+    read_engine = (make_engine(engine.url.render_as_string(), checkpoint_interval=None)
+                   if engine.dialect.name == "sqlite" else None)
 
     async def factory(settings: Settings | None = None, *, suggester=None,
                       model: Path | None = None) -> BotEnv:
@@ -221,7 +225,7 @@ async def make_bot(emulator, bot_engine, suggester_for,
         async with session_scope(engine) as session:
             await store.sync_reference_data(session, settings)
         clock = Clock()
-        services = Services(settings=settings, engine=engine,
+        services = Services(settings=settings, engine=engine, read_engine=read_engine,
                             rules=store.Rules.from_settings(settings),
                             suggester=suggester or suggester_for(settings), clock=clock)
         url = engine.url.render_as_string(hide_password=False)
@@ -235,6 +239,8 @@ async def make_bot(emulator, bot_engine, suggester_for,
     finally:
         for env in started:
             await env.stop()
+        if read_engine is not None:
+            await read_engine.dispose()
 
 
 def to_triage(settings: Settings | None = None) -> Settings:

@@ -139,3 +139,98 @@ async def test_a_long_result_still_streams_in_chunks(tmp_path):
         assert got == [str(i) for i in range(n)] and len(everything) == n
     finally:
         await engine.dispose()
+
+
+# ---- in-place connections (models/sqlite_inline.py) ----------------------------------------
+
+async def test_in_place_engine_runs_statements_on_the_loops_thread(tmp_path):
+    engine = await _engine_with_table(tmp_path / "inline.db", in_place=True,
+                                      checkpoint_interval=None)
+    threads_before = set(threading.enumerate())
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES ('a'), ('b')"))
+            rows = (await conn.execute(text("SELECT body FROM t ORDER BY id"))).all()
+            raw = await conn.get_raw_connection()
+            sqlite_thread_of = raw.driver_connection
+        assert [r[0] for r in rows] == ["a", "b"]
+        assert not sqlite_thread_of._thread.is_alive()  # aiosqlite's worker never started
+        assert set(threading.enumerate()) - threads_before == set()
+        # The threaded engine reads what the in-place one wrote (same file, WAL).
+        reader = make_engine(engine.url.render_as_string(), checkpoint_interval=None)
+        async with reader.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+        await reader.dispose()
+    finally:
+        await engine.dispose()
+
+
+async def test_in_place_writer_waits_for_a_writer_of_its_own_loop_without_blocking_it(tmp_path):
+    # The dashboard of `whistle run` writes through threaded connections on the bot's own
+    # loop. If the in-place writer waited in SQLite's busy handler, the loop would stop and
+    # the other writer could never commit.
+    path = tmp_path / "both.db"
+    inline = await _engine_with_table(path, in_place=True, checkpoint_interval=None)
+    threaded = make_engine(f"sqlite+aiosqlite:///{path}", checkpoint_interval=None)
+    order: list[str] = []
+    ticks = 0
+
+    async def holder() -> None:
+        async with threaded.begin() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES ('held')"))
+            order.append("holder has the lock")
+            await asyncio.sleep(0.3)
+            order.append("holder commits")
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.ensure_future(ticker())
+    try:
+        holding = asyncio.ensure_future(holder())
+        while not order:
+            await asyncio.sleep(0.005)
+        async with inline.begin() as conn:
+            await conn.execute(text("INSERT INTO t (body) VALUES ('inline')"))
+            order.append("in-place writer wrote")
+        await holding
+        assert order == ["holder has the lock", "holder commits", "in-place writer wrote"]
+        assert ticks >= 10  # the loop went on while the in-place writer waited
+        async with inline.connect() as conn:
+            bodies = (await conn.execute(text("SELECT body FROM t ORDER BY id"))).scalars().all()
+        assert bodies == ["held", "inline"]
+    finally:
+        tick_task.cancel()
+        await threaded.dispose()
+        await inline.dispose()
+
+
+async def test_in_place_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch):
+    import sqlite3
+
+    from models import sqlite_inline
+
+    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "stuck.db"
+    inline = await _engine_with_table(path, in_place=True, checkpoint_interval=None)
+    other = sqlite3.connect(path, isolation_level=None)  # another process, say
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = asyncio.get_running_loop().time()
+        try:
+            async with inline.begin() as conn:
+                await conn.execute(text("INSERT INTO t (body) VALUES ('x')"))
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy wraps the sqlite3 error
+            assert "locked" in str(exc)
+        else:
+            raise AssertionError("the write should have failed while the lock was held")
+        assert asyncio.get_running_loop().time() - started >= 0.2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with inline.begin() as conn:  # the lock is free again: the same engine writes
+        await conn.execute(text("INSERT INTO t (body) VALUES ('y')"))
+    await inline.dispose()
