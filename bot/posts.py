@@ -32,7 +32,8 @@ def _location_lines(case: Case) -> list[str]:
     if case.address:
         lines.append(texts.POST_ADDRESS.format(address=case.address))
     if case.latitude is not None and case.longitude is not None:
-        lines.append(texts.POST_COORDS.format(lat=case.latitude, lon=case.longitude))
+        lines.append(texts.POST_COORDS.format(lat=case.latitude, lon=case.longitude,
+                                                ref=case.ref))
     if case.out_of_area:
         lines.append(texts.POST_OUT_OF_AREA)
     if len(case.photos) > 1:

@@ -88,7 +88,8 @@ def timeline_text(case: Case, events: list[CaseEvent], services: Services,
 
 
 async def case_timeline(update: Update, context: Context) -> None:
-    """/case REF: the timeline, only for the case's reporter (or enterprise) and staff."""
+    """/case REF: the timeline, the photos and the location on a map, only for the case's
+    reporter (or enterprise) and staff."""
     if not context.args:
         await update.effective_message.reply_text(texts.CASE_USAGE)
         return
@@ -105,6 +106,9 @@ async def case_timeline(update: Update, context: Context) -> None:
         return
     await update.effective_message.reply_text(timeline_text(case, events, services, for_staff))
     await send_photos(update, case.photos)
+    if case.latitude is not None and case.longitude is not None:
+        # A map pin Telegram shows natively (group posts carry the coordinates as text).
+        await update.effective_message.reply_location(case.latitude, case.longitude)
 
 
 async def send_photos(update: Update, photos: list[str]) -> None:

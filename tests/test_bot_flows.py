@@ -70,6 +70,16 @@ async def test_report_with_photo_and_location_reaches_triage(make_bot):
     assert "王阿姨" not in post.content  # no personal data in the groups
     labels = [text for text, _ in post.buttons]
     assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急"]
+    assert f"/case {ref} 查看地图定位" in post.content
+
+    # /case: the timeline, the photo, then the location as a native map pin.
+    timeline = await bot.say(TRIAGE_STAFF, f"/case {ref}")
+    photo = await bot.emu.wait_for_message(TRIAGE_STAFF, timeout=5, after=timeline)
+    pin = await bot.emu.wait_for_message(TRIAGE_STAFF, timeout=5, after=photo)
+    assert photo.photo == case.photos[0]
+    assert pin.method == "sendLocation"
+    assert (pin.payload["location"]["latitude"], pin.payload["location"]["longitude"]) == (
+        28.37, 112.82)
 
 
 async def test_an_album_of_photos_is_kept_whole_and_answered_once(make_bot):

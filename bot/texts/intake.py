@@ -152,6 +152,7 @@ POST_ADDRESS = "📍 {address}"
 POST_COORDS = (
     "📍 {lat:.5f}, {lon:.5f}  "
     "https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}&coordinate=wgs84"
+    "（私聊机器人发送 /case {ref} 查看地图定位）"
 )
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
 POST_PHOTO_COUNT = "📷 照片 {count} 张（私聊机器人发送 /case {ref} 查看全部）"
