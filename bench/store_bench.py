@@ -1,6 +1,6 @@
 """Store benchmark: a year of cases (1,000,000 cases, 5,000,000 events) on SQLite and PostgreSQL.
 
-    python bench/store_bench.py [--cases 1000000] [--engines sqlite,postgresql]
+    python bench/store_bench.py [--cases 1000000] [--engines sqlite,sqlite-inplace,postgresql]
                                 [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
                                 [--regenerate] [--runs 300]
 
@@ -461,8 +461,8 @@ async def timed(fn, runs: int, warmup: int = 2) -> dict:
     return summarize(samples)
 
 
-async def measure(url: str, settings, rules: Rules, runs: int) -> dict:
-    engine = make_engine(url)
+async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = False) -> dict:
+    engine = make_engine(url, in_place=in_place)
     results: dict = {}
     rng = random.Random(11)
     now = NOW
@@ -620,7 +620,7 @@ def _previous_generation(engine: str, cases: int) -> dict | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=1_000_000)
-    ap.add_argument("--engines", default="sqlite,postgresql")
+    ap.add_argument("--engines", default="sqlite,sqlite-inplace,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get(
         "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--regenerate", action="store_true", help="rebuild even if cached")
@@ -635,6 +635,11 @@ def main() -> None:
                           "load_avg_at_start": _load_avg()},
               "engines": {}}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        # "sqlite-inplace": the same file through the connections the bot uses, which run
+        # each statement on the event loop's thread (models/sqlite_inline.py).
+        in_place = engine == "sqlite-inplace"
+        if in_place:
+            engine = "sqlite"
         if engine == "sqlite":
             path = BENCH_DIR / f"store_{args.cases}.db"
             url = f"sqlite+aiosqlite:///{path}"
@@ -656,8 +661,8 @@ def main() -> None:
             data["file_mb"] = round(path.stat().st_size / 2**20)
         # The machine is shared: the load next to the timings says how quiet it was.
         load_before = _load_avg()
-        timings = asyncio.run(measure(url, settings, rules, args.runs))
-        report["engines"][engine] = {"data": data, "timings": timings,
+        timings = asyncio.run(measure(url, settings, rules, args.runs, in_place))
+        report["engines"]["sqlite-inplace" if in_place else engine] = {"data": data, "timings": timings,
                                      "targets": verdicts(timings),
                                      "load_avg": {"before": load_before, "after": _load_avg()}}
     print()
