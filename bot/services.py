@@ -141,9 +141,11 @@ class Services:
         """One short unit of work (commits on success).
 
         On SQLite the bot's units of work take turns (urgent ones first): SQLite has one
-        writer at a time, and transactions that collide wait in SQLite's busy handler, which
-        sleeps with growing back-off — under load that wastes far more time than queueing
-        here does. PostgreSQL runs them side by side.
+        writer at a time, and a transaction that finds the database locked waits with
+        growing back-off (models/sqlite_inline.py) — under load that wastes far more time
+        than queueing here does. Its statements run in place on the loop's thread, so a
+        unit of work that awaits nothing else holds the turn only while SQLite works.
+        PostgreSQL runs them side by side.
         """
         if self.engine.dialect.name != "sqlite" or _holding_lock.get():
             async with session_scope(self.engine) as session:
