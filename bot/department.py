@@ -344,6 +344,9 @@ def build(idle_minutes: float) -> ConversationHandler:
             name=NAME,
             persistent=True,
             allow_reentry=True,
+            # Staff conversations are few, so PTB's timer job per update costs nothing here;
+            # the reporters' conversation ends idle reports by a sweep instead
+            # (conversation.end_idle_conversations).
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
 
