@@ -3,7 +3,9 @@ survive a restart.
 
 Only user_data (the drafts) and conversation states are kept. PTB hands changes over every
 `update_interval` seconds and on shutdown; the many small calls of one such round are
-collected and written in a single short transaction.
+collected and written in a single short transaction. A stop saves everything; a crash loses
+at most the last SAVE_SECONDS of conversation steps (the bot at 330 updates/s: 0.2 s costs
+~2 % of a core more than 2 s, and nothing in latency).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from telegram.ext import BasePersistence, PersistenceInput
 
 from models import drafts
 
+SAVE_SECONDS = 0.2
 USER_PREFIX = "user:"
 CONV_PREFIX = "conv:"
 
@@ -38,7 +41,7 @@ class StorePersistence(BasePersistence):
         self,
         session: Callable[[], AbstractAsyncContextManager[AsyncSession]],
         clock: Callable[[], datetime],
-        update_interval: float = 2.0,
+        update_interval: float = SAVE_SECONDS,
     ) -> None:
         super().__init__(
             store_data=PersistenceInput(
