@@ -87,13 +87,18 @@ def load_segmented() -> tuple[list[str], list[str], list[str | None]]:
     return [r["text"] for r in recs], [r["label"] for r in recs], [norm_id(r["id"]) for r in recs]
 
 
-def message_groups(raw_an, seg_an, raw_ids, seg_ids) -> np.ndarray:
-    """Group number per raw message, then per segmented one: a repost, a segmented copy (same
-    id or same words) and the message itself share a group."""
+def message_groups(raw_an, seg_an, raw_ids, seg_ids, copies: str = "near") -> np.ndarray:
+    """Group number per raw message, then per segmented one; a group is tested or trained on
+    as a whole. Always together: a message, its exact reposts and its segmented copy (same
+    id or same words). copies="near" also groups raw messages that are near copies of each
+    other (an edited repost); copies="exact" leaves those apart, as the held-back test set
+    was drawn (it holds no message of these files and no exact copy of one)."""
     position = {rid: i for i, rid in enumerate(raw_ids) if rid is not None}
     same_id = [(position[sid], len(raw_an) + j) for j, sid in enumerate(seg_ids)
                if sid in position]
-    return near_duplicate_groups(raw_an + seg_an, same_id)
+    n_raw = len(raw_an)
+    near_pair = None if copies == "near" else (lambda i, j: i >= n_raw or j >= n_raw)
+    return near_duplicate_groups(raw_an + seg_an, same_id, near_pair)
 
 
 def cross_validate(raw, seg, groups, folds, params, seed: int = 0) -> dict:
@@ -253,6 +258,10 @@ def main() -> int:
                         help="only the default model on the raw messages, with its per-category "
                              "table and confusion matrix (seconds; writes no results file)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    parser.add_argument("--copies", choices=["near", "exact"], default="near",
+                        help="which copies of a test message cross-validation withholds from "
+                             "training: near (default: also edited reposts) or exact (as the "
+                             "held-back set was drawn; see message_groups)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a TrainParams field (repeatable)")
     args = parser.parse_args()
@@ -262,7 +271,8 @@ def main() -> int:
     params = parse_params(args.param, args.jobs)
     if args.default_only:
         return default_only(params)
-    results: dict = {"params": _params_dict(params), "cv_seed": args.seed}
+    results: dict = {"params": _params_dict(params), "cv_seed": args.seed,
+                     "cv_copies": args.copies}
 
     raw_texts, raw_y, raw_ids = load_raw()
     seg_texts, seg_y, seg_ids = load_segmented()
@@ -289,7 +299,7 @@ def main() -> int:
         textmod.load_userdict()
         raw_an = textmod.analyze_many(raw_texts, args.jobs)
         seg_an = textmod.analyze_many(seg_texts, args.jobs)
-        groups = message_groups(raw_an, seg_an, raw_ids, seg_ids)
+        groups = message_groups(raw_an, seg_an, raw_ids, seg_ids, args.copies)
         results["raw_messages_with_a_copy_in_raw"] = int(
             len(raw_an) - len(set(groups[:len(raw_an)].tolist())))
         cv = cross_validate((raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an), groups,
@@ -317,7 +327,8 @@ def default_only(params: TrainParams) -> int:
 
 def print_table(r: dict) -> None:
     rows = [
-        ("CV macro-F1, raw messages (leak-free)", r.get("cv_macro_f1"), "≥ 0.94"),
+        (f"CV macro-F1, raw messages (copies withheld: {r.get('cv_copies')})",
+         r.get("cv_macro_f1"), "≥ 0.94"),
         ("CV accuracy, raw messages", r.get("cv_accuracy"), ""),
         ("training seconds (raw+segmented, 2 cores)", r["train_seconds"], "≤ 60"),
         ("training peak RSS MB", r["train_peak_rss_mb"], ""),

@@ -3,7 +3,7 @@ cross-validation never tests a message whose copy it trained on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -27,9 +27,11 @@ def _distinct_words(doc: Analyzed) -> tuple[str, ...]:
 
 
 def near_duplicate_groups(docs: list[Analyzed],
-                          same_pairs: Iterable[tuple[int, int]] = ()) -> np.ndarray:
+                          same_pairs: Iterable[tuple[int, int]] = (),
+                          near_pair: Callable[[int, int], bool] | None = None) -> np.ndarray:
     """A group number per document: exact copies, near copies and `same_pairs` (known to be
-    one message, e.g. by id) share a group."""
+    one message, e.g. by id) share a group. `near_pair(i, j)` may restrict which near copies
+    count (default: all)."""
     n = len(docs)
     rows, cols = [], []
     first_of: dict[str, int] = {}
@@ -42,6 +44,8 @@ def near_duplicate_groups(docs: list[Analyzed],
         rows.append(i)
         cols.append(j)
     for i, j in _near_copies(docs):
+        if near_pair is not None and not near_pair(i, j):
+            continue
         rows.append(i)
         cols.append(j)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
