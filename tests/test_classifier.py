@@ -499,6 +499,21 @@ def test_near_duplicates_share_a_group_and_folds_keep_them_together():
         assert all((g in tested) == (i in set(test.tolist())) for i, g in enumerate(groups))
 
 
+
+def test_near_copies_can_be_left_apart_while_exact_copies_stay_together():
+    from classifier.dedupe import near_duplicate_groups
+
+    textmod.load_userdict()
+    base = [t for t, _ in read_examples(CORPUS / "housing.csv")][:60]
+    long_one = next(t for t in base if len(textmod.analyze(t).words) >= 25)
+    repost = "尊敬的领导您好：" + long_one.replace("，", " ") + "望尽快处理！"
+    docs = [textmod.analyze(t) for t in (*base, repost, long_one)]
+    i, near, exact = base.index(long_one), len(base), len(base) + 1
+    everything = near_duplicate_groups(docs)
+    assert everything[i] == everything[near] == everything[exact]
+    only_exact = near_duplicate_groups(docs, near_pair=lambda a, b: False)
+    assert only_exact[i] == only_exact[exact] and only_exact[i] != only_exact[near]
+
 def test_word_cutting_is_exactly_jieba():
     textmod.load_userdict()
     tokenizer = textmod._get_tokenizer()
