@@ -14,7 +14,6 @@ half-filled report survives a restart.
 from __future__ import annotations
 
 import functools
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -27,7 +26,6 @@ from telegram import (
     ReplyKeyboardMarkup,
     Update,
 )
-from telegram.error import TelegramError
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
@@ -47,12 +45,10 @@ from bot.common import (
     now_of,
 )
 from bot.services import services_of
-from models import store
+from models import outbox, store
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT
 from models.validation import InvalidInput
-
-log = logging.getLogger(__name__)
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
 END = ConversationHandler.END
@@ -568,24 +564,27 @@ async def end_idle_conversations(context: Context) -> None:
 
     One sweep a minute instead of PTB's conversation_timeout, which schedules and removes
     a timer job on every single update (a twentieth of the bot's CPU under load). The
-    conversation's state is left as it is: the next update finds no draft (see step).
+    conversation's state is left as it is: the next update finds no draft (see step). The
+    notices go through the outbox, which keeps within Telegram's limits however many
+    reports end at once (after a restart, say) and retries a failed send.
     """
     app = context.application
     now, limit = now_of(context), idle_limit(context)
-    idle = [user_id for user_id, data in app.user_data.items()
-            if (draft := data.get(DRAFT))
-            and now - datetime.fromisoformat(draft["touched"]) > limit]
-    if not idle:
+    ended = {user_id: draft for user_id, data in app.user_data.items()
+             if (draft := data.get(DRAFT))
+             and now - datetime.fromisoformat(draft["touched"]) > limit}
+    if not ended:
         return
-    for user_id in idle:
+    for user_id in ended:
         app.user_data[user_id].pop(DRAFT, None)
-    app.mark_data_for_update_persistence(user_ids=idle)
+    app.mark_data_for_update_persistence(user_ids=list(ended))
     notice = _timed_out_text(context)
-    for user_id in idle:  # a reporter's private chat has their user id
-        try:
-            await context.bot.send_message(user_id, notice, reply_markup=main_menu())
-        except TelegramError as exc:  # blocked the bot, …: the draft has ended all the same
-            log.warning("could not tell %s that their report timed out: %s", user_id, exc)
+    async with services_of(context).session() as session:  # a reporter's chat is their id
+        await outbox.enqueue_many(session, [
+            outbox.push_row(key=f"idle:{user_id}:{draft['nonce']}", chat_id=user_id,
+                            text=notice, kind="timeout", now=now)
+            for user_id, draft in ended.items()])
+    kick_delivery(app)
 
 
 def idle_sweep_seconds(idle_minutes: float) -> float:

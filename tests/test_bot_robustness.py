@@ -20,6 +20,7 @@ from models.tables import DISPATCHED, Case, Outbox, ProcessedUpdate, Staff
 from tests.botapi import TEST_TOKEN
 from tests.test_bot_kit import (
     ADMIN,
+    ENTERPRISE_USER,
     HOUSING_STAFF,
     RESIDENT,
     TRIAGE_STAFF,
@@ -231,6 +232,31 @@ async def test_idle_conversation_times_out_politely(make_bot):
     assert "/report" in notice.content
     # the report is over: a new message is offered as a new report, not taken as a photo step
     assert "作为问题反映提交" in (await bot.say(RESIDENT, WATER_TEXT)).content
+
+
+async def test_idle_notices_go_through_the_outbox_and_survive_a_failing_bot_api(make_bot):
+    from bot.common import kick_delivery
+
+    bot = await make_bot(with_conversation(to_triage(), idle_timeout_minutes=0.02))
+    for person in (RESIDENT, ENTERPRISE_USER):
+        assert "描述" in (await bot.say(person, "/report")).content
+    bot.emu.fail_next("sendMessage", "500")  # the first notice fails once
+    bot.clock.advance(seconds=2)
+    ended = lambda m: "自动结束" in m.content  # noqa: E731
+    for _ in range(100):  # until the sweep has run and the sender has met the failure
+        if bot.emu.stats["faults"]:
+            break
+        await asyncio.sleep(0.05)
+    assert bot.emu.stats["faults"] == 1
+    bot.clock.advance(minutes=1)  # past the failed one's back-off
+    kick_delivery(bot.app)
+    for person in (RESIDENT, ENTERPRISE_USER):
+        await bot.emu.wait_for_message(person, ended, timeout=5)
+    bot.clock.advance(minutes=5)  # later sweeps find nothing more to end
+    kick_delivery(bot.app)
+    await asyncio.sleep(0.5)
+    for person in (RESIDENT, ENTERPRISE_USER):
+        assert sum(ended(m) for m in bot.emu.messages(person)) == 1
 
 
 async def test_idle_draft_restored_after_a_restart_times_out_by_the_clock(make_bot):
