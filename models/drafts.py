@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.store import dialect_insert
+from models.store import prebuilt
 from models.tables import BotState, Case, Enterprise, ProcessedUpdate, Reporter
 
 
@@ -22,23 +22,25 @@ async def claim_updates(session: AsyncSession, update_ids: list[int], now: datet
                         since: datetime) -> set[int]:
     """Record many update ids in one statement; returns those not handled since `since`.
 
-    One INSERT .. ON CONFLICT DO UPDATE .. WHERE at < since RETURNING: the ids that come back
+    INSERT .. ON CONFLICT DO UPDATE .. WHERE at < since RETURNING: the ids that come back
     are new, or were last seen so long ago that Telegram must have restarted its numbering
     (it does after a week without updates); of two concurrent claims of an id exactly one
-    gets it.
+    gets it. Every update is claimed, so the statement is built once (see prebuilt).
     """
-    fresh: set[int] = set()
+    rows = [{"update_id": uid, "at": now, "since": since} for uid in sorted(set(update_ids))]
+    if not rows:
+        return set()
+    return set((await session.exec(_claim(session), params=rows)).scalars().all())
+
+
+@prebuilt
+def _claim(insert_):
     table = ProcessedUpdate.__table__
-    for start in range(0, len(update_ids), 500):  # stay far below SQLite's variable limit
-        chunk = sorted(set(update_ids[start:start + 500]))
-        stmt = dialect_insert(session)(ProcessedUpdate).values(
-            [{"update_id": uid, "at": now} for uid in chunk])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["update_id"], set_={"at": stmt.excluded.at},
-            where=table.c.at < since,
-        ).returning(table.c.update_id)
-        fresh.update((await session.exec(stmt)).scalars().all())
-    return fresh
+    stmt = insert_(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["update_id"], set_={"at": stmt.excluded.at},
+        where=table.c.at < bindparam("since"),
+    ).returning(table.c.update_id)
 
 
 async def forget_processed_updates(session: AsyncSession) -> None:
@@ -77,14 +79,17 @@ async def save_states(
     ]
     deletes = [key for key, value in items.items() if value is None]
     if upserts:
-        stmt = dialect_insert(session)(BotState)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
-        )
-        await session.exec(stmt, params=upserts)
+        await session.exec(_save_state(session), params=upserts)
     if deletes:
         await session.exec(delete(BotState).where(BotState.key.in_(deletes)))
+
+
+@prebuilt
+def _save_state(insert_):
+    stmt = insert_(BotState.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
 
 
 async def reporter_of_case(session: AsyncSession, case: Case) -> Reporter | None:

@@ -202,6 +202,9 @@ async def test_update_ids_are_remembered_for_a_while_only(engine):
         later = START + 10 * day
         assert await drafts.claim_updates(session, [7, 9], later, since=later - 2 * day) == {7, 9}
         assert await drafts.prune_processed_updates(session, later - day) == 1  # only 8 is old
+        many = list(range(1000, 3500))  # a backlog after downtime: one call, many batches
+        assert await drafts.claim_updates(session, many, later, since=later - 2 * day) == set(many)
+        assert await drafts.claim_updates(session, many, later, since=later - 2 * day) == set()
 
 
 async def test_turn_lock_serves_urgent_waiters_first_and_survives_cancellation():
