@@ -25,12 +25,29 @@ POLL_TIMEOUT = 30  # seconds a long poll waits at Telegram
 
 
 def quiet_chatty_loggers(*, demo: bool = False) -> None:
-    """APScheduler logs every conversation-timeout job it adds or removes (two lines per
-    update); the demo's terminal also does without PTB's and the emulator's INFO lines."""
+    """APScheduler logs every job it adds or removes (the staff conversations' timeouts, the
+    sender's kicks); the demo's terminal also does without PTB's and the emulator's INFO
+    lines."""
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if demo:
         for name in ("telegram", "bot.emulator", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class StoppedJobFilter(logging.Filter):
+    """Drops APScheduler's "job raised an exception" for a job cancelled because the bot is
+    stopping: stopping cancels a job that started a moment before, which is no failure (the
+    job's work is transactional and the next start does it again)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+def _quiet_stopped_jobs() -> None:
+    scheduler_log = logging.getLogger("apscheduler.executors.default")  # PTB's job executor
+    if not any(isinstance(f, StoppedJobFilter) for f in scheduler_log.filters):
+        scheduler_log.addFilter(StoppedJobFilter())
 
 
 async def _wait_for_stop_signal() -> None:
@@ -53,6 +70,7 @@ async def start_application(application: Application, settings: Settings, *,
     """Initialize and start the application and its updater (polling or webhook)."""
     if poll_interval is None:
         poll_interval = float(settings.telegram.get("poll_interval", 0.0))
+    _quiet_stopped_jobs()
     mode = (mode or settings.telegram.get("mode") or "polling").lower()
     await application.initialize()
     await set_bot_commands(application)

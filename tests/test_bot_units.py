@@ -4,6 +4,7 @@ guard (through Application.process_update) and post formatting."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 
 import pytest
@@ -296,3 +297,31 @@ async def test_one_persons_updates_run_in_order_and_others_alongside():
                        ("start", 3), ("end", 3)]
     assert log.index(("end", 4)) < log.index(("end", 1))  # person 2 did not wait for person 1
     assert processor._turns == {}  # nothing kept for people who have gone quiet
+
+
+async def test_a_job_cancelled_by_stopping_is_not_logged_as_a_failure(caplog):
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.run import _quiet_stopped_jobs
+
+    _quiet_stopped_jobs()
+    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    async def failing() -> None:
+        raise RuntimeError("a real failure")
+
+    scheduler.add_job(slow)
+    scheduler.add_job(failing)
+    with caplog.at_level(logging.INFO, logger="apscheduler"):
+        scheduler.start()
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.05)
+        scheduler.shutdown(wait=False)  # cancels the job still running, as stopping does
+        await asyncio.sleep(0.05)
+    assert "a real failure" in caplog.text  # failures are still logged
+    assert "CancelledError" not in caplog.text
