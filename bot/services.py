@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.db import is_sqlite, make_engine, session_scope
+from models.db import is_sqlite_file, make_engine, session_scope
 from models.store import Rules
 from whistle.config import Settings
 
@@ -191,7 +191,7 @@ class Services:
         if owns_engine:
             url, echo = settings.database_url, settings.database_echo
             engine = make_engine(url, echo, in_place=True)
-            if is_sqlite(url):
+            if is_sqlite_file(url):  # an in-memory database can't be shared by two engines
                 read_engine = make_engine(url, echo, checkpoint_interval=None)
         return cls(
             settings=settings,

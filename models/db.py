@@ -33,6 +33,11 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def is_sqlite_file(url: str) -> bool:
+    """A SQLite database in a file (several engines may share it), not in memory."""
+    return is_sqlite(url) and _sqlite_file(url) is not None
+
+
 def _sqlite_file(url: str) -> Path | None:
     """The database file of a plain SQLite URL; None for in-memory databases and file: URIs."""
     u = make_url(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import text
@@ -234,3 +235,23 @@ async def test_in_place_writer_gives_up_after_the_busy_timeout(tmp_path, monkeyp
     async with inline.begin() as conn:  # the lock is free again: the same engine writes
         await conn.execute(text("INSERT INTO t (body) VALUES ('y')"))
     await inline.dispose()
+
+
+async def test_services_read_the_file_their_statements_write(tmp_path):
+    from bot.services import Services
+    from whistle.config import DEFAULT_CONFIG, load_settings
+
+    settings = load_settings(DEFAULT_CONFIG, env={})
+    for url, shared_file in ((f"sqlite+aiosqlite:///{tmp_path / 's.db'}", True),
+                             ("sqlite+aiosqlite://", False)):
+        services = Services.from_settings(replace(settings, database_url=url),
+                                          suggester=object())
+        try:
+            assert (services.read_engine is not None) == shared_file
+            async with services.session() as session:
+                await session.exec(text("CREATE TABLE t (x INTEGER)"))
+                await session.exec(text("INSERT INTO t VALUES (7)"))
+            async with services.read_session() as session:
+                assert (await session.exec(text("SELECT x FROM t"))).scalar() == 7
+        finally:
+            await services.dispose()
