@@ -6,6 +6,7 @@ build_application only builds and registers; bot/run.py starts it (polling or we
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -155,12 +156,20 @@ def _register_followup(application: Application) -> None:
     delivery.register_delivery(application)
 
 
+PRUNE_BATCH = 5_000  # update ids forgotten per transaction
+
+
 async def prune_processed_updates(context) -> None:
-    """Forget update ids the duplicate guard no longer looks at."""
+    """Forget update ids the duplicate guard no longer looks at, a batch per transaction so
+    that updates are handled in between (a busy bot piles up millions in a day)."""
     services = services_of(context)
-    async with services.session() as session:
-        await drafts.prune_processed_updates(session,
-                                             services.clock() - guards.UPDATES_REMEMBERED)
+    before = services.clock() - guards.UPDATES_REMEMBERED
+    while True:
+        async with services.session() as session:
+            forgotten = await drafts.prune_processed_updates(session, before, PRUNE_BATCH)
+        if forgotten < PRUNE_BATCH:
+            return
+        await asyncio.sleep(0)
 
 
 def register_jobs(application: Application, settings: Settings) -> None:

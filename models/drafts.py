@@ -48,9 +48,15 @@ async def forget_processed_updates(session: AsyncSession) -> None:
     await session.exec(delete(ProcessedUpdate))
 
 
-async def prune_processed_updates(session: AsyncSession, before: datetime) -> int:
-    """Forget update ids handled before `before` (Telegram never redelivers that late)."""
-    result = await session.exec(delete(ProcessedUpdate).where(ProcessedUpdate.at < before))
+async def prune_processed_updates(session: AsyncSession, before: datetime,
+                                  limit: int | None = None) -> int:
+    """Forget update ids handled before `before` (Telegram never redelivers that late), at
+    most `limit` of them; how many were forgotten."""
+    old = ProcessedUpdate.at < before
+    if limit is not None:
+        oldest = select(ProcessedUpdate.update_id).where(old).limit(limit)
+        old = ProcessedUpdate.update_id.in_(oldest.scalar_subquery())
+    result = await session.exec(delete(ProcessedUpdate).where(old))
     return result.rowcount or 0
 
 

@@ -206,6 +206,30 @@ async def test_update_ids_are_remembered_for_a_while_only(engine):
         many = list(range(1000, 3500))  # a backlog after downtime: one call, many batches
         assert await drafts.claim_updates(session, many, later, since=later - 2 * day) == set(many)
         assert await drafts.claim_updates(session, many, later, since=later - 2 * day) == set()
+        gone = later + 3 * day
+        assert await drafts.prune_processed_updates(session, gone, limit=1000) == 1000
+        assert await drafts.prune_processed_updates(session, gone) == 2500 - 1000 + 2  # 7, 9
+
+
+async def test_the_prune_job_forgets_old_update_ids_batch_by_batch(sqlite_engine, emulator,
+                                                                    monkeypatch):
+    from telegram.ext import CallbackContext
+
+    from bot import app as app_module
+
+    app = app_builder(emulator).build()
+    services = app.bot_data[SERVICES_KEY] = services_for(sqlite_engine)
+    old, recent = list(range(1, 12)), [100, 101]
+    async with services.session() as session:
+        then = services.clock() - timedelta(days=3)
+        await drafts.claim_updates(session, old, then, since=then)
+        now = services.clock()
+        await drafts.claim_updates(session, recent, now, since=now)
+    monkeypatch.setattr(app_module, "PRUNE_BATCH", 4)  # 11 old ids: three batches
+    await app_module.prune_processed_updates(CallbackContext(app))
+    async with services.session() as session:
+        fresh = await drafts.claim_updates(session, old + recent, now, since=now - timedelta(days=2))
+    assert fresh == set(old)  # forgotten, so new again; the recent ones are still known
 
 
 async def test_turn_lock_serves_urgent_waiters_first_and_survives_cancellation():
