@@ -122,7 +122,7 @@ def step(callback: Step) -> Step:
         if draft is None:  # submitted, cancelled or ended by the idle sweep meanwhile
             await _after_the_end(update, context)
             return END
-        if now - datetime.fromisoformat(draft["touched"]) > idle_limit(context):
+        if _idle(draft, now, idle_limit(context)):
             drop_draft(context)
             if update.callback_query:
                 await update.callback_query.answer()
@@ -147,6 +147,11 @@ async def _after_the_end(update: Update, context: Context) -> None:
         await reporter.offer_report(update, context)
         return
     await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
+
+
+def _idle(draft: dict, now: datetime, limit: timedelta) -> bool:
+    """Whether the draft was last touched longer than `limit` ago."""
+    return now - datetime.fromisoformat(draft["touched"]) > limit
 
 
 def _timed_out_text(context: Context) -> str:
@@ -571,8 +576,7 @@ async def end_idle_conversations(context: Context) -> None:
     app = context.application
     now, limit = now_of(context), idle_limit(context)
     ended = {user_id: draft for user_id, data in app.user_data.items()
-             if (draft := data.get(DRAFT))
-             and now - datetime.fromisoformat(draft["touched"]) > limit}
+             if (draft := data.get(DRAFT)) and _idle(draft, now, limit)}
     if not ended:
         return
     for user_id in ended:

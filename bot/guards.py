@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from datetime import timedelta
@@ -12,7 +11,7 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import texts
-from bot.services import Services, services_of
+from bot.services import Gathered, Services, services_of
 from models import drafts
 
 log = logging.getLogger(__name__)
@@ -35,40 +34,21 @@ class UpdateClaims:
 
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._waiting: dict[int, list[asyncio.Future]] = {}
-        self._writer: asyncio.Task | None = None
+        self._gathered = Gathered(lambda: services.session(urgent=True), self._claim_all)
 
     async def claim(self, update_id: int) -> bool:
         """True for the first delivery of this update id, False for any later one."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(update_id, []).append(future)
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write())
-        return await future
+        return await self._gathered.submit(update_id)
 
-    def _take_waiting(self) -> dict[int, list[asyncio.Future]]:
-        batch, self._waiting, self._writer = self._waiting, {}, None
-        return batch
-
-    async def _write(self) -> None:
-        services = self._services
-        batch: dict[int, list[asyncio.Future]] | None = None
-        await asyncio.sleep(0)  # the other updates of this moment join
-        try:
-            async with services.session(urgent=True) as session:
-                # Everything that queued up while we waited for the database goes in now.
-                batch = self._take_waiting()
-                now = services.clock()
-                fresh = await drafts.claim_updates(session, list(batch), now,
-                                                   since=now - UPDATES_REMEMBERED)
-        except Exception as exc:  # noqa: BLE001 - each waiting handler gets the error
-            for futures in (batch if batch is not None else self._take_waiting()).values():
-                for future in futures:
-                    future.set_exception(exc)
-            return
-        for update_id, futures in batch.items():
-            for i, future in enumerate(futures):
-                future.set_result(i == 0 and update_id in fresh)
+    async def _claim_all(self, session, update_ids: list[int]) -> list[bool]:
+        now = self._services.clock()
+        fresh = await drafts.claim_updates(session, update_ids, now,
+                                           since=now - UPDATES_REMEMBERED)
+        claimed = []
+        for update_id in update_ids:  # the same id twice in one batch: the first one has it
+            claimed.append(update_id in fresh)
+            fresh.discard(update_id)
+        return claimed
 
 
 async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

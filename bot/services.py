@@ -71,43 +71,67 @@ class TurnLock:
         self._locked = False
 
 
-class GatheredWrites:
+class Gathered:
+    """Requests made at about the same time, handled together in one transaction.
+
+    `handle(session, items)` gets every request queued while the batch waited for its turn
+    and returns one result per item; each requester gets its own. If the transaction fails,
+    every requester of the batch gets the error.
+    """
+
+    def __init__(self, session: Callable[[], Any],
+                 handle: Callable[[AsyncSession, list], Awaitable[list]]) -> None:
+        self._session = session
+        self._handle = handle
+        self._queued: list[tuple[Any, asyncio.Future]] = []
+        self._flush: asyncio.Future | None = None
+
+    async def submit(self, item: Any) -> Any:
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((item, done))
+        if self._flush is None:
+            self._flush = asyncio.ensure_future(self._handle_batch())
+        return await done
+
+    def _take_queued(self) -> list[tuple[Any, asyncio.Future]]:
+        batch, self._queued, self._flush = self._queued, [], None
+        return batch
+
+    async def _handle_batch(self) -> None:
+        await asyncio.sleep(0)  # let the others of this moment join
+        batch: list | None = None
+        try:
+            async with self._session() as session:
+                batch = self._take_queued()  # all that queued while we waited for the turn
+                results = await self._handle(session, [item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to every requester of the batch
+            for _, done in batch if batch is not None else self._take_queued():
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
+
+
+class GatheredWrites(Gathered):
     """Small writes that share one transaction with the others queued at about the same time.
 
     The sender records each push's outcome as Telegram answers; dozens of answers arrive per
-    second, and a transaction each would cost more than the writes themselves. Writes queued
-    while a batch waits for its turn join that batch. If the transaction fails, every write
-    of the batch gets the error.
+    second, and a transaction each would cost more than the writes themselves.
     """
 
     def __init__(self, session: Callable[[], Any]) -> None:
-        self._session = session
-        self._queued: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future]] = []
-        self._flush: asyncio.Future | None = None
+        super().__init__(session, _each_write)
 
     async def run(self, write: Callable[[AsyncSession], Awaitable[Any]]) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._queued.append((write, done))
-        if self._flush is None:
-            self._flush = asyncio.ensure_future(self._write_batch())
-        await done
+        await self.submit(write)
 
-    async def _write_batch(self) -> None:
-        await asyncio.sleep(0)  # let the others of this moment join
-        batch: list = []
-        try:
-            async with self._session() as session:
-                batch, self._queued, self._flush = self._queued, [], None
-                for write, _ in batch:
-                    await write(session)
-        except Exception as exc:  # noqa: BLE001 - handed to every writer of the batch
-            if not batch:
-                batch, self._queued, self._flush = self._queued, [], None
-            for _, done in batch:
-                done.set_exception(exc)
-            return
-        for _, done in batch:
-            done.set_result(None)
+
+async def _each_write(session: AsyncSession, writes: list) -> list[None]:
+    for write in writes:
+        await write(session)
+    return [None] * len(writes)
 
 
 def utc_now() -> datetime:
