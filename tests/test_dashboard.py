@@ -8,30 +8,51 @@ import dataclasses
 import io
 import socket
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from sqlmodel import select
 
+from classifier import load_model
 from models.auth import issue_login_code
 from models.db import make_engine, session_scope
+from models.store import sync_reference_data
 from models.tables import Case, Reporter, Staff
+from tests.test_classifier import rewrite_model
 from tests.test_stats import NOW, RESIDENT_NAME, RESIDENT_PHONE, RESIDENT_TID, seed_known_cases
 from web.access import screen_token_digests, session_secret
-from web.app import DashboardError, DataCache, EmbeddedServer, create_app, serve_dashboard
+from web.app import (
+    BAD_LINK,
+    SCREEN_EXPORT,
+    DashboardError,
+    DataCache,
+    EmbeddedServer,
+    create_app,
+    serve_dashboard,
+)
+
+pytest_plugins = ["tests.test_bot_kit"]  # the shared classifier model (model_path)
 
 SCREEN_TOKEN = "screen-token-for-tests-0123456789"
 PERSONAL = (RESIDENT_PHONE, RESIDENT_NAME, str(RESIDENT_TID), "测试诉求内容", "测试路1号",
             "测试企业主", "分拨员小李", "系统管理员")
+LEADER, ADMIN = 9005, 9000  # config.toml's staff: a leader (no personal data) and the admin
+NOW_MS = int(NOW.replace(tzinfo=UTC).timestamp() * 1000)
+EMPTY_NOTES = ("league-empty", "trend-empty", "grid-empty", "red-empty", "corrections-empty")
 
 
-def dashboard_settings(settings, **options):
-    """config.toml's settings with test [dashboard] options (a screen token, no caching)."""
+def dashboard_settings(settings, model: Path | None = None, **options):
+    """config.toml's settings with test [dashboard] options (a screen token, no caching) and
+    the classifier model file `model` (default: none, so figures do not depend on var/)."""
     dash = {**settings.dashboard, "screen_tokens": [SCREEN_TOKEN], "cache_seconds": 0,
             "session_secret_env": "WHISTLE_TEST_SESSION_SECRET", **options}
-    return dataclasses.replace(settings, dashboard=dash)
+    classifier = {**settings.classifier,
+                  "model_path": str(model or Path(__file__).parent / "no-such-model.npz")}
+    return dataclasses.replace(settings, dashboard=dash, classifier=classifier)
 
 
 @asynccontextmanager
@@ -73,6 +94,30 @@ async def login(http: httpx.AsyncClient, credential: str) -> httpx.Response:
 async def code_for(engine, telegram_id: int) -> str:
     async with session_scope(engine) as s:
         return await issue_login_code(s, telegram_id, NOW)
+
+
+async def staff_login(http: httpx.AsyncClient, engine, telegram_id: int) -> None:
+    answer = await login(http, await code_for(engine, telegram_id))
+    assert answer.status_code == 303
+
+
+async def fresh_store(engine, settings) -> None:
+    """What `whistle run` leaves on a new database: the schema and config.toml's reference data."""
+    async with session_scope(engine) as s:
+        await sync_reference_data(s, settings)
+
+
+def inputs(page: str) -> list[dict[str, str | None]]:
+    """The attributes of every <input> on a page."""
+    found = []
+
+    class Inputs(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "input":
+                found.append(dict(attrs))
+
+    Inputs().feed(page)
+    return found
 
 
 def parse_csv(response: httpx.Response) -> list[list[str]]:
@@ -131,6 +176,9 @@ async def test_screen_sees_live_figures_without_personal_data(site, engine):
             "hours_overdue": 462.0,
         }
         assert data["refresh_seconds"] == 30 and data["viewer"]["admin"] is False
+        assert data["viewer"]["export"] is False
+        # No model file here: 当前模型 falls back to the version on the latest case.
+        assert data["classifier"]["model_version"] == "v3"
         raw = (await http.get("/api/data")).text
         for secret in PERSONAL:
             assert secret not in raw
@@ -185,7 +233,8 @@ async def test_staff_login_code_is_single_use_and_logout_ends_session(site, engi
     async with client(site) as http:
         assert (await login(http, code)).status_code == 303
         data = (await http.get("/api/data")).json()
-        assert data["viewer"] == {"kind": "staff", "label": "工作人员", "admin": False}
+        assert data["viewer"] == {"kind": "staff", "label": "工作人员", "admin": False,
+                                  "export": True}
         assert (await http.post("/logout")).status_code == 303
         assert (await http.get("/api/data")).status_code == 401
         again = await login(http, code)
@@ -234,12 +283,128 @@ async def test_data_cache_serves_the_last_data_while_it_refreshes():
     assert [await uncached.get(counting) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
+# ---------------------------------------------------------------- wall-screen links
+
+
+async def test_token_in_the_url_signs_a_screen_in_once_then_the_cookie(site, engine):
+    async with client(site) as http:
+        answer = await http.get("/", params={"token": SCREEN_TOKEN})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert "whistle_dashboard" in answer.cookies
+        page = await http.get("/")  # the bare URL: no token left in the address bar
+        assert page.status_code == 200 and SCREEN_TOKEN not in page.text
+        assert (await http.get("/api/data")).json()["viewer"]["kind"] == "screen"
+
+    async with client(site) as http:
+        wrong = await http.get("/", params={"token": "not-a-screen-token-0123456789"})
+        assert wrong.status_code == 401 and BAD_LINK in wrong.text
+        assert "whistle_dashboard" not in wrong.cookies
+        assert (await http.get("/api/data")).status_code == 401
+        empty = await http.get("/", params={"token": " "})
+        assert empty.status_code == 400 and "请输入登录码或大屏令牌" in empty.text
+
+        # One-time staff codes are typed, never put in links: the code is not used up.
+        code = await code_for(engine, LEADER)
+        assert (await http.get("/", params={"token": code})).status_code == 401
+        assert (await login(http, code)).status_code == 303
+
+    async with client(site) as http:  # guessing tokens in URLs is throttled like the form
+        for _ in range(10):
+            await http.get("/", params={"token": "guess-0123456789abcdef"})
+        blocked = await http.get("/", params={"token": SCREEN_TOKEN})
+        assert blocked.status_code == 429 and "尝试次数过多" in blocked.text
+
+
+async def test_screens_have_no_export_controls_and_exports_refuse_them(site, engine):
+    async with client(site) as http:
+        await login(http, SCREEN_TOKEN)
+        page = (await http.get("/")).text
+        assert 'action="/export.csv"' not in page and "导出 CSV" not in page
+        refused = await http.get("/export.csv", params={"from": "2026-03-01"})
+        assert refused.status_code == 403 and refused.text == SCREEN_EXPORT
+
+    async with client(site) as http:
+        await staff_login(http, engine, LEADER)
+        page = (await http.get("/")).text
+        # Text fields in 年-月-日 order whatever the browser's locale; each has a calendar
+        # (the browser's date picker, unnamed, so only the text field is sent).
+        dates = [(i["name"], i["type"], i["value"], i["lang"], i["placeholder"])
+                 for i in inputs(page) if i.get("name") in ("from", "to")]
+        assert dates == [("from", "text", "2026-03-01", "zh-CN", "YYYY-MM-DD"),
+                         ("to", "text", "2026-03-18", "zh-CN", "YYYY-MM-DD")]
+        pickers = [i for i in inputs(page) if i.get("type") == "date"]
+        assert len(pickers) == 2 and not any("name" in i for i in pickers)
+        for label in ('<label for="export-from">开始日期</label>',
+                      '<label for="export-to">结束日期</label>', "（年-月-日）"):
+            assert label in page
+
+
+# ---------------------------------------------------------------- clock, model, favicon
+
+
+async def test_page_and_data_carry_district_time(site):
+    async with client(site) as http:
+        await login(http, SCREEN_TOKEN)
+        page = (await http.get("/")).text
+        data = (await http.get("/api/data")).json()
+    # NOW is 06:00 UTC = 14:00 in Asia/Shanghai: the clock ticks from the server's time.
+    assert f'data-now-ms="{NOW_MS}"' in page and 'data-utc-offset="480"' in page
+    assert "时间为望城区时间（UTC+8）" in page
+    assert data["clock"] == {"now_ms": NOW_MS, "utc_offset_minutes": 480}
+    assert data["updated_at"] == "14:00:00"
+
+
+async def test_fresh_database_shows_the_loaded_model_and_empty_panels(
+        engine, settings, model_path, tmp_path):
+    await fresh_store(engine, settings)
+    model = tmp_path / "model.npz"
+    model.write_bytes(model_path.read_bytes())
+    version = load_model(model).model_version
+    app = create_app(dashboard_settings(settings, model=model), engine=engine, clock=lambda: NOW)
+    async with running(app) as url, client(url) as http:
+        await login(http, SCREEN_TOKEN)
+        page = (await http.get("/")).text
+        for note in EMPTY_NOTES:
+            assert f'id="{note}" hidden>暂无数据</p>' in page
+        data = (await http.get("/api/data")).json()
+        assert data["classifier"]["model_version"] == version and version
+        assert data["red_cases"] == [] and data["grids"] == [] and data["trend"]["series"] == []
+        assert data["classifier"]["recent_corrections"] == []
+        assert all(d["created"] == 0 and d["open"] == 0 for d in data["departments"])
+
+        # A retrained model replaces the file: the next poll names it.
+        rewrite_model(model_path, model,
+                      meta_change=lambda meta: meta.update(model_version="20260318-140000-new"))
+        data = (await http.get("/api/data")).json()
+        assert data["classifier"]["model_version"] == "20260318-140000-new"
+
+        # A file the bot would refuse is not named; without cases there is nothing to show.
+        model.write_bytes(b"not a model")
+        assert (await http.get("/api/data")).json()["classifier"]["model_version"] is None
+
+
+async def test_favicon_is_shipped_linked_and_served(site):
+    async with client(site) as http:
+        icon = await http.get("/static/favicon.svg")
+        assert icon.status_code == 200
+        assert icon.headers["content-type"].startswith("image/svg+xml")
+        assert icon.text.startswith("<svg")
+        legacy = await http.get("/favicon.ico")
+        assert legacy.status_code == 200 and legacy.content == icon.content
+        assert legacy.headers["content-type"].startswith("image/svg+xml")
+        link = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+        assert link in (await http.get("/login")).text
+        await login(http, SCREEN_TOKEN)
+        assert link in (await http.get("/")).text
+
+
 # ---------------------------------------------------------------- export
 
 
-async def test_export_for_screens_has_no_personal_data(site):
+async def test_export_for_staff_has_no_personal_data(site, engine):
     async with client(site) as http:
-        await login(http, SCREEN_TOKEN)
+        await staff_login(http, engine, LEADER)
         answer = await http.get("/export.csv", params={"from": "2026-02-01", "to": "2026-03-31"})
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/csv")
@@ -259,7 +424,7 @@ async def test_export_for_screens_has_no_personal_data(site):
 
 async def test_admin_export_includes_personal_data(site, engine):
     async with client(site) as http:
-        await login(http, await code_for(engine, 9000))
+        await staff_login(http, engine, ADMIN)
         answer = await http.get("/export.csv")  # default: this month up to today
     rows = parse_csv(answer)
     header, body = rows[0], rows[1:]
@@ -272,9 +437,9 @@ async def test_admin_export_includes_personal_data(site, engine):
     assert c1["反映内容"].startswith("C1 测试诉求内容")
 
 
-async def test_export_rejects_bad_dates_clearly(site):
+async def test_export_rejects_bad_dates_clearly(site, engine):
     async with client(site) as http:
-        await login(http, SCREEN_TOKEN)
+        await staff_login(http, engine, LEADER)
         bad = await http.get("/export.csv", params={"from": "2026-13-01"})
         assert bad.status_code == 400
         assert "日期格式不正确" in bad.text and "YYYY-MM-DD" in bad.text

@@ -36,6 +36,11 @@ class Viewer:
         return self.kind == "staff" and self.role == "admin"
 
     @property
+    def can_export(self) -> bool:
+        """Wall screens only display: case lists leave the building with a named staff member."""
+        return self.kind == "staff"
+
+    @property
     def label(self) -> str:
         if self.kind == "screen":
             return "大屏"

@@ -1,7 +1,8 @@
 """The command dashboard (指挥大屏): a read-only Starlette app served beside the bot.
 
-Routes: GET / (page), GET /api/data (JSON the page polls), GET /export.csv?from=&to=,
-GET/POST /login, POST /logout, GET /healthz. Everything but /login and /healthz needs a login.
+Routes: GET / (page; /?token=SCREEN_TOKEN signs a wall screen in), GET /api/data (JSON the
+page polls), GET /export.csv?from=&to= (staff only), GET/POST /login, POST /logout, GET /healthz,
+GET /favicon.ico. Everything but /login, /healthz and the static files needs a login.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import (
+    FileResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
@@ -51,6 +53,7 @@ from web.access import (
     session_secret,
 )
 from web.export import PeriodError, csv_chunks, parse_period
+from web.model_file import ModelFile
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ SESSION_COOKIE = "whistle_dashboard"
 # Self-hosted scripts only: the page must work without internet, and nothing may be injected.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 NO_STORE = {"Cache-Control": "no-store"}
+# A screen token may arrive in the URL: never pass that URL on to another site.
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer", **NO_STORE}
+FAVICON = HERE / "static" / "favicon.svg"
+
+TOO_MANY_ATTEMPTS = "尝试次数过多，请 10 分钟后再试。"
+NO_CREDENTIAL = "请输入登录码或大屏令牌。"
+BAD_CREDENTIAL = "登录码或令牌无效，或登录码已过期、已使用。请在机器人中发送 /dashboard 重新获取。"
+BAD_LINK = "链接中的大屏令牌无效或已停用。请向管理员索取新的大屏链接，或在下面输入登录码。"
+SCREEN_EXPORT = "大屏账号不能导出数据。请工作人员在机器人中发送 /dashboard 获取登录码，登录后再导出。"
 
 
 def utc_now() -> datetime:
@@ -113,6 +125,7 @@ class Dashboard:
     throttle: LoginThrottle
     cache: DataCache
     templates: Jinja2Templates
+    model: ModelFile
 
     @property
     def title(self) -> str:
@@ -127,6 +140,29 @@ class Dashboard:
 
     def local(self, value: datetime) -> str:
         return self.rules.calendar.to_local(value).strftime("%Y-%m-%d %H:%M")
+
+    def clock_state(self) -> dict[str, int]:
+        """The server's time and the district's UTC offset: the header clock ticks from these,
+        so it shows district time whatever the wall screen's own clock and time zone."""
+        now = self.clock()
+        offset = self.rules.calendar.to_local(now).utcoffset()
+        return {"now_ms": int(now.replace(tzinfo=UTC).timestamp() * 1000),
+                "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0}
+
+    def zone_label(self) -> str:
+        """"望城区时间（UTC+8）": what the page's times are in, said on the page."""
+        minutes = self.clock_state()["utc_offset_minutes"]
+        hours, rest = divmod(abs(minutes), 60)
+        offset = f"UTC{'-' if minutes < 0 else '+'}{hours}" + (f":{rest:02d}" if rest else "")
+        return f"{self.settings.district.get('name') or '当地'}时间（{offset}）"
+
+    async def figures(self) -> dict:
+        """dashboard_data, with 当前模型 from the model file the bot loads (when readable)."""
+        figures = await dashboard_data(self.engine, now=self.clock(), rules=self.rules)
+        loaded = await self.model.version()
+        if loaded:
+            figures["classifier"]["model_version"] = loaded
+        return figures
 
 
 def _dashboard(request: Request) -> Dashboard:
@@ -149,6 +185,9 @@ def _jsonable(value: Any, dash: Dashboard) -> Any:
 
 async def page(request: Request) -> Response:
     dash = _dashboard(request)
+    token = request.query_params.get("token")
+    if token is not None:
+        return await _token_link(request, dash, token)
     viewer = await dash.viewer(request)
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
@@ -156,7 +195,15 @@ async def page(request: Request) -> Response:
     return dash.templates.TemplateResponse(request, "dashboard.html", {
         "title": dash.title, "refresh_seconds": dash.refresh_seconds, "viewer": viewer,
         "export_from": today.replace(day=1).isoformat(), "export_to": today.isoformat(),
-    }, headers={"Content-Security-Policy": CSP, **NO_STORE})
+        "clock": dash.clock_state(), "zone_label": dash.zone_label(),
+    }, headers=PAGE_HEADERS)
+
+
+async def _token_link(request: Request, dash: Dashboard, token: str) -> Response:
+    """/?token=…: a wall screen's saved link. Signs in once, then the cookie carries on, and
+    the redirect to the bare URL keeps the token out of the address bar and history."""
+    refused = await _attempt(request, dash, token.strip(), codes=False, refusal=BAD_LINK)
+    return refused or RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
 
 
 def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
@@ -165,7 +212,7 @@ def _login_page(request: Request, error: str | None = None, status: int = 200) -
     return dash.templates.TemplateResponse(
         request, "login.html",
         {"title": dash.title, "error": error, "code_minutes": minutes},
-        status_code=status, headers={"Content-Security-Policy": CSP, **NO_STORE},
+        status_code=status, headers=PAGE_HEADERS,
     )
 
 
@@ -177,28 +224,42 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     dash = _dashboard(request)
-    client = request.client.host if request.client else "?"
-    if dash.throttle.blocked(client):
-        return _login_page(request, "尝试次数过多，请 10 分钟后再试。", status=429)
     form = await request.form()
     credential = str(form.get("credential", "")).strip()
+    refused = await _attempt(request, dash, credential, codes=True, refusal=BAD_CREDENTIAL)
+    return refused or RedirectResponse("/", status_code=303)
+
+
+async def _attempt(
+    request: Request, dash: Dashboard, credential: str, *, codes: bool, refusal: str
+) -> Response | None:
+    """Sign in with `credential` (throttled per client); the login page to answer on failure."""
+    client = request.client.host if request.client else "?"
+    if dash.throttle.blocked(client):
+        return _login_page(request, TOO_MANY_ATTEMPTS, status=429)
     if not credential:
-        return _login_page(request, "请输入登录码或大屏令牌。", status=400)
+        return _login_page(request, NO_CREDENTIAL, status=400)
+    if not await _sign_in(request, dash, credential, codes=codes):
+        dash.throttle.failed(client)
+        return _login_page(request, refusal, status=401)
+    dash.throttle.succeeded(client)
+    return None
+
+
+async def _sign_in(request: Request, dash: Dashboard, credential: str, *, codes: bool) -> bool:
+    """Start the session of a screen token or (if `codes`) of a staff one-time login code."""
     digest = matching_screen_token(credential, dash.token_digests)
     if digest is not None:
         remember_screen(request, digest)
-    else:
-        async with session_scope(dash.engine) as session:
-            staff = await redeem_login_code(session, credential, dash.clock())
-        if staff is None:
-            dash.throttle.failed(client)
-            return _login_page(
-                request, "登录码或令牌无效，或登录码已过期、已使用。请在机器人中发送 /dashboard 重新获取。",
-                status=401,
-            )
-        remember_staff(request, staff.telegram_id)
-    dash.throttle.succeeded(client)
-    return RedirectResponse("/", status_code=303)
+        return True
+    if not codes:
+        return False
+    async with session_scope(dash.engine) as session:
+        staff = await redeem_login_code(session, credential, dash.clock())
+    if staff is None:
+        return False
+    remember_staff(request, staff.telegram_id)
+    return True
 
 
 async def logout(request: Request) -> Response:
@@ -208,6 +269,12 @@ async def logout(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+async def favicon(request: Request) -> Response:
+    # For clients that ask /favicon.ico without reading the page's <link rel="icon">.
+    return FileResponse(FAVICON, media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
@@ -227,14 +294,13 @@ async def data(request: Request) -> Response:
     if viewer is None:
         return JSONResponse({"error": "请先登录指挥大屏"}, status_code=401, headers=NO_STORE)
 
-    figures = await dash.cache.get(
-        lambda: dashboard_data(dash.engine, now=dash.clock(), rules=dash.rules)
-    )
+    figures = await dash.cache.get(dash.figures)
     body = _jsonable(figures, dash)
     updated = dash.rules.calendar.to_local(figures["now"]).strftime("%H:%M:%S")
     body.update(title=dash.title, refresh_seconds=dash.refresh_seconds, updated_at=updated,
-                viewer={"kind": viewer.kind, "label": viewer.label, "admin": viewer.is_admin},
-                light_names=LIGHT_NAMES)
+                viewer={"kind": viewer.kind, "label": viewer.label, "admin": viewer.is_admin,
+                        "export": viewer.can_export},
+                light_names=LIGHT_NAMES, clock=dash.clock_state())
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -243,6 +309,8 @@ async def export_csv(request: Request) -> Response:
     viewer = await dash.viewer(request)
     if viewer is None:
         return PlainTextResponse("请先登录指挥大屏后再导出。", status_code=401, headers=NO_STORE)
+    if not viewer.can_export:
+        return PlainTextResponse(SCREEN_EXPORT, status_code=403, headers=NO_STORE)
     now = dash.clock()
     try:
         first, last = parse_period(
@@ -287,6 +355,7 @@ def create_app(
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/healthz", healthz),
+            Route("/favicon.ico", favicon),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(
@@ -302,6 +371,7 @@ def create_app(
         clock=clock or utc_now, token_digests=screen_token_digests(options),
         throttle=LoginThrottle(), cache=DataCache(float(options.get("cache_seconds", 5))),
         templates=Jinja2Templates(directory=HERE / "templates"),
+        model=ModelFile(settings.model_path),
     )
     return app
 

@@ -6,6 +6,8 @@
   const PALETTE = ["#38bdf8", "#f97316", "#a78bfa", "#22c55e", "#f43f5e", "#facc15",
     "#2dd4bf", "#e879f9", "#94a3b8", "#60a5fa", "#fb7185", "#84cc16"];
   const charts = {};
+  // The header clock runs on the server's time in the district's zone, not the screen's own.
+  const clock = { skewMs: 0, offsetMinutes: 0 };
 
   function $(id) { return document.getElementById(id); }
 
@@ -18,6 +20,15 @@
   }
 
   function setText(id, text) { $(id).textContent = text; }
+
+  // Every panel has a "暂无数据" note, shown instead of an empty table or chart.
+  function showEmpty(id, empty) {
+    $(id + "-empty").hidden = !empty;
+    const canvas = $(id + "-chart");
+    if (canvas) canvas.style.visibility = empty ? "hidden" : "visible";
+  }
+
+  function hasCases(d) { return d.created > 0 || d.open > 0; }
 
   function cell(row, text, className) {
     const td = document.createElement("td");
@@ -38,11 +49,17 @@
   }
 
   function fillTable(tableId, rows, build) {
-    const body = $(tableId).querySelector("tbody");
+    const table = $(tableId);
+    // Each cell carries its column's name: on phones the CSS shows it beside the figure.
+    const labels = Array.from(table.querySelectorAll("thead th"), function (th) {
+      return th.textContent;
+    });
+    const body = table.querySelector("tbody");
     body.replaceChildren();
     rows.forEach(function (item) {
       const tr = document.createElement("tr");
       build(tr, item);
+      Array.from(tr.children).forEach(function (td, i) { td.dataset.label = labels[i] || ""; });
       body.appendChild(tr);
     });
   }
@@ -61,7 +78,9 @@
   }
 
   function renderLeague(rows, names) {
-    fillTable("league", rows, function (tr, d) {
+    const empty = !rows.some(hasCases);
+    showEmpty("league", empty);
+    fillTable("league", empty ? [] : rows, function (tr, d) {
       tr.dataset.code = d.code;
       lightDot(tr, d.light, names);
       cell(tr, d.name);
@@ -77,7 +96,7 @@
 
   function renderReds(cases, total) {
     setText("red-total", total ? "（共 " + total + " 件，显示超时最久的 " + cases.length + " 件）" : "");
-    $("red-empty").hidden = cases.length > 0;
+    showEmpty("red", cases.length === 0);
     fillTable("red-cases", cases, function (tr, c) {
       cell(tr, c.ref);
       cell(tr, c.department);
@@ -92,6 +111,7 @@
     setText("model-version", c.model_version || "—");
     const names = {};
     departments.forEach(function (d) { names[d.code] = d.name; });
+    showEmpty("corrections", c.recent_corrections.length === 0);
     fillTable("corrections", c.recent_corrections, function (tr, r) {
       cell(tr, r.at.slice(5));
       cell(tr, r.ref);
@@ -118,6 +138,9 @@
   }
 
   function renderTrend(trend) {
+    showEmpty("trend", !trend.series.some(function (s) {
+      return s.counts.some(function (n) { return n > 0; });
+    }));
     drawChart("trend", "trend-chart", {
       type: "bar",
       data: {
@@ -143,6 +166,7 @@
 
   function renderGrids(grids) {
     const top = grids.slice(0, 12);
+    showEmpty("grid", top.length === 0);
     drawChart("grids", "grid-chart", {
       type: "bar",
       data: {
@@ -160,6 +184,7 @@
   }
 
   function render(data) {
+    setClock(data.clock.now_ms, data.clock.utc_offset_minutes);
     document.title = data.title;
     renderHeadline(data.headline);
     renderLeague(data.departments, data.light_names);
@@ -185,18 +210,44 @@
     }
   }
 
+  function setClock(serverMs, offsetMinutes) {
+    clock.skewMs = Number(serverMs) - Date.now();
+    clock.offsetMinutes = Number(offsetMinutes) || 0;
+    tick();
+  }
+
   function tick() {
-    const now = new Date();
-    setText("clock-date", now.toLocaleDateString("zh-CN", { year: "numeric", month: "long",
-      day: "numeric", weekday: "long" }));
-    setText("clock-time", now.toLocaleTimeString("zh-CN", { hour12: false }));
+    // District wall time as a UTC date, formatted in UTC: no reliance on the browser's zone.
+    const local = new Date(Date.now() + clock.skewMs + clock.offsetMinutes * 60000);
+    setText("clock-date", local.toLocaleDateString("zh-CN", { timeZone: "UTC", year: "numeric",
+      month: "long", day: "numeric", weekday: "long" }));
+    setText("clock-time", local.toLocaleTimeString("zh-CN", { timeZone: "UTC", hour12: false }));
+  }
+
+  // The export's text fields keep YYYY-MM-DD; the button borrows the browser's date picker.
+  function wireDatePickers() {
+    if (!("showPicker" in HTMLInputElement.prototype)) return;  // typing still works
+    document.querySelectorAll(".date-field").forEach(function (field) {
+      const text = field.querySelector("input[type=text]");
+      const picker = field.querySelector("input[type=date]");
+      const button = field.querySelector("button.calendar");
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        picker.value = /^\d{4}-\d{2}-\d{2}$/.test(text.value) ? text.value : "";
+        try { picker.showPicker(); } catch (err) { text.focus(); }
+      });
+      picker.addEventListener("change", function () {
+        if (picker.value) text.value = picker.value;
+      });
+    });
   }
 
   if (typeof Chart !== "undefined") {
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
     Chart.defaults.color = "#cfe3ff";
   }
-  tick();
+  setClock(document.body.dataset.nowMs || Date.now(), document.body.dataset.utcOffset);
   window.setInterval(tick, 1000);
+  wireDatePickers();
   refresh();
 })();
