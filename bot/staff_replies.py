@@ -2,8 +2,9 @@
 
 The bot asks with a ForceReply addressed to the presser (mention + selective); what the button
 was about waits in user_data under `key`, per group, until the answer completes the action,
-/cancel drops it or the conversation times out. The triage group's 不予受理 (typed reason) and
-重复反映 (earlier case's reference) use it; each user is a small ConversationHandler.
+/cancel drops it or the conversation times out. Used by the department's 退回 / 办结 / 申请延期
+(bot/department.py) and triage's 不予受理 其他 / 重复反映 (bot/triage.py), each from a small
+ConversationHandler per (group, staff member).
 """
 
 from __future__ import annotations
