@@ -97,6 +97,8 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
     tail = _location_lines(case) + _suggestion_lines(case, services)
+    if case.out_of_area and case.status in (SUBMITTED, TRIAGE):
+        tail.append(texts.POST_OUT_OF_AREA_WAITING)
     if auto_dispatched:
         tail.append(texts.POST_AUTO.format(
             department=department_name(services, case.department_code)))

@@ -313,6 +313,7 @@ async def test_a_location_outside_the_district_is_never_dispatched_by_itself(mak
     assert case.out_of_area and case.status == TRIAGE and case.department_code is None
     post = await bot.group_post(bot.triage_chat, outside)
     assert "定位不在辖区范围内" in post.content and "已自动派至" not in post.content
+    assert "因定位在辖区外未自动派单" in post.content
     assert "不予受理" in "".join(labels(post))
     await asyncio.sleep(QUIET)
     assert not any(outside in m.content and "已派至" in m.content

@@ -155,6 +155,7 @@ POST_COORDS = (
     "（私聊机器人发送 /case {ref} 查看地图定位）"
 )
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
+POST_OUT_OF_AREA_WAITING = "↪️ 因定位在辖区外未自动派单；属外区事项请点「不予受理」→「不属于本区职责」"
 POST_PHOTO_COUNT = "📷 照片 {count} 张（私聊机器人发送 /case {ref} 查看全部）"
 POST_SUGGESTED = "🤖 建议：{department}（{prob:.0%}）"
 POST_TOP = "候选：{items}"
