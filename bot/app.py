@@ -129,6 +129,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("case", views.case_timeline),
         *admin.handlers(),
         department.build(idle),
+        triage.build(idle),
         conversation.build(),
         *triage.handlers(),
         *department.handlers(),

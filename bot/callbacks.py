@@ -14,11 +14,15 @@ from dataclasses import dataclass
 MAX_BYTES = 64
 
 # Case actions (triage / department staff).
-CONFIRM = "ok"  # triage: dispatch to the suggested department
+CONFIRM = "ok"  # triage: dispatch to the suggested department, or (confirmed) to <arg>
 PICK = "pick"  # triage: show the department list
-BACK = "back"  # triage: leave the department list
-TO = "to"  # triage: dispatch / redispatch to department <arg>
+BACK = "back"  # triage: back to the post's own buttons
+TO = "to"  # triage: department <arg> picked from the list: ask to confirm it
 URGENT = "urg"  # triage: mark urgent
+NOT_ACCEPT = "na"  # triage: 不予受理, show the reasons
+NOT_ACCEPT_AS = "nar"  # triage: 不予受理 for reason <arg> (models.lifecycle.NOT_ACCEPTED_REASONS)
+NOT_ACCEPT_OTHER = "nao"  # triage: 不予受理 for a reason typed in (asks for it)
+DUPLICATE = "dup"  # triage: 重复反映, asks for the earlier case's reference and merges
 SIGN = "sign"  # department: 签收
 RETURN = "ret"  # department: 退回 (asks for a reason)
 RESOLVE = "res"  # department: 办结 (asks for the result)
@@ -32,7 +36,8 @@ DRAFT = "dr"  # draft summary: arg submit|edit|cancel|text|photo|location|back
 OFFER = "of"  # offer to start a report with a free message: arg yes|no
 NEW_DEMAND = "nd"  # enterprise: start a new demand
 
-TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, APPROVE_EXT, REJECT_EXT})
+TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
+                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
 # Other modules (the follow-up engine) may define their own verbs: any short lowercase word is
 # well-formed here; the handler that owns a verb decides what it means.

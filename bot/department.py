@@ -11,12 +11,10 @@ ForceReply addressed to that person, and the answer completes the action.
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import date, datetime, time, timedelta
 
-from telegram import ForceReply, Update
-from telegram.constants import ParseMode
+from telegram import Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
@@ -28,21 +26,10 @@ from telegram.ext import (
 )
 
 from bot import callbacks as cb
-from bot import posts, routing, texts
-from bot.buttons import done, post_for, press, refuse
-from bot.common import (
-    MAX_CAPTION,
-    MAX_TEXT,
-    buttons_start_conversations,
-    edit_post,
-    fit,
-    kick_delivery,
-    local_time,
-    now_of,
-)
+from bot import posts, routing, staff_replies, texts
+from bot.buttons import done, post_for, press
+from bot.common import buttons_start_conversations, edit_post, local_time, now_of
 from bot.services import Services, services_of
-from models.lifecycle import CaseError, StaleVersion
-from models.validation import InvalidInput
 
 Context = ContextTypes.DEFAULT_TYPE
 DEPARTMENT = posts.DEPARTMENT_AUDIENCE
@@ -69,57 +56,17 @@ async def sign(update: Update, context: Context) -> None:
 
 
 # ---------------------------------------------------------------- the pending action
+# (bot/staff_replies.py asks for the words and acts on them; these name this module's key)
 
 
 def _pending(context: Context, chat_id: int) -> dict | None:
-    return context.user_data.get(PENDING, {}).get(str(chat_id))
-
-
-def _set_pending(context: Context, chat_id: int, value: dict | None) -> None:
-    pending = context.user_data.setdefault(PENDING, {})
-    if value is None:
-        pending.pop(str(chat_id), None)
-        if not pending:
-            context.user_data.pop(PENDING, None)
-    else:
-        pending[str(chat_id)] = value
-
-
-def _button_of(pending: dict) -> cb.Callback:
-    return cb.Callback(pending["verb"], pending["case_id"], pending["version"])
-
-
-async def _ask(update: Update, prompt: str) -> None:
-    """Ask the presser in the group with a ForceReply aimed at them (mention + selective)."""
-    user = update.effective_user
-    mention = f'<a href="tg://user?id={user.id}">{html.escape(user.full_name)}</a>'
-    await update.effective_chat.send_message(
-        f"{mention} {html.escape(prompt)}", parse_mode=ParseMode.HTML,
-        reply_markup=ForceReply(selective=True))
+    return staff_replies.pending(context, PENDING, chat_id)
 
 
 async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
     """Entry of 退回 / 办结 / 申请延期: check the presser may act, then ask for the words."""
-    query = update.callback_query
-    services = services_of(context)
-    button = cb.parse(query.data)
-    if button is None:
-        await query.answer(texts.BUTTON_INVALID, show_alert=True)
-        return None
-    try:
-        acted = await routing.check_button(services, query.from_user.id, button)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, DEPARTMENT)
-        return None
-    message = query.message
-    _set_pending(context, message.chat.id, {
-        "verb": button.verb, "case_id": button.case_id, "version": button.version,
-        "ref": acted.case.ref, "message_id": message.message_id,
-        "photo_post": bool(getattr(message, "photo", None)),
-    })
-    await _ask(update, prompt)
-    await query.answer()
-    return state
+    return await staff_replies.begin(update, context, key=PENDING, audience=DEPARTMENT,
+                                     state=state, prompt=prompt)
 
 
 async def begin_return(update: Update, context: Context) -> int | None:
@@ -148,42 +95,9 @@ async def _finish(update: Update, context: Context, action, done: str, ok_text: 
 
     Bad words (InvalidInput) keep the question open; any other refusal ends it.
     """
-    services = services_of(context)
-    chat_id = update.effective_chat.id
-    pending = _pending(context, chat_id)
-    if pending is None:
-        return END
-    try:
-        acted = await action(services, update.effective_user.id, _button_of(pending))
-    except InvalidInput as exc:
-        await update.effective_message.reply_text(str(exc))
-        return None
-    except CaseError as exc:
-        _set_pending(context, chat_id, None)
-        message = texts.BUTTON_EXPIRED if isinstance(exc, StaleVersion) else str(exc)
-        await update.effective_message.reply_text(message)
-        return END
-    kick_delivery(context.application)
-    _set_pending(context, chat_id, None)
-    await update.effective_message.reply_text(ok_text.format(ref=acted.case.ref))
-    await _redraw_post(context, services, chat_id, pending, acted, done)
-    return END
-
-
-async def _redraw_post(context: Context, services: Services, chat_id: int, pending: dict,
-                       acted: routing.Acted, done: str) -> None:
-    """Bring the department post the button was on up to date (new buttons, who did what)."""
-    text, keyboard = post_for(acted, services, DEPARTMENT, done)
-    try:
-        if pending["photo_post"]:
-            await context.bot.edit_message_caption(chat_id, pending["message_id"],
-                                                   caption=fit(text, MAX_CAPTION),
-                                                   reply_markup=keyboard)
-        else:
-            await context.bot.edit_message_text(fit(text, MAX_TEXT), chat_id,
-                                                pending["message_id"], reply_markup=keyboard)
-    except Exception:  # noqa: BLE001 - the action is done; an old post may be uneditable
-        return
+    return await staff_replies.finish(
+        update, context, key=PENDING, audience=DEPARTMENT, action=action,
+        done=lambda acted: done, answer=lambda acted: ok_text.format(ref=acted.case.ref))
 
 
 # ---------------------------------------------------------------- 退回
@@ -215,7 +129,7 @@ async def _keep_words(update: Update, context: Context, key: str, max_chars: int
         await update.message.reply_text(problem)
         return None
     _pending(context, update.effective_chat.id)[key] = words.strip()
-    await _ask(update, next_prompt)
+    await staff_replies.ask(update, next_prompt)
     return next_state
 
 
@@ -305,18 +219,11 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
 
 
 async def cancel(update: Update, context: Context) -> int:
-    _set_pending(context, update.effective_chat.id, None)
-    await update.effective_message.reply_text(texts.STAFF_ACTION_CANCELLED)
-    return END
+    return await staff_replies.cancel(update, context, PENDING)
 
 
 async def timed_out(update: Update, context: Context) -> None:
-    chat = update.effective_chat
-    if chat is None:
-        return
-    _set_pending(context, chat.id, None)
-    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
-    await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))
+    await staff_replies.timed_out(update, context, PENDING)
 
 
 def build(idle_minutes: float) -> ConversationHandler:

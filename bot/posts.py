@@ -11,7 +11,13 @@ from bot import callbacks as cb
 from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, local_time
 from bot.services import Services
-from models.lifecycle import STATUS_NAMES
+from models.lifecycle import (
+    NOT_ACCEPTED_NONGOV,
+    NOT_ACCEPTED_REASONS,
+    NOT_ACCEPTED_REMIT,
+    STATUS_NAMES,
+    TRANSITIONS,
+)
 from models.tables import DISPATCHED, SIGNED, SUBMITTED, TRIAGE, URGENT, Case
 
 TRIAGE_AUDIENCE, DEPARTMENT_AUDIENCE = "triage", "department"
@@ -91,6 +97,8 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
     tail = _location_lines(case) + _suggestion_lines(case, services)
+    if case.out_of_area and case.status in (SUBMITTED, TRIAGE):
+        tail.append(texts.POST_OUT_OF_AREA_WAITING)
     if auto_dispatched:
         tail.append(texts.POST_AUTO.format(
             department=department_name(services, case.department_code)))
@@ -113,7 +121,7 @@ def department_text(case: Case, services: Services, *, enterprise: str | None = 
 
 
 def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | None:
-    """确认 / 改派 / 标记紧急 while waiting; 重新分派 / 标记紧急 once dispatched."""
+    """确认 / 改派 while waiting, 重新分派 once dispatched; 标记紧急 and 不予受理 while they apply."""
     rows: list[list[InlineKeyboardButton]] = []
     if case.status in (SUBMITTED, TRIAGE):
         if case.suggested_department and services.settings.department(case.suggested_department):
@@ -125,18 +133,63 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
         rows.append([_button(texts.BTN_REDISPATCH, cb.PICK, case)])
     else:
         return None
+    last = []
     if case.priority != URGENT:
-        rows.append([_button(texts.BTN_URGENT, cb.URGENT, case)])
+        last.append(_button(texts.BTN_URGENT, cb.URGENT, case))
+    if case.status in TRANSITIONS["not_accept"][0]:
+        last.append(_button(texts.BTN_NOT_ACCEPT, cb.NOT_ACCEPT, case))
+    if last:
+        rows.append(last)
     return InlineKeyboardMarkup(rows)
 
 
 def department_picker(case: Case, services: Services) -> InlineKeyboardMarkup:
-    """One button per department (except the current one), three a row, and 返回."""
-    choices = [d for d in services.settings.departments if d.code != case.department_code]
-    buttons = [_button(d.name, cb.TO, case, d.code) for d in choices]
+    """Every department in config.toml's order, three a row, and 返回.
+
+    The order never changes between screens (nor with the classifier's probabilities), so a
+    department stays where staff expect it: the suggested and the current one are marked.
+    """
+    buttons = []
+    for dept in services.settings.departments:
+        label = dept.name
+        if dept.code == case.department_code:
+            label = texts.PICKER_CURRENT.format(name=dept.name)
+        elif dept.code == case.suggested_department:
+            label = texts.PICKER_SUGGESTED.format(name=dept.name)
+        buttons.append(_button(label, cb.TO, case, dept.code))
     rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
     rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
     return InlineKeyboardMarkup(rows)
+
+
+def confirm_question(case: Case, services: Services, code: str) -> tuple[str, str]:
+    """(question, button label) before dispatching to `code`: 派至 for the suggestion of a
+    waiting case, 改派至 for any other choice."""
+    name = department_name(services, code)
+    if case.status in (SUBMITTED, TRIAGE) and code == case.suggested_department:
+        return (texts.ASK_CONFIRM_DISPATCH.format(department=name),
+                texts.BTN_CONFIRM.format(department=name))
+    return (texts.ASK_CONFIRM_MOVE.format(department=name),
+            texts.BTN_CONFIRM_MOVE.format(department=name))
+
+
+def confirm_keyboard(case: Case, services: Services, code: str) -> InlineKeyboardMarkup:
+    """✅ 确认(改)派至 X, and 返回 to the department list."""
+    label = confirm_question(case, services, code)[1]
+    return InlineKeyboardMarkup([[_button(label, cb.CONFIRM, case, code)],
+                                 [_button(texts.BTN_BACK, cb.PICK, case)]])
+
+
+def not_accept_keyboard(case: Case) -> InlineKeyboardMarkup:
+    """The reasons for 不予受理, and 返回 to the post's own buttons."""
+    fixed = [_button(NOT_ACCEPTED_REASONS[code], cb.NOT_ACCEPT_AS, case, code)
+             for code in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV)]
+    return InlineKeyboardMarkup([
+        fixed,
+        [_button(texts.BTN_REASON_DUPLICATE, cb.DUPLICATE, case),
+         _button(texts.BTN_REASON_OTHER, cb.NOT_ACCEPT_OTHER, case)],
+        [_button(texts.BTN_BACK, cb.BACK, case)],
+    ])
 
 
 def department_keyboard(case: Case) -> InlineKeyboardMarkup | None:

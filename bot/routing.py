@@ -22,10 +22,11 @@ from bot import posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
 from models import drafts, outbox, store
-from models.lifecycle import CaseError, NotPermitted, StaleVersion
+from models.lifecycle import NOT_ACCEPTED_REASONS, CaseError, NotPermitted, StaleVersion
 from models.permissions import DEPARTMENT_ACTIONS, can
 from models.store import Actor
 from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
+from models.validation import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,10 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         if case.status != SUBMITTED:
             return case, False  # this draft was submitted and routed before
         enterprise = await _enterprise_name(session, case)
-        target = suggestion.label if suggestion.auto_dispatch else None
+        # A location outside the district is for a person to judge (不属于本区职责?),
+        # however sure the classifier is of the department.
+        auto = suggestion.auto_dispatch and not case.out_of_area
+        target = suggestion.label if auto else None
         dept = await store.get_department(session, target) if target else None
         if dept is not None and dept.active:
             case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
@@ -190,6 +194,10 @@ def permission_for(verb: str, case: Case) -> str:
         return "dispatch" if case.status in (SUBMITTED, TRIAGE) else "redispatch"
     return {
         cb.URGENT: "set_priority",
+        cb.NOT_ACCEPT: "not_accept",
+        cb.NOT_ACCEPT_AS: "not_accept",
+        cb.NOT_ACCEPT_OTHER: "not_accept",
+        cb.DUPLICATE: "merge",
         cb.SIGN: "sign",
         cb.RETURN: "return",
         cb.RESOLVE: "resolve",
@@ -274,6 +282,57 @@ async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> 
             await _push(session, case, "urgent", await _department_chat(
                 session, case.department_code), notice, "department", now,
                 markup=posts.department_keyboard(case))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+def _released(case: Case, event: str, chat_id: int | None, text: str,
+              now: datetime) -> dict | None:
+    """Tell the department that had the case that it need not act (none had it: nothing)."""
+    return _push_row(case, event, chat_id, text, "department", now) if chat_id else None
+
+
+async def not_accept(services: Services, user_id: int, button: cb.Callback, category: str,
+                     note: str | None = None) -> Acted:
+    """Triage 不予受理: the case ends; the reporter is told why and where to turn instead, and a
+    department that already had it is told it need not act."""
+    now = services.clock()
+    note = note.strip() if note else None
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        old_chat = await _department_chat(session, case.department_code)
+        case = await store.not_accept(session, case.id, Actor.staff(user_id), now,
+                                      rules=services.rules, category=category, note=note,
+                                      expected_version=button.version)
+        advice = texts.NOT_ACCEPTED_ADVICE[category].format(
+            district=services.settings.district.get("name", ""))
+        notice = texts.NOTICE_NOT_ACCEPTED.format(
+            ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice)
+        await _queue(session,
+                     await _reporter_notice(session, case, "not_accepted", notice, now),
+                     _released(case, "not_accepted", old_chat,
+                               texts.NOTICE_NOT_ACCEPTED_DEPT.format(ref=case.ref), now))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
+                          ref: str) -> Acted:
+    """Triage 重复反映: the case is merged into the open case `ref` (store.merge); the reporter
+    and a department that already had it are told."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        target = await store.get_case_by_ref(session, ref)
+        if target is None:
+            raise InvalidInput(texts.DUPLICATE_NOT_FOUND.format(ref=texts.snippet(ref, 40)))
+        old_chat = await _department_chat(session, case.department_code)
+        case = await store.merge(session, case.id, target.id, Actor.staff(user_id), now,
+                                 rules=services.rules, expected_version=button.version)
+        notice = texts.NOTICE_MERGED.format(ref=case.ref, into=target.ref)
+        await _queue(session,
+                     await _reporter_notice(session, case, "merged", notice, now),
+                     _released(case, "merged", old_chat,
+                               texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref),
+                               now))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 

@@ -1,35 +1,60 @@
-"""Triage staff's buttons on the triage group's posts: 确认, 改派/重新分派 (department list),
-标记紧急, and 同意/不同意 on extension requests."""
+"""Triage staff's buttons on the triage group's posts: 确认, 改派/重新分派 (department list, then
+确认改派至 X？), 标记紧急, 不予受理 (reasons; 重复反映 and 其他 ask for a few words), and 同意/不同意
+on extension requests.
+
+    不予受理 ─▶ 不属于本区职责 / 非政府职能事项 ─▶ not accepted, reporter told
+             ├▶ 重复反映 ─▶ DUPLICATE_REF (earlier case's ref) ─▶ merged into it
+             └▶ 其他 ─▶ NOT_ACCEPT_REASON (typed reason) ─▶ not accepted
+"""
 
 from __future__ import annotations
 
-from telegram import Update
-from telegram.ext import CallbackQueryHandler, ContextTypes
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.ext import (
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
 from bot import callbacks as cb
-from bot import posts, routing, texts
+from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, department_name, edit_post, local_time
-from bot.services import services_of
-from models.lifecycle import CaseError
+from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
+from bot.services import Services, services_of
+from models import store
+from models.lifecycle import (
+    NOT_ACCEPTED_NONGOV,
+    NOT_ACCEPTED_OTHER,
+    NOT_ACCEPTED_REASONS,
+    NOT_ACCEPTED_REMIT,
+    CaseError,
+    target_status,
+)
+from models.tables import Case
 
 Context = ContextTypes.DEFAULT_TYPE
 TRIAGE = posts.TRIAGE_AUDIENCE
+NOT_ACCEPT_REASON, DUPLICATE_REF = range(20, 22)
+NAME = "triage"  # the ConversationHandler's (persistent) name
+PENDING = "triage_action"  # user_data key of the button waiting for words
+# A case reference inside whatever was typed ("重复 wc-20261124-0007" works too).
+_REF = re.compile(r"[A-Za-z]{1,10}-\d{8}-\d{1,6}")
 
 
 async def confirm(update: Update, context: Context) -> None:
-    """✅ 确认派至 <suggested>: dispatch to the classifier's suggestion."""
-    result = await press(update, context, routing.choose_department, TRIAGE)
-    if result:
-        await _show_dispatched(update, context, result[1])
-
-
-async def dispatch_to(update: Update, context: Context) -> None:
-    """A department from the list: dispatch (or move) there; a different choice is a
-    LabelCorrection (the store records it)."""
+    """✅ 确认派至 <suggested>, or ✅ 确认(改)派至 <arg> after picking from the list: dispatch
+    (or move) there; a choice other than the suggestion is a LabelCorrection (the store)."""
 
     async def action(services, user_id, button):
-        if not button.arg or services.settings.department(button.arg) is None:
+        if button.arg is not None and services.settings.department(button.arg) is None:
             raise CaseError(texts.BUTTON_INVALID)
         return await routing.choose_department(services, user_id, button, button.arg)
 
@@ -56,34 +81,6 @@ async def urgent(update: Update, context: Context) -> None:
         await done(update.callback_query)
 
 
-async def show_picker(update: Update, context: Context) -> None:
-    """🔀 改派其他部门 / 重新分派: swap the buttons for the department list (nothing stored)."""
-    await _swap_keyboard(update, context, picker=True)
-
-
-async def hide_picker(update: Update, context: Context) -> None:
-    """↩️ 返回 from the department list."""
-    await _swap_keyboard(update, context, picker=False)
-
-
-async def _swap_keyboard(update: Update, context: Context, picker: bool) -> None:
-    query = update.callback_query
-    services = services_of(context)
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        acted = await routing.check_button(services, query.from_user.id, button)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, TRIAGE)
-        return
-    keyboard = (posts.department_picker(acted.case, services) if picker
-                else posts.triage_keyboard(acted.case, services))
-    await query.edit_message_reply_markup(reply_markup=keyboard)
-    await query.answer(texts.PICK_DEPARTMENT if picker else None)
-
-
 async def decide_extension(update: Update, context: Context) -> None:
     """同意延期 / 不同意 on an extension request."""
     query = update.callback_query
@@ -104,13 +101,177 @@ async def decide_extension(update: Update, context: Context) -> None:
     await done(query)
 
 
+# ---------------------------------------------------------------- keyboards (nothing stored)
+
+Screen = Callable[[Case, Services, cb.Callback], tuple[InlineKeyboardMarkup | None, str | None]]
+
+
+async def _swap_keyboard(update: Update, context: Context, screen: Screen) -> None:
+    """Show another set of buttons on the post; `screen` gives them and the presser's hint,
+    or raises a CaseError saying why not."""
+    query = update.callback_query
+    services = services_of(context)
+    button = cb.parse(query.data)
+    if button is None:
+        await alert(query, texts.BUTTON_INVALID)
+        return
+    try:
+        acted = await routing.check_button(services, query.from_user.id, button)
+        keyboard, hint = screen(acted.case, services, button)
+    except CaseError as exc:
+        await refuse(query, services, button, exc, TRIAGE)
+        return
+    await query.edit_message_reply_markup(reply_markup=keyboard)
+    await query.answer(hint)
+
+
+def _picker(case: Case, services: Services, button: cb.Callback):
+    return posts.department_picker(case, services), texts.PICK_DEPARTMENT
+
+
+def _own_buttons(case: Case, services: Services, button: cb.Callback):
+    return posts.triage_keyboard(case, services), None
+
+
+def _confirmation(case: Case, services: Services, button: cb.Callback):
+    code = button.arg
+    if not code or services.settings.department(code) is None:
+        raise CaseError(texts.BUTTON_INVALID)
+    if code == case.department_code:
+        raise CaseError(texts.ALREADY_HANDLING.format(department=department_name(services, code)))
+    question = posts.confirm_question(case, services, code)[0]
+    return posts.confirm_keyboard(case, services, code), question
+
+
+def _refusable(case: Case) -> None:
+    """Raise the lifecycle's polite refusal unless the case can still be not accepted."""
+    target_status("not_accept", case.status)
+
+
+def _reasons(case: Case, services: Services, button: cb.Callback):
+    _refusable(case)
+    return posts.not_accept_keyboard(case), texts.PICK_NOT_ACCEPT_REASON
+
+
+async def show_picker(update: Update, context: Context) -> None:
+    """🔀 改派其他部门 / 重新分派, or 返回 from a confirmation: the department list."""
+    await _swap_keyboard(update, context, _picker)
+
+
+async def hide_picker(update: Update, context: Context) -> None:
+    """↩️ 返回 from the department list or the reasons: the post's own buttons."""
+    await _swap_keyboard(update, context, _own_buttons)
+
+
+async def ask_to_confirm(update: Update, context: Context) -> None:
+    """A department from the list: 确认改派至 X？ with 确认 / 返回 before anything is stored."""
+    await _swap_keyboard(update, context, _confirmation)
+
+
+async def show_reasons(update: Update, context: Context) -> None:
+    """🚫 不予受理: the reasons to choose from."""
+    await _swap_keyboard(update, context, _reasons)
+
+
+# ---------------------------------------------------------------- 不予受理
+
+
+async def not_accept_as(update: Update, context: Context) -> None:
+    """不属于本区职责 / 非政府职能事项: the case is not accepted; the reporter is told why."""
+
+    async def action(services, user_id, button):
+        if button.arg not in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV):
+            raise CaseError(texts.BUTTON_INVALID)
+        return await routing.not_accept(services, user_id, button, button.arg)
+
+    result = await press(update, context, action, TRIAGE)
+    if result:
+        button, acted = result
+        done_text = texts.DONE_NOT_ACCEPTED.format(reason=NOT_ACCEPTED_REASONS[button.arg])
+        await edit_post(update.callback_query,
+                        *post_for(acted, services_of(context), TRIAGE, done_text))
+        await done(update.callback_query)
+
+
+async def begin_other(update: Update, context: Context) -> int | None:
+    """其他: ask for the reason the reporter will be told."""
+    return await staff_replies.begin(update, context, key=PENDING, audience=TRIAGE,
+                                     state=NOT_ACCEPT_REASON, prompt=texts.ASK_NOT_ACCEPT_REASON,
+                                     check=lambda acted: _refusable(acted.case))
+
+
+async def begin_duplicate(update: Update, context: Context) -> int | None:
+    """重复反映: ask for the earlier case's reference."""
+    return await staff_replies.begin(update, context, key=PENDING, audience=TRIAGE,
+                                     state=DUPLICATE_REF, prompt=texts.ASK_DUPLICATE_REF,
+                                     check=lambda acted: _refusable(acted.case))
+
+
+async def got_other_reason(update: Update, context: Context) -> int | None:
+    reason = update.message.text
+
+    async def action(services, user_id, button):
+        return await routing.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
+
+    return await staff_replies.finish(
+        update, context, key=PENDING, audience=TRIAGE, action=action,
+        done=lambda acted: texts.DONE_NOT_ACCEPTED.format(reason=reason.strip()),
+        answer=lambda acted: texts.NOT_ACCEPTED_OK.format(ref=acted.case.ref))
+
+
+async def got_duplicate_ref(update: Update, context: Context) -> int | None:
+    typed = update.message.text.strip()
+    found = _REF.search(typed)
+    into = store.normalize_ref(found[0] if found else typed)
+
+    async def action(services, user_id, button):
+        return await routing.merge_duplicate(services, user_id, button, into)
+
+    return await staff_replies.finish(
+        update, context, key=PENDING, audience=TRIAGE, action=action,
+        done=lambda acted: texts.DONE_MERGED.format(into=into),
+        answer=lambda acted: texts.MERGED_OK.format(ref=acted.case.ref, into=into))
+
+
+async def cancel(update: Update, context: Context) -> int:
+    return await staff_replies.cancel(update, context, PENDING)
+
+
+async def timed_out(update: Update, context: Context) -> None:
+    await staff_replies.timed_out(update, context, PENDING)
+
+
+def build(idle_minutes: float) -> ConversationHandler:
+    """The triage ConversationHandler for the buttons that need words, one per (group, person)."""
+    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
+    with buttons_start_conversations():
+        return ConversationHandler(
+            entry_points=[
+                CallbackQueryHandler(begin_other, pattern=cb.pattern(cb.NOT_ACCEPT_OTHER)),
+                CallbackQueryHandler(begin_duplicate, pattern=cb.pattern(cb.DUPLICATE)),
+            ],
+            states={
+                NOT_ACCEPT_REASON: [MessageHandler(words, got_other_reason)],
+                DUPLICATE_REF: [MessageHandler(words, got_duplicate_ref)],
+                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
+            },
+            fallbacks=[CommandHandler("cancel", cancel)],
+            name=NAME,
+            persistent=True,
+            allow_reentry=True,
+            conversation_timeout=timedelta(minutes=idle_minutes),
+        )
+
+
 def handlers() -> list[CallbackQueryHandler]:
     return [
         CallbackQueryHandler(confirm, pattern=cb.pattern(cb.CONFIRM)),
-        CallbackQueryHandler(dispatch_to, pattern=cb.pattern(cb.TO)),
+        CallbackQueryHandler(ask_to_confirm, pattern=cb.pattern(cb.TO)),
         CallbackQueryHandler(urgent, pattern=cb.pattern(cb.URGENT)),
         CallbackQueryHandler(show_picker, pattern=cb.pattern(cb.PICK)),
         CallbackQueryHandler(hide_picker, pattern=cb.pattern(cb.BACK)),
+        CallbackQueryHandler(show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
+        CallbackQueryHandler(not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
         CallbackQueryHandler(decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
     ]

@@ -5,7 +5,16 @@ This table is the one place the rule lives; `models.store.transition()` enforces
 
 from __future__ import annotations
 
-from models.tables import CLOSED, DISPATCHED, MERGED, RESOLVED, SIGNED, SUBMITTED, TRIAGE
+from models.tables import (
+    CLOSED,
+    DISPATCHED,
+    MERGED,
+    NOT_ACCEPTED,
+    RESOLVED,
+    SIGNED,
+    SUBMITTED,
+    TRIAGE,
+)
 
 
 class CaseError(Exception):
@@ -47,6 +56,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "reopen": (frozenset({RESOLVED, CLOSED}), DISPATCHED),   # 不满意 → back to department
     "close": (frozenset({RESOLVED}), CLOSED),
     "merge": (frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED}), MERGED),
+    # 不予受理 by triage. Not once signed: the department owns the case then and 退回 it first.
+    "not_accept": (frozenset({SUBMITTED, TRIAGE, DISPATCHED}), NOT_ACCEPTED),
 }
 
 STATUS_NAMES = {
@@ -57,6 +68,16 @@ STATUS_NAMES = {
     RESOLVED: "已办结",
     CLOSED: "已结案",
     MERGED: "已合并",
+    NOT_ACCEPTED: "不予受理",
+}
+
+# Why triage may refuse a case (不予受理), with the name staff and the reporter see; a
+# duplicate is not refused but merged into the earlier case (store.merge).
+NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV, NOT_ACCEPTED_OTHER = "remit", "nongov", "other"
+NOT_ACCEPTED_REASONS = {
+    NOT_ACCEPTED_REMIT: "不属于本区职责",
+    NOT_ACCEPTED_NONGOV: "非政府职能事项",
+    NOT_ACCEPTED_OTHER: "其他",
 }
 
 
@@ -75,6 +96,7 @@ EVENT_OF_ACTION = {
     "reopen": "reopened",
     "close": "closed",
     "merge": "merged",
+    "not_accept": "not_accepted",
 }
 
 # Chinese names of every CaseEvent.action, for timelines shown to people.
@@ -97,6 +119,7 @@ EVENT_NAMES = {
     "reopened": "重新办理",
     "closed": "结案",
     "merged": "合并",
+    "not_accepted": "不予受理",
     "escalated": "督办",
 }
 
@@ -107,6 +130,7 @@ ALREADY_DONE_MESSAGES = {
     "resolve": "该案件已办结",
     "close": "该案件已结案",
     "merge": "该案件已被合并",
+    "not_accept": "该案件已不予受理",
     "to_triage": "该案件已在待分拨队列中",
 }
 

@@ -1,7 +1,7 @@
 """Who may do what to a case: the one place the rule lives.
 
 Actions are the store's verbs: view, dispatch, redispatch, set_priority, decide_extension,
-merge, sign, return, progress_note, resolve, request_extension.
+merge, not_accept (不予受理), sign, return, progress_note, resolve, request_extension.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from models.tables import Case, Staff
 
 TRIAGE_ACTIONS = frozenset(
-    {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge"}
+    {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge",
+     "not_accept"}
 )
 DEPARTMENT_ACTIONS = frozenset(
     {"view", "sign", "return", "progress_note", "resolve", "request_extension"}

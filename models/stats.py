@@ -8,6 +8,10 @@ merged duplicates (status "merged") are left out of every figure.
 - 满意率 satisfaction_rate = (satisfied + basic) ÷ rated; 未评价 (unrated) is not counted.
 - 采纳率 acceptance_rate = dispatched to the suggested department ÷ dispatched with a suggestion.
 - 平均办理时长 avg_handling_hours = mean of resolved_at − dispatched_at over resolved cases.
+- 不予受理 (status "not_accepted") cases count as created (and in by_status) but in no rate:
+  triage refused them, no department closed them. They are not 办结 (not in DONE_STATUSES),
+  and the lifecycle's not_accept clears dispatched_at and the department, so they are in no
+  办结率 / 按时办结率 / 满意率 / 采纳率 denominator nor in any department's figures.
 - open / yellow / red describe the store *now*, whatever the period: open = submitted, triage,
   dispatched or signed. A case's light is models.store.case_light() (built on
   models.deadlines.traffic_light); light_sql() counts the same thing in SQL without loading
@@ -57,7 +61,7 @@ from models.tables import (
     Reporter,
 )
 
-DONE_STATUSES = (RESOLVED, CLOSED)  # 办结
+DONE_STATUSES = (RESOLVED, CLOSED)  # 办结 by a department (不予受理 is not one of them)
 LIT_STATUSES = (DISPATCHED, SIGNED)  # statuses that carry a red/yellow/green light
 RATED = (SATISFIED, BASIC, UNSATISFIED)
 CONTENT = (SATISFIED, BASIC)  # counted as satisfied in 满意率

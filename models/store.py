@@ -25,6 +25,9 @@ from models.credit_code import validate_credit_code
 from models.deadlines import WorkCalendar, deadline_after, parse_limit, traffic_light
 from models.lifecycle import (
     EVENT_OF_ACTION,
+    NOT_ACCEPTED_OTHER,
+    NOT_ACCEPTED_REASONS,
+    STATUS_NAMES,
     TRANSITIONS,
     AlreadyDone,
     CaseNotFound,
@@ -559,6 +562,10 @@ async def _effects(session: AsyncSession, action: str, case: Case, now: datetime
                       **_FRESH_ALERTS)
     elif action == "close":
         values.update(closed_at=now)
+    elif action == "not_accept":
+        # Nobody handles it any more: no department, no deadlines, no reminders.
+        values.update(department_code=None, dispatched_at=None, signed_at=None, sign_by=None,
+                      resolve_by=None, closed_at=now, **_FRESH_ALERTS)
     return values
 
 
@@ -827,16 +834,38 @@ async def close_unrated(session: AsyncSession, case_id: int, now: datetime, *,
 
 
 async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: Actor,
-                now: datetime, *, rules: Rules) -> Case:
+                now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """合并 a duplicate into another open case, which carries on for both."""
     if case_id == into_case_id:
         raise InvalidInput("不能将案件合并到自身")
     target = await get_case(session, into_case_id)
     if target.status not in TRANSITIONS["merge"][0]:
-        raise IllegalTransition("只能合并到尚未办结的案件")
+        # The target is what the caller chose (e.g. a typed reference): a bad input.
+        raise InvalidInput(f"{target.ref} 当前为“{STATUS_NAMES.get(target.status, target.status)}”，"
+                           "只能合并到尚未办结的案件")
     return await transition(session, case_id, "merge", actor, now, rules=rules,
-                            permission="merge", merged_into_id=into_case_id,
+                            permission="merge", expected_version=expected_version,
+                            merged_into_id=into_case_id,
                             details={"into": target.ref})
+
+
+async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: datetime, *,
+                     rules: Rules, category: str, note: str | None = None,
+                     expected_version: int | None = None) -> Case:
+    """不予受理 by triage: the case ends with the reason the reporter is told.
+
+    `category` is a key of NOT_ACCEPTED_REASONS; "other" needs the reason in `note`. The event
+    keeps both: details["reason"] is the words shown to people, details["category"] the key.
+    """
+    if category not in NOT_ACCEPTED_REASONS:
+        raise InvalidInput("请选择不予受理的原因")
+    if category == NOT_ACCEPTED_OTHER or note:
+        reason = clean_text(note, field="不予受理理由", min_len=2, max_len=500)
+    else:
+        reason = NOT_ACCEPTED_REASONS[category]
+    return await transition(session, case_id, "not_accept", actor, now, rules=rules,
+                            permission="not_accept", expected_version=expected_version,
+                            details={"category": category, "reason": reason})
 
 
 # ---------------------------------------------------------------- reading

@@ -21,6 +21,7 @@ SIGNED = "signed"
 RESOLVED = "resolved"
 CLOSED = "closed"
 MERGED = "merged"
+NOT_ACCEPTED = "not_accepted"  # 不予受理: refused by triage with a reason
 OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED)
 
 RESIDENT, ENTERPRISE = "resident", "enterprise"

@@ -20,7 +20,17 @@ from sqlalchemy.engine import make_url
 from models import store
 from models.db import create_all, make_engine, session_scope, sessionmaker
 from models.store import Actor, Rules, sync_reference_data
-from models.tables import CLOSED, DISPATCHED, MERGED, RESOLVED, SIGNED, SUBMITTED, TRIAGE, Case
+from models.tables import (
+    CLOSED,
+    DISPATCHED,
+    MERGED,
+    NOT_ACCEPTED,
+    RESOLVED,
+    SIGNED,
+    SUBMITTED,
+    TRIAGE,
+    Case,
+)
 from whistle.config import DEFAULT_CONFIG, load_settings
 
 PG_ENV = "TEST_DATABASE_URL"
@@ -155,8 +165,11 @@ class Seeded:
             case = await store.create_case(
                 s, reporter_telegram_id=reporter, text=text, now=now,
                 suggestions=[(department, 0.6)], model_version="test", **create_kw)
-            if status == TRIAGE:
+            if status in (TRIAGE, NOT_ACCEPTED):
                 case = await store.send_to_triage(s, case.id, now, rules=self.rules)
+            if status == NOT_ACCEPTED:
+                case = await store.not_accept(s, case.id, Actor.staff(self.triage), now,
+                                              rules=self.rules, category="remit")
             if status in (DISPATCHED, SIGNED, RESOLVED, CLOSED):
                 case = await store.dispatch(s, case.id, department, Actor.SYSTEM, now,
                                             rules=self.rules)

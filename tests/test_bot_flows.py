@@ -69,7 +69,7 @@ async def test_report_with_photo_and_location_reaches_triage(make_bot):
     assert "候选：水务局" in post.content and "28.37000, 112.82000" in post.content
     assert "王阿姨" not in post.content  # no personal data in the groups
     labels = [text for text, _ in post.buttons]
-    assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急"]
+    assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理"]
     assert f"/case {ref} 查看地图定位" in post.content
 
     # /case: the timeline, the photo, then the location as a native map pin.
@@ -182,6 +182,11 @@ async def test_triage_correction_is_saved_and_reaches_the_chosen_department(make
     picker = bot.emu.message(bot.triage_chat, post.message_id)
     assert "↩️ 返回" in [text for text, _ in picker.buttons]
     answer = await bot.press(TRIAGE_STAFF, picker, chosen_name)
+    assert answer["text"] == f"确认改派至 {chosen_name}？"  # nothing stored yet
+    assert (await bot.case(ref)).status == TRIAGE
+    asked = bot.emu.message(bot.triage_chat, post.message_id)
+    assert [text for text, _ in asked.buttons] == [f"✅ 确认改派至 {chosen_name}", "↩️ 返回"]
+    answer = await bot.press(TRIAGE_STAFF, asked, "确认改派至")
     assert answer["text"] == "操作成功"
 
     case = await bot.case(ref)
@@ -340,6 +345,8 @@ async def test_staff_corrections_retrain_the_model_and_the_running_bot_picks_it_
     chosen = "environment" if (await bot.case(ref)).suggested_department != "environment" \
         else "housing"
     await bot.press(TRIAGE_STAFF, picker, bot.settings.department(chosen).name)
+    asked = bot.emu.message(bot.triage_chat, post.message_id)
+    await bot.press(TRIAGE_STAFF, asked, "确认改派至")
     assert len(await bot.corrections()) == 1
 
     # The documented loop: retrain with the corrections, replacing the model file in place.

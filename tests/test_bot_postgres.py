@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from models.tables import RESOLVED, SIGNED
-from tests.test_bot_kit import RESIDENT, WATER_STAFF, auto_dispatch
+from models.tables import MERGED, NOT_ACCEPTED, RESOLVED, SIGNED
+from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, auto_dispatch
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
@@ -48,3 +48,24 @@ async def test_report_sign_resolve_restart_and_duplicates(make_bot):
     assert (await bot.case(ref)).status == RESOLVED
     await bot.emu.wait_for_message(RESIDENT, lambda m: "已办结" in m.content)
     assert len(await bot.cases()) == 1
+
+
+async def test_triage_refuses_one_case_and_merges_a_duplicate(make_bot):
+    bot = await make_bot(auto_dispatch())
+    first = await bot.report(RESIDENT, WATER_TEXT)
+    again = await bot.report(RESIDENT, WATER_TEXT + "，今天还是没水")
+    chat = bot.triage_chat
+    post = await bot.group_post(chat, again)
+    await bot.press(TRIAGE_STAFF, post, "不予受理")
+    await bot.press(TRIAGE_STAFF, bot.emu.message(chat, post.message_id), "重复反映")
+    await bot.reply(TRIAGE_STAFF, chat)
+    await bot.restart()  # the question waits in the store
+    assert "合并至" in (await bot.say(TRIAGE_STAFF, first, chat=chat)).content
+    assert (await bot.case(again)).status == MERGED
+
+    await bot.settle()
+    post = await bot.group_post(chat, first)
+    await bot.press(TRIAGE_STAFF, post, "不予受理")
+    await bot.press(TRIAGE_STAFF, bot.emu.message(chat, post.message_id), "非政府职能事项")
+    assert (await bot.case(first)).status == NOT_ACCEPTED
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "原因：非政府职能事项" in m.content)

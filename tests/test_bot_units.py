@@ -109,10 +109,13 @@ def test_posts_fit_telegram_limits(sqlite_engine):
     assert len(posts.triage_text(case, services)) <= 4096
     keyboard = posts.triage_keyboard(case, services)
     assert [b.text for row in keyboard.inline_keyboard for b in row] == [
-        texts.BTN_CONFIRM.format(department="水务局"), texts.BTN_PICK, texts.BTN_URGENT]
-    picker = posts.department_picker(case, services)
-    assert all(len(b.callback_data.encode()) <= 64
-               for row in picker.inline_keyboard for b in row)
+        texts.BTN_CONFIRM.format(department="水务局"), texts.BTN_PICK, texts.BTN_URGENT,
+        texts.BTN_NOT_ACCEPT]
+    case.id, case.version = 10**12 - 1, 10**12 - 1  # the longest ids callback data allows
+    for markup in (posts.department_picker(case, services), posts.not_accept_keyboard(case),
+                   posts.confirm_keyboard(case, services, "environment")):
+        assert all(len(b.callback_data.encode()) <= 64
+                   for row in markup.inline_keyboard for b in row)
 
 
 # ---------------------------------------------------------------- the aiohttp transport

@@ -25,6 +25,7 @@ from models.tables import (
     CLOSED,
     DISPATCHED,
     MERGED,
+    NOT_ACCEPTED,
     RESOLVED,
     SIGNED,
     SUBMITTED,
@@ -37,7 +38,7 @@ from models.tables import (
 from models.validation import InvalidInput
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
-ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED)
+ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED, NOT_ACCEPTED)
 
 
 async def events_of(seeded, case_id) -> list[CaseEvent]:

@@ -155,6 +155,7 @@ POST_COORDS = (
     "（私聊机器人发送 /case {ref} 查看地图定位）"
 )
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
+POST_OUT_OF_AREA_WAITING = "↪️ 因定位在辖区外未自动派单；属外区事项请点「不予受理」→「不属于本区职责」"
 POST_PHOTO_COUNT = "📷 照片 {count} 张（私聊机器人发送 /case {ref} 查看全部）"
 POST_SUGGESTED = "🤖 建议：{department}（{prob:.0%}）"
 POST_TOP = "候选：{items}"
@@ -213,7 +214,46 @@ NOTICE_EXT_APPROVED_DEPT = "⏳ {ref} 延期申请已同意，新的办结时限
 NOTICE_EXT_REJECTED_DEPT = "⏳ {ref} 延期申请未获同意，请按原时限办结：{resolve_by}"
 NOTICE_MOVED_AWAY = "🔀 {ref} 已改派至 {department}，本部门无需再办理。"
 NOTICE_URGENT_DEPT = "🚨 {ref} 已被标记为紧急。签收时限：{sign_by}　办结时限：{resolve_by}"
-PICK_DEPARTMENT = "请选择承办部门："
+PICK_DEPARTMENT = "请选择承办部门（🤖 系统建议，📌 当前承办）"
+
+# ---------------------------------------------------------------- triage: choosing and refusing
+PICKER_SUGGESTED = "🤖 {name}"
+PICKER_CURRENT = "📌 {name}"
+BTN_CONFIRM_MOVE = "✅ 确认改派至 {department}"
+ASK_CONFIRM_DISPATCH = "确认派至 {department}？"
+ASK_CONFIRM_MOVE = "确认改派至 {department}？"
+ALREADY_HANDLING = "该案件已由 {department} 承办，无需改派。"
+
+BTN_NOT_ACCEPT = "🚫 不予受理"
+BTN_REASON_DUPLICATE = "重复反映"
+BTN_REASON_OTHER = "其他（填写理由）"
+PICK_NOT_ACCEPT_REASON = "请选择不予受理的原因（将告知反映人）"
+ASK_NOT_ACCEPT_REASON = "请回复不予受理的理由（将告知反映人），或发送 /cancel 取消："
+ASK_DUPLICATE_REF = "请回复与之重复的原案件编号（如 WC-20261124-0007），或发送 /cancel 取消："
+DUPLICATE_NOT_FOUND = "没有找到编号为 {ref} 的案件，请核对后重新输入，或发送 /cancel 取消。"
+DUPLICATE_SELF = "不能合并到本案件自身，请输入原案件的编号，或发送 /cancel 取消。"
+DONE_NOT_ACCEPTED = "不予受理：{reason}"
+DONE_MERGED = "重复反映，已合并至 {into}"
+NOT_ACCEPTED_OK = "已不予受理（{ref}），将告知反映人。"
+MERGED_OK = "已将 {ref} 合并至 {into}，将告知反映人。"
+NOTICE_NOT_ACCEPTED_DEPT = "🚫 {ref} 经分拨中心核实不予受理，本部门无需再办理。"
+NOTICE_MERGED_DEPT = "🔀 {ref} 为重复反映，已合并至 {into}，本部门无需再办理。"
+# To the reporter: the reason, and where to turn instead (keys: lifecycle.NOT_ACCEPTED_REASONS).
+NOTICE_NOT_ACCEPTED = (
+    "📋 关于您提交的 {ref}：经核实，不予受理。\n原因：{reason}\n{advice}\n"
+    "如情况有变化，可发送 /report 重新反映。"
+)
+NOT_ACCEPTED_ADVICE = {
+    "remit": "该事项不在{district}的职责范围内，建议向有管辖权的单位反映，"
+             "或拨打 12345 政务服务便民热线咨询。",
+    "nongov": "该事项不属于政府职能（如民事纠纷、商业经营行为），建议通过协商、人民调解或法律途径"
+              "解决，可拨打 12348 公共法律服务热线咨询。",
+    "other": "如有疑问，可拨打 12345 政务服务便民热线咨询。",
+}
+NOTICE_MERGED = (
+    "📋 关于您提交的 {ref}：与已受理的 {into} 为同一问题，已合并办理，办理进展以 {into} 为准。\n"
+    "如有新的情况，可发送 /report 补充反映。"
+)
 
 # ---------------------------------------------------------------- admin
 ADMIN_ONLY = "抱歉，只有管理员可以使用该命令。"

@@ -1,0 +1,145 @@
+"""A staff button that needs a few words: ask the presser in the group, act on the answer.
+
+The bot asks with a ForceReply addressed to the presser (mention + selective); what the button
+was about waits in user_data under `key`, per group, until the answer completes the action,
+/cancel drops it or the conversation times out. Used by the department's 退回 / 办结 / 申请延期
+(bot/department.py) and triage's 不予受理 其他 / 重复反映 (bot/triage.py), each from a small
+ConversationHandler per (group, staff member).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Awaitable, Callable
+
+from telegram import ForceReply, Update
+from telegram.constants import ParseMode
+from telegram.ext import ContextTypes, ConversationHandler
+
+from bot import callbacks as cb
+from bot import routing, texts
+from bot.buttons import post_for, refuse
+from bot.common import MAX_CAPTION, MAX_TEXT, alert, fit, kick_delivery
+from bot.services import Services, services_of
+from models.lifecycle import CaseError, StaleVersion
+from models.validation import InvalidInput
+
+Context = ContextTypes.DEFAULT_TYPE
+END = ConversationHandler.END
+Action = Callable[[Services, int, cb.Callback], Awaitable[routing.Acted]]
+Check = Callable[[routing.Acted], None]
+
+
+def pending(context: Context, key: str, chat_id: int) -> dict | None:
+    """What the user is in the middle of in this chat, or None."""
+    return context.user_data.get(key, {}).get(str(chat_id))
+
+
+def set_pending(context: Context, key: str, chat_id: int, value: dict | None) -> None:
+    waiting = context.user_data.setdefault(key, {})
+    if value is None:
+        waiting.pop(str(chat_id), None)
+        if not waiting:
+            context.user_data.pop(key, None)
+    else:
+        waiting[str(chat_id)] = value
+
+
+async def ask(update: Update, prompt: str) -> None:
+    """Ask the presser in the group with a ForceReply aimed at them (mention + selective)."""
+    user = update.effective_user
+    mention = f'<a href="tg://user?id={user.id}">{html.escape(user.full_name)}</a>'
+    await update.effective_chat.send_message(
+        f"{mention} {html.escape(prompt)}", parse_mode=ParseMode.HTML,
+        reply_markup=ForceReply(selective=True))
+
+
+async def begin(update: Update, context: Context, *, key: str, audience: str, state: int,
+                prompt: str, check: Check | None = None) -> int | None:
+    """Entry of a button that needs words: check the presser may act now (and `check`, which
+    raises a CaseError when the case cannot take this action), then ask for the words."""
+    query = update.callback_query
+    services = services_of(context)
+    button = cb.parse(query.data)
+    if button is None:
+        await alert(query, texts.BUTTON_INVALID)
+        return None
+    try:
+        acted = await routing.check_button(services, query.from_user.id, button)
+        if check is not None:
+            check(acted)
+    except CaseError as exc:
+        await refuse(query, services, button, exc, audience)
+        return None
+    message = query.message
+    set_pending(context, key, message.chat.id, {
+        "verb": button.verb, "case_id": button.case_id, "version": button.version,
+        "ref": acted.case.ref, "message_id": message.message_id,
+        "photo_post": bool(getattr(message, "photo", None)),
+    })
+    await ask(update, prompt)
+    await query.answer()
+    return state
+
+
+async def finish(update: Update, context: Context, *, key: str, audience: str, action: Action,
+                 done: Callable[[routing.Acted], str],
+                 answer: Callable[[routing.Acted], str]) -> int | None:
+    """Run `action` for the waiting button, redraw the post it was on, end the conversation.
+
+    Bad words (InvalidInput) are answered and asked for again; any other refusal ends it.
+    `done(acted)` is the footer the post gets, `answer(acted)` the reply to the presser.
+    """
+    services = services_of(context)
+    chat_id = update.effective_chat.id
+    waiting = pending(context, key, chat_id)
+    if waiting is None:
+        return END
+    button = cb.Callback(waiting["verb"], waiting["case_id"], waiting["version"])
+    try:
+        acted = await action(services, update.effective_user.id, button)
+    except InvalidInput as exc:
+        await update.effective_message.reply_text(str(exc))
+        return None
+    except CaseError as exc:
+        set_pending(context, key, chat_id, None)
+        message = texts.BUTTON_EXPIRED if isinstance(exc, StaleVersion) else str(exc)
+        await update.effective_message.reply_text(message)
+        return END
+    kick_delivery(context.application)
+    set_pending(context, key, chat_id, None)
+    await update.effective_message.reply_text(answer(acted))
+    await _redraw(context, services, chat_id, waiting, post_for(acted, services, audience,
+                                                                 done(acted)))
+    return END
+
+
+async def _redraw(context: Context, services: Services, chat_id: int, waiting: dict,
+                  post: tuple[str, object]) -> None:
+    """Bring the post the button was on up to date (new buttons, who did what)."""
+    text, keyboard = post
+    try:
+        if waiting["photo_post"]:
+            await context.bot.edit_message_caption(chat_id, waiting["message_id"],
+                                                   caption=fit(text, MAX_CAPTION),
+                                                   reply_markup=keyboard)
+        else:
+            await context.bot.edit_message_text(fit(text, MAX_TEXT), chat_id,
+                                                waiting["message_id"], reply_markup=keyboard)
+    except Exception:  # noqa: BLE001 - the action is done; an old post may be uneditable
+        return
+
+
+async def cancel(update: Update, context: Context, key: str) -> int:
+    set_pending(context, key, update.effective_chat.id, None)
+    await update.effective_message.reply_text(texts.STAFF_ACTION_CANCELLED)
+    return END
+
+
+async def timed_out(update: Update, context: Context, key: str) -> None:
+    chat = update.effective_chat
+    if chat is None:
+        return
+    set_pending(context, key, chat.id, None)
+    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))
