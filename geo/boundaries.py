@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import shapely
 from shapely.errors import ShapelyError
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity, make_valid
 
@@ -97,24 +98,25 @@ def _add_feature(result: Boundaries, tree: GridTree, feature: object, label: str
         result.problems.append(Problem(ERROR, f"{label}{message}，已忽略"))
 
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
-        return error(" 不是 GeoJSON Feature")
+        return error("不是 GeoJSON Feature")
     props = feature.get("properties")
     code = props.get("code") if isinstance(props, dict) else None
     if isinstance(code, int) and not isinstance(code, bool):
         code = str(code)  # statistical area codes are often stored as numbers
     if not isinstance(code, str) or not code.strip():
-        return error(" 缺少 properties.code（网格编码）")
+        return error("缺少 properties.code（网格编码）")
     code = code.strip()
     label = f"{label}（{code}）"
     if code not in tree:
-        return error(f" 的网格编码 {code} 不在网格表中")
+        return error(f"的网格编码 {code} 不在网格表中")
+    code = tree.record(code).code  # the tree's own string: the parsed JSON can then be freed
     geom, message = _polygonal(feature.get("geometry"))
     if geom is None:
         return error(message)
     if message:
         result.problems.append(Problem(WARNING, f"{label}{message}"))
     if code in result.shapes:
-        result.problems.append(Problem(WARNING, f"{label} 的网格编码重复出现，已与前面的边界合并"))
+        result.problems.append(Problem(WARNING, f"{label}的网格编码重复出现，已与前面的边界合并"))
         geom = _polygon_parts(shapely.union(result.shapes[code], geom))
     result.shapes[code] = geom
 
@@ -123,23 +125,35 @@ def _polygonal(raw: object) -> tuple[Polygon | MultiPolygon | None, str]:
     """(geometry, "") when usable, (repaired geometry, note) when fixed, (None, why) when not."""
     if not isinstance(raw, dict) or raw.get("type") not in ("Polygon", "MultiPolygon"):
         kind = raw.get("type") if isinstance(raw, dict) else None
-        return None, f" 的几何类型应为 Polygon 或 MultiPolygon（实际为 {kind}）"
+        return None, f"的几何类型应为 Polygon 或 MultiPolygon（实际为 {kind}）"
     try:
-        geom = shapely.force_2d(shape(raw))
+        geom = shapely.force_2d(_geometry(raw))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, ShapelyError):
-        return None, " 的坐标格式错误（每个环应为至少 4 个 [经度, 纬度] 点且首尾相同）"
+        return None, "的坐标格式错误（每个环应为 [经度, 纬度] 点的列表，至少 4 个点）"
     if geom.is_empty or not all(math.isfinite(v) for v in geom.bounds):
-        return None, " 的边界为空"
+        return None, "的边界为空"
     lon_min, lat_min, lon_max, lat_max = geom.bounds
     if lon_min < -180 or lon_max > 180 or lat_min < -90 or lat_max > 90:
-        return None, " 的坐标超出经纬度范围（GeoJSON 坐标顺序为 [经度, 纬度]）"
+        return None, "的坐标超出经纬度范围（GeoJSON 坐标顺序为 [经度, 纬度]）"
     if geom.is_valid:
-        return (geom, "") if geom.area > 0 else (None, " 的面积为零")
+        return (geom, "") if geom.area > 0 else (None, "的面积为零")
     reason = explain_validity(geom)
     fixed = _polygon_parts(make_valid(geom))
     if fixed.is_empty or fixed.area == 0:
-        return None, f" 的边界无效且无法修复（{reason}）"
-    return fixed, f" 的边界无效（{reason}），已自动修复，请核对"
+        return None, f"的边界无效且无法修复（{reason}）"
+    return fixed, f"的边界无效（{reason}），已自动修复，请核对"
+
+
+def _geometry(raw: dict) -> Polygon | MultiPolygon:
+    """GeoJSON coordinates straight into shapely's array constructors (faster than shape())."""
+    if raw["type"] == "Polygon":
+        return _polygon(raw["coordinates"])
+    return shapely.multipolygons([_polygon(rings) for rings in raw["coordinates"]])
+
+
+def _polygon(rings: list) -> Polygon:
+    holes = [np.asarray(ring, dtype=float) for ring in rings[1:]]
+    return shapely.polygons(np.asarray(rings[0], dtype=float), holes=holes or None)
 
 
 def _polygon_parts(geom: BaseGeometry) -> Polygon | MultiPolygon:
@@ -154,19 +168,21 @@ def _polygon_parts(geom: BaseGeometry) -> Polygon | MultiPolygon:
 def _overlap_problems(tree: GridTree, shapes: dict[str, BaseGeometry]) -> list[Problem]:
     """Siblings whose polygons overlap: the locator then picks the lower code in the overlap."""
     codes = sorted(shapes)
-    geoms = [shapes[c] for c in codes]
-    index = shapely.STRtree(geoms)
+    geoms = np.array([shapes[c] for c in codes], dtype=object)
+    parents = np.array([tree.record(c).parent or "" for c in codes])
+    left, right = shapely.STRtree(geoms).query(geoms)  # envelopes only: cheap
+    siblings = (left < right) & (parents[left] == parents[right])
+    left, right = left[siblings], right[siblings]
+    # Interiors meet (DE-9IM): neighbours that only share an edge are not overlaps.
+    overlapping = shapely.relate_pattern(geoms[left], geoms[right], "T********")
     problems = []
-    for i, j in zip(*index.query(geoms, predicate="intersects"), strict=True):
-        a, b = codes[i], codes[j]
-        if i >= j or tree.record(a).parent != tree.record(b).parent:
-            continue
-        smaller = a if geoms[i].area <= geoms[j].area else b
+    for i, j in zip(left[overlapping], right[overlapping], strict=True):
+        smaller = codes[i] if geoms[i].area <= geoms[j].area else codes[j]
         share = shapely.intersection(geoms[i], geoms[j]).area / shapes[smaller].area
         if share > OVERLAP_TOLERANCE:
             problems.append(Problem(
-                WARNING, f"网格 {a} 与 {b} 的边界重叠，重叠部分占 {smaller} 面积的 {share:.1%}；"
-                f"重叠处的位置归入编码较小的 {a}"))
+                WARNING, f"网格 {codes[i]} 与 {codes[j]} 的边界重叠，重叠部分占 {smaller} 面积的 "
+                f"{share:.1%}；重叠处的位置归入编码较小的 {codes[i]}"))
     return problems
 
 

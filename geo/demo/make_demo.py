@@ -1,6 +1,7 @@
 """Generate the demo district's gazetteer and boundaries (made-up names and polygons).
 
-    python geo/demo/make_demo.py        # rewrites geo/demo/grids.csv and boundaries.geojson
+    python geo/demo/make_demo.py [OUT_DIR]   # default: rewrites geo/demo/grids.csv and
+                                             # geo/demo/boundaries.geojson
 
 Deterministic (fixed seed): running it again gives the same files. Every name and place below
 is invented for the demo.
@@ -8,6 +9,7 @@ is invented for the demo.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -68,22 +70,23 @@ def records(rng: random.Random) -> list[GridRecord]:
         for community, name, count in COMMUNITIES[street]:
             out.append(GridRecord(community, name, "community", street,
                                   (f"{name}服务中心" if name.endswith("社区") else f"{name}村部",)))
-            out += _grids(community, name, count, names, rng)
+            village = name if name.endswith("村") else None
+            groups = itertools.count()  # 村组 are numbered across the whole village
+            out += _grids(community, name, count, names, rng, village, groups)
             for area, area_name, area_count in AREAS.get(community, []):
                 out.append(GridRecord(area, area_name, "area", community))
-                out += _grids(area, area_name, area_count, names, rng, village=name)
+                out += _grids(area, area_name, area_count, names, rng, village, groups)
     return out
 
 
-def _grids(parent, parent_name, count, names, rng, village=None):
-    village = village or (parent_name if parent_name.endswith("村") else None)
+def _grids(parent, parent_name, count, names, rng, village, groups):
     out = []
     for i in range(1, count + 1):
         code = f"{parent}-{i:02d}"
         places = list(FIXED_PLACES.get(code, []))
         places += [next(names) for _ in range(rng.randint(2, 3))]
         if village:
-            places.append(f"{village}{NUMBERS[(i - 1) % 10]}组")
+            places.append(f"{village}{NUMBERS[next(groups) % 10]}组")
         out.append(GridRecord(code, f"{parent_name}第{NUMBERS[i - 1]}网格", "grid", parent,
                               tuple(places)))
         for letter, micro_name, micro_places in MICROS.get(code, []):
@@ -108,15 +111,15 @@ def feature_collection(tree: GridTree, shapes: dict) -> dict:
     return {"type": "FeatureCollection", "name": "望城区演示网格（虚构）", "features": features}
 
 
-def main() -> None:
+def main(out_dir: Path = HERE) -> None:
     rng = random.Random(SEED)
     tree = GridTree(records(rng))
     outline = blob(CENTER, RADIUS, 64, rng)
     shapes = partition(tree, outline, seed=SEED)
-    write_gazetteer(HERE / "grids.csv", tree)
+    write_gazetteer(out_dir / "grids.csv", tree)
     text = json.dumps(feature_collection(tree, shapes), ensure_ascii=False,
                       separators=(",", ":"))
-    (HERE / "boundaries.geojson").write_text(text + "\n", encoding="utf-8")
+    (out_dir / "boundaries.geojson").write_text(text + "\n", encoding="utf-8")
     levels = {}
     for r in tree:
         levels[r.level] = levels.get(r.level, 0) + 1
@@ -124,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)

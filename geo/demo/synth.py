@@ -39,7 +39,7 @@ def blob(center: tuple[float, float], radius: float, vertices: int, rng: random.
 
 
 def partition(tree: GridTree, outline: Polygon, seed: int = 0,
-              vertices_per_leaf: float = 30.0) -> dict[str, Polygon | MultiPolygon]:
+              vertices_per_leaf: float = 26.0) -> dict[str, Polygon | MultiPolygon]:
     """A polygon for every code of the tree, the root(s) covering `outline`."""
     rng = random.Random(seed)
     owners = _leaf_seeds(tree, outline, rng)
