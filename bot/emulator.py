@@ -1012,6 +1012,19 @@ class TelegramEmulator:
         """Counter of recorded bot messages, edits, deletions and answers (orders events)."""
         return self._seq
 
+    @property
+    def pending_updates(self) -> int:
+        """Updates injected that the bot has not taken yet (not confirmed by getUpdates)."""
+        hook = self._webhook
+        return len(self._pending) + len(self._forced) + (hook.pending() if hook else 0)
+
+    async def wait_until_taken(self, timeout: float = 5.0) -> bool:
+        """Wait until the bot has taken every injected update; False if it did not in time."""
+        deadline = time.monotonic() + timeout
+        while self.pending_updates and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.pending_updates
+
     def call_count(self, method: str) -> int:
         return sum(1 for call in self.calls if call.method.lower() == method.lower())
 

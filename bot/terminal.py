@@ -18,7 +18,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from queue import SimpleQueue
 from typing import Any, NamedTuple, TextIO
 
-from bot.emulator import DEMO_CREDIT_CODE, BotMessage, DemoRole, TelegramEmulator
+from bot.emulator import (
+    DEMO_CREDIT_CODE,
+    BotMessage,
+    DemoRole,
+    TelegramEmulator,
+    departments_without_staff,
+)
 from bot.texts import terminal as t
 
 # Where a reply-keyboard "send my location" button puts the demo user: 望城区 centre.
@@ -95,13 +101,17 @@ class TerminalChat:
             self.say(t.DELETED.format(label=label))
             return
         mark = t.EDITED if event == "edit" else ""
-        self.say(f"{label}{mark}：{describe(msg)}")
+        lines = [f"{label}{mark}：{describe(msg)}"]
         if msg.buttons:
-            self.say("    " + "  ".join(f"[{i}] {text}" for i, (text, _) in
-                                         enumerate(msg.buttons, 1)))
+            lines.append("    " + "  ".join(f"[{i}] {text}" for i, (text, _) in
+                                             enumerate(msg.buttons, 1)))
         if msg.reply_keyboard:
             flat = [text for row in msg.reply_keyboard for text in row]
-            self.say("    " + t.KEYBOARD + "  ".join(f"[{i}] {x}" for i, x in enumerate(flat, 1)))
+            lines.append("    " + t.KEYBOARD + "  ".join(f"[{i}] {x}"
+                                                         for i, x in enumerate(flat, 1)))
+        if self.prompts.get(self.current) is msg:
+            lines.append(t.ANSWER_HERE.format(chat=self.chat_label(msg.chat_id)))
+        self.say("\n".join(lines))  # one piece: the prompt is redrawn once, below it
 
     def on_event(self, event: str, data: Any) -> None:
         """Emulator listener: print what the current identity can see."""
@@ -117,8 +127,6 @@ class TerminalChat:
         if data.chat_id not in self.emu.visible_chats(self.current):
             return
         self.show(data, event)
-        if event == "message" and self.prompts.get(self.current) is data:
-            self.say(t.ANSWER_HERE.format(chat=self.chat_label(data.chat_id)))
         self.seen[self.current] = self.emu.last_seq
         self.count_event()
 
@@ -226,6 +234,8 @@ class TerminalChat:
             return
         if found is not None:
             self.say(t.DIGITS_AS_TEXT.format(count=len(found.items), text=text))
+        elif (older := self.latest_buttons()) and 1 <= int(text) <= len(older.items):
+            self.say(t.DIGITS_NO_BUTTONS.format(text=text))
         self.send_text(text)
 
     def press(self, number_text: str) -> None:
@@ -297,18 +307,16 @@ class TerminalChat:
 
     def list_identities(self) -> None:
         """:who — everyone, grouped by role, with the chats they can talk in."""
-        self.say(t.WHO_TITLE)
         by_role: dict[str, list[int]] = {}
         for uid in self.identities:
             role = self.roles.get(uid, DemoRole("")).role
             by_role.setdefault(role, []).append(uid)
-        order = [*t.ROLE_TITLES, *(r for r in by_role if r not in t.ROLE_TITLES)]
-        for role in order:
-            if role not in by_role:
-                continue
-            self.say(f"  【{t.ROLE_TITLES.get(role, t.ROLE_OTHER)}】")
-            for uid in by_role[role]:
-                self.say(self.who_line(uid))
+        lines = [t.WHO_TITLE]
+        for role in [*t.ROLE_TITLES, *(r for r in by_role if r not in t.ROLE_TITLES)]:
+            if role in by_role:
+                lines.append(f"  【{t.ROLE_TITLES.get(role, t.ROLE_OTHER)}】")
+                lines.extend(self.who_line(uid) for uid in by_role[role])
+        self.say("\n".join(lines))
 
     def who_line(self, uid: int) -> str:
         role = self.roles.get(uid, DemoRole(""))
@@ -430,15 +438,20 @@ class TerminalChat:
         return True
 
 
-def demo_walkthrough(identities: dict[int, str], roles: dict[int, DemoRole]) -> list[str]:
-    """The demo's first hints: who to switch to for each step of a case."""
+def demo_intro(settings: Any, identities: dict[int, str],
+               roles: dict[int, DemoRole]) -> list[str]:
+    """The demo's first lines: who to switch to for each step of a case, and any department
+    nobody can play."""
     def first(role: str) -> str:
         return next((identities[uid] for uid, r in roles.items()
                      if r.role == role and uid in identities), "?")
 
-    return [t.WALKTHROUGH.format(resident=first("resident"), triage=first("triage"),
-                                 officer=first("department")),
-            t.ENTERPRISE_TRY.format(enterprise=first("enterprise"), code=DEMO_CREDIT_CODE)]
+    intro = [t.WALKTHROUGH.format(resident=first("resident"), triage=first("triage"),
+                                  officer=first("department")),
+             t.ENTERPRISE_TRY.format(enterprise=first("enterprise"), code=DEMO_CREDIT_CODE)]
+    if unstaffed := departments_without_staff(settings):
+        intro.append(t.NO_DEPARTMENT_STAFF.format(names="、".join(unstaffed)))
+    return intro
 
 
 def describe(msg: BotMessage) -> str:

@@ -27,7 +27,7 @@ from bot.emulator import (
     departments_without_staff,
 )
 from bot.run import run_demo
-from bot.terminal import StdinInput, run_terminal_chat
+from bot.terminal import StdinInput, demo_intro, run_terminal_chat
 from models import store
 from models.credit_code import is_valid_credit_code
 from models.db import create_all, make_engine, session_scope
@@ -124,6 +124,11 @@ def test_a_missing_officer_is_named():
     without_water = replace(settings, staff=tuple(s for s in settings.staff
                                                   if s.department != "water"))
     assert departments_without_staff(without_water) == ["水务局"]
+    roles = demo_roles(without_water)
+    identities = {uid: f"身份{uid}" for uid in roles}
+    intro = demo_intro(without_water, identities, roles)
+    assert intro[-1] == "注意：这些部门在 config.toml 中没有办事员，派给它们的案件无人签收：水务局"
+    assert len(demo_intro(settings, identities, demo_roles(settings))) == len(intro) - 1
 
 
 async def test_who_lists_everyone_by_role_with_their_chats(emulator):
@@ -193,6 +198,22 @@ async def test_demo_plays_a_case_from_report_to_rating(tmp_path, model_path):
     assert (case.latitude, case.longitude) == (28.37, 112.82)
     assert case.resolution == RESULT_TEXT and case.resolution_photo
     assert (case.status, case.satisfaction) == (CLOSED, "satisfied")
+
+
+async def test_demo_handles_the_last_line_of_a_script(tmp_path, model_path):
+    """A script may end right after a line: the bot still takes it before the demo stops."""
+    settings = await demo_settings(tmp_path, model_path)
+    script = [":as 企业赵经理", "/enterprise",
+              f":wait {texts.ASK_ENTERPRISE_NAME.splitlines()[-1]}", "望城智造有限公司",
+              f":wait {texts.ASK_CREDIT_CODE}", DEMO_CREDIT_CODE]
+    await asyncio.wait_for(run_demo(settings, input_lines=script, out=io.StringIO()), TIMEOUT)
+    engine = make_engine(settings.database_url)
+    try:
+        async with session_scope(engine) as session:
+            [enterprise] = (await session.exec(sql_select(Enterprise))).all()
+    finally:
+        await engine.dispose()
+    assert enterprise.credit_code == DEMO_CREDIT_CODE
 
 
 # ---------------------------------------------------------------- where typed text goes
@@ -270,13 +291,16 @@ async def test_digits_press_buttons_only_when_buttons_show(make_bot):
 
 async def test_numbers_press_the_reply_keyboard_it_brought(make_bot):
     bot = await make_bot()
-    transcript = await chat(bot, ["/start", ":wait 1", "1", ":wait 1", "99", ":wait 1",
-                                  ":quit"])
+    transcript = await chat(bot, ["/start", ":wait 1", "1", ":wait 1", "2", ":wait 1", "99",
+                                  ":wait 1", ":quit"])
+    # The keyboard came with the greeting; once the bot asks for a description, numbers are
+    # text (a hint says how to press the keyboard's button anyway).
     in_order(transcript, "键盘：[1] 我要反映", "（已发送“我要反映”）", texts.ASK_DESCRIPTION,
+             "居民王阿姨> 2", "（刚显示的消息没有按钮，“2”作为文字发送；要点更早消息上的按钮请用 :press 2）",
              "居民王阿姨> 99")
-    assert "按钮" not in transcript.split("居民王阿姨> 99")[1]  # no buttons showing: plain text
+    assert "按钮" not in transcript.split("居民王阿姨> 99")[1]  # 99 is no button anywhere
     sent = [m.get("text") for m in user_messages(bot.emu, RESIDENT, RESIDENT)]
-    assert sent == ["/start", "我要反映", "99"]
+    assert sent == ["/start", "我要反映", "2", "99"]
 
 
 async def test_multiline_input_is_one_message(make_bot):
