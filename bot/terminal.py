@@ -514,12 +514,8 @@ class StdinInput:
         """The next line (UNREADABLE when it could not be decoded), None at end of input."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        self._prompt = prompt
         self._requests.put((prompt, loop, answer))
-        try:
-            return await answer
-        finally:
-            self._prompt = None
+        return await answer
 
     def waiting_prompt(self) -> str | None:
         """The prompt and what is typed so far, while a keyboard read is pending."""
@@ -547,19 +543,19 @@ class StdinInput:
 
     def _read_line(self, prompt: str) -> Any:
         if self.interactive:
+            self._prompt = prompt  # meanwhile output is written above the prompt
             try:
                 return input(prompt)
             except EOFError:
                 return None
             except UnicodeDecodeError:
                 return UNREADABLE
-        raw = self.stdin.buffer.readline() if hasattr(self.stdin, "buffer") else \
-            self.stdin.readline()
+            finally:
+                self._prompt = None
+        raw = self.stdin.buffer.readline()  # bytes: a broken character cannot stop the demo
         if not raw:
             return None
-        if isinstance(raw, bytes):
-            raw = raw.decode(self.stdin.encoding or "utf-8", errors="replace")
-        return raw.rstrip("\r\n")
+        return raw.decode(self.stdin.encoding or "utf-8", errors="replace").rstrip("\r\n")
 
 
 def _settle(answer: asyncio.Future, line: Any) -> None:
