@@ -229,7 +229,7 @@ async def test_typed_reply_goes_to_the_group_that_asked(make_bot):
     await bot.press(WATER_STAFF, post, "签收")
     await bot.settle()
     transcript = await chat(bot, [
-        ":to", "1", f":wait {texts.ASK_RESOLUTION}",  # 办结 on the redrawn post
+        "1", f":wait {texts.ASK_RESOLUTION}",  # 办结 on the post redrawn after 签收
         ":as 居民王阿姨", ":as 水务局王工",  # away and back: still answering in the group
         RESULT_TEXT, f":wait {texts.ASK_RESOLUTION_PHOTO}",
         "/skip", f":wait {texts.RESOLVED_OK.split('{')[0]}",
@@ -437,6 +437,8 @@ def test_piped_input_with_broken_bytes_is_read_leniently():
 
 async def test_enterprise_user_registers_and_reports(make_bot):
     bot = await make_bot(to_triage())
+    registered = texts.ENTERPRISE_REGISTERED.split("{")[0]
+    demand = "园区门口道路积水严重，货车进不来，影响正常发货"
 
     async def script():
         yield ":as 企业赵经理"
@@ -444,15 +446,18 @@ async def test_enterprise_user_registers_and_reports(make_bot):
         yield f":wait {texts.ASK_ENTERPRISE_NAME.splitlines()[-1]}"
         yield "望城智造有限公司"
         yield f":wait {texts.ASK_CREDIT_CODE}"
+        position = len(bot.emu.messages(ENTERPRISE_USER))
         yield DEMO_CREDIT_CODE
-        # Whatever else registration asks, answer it until the demand is asked for.
+        # Whatever else registration asks (a button or a word), answer until the demand is
+        # asked for.
         for _ in range(4):
-            yield ":wait 1"
-            latest = bot.emu.last_message(ENTERPRISE_USER)
-            if texts.ASK_DEMAND in latest.content:
+            asked = await bot.emu.wait_for_message(
+                ENTERPRISE_USER, lambda m: registered not in m.content, after=position)
+            position = asked.index + 1
+            if texts.ASK_DEMAND in asked.content:
                 break
-            yield "1" if latest.buttons else "智能制造"
-        yield "园区门口道路积水严重，货车进不来，影响正常发货"
+            yield "1" if asked.buttons else "智能制造"
+        yield demand
         yield f":wait {texts.ASK_PHOTO}"
         yield "/skip"
         yield ":wait 位置"
@@ -464,10 +469,12 @@ async def test_enterprise_user_registers_and_reports(make_bot):
 
     transcript = await chat(bot, script())
     in_order(transcript, "现在的身份：企业赵经理", f"企业赵经理> {DEMO_CREDIT_CODE}",
-             texts.ENTERPRISE_REGISTERED.format(name="望城智造有限公司"),
-             "请确认企业诉求（望城智造有限公司）", "（已点击“✅ 确认提交”）", "已受理")
+             texts.ENTERPRISE_REGISTERED.format(name="望城智造有限公司"), texts.ASK_DEMAND,
+             f"企业赵经理> {demand}", "请确认企业诉求（望城智造有限公司）",
+             "（已点击“✅ 确认提交”）", "已受理")
+    assert "（等待" not in transcript
     [case] = await bot.cases()
-    assert case.kind == "enterprise" and case.enterprise_id is not None
+    assert (case.kind, case.text) == ("enterprise", demand)
     async with bot.services.session() as session:
         enterprise = await session.get(Enterprise, case.enterprise_id)
     assert enterprise.credit_code == DEMO_CREDIT_CODE
