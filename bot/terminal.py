@@ -33,6 +33,7 @@ DEMO_PHONE = "13800000000"
 WAIT_SECONDS = 10.0  # :wait gives up after this (it returns as soon as the reply shows)
 CONTINUE = "\\"  # a line ending in it goes on on the next line
 CONTINUATION_PROMPT = "… "
+COMMAND_MARKS = (":", "：")  # a Chinese input method types the wide colon
 UNREADABLE = object()  # what the keyboard reader hands over for a line it could not decode
 
 
@@ -388,7 +389,7 @@ class TerminalChat:
     async def feed(self, raw: str) -> bool:
         """One line as typed; False means quit. A line ending in "\\" waits for the next;
         a pasted block of several lines is one message, unless it is a script of commands."""
-        if "\n" in raw and not self.continued and raw.lstrip().startswith(":"):
+        if "\n" in raw and not self.continued and raw.lstrip().startswith(COMMAND_MARKS):
             for line in raw.splitlines():
                 if not await self.feed(line):
                     return False
@@ -416,11 +417,11 @@ class TerminalChat:
         if line.isdecimal():
             self.number(line)
             return True
-        if not line.startswith(":"):
+        if not line.startswith(COMMAND_MARKS):
             self.send_text(line)
             return True
-        command, _, arg = line[1:].partition(" ")
-        arg = arg.strip()
+        command, *rest = line[1:].split(maxsplit=1) or [""]  # any space, the wide one too
+        arg = rest[0].strip() if rest else ""
         command = command.lower()
         if command in {"quit", "q", "exit"}:
             self.say(t.FAREWELL)

@@ -256,13 +256,13 @@ async def test_to_picks_a_group_by_name_and_refuses_others(make_bot):
     bot = await make_bot()
     transcript = await chat(bot, [
         ":to 工作群", ":to 分拨", ":to -1000000000001", ":to 私聊", ":as 李", ":as 没有这人",
-        ":quit"], start_as=WATER_STAFF)
+        "：to　水务局", "：quit"], start_as=WATER_STAFF)  # as a Chinese input method types them
     in_order(transcript,
              "之后的文字将发到“水务局工作群”。",
              "水务局王工不在群 分拨 中。", "水务局王工不在群 -1000000000001 中。",
              "之后的文字将发到私聊。",
              "“李”对应多个身份：分拨员小李（9001）、市政局李工（9006）",
-             "没有这个身份：没有这人。")
+             "没有这个身份：没有这人。", "之后的文字将发到“水务局工作群”。", "再见！")
 
 
 # ---------------------------------------------------------------- numbers, lines, length
