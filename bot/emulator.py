@@ -61,6 +61,7 @@ MAX_CAPTION = 1024
 _COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _BOT_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_USER_LINK_RE = re.compile(r"tg://user\?id=(\d+)")  # a mention in the bot's HTML or Markdown
 
 
 class ApiError(Exception):
@@ -471,6 +472,20 @@ class BotMessage:
         if self.markup.keyboard is None:
             return None
         return [[b["text"] for b in row] for row in self.markup.keyboard]
+
+    def asks(self, user_id: int) -> bool:
+        """True if this is a ForceReply the user's client answers: in the user's private chat,
+        or in a group when not selective or aimed at them (mentioned, or replied to)."""
+        if not self.markup.force_reply:
+            return False
+        if self.chat_id == user_id or not (self.markup.raw or {}).get("selective"):
+            return True
+        reply = self.payload.get("reply_to_message") or {}
+        if reply.get("from", {}).get("id") == user_id:
+            return True
+        mentioned = {e.get("user", {}).get("id") for e in self.payload.get("entities", [])}
+        mentioned.update(int(uid) for uid in _USER_LINK_RE.findall(self.raw_text or ""))
+        return user_id in mentioned
 
     def button_data(self, label: str) -> str:
         """callback_data of the inline button whose text contains `label`."""
@@ -996,6 +1011,19 @@ class TelegramEmulator:
     def last_seq(self) -> int:
         """Counter of recorded bot messages, edits, deletions and answers (orders events)."""
         return self._seq
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates injected that the bot has not taken yet (not confirmed by getUpdates)."""
+        hook = self._webhook
+        return len(self._pending) + len(self._forced) + (hook.pending() if hook else 0)
+
+    async def wait_until_taken(self, timeout: float = 5.0) -> bool:
+        """Wait until the bot has taken every injected update; False if it did not in time."""
+        deadline = time.monotonic() + timeout
+        while self.pending_updates and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.pending_updates
 
     def call_count(self, method: str) -> int:
         return sum(1 for call in self.calls if call.method.lower() == method.lower())
@@ -1803,3 +1831,33 @@ def add_people_from_settings(
 
 # Demo residents (not staff): ids far from the staff ids in config.toml.
 DEMO_RESIDENTS: dict[int, str] = {10001: "居民王阿姨", 10002: "企业赵经理"}
+DEMO_ENTERPRISE_USERS = frozenset({10002})  # plays an enterprise (registers with /enterprise)
+DEMO_CREDIT_CODE = "91430112MA4Q8K2M74"  # a made-up 统一社会信用代码 that passes GB 32100's check
+
+
+class DemoRole(NamedTuple):
+    """What a demo identity plays: resident, enterprise or a staff role from config.toml, and
+    where (a department's or grid's name) for department and grid staff."""
+
+    role: str
+    place: str = ""
+
+
+def demo_roles(settings: Any, residents: dict[int, str] | None = None) -> dict[int, DemoRole]:
+    """The role of every identity add_people_from_settings adds, for the terminal's :who."""
+    residents = residents if residents is not None else DEMO_RESIDENTS
+    roles = {uid: DemoRole("enterprise" if uid in DEMO_ENTERPRISE_USERS else "resident")
+             for uid in residents}
+    places = {("department", d.code): d.name for d in settings.departments}
+    places.update({("grid", g.code): g.name for g in settings.grids})
+    for staff in settings.staff:
+        where = staff.department if staff.role == "department" else staff.grid
+        place = places.get((staff.role, where), where or "") if where else ""
+        roles[staff.telegram_id] = DemoRole(staff.role, place)
+    return roles
+
+
+def departments_without_staff(settings: Any) -> list[str]:
+    """Names of departments no [[staff]] entry works for: their cases have nobody to act."""
+    staffed = {s.department for s in settings.staff if s.role == "department"}
+    return [d.name for d in settings.departments if d.code not in staffed]

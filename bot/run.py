@@ -138,12 +138,13 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
     plays a resident (10001), an enterprise user (10002) and the staff from config.toml.
 
     input_lines / out replace the terminal (scripted demos and tests)."""
-    from bot.emulator import TelegramEmulator, add_people_from_settings
-    from bot.terminal import run_terminal_chat
+    from bot.emulator import TelegramEmulator, add_people_from_settings, demo_roles
+    from bot.terminal import demo_intro, run_terminal_chat
 
     quiet_chatty_loggers(demo=True)
     emulator = TelegramEmulator(token=DEMO_TOKEN)
     identities, groups = add_people_from_settings(emulator, settings)
+    roles = demo_roles(settings)
     await emulator.start()
     try:
         application = build_application(settings, base_url=emulator.base_url,
@@ -154,7 +155,11 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
         try:
             await start_application(application, settings, mode="polling")
             await run_terminal_chat(emulator, identities, groups, start_as=DEMO_RESIDENT,
-                                    input_lines=input_lines, out=out)
+                                    input_lines=input_lines, out=out, roles=roles,
+                                    intro=demo_intro(settings, identities, roles))
+            # What was typed last (a script that ends at once) is still handled: stopping
+            # handles the updates the bot took, but drops those it had not taken yet.
+            await emulator.wait_until_taken()
         finally:
             await stop_application(application)
     finally:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from telegram import (
     Bot,
+    ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     KeyboardButton,
@@ -554,6 +555,27 @@ async def test_enforce_limits_answers_429_and_counts_them():
     limited = [r for r in results if isinstance(r, RetryAfter)]
     assert limited and emu.stats["429"] == len(limited)
     assert 40 - len(limited) <= 30 + 30 * elapsed + 1  # refill during the burst
+
+
+async def test_force_reply_knows_whom_it_asks(emulator):
+    """Telegram's selective ForceReply targets the mentioned user or the one replied to."""
+    triage_staff, admin = 9001, 9000  # both in the triage group
+    async with direct_bot(emulator) as bot:
+        await bot.send_message(RESIDENT, "请输入", reply_markup=ForceReply())
+        await bot.send_message(TRIAGE, '<a href="tg://user?id=9001">小李</a> 请回复理由',
+                               parse_mode="HTML", reply_markup=ForceReply(selective=True))
+        asked = emulator.send_text(admin, "我来回答", chat_id=TRIAGE)["message"]["message_id"]
+        await bot.send_message(TRIAGE, "请说明", reply_markup=ForceReply(selective=True),
+                               reply_parameters=ReplyParameters(asked))
+        await bot.send_message(TRIAGE, "大家都可以回答", reply_markup=ForceReply())
+        await bot.send_message(TRIAGE, "通知")
+    private, mention, reply, everyone, plain = (*emulator.messages(RESIDENT),
+                                                *emulator.messages(TRIAGE))
+    assert private.asks(RESIDENT)
+    assert mention.asks(triage_staff) and not mention.asks(admin)
+    assert reply.asks(admin) and not reply.asks(triage_staff)
+    assert everyone.asks(admin) and everyone.asks(triage_staff)
+    assert not plain.asks(admin)
 
 
 # ---------------------------------------------------------------- terminal client
