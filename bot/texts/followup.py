@@ -116,7 +116,10 @@ OVERDUE_TRUNCATED = "……仅列出最紧急的 {count} 件"
 
 # ---------------------------------------------------------------- /stats
 STATS_NOT_STAFF = "抱歉，/stats 仅供工作人员使用。"
-STATS_USAGE = "用法：/stats [today|week|month|2026-11]（今日、本周、本月或指定月份，默认本月）"
+STATS_USAGE = (
+    "用法：/stats [今天|本周|上周|本月|上个月|今年|2026-11|2026-11-01~2026-11-15]\n"
+    "（也可写 today、week、last-week、month、last-month、year；不写默认本月）"
+)
 STATS_TITLE = "📊 {period}办理统计（{start} 至 {end}）"
 STATS_TOTAL = (
     "全区：受理 {created} 件，派单 {dispatched} 件，办结 {done} 件\n"
@@ -128,9 +131,11 @@ STATS_DEPARTMENT = (
     "{light} {name}：派单 {dispatched}，办结率 {completion}，按时 {on_time}，"
     "满意率 {satisfaction}"
 )
-STATS_PERIOD_NAMES = {"today": "今日", "week": "本周", "month": "本月"}
+STATS_PERIOD_NAMES = {"today": "今日", "week": "本周", "last_week": "上周", "month": "本月"}
 STATS_MONTH = "{year}年{month}月"
-STATS_FUTURE_MONTH = "{year}年{month}月还没有开始。"
+STATS_YEAR = "{year}年"
+STATS_NOT_STARTED = "{period}还没有开始，请换一个统计期间。"
+STATS_RANGE_FROM = "{start} 起的期间"
 
 
 def span(seconds: float) -> str:

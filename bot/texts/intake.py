@@ -33,7 +33,7 @@ HELP = (
 STAFF_HELP = (
     "工作人员命令：\n"
     "/case 编号 查看案件过程\n"
-    "/overdue 红黄灯案件；/stats [today|week|month|2026-11] 办结率、按时率、满意率\n"
+    "/overdue 红黄灯案件；/stats [今天|本周|上周|本月|上个月|今年|2026-11] 办结率、按时率、满意率\n"
     "/policy 发布惠企政策；/dashboard 获取指挥大屏登录码\n"
     "管理员：/reload_model 重新加载分类模型；/staff_add ID 角色 [部门或网格] 添加工作人员"
 )
@@ -198,8 +198,8 @@ ASK_RETURN_REASON = "请回复退回理由（例如：不属于本部门职责�
 ASK_RESOLUTION = "请回复办结情况（简要说明如何处理的）："
 ASK_RESOLUTION_PHOTO = "可以发一张办结照片，或发送 /skip 跳过。"
 ASK_EXTENSION_REASON = "请回复申请延期的理由："
-ASK_EXTENSION_DATE = "请回复新的办结日期，格式如 2026-12-01 或 12-01："
-EXTENSION_DATE_INVALID = "日期格式不对或不在今天之后，请按 2026-12-01 这样的格式重新输入。"
+ASK_EXTENSION_DATE = "请回复新的办结日期（当前时限 {deadline}），格式如 {example} 或 {short}："
+EXTENSION_DATE_INVALID = "日期格式不对或不在今天之后，请按 {example} 这样的格式重新输入。"
 REASON_TOO_SHORT = "请再具体写几个字（至少 {min} 个字）。"
 REASON_TOO_LONG = "内容太长了，请控制在 {max} 字以内。"
 STAFF_ACTION_CANCELLED = "已取消本次操作。"
