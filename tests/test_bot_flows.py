@@ -128,6 +128,7 @@ async def test_confident_case_is_dispatched_at_once_and_still_shown_to_triage(ma
     triage_post = await bot.group_post(bot.triage_chat, ref)
     assert "已自动派至 水务局" in triage_post.content
     assert "🔀 重新分派" in [text for text, _ in triage_post.buttons]
+    await bot.notices_due()
     notice = await bot.emu.wait_for_message(RESIDENT, lambda m: "已派至 水务局" in m.content)
     assert ref in notice.content
     assert await bot.corrections() == []  # the system's own choice is no correction
@@ -192,6 +193,7 @@ async def test_triage_correction_is_saved_and_reaches_the_chosen_department(make
     assert correction.staff_telegram_id == TRIAGE_STAFF and correction.text == LIGHT_TEXT
 
     await bot.group_post(bot.department_chat(chosen), ref)
+    await bot.notices_due()
     await bot.emu.wait_for_message(RESIDENT, lambda m: f"已派至 {chosen_name}" in m.content)
     redrawn = bot.emu.message(bot.triage_chat, post.message_id)
     assert f"已派至 {chosen_name}" in redrawn.content
@@ -212,6 +214,7 @@ async def test_sign_for_and_resolve_tell_the_reporter_each_time(make_bot):
     ref = await bot.report(RESIDENT, WATER_TEXT)
     group = bot.department_chat("water")
     post = await bot.group_post(group, ref)
+    await bot.notices_due()
     await bot.emu.wait_for_message(RESIDENT, lambda m: "已派至" in m.content)
 
     answer = await bot.press(WATER_STAFF, post, "签收")

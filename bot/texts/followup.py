@@ -45,9 +45,12 @@ DIGEST_CASE = "    {ref} {stage}超时 {over}"
 DIGEST_MORE = "    ……另有 {count} 件"
 
 # ---------------------------------------------------------------- reporter notices
-NOTICE_EXTENDED = "⏳ 您反映的问题（{ref}）办理时限已延长至 {deadline}。\n原因：{reason}"
-NOTICE_EXTENDED_NO_REASON = "⏳ 您反映的问题（{ref}）办理时限已延长至 {deadline}。"
-NOTICE_REOPENED = "🔁 根据您的评价，您反映的问题（{ref}）已重新交 {department} 办理。"
+NOTICE_EXTENDED = "⏳ {subject}（{ref}）办理时限已延长至 {deadline}。\n原因：{reason}"
+NOTICE_EXTENDED_NO_REASON = "⏳ {subject}（{ref}）办理时限已延长至 {deadline}。"
+# The one message a reopening gets, however the 不满意 came (comment, 直接提交, timeout).
+NOTICE_REOPENED = (
+    "🔁 已收到您的评价。{subject}（{ref}）已重新交 {department} 办理，我们会继续跟进。"
+)
 POST_REOPENED = (
     "🔁 群众不满意，重新办理 {ref}\n"
     "群众意见：{comment}\n"
@@ -58,15 +61,14 @@ POST_REOPENED = (
 NO_COMMENT = "（未填写）"
 
 # ---------------------------------------------------------------- 回访 (satisfaction survey)
+# The 办结 notice carries the result (and photo); the survey refers to it, never repeats it.
 SURVEY = (
-    "📋 回访｜您反映的问题（{ref}）已办结。\n"
-    "办理结果：{result}\n\n"
-    "请您对办理结果进行评价："
+    "📋 回访｜请对{subject} {ref} 的办理结果进行评价。\n"
+    "办理结果见办结通知，也可发送 /case {ref} 查看。"
 )
 SURVEY_REMINDER = (
-    "📋 温馨提醒｜您反映的问题（{ref}）已办结，还没有收到您的评价。\n"
-    "办理结果：{result}\n\n"
-    "请点击下方按钮评价；{days} 天内未评价将自动结案。"
+    "📋 温馨提醒｜{subject} {ref} 已办结，还没有收到您的评价。\n"
+    "办理结果可发送 /case {ref} 查看。请点击下方按钮评价；{days} 天内未评价将自动结案。"
 )
 BTN_RATE = {"satisfied": "😊 满意", "basic": "🙂 基本满意", "unsatisfied": "😞 不满意"}
 SURVEY_ASK_COMMENT = (
@@ -76,8 +78,8 @@ SURVEY_ASK_COMMENT = (
 )
 BTN_SUBMIT_RATING = "直接提交"
 SURVEY_THANKS = "感谢您的评价（{rating}）！案件 {ref} 已结案。"
-SURVEY_REOPENED = "已收到您的评价，案件 {ref} 已重新交 {department} 办理，我们会继续跟进。"
 SURVEY_ANSWERED = "您的评价：{rating}"
+SURVEY_SUBMITTED_NO_COMMENT = "您的评价：不满意（未填写意见）"
 SURVEY_ALREADY_DONE = "该案件已经评价或已结案，无需重复评价。"
 SURVEY_NOT_YOURS = "只有反映人本人可以评价该案件。"
 SURVEY_COMMENT_TOO_LONG = "意见有点长（{length} 字），请精简到 {max} 字以内再发送。"

@@ -139,9 +139,12 @@ KIND_NAMES = {"resident": "居民随手拍", "enterprise": "企业诉求"}
 
 
 # ---------------------------------------------------------------- reporter notices (pushes)
-NOTICE_DISPATCHED = "📮 您反映的问题（{ref}）已派至 {department} 办理。"
-NOTICE_SIGNED = "👷 {department} 已签收您反映的问题（{ref}），正在办理。"
-NOTICE_RESOLVED = "✅ 您反映的问题（{ref}）已办结。\n办理结果：{result}"
+# How the reporter's case is named to them: residents report problems, enterprises file
+# demands (企业诉求).
+SUBJECT = {"resident": "您反映的问题", "enterprise": "您的企业诉求"}
+NOTICE_DISPATCHED = "📮 {subject}（{ref}）已派至 {department} 办理。"
+NOTICE_SIGNED = "👷 {department} 已签收{subject}（{ref}），正在办理。"
+NOTICE_RESOLVED = "✅ {subject}（{ref}）已办结。\n办理结果：{result}"
 
 # ---------------------------------------------------------------- staff: group posts
 POST_NEW = "🆕 新{kind} {ref}"
@@ -257,6 +260,11 @@ def summary(
         lines.append(OUT_OF_AREA.format(district=district))
     lines.append(SUMMARY_SUGGESTED.format(department=department) if department else SUMMARY_UNSURE)
     return "\n".join(lines)
+
+
+def subject(kind: str) -> str:
+    """How a case is named to its reporter: 您反映的问题, or 您的企业诉求 for an enterprise."""
+    return SUBJECT.get(kind, SUBJECT["resident"])
 
 
 def snippet(text: str, limit: int = 30) -> str:
