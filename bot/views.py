@@ -34,7 +34,10 @@ async def my_cases(update: Update, context: Context) -> None:
         own = await store.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
         demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
     if not own and not demands:
-        await update.effective_message.reply_text(texts.MY_EMPTY)
+        async with services.session() as session:
+            enterprise = await store.enterprise_of(session, user_id)
+        await update.effective_message.reply_text(
+            texts.MY_EMPTY_ENTERPRISE if enterprise else texts.MY_EMPTY)
         return
     parts = []
     if own:
@@ -129,7 +132,10 @@ async def enterprise_home(update: Update, context: Context) -> bool:
         if enterprise is None:
             return False
         demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
-    lines = [texts.ENTERPRISE_HOME.format(name=enterprise.name, code=enterprise.credit_code), ""]
+    lines = [texts.ENTERPRISE_HOME.format(
+        name=enterprise.name, code=enterprise.credit_code,
+        industry=enterprise.industry or texts.NOT_GIVEN,
+        park=enterprise.park or texts.NOT_GIVEN), ""]
     if demands:
         lines += [texts.ENTERPRISE_CASES_TITLE] + [case_line(c, services) for c in demands]
     else:

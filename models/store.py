@@ -374,6 +374,12 @@ async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, 
     return enterprise
 
 
+async def enterprise_by_credit_code(session: AsyncSession, credit_code: str) -> Enterprise | None:
+    """The registered enterprise with this (validated) 统一社会信用代码, or None."""
+    stmt = select(Enterprise).where(Enterprise.credit_code == credit_code)
+    return (await session.exec(stmt)).first()
+
+
 async def enterprise_of(session: AsyncSession, reporter_telegram_id: int) -> Enterprise | None:
     reporter = await _reporter_by_tid(session, reporter_telegram_id)
     if reporter is None or reporter.enterprise_id is None:

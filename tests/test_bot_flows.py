@@ -141,8 +141,16 @@ async def test_enterprise_registers_once_and_follows_its_demands(make_bot):
     assert "信用代码" in (await bot.say(user, "望城智造科技有限公司")).content
     refused = await bot.say(user, "12345")
     assert "18位" in refused.content
-    bot.emu.send_text(user, valid_credit_code())
-    await bot.emu.wait_for_message(user, lambda m: "企业登记成功" in m.content)
+    industry = await bot.say(user, valid_credit_code())
+    assert "所属行业" in industry.content
+    assert "软件和信息技术服务业" in [b for row in bot.emu.reply_keyboard(user) for b in row]
+    park = await bot.say(user, "软件和信息技术服务业")
+    assert "园区" in park.content
+    assert "不在园区" in [b for row in bot.emu.reply_keyboard(user) for b in row]
+    bot.emu.send_text(user, "望城经开区")
+    done = await bot.emu.wait_for_message(user, lambda m: "企业登记成功" in m.content)
+    assert "行业：软件和信息技术服务业　园区：望城经开区" in done.content
+    assert bot.emu.reply_keyboard(user)[0] == ["我要反映", "我的反映"]  # the menu is back
     await bot.emu.wait_for_message(user, lambda m: "企业遇到的问题" in m.content)
 
     await bot.say(user, "园区门口道路破损严重，货车进出非常困难，希望尽快修复")

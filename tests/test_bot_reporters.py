@@ -9,8 +9,11 @@ controllable clock, and the bot's own sender delivers.
 from __future__ import annotations
 
 from bot import followup
+from models import store
+from models.credit_code import check_character
 from models.tables import DISPATCHED, TRIAGE
 from tests.test_bot_kit import (
+    ENTERPRISE_USER,
     RESIDENT,
     TRIAGE_STAFF,
     WATER_STAFF,
@@ -22,6 +25,8 @@ from tests.test_bot_kit import (
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
 WATER_TEXT = "小区停水两天了还没来水，自来水管道一直没人来修"
+DEMAND_TEXT = "园区企业停水两天了，自来水管道一直没人来修，生产线停工"
+CREDIT_CODE = "91430112MA4L12345" + check_character("91430112MA4L12345")
 
 
 async def started(make_bot, settings) -> BotEnv:
@@ -188,3 +193,78 @@ async def test_a_reopening_is_told_once_whichever_way_the_answer_came(make_bot):
     await bot.settle()
     for ref in (first, second):
         assert len([c for c in contents(bot, RESIDENT, "重新") if ref in c]) == 1
+
+
+# ---------------------------------------------------------------- enterprises
+
+
+async def register(bot: BotEnv, user: int = ENTERPRISE_USER) -> None:
+    async with bot.services.session() as session:
+        await store.register_enterprise(session, user, "望城智造科技有限公司", CREDIT_CODE,
+                                        industry="制造业", now=bot.clock())
+
+
+async def test_an_enterprise_is_addressed_as_its_demand_everywhere(make_bot):
+    bot = await started(make_bot, auto_dispatch())
+    user = ENTERPRISE_USER
+    assert "您还没有反映过问题" in (await bot.say(user, "/my")).content
+    await register(bot)
+    assert "还没有提交过企业诉求" in (await bot.say(user, "/my")).content
+    await bot.say(user, "/demand")
+    await bot.say(user, DEMAND_TEXT)
+    await bot.say(user, "/skip")
+    summary = await bot.say(user, "/skip")
+    bot.emu.press(user, summary, "确认提交")
+    done = await bot.emu.wait_for_message(user, lambda m: "企业诉求已受理" in m.content)
+    ref = done.content.split("编号 ", 1)[1].split("，", 1)[0]
+    await bot.notices_due()
+    await resolve_in_group(bot, ref, "已协调水务局抢修，恢复供水", photo=False)
+    await followup.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+
+    said = "\n".join(m.content for m in bot.emu.messages(user))
+    assert f"📮 您的企业诉求（{ref}）已派至 水务局 办理。" in said
+    assert f"👷 水务局 已签收您的企业诉求（{ref}），正在办理。" in said
+    assert f"✅ 您的企业诉求（{ref}）已办结。" in said
+    assert f"请对您的企业诉求 {ref} 的办理结果进行评价" in said
+    assert f"{ref}（企业诉求）" in (await bot.say(user, f"/case {ref}")).content
+    assert "企业诉求：" in (await bot.say(user, "/my")).content
+    assert "您反映的问题" not in "\n".join(m.content for m in bot.emu.messages(user))
+
+
+async def test_registration_asks_industry_and_park_so_policies_reach_the_enterprise(make_bot):
+    bot = await started(make_bot, to_triage())
+    user = ENTERPRISE_USER
+    await bot.say(user, "/enterprise")
+    await bot.say(user, "望城智造科技有限公司")
+    asked = await bot.say(user, CREDIT_CODE)
+    assert "所属行业" in asked.content and "惠企政策" in asked.content
+    assert "2～30 个字" in (await bot.say(user, "软")).content  # too short: asked again
+    park = await bot.say(user, "软件和信息技术服务业")
+    assert "园区" in park.content
+    assert ["不在园区"] in [row[-1:] for row in bot.emu.reply_keyboard(user)]
+    done = await bot.say(user, "/skip")
+    assert "企业登记成功" in done.content and "园区：未填写" in done.content
+    async with bot.services.session() as session:
+        enterprise = await store.enterprise_of(session, user)
+    assert (enterprise.industry, enterprise.park) == ("软件和信息技术服务业", None)
+    await bot.emu.wait_for_message(user, lambda m: "企业遇到的问题" in m.content)
+    await bot.say(user, "/cancel")
+    home = await bot.say(user, "/enterprise")
+    assert "行业：软件和信息技术服务业　园区：未填写" in home.content
+
+    admin = 9000
+    posted = await bot.say(admin, "/policy 软件企业研发补贴\n按研发投入的10%给予补贴。\n标签：软件")
+    assert "将推送给 1 位企业联系人" in posted.content
+    await bot.emu.wait_for_message(user, lambda m: "软件企业研发补贴" in m.content)
+    none = await bot.say(admin, "/policy 物流企业奖励\n物流企业年度奖励。\n标签：物流")
+    assert "没有匹配" in none.content
+
+    # A colleague of the same enterprise is not asked again.
+    colleague = 10003
+    bot.emu.add_user(colleague, "企业钱会计")
+    await bot.say(colleague, "/enterprise")
+    await bot.say(colleague, "望城智造")
+    joined = await bot.say(colleague, CREDIT_CODE)
+    assert "企业登记成功：望城智造科技有限公司" in joined.content
+    assert "行业：软件和信息技术服务业" in joined.content

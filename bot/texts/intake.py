@@ -93,11 +93,14 @@ SUBMITTED_ENTERPRISE = (
     "企业诉求已受理，编号 {ref}，我们会及时反馈办理进度。\n"
     "发送 /enterprise 可随时查看企业诉求的进度。"
 )
-ALREADY_SUBMITTED = "这份反映已经提交过了，编号 {ref}。"
-CANCELLED = "已取消。需要时随时发送 /report。"
+ALREADY_SUBMITTED = {"resident": "这份反映已经提交过了，编号 {ref}。",
+                     "enterprise": "这份企业诉求已经提交过了，编号 {ref}。"}
+# The command that starts a report again, by kind of report.
+RESTART_COMMAND = {"resident": "/report", "enterprise": "/demand"}
+CANCELLED = "已取消。需要时随时发送 {command}。"
 NOTHING_TO_CANCEL = "当前没有进行中的操作。"
 CONVERSATION_ENDED = "本次填写已结束。需要时请重新发送 /report。"
-TIMED_OUT = "超过 {minutes} 分钟没有操作，本次填写已自动结束。需要时请重新发送 /report。"
+TIMED_OUT = "超过 {minutes} 分钟没有操作，本次填写已自动结束。需要时请重新发送 {command}。"
 BUTTON_EXPIRED = "该按钮已过期，请以最新消息为准"
 BUTTON_INVALID = "无法识别的操作，请以最新消息为准"
 
@@ -116,20 +119,41 @@ EDITED_IGNORED = "已收到您修改的消息。已提交的反映不会随之�
 ASK_ENTERPRISE_NAME = "欢迎使用企业吹哨！首次使用需登记企业信息。\n请输入企业全称："
 ASK_CREDIT_CODE = "请输入 18 位统一社会信用代码（营业执照上可以找到）："
 ENTERPRISE_NAME_INVALID = "企业名称应为 2～100 个字，请重新输入。"
-ENTERPRISE_REGISTERED = "✅ 企业登记成功：{name}"
-ENTERPRISE_HOME = "🏢 {name}\n统一社会信用代码：{code}"
+# Staff tag 惠企政策 with words of an industry or park; a tag reaches an enterprise whose
+# industry or park contains it (models.policy.policy_matches), so each choice below holds the
+# words a tag is likely to use (软件, 制造, 物流, 餐饮 …).
+ASK_INDUSTRY = (
+    "请选择企业所属行业（点下方按钮，或直接输入，如“新能源汽车零部件制造”）。\n"
+    "惠企政策会按行业和园区推送给您。"
+)
+INDUSTRY_CHOICES = (
+    "制造业", "软件和信息技术服务业", "批发和零售业", "交通运输、仓储和物流业", "建筑业",
+    "住宿和餐饮业", "农业（农林牧渔）", "科技研发和技术服务业", "文化和旅游业", "商务服务业",
+)
+INDUSTRY_INVALID = "行业名称应为 2～{max} 个字，请点下方按钮选择或重新输入。"
+ASK_PARK = (
+    "企业位于哪个园区？点下方按钮选择或直接输入园区名称；"
+    "不在园区请点「不在园区」或发送 /skip。"
+)
+PARK_CHOICES = ("望城经开区", "铜官循环经济工业基地")
+BTN_NO_PARK = "不在园区"
+PARK_INVALID = "园区名称应为 2～{max} 个字，请重新输入，或发送 /skip 跳过。"
+ENTERPRISE_REGISTERED = "✅ 企业登记成功：{name}\n行业：{industry}　园区：{park}"
+ENTERPRISE_HOME = "🏢 {name}\n统一社会信用代码：{code}\n行业：{industry}　园区：{park}"
+NOT_GIVEN = "未填写"
 ENTERPRISE_NO_CASES = "还没有提交过企业诉求。"
 ENTERPRISE_CASES_TITLE = "企业诉求进度："
 BTN_NEW_DEMAND = "📮 提交新诉求"
 
 # ---------------------------------------------------------------- my cases / timeline
 MY_EMPTY = "您还没有反映过问题。发送 /report 开始第一件吧。"
+MY_EMPTY_ENTERPRISE = "还没有提交过企业诉求。发送 /demand 提交第一件吧。"
 MY_TITLE_RESIDENT = "您最近的反映："
 MY_TITLE_ENTERPRISE = "企业诉求："
 MY_LINE = "{light} {ref}  {status}\n    {snippet}"
 MY_FOOTER = "发送 /case 编号 查看办理过程。"
 CASE_USAGE = "请在命令后加上编号，例如：/case WC-20261124-0007"
-CASE_NOT_FOUND = "没有找到编号为 {ref} 的反映，或您无权查看。"
+CASE_NOT_FOUND = "没有找到编号为 {ref} 的反映或企业诉求，或您无权查看。"
 CASE_HEADER = "{ref}（{kind}）\n状态：{status} {light}\n内容：{text}"
 CASE_DEPARTMENT = "承办部门：{department}"
 CASE_DEADLINE = "办结时限：{deadline}"
