@@ -728,7 +728,9 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
-                            details={"result": result, "photo": bool(photo)})
+                            details={"result": result, "photo": bool(photo),
+                                     # each 办结's photo stays in /case after a reopening
+                                     **({"photo_file": photo} if photo else {})})
 
 
 async def request_extension(session: AsyncSession, case_id: int, actor: Actor, reason: str,

@@ -16,6 +16,7 @@ from tests.test_bot_kit import (
     ENTERPRISE_USER,
     RESIDENT,
     TRIAGE_STAFF,
+    WAIT,
     WATER_STAFF,
     BotEnv,
     auto_dispatch,
@@ -268,3 +269,73 @@ async def test_registration_asks_industry_and_park_so_policies_reach_the_enterpr
     joined = await bot.say(colleague, CREDIT_CODE)
     assert "企业登记成功：望城智造科技有限公司" in joined.content
     assert "行业：软件和信息技术服务业" in joined.content
+
+
+# ---------------------------------------------------------------- /case
+
+
+async def test_case_shows_every_photo_and_everything_said(make_bot):
+    bot = await started(make_bot, auto_dispatch())
+    group = bot.department_chat("water")
+    await bot.say(RESIDENT, "/report")
+    await bot.say(RESIDENT, WATER_TEXT)
+    for _ in range(2):
+        bot.emu.send_photo(RESIDENT, media_group_id="album")
+    await bot.reply(RESIDENT)
+    summary = await bot.say(RESIDENT, "/skip")
+    bot.emu.press(RESIDENT, summary, "确认提交")
+    done = await bot.emu.wait_for_message(RESIDENT, lambda m: "已受理" in m.content)
+    ref = done.content.split("编号 ", 1)[1].split("，", 1)[0]
+    await bot.settle()
+
+    await resolve_in_group(bot, ref, "已更换阀门", photo=True)
+    first_photo = (await bot.case(ref)).resolution_photo
+    await followup.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    survey = next(m for m in bot.emu.messages(RESIDENT) if "回访" in m.content)
+    await bot.press(RESIDENT, survey, "不满意")
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "说说哪里不满意" in m.content)
+    await bot.say(RESIDENT, "水还是浑的，没有解决")
+
+    reopened = await department_post(bot, "water", ref, "群众不满意")
+    await bot.press(WATER_STAFF, reopened, "退回")
+    await bot.say(WATER_STAFF, "管网属于住建局小区改造范围", chat=group)
+    await route(bot, ref, "水务局")
+    post = await department_post(bot, "water", ref)
+    await bot.press(WATER_STAFF, post, "签收")
+    await bot.press(WATER_STAFF, bot.emu.message(group, post.message_id), "申请延期")
+    await bot.reply(WATER_STAFF, group)
+    ask = await bot.say(WATER_STAFF, "需要更换整段主管道", chat=group)
+    example = ask.content.split("格式如 ", 1)[1].split(" ", 1)[0]
+    await bot.say(WATER_STAFF, example, chat=group)
+    request = await bot.group_post(bot.triage_chat, "申请延期")
+    await bot.press(TRIAGE_STAFF, request, "同意延期")
+    await resolve_in_group(bot, ref, "已更换整段主管道，水质检测合格", photo=True)
+    case = await bot.case(ref)
+    assert case.resolution_photo != first_photo
+
+    timeline = await bot.say(RESIDENT, f"/case {ref}")
+    text = timeline.content
+    assert "办结：已更换阀门" in text and "办结：已更换整段主管道，水质检测合格" in text
+    assert "评价：不满意，意见：水还是浑的，没有解决" in text
+    assert "退回：理由：管网属于住建局小区改造范围" in text
+    assert "申请延期：理由：需要更换整段主管道，新的办结时限" in text
+    album = [await bot.emu.wait_for_message(RESIDENT, timeout=WAIT, after=timeline.index + i)
+             for i in range(1, 5)]
+    assert [m.photo for m in album] == [*case.photos, first_photo, case.resolution_photo]
+    assert len({m.payload["media_group_id"] for m in album}) == 1
+    assert [m.caption for m in album] == ["📷 反映时的照片", None, "✅ 办结照片", "✅ 办结照片"]
+
+
+async def test_a_long_timeline_is_sent_whole_in_several_messages(make_bot):
+    settings = auto_dispatch()
+    bot = await started(make_bot, settings)
+    long_text = "小区停水，" + "自来水管道破裂漏水严重，" * 166  # 1,997 characters
+    ref = await bot.report(RESIDENT, long_text)
+    long_result = "已抢修：" + "更换破损管段并冲洗管网，" * 166  # together more than 4,096
+    await resolve_in_group(bot, ref, long_result, photo=False)
+    bot.emu.send_text(RESIDENT, f"/case {ref}")
+    first = await bot.emu.wait_for_message(RESIDENT, lambda m: ref in m.content)
+    second = await bot.emu.wait_for_message(RESIDENT, timeout=WAIT, after=first)
+    assert long_text.strip() in first.content and long_result in second.content
+    assert not first.content.endswith("…") and len(first.content) <= 4096

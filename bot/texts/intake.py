@@ -158,6 +158,13 @@ CASE_HEADER = "{ref}（{kind}）\n状态：{status} {light}\n内容：{text}"
 CASE_DEPARTMENT = "承办部门：{department}"
 CASE_DEADLINE = "办结时限：{deadline}"
 CASE_TIMELINE = "办理过程："
+CASE_EVENT = "  {at}  {name}"
+CASE_EVENT_DETAIL = "  {at}  {name}：{detail}"
+CASE_COMMENT = "意见：{comment}"
+CASE_REASON = "理由：{reason}"
+CASE_NEW_DATE = "新的办结时限 {date}"
+CASE_PHOTO_REPORTED = "📷 反映时的照片"
+CASE_PHOTO_RESOLVED = "✅ 办结照片"
 NO_LIGHT = "⚪"
 KIND_NAMES = {"resident": "居民随手拍", "enterprise": "企业诉求"}
 
