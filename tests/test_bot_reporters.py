@@ -310,6 +310,7 @@ async def test_case_shows_every_photo_and_everything_said(make_bot):
     await bot.say(WATER_STAFF, example, chat=group)
     request = await bot.group_post(bot.triage_chat, "申请延期")
     await bot.press(TRIAGE_STAFF, request, "同意延期")
+    await bot.settle()  # the department's post with the new deadline's buttons
     await resolve_in_group(bot, ref, "已更换整段主管道，水质检测合格", photo=True)
     case = await bot.case(ref)
     assert case.resolution_photo != first_photo
