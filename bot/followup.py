@@ -423,9 +423,9 @@ async def _queue_notice(session, services: Services, change: fq.StatusNotice,
     due = notices.dispatch_due(services, event.at) if event.action == notices.DISPATCHED else None
     row = await notices.notice_row(session, case, event.action, change.chat_id, text, now,
                                    photo=photo, version=change.version, due=due)
-    queued = await outbox.enqueue(session, key=row["key"], chat_id=row["chat_id"], text=text,
-                                  kind=row["kind"], now=now, photo=photo, case_id=case.id,
-                                  due_at=row["due_at"])
+    queued = await outbox.enqueue(session, key=row["key"], chat_id=row["chat_id"],
+                                  text=row["text"], kind=row["kind"], now=now, photo=row["photo"],
+                                  case_id=row["case_id"], due_at=row["due_at"])
     return queued is not None
 
 
