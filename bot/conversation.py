@@ -563,7 +563,8 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
     if choice == "back":
         await query.edit_message_reply_markup(reply_markup=summary_keyboard(draft))
         return CONFIRM
-    prompts = {"text": (DESCRIBE, texts.ASK_DESCRIPTION), "photo": (PHOTO, texts.ASK_PHOTO),
+    describe = texts.ASK_DEMAND if draft["kind"] == ENTERPRISE else texts.ASK_DESCRIPTION
+    prompts = {"text": (DESCRIBE, describe), "photo": (PHOTO, texts.ASK_PHOTO),
                "location": (LOCATION, texts.ASK_LOCATION)}
     await query.edit_message_reply_markup(reply_markup=None)
     draft["editing"] = True

@@ -215,6 +215,10 @@ async def test_an_enterprise_is_addressed_as_its_demand_everywhere(make_bot):
     await bot.say(user, DEMAND_TEXT)
     await bot.say(user, "/skip")
     summary = await bot.say(user, "/skip")
+    await bot.press(user, summary, "修改")
+    bot.emu.press(user, bot.emu.message(user, summary.message_id), "修改描述")
+    assert "企业遇到的问题" in (await bot.reply(user)).content
+    summary = await bot.say(user, DEMAND_TEXT)
     bot.emu.press(user, summary, "确认提交")
     done = await bot.emu.wait_for_message(user, lambda m: "企业诉求已受理" in m.content)
     ref = done.content.split("编号 ", 1)[1].split("，", 1)[0]
