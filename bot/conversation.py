@@ -4,7 +4,8 @@ In the style of python-telegram-bot's conversationbot.py: named states, one smal
 step that returns the next state, and the ConversationHandler assembled in `build()`.
 
     /report ─▶ DESCRIBE ─▶ PHOTO (/skip) ─▶ LOCATION (/skip) ─▶ CONFIRM ─▶ submitted
-    /enterprise (first time) ─▶ REG_NAME ─▶ REG_CODE ─▶ DESCRIBE ─▶ …
+    /enterprise (first time) ─▶ REG_NAME ─▶ REG_CODE ─▶ REG_INDUSTRY ─▶ REG_PARK (/skip)
+        ─▶ registered ─▶ DESCRIBE ─▶ …
     CONFIRM ─ 修改 ─▶ EDIT ─▶ DESCRIBE | PHOTO | LOCATION ─▶ CONFIRM
 
 The draft lives in context.user_data["draft"], which bot.persistence keeps in the store, so a
@@ -46,11 +47,13 @@ from bot.common import (
 )
 from bot.services import services_of
 from models import outbox, store
+from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT
 from models.validation import InvalidInput
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
+REG_INDUSTRY, REG_PARK = 7, 8  # numbered after the others: saved conversations keep theirs
 END = ConversationHandler.END
 NAME = "intake"
 
@@ -65,6 +68,7 @@ NEW_MESSAGE = filters.UpdateType.MESSAGE & PRIVATE
 MENU_TEXTS = (texts.MENU_REPORT, texts.MENU_MY, texts.MENU_ENTERPRISE, texts.MENU_HELP)
 MENU = filters.Text(list(MENU_TEXTS))
 TYPED = NEW_MESSAGE & filters.TEXT & ~filters.COMMAND & ~MENU
+FIELD_MAX = 30  # characters of an enterprise's industry or park
 
 
 def main_menu() -> ReplyKeyboardMarkup:
@@ -126,7 +130,7 @@ def step(callback: Step) -> Step:
             drop_draft(context)
             if update.callback_query:
                 await update.callback_query.answer()
-            await _reply(update, _timed_out_text(context), reply_markup=main_menu())
+            await _reply(update, _timed_out_text(context, draft), reply_markup=main_menu())
             return END
         draft["touched"] = _iso(now)
         return await callback(update, context)
@@ -154,8 +158,14 @@ def _idle(draft: dict, now: datetime, limit: timedelta) -> bool:
     return now - datetime.fromisoformat(draft["touched"]) > limit
 
 
-def _timed_out_text(context: Context) -> str:
-    return texts.TIMED_OUT.format(minutes=int(idle_limit(context).total_seconds() // 60))
+def _restart_command(draft: dict) -> str:
+    """/report, or /demand for an enterprise's demand."""
+    return texts.RESTART_COMMAND.get(draft.get("kind"), texts.RESTART_COMMAND[RESIDENT])
+
+
+def _timed_out_text(context: Context, draft: dict) -> str:
+    return texts.TIMED_OUT.format(minutes=int(idle_limit(context).total_seconds() // 60),
+                                  command=_restart_command(draft))
 
 
 async def _reply(update: Update, text: str, **kwargs) -> Message | None:
@@ -267,18 +277,81 @@ async def got_enterprise_name(update: Update, context: Context) -> int:
 
 @step
 async def got_credit_code(update: Update, context: Context) -> int:
+    """A valid code: ask the industry, unless the enterprise is registered with one already
+    (a second person of it signs up)."""
+    try:
+        code = validate_credit_code(update.message.text)
+    except InvalidInput as exc:
+        await _reply(update, str(exc))
+        return REG_CODE
+    draft = draft_of(context)
+    draft["credit_code"] = code
+    async with services_of(context).session() as session:
+        known = await store.enterprise_by_credit_code(session, code)
+    if known is not None and known.industry:
+        return await _register(update, context)
+    await _reply(update, texts.ASK_INDUSTRY, reply_markup=_choices(texts.INDUSTRY_CHOICES))
+    return REG_INDUSTRY
+
+
+def _choices(labels: tuple[str, ...], *extra: str) -> ReplyKeyboardMarkup:
+    """A reply keyboard of choices, two a row; typing something else is just as good."""
+    buttons = [KeyboardButton(label) for label in (*labels, *extra)]
+    return ReplyKeyboardMarkup([buttons[i:i + 2] for i in range(0, len(buttons), 2)],
+                               resize_keyboard=True)
+
+
+def _field(update: Update) -> str | None:
+    """A typed industry or park, or None if it is too short or too long."""
+    value = " ".join(update.message.text.split())
+    return value if 2 <= len(value) <= FIELD_MAX else None
+
+
+@step
+async def got_industry(update: Update, context: Context) -> int:
+    industry = _field(update)
+    if industry is None:
+        await _reply(update, texts.INDUSTRY_INVALID.format(max=FIELD_MAX))
+        return REG_INDUSTRY
+    draft_of(context)["industry"] = industry
+    await _reply(update, texts.ASK_PARK,
+                 reply_markup=_choices(texts.PARK_CHOICES, texts.BTN_NO_PARK))
+    return REG_PARK
+
+
+@step
+async def got_park(update: Update, context: Context) -> int:
+    park = _field(update)
+    if park is None:
+        await _reply(update, texts.PARK_INVALID.format(max=FIELD_MAX))
+        return REG_PARK
+    draft_of(context)["park"] = park
+    return await _register(update, context)
+
+
+@step
+async def skip_park(update: Update, context: Context) -> int:
+    """/skip or 不在园区."""
+    draft_of(context)["park"] = None
+    return await _register(update, context)
+
+
+async def _register(update: Update, context: Context) -> int:
+    """Register the enterprise with everything asked, in one transaction, then ask the demand."""
     services = services_of(context)
     draft = draft_of(context)
     try:
         async with services.session() as session:
             enterprise = await store.register_enterprise(
-                session, update.effective_user.id, draft["enterprise"], update.message.text,
-                now=services.clock())
-    except InvalidInput as exc:
-        await _reply(update, str(exc))
-        return REG_CODE
+                session, update.effective_user.id, draft["enterprise"], draft["credit_code"],
+                draft.get("industry"), draft.get("park"), now=services.clock())
+    except InvalidInput as exc:  # checked as typed, so not expected: start again from the name
+        await _reply(update, f"{exc}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
+        return REG_NAME
     draft["enterprise"] = enterprise.name
-    await _reply(update, texts.ENTERPRISE_REGISTERED.format(name=enterprise.name))
+    await _reply(update, texts.ENTERPRISE_REGISTERED.format(
+        name=enterprise.name, industry=enterprise.industry or texts.NOT_GIVEN,
+        park=enterprise.park or texts.NOT_GIVEN), reply_markup=main_menu())
     await _reply(update, texts.ASK_DEMAND)
     return DESCRIBE
 
@@ -490,7 +563,8 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
     if choice == "back":
         await query.edit_message_reply_markup(reply_markup=summary_keyboard(draft))
         return CONFIRM
-    prompts = {"text": (DESCRIBE, texts.ASK_DESCRIPTION), "photo": (PHOTO, texts.ASK_PHOTO),
+    describe = texts.ASK_DEMAND if draft["kind"] == ENTERPRISE else texts.ASK_DESCRIPTION
+    prompts = {"text": (DESCRIBE, describe), "photo": (PHOTO, texts.ASK_PHOTO),
                "location": (LOCATION, texts.ASK_LOCATION)}
     await query.edit_message_reply_markup(reply_markup=None)
     draft["editing"] = True
@@ -517,7 +591,7 @@ async def submit(update: Update, context: Context) -> int | None:
     kick_delivery(context.application)
     drop_draft(context)
     if not fresh:  # a double tap on 确认提交: the first tap stored it
-        template = texts.ALREADY_SUBMITTED
+        template = texts.ALREADY_SUBMITTED[case.kind]
     elif case.kind == ENTERPRISE:
         template = texts.SUBMITTED_ENTERPRISE
     else:
@@ -550,8 +624,9 @@ async def description_cannot_be_skipped(update: Update, context: Context) -> Non
 
 
 async def _cancelled(update: Update, context: Context) -> int:
+    command = _restart_command(draft_of(context) or {})
     drop_draft(context)
-    await _reply(update, texts.CANCELLED, reply_markup=main_menu())
+    await _reply(update, texts.CANCELLED.format(command=command), reply_markup=main_menu())
     return END
 
 
@@ -582,11 +657,10 @@ async def end_idle_conversations(context: Context) -> None:
     for user_id in ended:
         app.user_data[user_id].pop(DRAFT, None)
     app.mark_data_for_update_persistence(user_ids=list(ended))
-    notice = _timed_out_text(context)
     async with services_of(context).session() as session:  # a reporter's chat is their id
         await outbox.enqueue_many(session, [
             outbox.push_row(key=f"idle:{user_id}:{draft['nonce']}", chat_id=user_id,
-                            text=notice, kind="timeout", now=now)
+                            text=_timed_out_text(context, draft), kind="timeout", now=now)
             for user_id, draft in ended.items()])
     kick_delivery(app)
 
@@ -621,6 +695,13 @@ def build() -> ConversationHandler:
                            MessageHandler(anything, remind(texts.ASK_ENTERPRISE_NAME))],
                 REG_CODE: [MessageHandler(TYPED, got_credit_code),
                            MessageHandler(anything, remind(texts.ASK_CREDIT_CODE))],
+                REG_INDUSTRY: [MessageHandler(TYPED, got_industry),
+                               MessageHandler(anything, remind(texts.ASK_INDUSTRY))],
+                REG_PARK: [MessageHandler(NEW_MESSAGE & filters.Text([texts.BTN_NO_PARK]),
+                                          skip_park),
+                           CommandHandler("skip", skip_park, filters=PRIVATE),
+                           MessageHandler(TYPED, got_park),
+                           MessageHandler(anything, remind(texts.ASK_PARK))],
                 DESCRIBE: [MessageHandler(TYPED, got_description),
                            MessageHandler(NEW_MESSAGE & filters.PHOTO, got_description_photo),
                            CommandHandler("skip", description_cannot_be_skipped,

@@ -30,6 +30,7 @@ from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press
 from bot.common import buttons_start_conversations, edit_post, local_time, now_of
 from bot.services import Services, services_of
+from models.deadlines import deadline_after
 
 Context = ContextTypes.DEFAULT_TYPE
 DEPARTMENT = posts.DEPARTMENT_AUDIENCE
@@ -190,16 +191,44 @@ def parse_new_deadline(text: str, services: Services, now: datetime) -> datetime
     return calendar.to_utc(local)
 
 
+EXAMPLE_EXTENSION = "3wd"  # the prompt's example date: this long after the current deadline
+
+
+def example_date(services: Services, resolve_by: datetime | None, now: datetime) -> date:
+    """A date the 申请延期 prompt can give as its example: a few working days after the
+    current deadline (or after now, for an overdue case), so always one the parser takes."""
+    calendar = services.rules.calendar
+    start = max(resolve_by or now, now)
+    return calendar.to_local(deadline_after(start, EXAMPLE_EXTENSION, calendar)).date()
+
+
+def _current_deadline(context: Context, chat_id: int) -> datetime | None:
+    """The resolve_by of the case the pending 申请延期 is about (as its button was pressed)."""
+    resolve_by = (_pending(context, chat_id) or {}).get("resolve_by")
+    return datetime.fromisoformat(resolve_by) if resolve_by else None
+
+
+def _example(context: Context, chat_id: int) -> date:
+    return example_date(services_of(context), _current_deadline(context, chat_id),
+                        now_of(context))
+
+
 async def got_extension_reason(update: Update, context: Context) -> int | None:
-    return await _keep_words(update, context, "reason", REASON_MAX,
-                             texts.ASK_EXTENSION_DATE, EXTENSION_DATE)
+    chat_id = update.effective_chat.id
+    example = _example(context, chat_id)
+    prompt = texts.ASK_EXTENSION_DATE.format(
+        deadline=local_time(services_of(context), _current_deadline(context, chat_id)),
+        example=example.isoformat(), short=f"{example:%m-%d}")
+    return await _keep_words(update, context, "reason", REASON_MAX, prompt, EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
     services = services_of(context)
     new_resolve_by = parse_new_deadline(update.message.text, services, now_of(context))
     if new_resolve_by is None:
-        await update.message.reply_text(texts.EXTENSION_DATE_INVALID)
+        example = _example(context, update.effective_chat.id)
+        await update.message.reply_text(
+            texts.EXTENSION_DATE_INVALID.format(example=example.isoformat()))
         return None
     pending = _pending(context, update.effective_chat.id)
     if pending is None:

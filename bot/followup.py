@@ -13,7 +13,9 @@ number of workers against one PostgreSQL database) and turns time into pushes:
 4. Reporter notices for every status change (dispatched, signed, resolved, extended,
    reopened), read from the case events. The bot already queues most of them in the same
    transaction as the change under the same key, f"case:{id}:{event}:{version}:{chat}", so
-   the outbox keeps one; this catches the rest (extensions, changes made elsewhere).
+   the outbox keeps one; this catches the rest (extensions, changes made elsewhere). Both
+   build them with bot/notices.py, which holds a 派单 notice back a minute for a re-route to
+   replace; a 派单 that was replaced before it was told is never told.
 
 Everything goes through the outbox under idempotency keys, and each alert is claimed with a
 compare-and-set on the case, so running the pass twice, or on several workers, queues each push
@@ -39,7 +41,7 @@ from telegram.ext import (
 )
 
 from bot import callbacks as cb
-from bot import delivery, posts
+from bot import delivery, notices, posts
 from bot.common import alert, department_name, fit, local_time
 from bot.services import Services, services_of
 from bot.texts import followup as texts
@@ -49,7 +51,7 @@ from models import followup as fq
 from models.deadlines import RED
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
 from models.store import Actor
-from models.tables import DISPATCHED, RESOLVED, UNSATISFIED, URGENT, Case, CaseEvent
+from models.tables import DISPATCHED, RESOLVED, UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
@@ -283,12 +285,13 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
         chat_id = await fq.reporter_chat(session, case)
         if chat_id is None:
             return 0  # blocked the bot: the case still closes as 未评价 in time
-        result = case.resolution or ""
+        # The 办结 notice carried the result: the survey only refers to it.
+        subject = intake.subject(case.kind)
         if reminder:
             days = f"{(config.survey_close - config.survey_reminder).total_seconds() / 86400:g}"
-            text = texts.SURVEY_REMINDER.format(ref=case.ref, result=result, days=days)
+            text = texts.SURVEY_REMINDER.format(ref=case.ref, subject=subject, days=days)
         else:
-            text = texts.SURVEY.format(ref=case.ref, result=result)
+            text = texts.SURVEY.format(ref=case.ref, subject=subject)
         event = "survey_reminder" if reminder else "survey"
         await outbox.enqueue(session, key=_key(case, event, chat_id), chat_id=chat_id,
                              text=fit(text, delivery.MAX_TEXT), kind=event, now=now,
@@ -299,7 +302,8 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
 async def submit_rating(session, services: Services, user_id: int, case_id: int, version: int,
                         rating: str, comment: str | None, now: datetime) -> Case:
     """The reporter's answer; 不满意 reopens the case and sends it back to the department
-    with the comment (department post + reporter notice, in the same transaction)."""
+    with the comment (department post + reporter notice, in the same transaction). The
+    notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
     case = await store.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
                             rules=services.rules, expected_version=version)
     if rating == UNSATISFIED:
@@ -310,7 +314,6 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
 async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
                           now: datetime) -> None:
     dept = await store.get_department(session, case.department_code)
-    name = department_name(services, case.department_code)
     if dept is not None and dept.chat_id:
         text = texts.POST_REOPENED.format(
             ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
@@ -322,9 +325,9 @@ async def _queue_reopened(session, services: Services, case: Case, comment: str 
                              reply_markup=posts.as_dict(posts.department_keyboard(case)))
     chat_id = await fq.reporter_chat(session, case)
     if chat_id is not None:
-        await outbox.enqueue(session, key=_key(case, "reopened", chat_id), chat_id=chat_id,
-                             text=texts.NOTICE_REOPENED.format(ref=case.ref, department=name),
-                             kind="progress", now=now, case_id=case.id)
+        text, _ = notices.notice_text(services, case, "reopened")
+        await outbox.enqueue_many(session, [
+            await notices.notice_row(session, case, "reopened", chat_id, text, now)])
 
 
 async def submit_stale_ratings(services: Services, config: FollowupConfig,
@@ -365,8 +368,11 @@ async def queue_status_notices(services: Services, now: datetime) -> Counter:
         cursor = state["cursor"] if state else await fq.last_event_before(
             session, now - NOTICE_CATCH_UP)
         changes = await fq.status_notices(session, after_id=cursor)
+        last_dispatch = {change.case.id: change.event.id for change in changes
+                         if change.event.action == notices.DISPATCHED}
         wanted = {_notice_key(change): change for change in changes
-                  if change.chat_id is not None and change.event.at >= now - NOTICE_CATCH_UP}
+                  if change.chat_id is not None and change.event.at >= now - NOTICE_CATCH_UP
+                  and not _replaced(change, last_dispatch)}
         queued_before = await fq.existing_outbox_keys(session, list(wanted))
         missing = [change for key, change in wanted.items() if key not in queued_before]
     settled = _settled_cursor(cursor, changes, now)
@@ -381,7 +387,21 @@ async def queue_status_notices(services: Services, now: datetime) -> Counter:
 
 
 def _notice_key(change: fq.StatusNotice) -> str:
-    return _key(change.case, change.event.action, change.chat_id, change.version)
+    return notices.notice_key(change.case.id, change.event.action, change.version,
+                              change.chat_id)
+
+
+def _replaced(change: fq.StatusNotice, last_dispatch: dict[int, int]) -> bool:
+    """A 派单 the case has moved on from (re-routed, returned, reopened): its notice, if it
+    was never queued, would now be wrong; the later change has its own.
+
+    `last_dispatch`: the newest 派单 event id per case among the changes read.
+    """
+    if change.event.action != notices.DISPATCHED:
+        return False
+    case, event = change.case, change.event
+    return (last_dispatch[case.id] > event.id or case.dispatched_at is None
+            or case.dispatched_at > event.at)
 
 
 def _settled_cursor(cursor: int, changes: list[fq.StatusNotice], now: datetime) -> int:
@@ -398,33 +418,15 @@ def _settled_cursor(cursor: int, changes: list[fq.StatusNotice], now: datetime) 
 async def _queue_notice(session, services: Services, change: fq.StatusNotice,
                         now: datetime) -> bool:
     """The reporter's notice of one status change; True if this call queued it."""
-    text, photo = _notice_text(services, change.event, change.case)
-    queued = await outbox.enqueue(session, key=_notice_key(change), chat_id=change.chat_id,
-                                  text=text, kind="progress", now=now,
-                                  case_id=change.case.id, photo=photo)
+    event, case = change.event, change.case
+    text, photo = notices.notice_text(services, case, event.action, event.details)
+    due = notices.dispatch_due(services, event.at) if event.action == notices.DISPATCHED else None
+    row = await notices.notice_row(session, case, event.action, change.chat_id, text, now,
+                                   photo=photo, version=change.version, due=due)
+    queued = await outbox.enqueue(session, key=row["key"], chat_id=row["chat_id"],
+                                  text=row["text"], kind=row["kind"], now=now, photo=row["photo"],
+                                  case_id=row["case_id"], due_at=row["due_at"])
     return queued is not None
-
-
-def _notice_text(services: Services, event: CaseEvent, case: Case) -> tuple[str, str | None]:
-    """(text, photo) of the notice for `event`, in the words the bot uses for it."""
-    details = event.details or {}
-    name = department_name(services, details.get("department") or case.department_code)
-    if event.action == "dispatched":
-        return intake.NOTICE_DISPATCHED.format(ref=case.ref, department=name), None
-    if event.action == "signed":
-        return intake.NOTICE_SIGNED.format(ref=case.ref, department=name), None
-    if event.action == "resolved":
-        photo = case.resolution_photo if details.get("photo") else None
-        result = details.get("result") or case.resolution or ""
-        return intake.NOTICE_RESOLVED.format(ref=case.ref, result=result), photo
-    if event.action == "extended":
-        deadline = details.get("resolve_by")
-        when = local_time(services, datetime.fromisoformat(deadline) if deadline
-                          else case.resolve_by)
-        reason = details.get("reason")
-        template = texts.NOTICE_EXTENDED if reason else texts.NOTICE_EXTENDED_NO_REASON
-        return template.format(ref=case.ref, deadline=when, reason=reason), None
-    return texts.NOTICE_REOPENED.format(ref=case.ref, department=name), None
 
 
 # ---------------------------------------------------------------- survey buttons and comments
@@ -460,12 +462,10 @@ async def on_rate_button(update: Update, context: Context) -> None:
         _pending_filter(context.application).remove_user_ids(user_id)
     delivery.kick(context.application)
     await query.answer()
-    rating = texts.RATING_NAMES[button.arg]
-    if button.arg == UNSATISFIED:
-        done = texts.SURVEY_REOPENED.format(
-            ref=case.ref, department=department_name(services, case.department_code))
+    if button.arg == UNSATISFIED:  # 直接提交: the reopened notice follows
+        done = texts.SURVEY_SUBMITTED_NO_COMMENT
     else:
-        done = texts.SURVEY_THANKS.format(rating=rating, ref=case.ref)
+        done = texts.SURVEY_THANKS.format(rating=texts.RATING_NAMES[button.arg], ref=case.ref)
     await query.edit_message_text(done, reply_markup=None)
 
 
@@ -560,20 +560,20 @@ async def on_comment(update: Update, context: Context) -> None:
         await message.reply_text(texts.SURVEY_COMMENT_TOO_LONG.format(length=len(comment),
                                                                       max=COMMENT_MAX))
         return
+    refusal = None
     try:
         async with services.session() as session:
-            case = await submit_rating(session, services, user_id, pending["case_id"],
-                                       pending["version"], UNSATISFIED, comment or None, now)
+            await submit_rating(session, services, user_id, pending["case_id"],
+                                pending["version"], UNSATISFIED, comment or None, now)
             await drafts.save_states(session, {key: None}, now)
-        reply = texts.SURVEY_REOPENED.format(
-            ref=case.ref, department=department_name(services, case.department_code))
     except CaseError as exc:
         async with services.session() as session:
             await drafts.save_states(session, {key: None}, now)
-        reply = _refusal(exc)
+        refusal = _refusal(exc)
     _pending_filter(context.application).remove_user_ids(user_id)
-    delivery.kick(context.application)
-    await message.reply_text(reply)
+    delivery.kick(context.application)  # the reopened notice is the answer
+    if refusal:
+        await message.reply_text(refusal)
 
 
 async def on_my_chat_member(update: Update, context: Context) -> None:

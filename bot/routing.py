@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import callbacks as cb
-from bot import posts, texts
+from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
 from models import drafts, outbox, store
@@ -111,24 +111,33 @@ async def _department_post(session: AsyncSession, services: Services, case: Case
                      photo=case.photos[0] if case.photos else None)
 
 
+async def _reporter_chat(session: AsyncSession, case: Case) -> int | None:
+    """The reporter's private chat, or None once Telegram told us they blocked the bot
+    (/case still shows them the progress)."""
+    reporter = await drafts.reporter_of_case(session, case)
+    return reporter.telegram_id if reporter is not None and reporter.reachable else None
+
+
 async def _reporter_notice(session: AsyncSession, case: Case, event: str, text: str,
                            now: datetime, *, photo: str | None = None,
-                           chat_id: int | None = None) -> dict | None:
-    """A progress notice to the reporter; `chat_id` when the reporter is the one acting now."""
+                           chat_id: int | None = None, due: datetime | None = None
+                           ) -> dict | None:
+    """A progress notice to the reporter (bot/notices.py keeps them one per change and in
+    order); `chat_id` when the reporter is the one acting now, on a case just created."""
+    new_case = chat_id is not None
+    chat_id = chat_id or await _reporter_chat(session, case)
     if chat_id is None:
-        reporter = await drafts.reporter_of_case(session, case)
-        if reporter is None or not reporter.reachable:
-            return None  # Telegram told us they blocked the bot; /case still shows the progress
-        chat_id = reporter.telegram_id
-    return _push_row(case, event, chat_id, text, "progress", now, photo=photo)
+        return None
+    return await notices.notice_row(session, case, event, chat_id, text, now, photo=photo,
+                                    due=due, new_case=new_case)
 
 
 async def _dispatched_notice(session: AsyncSession, services: Services, case: Case,
                              now: datetime, *, chat_id: int | None = None) -> dict | None:
-    dept = department_name(services, case.department_code)
-    return await _reporter_notice(session, case, "dispatched",
-                                  texts.NOTICE_DISPATCHED.format(ref=case.ref, department=dept),
-                                  now, chat_id=chat_id)
+    """派单 notice: it waits a minute, so a re-route meanwhile replaces it (bot/notices.py)."""
+    text, _ = notices.notice_text(services, case, "dispatched")
+    return await _reporter_notice(session, case, "dispatched", text, now, chat_id=chat_id,
+                                  due=notices.dispatch_due(services, now))
 
 
 # ---------------------------------------------------------------- intake
@@ -343,8 +352,7 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
         staff, case = await _authorize(session, user_id, button)
         case = await store.sign_for(session, case.id, Actor.staff(user_id), now,
                                     rules=services.rules, expected_version=button.version)
-        notice = texts.NOTICE_SIGNED.format(
-            ref=case.ref, department=department_name(services, case.department_code))
+        notice, _ = notices.notice_text(services, case, "signed")
         await _queue(session, await _reporter_notice(session, case, "signed", notice, now))
         return Acted(case, staff, await _enterprise_name(session, case))
 
@@ -358,6 +366,9 @@ async def return_to_triage(services: Services, user_id: int, button: cb.Callback
         department = department_name(services, case.department_code)
         case = await store.return_case(session, case.id, Actor.staff(user_id), reason, now,
                                        rules=services.rules, expected_version=button.version)
+        if (chat_id := await _reporter_chat(session, case)) is not None:
+            # The department a waiting 派单 notice names no longer has the case.
+            await notices.drop_waiting_dispatch(session, case, chat_id, now)
         enterprise = await _enterprise_name(session, case)
         headline = texts.POST_RETURNED.format(department=department, ref=case.ref,
                                               reason=reason.strip())
@@ -375,7 +386,7 @@ async def resolve_case(services: Services, user_id: int, button: cb.Callback, re
         case = await store.resolve(session, case.id, Actor.staff(user_id), result, now,
                                    rules=services.rules, photo=photo,
                                    expected_version=button.version)
-        notice = texts.NOTICE_RESOLVED.format(ref=case.ref, result=case.resolution)
+        notice, _ = notices.notice_text(services, case, "resolved")
         await _queue(session, await _reporter_notice(session, case, "resolved", notice, now,
                                                      photo=photo))
         return Acted(case, staff, await _enterprise_name(session, case))

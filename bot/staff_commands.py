@@ -19,7 +19,7 @@ from bot.texts import followup as texts
 from bot.texts import intake
 from models import followup as fq
 from models import outbox, policy, stats, store
-from models.deadlines import LIGHT_EMOJI, RED, YELLOW
+from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError
 from models.tables import Case, Staff
 
@@ -27,7 +27,19 @@ Context = ContextTypes.DEFAULT_TYPE
 NEWS = "news"  # "news:0:<policy id>:off" under a policy: unsubscribe
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
 ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
-_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_MONTH = re.compile(r"^(\d{4})(?:-|年)(\d{1,2})月?$")
+_DAY = r"(\d{4})-(\d{1,2})-(\d{1,2})"
+_DAYS = re.compile(rf"^{_DAY}(?:\s*[~～至到]\s*{_DAY})?$")
+# The words /stats understands for the periods that are not a month or a range of dates.
+_PERIOD_WORDS = {
+    "today": ("today", "今天", "今日"),
+    "week": ("week", "本周", "这周"),
+    "last_week": ("last-week", "lastweek", "上周"),
+    "month": ("month", "本月", "这个月"),
+    "last_month": ("last-month", "lastmonth", "上个月", "上月"),
+    "year": ("year", "今年", "本年"),
+}
+_PERIOD_OF_WORD = {word: period for period, words in _PERIOD_WORDS.items() for word in words}
 _LINK_LINE = re.compile(r"^(?:链接|网址|link|url)\s*[:：]\s*(.*)$", re.IGNORECASE)
 _TAGS_LINE = re.compile(r"^(?:标签|tags?)\s*[:：]\s*(.*)$", re.IGNORECASE)
 
@@ -108,32 +120,61 @@ def _overdue_line(case: Case, light: str, now: datetime) -> str:
 # ---------------------------------------------------------------- /stats
 
 
+def _month(first: date, calendar: WorkCalendar) -> tuple[str, datetime, datetime]:
+    """The calendar month that starts on `first`, named 2026年11月."""
+    last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    name = texts.STATS_MONTH.format(year=first.year, month=first.month)
+    return (name, *stats.local_days_bounds(first, last, calendar))
+
+
+def _named_period(period: str, today: date, calendar: WorkCalendar) -> tuple[str, datetime, datetime]:
+    """One of _PERIOD_WORDS as (name, start, end) around `today` (district time)."""
+    monday = today - timedelta(days=today.weekday())
+    if period == "today":
+        return (texts.STATS_PERIOD_NAMES["today"],
+                *stats.local_days_bounds(today, today, calendar))
+    if period in ("week", "last_week"):
+        first = monday if period == "week" else monday - timedelta(days=7)
+        return (texts.STATS_PERIOD_NAMES[period],
+                *stats.local_days_bounds(first, first + timedelta(days=6), calendar))
+    if period == "month":
+        return (texts.STATS_PERIOD_NAMES["month"], *_month(today.replace(day=1), calendar)[1:])
+    if period == "last_month":
+        return _month((today.replace(day=1) - timedelta(days=1)).replace(day=1), calendar)
+    return (texts.STATS_YEAR.format(year=today.year),
+            *stats.local_days_bounds(date(today.year, 1, 1), date(today.year, 12, 31), calendar))
+
+
+def _dates(match: re.Match) -> tuple[date, date] | None:
+    """The first and last day of a YYYY-MM-DD[~YYYY-MM-DD] match; None if not real dates."""
+    numbers = [int(g) for g in match.groups() if g is not None]
+    try:
+        first = date(*numbers[:3])
+        last = date(*numbers[3:]) if len(numbers) == 6 else first
+    except ValueError:
+        return None
+    return (first, last) if first.year >= 2000 and first <= last else None
+
+
 def stats_period(arg: str, now: datetime, services: Services
                  ) -> tuple[str, datetime, datetime] | None:
-    """(name, start, end) in UTC of today | week | month | YYYY-MM (district time); None if
-    the argument is not one of those."""
+    """(name, start, end) in UTC of the period /stats was asked about (district time): a word
+    of _PERIOD_WORDS (default 本月), YYYY-MM, YYYY-MM-DD or YYYY-MM-DD~YYYY-MM-DD; None if
+    the argument is none of those."""
     calendar = services.rules.calendar
     arg = arg.strip().lower() or "month"
-    if arg in ("today", "今日", "今天"):
-        return (texts.STATS_PERIOD_NAMES["today"], *stats.today_bounds(now, calendar))
-    if arg in ("week", "本周"):
-        today = calendar.to_local(now).date()
-        monday = today - timedelta(days=today.weekday())
-        return (texts.STATS_PERIOD_NAMES["week"],
-                *stats.local_days_bounds(monday, monday + timedelta(days=6), calendar))
-    if arg in ("month", "本月"):
-        return (texts.STATS_PERIOD_NAMES["month"], *stats.month_bounds(now, calendar))
-    match = _MONTH.match(arg)
-    if match and 1 <= int(match.group(2)) <= 12 and int(match.group(1)) >= 2000:
-        first = date(int(match.group(1)), int(match.group(2)), 1)
-        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-        name = texts.STATS_MONTH.format(year=first.year, month=first.month)
-        return (name, *stats.local_days_bounds(first, last, calendar))
+    today = calendar.to_local(now).date()
+    if arg in _PERIOD_OF_WORD:
+        return _named_period(_PERIOD_OF_WORD[arg], today, calendar)
+    if (match := _MONTH.match(arg)) and 1 <= int(match[2]) <= 12 and int(match[1]) >= 2000:
+        return _month(date(int(match[1]), int(match[2]), 1), calendar)
+    if (match := _DAYS.match(arg)) and (days := _dates(match)):
+        return ("", *stats.local_days_bounds(*days, calendar))  # the title shows the dates
     return None
 
 
 async def stats_command(update: Update, context: Context) -> None:
-    """/stats [today|week|month|YYYY-MM]: 办结率, on-time rate and 满意率, by department."""
+    """/stats [period]: 办结率, on-time rate and 满意率, by department (see stats_period)."""
     services = services_of(context)
     message = update.effective_message
     if await _staff(services, update.effective_user.id) is None:
@@ -146,9 +187,9 @@ async def stats_command(update: Update, context: Context) -> None:
         return
     name, start, end = period
     if start > now:
-        first = services.rules.calendar.to_local(start)
-        await message.reply_text(texts.STATS_FUTURE_MONTH.format(year=first.year,
-                                                                 month=first.month))
+        first = services.rules.calendar.to_local(start).date().isoformat()
+        period_name = name or texts.STATS_RANGE_FROM.format(start=first)
+        await message.reply_text(texts.STATS_NOT_STARTED.format(period=period_name))
         return
     async with services.read_session() as session:  # ~0.2 s on a year of cases: threaded
         total = await stats.summary(session, start=start, end=end, now=now, rules=services.rules)

@@ -76,6 +76,8 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
         "verb": button.verb, "case_id": button.case_id, "version": button.version,
         "ref": acted.case.ref, "message_id": message.message_id,
         "photo_post": bool(getattr(message, "photo", None)),
+        # The 申请延期 prompt's example date counts from the deadline the presser saw.
+        "resolve_by": acted.case.resolve_by.isoformat() if acted.case.resolve_by else None,
     })
     await ask(update, prompt)
     await query.answer()

@@ -1,23 +1,29 @@
 """Read-only pages for reporters and staff: /my, /case REF and the enterprise home page.
 
 Reporters only ever see their own cases (models.store.case_for_viewer decides); group posts
-and these pages never show another person's name or phone number.
+and these pages never show another person's name or phone number. /case shows the whole
+case: every event with what was said at it (result, 不满意 comment, 退回 and 延期 reasons) and
+every photo, the reporter's and each 办结's.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
 from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
 from bot import texts
-from bot.common import MAX_TEXT, department_name, fit, light_of, local_time
+from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
 from bot.services import Services, services_of
 from models import store
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
 from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent
 
 Context = ContextTypes.DEFAULT_TYPE
+ALBUM_MAX = 10  # photos Telegram puts in one album
+
 
 def case_line(case: Case, services: Services) -> str:
     """One line of a case list: light, reference, status, the start of the text."""
@@ -34,7 +40,10 @@ async def my_cases(update: Update, context: Context) -> None:
         own = await store.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
         demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
     if not own and not demands:
-        await update.effective_message.reply_text(texts.MY_EMPTY)
+        async with services.session() as session:
+            enterprise = await store.enterprise_of(session, user_id)
+        await update.effective_message.reply_text(
+            texts.MY_EMPTY_ENTERPRISE if enterprise else texts.MY_EMPTY)
         return
     parts = []
     if own:
@@ -47,26 +56,40 @@ async def my_cases(update: Update, context: Context) -> None:
 
 
 def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
-    """What to add after an event's name; internal remarks only for staff."""
+    """What to add after an event's name: whatever was said at it (internal notes: staff)."""
     details = event.details or {}
-    if event.action == "dispatched" and details.get("department"):
+    action = event.action
+    if action == "dispatched" and details.get("department"):
         return department_name(services, details["department"])
-    if event.action == "resolved":
+    if action == "resolved":
         return details.get("result", "")
-    if event.action == "rated":
-        return texts.RATING_NAMES.get(details.get("rating", ""), "")
-    if event.action == "priority_changed" and details.get("priority") == "urgent":
+    if action == "rated":
+        rating = texts.RATING_NAMES.get(details.get("rating", ""), "")
+        comment = details.get("comment")
+        return f"{rating}，{texts.CASE_COMMENT.format(comment=comment)}" if comment else rating
+    if action == "priority_changed" and details.get("priority") == "urgent":
         return "紧急"
-    if for_staff and event.action in ("returned", "extension_requested"):
-        return details.get("reason", "")
-    if for_staff and event.action == "progress_note":
+    if action == "not_accepted" and details.get("reason"):
+        return texts.CASE_REASON.format(reason=details["reason"])
+    if action == "merged" and details.get("into"):
+        return texts.CASE_MERGED_INTO.format(ref=details["into"])
+    if action in ("returned", "extension_requested", "extended"):
+        parts = [texts.CASE_REASON.format(reason=details["reason"])] if details.get(
+            "reason") else []
+        new_date = details.get("new_resolve_by") or (
+            details.get("resolve_by") if action == "extended" else None)
+        if new_date:
+            parts.append(texts.CASE_NEW_DATE.format(
+                date=local_time(services, datetime.fromisoformat(new_date))))
+        return "，".join(parts)
+    if for_staff and action == "progress_note":
         return details.get("note", "")
     return ""
 
 
-def timeline_text(case: Case, events: list[CaseEvent], services: Services,
-                  for_staff: bool) -> str:
-    """A case's header and its events, oldest first."""
+def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
+                   for_staff: bool) -> list[str]:
+    """A case's header and its events, oldest first, each said in full."""
     lines = [texts.CASE_HEADER.format(
         ref=case.ref, kind=texts.KIND_NAMES.get(case.kind, case.kind),
         status=STATUS_NAMES.get(case.status, case.status),
@@ -80,11 +103,42 @@ def timeline_text(case: Case, events: list[CaseEvent], services: Services,
     for event in events:
         if event.action == "classified" and not for_staff:
             continue
-        name = EVENT_NAMES.get(event.action, event.action)
-        detail = _event_detail(event, services, for_staff)
-        lines.append(f"  {local_time(services, event.at)}  {name}"
-                     + (f"：{texts.snippet(detail, 60)}" if detail else ""))
-    return fit("\n".join(lines), MAX_TEXT)
+        fields = {"at": local_time(services, event.at),
+                  "name": EVENT_NAMES.get(event.action, event.action),
+                  "detail": _event_detail(event, services, for_staff)}
+        template = texts.CASE_EVENT_DETAIL if fields["detail"] else texts.CASE_EVENT
+        lines.append(template.format(**fields))
+    return lines
+
+
+def messages_of(lines: list[str], limit: int = MAX_TEXT) -> list[str]:
+    """Lines joined into as few messages as Telegram's limit allows (only a line longer
+    than a whole message is cut)."""
+    messages: list[str] = []
+    for line in (fit(line, limit) for line in lines):
+        if messages and len(messages[-1]) + 1 + len(line) <= limit:
+            messages[-1] += "\n" + line
+        else:
+            messages.append(line)
+    return messages
+
+
+def case_photos(case: Case, events: list[CaseEvent]) -> list[tuple[str, str | None]]:
+    """(file id, caption) of every photo of the case: the reporter's, then each 办结's."""
+    photos: list[tuple[str, str | None]] = [
+        (photo, texts.CASE_PHOTO_REPORTED if i == 0 else None)
+        for i, photo in enumerate(case.photos)]
+    resolved = [(event.details or {}) for event in events if event.action == "resolved"]
+    # Events from before 办结 photos were recorded say only that there was one: the case
+    # keeps the latest.
+    files = [d.get("photo_file") or (case.resolution_photo if d.get("photo") else None)
+             for d in resolved]
+    seen = set(case.photos)
+    for file_id in files:
+        if file_id and file_id not in seen:
+            seen.add(file_id)
+            photos.append((file_id, texts.CASE_PHOTO_RESOLVED))
+    return photos
 
 
 async def case_timeline(update: Update, context: Context) -> None:
@@ -104,20 +158,25 @@ async def case_timeline(update: Update, context: Context) -> None:
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    await update.effective_message.reply_text(timeline_text(case, events, services, for_staff))
-    await send_photos(update, case.photos)
+    for text in messages_of(timeline_lines(case, events, services, for_staff)):
+        await update.effective_message.reply_text(text)
+    await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:
         # A map pin Telegram shows natively (group posts carry the coordinates as text).
         await update.effective_message.reply_location(case.latitude, case.longitude)
 
 
-async def send_photos(update: Update, photos: list[str]) -> None:
-    """The case's photos, as one album (group posts can carry only the first)."""
-    if len(photos) == 1:
-        await update.effective_message.reply_photo(photos[0])
-    elif photos:
-        await update.effective_message.reply_media_group(
-            [InputMediaPhoto(photo) for photo in photos[:10]])
+async def send_photos(update: Update, photos: list[tuple[str, str | None]]) -> None:
+    """The photos as albums of up to ten (group posts can carry only the first)."""
+    message = update.effective_message
+    for start in range(0, len(photos), ALBUM_MAX):
+        part = photos[start:start + ALBUM_MAX]
+        if len(part) == 1:
+            photo, caption = part[0]
+            await message.reply_photo(photo, caption=caption and fit(caption, MAX_CAPTION))
+        else:
+            await message.reply_media_group([InputMediaPhoto(photo, caption=caption)
+                                             for photo, caption in part])
 
 
 async def enterprise_home(update: Update, context: Context) -> bool:
@@ -129,7 +188,10 @@ async def enterprise_home(update: Update, context: Context) -> bool:
         if enterprise is None:
             return False
         demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
-    lines = [texts.ENTERPRISE_HOME.format(name=enterprise.name, code=enterprise.credit_code), ""]
+    lines = [texts.ENTERPRISE_HOME.format(
+        name=enterprise.name, code=enterprise.credit_code,
+        industry=enterprise.industry or texts.NOT_GIVEN,
+        park=enterprise.park or texts.NOT_GIVEN), ""]
     if demands:
         lines += [texts.ENTERPRISE_CASES_TITLE] + [case_line(c, services) for c in demands]
     else:

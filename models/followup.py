@@ -406,6 +406,50 @@ async def postpone_pushes(session: AsyncSession, due_by_id: dict[int, datetime],
     return result.rowcount
 
 
+async def waiting_due(session: AsyncSession, keys: list[str], now: datetime) -> datetime | None:
+    """The latest due time of those of `keys` still waiting to be sent (None if none is).
+
+    Looked up by exact key (the unique index), not by case: a busy outbox holds many
+    pending rows, and the caller knows the few keys a case's earlier pushes can have.
+    """
+    if not keys:
+        return None
+    stmt = select(func.max(Outbox.due_at)).where(col(Outbox.key).in_(keys), *_waiting(now))
+    return (await session.exec(stmt)).one()
+
+
+async def drop_waiting(session: AsyncSession, keys: list[str], now: datetime, *,
+                       reason: str) -> int:
+    """Drop those of `keys` still waiting to be sent (a later push says it better); how many.
+
+    A row a sender has leased is on its way and is left alone. A dropped row keeps its key,
+    so nothing queues it again.
+    """
+    if not keys:
+        return 0
+    result = await session.exec(
+        update(Outbox).where(col(Outbox.key).in_(keys), *_waiting(now))
+        .values(status="dropped", last_error=reason[:500])
+        .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+async def bring_forward(session: AsyncSession, keys: list[str], now: datetime) -> int:
+    """Make those of `keys` that wait for a later time due now; how many."""
+    if not keys:
+        return 0
+    result = await session.exec(
+        update(Outbox).where(col(Outbox.key).in_(keys), col(Outbox.due_at) > now, *_waiting(now))
+        .values(due_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+def _waiting(now: datetime) -> tuple:
+    return (col(Outbox.status) == "pending",
+            or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now))
+
+
 async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
     """Whether a push with this idempotency key was ever queued."""
     return key in await existing_outbox_keys(session, [key])

@@ -377,6 +377,12 @@ async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, 
     return enterprise
 
 
+async def enterprise_by_credit_code(session: AsyncSession, credit_code: str) -> Enterprise | None:
+    """The registered enterprise with this (validated) 统一社会信用代码, or None."""
+    stmt = select(Enterprise).where(Enterprise.credit_code == credit_code)
+    return (await session.exec(stmt)).first()
+
+
 async def enterprise_of(session: AsyncSession, reporter_telegram_id: int) -> Enterprise | None:
     reporter = await _reporter_by_tid(session, reporter_telegram_id)
     if reporter is None or reporter.enterprise_id is None:
@@ -729,7 +735,9 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
-                            details={"result": result, "photo": bool(photo)})
+                            details={"result": result, "photo": bool(photo),
+                                     # each 办结's photo stays in /case after a reopening
+                                     **({"photo_file": photo} if photo else {})})
 
 
 async def request_extension(session: AsyncSession, case_id: int, actor: Actor, reason: str,

@@ -128,6 +128,7 @@ async def test_confident_case_is_dispatched_at_once_and_still_shown_to_triage(ma
     triage_post = await bot.group_post(bot.triage_chat, ref)
     assert "已自动派至 水务局" in triage_post.content
     assert "🔀 重新分派" in [text for text, _ in triage_post.buttons]
+    await bot.notices_due()
     notice = await bot.emu.wait_for_message(RESIDENT, lambda m: "已派至 水务局" in m.content)
     assert ref in notice.content
     assert await bot.corrections() == []  # the system's own choice is no correction
@@ -140,8 +141,16 @@ async def test_enterprise_registers_once_and_follows_its_demands(make_bot):
     assert "信用代码" in (await bot.say(user, "望城智造科技有限公司")).content
     refused = await bot.say(user, "12345")
     assert "18位" in refused.content
-    bot.emu.send_text(user, valid_credit_code())
-    await bot.emu.wait_for_message(user, lambda m: "企业登记成功" in m.content)
+    industry = await bot.say(user, valid_credit_code())
+    assert "所属行业" in industry.content
+    assert "软件和信息技术服务业" in [b for row in bot.emu.reply_keyboard(user) for b in row]
+    park = await bot.say(user, "软件和信息技术服务业")
+    assert "园区" in park.content
+    assert "不在园区" in [b for row in bot.emu.reply_keyboard(user) for b in row]
+    bot.emu.send_text(user, "望城经开区")
+    done = await bot.emu.wait_for_message(user, lambda m: "企业登记成功" in m.content)
+    assert "行业：软件和信息技术服务业　园区：望城经开区" in done.content
+    assert bot.emu.reply_keyboard(user)[0] == ["我要反映", "我的反映"]  # the menu is back
     await bot.emu.wait_for_message(user, lambda m: "企业遇到的问题" in m.content)
 
     await bot.say(user, "园区门口道路破损严重，货车进出非常困难，希望尽快修复")
@@ -197,6 +206,7 @@ async def test_triage_correction_is_saved_and_reaches_the_chosen_department(make
     assert correction.staff_telegram_id == TRIAGE_STAFF and correction.text == LIGHT_TEXT
 
     await bot.group_post(bot.department_chat(chosen), ref)
+    await bot.notices_due()
     await bot.emu.wait_for_message(RESIDENT, lambda m: f"已派至 {chosen_name}" in m.content)
     redrawn = bot.emu.message(bot.triage_chat, post.message_id)
     assert f"已派至 {chosen_name}" in redrawn.content
@@ -217,6 +227,7 @@ async def test_sign_for_and_resolve_tell_the_reporter_each_time(make_bot):
     ref = await bot.report(RESIDENT, WATER_TEXT)
     group = bot.department_chat("water")
     post = await bot.group_post(group, ref)
+    await bot.notices_due()
     await bot.emu.wait_for_message(RESIDENT, lambda m: "已派至" in m.content)
 
     answer = await bot.press(WATER_STAFF, post, "签收")

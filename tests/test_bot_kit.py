@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func
 from sqlmodel import select
 
 from bot.app import build_application
+from bot.common import kick_delivery
 from bot.emulator import BotMessage, TelegramEmulator
 from bot.services import Services
 from models import store
@@ -28,6 +30,8 @@ from whistle.config import DEFAULT_CONFIG, Settings, load_settings
 RESIDENT, ENTERPRISE_USER = 10001, 10002  # the emulator's demo resident and enterprise user
 TRIAGE_STAFF, WATER_STAFF, HOUSING_STAFF, ADMIN = 9001, 9002, 9003, 9000
 WAIT = 5.0
+NOTICE_DELAY = 60  # seconds a 派单 notice waits for a re-route (followup.dispatch_notice_…)
+FLOOD_HOLD = timedelta(seconds=10)  # at most this far ahead the sender puts a push back
 # A Tuesday, 10:00 in Wangcheng (02:00 UTC): a working day, far from holidays.
 START = datetime(2026, 11, 24, 2, 0)
 
@@ -182,16 +186,40 @@ class BotEnv:
         return done.content.split("编号 ", 1)[1].split("，", 1)[0]
 
     async def settle(self) -> None:
-        """Wait until every queued push has reached the emulator, so later replies in a
-        chat are not interleaved with a notice that was still on its way."""
-        from models.outbox import pending_count
+        """Wait until every push due now has reached the emulator, so later replies in a
+        chat are not interleaved with a notice that was still on its way.
 
+        The clock stands still, so a push the sender held back a second or two for the
+        flood limits would never come due: the clock is moved on to it. A 派单 notice waits
+        a minute for a re-route; notices_due lets it go.
+        """
         for _ in range(int(WAIT / 0.02)):
-            async with self.services.session() as session:
-                if await pending_count(session) == 0:
-                    return
+            due, soon = await self.pushes_due()
+            if not due and soon is None:
+                return
+            if not due:
+                self.clock.now = max(self.clock.now, soon)
+                kick_delivery(self.app)
             await asyncio.sleep(0.02)
         raise TimeoutError("outbox still has pending pushes")
+
+    async def pushes_due(self) -> tuple[int, datetime | None]:
+        """(pending pushes due by the bot's clock, when the next one within FLOOD_HOLD is)."""
+        now = self.clock()
+        async with self.services.session() as session:
+            pending = Outbox.status == "pending"
+            due = (await session.exec(select(func.count()).select_from(Outbox).where(
+                pending, Outbox.due_at <= now))).one()
+            soon = (await session.exec(select(func.min(Outbox.due_at)).where(
+                pending, Outbox.due_at <= now + FLOOD_HOLD))).one()
+            return due, soon
+
+    async def notices_due(self) -> None:
+        """Let the held-back 派单 notices go: move the clock past their minute, wake the
+        sender and wait until they have arrived."""
+        self.clock.advance(seconds=NOTICE_DELAY + 1)
+        kick_delivery(self.app)
+        await self.settle()
 
 
 BotFactory = Callable[..., Awaitable[BotEnv]]

@@ -101,9 +101,8 @@ async def test_a_dispatched_case_is_refused_before_signing_and_its_department_to
     case = await bot.case(ref)
     assert case.status == DISPATCHED
     group = bot.department_chat(case.department_code)
-    name = bot.settings.department(case.department_code).name
-    await bot.emu.wait_for_message(RESIDENT, lambda m: f"已派至 {name}" in m.content)
 
+    # Refused within the minute the 派单 notice waits: the reporter hears only of the refusal.
     reasons = await open_reasons(bot, ref)
     assert (await bot.press(TRIAGE_STAFF, reasons, "非政府职能事项"))["text"] == "操作成功"
     case = await bot.case(ref)
@@ -112,6 +111,12 @@ async def test_a_dispatched_case_is_refused_before_signing_and_its_department_to
     assert ref in told.content and "不予受理" in told.content
     notice = await bot.emu.wait_for_message(RESIDENT, lambda m: "不予受理" in m.content)
     assert "非政府职能事项" in notice.content and "12348" in notice.content
+    await bot.notices_due()
+    assert not any("已派至" in m.content for m in bot.emu.messages(RESIDENT))
+
+    # /case tells the reporter the reason too.
+    timeline = await bot.say(RESIDENT, f"/case {ref}")
+    assert "不予受理：理由：非政府职能事项" in timeline.content
 
 
 async def test_a_signed_case_can_no_longer_be_refused(make_bot):
@@ -213,6 +218,8 @@ async def test_a_duplicate_is_merged_into_the_earlier_case(make_bot):
     assert again in notice.content and first in notice.content
     post = bot.emu.message(chat, reasons.message_id)
     assert f"重复反映，已合并至 {first}" in post.content and post.buttons == []
+    timeline = await bot.say(RESIDENT, f"/case {again}")
+    assert f"合并：并入 {first} 一并办理" in timeline.content
 
 
 async def test_a_dispatched_duplicate_is_taken_from_its_department(make_bot):

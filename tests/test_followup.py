@@ -258,7 +258,10 @@ async def test_survey_reminder_then_closed_as_unrated(seeded):
     counts = await run_followup_pass(services, clock.now)
     assert counts["survey"] == 1
     [survey] = await rows(seeded, kind="survey")
-    assert survey.chat_id == REPORTER and "回访" in survey.text and "已修复" in survey.text
+    assert survey.chat_id == REPORTER and "回访" in survey.text
+    # The 办结 notice carried the result: the survey refers to it instead of repeating it.
+    assert f"请对您反映的问题 {case.ref} 的办理结果进行评价" in survey.text
+    assert "已修复" not in survey.text
     buttons = survey.reply_markup["inline_keyboard"][0]
     assert [b["text"] for b in buttons] == ["😊 满意", "🙂 基本满意", "😞 不满意"]
     assert buttons[2]["callback_data"] == f"rate:{case.id}:{case.version}:unsatisfied"
@@ -340,6 +343,10 @@ async def test_unanswered_comment_is_submitted_after_the_idle_timeout(seeded):
     counts = await run_followup_pass(services, clock.set(MONDAY_10 + timedelta(minutes=31)))
     assert counts["reopened"] == 1
     assert (await fresh(seeded, case.id)).status == DISPATCHED
+    told = [r for r in await rows(seeded, chat_id=REPORTER) if ":reopened:" in r.key]
+    assert len(told) == 1  # the reporter hears of it once, ...
+    later = clock.set(clock.now + timedelta(minutes=2))
+    assert (await run_followup_pass(services, later))["notice"] == 0  # ... not again
     async with session_scope(seeded.engine) as session:
         assert await drafts.get_state(session, f"{PENDING_PREFIX}{REPORTER}") is None
 
@@ -377,6 +384,44 @@ async def test_status_changes_reach_the_reporter_once(seeded):
     # Running again (or on another worker) adds nothing.
     assert (await queue_status_notices(services, clock.now))["notice"] == 0
     assert len(await rows(seeded, chat_id=REPORTER)) == 3
+
+
+async def test_routes_changed_within_a_minute_are_told_once(seeded):
+    """Dispatched to one department and re-routed to another inside the minute, elsewhere
+    than in the bot: the safety net tells the reporter only where the case is now."""
+    clock = Clock(MONDAY_10)
+    services = services_for(seeded, clock)
+    case = await seeded.case_in(DISPATCHED, clock.now)  # to 水务局, nobody told the reporter
+    clock.set(clock.now + timedelta(seconds=30))
+    async with session_scope(seeded.engine) as session:
+        moved = await store.redispatch(session, case.id, "housing", Actor.staff(seeded.triage),
+                                       clock.now, rules=seeded.rules)
+    counts = await queue_status_notices(services, clock.now)
+    [notice] = await rows(seeded, chat_id=REPORTER)
+    assert counts["notice"] == 1 and "住建局" in notice.text
+    assert notice.key == f"case:{case.id}:dispatched:{moved.version}:{REPORTER}"
+    assert notice.due_at == clock.now + timedelta(seconds=60)  # a re-route may still replace it
+
+    # Re-routed once more before it went: the waiting notice is replaced, not added to.
+    clock.set(clock.now + timedelta(seconds=20))
+    async with session_scope(seeded.engine) as session:
+        await store.redispatch(session, case.id, "water", Actor.staff(seeded.triage),
+                               clock.now, rules=seeded.rules)
+    await queue_status_notices(services, clock.now)
+    waiting = [r for r in await rows(seeded, chat_id=REPORTER) if r.status == "pending"]
+    assert len(waiting) == 1 and "水务局" in waiting[0].text
+
+    # 签收 settles where the case is: the waiting notice goes at once, the 签收 right after.
+    clock.set(clock.now + timedelta(seconds=5))
+    async with session_scope(seeded.engine) as session:
+        await store.sign_for(session, case.id, Actor.staff(seeded.dept_staff["water"]),
+                             clock.now, rules=seeded.rules)
+    await queue_status_notices(services, clock.now)
+    waiting = [r for r in await rows(seeded, chat_id=REPORTER) if r.status == "pending"]
+    assert [(r.key.split(":")[2], r.due_at) for r in waiting] == [
+        ("dispatched", clock.now), ("signed", clock.now)]
+    assert (await queue_status_notices(services, clock.now + timedelta(minutes=5)))[
+        "notice"] == 0
 
 
 @sqlite_only

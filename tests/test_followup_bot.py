@@ -51,6 +51,7 @@ async def test_unsatisfied_with_a_comment_reopens_the_case(make_bot):
     env = await started(make_bot)
     case = await resolved_case(env)
     await followup.run_followup_pass(env.app, env.clock())
+    await env.settle()  # the survey and the 签收 and 办结 notices the pass found missing
     survey = await message_with(env, RESIDENT, "回访")
     assert case.ref in survey.content
     assert [label for label, _ in survey.buttons] == ["😊 满意", "🙂 基本满意", "😞 不满意"]

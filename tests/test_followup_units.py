@@ -46,6 +46,15 @@ def test_tags_and_matching():
     ("", "本月", datetime(2026, 11, 30, 16, 0), datetime(2026, 12, 31, 16, 0)),
     ("week", "本周", datetime(2026, 11, 29, 16, 0), datetime(2026, 12, 6, 16, 0)),
     ("2026-02", "2026年2月", datetime(2026, 1, 31, 16, 0), datetime(2026, 2, 28, 16, 0)),
+    ("2026年2月", "2026年2月", datetime(2026, 1, 31, 16, 0), datetime(2026, 2, 28, 16, 0)),
+    ("上个月", "2026年11月", datetime(2026, 10, 31, 16, 0), datetime(2026, 11, 30, 16, 0)),
+    ("last-month", "2026年11月", datetime(2026, 10, 31, 16, 0), datetime(2026, 11, 30, 16, 0)),
+    ("上周", "上周", datetime(2026, 11, 22, 16, 0), datetime(2026, 11, 29, 16, 0)),
+    ("本月", "本月", datetime(2026, 11, 30, 16, 0), datetime(2026, 12, 31, 16, 0)),
+    ("今年", "2026年", datetime(2025, 12, 31, 16, 0), datetime(2026, 12, 31, 16, 0)),
+    ("2026-11-01~2026-11-15", "", datetime(2026, 10, 31, 16, 0), datetime(2026, 11, 15, 16, 0)),
+    ("2026-11-01 至 2026-11-01", "", datetime(2026, 10, 31, 16, 0),
+     datetime(2026, 11, 1, 16, 0)),
 ])
 def test_stats_periods_in_district_time(settings, arg, name, start, end):
     services = Services(settings=settings, engine=None, rules=Rules.from_settings(settings),
@@ -54,7 +63,8 @@ def test_stats_periods_in_district_time(settings, arg, name, start, end):
     assert stats_period(arg, now, services) == (name, start, end)
 
 
-@pytest.mark.parametrize("arg", ["yesterday", "2026-13", "1999-01", "2026/11"])
+@pytest.mark.parametrize("arg", ["yesterday", "2026-13", "1999-01", "2026/11", "明年",
+                                 "2026-11-15~2026-11-01", "2026-02-30", "2026-11-01~"])
 def test_stats_period_rejects_other_words(settings, arg):
     services = Services(settings=settings, engine=None, rules=Rules.from_settings(settings),
                         suggester=None)

@@ -205,7 +205,8 @@ async def test_demo_handles_the_last_line_of_a_script(tmp_path, model_path):
     settings = await demo_settings(tmp_path, model_path)
     script = [":as 企业赵经理", "/enterprise",
               f":wait {texts.ASK_ENTERPRISE_NAME.splitlines()[-1]}", "望城智造有限公司",
-              f":wait {texts.ASK_CREDIT_CODE}", DEMO_CREDIT_CODE]
+              f":wait {texts.ASK_CREDIT_CODE}", DEMO_CREDIT_CODE,
+              ":wait 所属行业", "制造业", ":wait 哪个园区", "/skip"]
     await asyncio.wait_for(run_demo(settings, input_lines=script, out=io.StringIO()), TIMEOUT)
     engine = make_engine(settings.database_url)
     try:
@@ -469,7 +470,7 @@ async def test_enterprise_user_registers_and_reports(make_bot):
 
     transcript = await chat(bot, script())
     in_order(transcript, "现在的身份：企业赵经理", f"企业赵经理> {DEMO_CREDIT_CODE}",
-             texts.ENTERPRISE_REGISTERED.format(name="望城智造有限公司"), texts.ASK_DEMAND,
+             "企业登记成功：望城智造有限公司", texts.ASK_DEMAND,
              f"企业赵经理> {demand}", "请确认企业诉求（望城智造有限公司）",
              "（已点击“✅ 确认提交”）", "已受理")
     assert "（等待" not in transcript

@@ -45,9 +45,12 @@ DIGEST_CASE = "    {ref} {stage}超时 {over}"
 DIGEST_MORE = "    ……另有 {count} 件"
 
 # ---------------------------------------------------------------- reporter notices
-NOTICE_EXTENDED = "⏳ 您反映的问题（{ref}）办理时限已延长至 {deadline}。\n原因：{reason}"
-NOTICE_EXTENDED_NO_REASON = "⏳ 您反映的问题（{ref}）办理时限已延长至 {deadline}。"
-NOTICE_REOPENED = "🔁 根据您的评价，您反映的问题（{ref}）已重新交 {department} 办理。"
+NOTICE_EXTENDED = "⏳ {subject}（{ref}）办理时限已延长至 {deadline}。\n原因：{reason}"
+NOTICE_EXTENDED_NO_REASON = "⏳ {subject}（{ref}）办理时限已延长至 {deadline}。"
+# The one message a reopening gets, however the 不满意 came (comment, 直接提交, timeout).
+NOTICE_REOPENED = (
+    "🔁 已收到您的评价。{subject}（{ref}）已重新交 {department} 办理，我们会继续跟进。"
+)
 POST_REOPENED = (
     "🔁 群众不满意，重新办理 {ref}\n"
     "群众意见：{comment}\n"
@@ -58,15 +61,14 @@ POST_REOPENED = (
 NO_COMMENT = "（未填写）"
 
 # ---------------------------------------------------------------- 回访 (satisfaction survey)
+# The 办结 notice carries the result (and photo); the survey refers to it, never repeats it.
 SURVEY = (
-    "📋 回访｜您反映的问题（{ref}）已办结。\n"
-    "办理结果：{result}\n\n"
-    "请您对办理结果进行评价："
+    "📋 回访｜请对{subject} {ref} 的办理结果进行评价。\n"
+    "办理结果见办结通知，也可发送 /case {ref} 查看。"
 )
 SURVEY_REMINDER = (
-    "📋 温馨提醒｜您反映的问题（{ref}）已办结，还没有收到您的评价。\n"
-    "办理结果：{result}\n\n"
-    "请点击下方按钮评价；{days} 天内未评价将自动结案。"
+    "📋 温馨提醒｜{subject} {ref} 已办结，还没有收到您的评价。\n"
+    "办理结果可发送 /case {ref} 查看。请点击下方按钮评价；{days} 天内未评价将自动结案。"
 )
 BTN_RATE = {"satisfied": "😊 满意", "basic": "🙂 基本满意", "unsatisfied": "😞 不满意"}
 SURVEY_ASK_COMMENT = (
@@ -76,8 +78,8 @@ SURVEY_ASK_COMMENT = (
 )
 BTN_SUBMIT_RATING = "直接提交"
 SURVEY_THANKS = "感谢您的评价（{rating}）！案件 {ref} 已结案。"
-SURVEY_REOPENED = "已收到您的评价，案件 {ref} 已重新交 {department} 办理，我们会继续跟进。"
 SURVEY_ANSWERED = "您的评价：{rating}"
+SURVEY_SUBMITTED_NO_COMMENT = "您的评价：不满意（未填写意见）"
 SURVEY_ALREADY_DONE = "该案件已经评价或已结案，无需重复评价。"
 SURVEY_NOT_YOURS = "只有反映人本人可以评价该案件。"
 SURVEY_COMMENT_TOO_LONG = "意见有点长（{length} 字），请精简到 {max} 字以内再发送。"
@@ -89,7 +91,8 @@ POLICY_USAGE = (
     "/policy 政策标题\n"
     "政策摘要（可多行）\n"
     "链接：https://…（可选）\n"
-    "标签：行业或园区，多个用逗号分隔（可选；不填则推送给所有订阅企业）"
+    "标签：行业或园区的关键词，多个用逗号分隔，如 软件，制造，物流，望城经开区\n"
+    "（企业的行业或园区名称含有某个标签即可收到；不填则推送给所有订阅企业）"
 )
 POLICY_NOT_ALLOWED = "抱歉，只有分拨中心、督办领导或管理员可以发布惠企政策。"
 POLICY_POSTED = "✅ 已发布《{title}》，将推送给 {count} 位企业联系人。"
@@ -116,7 +119,10 @@ OVERDUE_TRUNCATED = "……仅列出最紧急的 {count} 件"
 
 # ---------------------------------------------------------------- /stats
 STATS_NOT_STAFF = "抱歉，/stats 仅供工作人员使用。"
-STATS_USAGE = "用法：/stats [today|week|month|2026-11]（今日、本周、本月或指定月份，默认本月）"
+STATS_USAGE = (
+    "用法：/stats [今天|本周|上周|本月|上个月|今年|2026-11|2026-11-01~2026-11-15]\n"
+    "（也可写 today、week、last-week、month、last-month、year；不写默认本月）"
+)
 STATS_TITLE = "📊 {period}办理统计（{start} 至 {end}）"
 STATS_TOTAL = (
     "全区：受理 {created} 件，派单 {dispatched} 件，办结 {done} 件\n"
@@ -128,9 +134,11 @@ STATS_DEPARTMENT = (
     "{light} {name}：派单 {dispatched}，办结率 {completion}，按时 {on_time}，"
     "满意率 {satisfaction}"
 )
-STATS_PERIOD_NAMES = {"today": "今日", "week": "本周", "month": "本月"}
+STATS_PERIOD_NAMES = {"today": "今日", "week": "本周", "last_week": "上周", "month": "本月"}
 STATS_MONTH = "{year}年{month}月"
-STATS_FUTURE_MONTH = "{year}年{month}月还没有开始。"
+STATS_YEAR = "{year}年"
+STATS_NOT_STARTED = "{period}还没有开始，请换一个统计期间。"
+STATS_RANGE_FROM = "{start} 起的期间"
 
 
 def span(seconds: float) -> str:

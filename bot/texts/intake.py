@@ -33,7 +33,7 @@ HELP = (
 STAFF_HELP = (
     "工作人员命令：\n"
     "/case 编号 查看案件过程\n"
-    "/overdue 红黄灯案件；/stats [today|week|month|2026-11] 办结率、按时率、满意率\n"
+    "/overdue 红黄灯案件；/stats [今天|本周|上周|本月|上个月|今年|2026-11] 办结率、按时率、满意率\n"
     "/policy 发布惠企政策；/dashboard 获取指挥大屏登录码\n"
     "管理员：/reload_model 重新加载分类模型；/staff_add ID 角色 [部门或网格] 添加工作人员"
 )
@@ -93,11 +93,14 @@ SUBMITTED_ENTERPRISE = (
     "企业诉求已受理，编号 {ref}，我们会及时反馈办理进度。\n"
     "发送 /enterprise 可随时查看企业诉求的进度。"
 )
-ALREADY_SUBMITTED = "这份反映已经提交过了，编号 {ref}。"
-CANCELLED = "已取消。需要时随时发送 /report。"
+ALREADY_SUBMITTED = {"resident": "这份反映已经提交过了，编号 {ref}。",
+                     "enterprise": "这份企业诉求已经提交过了，编号 {ref}。"}
+# The command that starts a report again, by kind of report.
+RESTART_COMMAND = {"resident": "/report", "enterprise": "/demand"}
+CANCELLED = "已取消。需要时随时发送 {command}。"
 NOTHING_TO_CANCEL = "当前没有进行中的操作。"
 CONVERSATION_ENDED = "本次填写已结束。需要时请重新发送 /report。"
-TIMED_OUT = "超过 {minutes} 分钟没有操作，本次填写已自动结束。需要时请重新发送 /report。"
+TIMED_OUT = "超过 {minutes} 分钟没有操作，本次填写已自动结束。需要时请重新发送 {command}。"
 BUTTON_EXPIRED = "该按钮已过期，请以最新消息为准"
 BUTTON_INVALID = "无法识别的操作，请以最新消息为准"
 
@@ -116,32 +119,64 @@ EDITED_IGNORED = "已收到您修改的消息。已提交的反映不会随之�
 ASK_ENTERPRISE_NAME = "欢迎使用企业吹哨！首次使用需登记企业信息。\n请输入企业全称："
 ASK_CREDIT_CODE = "请输入 18 位统一社会信用代码（营业执照上可以找到）："
 ENTERPRISE_NAME_INVALID = "企业名称应为 2～100 个字，请重新输入。"
-ENTERPRISE_REGISTERED = "✅ 企业登记成功：{name}"
-ENTERPRISE_HOME = "🏢 {name}\n统一社会信用代码：{code}"
+# Staff tag 惠企政策 with words of an industry or park; a tag reaches an enterprise whose
+# industry or park contains it (models.policy.policy_matches), so each choice below holds the
+# words a tag is likely to use (软件, 制造, 物流, 餐饮 …).
+ASK_INDUSTRY = (
+    "请选择企业所属行业（点下方按钮，或直接输入，如“新能源汽车零部件制造”）。\n"
+    "惠企政策会按行业和园区推送给您。"
+)
+INDUSTRY_CHOICES = (
+    "制造业", "软件和信息技术服务业", "批发和零售业", "交通运输、仓储和物流业", "建筑业",
+    "住宿和餐饮业", "农业（农林牧渔）", "科技研发和技术服务业", "文化和旅游业", "商务服务业",
+)
+INDUSTRY_INVALID = "行业名称应为 2～{max} 个字，请点下方按钮选择或重新输入。"
+ASK_PARK = (
+    "企业位于哪个园区？点下方按钮选择或直接输入园区名称；"
+    "不在园区请点「不在园区」或发送 /skip。"
+)
+PARK_CHOICES = ("望城经开区", "铜官循环经济工业基地")
+BTN_NO_PARK = "不在园区"
+PARK_INVALID = "园区名称应为 2～{max} 个字，请重新输入，或发送 /skip 跳过。"
+ENTERPRISE_REGISTERED = "✅ 企业登记成功：{name}\n行业：{industry}　园区：{park}"
+ENTERPRISE_HOME = "🏢 {name}\n统一社会信用代码：{code}\n行业：{industry}　园区：{park}"
+NOT_GIVEN = "未填写"
 ENTERPRISE_NO_CASES = "还没有提交过企业诉求。"
 ENTERPRISE_CASES_TITLE = "企业诉求进度："
 BTN_NEW_DEMAND = "📮 提交新诉求"
 
 # ---------------------------------------------------------------- my cases / timeline
 MY_EMPTY = "您还没有反映过问题。发送 /report 开始第一件吧。"
+MY_EMPTY_ENTERPRISE = "还没有提交过企业诉求。发送 /demand 提交第一件吧。"
 MY_TITLE_RESIDENT = "您最近的反映："
 MY_TITLE_ENTERPRISE = "企业诉求："
 MY_LINE = "{light} {ref}  {status}\n    {snippet}"
 MY_FOOTER = "发送 /case 编号 查看办理过程。"
 CASE_USAGE = "请在命令后加上编号，例如：/case WC-20261124-0007"
-CASE_NOT_FOUND = "没有找到编号为 {ref} 的反映，或您无权查看。"
+CASE_NOT_FOUND = "没有找到编号为 {ref} 的反映或企业诉求，或您无权查看。"
 CASE_HEADER = "{ref}（{kind}）\n状态：{status} {light}\n内容：{text}"
 CASE_DEPARTMENT = "承办部门：{department}"
 CASE_DEADLINE = "办结时限：{deadline}"
 CASE_TIMELINE = "办理过程："
+CASE_EVENT = "  {at}  {name}"
+CASE_EVENT_DETAIL = "  {at}  {name}：{detail}"
+CASE_COMMENT = "意见：{comment}"
+CASE_REASON = "理由：{reason}"
+CASE_NEW_DATE = "新的办结时限 {date}"
+CASE_MERGED_INTO = "并入 {ref} 一并办理"
+CASE_PHOTO_REPORTED = "📷 反映时的照片"
+CASE_PHOTO_RESOLVED = "✅ 办结照片"
 NO_LIGHT = "⚪"
 KIND_NAMES = {"resident": "居民随手拍", "enterprise": "企业诉求"}
 
 
 # ---------------------------------------------------------------- reporter notices (pushes)
-NOTICE_DISPATCHED = "📮 您反映的问题（{ref}）已派至 {department} 办理。"
-NOTICE_SIGNED = "👷 {department} 已签收您反映的问题（{ref}），正在办理。"
-NOTICE_RESOLVED = "✅ 您反映的问题（{ref}）已办结。\n办理结果：{result}"
+# How the reporter's case is named to them: residents report problems, enterprises file
+# demands (企业诉求).
+SUBJECT = {"resident": "您反映的问题", "enterprise": "您的企业诉求"}
+NOTICE_DISPATCHED = "📮 {subject}（{ref}）已派至 {department} 办理。"
+NOTICE_SIGNED = "👷 {department} 已签收{subject}（{ref}），正在办理。"
+NOTICE_RESOLVED = "✅ {subject}（{ref}）已办结。\n办理结果：{result}"
 
 # ---------------------------------------------------------------- staff: group posts
 POST_NEW = "🆕 新{kind} {ref}"
@@ -199,8 +234,8 @@ ASK_RETURN_REASON = "请回复退回理由（例如：不属于本部门职责�
 ASK_RESOLUTION = "请回复办结情况（简要说明如何处理的）："
 ASK_RESOLUTION_PHOTO = "可以发一张办结照片，或发送 /skip 跳过。"
 ASK_EXTENSION_REASON = "请回复申请延期的理由："
-ASK_EXTENSION_DATE = "请回复新的办结日期，格式如 2026-12-01 或 12-01："
-EXTENSION_DATE_INVALID = "日期格式不对或不在今天之后，请按 2026-12-01 这样的格式重新输入。"
+ASK_EXTENSION_DATE = "请回复新的办结日期（当前时限 {deadline}），格式如 {example} 或 {short}："
+EXTENSION_DATE_INVALID = "日期格式不对或不在今天之后，请按 {example} 这样的格式重新输入。"
 REASON_TOO_SHORT = "请再具体写几个字（至少 {min} 个字）。"
 REASON_TOO_LONG = "内容太长了，请控制在 {max} 字以内。"
 STAFF_ACTION_CANCELLED = "已取消本次操作。"
@@ -297,6 +332,11 @@ def summary(
         lines.append(OUT_OF_AREA.format(district=district))
     lines.append(SUMMARY_SUGGESTED.format(department=department) if department else SUMMARY_UNSURE)
     return "\n".join(lines)
+
+
+def subject(kind: str) -> str:
+    """How a case is named to its reporter: 您反映的问题, or 您的企业诉求 for an enterprise."""
+    return SUBJECT.get(kind, SUBJECT["resident"])
 
 
 def snippet(text: str, limit: int = 30) -> str:
