@@ -61,13 +61,13 @@ def _dashboard_can_start(settings) -> bool:
 
 async def _serve_dashboard_beside_bot(settings) -> None:
     """The dashboard until cancelled; if it fails, the bot goes on without it."""
-    from web.app import serve_dashboard
-
     try:
+        from web.app import serve_dashboard
+
         await serve_dashboard(settings)
     except DashboardPortError as exc:  # taken between the check and the start
         _warn(Finding(WARNING, "指挥大屏", exc.line(bot_keeps_running=True)).line())
-    except Exception:
+    except Exception:  # a bug or a broken install: show it, and keep the bot
         log.exception("指挥大屏停止了，机器人照常运行")
 
 
