@@ -183,3 +183,13 @@ async def test_whistle_run_without_a_token_is_the_terminal_demo(tmp_path, model_
         await process.type(":quit")
         assert await process.finish() == 0, process.stderr
     assert "Traceback" not in process.stdout + process.stderr
+
+
+async def test_a_token_the_bot_api_refuses_stops_with_one_line(bot_api, tmp_path):
+    _, env = bot_api
+    env = {**env, "TELEGRAM_TOKEN": "123456:not-the-emulators-token"}
+    async with whistle_process("run", "--no-dashboard", env=env, cwd=tmp_path) as process:
+        assert await process.finish(timeout=START_TIMEOUT) == 2
+    lines = [line for line in process.err if line.startswith("✗")]
+    assert len(lines) == 1 and "Bot API 拒绝了 TELEGRAM_TOKEN" in lines[0], process.stderr
+    assert "Traceback" not in process.stderr

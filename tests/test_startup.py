@@ -387,3 +387,15 @@ def test_commands_without_the_dashboard_do_not_import_it(tmp_path, model_path): 
 
 def test_the_console_script_is_installed_next_to_python():
     assert whistle_script().exists()
+
+
+# ---------------------------------------------------------------- the Bot API at start
+
+
+def test_an_unreachable_bot_api_stops_with_one_line(tmp_path, monkeypatch, capsys,
+                                                    model_path):  # noqa: F811
+    port = free_port()  # nothing answers there
+    clean_env(monkeypatch, WHISTLE_CONFIG=str(write_config(tmp_path, model=model_path)),
+              TELEGRAM_TOKEN="123456:ABC", TELEGRAM_BASE_URL=f"http://127.0.0.1:{port}/bot")
+    code, _, err = whistle(capsys, "run", "--no-dashboard")
+    assert_stopped_cleanly(code, err, "连不上 Bot API", "TELEGRAM_BASE_URL")
