@@ -399,3 +399,14 @@ def test_an_unreachable_bot_api_stops_with_one_line(tmp_path, monkeypatch, capsy
               TELEGRAM_TOKEN="123456:ABC", TELEGRAM_BASE_URL=f"http://127.0.0.1:{port}/bot")
     code, _, err = whistle(capsys, "run", "--no-dashboard")
     assert_stopped_cleanly(code, err, "连不上 Bot API", "TELEGRAM_BASE_URL")
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_damaged_model_file_stops_with_one_line(command, tmp_path, monkeypatch, capsys):
+    model = tmp_path / "model.npz"
+    model.write_bytes(b"PK\x03\x04 not really a model")
+    clean_env(monkeypatch, WHISTLE_CONFIG=str(write_config(tmp_path, model=model)))
+    code, _, err = whistle(capsys, command, "--dashboard-port", str(free_port()))
+    assert_stopped_cleanly(code, err, str(model), "[classifier] model_path")
+    code, out, _ = whistle(capsys, "check")
+    assert code == 2 and "✗ 模型: " in out
