@@ -85,9 +85,9 @@ async def _run_with_dashboard(bot_coro, settings, with_dashboard: bool) -> None:
 
 
 def cmd_run(args, settings) -> int:
+    preflight.before_start(settings, model=True, telegram=True)
     from bot.run import run_bot, run_demo
 
-    preflight.before_start(settings, model=True, telegram=True)
     dash = not args.no_dashboard and _dashboard_can_start(settings)
     _prepare(settings)
     if settings.telegram_token:
@@ -100,9 +100,9 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_demo(args, settings) -> int:
+    preflight.before_start(settings, model=True)
     from bot.run import run_demo
 
-    preflight.before_start(settings, model=True)
     dash = args.dashboard and _dashboard_can_start(settings)
     _prepare(settings)
     asyncio.run(_run_with_dashboard(run_demo(settings), settings, dash))
@@ -120,10 +120,10 @@ def cmd_migrate(args, settings) -> int:
 
 
 def cmd_dashboard(args, settings) -> int:
+    preflight.before_start(settings, dashboard=True)
     from models.migrate import upgrade_sync
     from web.app import serve_dashboard
 
-    preflight.before_start(settings, dashboard=True)
     upgrade_sync(settings.database_url)
     host, port = preflight.dashboard_address(settings)
     print(f"指挥大屏: http://{host}:{port}/")
@@ -133,9 +133,9 @@ def cmd_dashboard(args, settings) -> int:
 
 def cmd_worker(args, settings) -> int:
     """An extra follow-up/outbox worker beside the bot (PostgreSQL deployments)."""
+    preflight.before_start(settings, telegram=True, token_required=True, require_head=True)
     from bot.followup import run_worker
 
-    preflight.before_start(settings, telegram=True, token_required=True, require_head=True)
     asyncio.run(run_worker(settings))
     return 0
 
@@ -150,17 +150,17 @@ def cmd_check(args, settings) -> int:
 
 def _failure_lines(exc: BaseException) -> list[str] | None:
     """One line per problem for a failure the user can fix; None for a bug (traceback)."""
-    from telegram.error import InvalidToken, NetworkError
-
-    from classifier import ModelError
-    from models.migrate import MigrationError
-
     if isinstance(exc, StartupError):
         return [f.line() for f in exc.findings]
     if isinstance(exc, ConfigError):
         return [Finding(ERROR, "配置", p).line() for p in exc.problems]
     if isinstance(exc, DashboardPortError):
         return [Finding(ERROR, "指挥大屏", exc.line(bot_keeps_running=False)).line()]
+    from telegram.error import InvalidToken, NetworkError
+
+    from classifier import ModelError
+    from models.migrate import MigrationError
+
     if isinstance(exc, MigrationError):
         return [Finding(ERROR, "数据库", f"数据库升级失败: {exc}").line()]
     if isinstance(exc, ModelError):
