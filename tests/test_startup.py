@@ -410,3 +410,13 @@ def test_a_damaged_model_file_stops_with_one_line(command, tmp_path, monkeypatch
     assert_stopped_cleanly(code, err, str(model), "[classifier] model_path")
     code, out, _ = whistle(capsys, "check")
     assert code == 2 and "✗ 模型: " in out
+
+
+def test_a_value_where_a_section_belongs_is_named(tmp_path, monkeypatch, capsys):
+    text = (REPO / "config.toml").read_text(encoding="utf-8")
+    text = 'dashboard = 8080\nstaff = ["9001"]\n' + without_section(
+        without_section(text, "[dashboard]"), "[[staff]]")
+    clean_env(monkeypatch, WHISTLE_CONFIG=str(write_config(tmp_path, text=text)))
+    code, _, err = whistle(capsys, "run")
+    assert_stopped_cleanly(code, err, "dashboard 应是一个段 [dashboard]，而不是单个值",
+                           "第 1 个 [[staff]] 应是一段键值")

@@ -23,6 +23,7 @@ REQUIRED_KEYS = {
     "district": ("name", "case_prefix"),
     "telegram": ("triage_chat_id",),
 }
+ENTRY_SECTIONS = ("departments", "staff", "grids")  # [[...]]: a list of entries
 ROLES = ("triage", "department", "grid", "leader", "admin")
 # Resolved against the code, not the config file, so a config.toml kept elsewhere still finds
 # the shipped corpus and dictionary.
@@ -162,6 +163,9 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
     if not isinstance(entries, list):
         return [], [f"{where}: [{section}] 应写成 [[{section}]]（每项一段）；{FIX_HINT}"]
     for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: 第 {n} 个 [[{section}]] 应是一段键值；{FIX_HINT}")
+            continue
         missing = sorted(required - set(entry))
         unknown = sorted(set(entry) - fields_)
         if missing or unknown:
@@ -175,12 +179,15 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
 
 
 def _structure_problems(raw: dict, where: Path) -> list[str]:
-    problems = []
+    problems = [f"{where}: {name} 应是一个段 [{name}]，而不是单个值；{FIX_HINT}"
+                for name in KNOWN_SECTIONS
+                if name not in ENTRY_SECTIONS and name in raw and not isinstance(raw[name], dict)]
     for section, keys in REQUIRED_KEYS.items():
-        if not isinstance(raw.get(section), dict):
+        if section not in raw:
             problems.append(f"{where}: 缺少 [{section}] 段（需要 {', '.join(keys)}）；{FIX_HINT}")
             continue
-        missing = [k for k in keys if raw[section].get(k) in (None, "")]
+        missing = [k for k in keys if isinstance(raw[section], dict)
+                   and raw[section].get(k) in (None, "")]
         if missing:
             problems.append(f"{where}: [{section}] 缺少 {', '.join(missing)}；{FIX_HINT}")
     if not raw.get("departments"):
