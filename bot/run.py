@@ -116,6 +116,9 @@ async def stop_application(application: Application) -> None:
         if application.running:
             await application.stop()
         await application.shutdown()
+        # After a failed initialize() (token refused, Bot API unreachable) the application
+        # counts as never started, but the bot's HTTP sessions are open.
+        await application.bot.shutdown()
     finally:
         if services is not None:
             await services.dispose()

@@ -54,6 +54,7 @@ from web.access import (
 )
 from web.export import PeriodError, csv_chunks, parse_period
 from web.model_file import ModelFile
+from whistle.preflight import DashboardPortError, bind_port, dashboard_address
 
 log = logging.getLogger(__name__)
 
@@ -384,24 +385,30 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-class DashboardError(RuntimeError):
-    """The dashboard could not start (e.g. its port is taken)."""
+# The dashboard could not start: its port is taken (the message says how to change it).
+DashboardError = DashboardPortError
 
 
 async def serve_dashboard(settings, engine: AsyncEngine | None = None) -> None:
-    """Serve the dashboard in the current event loop until cancelled, then shut down cleanly."""
-    host = settings.dashboard.get("host", "127.0.0.1")
-    port = int(settings.dashboard.get("port", 8080))
+    """Serve the dashboard in the current event loop until cancelled, then shut down cleanly.
+
+    The port is bound before anything else, so a taken port is one DashboardError at once
+    (uvicorn would log its own error and exit the process)."""
+    host, port = dashboard_address(settings)
+    sock = bind_port(host, port)
     config = uvicorn.Config(create_app(settings, engine), host=host, port=port,
                             log_level="info", access_log=False, lifespan="on")
     server = EmbeddedServer(config)
 
     async def run() -> None:
         try:
-            await server.serve()
-        except SystemExit as exc:  # uvicorn exits the process when it cannot bind
-            raise DashboardError(f"指挥大屏无法在 {host}:{port} 启动（端口可能已被占用）") from exc
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits the process when its start-up fails
+            raise DashboardError(host, port, "启动失败") from exc
+        finally:
+            sock.close()
 
+    log.info("指挥大屏已启动: http://%s:%s/", host, port)
     task = asyncio.ensure_future(run())
     try:
         await asyncio.shield(task)

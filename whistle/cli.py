@@ -1,4 +1,8 @@
-"""The `whistle` console command: run, demo, migrate, dashboard, train, check."""
+"""The `whistle` console command: run, demo, migrate, dashboard, worker, check.
+
+Every command checks what it needs first (whistle/preflight.py) and stops with one line per
+problem and exit code 2; the dashboard (web.app, Starlette) is imported only when it is served.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 
-from whistle.config import ConfigError, load_settings
+from whistle import preflight
+from whistle.config import ConfigError
+from whistle.preflight import ERROR, WARNING, DashboardPortError, Finding, StartupError
 
 log = logging.getLogger("whistle")
+EXIT_STARTUP = 2  # a problem the user can fix: config, database, port, token
 
 
 def _prepare(settings) -> None:
@@ -36,88 +44,135 @@ async def _sync_reference_data(settings) -> None:
         await engine.dispose()
 
 
-async def _run_with_dashboard(bot_coro, settings, with_dashboard: bool) -> None:
-    from web.app import serve_dashboard
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-    tasks = [asyncio.create_task(bot_coro)]
-    if with_dashboard:
-        tasks.append(asyncio.create_task(serve_dashboard(settings)))
+
+def _dashboard_can_start(settings) -> bool:
+    """Whether the dashboard's port is free; if not, say so in one line (the bot still runs)."""
+    for finding in preflight.check_dashboard_port(settings, required=False):
+        if finding.level != preflight.OK:
+            _warn(finding.line())
+            return False
+    host, port = preflight.dashboard_address(settings)
+    print(f"指挥大屏: http://{host}:{port}/")
+    return True
+
+
+async def _serve_dashboard_beside_bot(settings) -> None:
+    """The dashboard until cancelled; if it fails, the bot goes on without it."""
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()  # surface the error of whichever part stopped first
+        from web.app import serve_dashboard
+
+        await serve_dashboard(settings)
+    except DashboardPortError as exc:  # taken between the check and the start
+        _warn(Finding(WARNING, "指挥大屏", exc.line(bot_keeps_running=True)).line())
+    except Exception:  # a bug or a broken install: show it, and keep the bot
+        log.exception("指挥大屏停止了，机器人照常运行")
+
+
+async def _run_with_dashboard(bot_coro, settings, with_dashboard: bool) -> None:
+    bot = asyncio.create_task(bot_coro)
+    dashboard = (asyncio.create_task(_serve_dashboard_beside_bot(settings))
+                 if with_dashboard else None)
+    try:
+        await bot
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in (bot, dashboard):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(bot, *filter(None, [dashboard]), return_exceptions=True)
 
 
 def cmd_run(args, settings) -> int:
+    preflight.before_start(settings, model=True, telegram=True)
     from bot.run import run_bot, run_demo
 
+    dash = not args.no_dashboard and _dashboard_can_start(settings)
     _prepare(settings)
     if settings.telegram_token:
         coro = run_bot(settings)
     else:
         print("未设置 TELEGRAM_TOKEN：使用内置的本地 Bot API 模拟器运行（演示模式）。")
         coro = run_demo(settings)
-    dash = not args.no_dashboard
-    if dash:
-        d = settings.dashboard
-        print(f"指挥大屏: http://{d.get('host', '127.0.0.1')}:{d.get('port', 8080)}/")
     asyncio.run(_run_with_dashboard(coro, settings, dash))
     return 0
 
 
 def cmd_demo(args, settings) -> int:
+    preflight.before_start(settings, model=True)
     from bot.run import run_demo
 
+    dash = args.dashboard and _dashboard_can_start(settings)
     _prepare(settings)
-    asyncio.run(_run_with_dashboard(run_demo(settings), settings, args.dashboard))
+    asyncio.run(_run_with_dashboard(run_demo(settings), settings, dash))
     return 0
 
 
 def cmd_migrate(args, settings) -> int:
-    from models.migrate import MigrationError, upgrade_sync
+    from models.migrate import upgrade_sync
 
-    try:
-        upgrade_sync(settings.database_url)
-    except MigrationError as exc:
-        print(f"数据库升级失败: {exc}", file=sys.stderr)
-        return 1
+    preflight.before_start(settings)
+    upgrade_sync(settings.database_url)
     asyncio.run(_sync_reference_data(settings))
     print(f"数据库已升级到最新版本: {settings.database_url}")
     return 0
 
 
 def cmd_dashboard(args, settings) -> int:
+    preflight.before_start(settings, dashboard=True)
     from models.migrate import upgrade_sync
     from web.app import serve_dashboard
 
     upgrade_sync(settings.database_url)
+    host, port = preflight.dashboard_address(settings)
+    print(f"指挥大屏: http://{host}:{port}/")
     asyncio.run(serve_dashboard(settings))
     return 0
 
 
 def cmd_worker(args, settings) -> int:
     """An extra follow-up/outbox worker beside the bot (PostgreSQL deployments)."""
+    preflight.before_start(settings, telegram=True, token_required=True, require_head=True)
     from bot.followup import run_worker
 
-    if not settings.telegram_token:
-        print("worker 需要 TELEGRAM_TOKEN。", file=sys.stderr)
-        return 2
     asyncio.run(run_worker(settings))
     return 0
 
 
 def cmd_check(args, settings) -> int:
-    print(f"配置文件: {settings.config_path}")
-    print(f"数据库: {settings.database_url}")
-    print(f"模型: {settings.model_path} ({'已存在' if settings.model_path.exists() else '缺失'})")
-    print(f"部门: {', '.join(f'{d.code}={d.name}' for d in settings.departments)}")
-    print(f"工作人员: {len(settings.staff)} 名; 网格: {len(settings.grids)} 个")
-    print(f"Telegram: {'已设置令牌' if settings.telegram_token else '未设置令牌（演示模式）'}")
-    return 0
+    """Every finding, one line each (config findings were printed by main)."""
+    findings = preflight.check_all(settings)
+    for finding in findings:
+        print(finding.line())
+    return EXIT_STARTUP if preflight.errors(findings) else 0
+
+
+def _failure_lines(exc: BaseException) -> list[str] | None:
+    """One line per problem for a failure the user can fix; None for a bug (traceback)."""
+    if isinstance(exc, StartupError):
+        return [f.line() for f in exc.findings]
+    if isinstance(exc, ConfigError):
+        return [Finding(ERROR, "配置", p).line() for p in exc.problems]
+    if isinstance(exc, DashboardPortError):
+        return [Finding(ERROR, "指挥大屏", exc.line(bot_keeps_running=False)).line()]
+    from telegram.error import InvalidToken, NetworkError
+
+    from classifier import ModelError
+    from models.migrate import MigrationError
+
+    if isinstance(exc, MigrationError):
+        return [Finding(ERROR, "数据库", f"数据库升级失败: {exc}").line()]
+    if isinstance(exc, ModelError):
+        return [Finding(ERROR, "模型", f"{exc}：删除该文件（启动时重新训练）或用 python train.py "
+                                     "fit 重新训练（设置: [classifier] model_path）").line()]
+    if isinstance(exc, InvalidToken):
+        return [Finding(ERROR, "Telegram", "Bot API 拒绝了 TELEGRAM_TOKEN：请核对 @BotFather "
+                                           "给的令牌").line()]
+    if isinstance(exc, NetworkError):
+        return [Finding(ERROR, "Telegram", f"连不上 Bot API（{exc}）：请检查网络或 "
+                                           "TELEGRAM_BASE_URL").line()]
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,20 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="输出调试日志")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="运行机器人与指挥大屏（无 TELEGRAM_TOKEN 时为演示模式）")
+    def port(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise argparse.ArgumentTypeError(f"端口应是 1 到 65535 之间的整数，而不是 {value!r}")
+        return int(value)
+
+    def with_port(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--dashboard-port", type=port, metavar="PORT",
+                            help="指挥大屏端口（默认 config.toml 的 [dashboard] port）")
+        return parser
+
+    run = with_port(sub.add_parser(
+        "run", help="运行机器人与指挥大屏（无 TELEGRAM_TOKEN 时为演示模式）"))
     run.add_argument("--no-dashboard", action="store_true", help="不启动指挥大屏")
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="在终端中通过本地模拟器体验完整流程")
+    demo = with_port(sub.add_parser("demo", help="在终端中通过本地模拟器体验完整流程"))
     demo.add_argument("--dashboard", action="store_true", help="同时启动指挥大屏")
     demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="升级数据库结构并同步部门/人员/网格").set_defaults(func=cmd_migrate)
-    sub.add_parser("dashboard", help="只运行指挥大屏").set_defaults(func=cmd_dashboard)
+    with_port(sub.add_parser("dashboard", help="只运行指挥大屏")).set_defaults(func=cmd_dashboard)
     sub.add_parser("worker", help="额外的跟进/推送进程（多进程共用 PostgreSQL 时）").set_defaults(
         func=cmd_worker
     )
-    sub.add_parser("check", help="检查配置").set_defaults(func=cmd_check)
+    sub.add_parser(
+        "check", help="检查配置、数据库、模型、指挥大屏端口与 Telegram 设置"
+    ).set_defaults(func=cmd_check)
     return p
 
 
@@ -151,16 +219,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    checking = args.command == "check"
+    settings, findings = preflight.check_config(args.config)
+    for finding in findings:
+        if checking:
+            print(finding.line())
+        elif finding.level != preflight.OK:
+            _warn(finding.line())
+    if settings is None or (preflight.errors(findings) and not checking):
+        return EXIT_STARTUP
+    if getattr(args, "dashboard_port", None):
+        settings = replace(settings, dashboard={**settings.dashboard, "port": args.dashboard_port})
     try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"配置错误: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return args.func(args, settings)
+        status = args.func(args, settings)
     except KeyboardInterrupt:
         print("\n已停止。")
         return 0
+    except Exception as exc:
+        lines = _failure_lines(exc)
+        if lines is None:
+            raise
+        for line in lines:
+            _warn(line)
+        return EXIT_STARTUP
+    return EXIT_STARTUP if checking and preflight.errors(findings) else status
 
 
 if __name__ == "__main__":
