@@ -14,7 +14,7 @@ import pytest
 from classifier import ModelError, Suggester, build_default_model, load_model
 from classifier import text as textmod
 from classifier.data import DataError, corpus_files, fingerprint, read_examples, read_rows
-from classifier.model import library_versions
+from classifier.model import calibrated, library_versions
 from classifier.training import (
     TrainParams,
     memory_rows,
@@ -176,7 +176,8 @@ def test_compiled_model_matches_the_pipeline(trained):
     labels = np.array([result.model.labels.index(lab) for _, lab in examples])
     votes = neighbour_votes(memory, labels, kept, neighbour_features(union, union.transform(docs)),
                             FAST.neighbours, len(result.model.labels))
-    expected = softmax(result.model.beta * (linear + FAST.neighbour_weight * votes))
+    expected = calibrated(linear + FAST.neighbour_weight * votes, result.model.beta,
+                          result.model.top_label)
     got = np.array([result.model.probabilities(d)[0] for d in docs])
     np.testing.assert_allclose(got, expected, atol=1e-3)
 
@@ -371,8 +372,9 @@ def test_binary_taxonomy_trains_and_predicts(tmp_path):
     s = Suggester.from_path(path).suggest(CLEAR_MESSAGES["municipal"])
     assert s.label == "路" and len(s.top) == 2
     doc = textmod.analyze(CLEAR_MESSAGES["municipal"])
-    expected = softmax(result.model.beta * np.column_stack(
-        [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]))
+    expected = calibrated(np.column_stack(
+        [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]),
+        result.model.beta, result.model.top_label)
     np.testing.assert_allclose(linear_part(result.model).probabilities(doc)[0], expected[0],
                                atol=1e-5)
 
