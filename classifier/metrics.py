@@ -145,6 +145,17 @@ def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray,
     return reliability(confidences, correct, bins).ece
 
 
+def in_file_terms(top: tuple[tuple[str, float], ...],
+                  as_file: dict[str, str]) -> tuple[str | None, float]:
+    """A suggestion's top labels (best first) in a data file's labels (as_file: model label →
+    file label): the best one's file label, and the probability of all of them that count as
+    it (several departments may make one category)."""
+    if not top:
+        return None, 0.0
+    label = as_file[top[0][0]]
+    return label, sum(p for lab, p in top if as_file[lab] == label)
+
+
 def percentile_ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.array(seconds) * 1000.0, q)) if seconds else 0.0
 
