@@ -126,38 +126,41 @@ def calibrated(scores: np.ndarray, beta: float,
                top_label: tuple[float, float] = NO_TOP_LABEL_SCALING) -> np.ndarray:
     """Probabilities from decision values (one row per message, or one message): softmax of
     beta × scores, then the top label's log-odds t become a·t + b, the other labels sharing the
-    rest in their proportions. Never below the runner-up, so the ranking is the scores'.
-    With (a, b) = (1, 0) this is the softmax."""
+    rest in their proportions. Always above the runner-up, so the ranking (and the label
+    suggested) is the scores'. With (a, b) = (1, 0) this is the softmax."""
     z = beta * np.atleast_2d(np.asarray(scores, dtype=np.float64))
     rows = np.arange(len(z))
     top = z.argmax(axis=1)
-    others, log_odds = _others_and_log_odds(z, rows, top)
+    shares, log_odds = _shares_and_log_odds(z, rows, top)
     a, b = top_label
     with np.errstate(divide="ignore", over="ignore"):
-        # log(runner-up / top) in the new odds: the floor that keeps the top label on top
-        floor = np.log(others.max(axis=1)) + log_odds
+        # The top label ties with the runner-up at log-odds log(runner-up's share): a hair
+        # above that is the floor that keeps the top label first.
+        floor = np.log(shares.max(axis=1)) + _ABOVE
         odds = np.maximum(a * log_odds + b, floor)
         top_p, rest_p = 1.0 / (1.0 + np.exp(-odds)), 1.0 / (1.0 + np.exp(odds))
-    out = others * (rest_p / others.sum(axis=1).clip(min=_TINY))[:, None]
+    out = shares * rest_p[:, None]
     out[rows, top] = top_p
     return out if np.ndim(scores) == 2 else out[0]
 
 
 def top_log_odds(z: np.ndarray) -> np.ndarray:
     """log(p_top / (1 − p_top)) of softmax(z) per row, exact however sure the softmax is."""
-    rows = np.arange(len(z))
-    return _others_and_log_odds(z, rows, z.argmax(axis=1))[1]
+    return _shares_and_log_odds(z, np.arange(len(z)), z.argmax(axis=1))[1]
 
 
-def _others_and_log_odds(z: np.ndarray, rows: np.ndarray, top: np.ndarray):
-    """The other labels' weights relative to the top one (the top's set to 0) and the top
-    label's log-odds, −log(sum of those weights): no 1 − p that rounds to 0."""
-    others = np.exp(z - z[rows, top][:, None])
-    others[rows, top] = 0.0
-    return others, -np.log(others.sum(axis=1).clip(min=_TINY))
+def _shares_and_log_odds(z: np.ndarray, rows: np.ndarray, top: np.ndarray):
+    """How the labels other than the top one share the rest between them (0 for the top),
+    and the top label's log-odds; in logs, so nothing underflows however sure the top is."""
+    gap = z - z[rows, top][:, None]  # ≤ 0
+    gap[rows, top] = -np.inf
+    nearest = gap.max(axis=1, keepdims=True)
+    weights = np.exp(gap - nearest)
+    total = weights.sum(axis=1, keepdims=True)
+    return weights / total, -(nearest + np.log(total))[:, 0]
 
 
-_TINY = np.finfo(np.float64).tiny
+_ABOVE = 1e-6  # in log-odds: the top label stays this much (relatively) above the runner-up
 BLOCKS = ("word", "char", "lead")  # the views, in the order of coef's rows
 _EMPTY_INDEX = np.zeros(0, dtype=np.int64)
 _EMPTY_VALUES = np.zeros(0, dtype=np.float64)
