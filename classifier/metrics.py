@@ -219,7 +219,7 @@ def _reliability_plot(plt, rel: Reliability, path: Path, title: str) -> Path:
     ax1.bar(rel.lower, rel.accuracy, width=width, align="edge", edgecolor="black",
             color="tab:blue", label="实际准确率")
     ax1.bar(rel.lower, rel.confidence - rel.accuracy, bottom=rel.accuracy, width=width,
-            align="edge", color="tab:red", alpha=0.3, hatch="//", label="与概率的差距")
+            align="edge", fill=False, edgecolor="tab:red", hatch="//", label="与概率的差距")
     ax1.plot([0, 1], [0, 1], "--", color="gray", label="完全校准")
     ax1.set_xlim(0, 1)
     ax1.set_ylim(0, 1)
