@@ -177,7 +177,7 @@ class LinearModel:
     char_range: tuple[int, int]
     coef: np.ndarray  # (n_word + n_char + n_lead, n_labels) float32
     intercept: np.ndarray  # (n_labels,)
-    beta: float  # inverse temperature: probabilities = softmax(beta * scores)
+    beta: float  # inverse temperature: softmax(beta * scores), then top_label (calibrated())
     meta: dict
     lead: Block = field(default_factory=lambda: empty_block(np.int64))  # n-gram keys
     lead_chars: int = 0  # the lead view's n-grams come from this many first characters

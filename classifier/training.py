@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.optimize import minimize, minimize_scalar
 from sklearn.base import clone
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
@@ -289,7 +290,7 @@ def _fold_sets(analyzed: list[textmod.Analyzed], words: sp.csr_matrix, y: np.nda
 def _folds(analyzed: list[textmod.Analyzed], y: np.ndarray, params: TrainParams,
            copies: np.ndarray | None = None):
     """Stratified folds that keep copies of a message together: a fold never tests a message
-    it trained on, so the report and the calibration are not flattered by duplicates."""
+    it trained on, so the report is not flattered by duplicates."""
     return _split(y, near_duplicate_groups(analyzed) if copies is None else copies, params)
 
 
@@ -305,8 +306,6 @@ def topic_groups(words: sp.csr_matrix, y: np.ndarray, copies: np.ndarray,
     """A sub-topic number per message: k-means clusters of about topic_size messages within
     each label, over their word vectors (at least cv_folds per label, so that every fold
     trains on every label); copies of a message join the sub-topic of its first copy."""
-    from sklearn.cluster import KMeans
-
     groups = np.zeros(len(y), dtype=np.int64)
     offset = 0
     for label in np.unique(y):
@@ -342,12 +341,6 @@ def _fold_logits(svm: LinearSVC, features, y: np.ndarray, train_idx, test_idx,
         out += params.neighbour_weight * neighbour_votes(
             memory, y[train_idx], kept, neighbour[test_idx], params.neighbours, n_labels)
     return out
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(decision: np.ndarray, y: np.ndarray) -> float:

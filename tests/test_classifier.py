@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from classifier import ModelError, Suggester, build_default_model, load_model
 from classifier import text as textmod
@@ -36,7 +37,6 @@ from classifier.training import (
     memory_rows,
     neighbour_features,
     neighbour_votes,
-    softmax,
     topic_groups,
     train,
     train_from_files,
@@ -261,7 +261,7 @@ def test_calibration_keeps_the_ranking_and_sums_to_one():
         others = np.argsort(-scores, axis=1, kind="stable")[:, 1:]
         ordered = np.take_along_axis(proba, others, axis=1)
         assert (np.diff(ordered, axis=1) <= 1e-12).all()
-    np.testing.assert_allclose(calibrated(scores[50:], 3.0), softmax(3.0 * scores[50:]))
+    np.testing.assert_allclose(calibrated(scores[50:], 3.0), softmax(3.0 * scores[50:], axis=1))
     assert calibrated(scores[60], 3.0, (0.5, 0.5)).shape == (9,)
 
 
@@ -412,7 +412,7 @@ def test_version_3_files_still_load_with_their_temperature_alone(trained, tmp_pa
     assert old.top_label == (1.0, 0.0)
     doc = textmod.analyze(CLEAR_MESSAGES["water"])
     np.testing.assert_allclose(old.probabilities(doc)[0],
-                               softmax(old.beta * old.scores(doc)[0][None, :])[0])
+                               softmax(old.beta * old.scores(doc)[0]))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="classifier.suggest"):
         Suggester.from_path(trained[1])
