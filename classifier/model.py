@@ -2,8 +2,8 @@
 
 The file is a NumPy .npz archive read with allow_pickle=False, so loading runs no code.
 It holds TF-IDF vocabularies and weights, the linear model's coefficients, the training
-messages' vectors for a nearest-neighbour vote, a temperature for calibrated probabilities,
-the label set and metadata (versions, data fingerprint, model id).
+messages' vectors for a nearest-neighbour vote, the calibration (a temperature, then a scaling
+of the top label's log-odds), the label set and metadata (versions, data fingerprint, model id).
 Keeping scikit-learn out of this module keeps the bot's cold start and per-message latency low.
 """
 
@@ -23,8 +23,12 @@ import numpy as np
 from classifier import text as textmod
 
 FORMAT = "whistle-classifier"
-FORMAT_VERSION = 3  # 2: character n-grams stored as int64 keys; 3: lead view, neighbours
-READABLE_VERSIONS = (2, 3)  # a version 2 file is read as a model without the version 3 parts
+# 2: character n-grams stored as int64 keys; 3: lead view, neighbours; 4: top-label scaling.
+FORMAT_VERSION = 4
+# Older files load without the parts they lack: a version 3 file keeps its temperature alone
+# (probabilities too sure of themselves: retrain it), a version 2 file is a linear model.
+READABLE_VERSIONS = (2, 3, 4)
+NO_TOP_LABEL_SCALING = (1.0, 0.0)
 # Libraries whose version must match between training and loading: jieba cuts the words,
 # scikit-learn fitted the weights, numpy stores them.
 CHECKED_LIBRARIES = ("jieba", "scikit-learn", "numpy")
@@ -118,6 +122,45 @@ class Memory:
         return self.weight * votes / self.k
 
 
+def calibrated(scores: np.ndarray, beta: float,
+               top_label: tuple[float, float] = NO_TOP_LABEL_SCALING) -> np.ndarray:
+    """Probabilities from decision values (one row per message, or one message): softmax of
+    beta × scores, then the top label's log-odds t become a·t + b, the other labels sharing the
+    rest in their proportions. Always above the runner-up, so the ranking (and the label
+    suggested) is the scores'. With (a, b) = (1, 0) this is the softmax."""
+    z = beta * np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    rows = np.arange(len(z))
+    top = z.argmax(axis=1)
+    shares, log_odds = _shares_and_log_odds(z, rows, top)
+    a, b = top_label
+    with np.errstate(divide="ignore", over="ignore"):
+        # The top label ties with the runner-up at log-odds log(runner-up's share): a hair
+        # above that is the floor that keeps the top label first.
+        floor = np.log(shares.max(axis=1)) + _ABOVE
+        odds = np.maximum(a * log_odds + b, floor)
+        top_p, rest_p = 1.0 / (1.0 + np.exp(-odds)), 1.0 / (1.0 + np.exp(odds))
+    out = shares * rest_p[:, None]
+    out[rows, top] = top_p
+    return out if np.ndim(scores) == 2 else out[0]
+
+
+def top_log_odds(z: np.ndarray) -> np.ndarray:
+    """log(p_top / (1 − p_top)) of softmax(z) per row, exact however sure the softmax is."""
+    return _shares_and_log_odds(z, np.arange(len(z)), z.argmax(axis=1))[1]
+
+
+def _shares_and_log_odds(z: np.ndarray, rows: np.ndarray, top: np.ndarray):
+    """How the labels other than the top one share the rest between them (0 for the top),
+    and the top label's log-odds; in logs, so nothing underflows however sure the top is."""
+    gap = z - z[rows, top][:, None]  # ≤ 0
+    gap[rows, top] = -np.inf
+    nearest = gap.max(axis=1, keepdims=True)
+    weights = np.exp(gap - nearest)
+    total = weights.sum(axis=1, keepdims=True)
+    return weights / total, -(nearest + np.log(total))[:, 0]
+
+
+_ABOVE = 1e-6  # in log-odds: the top label stays this much (relatively) above the runner-up
 BLOCKS = ("word", "char", "lead")  # the views, in the order of coef's rows
 _EMPTY_INDEX = np.zeros(0, dtype=np.int64)
 _EMPTY_VALUES = np.zeros(0, dtype=np.float64)
@@ -126,7 +169,7 @@ _EMPTY_VALUES = np.zeros(0, dtype=np.float64)
 @dataclass
 class LinearModel:
     """TF-IDF over jieba words, character n-grams and the n-grams of a message's first
-    characters; a linear model plus a nearest-neighbour vote; temperature scaling."""
+    characters; a linear model plus a nearest-neighbour vote; calibrated probabilities."""
 
     labels: tuple[str, ...]
     word: Block
@@ -134,11 +177,12 @@ class LinearModel:
     char_range: tuple[int, int]
     coef: np.ndarray  # (n_word + n_char + n_lead, n_labels) float32
     intercept: np.ndarray  # (n_labels,)
-    beta: float  # inverse temperature: probabilities = softmax(beta * scores)
+    beta: float  # inverse temperature: softmax(beta * scores), then top_label (calibrated())
     meta: dict
     lead: Block = field(default_factory=lambda: empty_block(np.int64))  # n-gram keys
     lead_chars: int = 0  # the lead view's n-grams come from this many first characters
     memory: Memory | None = None
+    top_label: tuple[float, float] = NO_TOP_LABEL_SCALING  # (a, b), see calibrated()
 
     @property
     def model_version(self) -> str:
@@ -174,9 +218,7 @@ class LinearModel:
     def probabilities(self, analyzed: textmod.Analyzed) -> tuple[np.ndarray, bool]:
         """Calibrated class probabilities (in label order) and whether any feature was known."""
         scores, known = self.scores(analyzed)
-        z = self.beta * scores
-        z = np.exp(z - z.max())
-        return z / z.sum(), known
+        return calibrated(scores, self.beta, self.top_label), known
 
     # ---- persistence -------------------------------------------------------------------
 
@@ -190,7 +232,8 @@ class LinearModel:
                     lead_chars=self.lead_chars,
                     neighbours=None if memory is None else {"k": memory.k,
                                                              "weight": memory.weight},
-                    beta=float(self.beta), format=FORMAT, format_version=FORMAT_VERSION)
+                    beta=float(self.beta), top_label=[float(v) for v in self.top_label],
+                    format=FORMAT, format_version=FORMAT_VERSION)
         arrays = {f"{name}_{part}": getattr(getattr(self, name), part)
                   for name in BLOCKS for part in ("vocab", "idf")}
         if memory is not None:
@@ -269,7 +312,14 @@ def _build(meta: dict, arrays: dict[str, np.ndarray]) -> LinearModel:
         labels=tuple(meta["labels"]), **blocks, char_range=(low, high),
         lead_chars=int(meta.get("lead_chars", 0)),
         coef=arrays["coef"], intercept=arrays["intercept"], beta=float(meta["beta"]),
-        memory=memory, meta=meta)
+        memory=memory, meta=meta, top_label=_top_label(meta))
+
+
+def _top_label(meta: dict) -> tuple[float, float]:
+    if meta["format_version"] < 4:
+        return NO_TOP_LABEL_SCALING
+    a, b = (float(v) for v in meta["top_label"])
+    return a, b
 
 
 def _wide_words(vocab: np.ndarray) -> np.ndarray:
@@ -310,9 +360,10 @@ def _check_shapes(path: Path, model: LinearModel) -> None:
         and all(len(b.vocab) < 2 or bool(np.all(b.vocab[:-1] < b.vocab[1:])) for b in blocks)
         and 1 <= model.char_range[0] <= model.char_range[1] <= textmod.MAX_NGRAM
         and np.isfinite(model.beta) and model.beta > 0
+        and all(np.isfinite(model.top_label)) and model.top_label[0] > 0
     )
     if not ok:
-        raise ModelError(f"模型文件 {path} 的权重或词表损坏")
+        raise ModelError(f"模型文件 {path} 的权重、词表或校准参数损坏")
 
 
 def _check_memory(path: Path, model: LinearModel) -> None:

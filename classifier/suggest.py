@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classifier import text as textmod
-from classifier.model import LinearModel, ModelError, load_model
+from classifier.model import FORMAT_VERSION, LinearModel, ModelError, load_model
 
 if TYPE_CHECKING:
     from whistle.config import Settings
@@ -78,7 +78,9 @@ class Suggester:
         """Load a model file (ModelError naming the file if it can't be used)."""
         path = Path(path)
         stamp = _file_stamp(path)
-        return cls(model=load_model(path), path=path, _stamp=stamp,
+        model = load_model(path)
+        _warn_if_outdated(model, path)
+        return cls(model=model, path=path, _stamp=stamp,
                    confidence_threshold=confidence_threshold,
                    auto_dispatch_threshold=auto_dispatch_threshold)
 
@@ -163,9 +165,18 @@ class Suggester:
                 log.error("新模型未启用，继续使用 %s: %s", self.model_version, exc)
                 return False
             textmod.add_words(model.userdict_words)
+            _warn_if_outdated(model, self.path)
             self.model, self._stamp, self._refused_stamp = model, stamp, None
             log.info("classifier model %s loaded from %s", model.model_version, self.path)
             return True
+
+
+def _warn_if_outdated(model: LinearModel, path: Path) -> None:
+    """An older model file works, but its probabilities are too sure of themselves."""
+    if model.meta.get("format_version") != FORMAT_VERSION:
+        log.warning("模型 %s 是旧格式（%s），概率未按新方法校准、偏于自信；"
+                    "请用 `python train.py fit` 重新训练（默认模型可直接删除，下次启动时会重建）",
+                    path, model.meta.get("format_version"))
 
 
 def _file_stamp(path: Path) -> tuple | None:

@@ -1,12 +1,14 @@
 """Training: a scikit-learn pipeline (TF-IDF over jieba words, character n-grams and the
 n-grams of a message's first characters; LinearSVC) plus a vote of the most similar training
-messages, cross-validated, temperature-calibrated and compiled into a LinearModel file."""
+messages, cross-validated, calibrated on held-out sub-topics and compiled into a LinearModel
+file."""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -28,8 +32,18 @@ from sklearn.svm import LinearSVC
 from classifier import text as textmod
 from classifier.data import DataError, fingerprint
 from classifier.dedupe import near_duplicate_groups
-from classifier.metrics import Report, classification_report
-from classifier.model import BLOCKS, Block, LinearModel, Memory, empty_block, library_versions
+from classifier.metrics import Report, classification_report, expected_calibration_error
+from classifier.model import (
+    BLOCKS,
+    NO_TOP_LABEL_SCALING,
+    Block,
+    LinearModel,
+    Memory,
+    calibrated,
+    empty_block,
+    library_versions,
+    top_log_odds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +75,12 @@ class TrainParams:
     neighbours: int = 7
     neighbour_weight: float = 2.5
     neighbour_max_df: float = 0.05
+    # The probabilities are calibrated on folds that hold out whole sub-topics (k-means
+    # clusters of about this many messages within each label): real messages bring wording
+    # and topics the training data lacks, and folds that only keep copies apart are much
+    # easier than that (calibrated on those, the model was too sure of itself on real
+    # messages). 0: calibrate on the report's folds.
+    topic_size: int = 30
     cv_folds: int = 5
     n_jobs: int = 2
     seed: int = 0
@@ -68,12 +88,15 @@ class TrainParams:
     def __post_init__(self) -> None:
         if not 0 < self.neighbour_max_df <= 1 or self.neighbours < 0:
             raise ValueError("neighbours ≥ 0 and 0 < neighbour_max_df ≤ 1 are required")
+        if self.topic_size < 0:
+            raise ValueError("topic_size ≥ 0 is required")
 
 
 @dataclass
 class TrainResult:
     model: LinearModel
     report: Report | None  # cross-validated, None when cross-validation was skipped
+    # Held-out probabilities: each fold's, calibrated without that fold's messages.
     oof_probabilities: np.ndarray | None = field(default=None, repr=False)
     truth: np.ndarray | None = field(default=None, repr=False)  # label index per example
     # The fitted scikit-learn form of the linear part (the neighbour vote is not in it).
@@ -142,7 +165,7 @@ def train(
     analyzed: list[textmod.Analyzed] | None = None,
 ) -> TrainResult:
     """Fit on (text, label) examples. With calibrate, cross-validate to report and to fit the
-    temperature; without, only fit (argmax is unchanged by calibration)."""
+    calibration; without, only fit (calibration never changes which label ranks first)."""
     say = progress or (lambda msg: log.info(msg))
     started = time.perf_counter()
     examples = [(t, lab) for t, lab in examples if t and t.strip() and lab and lab.strip()]
@@ -161,18 +184,28 @@ def train(
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[lab] for _, lab in examples])
 
-    folds = _folds(analyzed, y, params) if calibrate else []
+    # TF-IDF is fitted once on all texts (it sees no labels) and shared by the folds: the
+    # folds then only refit the linear model, which keeps training within seconds.
+    pipeline = make_pipeline(params)
+    union = pipeline.named_steps["features"]
+    features = union.fit_transform(analyzed).tocsr()
+    words = neighbour_features(union, features)
+    fold_sets = _fold_sets(analyzed, words, y, params) if calibrate else []
     say(f"训练: {len(examples)} 条, {len(labels)} 个标签"
-        + (f", {len(folds)} 折交叉验证" if folds else "") + " …")
-    pipeline, decision, memory = _fit(params, analyzed, y, folds)
+        + (f", {len(fold_sets[0])} 折交叉验证" if fold_sets else "") + " …")
+    svm, decisions = _fit(pipeline.named_steps["svm"], features, words, y, fold_sets, params)
+    pipeline.steps[-1] = ("svm", svm)
+    memory = memory_rows(words, params.neighbour_max_df)[0] if params.neighbours else None
 
-    report, oof_proba, beta = None, None, 1.0
-    if folds:
-        beta = fit_temperature(decision, y)
-        oof_proba = softmax(beta * decision)
+    report, oof_proba, calibration = None, None, (1.0, NO_TOP_LABEL_SCALING)
+    if fold_sets:
+        held_out, topic_held_out = decisions[0], decisions[-1]
+        calibration = fit_calibration(topic_held_out, y)
+        oof_proba = held_out_probabilities(held_out, topic_held_out, y, fold_sets[0])
         report = classification_report([labels[i] for i in y],
-                                       [labels[i] for i in decision.argmax(1)], labels)
-    model = compile_pipeline(pipeline, labels, beta, params, memory, y)
+                                       [labels[i] for i in held_out.argmax(1)], labels)
+        report.ece = expected_calibration_error(oof_proba.max(1), oof_proba.argmax(1) == y)
+    model = compile_pipeline(pipeline, labels, calibration, params, memory, y)
     model.meta.update(_metadata(examples, labels, params, userdict_words, report))
     seconds = time.perf_counter() - started
     model.meta["train_seconds"] = round(seconds, 2)
@@ -191,27 +224,23 @@ def _usable(examples, analyzed, say: Progress):
     return [examples[i] for i in keep], [analyzed[i] for i in keep], dropped
 
 
-def _fit(params: TrainParams, analyzed, y: np.ndarray, folds):
-    """The pipeline fitted on everything, out-of-fold decision values (linear scores plus
-    the neighbour vote) for `folds`, and the neighbour memory of all examples (or None)."""
-    # TF-IDF is fitted once on all texts (it sees no labels) and shared by the folds: the
-    # folds then only refit the linear model, which keeps training within seconds.
-    pipeline = make_pipeline(params)
-    union = pipeline.named_steps["features"]
-    features = union.fit_transform(analyzed).tocsr()
-    neighbour = neighbour_features(union, features) if params.neighbours else None
-    svm = pipeline.named_steps["svm"]
+def _fit(svm: LinearSVC, features, words: sp.csr_matrix, y: np.ndarray, fold_sets,
+         params: TrainParams) -> tuple[LinearSVC, list[np.ndarray]]:
+    """The linear model fitted on everything and, per list of folds, the out-of-fold decision
+    values (linear scores plus the vote of the fold's training messages)."""
+    neighbour = words if params.neighbours else None
     jobs = [delayed(_fold_logits)(svm, features, y, tr, te, neighbour, params)
-            for tr, te in folds]
+            for folds in fold_sets for tr, te in folds]
     jobs.append(delayed(_fit_svm)(svm, features, y))
     # Threads: liblinear releases the GIL, and the feature matrix is not copied.
-    outputs = Parallel(n_jobs=min(params.n_jobs, len(jobs)), prefer="threads")(jobs)
-    pipeline.steps[-1] = ("svm", outputs[-1])
-    decision = np.zeros((len(y), int(y.max()) + 1))
-    for (_, te), scores in zip(folds, outputs[:-1]):
-        decision[te] = scores
-    memory = None if neighbour is None else memory_rows(neighbour, params.neighbour_max_df)[0]
-    return pipeline, decision, memory
+    outputs = iter(Parallel(n_jobs=min(params.n_jobs, len(jobs)), prefer="threads")(jobs))
+    decisions = []
+    for folds in fold_sets:
+        decision = np.zeros((len(y), int(y.max()) + 1))
+        for (_, te), scores in zip(folds, outputs):
+            decision[te] = scores
+        decisions.append(decision)
+    return next(outputs), decisions
 
 
 def neighbour_features(union: FeatureUnion, features) -> sp.csr_matrix:
@@ -248,14 +277,47 @@ def neighbour_votes(memory: sp.csr_matrix, memory_labels: np.ndarray, kept: np.n
     return votes / k
 
 
-def _folds(analyzed: list[textmod.Analyzed], y: np.ndarray, params: TrainParams):
+def _fold_sets(analyzed: list[textmod.Analyzed], words: sp.csr_matrix, y: np.ndarray,
+               params: TrainParams) -> list[list]:
+    """The report's folds and, unless topic_size is 0, the calibration's (see topic_groups)."""
+    copies = near_duplicate_groups(analyzed)
+    folds = _folds(analyzed, y, params, copies)
+    if not params.topic_size:
+        return [folds]
+    return [folds, _split(y, topic_groups(words, y, copies, params), params)]
+
+
+def _folds(analyzed: list[textmod.Analyzed], y: np.ndarray, params: TrainParams,
+           copies: np.ndarray | None = None):
     """Stratified folds that keep copies of a message together: a fold never tests a message
-    it trained on, so the report and the calibration are not flattered by duplicates."""
+    it trained on, so the report is not flattered by duplicates."""
+    return _split(y, near_duplicate_groups(analyzed) if copies is None else copies, params)
+
+
+def _split(y: np.ndarray, groups: np.ndarray, params: TrainParams):
     smallest = int(np.bincount(y).min())
     n_splits = max(2, min(params.cv_folds, smallest))
-    groups = near_duplicate_groups(analyzed)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=params.seed)
     return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
+def topic_groups(words: sp.csr_matrix, y: np.ndarray, copies: np.ndarray,
+                 params: TrainParams) -> np.ndarray:
+    """A sub-topic number per message: k-means clusters of about topic_size messages within
+    each label, over their word vectors (at least cv_folds per label, so that every fold
+    trains on every label); copies of a message join the sub-topic of its first copy."""
+    groups = np.zeros(len(y), dtype=np.int64)
+    offset = 0
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        k = min(len(members), max(params.cv_folds, round(len(members) / params.topic_size)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct texts than k
+            found = KMeans(k, n_init=1, random_state=params.seed).fit_predict(words[members])
+        groups[members] = offset + found
+        offset += k
+    _, first, inverse = np.unique(copies, return_index=True, return_inverse=True)
+    return groups[first[inverse]]
 
 
 def _fit_svm(svm: LinearSVC, features, y: np.ndarray) -> LinearSVC:
@@ -281,12 +343,6 @@ def _fold_logits(svm: LinearSVC, features, y: np.ndarray, train_idx, test_idx,
     return out
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def fit_temperature(decision: np.ndarray, y: np.ndarray) -> float:
     """Inverse temperature beta minimising the log loss of softmax(beta * decision)."""
     rows = np.arange(len(y))
@@ -300,11 +356,55 @@ def fit_temperature(decision: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def compile_pipeline(pipe: Pipeline, labels: list[str], beta: float, params: TrainParams,
+def fit_calibration(decision: np.ndarray, y: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """The temperature (multi-class log loss), then the top label's scaling (a, b) (see
+    model.calibrated), fitted on held-out decision values. A temperature alone cannot do: it
+    leaves unsure answers too unsure and sure ones too sure."""
+    beta = fit_temperature(decision, y)
+    z = beta * decision
+    return beta, fit_platt(top_log_odds(z), z.argmax(axis=1) == y)
+
+
+LOG_ODDS_CAP = 40.0  # a fold that lacks a label gives near-infinite log-odds
+
+
+def fit_platt(log_odds: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """(a, b) of P(right) = sigmoid(a·log_odds + b), a > 0, by Platt's method: targets
+    (n₊+1)/(n₊+2) and 1/(n₋+2) rather than 1 and 0, so that folds without a wrong answer
+    still leave some doubt."""
+    n_right = int(right.sum())
+    target = np.where(right, (n_right + 1) / (n_right + 2), 1 / (len(right) - n_right + 2))
+    t = np.clip(log_odds, -LOG_ODDS_CAP, LOG_ODDS_CAP)
+
+    def loss_and_gradient(w: np.ndarray) -> tuple[float, np.ndarray]:
+        m = w[0] * t + w[1]
+        g = 1.0 / (1.0 + np.exp(-m)) - target
+        return float(np.mean(np.logaddexp(0.0, m) - target * m)), np.array([np.mean(g * t),
+                                                                             np.mean(g)])
+
+    result = minimize(loss_and_gradient, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
+                      bounds=[(1e-3, 10.0), (-20.0, 20.0)])
+    return float(result.x[0]), float(result.x[1])
+
+
+def held_out_probabilities(held_out: np.ndarray, topic_held_out: np.ndarray, y: np.ndarray,
+                           folds) -> np.ndarray:
+    """Each fold's held-out decision values, calibrated by a calibration fitted without that
+    fold's messages: probabilities whose calibration error is measured honestly."""
+    proba = np.zeros_like(held_out)
+    for train_idx, test_idx in folds:
+        beta, top_label = fit_calibration(topic_held_out[train_idx], y[train_idx])
+        proba[test_idx] = calibrated(held_out[test_idx], beta, top_label)
+    return proba
+
+
+def compile_pipeline(pipe: Pipeline, labels: list[str],
+                     calibration: tuple[float, tuple[float, float]], params: TrainParams,
                      memory: sp.csr_matrix | None = None,
                      memory_labels: np.ndarray | None = None) -> LinearModel:
     """The fitted pipeline as plain arrays (vocabularies sorted, weights per label column),
-    with the neighbour memory (rows from memory_rows, labels by index) when given."""
+    with its calibration (beta, (a, b)) and the neighbour memory (rows from memory_rows,
+    labels by index) when given."""
     union = pipe.named_steps["features"]
     svm = pipe.named_steps["svm"]
     coef = svm.coef_.T.astype(np.float64)
@@ -330,7 +430,7 @@ def compile_pipeline(pipe: Pipeline, labels: list[str], beta: float, params: Tra
         labels=tuple(labels), **blocks, char_range=tuple(params.char_range),
         lead_chars=params.lead_chars if "lead" in blocks else 0,
         coef=full_coef[np.concatenate(rows)].astype(np.float32),
-        intercept=full_intercept, beta=beta, meta={})
+        intercept=full_intercept, beta=calibration[0], top_label=calibration[1], meta={})
     for name in BLOCKS:  # views left out (weight 0) are empty
         if name not in blocks:
             setattr(model, name, empty_block(np.int64))
@@ -371,7 +471,8 @@ def _metadata(examples, labels, params: TrainParams, userdict_words, report) -> 
         "params": asdict(params),
         "userdict_words": list(userdict_words),
         "cv": None if report is None else {"accuracy": report.accuracy,
-                                           "macro_f1": report.macro_f1, "n": report.n},
+                                           "macro_f1": report.macro_f1, "n": report.n,
+                                           "ece": report.ece},
         "labels": labels,
     }
 

@@ -5,22 +5,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from classifier import ModelError, Suggester, build_default_model, load_model
 from classifier import text as textmod
-from classifier.data import DataError, corpus_files, fingerprint, read_examples, read_rows
-from classifier.model import library_versions
+from classifier.data import (
+    DataError,
+    corpus_files,
+    fingerprint,
+    read_examples,
+    read_label_map,
+    read_rows,
+)
+from classifier.metrics import (
+    Report,
+    classification_report,
+    display_width,
+    expected_calibration_error,
+    reliability,
+)
+from classifier.model import calibrated, library_versions
 from classifier.training import (
     TrainParams,
+    fit_platt,
     memory_rows,
     neighbour_features,
     neighbour_votes,
-    softmax,
+    topic_groups,
     train,
     train_from_files,
 )
@@ -176,7 +193,8 @@ def test_compiled_model_matches_the_pipeline(trained):
     labels = np.array([result.model.labels.index(lab) for _, lab in examples])
     votes = neighbour_votes(memory, labels, kept, neighbour_features(union, union.transform(docs)),
                             FAST.neighbours, len(result.model.labels))
-    expected = softmax(result.model.beta * (linear + FAST.neighbour_weight * votes))
+    expected = calibrated(linear + FAST.neighbour_weight * votes, result.model.beta,
+                          result.model.top_label)
     got = np.array([result.model.probabilities(d)[0] for d in docs])
     np.testing.assert_allclose(got, expected, atol=1e-3)
 
@@ -213,6 +231,90 @@ def test_cross_validated_report_and_calibration(trained):
     # Calibrated: mean top-1 confidence is close to the cross-validated accuracy.
     confidence = result.oof_probabilities.max(axis=1).mean()
     assert abs(confidence - result.report.accuracy) < 0.1
+
+
+# ---- calibration ------------------------------------------------------------------------------
+
+def test_held_out_probabilities_are_calibrated_not_all_or_nothing(trained):
+    result, path = trained
+    proba = result.oof_probabilities
+    assert result.report.ece <= 0.05
+    assert result.report.ece == pytest.approx(
+        expected_calibration_error(proba.max(1), proba.argmax(1) == result.truth))
+    # Calibrated on folds of the seed corpus alone, 42 % of held-out messages showed
+    # "100%" (≥ 0.995) and the median was 0.99; the model is not that sure of itself.
+    assert (proba.max(1) >= 0.995).mean() < 0.2
+    assert np.median(proba.max(1)) < 0.97
+    assert load_model(path).meta["cv"]["ece"] == pytest.approx(result.report.ece)
+
+
+def test_calibration_keeps_the_ranking_and_sums_to_one():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0.0, 2.0, size=(500, 9))
+    scores[:50] *= 400  # far beyond what exp() can hold without care
+    for a, b in [(1.0, 0.0), (0.5, 0.5), (0.3, -2.0), (2.0, 1.0), (0.01, 5.0)]:
+        proba = calibrated(scores, 3.0, (a, b))
+        assert np.isfinite(proba).all() and (proba >= 0).all()
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        assert (proba.argmax(axis=1) == scores.argmax(axis=1)).all()
+        # The other labels keep their order: they share the rest in proportion.
+        others = np.argsort(-scores, axis=1, kind="stable")[:, 1:]
+        ordered = np.take_along_axis(proba, others, axis=1)
+        assert (np.diff(ordered, axis=1) <= 1e-12).all()
+    np.testing.assert_allclose(calibrated(scores[50:], 3.0), softmax(3.0 * scores[50:], axis=1))
+    assert calibrated(scores[60], 3.0, (0.5, 0.5)).shape == (9,)
+
+
+def test_top_label_scaling_moves_only_the_top_label():
+    scores = np.log(np.array([0.99, 0.006, 0.004]))  # softmax gives back these
+    proba = calibrated(scores, 1.0, (0.5, 0.0))  # log-odds 4.6 → 2.3
+    assert proba[0] == pytest.approx(1 / (1 + np.exp(-0.5 * np.log(0.99 / 0.01))))
+    assert proba[1] / proba[2] == pytest.approx(0.006 / 0.004)
+    # A scaling that would put the top label under the runner-up stops just above it.
+    tied = calibrated(np.log(np.array([0.45, 0.5, 0.05])), 1.0, (1.0, -5.0))
+    assert tied[1] > tied[0] == pytest.approx(tied[1])
+    assert tied.argmax() == 1
+
+
+def test_platt_scaling_of_a_fold_without_mistakes_still_leaves_doubt():
+    log_odds = np.linspace(0.5, 8.0, 200)
+    a, b = fit_platt(log_odds, np.ones(200, dtype=bool))
+    assert a > 0 and np.isfinite(b)
+    assert 1 / (1 + np.exp(-(a * 8.0 + b))) < 1 - 1e-4  # never quite certain
+    a, b = fit_platt(log_odds, np.arange(200) % 4 != 0)  # right 3 times in 4, whatever
+    assert a < 0.2 and 1 / (1 + np.exp(-(a * 4.0 + b))) == pytest.approx(0.75, abs=0.05)
+
+
+def test_sub_topics_stay_within_a_label_and_keep_copies_together():
+    textmod.load_userdict()
+    examples = _binary_examples()
+    texts = [t for t, _ in examples] + [examples[0][0], examples[45][0]]  # two exact copies
+    y = np.array([0] * 40 + [1] * 40 + [0, 1])
+    docs = [textmod.analyze(t) for t in texts]
+    from classifier.dedupe import near_duplicate_groups
+    from classifier.training import make_pipeline
+
+    union = make_pipeline(FAST).named_steps["features"]
+    words = neighbour_features(union, union.fit_transform(docs).tocsr())
+    params = dataclasses.replace(FAST, topic_size=10)
+    groups = topic_groups(words, y, near_duplicate_groups(docs), params)
+    assert groups[80] == groups[0] and groups[81] == groups[45]
+    for group in set(groups.tolist()):
+        assert len(set(y[groups == group].tolist())) == 1  # one label per sub-topic
+    assert len(set(groups[y == 0].tolist())) >= 4  # ~40 / 10 sub-topics, ≥ cv_folds
+
+
+def test_calibration_error_bins():
+    # 10 answers at 0.9 of which 9 right: calibrated; 4 at 1.0 of which 2 right: off by 0.5.
+    conf = np.array([0.9] * 10 + [1.0] * 4)
+    right = np.array([True] * 9 + [False] + [True, True, False, False])
+    rel = reliability(conf, right)
+    assert rel.count.tolist() == [10, 4]  # 1.0 falls in the last bin
+    assert rel.accuracy.tolist() == pytest.approx([0.9, 0.5])
+    assert expected_calibration_error(conf, right) == pytest.approx(4 / 14 * 0.5)
+    assert expected_calibration_error(np.array([]), np.array([], dtype=bool)) == 0.0
+    assert rel.as_dict()["rows"][1] == {"from": pytest.approx(14 / 15, abs=1e-4),
+                                        "confidence": 1.0, "accuracy": 0.5, "n": 4}
 
 
 # ---- save / load ------------------------------------------------------------------------------
@@ -296,6 +398,39 @@ def test_model_without_neighbours_or_lead(tmp_path):
     np.testing.assert_allclose(loaded.scores(doc)[0], [-decision, decision], atol=1e-5)
 
 
+def test_version_3_files_still_load_with_their_temperature_alone(trained, tmp_path, caplog):
+    """A file from before the top-label scaling: its probabilities are the plain softmax."""
+    def old_meta(meta):
+        meta.update(format_version=3)
+        del meta["top_label"]
+
+    old_path = rewrite_model(trained[1], tmp_path / "v3.npz", meta_change=old_meta)
+    with caplog.at_level(logging.WARNING, logger="classifier.suggest"):
+        suggester = Suggester.from_path(old_path)
+    assert "v3.npz" in caplog.text and "重新训练" in caplog.text
+    old = suggester.model
+    assert old.top_label == (1.0, 0.0)
+    doc = textmod.analyze(CLEAR_MESSAGES["water"])
+    np.testing.assert_allclose(old.probabilities(doc)[0],
+                               softmax(old.beta * old.scores(doc)[0]))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="classifier.suggest"):
+        Suggester.from_path(trained[1])
+    assert caplog.text == ""  # a current file is not warned about
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda m: m.update(top_label=[-0.5, 0.0]),  # would rank sure answers below unsure ones
+    lambda m: m.update(top_label=[float("nan"), 0.0]),
+    lambda m: m.update(top_label="a, b"),
+    lambda m: m.pop("top_label"),
+])
+def test_broken_calibration_is_refused(trained, tmp_path, breakage):
+    bad = rewrite_model(trained[1], tmp_path / "calibration.npz", meta_change=breakage)
+    with pytest.raises(ModelError, match=r"calibration\.npz"):
+        load_model(bad)
+
+
 def test_version_2_files_still_load(tmp_path):
     """A file written before the lead view and the neighbour vote reads as a linear model."""
     params = dataclasses.replace(FAST, neighbours=0, lead_chars=0)
@@ -371,8 +506,9 @@ def test_binary_taxonomy_trains_and_predicts(tmp_path):
     s = Suggester.from_path(path).suggest(CLEAR_MESSAGES["municipal"])
     assert s.label == "路" and len(s.top) == 2
     doc = textmod.analyze(CLEAR_MESSAGES["municipal"])
-    expected = softmax(result.model.beta * np.column_stack(
-        [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]))
+    expected = calibrated(np.column_stack(
+        [-result.pipeline.decision_function([doc]), result.pipeline.decision_function([doc])]),
+        result.model.beta, result.model.top_label)
     np.testing.assert_allclose(linear_part(result.model).probabilities(doc)[0], expected[0],
                                atol=1e-5)
 
@@ -448,6 +584,80 @@ def test_empty_csv_and_missing_file(tmp_path):
         read_examples(empty)
     with pytest.raises(DataError, match="missing.csv"):
         read_examples(tmp_path / "missing.csv")
+
+
+def test_csv_with_an_unclosed_quote_names_the_line(tmp_path):
+    bad = tmp_path / "quote.csv"
+    bad.write_text('text,label\n小区停水,water\n"电梯坏了，物业不修,housing\n拖欠工资,labor\n',
+                   encoding="utf-8")
+    with pytest.raises(DataError, match=r"quote\.csv 第 \d+ 行.*引号"):
+        read_examples(bad)
+
+
+def test_csv_with_another_separator_says_so(tmp_path):
+    bad = tmp_path / "tabs.csv"
+    bad.write_text("text\tlabel\n小区停水\twater\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"tabs\.csv 缺少列.*不是用逗号分隔"):
+        read_examples(bad)
+
+
+def test_label_maps_from_csv_and_toml(tmp_path):
+    as_csv = tmp_path / "map.csv"
+    as_csv.write_text("label,model_label\n城乡建设,water\n城乡建设,housing\n劳动和社会保障,labor\n",
+                      encoding="utf-8")
+    as_toml = tmp_path / "map.toml"
+    as_toml.write_text('"城乡建设" = ["water", "housing"]\n"劳动和社会保障" = "labor"\n',
+                       encoding="utf-8")
+    expected = {"water": "城乡建设", "housing": "城乡建设", "labor": "劳动和社会保障"}
+    assert read_label_map(as_csv) == read_label_map(as_toml) == expected
+    shipped = read_label_map(REPO / "classifier" / "teddy2020c_map.toml")
+    departments = {d.code for d in load_settings().departments}
+    assert set(shipped) == departments  # every department of config.toml, once
+    assert len(set(shipped.values())) == 7
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("two.toml", '"城乡建设" = "water"\n"环境保护" = "water"\n', "water 同时对应"),
+    ("cols.csv", "file,model\n城乡建设,water\n", "需要列 label,model_label"),
+    ("empty.toml", "", "是空的"),
+    ("bad.toml", '"城乡建设" = [1, 2]\n', "应为模型标签"),
+    ("syntax.toml", "城乡建设 = water\n", "TOML"),
+    ("blank.csv", "label,model_label\n城乡建设,\n", "空标签"),
+])
+def test_broken_label_maps_are_clear_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as caught:
+        read_label_map(path)
+    assert name in str(caught.value)
+    with pytest.raises(DataError, match="映射文件不存在"):
+        read_label_map(tmp_path / "missing.toml")
+
+
+def test_tables_stay_aligned_with_chinese_labels():
+    labels = ["劳动和社会保障", "water", "城乡建设", "ｆｕｌｌ"]
+    truth = labels * 30 + ["water"] * 1000
+    pred = labels[1:] + labels[:1] + labels * 29 + ["water"] * 1000
+    report = classification_report(truth, pred, labels)
+    report.ece = 0.0312
+    lines = report.table().splitlines()
+    assert display_width("劳动和社会保障") == 14 and display_width("ｆｕｌｌ") == 8
+    per_class = lines[:len(labels) + 1]
+    assert len({display_width(line) for line in per_class}) == 1
+    assert "校准误差 ECE 0.0312" in lines[len(labels) + 1]
+    matrix = lines[lines.index("混淆矩阵（行=真实，列=预测）:") + 1:]
+    assert len(matrix) == len(labels) + 1
+    # Every row is as wide as the header and each number ends under its column's index.
+    assert len({display_width(line) for line in matrix}) == 1
+    ends = [display_width(matrix[0][:m.end()]) for m in re.finditer(r"\d+", matrix[0])]
+    for line in matrix[1:]:
+        numbers = list(re.finditer(r"\d+", line))[1:]  # after the row's own index
+        assert [display_width(line[:m.end()]) for m in numbers] == ends
+
+
+def test_report_without_rows_prints():
+    report = Report(accuracy=0.0, macro_f1=0.0, n=0, labels=[], per_class={}, confusion=[])
+    assert "样本数 0" in report.table()
 
 
 def test_title_is_joined_before_text_and_bom_is_accepted(tmp_path):

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from datetime import datetime
@@ -16,7 +17,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "classifier" / "corpus"
-JSON_KEYS = {"accuracy", "macro_f1", "n", "per_class", "latency_ms_p50", "latency_ms_p99"}
+JSON_KEYS = {"accuracy", "macro_f1", "n", "per_class", "latency_ms_p50", "latency_ms_p99",
+             "ece", "auto_dispatch_share", "auto_dispatch_precision"}
+TEDDY_MAP = REPO / "classifier" / "teddy2020c_map.toml"
+# The line README gives for `fit` (as the lead merges it): it must run on a fresh clone.
+README_FIT = "python train.py fit --data classifier/corpus/*.csv --out var/model.npz --report var/report"
 
 
 def make_config(folder: Path, *, model_path: Path, database: Path | None = None) -> Path:
@@ -85,14 +90,91 @@ def labelled_csv(tmp_path_factory) -> Path:
                      ["id", "title", "text", "label"], rows)
 
 
+@pytest.fixture(scope="module")
+def categories_csv(tmp_path_factory) -> Path:
+    """Messages written for these tests, labelled with the Teddy Cup's seven categories."""
+    rows = [
+        ["小区停水两天了，自来水一直没来", "城乡建设"],
+        ["物业不修电梯，维修基金也不让用", "城乡建设"],
+        ["老板拖欠三个月工资不发，也不签劳动合同", "劳动和社会保障"],
+        ["楼下饭店油烟直排，呛得开不了窗", "环境保护"],
+        ["公交车半小时不来一趟，司机还甩站", "交通运输"],
+        ["孩子今年上小学，想问入学划片范围和报名时间", "教育文体"],
+        ["医院挂号太难，专家号全被号贩子抢走", "卫生计生"],
+        ["超市卖过期牛奶，价格欺诈，投诉没人管", "商贸旅游"],
+    ]
+    return write_csv(tmp_path_factory.mktemp("categories") / "categories.csv",
+                     ["text", "label"], rows)
+
+
 def test_fit_shows_progress_report_and_writes_model_and_plots(fitted):
     _, _, out, report, proc = fitted
     assert "分词" in proc.stderr and "交叉验证结果" in proc.stderr
     assert "宏平均 F1" in proc.stderr and "模型已保存" in proc.stderr
+    assert "校准误差 ECE" in proc.stderr
     assert out.is_file()
     for name in ("confusion_matrix.png", "calibration.png"):
         png = report / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert 0 < data["ece"] <= 0.05  # measured on held-out folds
+    assert data["reliability"]["ece"] == pytest.approx(data["ece"])
+    assert sum(row["n"] for row in data["reliability"]["rows"]) == data["n"]
+
+
+def test_readme_fit_example_runs_as_written_on_a_fresh_clone(tmp_path):
+    clone = tmp_path / "clone"
+    (clone / "classifier").mkdir(parents=True)
+    (clone / "train.py").symlink_to(REPO / "train.py")
+    (clone / "classifier" / "corpus").symlink_to(CORPUS)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WHISTLE_CONFIG")}
+    command = README_FIT.replace("python ", shlex.quote(sys.executable) + " ", 1)
+    proc = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert len(load_model_labels(clone / "var" / "model.npz")) == len(list(CORPUS.glob("*.csv")))
+    assert (clone / "var" / "report" / "calibration.png").is_file()
+    assert (clone / "var" / "report" / "report.json").is_file()
+
+
+def load_model_labels(path: Path) -> tuple[str, ...]:
+    from classifier import load_model
+
+    return load_model(path).labels
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    # README's earlier line: water.csv as given, more.csv does not exist.
+    (["--data", "classifier/corpus/water.csv", "--data", "more.csv"], "文件不存在: more.csv"),
+    (["--data", "classifier/corpus"], "是目录"),
+    (["--out", "{tmp}"], "--out"),
+    (["--report", "{tmp}/file.txt"], "--report"),
+])
+def test_fit_input_mistakes_are_one_line_errors_before_training(fitted, tmp_path, args,
+                                                                  fragment):
+    _, config, _, _, _ = fitted
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--data" not in args:
+        args = ["--data", str(CORPUS / "water.csv"), "--data", str(CORPUS / "labor.csv"), *args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "m.npz")]
+    proc = run("fit", *args, config=config)
+    assert_clean_failure(proc, fragment)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("错误")]
+    assert len(errors) == 1 and fragment in errors[0]
+    assert "分词" not in proc.stderr  # refused before any training
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_csv_with_an_unclosed_quote_is_a_clear_error(fitted, tmp_path):
+    _, config, _, _, _ = fitted
+    bad = tmp_path / "quote.csv"
+    bad.write_text('text,label\n小区停水,water\n"电梯坏了，物业不修,housing\n拖欠工资,labor\n',
+                   encoding="utf-8")
+    assert_clean_failure(run("fit", "--data", str(bad), "--data", str(CORPUS / "labor.csv"),
+                             "--out", str(tmp_path / "m.npz"), config=config),
+                         "quote.csv 第", "引号")
 
 
 def test_evaluate_json_contract(fitted, labelled_csv):
@@ -118,6 +200,66 @@ def test_evaluate_table_and_report(fitted, labelled_csv, tmp_path):
     assert "准确率" in proc.stdout and "混淆矩阵" in proc.stdout and "p99" in proc.stdout
     assert (tmp_path / "confusion_matrix.png").is_file()
     assert (tmp_path / "calibration.png").is_file()
+
+
+def test_evaluate_labels_the_model_never_gives_is_a_clear_error(fitted, categories_csv):
+    _, config, out, _, _ = fitted
+    proc = run("evaluate", "--model", str(out), str(categories_csv), config=config)
+    assert_clean_failure(proc, "没有一个相同", "文件中的标签: 交通运输, 劳动和社会保障, 卫生计生",
+                         "模型的标签: commerce, education", "--map", "teddy2020c_map.toml")
+    assert "城乡建设" in proc.stderr and "water" in proc.stderr
+    assert proc.stdout == ""  # no table of zeros
+
+
+@pytest.mark.parametrize("kind", ["toml", "csv"])
+def test_evaluate_with_a_map_reports_in_the_files_labels(fitted, categories_csv, tmp_path,
+                                                         kind):
+    _, config, out, _, _ = fitted
+    label_map = TEDDY_MAP
+    if kind == "csv":
+        from classifier.data import read_label_map
+
+        label_map = write_csv(tmp_path / "map.csv", ["label", "model_label"],
+                              [[f, m] for m, f in read_label_map(TEDDY_MAP).items()])
+    proc = run("evaluate", "--model", str(out), str(categories_csv), "--map", str(label_map),
+               "--json", config=config)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["per_class"]) == {"城乡建设", "劳动和社会保障", "环境保护", "交通运输",
+                                        "教育文体", "卫生计生", "商贸旅游"}
+    assert result["n"] == 8 and result["accuracy"] >= 0.75
+    assert 0.0 <= result["ece"] <= 1.0 and result["label_map"] == str(label_map)
+
+
+def test_evaluate_table_with_chinese_labels(fitted, categories_csv):
+    _, config, out, _, _ = fitted
+    proc = run("evaluate", "--model", str(out), str(categories_csv), "--map", str(TEDDY_MAP),
+               config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert "校准误差 ECE" in proc.stdout and "自动派单" in proc.stdout
+    from classifier.metrics import display_width
+
+    matrix = proc.stdout.split("混淆矩阵（行=真实，列=预测）:\n")[1].splitlines()[:8]
+    assert "劳动和社会保障" in proc.stdout
+    assert len({display_width(line) for line in matrix}) == 1
+
+
+def test_partly_overlapping_labels_are_warned_about(fitted, tmp_path):
+    _, config, out, _, _ = fitted
+    mixed = write_csv(tmp_path / "mixed.csv", ["text", "label"],
+                      [["小区停水两天了", "water"], ["老板拖欠工资", "劳动和社会保障"]])
+    proc = run("evaluate", "--model", str(out), str(mixed), "--json", config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert "警告" in proc.stderr and "劳动和社会保障" in proc.stderr and "--map" in proc.stderr
+    assert json.loads(proc.stdout)["n"] == 2
+
+
+def test_map_naming_labels_the_model_lacks_is_a_clear_error(fitted, categories_csv, tmp_path):
+    _, config, out, _, _ = fitted
+    bad = tmp_path / "map.toml"
+    bad.write_text('"城乡建设" = ["water", "roads"]\n', encoding="utf-8")
+    assert_clean_failure(run("evaluate", "--model", str(out), str(categories_csv), "--map",
+                             str(bad), config=config), "map.toml", "roads", "不在模型中")
 
 
 def test_predict_writes_id_label_confidence(fitted, tmp_path):
