@@ -44,8 +44,8 @@ COMMON_SHARE = 0.05
 class DuplicateRules:
     """When an open case counts as a likely duplicate (config.toml [duplicates])."""
 
-    threshold: float = 0.40  # cosine, same grid or within distance_m
-    text_only_threshold: float = 0.45  # cosine, place unknown
+    threshold: float = 0.50  # cosine, same grid or within distance_m
+    text_only_threshold: float = 0.55  # cosine, place unknown
     distance_m: float = 300.0
     window_days: float = 30.0  # the case was opened at most this long before (or after)
     k: int = 3  # at most this many candidates, best first
@@ -158,8 +158,8 @@ class DuplicateFinder:
         self._alive = np.zeros(0, dtype=bool)
         self._indexed = 0  # slots [0, _indexed) are in the posting lists, the rest in the tail
         self._postings = _Postings.build([], self.n_features)
-        self._tail: _Tail | None = None
-        self._dense = np.zeros(self.n_features, dtype=np.float32)
+        self._dense = np.zeros(self.n_features, dtype=np.float32)  # see _Tail.dot
+        self._tail = _Tail(self._dense)
 
     @classmethod
     def from_cases(cls, model: LinearModel, rules: DuplicateRules,
@@ -181,8 +181,11 @@ class DuplicateFinder:
     # ---- vectors ---------------------------------------------------------------------------
 
     def vector(self, text: str | textmod.Analyzed) -> tuple[np.ndarray, np.ndarray]:
-        """(feature indices, values) of a message, l2-normalised: the cosine is a dot product."""
+        """(feature indices, values) of a message, l2-normalised: the cosine is a dot product.
+        Empty without Chinese (as the classifier, which makes no suggestion for those)."""
         analyzed = textmod.analyze(text) if isinstance(text, str) else text
+        if not textmod.has_chinese(analyzed.chars):
+            return _EMPTY_ROW
         views = self.model.vectors(analyzed)
         index = np.concatenate([i for i, _ in views])
         values = np.concatenate([v for _, v in views])
@@ -224,7 +227,7 @@ class DuplicateFinder:
         self._alive = _grown(self._alive, slot)
         self._at[slot], self._alive[slot] = when, True
         self._slot_of[case_id] = slot
-        self._tail = None
+        self._tail.append(row)
 
     update = add
 
@@ -238,7 +241,6 @@ class DuplicateFinder:
         if slot is None:
             return False
         self._alive[slot] = False
-        self._tail = None
         self._rows[slot] = _EMPTY_ROW  # its memory back now; the slot goes at the next rebuild
         if len(self._ids) > 2 * TAIL_ROWS and len(self._slot_of) < len(self._ids) // 2:
             self._compact()
@@ -258,13 +260,13 @@ class DuplicateFinder:
     def _rebuild(self) -> None:
         """Posting lists of every slot, built afresh."""
         self._postings = _Postings.build(self._rows, self.n_features)
-        self._indexed, self._tail = len(self._ids), None
+        self._indexed, self._tail = len(self._ids), _Tail(self._dense)
 
     def _fold_tail(self) -> None:
         """Merge the tail's slots into the posting lists (no re-sorting of the others)."""
         tail = _Postings.build(self._rows[self._indexed:], self.n_features, self._indexed)
         self._postings = self._postings.merged(tail)
-        self._indexed, self._tail = len(self._ids), None
+        self._indexed, self._tail = len(self._ids), _Tail(self._dense)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -314,8 +316,6 @@ class DuplicateFinder:
         scores = np.zeros(len(self._ids), dtype=np.float32)
         scores[:self._indexed] = self._postings.dot(index, values)
         if self._indexed < len(self._ids):
-            if self._tail is None:
-                self._tail = _Tail.build(self._rows[self._indexed:], self._dense)
             scores[self._indexed:] = self._tail.dot(index, values)
         return scores
 
@@ -393,29 +393,32 @@ class _Postings:
         return self.indptr.nbytes + self.slots.nbytes + self.values.nbytes
 
 
-@dataclass
 class _Tail:
-    """The few slots added since the posting lists were built, scored row by row."""
+    """The slots added since the posting lists were built, scored row by row (removed ones
+    too: the caller leaves those out)."""
 
-    starts: np.ndarray
-    features: np.ndarray
-    values: np.ndarray
-    dense: np.ndarray  # the query, spread over all features; zero between queries
+    def __init__(self, dense: np.ndarray):
+        self.dense = dense  # the query spread over all features; all zero between queries
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    @classmethod
-    def build(cls, rows: list[tuple[np.ndarray, np.ndarray]], dense: np.ndarray) -> _Tail:
-        lengths = np.array([len(i) for i, _ in rows], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        return cls(starts, np.concatenate([i for i, _ in rows]),
-                   np.concatenate([v for _, v in rows]), dense)
+    def append(self, row: tuple[np.ndarray, np.ndarray]) -> None:
+        self.rows.append(row)
+        self._joined = None
 
     def dot(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
-        if not len(self.features):
-            return np.zeros(len(self.starts), dtype=np.float32)
+        if self._joined is None:  # once per change, not per query
+            lengths = np.array([len(i) for i, _ in self.rows], dtype=np.int64)
+            self._joined = (np.cumsum(lengths) - lengths,
+                            np.concatenate([i for i, _ in self.rows]),
+                            np.concatenate([v for _, v in self.rows]))
+        starts, features, row_values = self._joined
+        if not len(features):
+            return np.zeros(len(starts), dtype=np.float32)
         self.dense[index] = values
-        products = self.dense[self.features] * self.values
+        products = self.dense[features] * row_values
         self.dense[index] = 0.0
-        # reduceat gives a lone element for an empty row: those rows are removed cases (0).
-        sums = np.add.reduceat(products, np.minimum(self.starts, len(products) - 1))
-        sums[np.diff(np.append(self.starts, len(products))) == 0] = 0.0
+        # reduceat gives a lone element for an empty row (a text without known words): 0.
+        sums = np.add.reduceat(products, np.minimum(starts, len(products) - 1))
+        sums[np.diff(np.append(starts, len(products))) == 0] = 0.0
         return sums
