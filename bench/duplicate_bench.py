@@ -1,7 +1,7 @@
 """Duplicate detector (classifier/similar.py) on the real messages in ../shared/data.
 
-    python bench/duplicate_bench.py [--model PATH] [--show TIER] [--sample N] [--seed S]
-                                    [--no-speed]
+    python bench/duplicate_bench.py [--model PATH] [--no-speed] [--no-views]
+                                    [--show KIND …] [--sample N] [--seed S]
 
 The raw messages (three files, 8,458 messages with title, text and time; the same message is
 sometimes in two files, reposted or edited) are paired and labelled by rules that do not use
@@ -17,23 +17,28 @@ are (title similarity, see title_similarity):
   the same county (A3区, K9县, …) and a rare word (in ≤ RARE_WORD_DF messages) in common:
   the same kind of problem at the same place, another complaint.
 
-The detector's score of every pair is the cosine of DuplicateFinder.vector. Two settings:
+The detector's score of a pair is the cosine of DuplicateFinder.vector, of the whole messages
+and of the messages cut to their first 150, 80 and 50 characters (a report in the bot is a
+line or two: the seed corpus's median is 44 characters, these messages' 224). Two settings:
 - text only: every pair (place unknown: an open case anywhere may be the earlier report);
 - same place: pairs that name the same county first, a stand-in for one grid (the messages
-  have no coordinates or grid; a county holds about as many of them as a busy grid holds open
-  cases, and its negatives are harder than a grid's: the same county's own names).
-For thresholds 0.30–0.70: precision, recall and F1 in both, the hard negatives' false positive
-rate. Chosen: the lowest threshold from which precision stays ≥ TARGET_PRECISION (the best
-recall at that precision), for each setting. Also: recall per tier, the time between the two
-messages of a positive pair (window_days), and detection time against 10,000 open cases (the
+  have no coordinates or grid). A located message has 135 others in its county on average,
+  the order of a grid's open cases (10,000 in 40 grids: 250); a grid's neighbours share more
+  place names, hence the hard negatives.
+For thresholds 0.30–0.70: precision, recall, F1, the hard negatives' false positive rate.
+Chosen per setting: the lowest threshold from which precision stays ≥ TARGET_PRECISION at
+every length (the strictest length decides). Also: recall per tier; which features separate
+the pairs best (views of the model, --no-views skips it); how far apart in time the two
+messages of a positive pair are (window_days); detection time against 10,000 open cases (the
 real messages plus spliced halves of two, 40 grids, half with coordinates, churn: a case
 opens and one closes before each query): p50/p99 of candidates() with the message already
-cut into words (the bot cuts it once for the classifier) and with jieba, memory of the index.
+cut into words (the bot cuts it once for the classifier) and from raw text, wall and CPU
+time, memory of the index (--no-speed skips it).
 
---show TIER prints a random sample of that tier's pairs (copy, near_copy, rewrite, retold,
-grey, hard, flagged: negatives at or above the text-only threshold, missed: positives below
-it) to read and check the labels. Prints a table and writes bench/results/duplicates.json.
-Skips when the data is missing.
+--show KIND prints a random sample of pairs to read and check the labels: copy, near_copy,
+rewrite, retold, grey, hard, flagged (negatives at or above the text-only threshold), missed
+(positives below it); nothing is written. Otherwise prints the tables and writes
+bench/results/duplicates.json. Skips when the data is missing.
 """
 
 from __future__ import annotations
@@ -231,6 +236,62 @@ def vectors(finder: DuplicateFinder, analyzed) -> sp.csr_matrix:
                          shape=(len(rows), finder.n_features))
 
 
+def view_variants(model, finder: DuplicateFinder, analyzed) -> dict[str, sp.csr_matrix]:
+    """Message vectors from other choices of the model's views, each row l2-normalised; the
+    last is the finder's own."""
+    rows = [model.vectors(a) for a in analyzed]
+    index = [np.concatenate([i for i, _ in r]) for r in rows]
+    values = [np.concatenate([v for _, v in r]) for r in rows]
+    union = sp.csr_matrix((np.concatenate(values), np.concatenate(index),
+                           np.concatenate([[0], np.cumsum([len(i) for i in index])])),
+                          shape=(len(rows), finder.n_features))
+    n_word, n_char = len(model.word.vocab), len(model.char.vocab)
+    column = np.arange(finder.n_features)
+    word, lead = column < n_word, column >= n_word + n_char
+    char = ~word & ~lead
+    single = np.zeros(finder.n_features, dtype=bool)
+    single[n_word:n_word + n_char] = model.char.vocab <= textmod.ngram_key("\U0010ffff")
+    masks = {"words": word, "characters (1-2)": char, "words + characters": word | char,
+             "words + characters + lead (all)": word | char | lead,
+             "all but single characters": ~single,
+             "… and without the lead": ~single & ~lead}
+    out = {name: _rows_normalised(_columns(union, mask)) for name, mask in masks.items()}
+    out["… and without common features (used)"] = vectors(finder, analyzed)
+    return out
+
+
+def _columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    matrix = matrix.copy()
+    matrix.data[~keep[matrix.indices]] = 0
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _rows_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    return sp.diags(1 / np.where(norms > 0, norms, 1)) @ matrix
+
+
+def ranking(matrix: sp.csr_matrix, pairs: Pairs) -> dict:
+    """Every pair ranked by score (text only, grey left out): average precision, and the best
+    recall at precision ≥ TARGET_PRECISION with its threshold."""
+    i, j, scores = _upper_pairs(matrix.astype(np.float32).tocsr(), LOWEST_SCORE)
+    labels = pairs.lookup(i, j)
+    order = np.argsort(-scores, kind="stable")
+    labels, scores = labels[order], scores[order]
+    kept = labels != GREY
+    labels, scores = labels[kept], scores[kept]
+    hits = np.cumsum(labels > 0)
+    precision = hits / np.arange(1, len(labels) + 1)
+    recall = hits / pairs.n_positive
+    good = np.flatnonzero(precision >= TARGET_PRECISION)
+    best = good[np.argmax(recall[good])] if len(good) else None
+    return {"average_precision": float(precision[labels > 0].sum() / pairs.n_positive),
+            "recall_at_target": float(recall[best]) if best is not None else 0.0,
+            "its_threshold": float(scores[best]) if best is not None else None,
+            "features_per_message": float(matrix.getnnz() / matrix.shape[0])}
+
+
 def sweep(scores: np.ndarray, labels: np.ndarray, n_positive: int) -> list[dict]:
     """Precision, recall, F1 at each threshold (grey pairs left out)."""
     out = []
@@ -400,6 +461,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-speed", action="store_true", help="skip the detection timing")
+    parser.add_argument("--no-views", action="store_true",
+                        help="skip the comparison of views (which features make the vector)")
     args = parser.parse_args()
     missing = [name for name in FILES if not (DATA / name).exists()]
     if missing:
@@ -432,6 +495,14 @@ def main() -> int:
             [m.text[:length] for m in messages], n_jobs=2)
         scored[length] = score_pairs(finder, cut, pairs, counties, (pos_i, pos_j, pos_county),
                                      hard)
+    if not args.no_views and not args.show:
+        say("comparing choices of views …")
+        views = {}
+        for length in (None, 50):
+            cut = analyzed if length is None else textmod.analyze_many(
+                [m.text[:length] for m in messages], n_jobs=2)
+            for name, matrix in view_variants(model, finder, cut).items():
+                views.setdefault(name, {})[_length_name(length)] = ranking(matrix, pairs)
     # A threshold must keep its precision for short reports too (a report in the bot is
     # usually a line or two): the strictest length decides.
     county_t = max(chosen_threshold(s.same_county) for s in scored.values())
@@ -443,7 +514,8 @@ def main() -> int:
     if args.show:
         return 0
 
-    county_sizes = np.unique(counties[counties != ""], return_counts=True)[1]
+    located = counties[counties != ""]
+    county_sizes = np.unique(located, return_counts=True)[1]
     results = {
         "model_version": model.model_version, "model_examples": model.meta.get("n_examples"),
         "messages": len(messages),
@@ -451,7 +523,10 @@ def main() -> int:
         "pairs": {name: pairs.count(k) for k, name in enumerate(TIERS, start=1)}
         | {"grey": pairs.count(GREY), "hard_negatives": len(hard[0]),
            "same_county_positives": int(pos_county.sum())},
-        "messages_per_county_median": float(np.median(county_sizes)),
+        # How many others a located message has in its county: the candidates a query
+        # competes with in the same-place setting (a grid's open cases in the product).
+        "same_county_others_mean": float((county_sizes * (county_sizes - 1)).sum()
+                                         / max(1, len(located))),
         "target_precision": TARGET_PRECISION,
         "chosen": {"threshold": county_t, "text_only_threshold": text_t},
         "lengths": {_length_name(length): {
@@ -464,6 +539,8 @@ def main() -> int:
         } for length, s in scored.items()},
         "window": window_shares(messages, pairs),
     }
+    if not args.no_views:
+        results["views"] = views
     if not args.no_speed:
         say("detection time against 10,000 open cases …")
         rules = DuplicateRules(threshold=county_t, text_only_threshold=max(county_t, text_t))
@@ -514,7 +591,8 @@ def show(kind, args, messages, pairs, whole: Scored, hard, text_t) -> None:
 
 def print_table(r: dict) -> None:
     print(f"{r['messages']} messages (median {r['message_chars_p50']:.0f} characters); "
-          f"pairs: {r['pairs']}")
+          f"pairs: {r['pairs']}; others in a message's county: "
+          f"{r['same_county_others_mean']:.0f} on average")
     names = list(r["lengths"])
     for setting, key in (("same place (same county)", "same_county"),
                          ("text only (every pair)", "text_only")):
@@ -541,6 +619,15 @@ def print_table(r: dict) -> None:
         print(f"recall per tier, {name}: same place {_rounded(x['tier_recall_same_place'])}; "
               f"text only {_rounded(x['tier_recall_text_only'])}")
     print(f"positive pairs within d days: {_rounded(r['window'])}")
+    if "views" in r:
+        print("\nwhich features: text only, every pair; average precision, recall at precision "
+              f"≥ {r['target_precision']} (its threshold), whole / first 50 characters")
+        for name, m in r["views"].items():
+            w, f = m["whole"], m["first_50"]
+            print(f"  {name:<40} AP {w['average_precision']:.3f} / {f['average_precision']:.3f}"
+                  f"   R {w['recall_at_target']:.3f} ({w['its_threshold'] or 0:.2f}) / "
+                  f"{f['recall_at_target']:.3f} ({f['its_threshold'] or 0:.2f})"
+                  f"   {w['features_per_message']:.0f} features")
     if "speed" in r:
         s = r["speed"]
         print(f"\n{s['open_cases']} open cases, {s['queries']} queries with churn; ms p50 / p99, "
