@@ -1,7 +1,8 @@
 """Likely duplicates (重复件) of a report among the open cases.
 
 Text similarity is the cosine of the classifier's own TF-IDF vectors (its word, character and
-lead views with their weights, single characters left out), so no second model is trained.
+lead views with their weights; single characters and common features left out), so no second
+model is trained.
 A case is a candidate when it is close enough in place and time:
 
 - same place (the same grid code, or both located within `distance_m`): score ≥ `threshold`;
