@@ -191,8 +191,8 @@ def plan_training(corpus: Sequence[tuple[str, str]], decisions: Sequence[StaffDe
                                           label_map, params)
 
     held = [d for d, h in zip(usable, is_held) if h]
-    recent, older = held[len(held) - params.recent_decisions:], \
-        held[:max(0, len(held) - params.recent_decisions)]
+    split = max(0, len(held) - params.recent_decisions)
+    recent, older = held[split:], held[:split]
     reference = ([mapped[i] for i in np.flatnonzero(in_reference)]
                  + [(d.text, d.department) for d in older])
     counts |= {

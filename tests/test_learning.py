@@ -263,6 +263,12 @@ def test_plan_never_trains_on_what_it_judges():
     assert plan.reference[-len(held_all[:-20]):] == [(d.text, d.department)
                                                       for d in held_all[:-20]]
     assert plan.counts["held_out_recent"] == 20
+    # Fewer held out than the recent set takes: all of them are recent.
+    held_here = [(d.text, d.department) for d in held_all if d.id != "repost"]
+    few = plan_training(corpus, decisions, IDENTITY,
+                        replace(params, recent_decisions=len(held_here) + 10))
+    assert few.recent == held_here
+    assert few.counts["held_out_older"] == 0
     assert len(plan.training.examples) == len(plan.training.weights) == \
         len(plan.training.analyzed)
 
