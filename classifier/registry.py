@@ -134,6 +134,7 @@ class ModelRegistry:
                 os.link(champion.path, tmp)  # same content, no copy
             except OSError:  # another file system, or no hard links there
                 shutil.copyfile(champion.path, tmp)
+                os.chmod(tmp, 0o600)  # personal data, like the file it copies
             os.replace(tmp, self.served)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

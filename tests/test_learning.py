@@ -42,7 +42,7 @@ from classifier.learning import (
 from classifier.registry import ModelRegistry, RegistryError
 from classifier.training import TrainParams, fit_label_offsets, train
 
-FAST = TrainParams(n_jobs=1, cv_folds=3, label_offsets=True)
+FAST = TrainParams(n_jobs=1, cv_folds=3, offset_labels_below=100)
 
 # Synthetic messages (written for these tests): what each department's messages are about,
 # places, and the plain words of any message.
@@ -208,10 +208,10 @@ def test_label_offsets_make_a_shy_label_suggested_as_often_as_it_is_right():
     decision[:, 2] -= 2.0  # label 2 is rarely predicted
     weights = np.ones(len(y))
     shy = np.bincount(decision.argmax(1), minlength=3)[2]
-    offsets = fit_label_offsets(decision, y, weights)
+    offsets = fit_label_offsets(decision, y, weights, np.array([False, False, True]))
     after = np.bincount((decision + offsets).argmax(1), minlength=3)
     assert shy < 20 and abs(after[2] - 40) <= 8
-    assert offsets[2] > offsets[0] and offsets[2] > offsets[1]
+    assert offsets[0] == offsets[1] == 0 and offsets[2] > 0
 
 
 # ---- the held-out sets ---------------------------------------------------------------------------
@@ -343,6 +343,11 @@ def test_set_metrics_average_the_departments_in_the_truth():
                                           "precision": 1.0}}
     assert m["macro_f1"] == 0.6667 and m["accuracy"] == 0.5
     assert set_metrics([], [])["n"] == 0
+    # A department with fewer than min_cases cases is scored but not averaged in.
+    m = set_metrics(["water"] * 5 + ["roads"], ["water"] * 5 + ["water"], min_cases=5)
+    assert m["departments"]["roads"] == {"n": 1, "f1": 0.0, "recall": 0.0, "precision": 0.0}
+    assert m["macro_f1"] == m["departments"]["water"]["f1"] == 0.9091
+    assert set_metrics(["water"] * 5 + ["roads"], ["water"] * 6)["macro_f1"] == 0.4546
 
 
 # ---- the registry ------------------------------------------------------------------------------
@@ -429,6 +434,24 @@ def test_a_reader_never_sees_half_a_model_while_promotions_go_on(tmp_path, model
         reader.join()
     assert not errors and seen <= {"v0", "v1", "v2"} and len(seen) >= 2
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+SHM = Path("/dev/shm")
+
+
+@pytest.mark.skipif(not SHM.is_dir() or SHM.stat().st_dev == Path(__file__).stat().st_dev,
+                    reason="needs /dev/shm on another file system than the test's folder")
+def test_a_served_file_on_another_file_system_is_a_private_copy(tmp_path, models):
+    served = SHM / f"whistle-test-{os.getpid()}.npz"
+    try:
+        registry = ModelRegistry(tmp_path, served=served)
+        registry.add(models[0], {})
+        registry.promote("v0")
+        assert served.stat().st_ino != (tmp_path / "v0.npz").stat().st_ino
+        assert served.stat().st_mode & 0o077 == 0
+        assert load_model(served).model_version == "v0"
+    finally:
+        served.unlink(missing_ok=True)
 
 
 def test_registry_files_are_private_and_versions_never_collide(tmp_path, models):
@@ -536,3 +559,13 @@ def test_training_runs_beside_the_event_loop_without_stalling_it(tmp_path):
     assert result.pid != os.getpid()
     assert ticks > 50  # training took a while, and the loop ran all along
     assert max(lateness) < 0.25, f"loop stalled {max(lateness):.3f} s"
+
+
+@pytest.mark.parametrize("change", [
+    {"retrain_after_corrections": 0}, {"margin": -0.1}, {"department_margin": 2},
+    {"holdout_every": 1}, {"recent_decisions": 0}, {"reference_share": 0.6},
+    {"department_cap": -1}, {"min_cases": 0},
+])
+def test_learning_settings_are_checked(change):
+    with pytest.raises(ValueError):
+        LearningParams(**change)
