@@ -23,6 +23,7 @@ from bot.common import department_name, local_time
 from bot.services import Services
 from models import drafts, outbox, store
 from models.lifecycle import NOT_ACCEPTED_REASONS, CaseError, NotPermitted, StaleVersion
+from models.locating import locate_new_case
 from models.permissions import DEPARTMENT_ACTIONS, can
 from models.store import Actor
 from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
@@ -159,10 +160,15 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
     now = services.clock()
     settings = services.settings
     async with services.session() as session:
+        where = await locate_new_case(
+            session, services.gridmap, telegram_id=telegram_id, latitude=draft.latitude,
+            longitude=draft.longitude, text=draft.text, address=draft.address)
         case = await store.create_case(
             session, reporter_telegram_id=telegram_id, text=draft.text, now=now,
             kind=draft.kind, photos=draft.photos, latitude=draft.latitude,
             longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
+            grid_code=where.grid_code, located_by=where.located_by,
+            out_of_grid=where.out_of_grid,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
             idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
             ref_prefix=settings.district.get("case_prefix", "WC"),
@@ -172,9 +178,9 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         if case.status != SUBMITTED:
             return case, False  # this draft was submitted and routed before
         enterprise = await _enterprise_name(session, case)
-        # A location outside the district is for a person to judge (不属于本区职责?),
-        # however sure the classifier is of the department.
-        auto = suggestion.auto_dispatch and not case.out_of_area
+        # A location outside the district, or outside every grid, is for a person to judge
+        # (不属于本区职责? which grid?), however sure the classifier is of the department.
+        auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
         target = suggestion.label if auto else None
         dept = await store.get_department(session, target) if target else None
         if dept is not None and dept.active:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.db import is_sqlite_file, make_engine, session_scope
+from models.gridmap import GridMap, log_problems
 from models.store import Rules
 from whistle.config import Settings
 
@@ -146,6 +147,7 @@ class Services:
     rules: Rules
     suggester: Suggester
     clock: Callable[[], datetime] = utc_now
+    gridmap: GridMap = field(default_factory=GridMap)  # empty: no case is located in a grid
     # Where read_session reads: on SQLite, threaded connections to the same file, so a long
     # scan never holds up the loop that `engine` runs its statements on. None: `engine`.
     read_engine: AsyncEngine | None = None
@@ -205,12 +207,16 @@ class Services:
         engine: AsyncEngine | None = None,
         suggester: Suggester | None = None,
         clock: Callable[[], datetime] | None = None,
+        gridmap: GridMap | None = None,
     ) -> Services:
         """Services for `settings`, creating the engine and loading the classifier if not given."""
         if suggester is None:
             from classifier import Suggester
 
             suggester = Suggester.from_settings(settings)
+        if gridmap is None:
+            gridmap = GridMap.from_settings(settings)
+            log_problems(gridmap)
         read_engine, owns_engine = None, engine is None
         if owns_engine:
             url, echo = settings.database_url, settings.database_echo
@@ -224,6 +230,7 @@ class Services:
             rules=Rules.from_settings(settings),
             suggester=suggester,
             clock=clock or utc_now,
+            gridmap=gridmap,
             owns_engine=owns_engine,
         )
 

@@ -235,6 +235,16 @@ def _grids_parents_first(grids) -> list:
     return sorted(grids, key=depth)
 
 
+def _configured_grids(settings) -> list:
+    """[[grids]] plus the gazetteer file (models/gridmap.py), whose codes cases refer to."""
+    from models.gridmap import grid_records  # the geo stack is loaded only where grids are synced
+
+    try:
+        return grid_records(settings)
+    except ValueError as exc:  # geo.GridError: [[grids]] itself is broken
+        raise ConfigError(str(exc)) from exc
+
+
 async def sync_reference_data(session: AsyncSession, settings) -> None:
     """Upsert departments, grids and staff from config.toml.
 
@@ -258,8 +268,9 @@ async def sync_reference_data(session: AsyncSession, settings) -> None:
             session.add(dept)
     await session.flush()
 
-    codes = {g.code for g in settings.grids}
-    for g in _grids_parents_first(settings.grids):
+    grids = _configured_grids(settings)
+    codes = {g.code for g in grids}
+    for g in _grids_parents_first(grids):
         if g.parent and not g.code.startswith(g.parent + "-"):
             # Permissions decide "in this grid" by code prefix, so the codes must nest.
             raise ConfigError(f"网格编码 {g.code} 应以上级编码 {g.parent}- 开头")
@@ -436,7 +447,8 @@ async def create_case(
     session: AsyncSession, *, reporter_telegram_id: int, text: str, now: datetime,
     kind: str = RESIDENT, photos: Sequence[str] = (), latitude: float | None = None,
     longitude: float | None = None, address: str | None = None, out_of_area: bool = False,
-    grid_code: str | None = None, suggestions: Sequence[tuple[str, float]] = (),
+    grid_code: str | None = None, located_by: str | None = None, out_of_grid: bool = False,
+    suggestions: Sequence[tuple[str, float]] = (),
     model_version: str | None = None, idempotency_key: str | None = None,
     display_name: str = "", ref_prefix: str = "WC", timezone: str = "Asia/Shanghai",
     max_text_chars: int = 5000,
@@ -465,7 +477,8 @@ async def create_case(
         enterprise_id=reporter.enterprise_id if kind == ENTERPRISE else None, text=text,
         photos=list(photos), latitude=latitude, longitude=longitude,
         address=(address or None) and address[:300], out_of_area=out_of_area,
-        grid_code=grid_code, suggested_department=ranked[0][0] if ranked else None,
+        grid_code=grid_code, located_by=located_by if grid_code else None,
+        out_of_grid=out_of_grid, suggested_department=ranked[0][0] if ranked else None,
         suggested_confidence=ranked[0][1] if ranked else None,
         suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
     )
@@ -476,7 +489,9 @@ async def create_case(
 
     events = [_event_row(case.id, Actor.reporter(reporter_telegram_id), "created", now,
                          to_status=case.status,
-                         details={"ref": ref, "kind": kind, "photos": len(case.photos)})]
+                         details={"ref": ref, "kind": kind, "photos": len(case.photos),
+                                  "grid": case.grid_code, "located_by": case.located_by,
+                                  "out_of_grid": case.out_of_grid})]
     if ranked or model_version:
         events.append(_event_row(case.id, Actor.SYSTEM, "classified", now,
                                  details={"suggestions": case.suggestions,

@@ -55,6 +55,10 @@ class Reporter(SQLModel, table=True):
     reachable: bool = True  # False once Telegram says the user blocked the bot
     enterprise_id: int | None = Field(default=None, foreign_key="enterprise.id")
     created_at: NaiveDatetime
+    # 我住在…: the grid of the 小区/村 the reporter named once (/home), and the name they gave;
+    # a report that names no place and has no location falls back to it (models/locating.py).
+    home_grid_code: str | None = Field(default=None, foreign_key="grid.code")
+    home_place: str | None = Field(default=None, max_length=100)
 
 
 class Department(SQLModel, table=True):
@@ -120,6 +124,10 @@ class Case(SQLModel, table=True):
     address: str | None = Field(default=None, max_length=300)
     out_of_area: bool = False  # location outside the district's bounding box
     grid_code: str | None = Field(default=None, foreign_key="grid.code")
+    located_by: str | None = Field(default=None, max_length=10)  # gps | place | home | staff
+    # The reporter's location lies outside every grid's boundary: flagged for triage, which
+    # places it by hand (修改网格); such a case is never dispatched automatically.
+    out_of_grid: bool = False
 
     suggested_department: str | None = Field(default=None, max_length=40)
     suggested_confidence: float | None = None

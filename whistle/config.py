@@ -69,6 +69,7 @@ class GridConfig:
     name: str
     level: str  # district | street | community | grid | micro
     parent: str | None = None
+    places: tuple[str, ...] | list[str] = ()  # 小区, 路, 村组 … named in reports (models/gridmap.py)
 
 
 @dataclass(frozen=True)

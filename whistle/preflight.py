@@ -335,11 +335,25 @@ def check_telegram(settings: Settings, *, token_required: bool = False) -> list[
 # ---------------------------------------------------------------- what each command needs
 
 
+def check_grids(settings: Settings) -> list[Finding]:
+    """The gazetteer and boundary files: warnings only, a broken one only turns locating off."""
+    from models.gridmap import GridMap  # shapely is loaded only by the checks that need it
+
+    gridmap = GridMap.from_settings(settings)
+    findings = [Finding(WARNING, "网格", message) for _, message in gridmap.problems]
+    if gridmap.tree is None:
+        return findings or [Finding(OK, "网格", "未配置网格：案件不归网格")]
+    located = "按定位和地名" if gridmap.locator is not None else "仅按地名"
+    findings.append(Finding(OK, "网格", f"{len(gridmap.tree)} 个网格，{located}归网格"))
+    return findings
+
+
 def check_all(settings: Settings) -> list[Finding]:
     """Everything `whistle check` reports (the config findings come from check_config)."""
     return [
         *asyncio.run(check_database(settings.database_url)),
         *check_model(settings, load=True),
+        *check_grids(settings),
         *check_dashboard_port(settings, required=False),
         *check_telegram(settings),
     ]

@@ -1,0 +1,70 @@
+"""Which grid a case lies in, decided once when the case is created (and by staff after that).
+
+Precedence: the reporter's GPS point (the deepest grid covering it), else the longest place
+name in the text or address, else the 小区/村 the reporter told the bot once (/home). A point
+outside every grid is flagged (`out_of_grid`) for triage and never dropped; a place named in
+the text may still say where it is, but the reporter's home does not: a report made away from
+home is about where they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.gridmap import GridMap
+from models.tables import Reporter
+
+GPS, PLACE, HOME, STAFF = "gps", "place", "home", "staff"
+LOCATED_BY = (GPS, PLACE, HOME, STAFF)
+
+
+@dataclass(frozen=True)
+class Location:
+    grid_code: str | None = None
+    located_by: str | None = None  # one of LOCATED_BY, None when no grid was found
+    out_of_grid: bool = False
+    place: str | None = None  # the place name that decided it (PLACE)
+
+
+NOWHERE = Location()
+
+
+def locate_case(gridmap: GridMap, *, latitude: float | None = None,
+                longitude: float | None = None, text: str = "", address: str | None = None,
+                home_grid_code: str | None = None) -> Location:
+    """The grid of a new case from what the reporter gave (pure: no database)."""
+    out_of_grid = False
+    if latitude is not None and longitude is not None and gridmap.locator is not None:
+        code = gridmap.locate(latitude, longitude)
+        if code is not None:
+            return Location(code, GPS)
+        out_of_grid = True
+    # The address is what the reporter typed for "where": it names the place more surely than
+    # a street mentioned in passing in the description, so it is searched first.
+    for source in (address, text):
+        hit = gridmap.match_place(source)
+        if hit is not None:
+            return Location(hit[0], PLACE, out_of_grid, hit[1])
+    if not out_of_grid and home_grid_code is not None and home_grid_code in gridmap:
+        return Location(home_grid_code, HOME)
+    return Location(out_of_grid=out_of_grid)
+
+
+async def home_grid_of(session: AsyncSession, telegram_id: int) -> str | None:
+    """The grid of the reporter's home (None for a new reporter or one who never said)."""
+    stmt = select(Reporter.home_grid_code).where(Reporter.telegram_id == telegram_id)
+    return (await session.exec(stmt)).first()
+
+
+async def locate_new_case(session: AsyncSession, gridmap: GridMap, *, telegram_id: int,
+                          latitude: float | None, longitude: float | None, text: str,
+                          address: str | None) -> Location:
+    """locate_case with the reporter's home read from the store (the create path's one call)."""
+    if gridmap.tree is None:
+        return NOWHERE
+    home = await home_grid_of(session, telegram_id)
+    return locate_case(gridmap, latitude=latitude, longitude=longitude, text=text,
+                       address=address, home_grid_code=home)
