@@ -29,6 +29,7 @@ from bot import (
     department,
     followup,
     guards,
+    home,
     reporter,
     texts,
     triage,
@@ -57,6 +58,7 @@ BOT_COMMANDS = [
     BotCommand("my", "我的反映及进度"),
     BotCommand("case", "查看某件的办理过程"),
     BotCommand("enterprise", "企业吹哨"),
+    BotCommand("home", "登记我的小区/村"),
     BotCommand("cancel", "取消当前操作"),
     BotCommand("help", "使用帮助"),
 ]
@@ -131,6 +133,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         department.build(idle),
         triage.build(idle),
         conversation.build(),
+        home.build(),  # after the report: a report under way keeps the messages typed into it
         *triage.handlers(),
         *department.handlers(),
     ])

@@ -29,15 +29,18 @@ RESOLVE = "res"  # department: 办结 (asks for the result)
 EXTEND = "ext"  # department: 申请延期 (asks for reason and date)
 APPROVE_EXT = "exa"  # triage: approve extension request <arg>
 REJECT_EXT = "exr"  # triage: reject extension request <arg>
+GRID = "grid"  # triage: 修改网格, show the grids below <arg> (the streets without one)
+SET_GRID = "gset"  # triage: place the case in grid <arg>
 RATE = "rate"  # reporter: satisfaction (follow-up engine), arg satisfied|basic|unsatisfied
 
 # Reporter buttons that are not about a stored case.
 DRAFT = "dr"  # draft summary: arg submit|edit|cancel|text|photo|location|back
 OFFER = "of"  # offer to start a report with a free message: arg yes|no
 NEW_DEMAND = "nd"  # enterprise: start a new demand
+HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report without a grid)
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT})
+                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
 # Other modules (the follow-up engine) may define their own verbs: any short lowercase word is
 # well-formed here; the handler that owns a verb decides what it means.

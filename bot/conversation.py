@@ -598,6 +598,10 @@ async def submit(update: Update, context: Context) -> int | None:
         template = texts.SUBMITTED
     await _reply(update, template.format(ref=case.ref), reply_markup=main_menu())
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
+    if fresh:
+        from bot import home  # home builds on this module
+
+        await home.offer_after_report(update, context, case)
     return END
 
 

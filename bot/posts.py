@@ -47,6 +47,18 @@ def _location_lines(case: Case) -> list[str]:
     return lines
 
 
+def grid_lines(case: Case, services: Services) -> list[str]:
+    """The case's grid as a name path and how it was found (nothing when no grids are set up)."""
+    if services.gridmap.tree is None:
+        return []
+    path = services.gridmap.path_names(case.grid_code)
+    how = texts.LOCATED_BY_NAMES.get(case.located_by or "", "")
+    lines = [texts.POST_GRID.format(path=path, how=how) if path else texts.POST_NO_GRID]
+    if case.out_of_grid:
+        lines.append(texts.POST_OUT_OF_GRID)
+    return lines
+
+
 def _suggestion_lines(case: Case, services: Services) -> list[str]:
     lines = []
     if case.suggested_department:
@@ -96,7 +108,7 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
     head = [headline] if headline else _headline(case, texts.POST_NEW)
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
-    tail = _location_lines(case) + _suggestion_lines(case, services)
+    tail = _location_lines(case) + grid_lines(case, services) + _suggestion_lines(case, services)
     if case.out_of_area and case.status in (SUBMITTED, TRIAGE):
         tail.append(texts.POST_OUT_OF_AREA_WAITING)
     if auto_dispatched:
@@ -140,6 +152,20 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
         last.append(_button(texts.BTN_NOT_ACCEPT, cb.NOT_ACCEPT, case))
     if last:
         rows.append(last)
+    if services.gridmap.tree is not None and case.status in TRANSITIONS["set_grid"][0]:
+        rows.append([_button(texts.BTN_SET_GRID, cb.GRID, case)])  # last: the others keep their places
+    return InlineKeyboardMarkup(rows)
+
+
+def grid_picker(case: Case, services: Services, code: str | None) -> InlineKeyboardMarkup:
+    """The grids below `code` (the streets for None), two a row, ✅ 定为 `code`, and 返回."""
+    gridmap = services.gridmap
+    below = [_button(g.name, cb.GRID, case, g.code) for g in gridmap.children(code)]
+    rows = [below[i:i + 2] for i in range(0, len(below), 2)]
+    if code is not None:
+        rows.append([_button(texts.BTN_GRID_HERE.format(name=gridmap.name(code)),
+                             cb.SET_GRID, case, code)])
+    rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
     return InlineKeyboardMarkup(rows)
 
 

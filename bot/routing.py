@@ -21,9 +21,8 @@ from bot import callbacks as cb
 from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
-from models import drafts, outbox, store
+from models import drafts, locating, outbox, store
 from models.lifecycle import NOT_ACCEPTED_REASONS, CaseError, NotPermitted, StaleVersion
-from models.locating import locate_new_case
 from models.permissions import DEPARTMENT_ACTIONS, can
 from models.store import Actor
 from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
@@ -160,7 +159,7 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
     now = services.clock()
     settings = services.settings
     async with services.session() as session:
-        where = await locate_new_case(
+        where = await locating.locate_new_case(
             session, services.gridmap, telegram_id=telegram_id, latitude=draft.latitude,
             longitude=draft.longitude, text=draft.text, address=draft.address)
         case = await store.create_case(
@@ -209,6 +208,8 @@ def permission_for(verb: str, case: Case) -> str:
         return "dispatch" if case.status in (SUBMITTED, TRIAGE) else "redispatch"
     return {
         cb.URGENT: "set_priority",
+        cb.GRID: "set_grid",
+        cb.SET_GRID: "set_grid",
         cb.NOT_ACCEPT: "not_accept",
         cb.NOT_ACCEPT_AS: "not_accept",
         cb.NOT_ACCEPT_OTHER: "not_accept",
@@ -297,6 +298,18 @@ async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> 
             await _push(session, case, "urgent", await _department_chat(
                 session, case.department_code), notice, "department", now,
                 markup=posts.department_keyboard(case))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def set_grid(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Triage 修改网格 → ✅ 定为 <arg>: the case is placed in that grid by staff."""
+    if button.arg not in services.gridmap:
+        raise CaseError(texts.GRID_UNKNOWN)
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await locating.set_grid(session, case.id, button.arg, Actor.staff(user_id), now,
+                                       rules=services.rules, expected_version=button.version)
         return Acted(case, staff, await _enterprise_name(session, case))
 
 

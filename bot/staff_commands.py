@@ -78,7 +78,7 @@ async def overdue_command(update: Update, context: Context) -> None:
     if department:
         scope = department_name(services, department)
     elif grid:
-        scope = texts.OVERDUE_SCOPE_GRID.format(grid=grid)
+        scope = texts.OVERDUE_SCOPE_GRID.format(grid=services.gridmap.path_names(grid) or grid)
     else:
         scope = texts.OVERDUE_SCOPE_ALL
     text = overdue_text(services, scope, counts, cases, now,

@@ -143,6 +143,16 @@ def _confirmation(case: Case, services: Services, button: cb.Callback):
     return posts.confirm_keyboard(case, services, code), question
 
 
+def _grids(case: Case, services: Services, button: cb.Callback):
+    """修改网格: the streets, then the grids below the one pressed (street → community → grid)."""
+    if button.arg is not None and button.arg not in services.gridmap:
+        raise CaseError(texts.GRID_UNKNOWN)
+    target_status("set_grid", case.status)
+    hint = (texts.PICK_BELOW.format(name=services.gridmap.name(button.arg)) if button.arg
+            else texts.PICK_STREET)
+    return posts.grid_picker(case, services, button.arg), hint
+
+
 def _refusable(case: Case) -> None:
     """Raise the lifecycle's polite refusal unless the case can still be not accepted."""
     target_status("not_accept", case.status)
@@ -166,6 +176,21 @@ async def hide_picker(update: Update, context: Context) -> None:
 async def ask_to_confirm(update: Update, context: Context) -> None:
     """A department from the list: 确认改派至 X？ with 确认 / 返回 before anything is stored."""
     await _swap_keyboard(update, context, _confirmation)
+
+
+async def show_grids(update: Update, context: Context) -> None:
+    """🗺 修改网格, or a street/community in its list: the grids below it."""
+    await _swap_keyboard(update, context, _grids)
+
+
+async def set_grid(update: Update, context: Context) -> None:
+    """✅ 定为 <grid>: the case is placed there (located_by staff, an event in the trail)."""
+    result = await press(update, context, routing.set_grid, TRIAGE)
+    if result:
+        services = services_of(context)
+        done_text = texts.DONE_GRID.format(path=services.gridmap.path_names(result[1].case.grid_code))
+        await edit_post(update.callback_query, *post_for(result[1], services, TRIAGE, done_text))
+        await done(update.callback_query)
 
 
 async def show_reasons(update: Update, context: Context) -> None:
@@ -271,6 +296,8 @@ def handlers() -> list[CallbackQueryHandler]:
         CallbackQueryHandler(show_picker, pattern=cb.pattern(cb.PICK)),
         CallbackQueryHandler(hide_picker, pattern=cb.pattern(cb.BACK)),
         CallbackQueryHandler(show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
+        CallbackQueryHandler(show_grids, pattern=cb.pattern(cb.GRID)),
+        CallbackQueryHandler(set_grid, pattern=cb.pattern(cb.SET_GRID)),
         CallbackQueryHandler(not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
         CallbackQueryHandler(decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),

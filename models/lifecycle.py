@@ -51,6 +51,7 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "progress_note": (frozenset({DISPATCHED, SIGNED}), None),
     "extend": (frozenset({DISPATCHED, SIGNED}), None),       # 延期 approved
     "set_priority": (frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED}), None),
+    "set_grid": (frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED}), None),  # 修改网格
     "resolve": (frozenset({SIGNED}), RESOLVED),              # 办结
     "rate": (frozenset({RESOLVED}), None),                   # 回访 answer (satisfied/basic)
     "reopen": (frozenset({RESOLVED, CLOSED}), DISPATCHED),   # 不满意 → back to department
@@ -91,6 +92,7 @@ EVENT_OF_ACTION = {
     "progress_note": "progress_note",
     "extend": "extended",
     "set_priority": "priority_changed",
+    "set_grid": "grid_changed",
     "resolve": "resolved",
     "rate": "rated",
     "reopen": "reopened",

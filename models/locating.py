@@ -10,12 +10,16 @@ home is about where they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models import store
 from models.gridmap import GridMap
-from models.tables import Reporter
+from models.store import Actor, Rules
+from models.tables import Case, Grid, Reporter
+from models.validation import InvalidInput
 
 GPS, PLACE, HOME, STAFF = "gps", "place", "home", "staff"
 LOCATED_BY = (GPS, PLACE, HOME, STAFF)
@@ -68,3 +72,27 @@ async def locate_new_case(session: AsyncSession, gridmap: GridMap, *, telegram_i
     home = await home_grid_of(session, telegram_id)
     return locate_case(gridmap, latitude=latitude, longitude=longitude, text=text,
                        address=address, home_grid_code=home)
+
+
+async def set_home(session: AsyncSession, telegram_id: int, grid_code: str, place: str, *,
+                   now: datetime, display_name: str = "") -> Reporter:
+    """Remember the reporter's 小区/村 (the grid of the place they named, and the name)."""
+    if await session.get(Grid, grid_code) is None:
+        raise InvalidInput(f"未知网格: {grid_code}")
+    reporter = await store.get_or_create_reporter(session, telegram_id, display_name, now=now)
+    reporter.home_grid_code, reporter.home_place = grid_code, place.strip()[:100]
+    session.add(reporter)
+    await session.flush()
+    return reporter
+
+
+async def set_grid(session: AsyncSession, case_id: int, grid_code: str, actor: Actor,
+                   now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
+    """修改网格: staff place the case in another grid (an event in the audit trail)."""
+    if await session.get(Grid, grid_code) is None:
+        raise InvalidInput(f"未知网格: {grid_code}")
+    case = await store.get_case(session, case_id)
+    return await store.transition(
+        session, case_id, "set_grid", actor, now, rules=rules, permission="set_grid",
+        expected_version=expected_version, grid_code=grid_code, located_by=STAFF,
+        details={"from": case.grid_code, "to": grid_code, "located_by": case.located_by})

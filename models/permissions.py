@@ -1,6 +1,6 @@
 """Who may do what to a case: the one place the rule lives.
 
-Actions are the store's verbs: view, dispatch, redispatch, set_priority, decide_extension,
+Actions are the store's verbs: view, dispatch, redispatch, set_priority, set_grid, decide_extension,
 merge, not_accept (不予受理), sign, return, progress_note, resolve, request_extension.
 """
 
@@ -10,7 +10,7 @@ from models.tables import Case, Staff
 
 TRIAGE_ACTIONS = frozenset(
     {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge",
-     "not_accept"}
+     "not_accept", "set_grid"}
 )
 DEPARTMENT_ACTIONS = frozenset(
     {"view", "sign", "return", "progress_note", "resolve", "request_extension"}
