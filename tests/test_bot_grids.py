@@ -7,6 +7,7 @@ from sqlmodel import select
 
 from bot import callbacks as cb
 from bot import texts
+from models import stats
 from models.gridmap import GridMap
 from models.tables import TRIAGE, CaseEvent, Reporter
 from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, auto_dispatch, to_triage
@@ -158,3 +159,17 @@ async def test_grid_staff_see_their_grid_by_name_in_overdue(make_bot):
     answer = await bot.say(GRID_STAFF, "/overdue")
     assert "月亮岛街道 › 银星村 › 银星村第一网格" in answer.content
     assert "WC-YLD-YX-01" not in answer.content
+
+
+async def test_the_dashboards_community_panel_counts_located_cases_by_community(make_bot):
+    bot = await located_bot(make_bot, to_triage())
+    await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    await bot.report(RESIDENT, "梅园路上的井盖丢了，晚上很危险")
+    await bot.report(RESIDENT, "石门苑楼下的垃圾好几天没人清运")
+    start, end = stats.month_bounds(bot.clock(), bot.services.rules.calendar)
+    async with bot.services.read_session() as session:
+        panel = await stats.by_grid(session, start=start, end=end)
+    assert panel == [
+        {"code": "WC-GTL-MY", "name": "梅园社区", "count": 2},
+        {"code": "WC-YLD-YX", "name": "银星村", "count": 1},
+    ]
