@@ -83,7 +83,8 @@ def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | 
 @admin_only
 async def staff_add(update: Update, context: Context) -> None:
     """/staff_add ID ROLE [DEPT|GRID] [NAME]: add or change a staff member."""
-    grids = {g.code for g in services_of(context).settings.grids}
+    services = services_of(context)
+    grids = {g.code for g in services.settings.grids} | {g.code for g in services.gridmap.records()}
     parsed = _parse_staff_add(context.args or [], grids)
     if parsed is None:
         await update.effective_message.reply_text(texts.STAFF_ADD_USAGE)
