@@ -17,13 +17,15 @@ WHISTLE_ENV = ("DATABASE_URL", "TELEGRAM_TOKEN", "TELEGRAM_BASE_URL", "TELEGRAM_
 
 def write_config(folder: Path, *, model: Path | None = None, text: str | None = None,
                  database: str | None = None) -> Path:
-    """config.toml (or `text`) with var/ inside `folder`, the shipped corpus and dictionary,
-    and `model` as the model file; returns the new file's path."""
+    """config.toml (or `text`) with var/ inside `folder`, the shipped corpus, dictionary and
+    demo grids, and `model` as the model file; returns the new file's path."""
     text = (REPO / "config.toml").read_text(encoding="utf-8") if text is None else text
     paths = {
         "model_path": str(model or folder / "var" / "model.npz"),
         "corpus_dir": str(REPO / "classifier" / "corpus"),
         "userdict": str(REPO / "classifier" / "userdict.txt"),
+        "gazetteer": str(REPO / "geo" / "demo" / "grids.csv"),
+        "grid_boundaries": str(REPO / "geo" / "demo" / "boundaries.geojson"),
     }
     for key, value in paths.items():
         text = re.sub(rf'(?m)^{key}\s*=\s*"[^"]*"', f'{key} = "{value}"', text)

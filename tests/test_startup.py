@@ -290,7 +290,8 @@ def test_check_passes_on_a_good_setup(tmp_path, monkeypatch, capsys, model_path)
     clean_env(monkeypatch, WHISTLE_CONFIG=str(path), TELEGRAM_TOKEN="123456:ABC-def_123")
     code, out, err = whistle(capsys, "check")
     assert code == 0, out + err
-    assert [line[0] for line in out.splitlines()] == ["✓"] * 5, out
+    # config, database, model, grids, dashboard, Telegram
+    assert [line[0] for line in out.splitlines()] == ["✓"] * 6, out
     assert "已设置令牌，polling 模式" in out
 
 
