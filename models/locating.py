@@ -69,9 +69,12 @@ async def locate_new_case(session: AsyncSession, gridmap: GridMap, *, telegram_i
     """locate_case with the reporter's home read from the store (the create path's one call)."""
     if gridmap.tree is None:
         return NOWHERE
+    where = locate_case(gridmap, latitude=latitude, longitude=longitude, text=text,
+                        address=address)
+    if where.grid_code is not None or where.out_of_grid:
+        return where  # the home would not be used: spare the report's transaction a query
     home = await home_grid_of(session, telegram_id)
-    return locate_case(gridmap, latitude=latitude, longitude=longitude, text=text,
-                       address=address, home_grid_code=home)
+    return locate_case(gridmap, text="", home_grid_code=home) if home else where
 
 
 async def set_home(session: AsyncSession, telegram_id: int, grid_code: str, place: str, *,
