@@ -69,6 +69,8 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
         return f"{rating}，{texts.CASE_COMMENT.format(comment=comment)}" if comment else rating
     if action == "priority_changed" and details.get("priority") == "urgent":
         return "紧急"
+    if action == "grid_changed" and details.get("to"):
+        return services.gridmap.path_names(details["to"]) or details["to"]
     if action == "not_accepted" and details.get("reason"):
         return texts.CASE_REASON.format(reason=details["reason"])
     if action == "merged" and details.get("into"):

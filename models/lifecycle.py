@@ -116,6 +116,7 @@ EVENT_NAMES = {
     "extension_rejected": "延期未获批准",
     "extended": "延期",
     "priority_changed": "调整紧急程度",
+    "grid_changed": "修改网格",
     "resolved": "办结",
     "rated": "评价",
     "reopened": "重新办理",

@@ -65,6 +65,8 @@ async def test_a_located_case_shows_its_grid_and_triage_moves_it_street_by_stree
     [moved] = await events(bot, case.id, "grid_changed")
     assert moved.actor_id == TRIAGE_STAFF
     assert moved.details["from"] == "WC-YLD-YX-01" and moved.details["to"] == "WC-GTL-MY-02"
+    timeline = await bot.say(TRIAGE_STAFF, f"/case {ref}")
+    assert "修改网格：高塘岭街道 › 梅园社区 › 梅园社区第二网格" in timeline.content
 
 
 async def test_only_triage_may_move_a_case_and_an_old_button_is_refused(make_bot):

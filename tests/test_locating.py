@@ -12,7 +12,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from geo import GridLocator, GridRecord, GridTree, PlaceMatcher
 from models import store
 from models.db import session_scope
-from models.gridmap import GridMap
+from models.gridmap import GridMap, log_problems
 from models.locating import GPS, HOME, PLACE, Location, locate_case, locate_new_case
 from models.tables import Reporter
 from whistle.preflight import ERROR, OK, WARNING, check_grids
@@ -251,3 +251,12 @@ async def test_a_new_case_is_located_with_the_reporters_home_from_the_store(seed
         assert (stored.grid_code, stored.located_by, stored.out_of_grid) == (
             "WC-GTL-MY-02", HOME, False)
         assert (await s.get(Reporter, reporter.id)).home_place == "石门苑"
+
+
+def test_problems_are_logged_once_at_start_errors_as_errors(settings, tmp_path, caplog):
+    gridmap = demo_map(settings, grid_boundaries=str(tmp_path / "gone.geojson"))
+    with caplog.at_level("WARNING", logger="models.gridmap"):
+        log_problems(gridmap)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("ERROR", f"网格: 边界文件不存在: {tmp_path / 'gone.geojson'}") in lines
+    assert len(lines) == len(gridmap.problems)
