@@ -51,7 +51,8 @@ def grid_lines(case: Case, services: Services) -> list[str]:
     """The case's grid as a name path and how it was found (nothing when no grids are set up)."""
     if services.gridmap.tree is None:
         return []
-    path = services.gridmap.path_names(case.grid_code)
+    # A grid since removed from the gazetteer is still named, by its code.
+    path = services.gridmap.path_names(case.grid_code) or case.grid_code
     how = texts.LOCATED_BY_NAMES.get(case.located_by or "", "")
     lines = [texts.POST_GRID.format(path=path, how=how) if path else texts.POST_NO_GRID]
     if case.out_of_grid:
