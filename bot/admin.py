@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
-from telegram.ext import CommandHandler, ContextTypes
+from telegram.ext import ContextTypes
 
 from bot import texts
 from bot.services import services_of
@@ -102,8 +102,3 @@ async def staff_add(update: Update, context: Context) -> None:
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
         telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],
         where=f"，{where}" if where else ""))
-
-
-def handlers() -> list[CommandHandler]:
-    return [CommandHandler("reload_model", reload_model_command),
-            CommandHandler("staff_add", staff_add)]

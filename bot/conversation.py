@@ -146,9 +146,7 @@ async def _after_the_end(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is not None and (message.text or message.photo) and not (
             message.text or "").startswith("/"):
-        from bot import reporter  # reporter builds on this module
-
-        await reporter.offer_report(update, context)
+        await offer_report(update, context)
         return
     await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
 
@@ -235,6 +233,29 @@ async def start_demand(update: Update, context: Context) -> int:
         return REG_NAME
     await _reply(update, texts.ASK_DEMAND)
     return DESCRIBE
+
+
+async def offer_report(update: Update, context: Context) -> None:
+    """A free message outside a conversation: offer to start a report with it (kept meanwhile)."""
+    message = update.message
+    text = message.text or message.caption or ""
+    photos = [message.photo[-1].file_id] if message.photo else []
+    low, high = text_limits(context)
+    length = len(text.strip())
+    if not photos and length > high:
+        await message.reply_text(texts.DESCRIPTION_TOO_LONG.format(length=length, max=high))
+        return
+    if not photos and length < low:
+        await message.reply_text(texts.GREETING_HINT)  # "你好" is a greeting, not a report
+        return
+    nonce = secrets.randbelow(2**31 - 1) + 1
+    context.user_data[OFFER] = {"nonce": nonce, "text": text, "photos": photos,
+                                "message_id": message.message_id}
+    keyboard = InlineKeyboardMarkup([[
+        InlineKeyboardButton(texts.BTN_OFFER_YES, callback_data=cb.make(cb.OFFER, 0, nonce, "yes")),
+        InlineKeyboardButton(texts.BTN_OFFER_NO, callback_data=cb.make(cb.OFFER, 0, nonce, "no")),
+    ]])
+    await message.reply_text(texts.OFFER_REPORT, reply_markup=keyboard)
 
 
 async def accept_offer(update: Update, context: Context) -> int | None:

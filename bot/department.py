@@ -285,7 +285,3 @@ def build(idle_minutes: float) -> ConversationHandler:
             # (conversation.end_idle_conversations).
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
-
-
-def handlers() -> list:
-    return [CallbackQueryHandler(sign, pattern=cb.pattern(cb.SIGN))]

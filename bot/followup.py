@@ -33,16 +33,13 @@ from datetime import datetime, time, timedelta
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     Application,
-    CallbackQueryHandler,
-    ChatMemberHandler,
     ContextTypes,
-    MessageHandler,
     filters,
 )
 
 from bot import callbacks as cb
 from bot import delivery, notices, posts
-from bot.common import alert, department_name, fit, local_time
+from bot.common import alert, department_name, fit, local_time, snippet, stage_name
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
@@ -51,7 +48,7 @@ from models import followup as fq
 from models.deadlines import RED
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
 from models.store import Actor
-from models.tables import DISPATCHED, RESOLVED, UNSATISFIED, URGENT, Case
+from models.tables import RESOLVED, UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
@@ -67,7 +64,6 @@ NOTICE_CURSOR = "followup:notices"  # BotState: last case event the notices have
 NOTICE_SETTLE = timedelta(seconds=60)
 NOTICE_CATCH_UP = timedelta(hours=24)  # a fresh cursor looks this far back
 DIGEST_CASES_PER_DEPARTMENT = 3
-SNIPPET = 40
 STATE_KEY = "followup"
 
 
@@ -101,16 +97,6 @@ class FollowupConfig:
 def _services(app_or_services) -> Services:
     return app_or_services if isinstance(app_or_services, Services) else services_of(
         app_or_services)
-
-
-def snippet(case: Case) -> str:
-    """The start of the case's text, on one line."""
-    return intake.snippet(case.text, SNIPPET)
-
-
-def stage_name(case: Case) -> str:
-    """签收 while the case waits to be signed for, 办结 once it has been."""
-    return texts.STAGE_NAMES["sign" if case.status == DISPATCHED else "resolve"]
 
 
 def _key(case: Case, event: str, chat_id: int, version: int | None = None) -> str:
@@ -432,7 +418,7 @@ async def _queue_notice(session, services: Services, change: fq.StatusNotice,
 # ---------------------------------------------------------------- survey buttons and comments
 
 
-def _pending_filter(application: Application) -> filters.User:
+def pending_filter(application: Application) -> filters.User:
     """Users with a 不满意 waiting for its comment (loaded from the store by the first pass)."""
     return application.bot_data.setdefault(STATE_KEY, {}).setdefault(
         "pending", filters.User(allow_empty=False))
@@ -459,7 +445,7 @@ async def on_rate_button(update: Update, context: Context) -> None:
         await alert(query, _refusal(exc))
         return
     if cleared:
-        _pending_filter(context.application).remove_user_ids(user_id)
+        pending_filter(context.application).remove_user_ids(user_id)
     delivery.kick(context.application)
     await query.answer()
     if button.arg == UNSATISFIED:  # 直接提交: the reopened notice follows
@@ -512,7 +498,7 @@ async def _ask_comment(update: Update, context: Context, button: cb.Callback) ->
     if refusal:
         await alert(query, refusal)
         return
-    _pending_filter(context.application).add_user_ids(user_id)
+    pending_filter(context.application).add_user_ids(user_id)
     await query.answer()
     name = department_name(services, case.department_code)
     submit = InlineKeyboardMarkup([[InlineKeyboardButton(
@@ -553,7 +539,7 @@ async def on_comment(update: Update, context: Context) -> None:
     async with services.session() as session:
         pending = await drafts.get_state(session, key)
     if pending is None:  # answered meanwhile (another device, the timeout)
-        _pending_filter(context.application).remove_user_ids(user_id)
+        pending_filter(context.application).remove_user_ids(user_id)
         return
     comment = (message.text or "").strip()
     if len(comment) > COMMENT_MAX:
@@ -570,7 +556,7 @@ async def on_comment(update: Update, context: Context) -> None:
         async with services.session() as session:
             await drafts.save_states(session, {key: None}, now)
         refusal = _refusal(exc)
-    _pending_filter(context.application).remove_user_ids(user_id)
+    pending_filter(context.application).remove_user_ids(user_id)
     delivery.kick(context.application)  # the reopened notice is the answer
     if refusal:
         await message.reply_text(refusal)
@@ -588,10 +574,11 @@ async def on_my_chat_member(update: Update, context: Context) -> None:
         await store.set_reporter_reachable(session, change.chat.id, reachable)
 
 
-# ---------------------------------------------------------------- registration
+# ---------------------------------------------------------------- the job
 
 
-async def _followup_job(context: Context) -> None:
+async def followup_job(context: Context) -> None:
+    """The pass, every followup.poll_seconds; a pass still running makes the next tick a no-op."""
     state = context.application.bot_data.setdefault(STATE_KEY, {})
     lock = state.setdefault("lock", asyncio.Lock())
     if lock.locked():
@@ -608,66 +595,4 @@ async def _load_pending(application: Application) -> None:
     services = services_of(application)
     async with services.session() as session:
         pending = await drafts.load_states(session, PENDING_PREFIX)
-    _pending_filter(application).add_user_ids([int(k[len(PENDING_PREFIX):]) for k in pending])
-
-
-def build_worker(settings, *, token: str | None = None, base_url: str | None = None,
-                 services: Services | None = None) -> Application:
-    """An Application that only runs the follow-up pass and the outbox sender: no handlers
-    read updates. Start any number of them next to the bot against one PostgreSQL database
-    (`run_worker`); the compare-and-set claims and SKIP LOCKED keep every push single."""
-    from bot.app import api_urls
-    from models.db import make_engine
-
-    token = token or settings.telegram_token
-    if not token:
-        raise ValueError("a worker needs the bot's token (TELEGRAM_TOKEN)")
-    services = services or Services(
-        settings=settings, engine=make_engine(settings.database_url, settings.database_echo),
-        rules=store.Rules.from_settings(settings), suggester=None, owns_engine=True)
-    builder = Application.builder().token(token)
-    api = base_url or settings.telegram_base_url
-    if api:
-        bot_url, file_url = api_urls(api)
-        builder = builder.base_url(bot_url).base_file_url(file_url)
-    application = builder.build()
-    application.bot_data["services"] = services
-    poll = float(settings.followup.get("poll_seconds", 5))
-    application.job_queue.run_repeating(_followup_job, interval=poll, first=1, name="followup",
-                                        job_kwargs=delivery.OVERLAP_ALLOWED)
-    delivery.register_delivery(application)
-    return application
-
-
-async def run_worker(settings, *, token: str | None = None, base_url: str | None = None,
-                     services: Services | None = None) -> None:
-    """Run a follow-up worker until cancelled."""
-    application = build_worker(settings, token=token, base_url=base_url, services=services)
-    async with application:
-        await application.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await application.stop()
-            await application.bot_data["services"].dispose()
-
-
-def register_followup(application: Application) -> None:
-    """The follow-up job (every followup.poll_seconds), survey buttons and comments, the
-    staff commands (/overdue /stats /policy) and /subscribe, /unsubscribe."""
-    from bot import staff_commands
-
-    services = services_of(application)
-    poll = float(services.settings.followup.get("poll_seconds", 5))
-    if application.job_queue is None:
-        raise RuntimeError("the follow-up engine needs python-telegram-bot[job-queue]")
-    application.job_queue.run_repeating(_followup_job, interval=poll, first=1,
-                                        name="followup", job_kwargs=delivery.OVERLAP_ALLOWED)
-    private_text = (filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT
-                    & ~filters.COMMAND)
-    application.add_handlers([
-        CallbackQueryHandler(on_rate_button, pattern=cb.pattern(RATE, RATE_NOW)),
-        MessageHandler(private_text & _pending_filter(application), on_comment),
-        ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
-        *staff_commands.handlers(),
-    ])
+    pending_filter(application).add_user_ids([int(k[len(PENDING_PREFIX):]) for k in pending])

@@ -8,17 +8,16 @@ import re
 from datetime import date, datetime, timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, ContextTypes, filters
+from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
 from bot import delivery
-from bot.common import alert, department_name, fit, local_time
-from bot.followup import snippet, stage_name
+from bot.common import alert, department_name, fit, local_time, snippet, stage_name
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
+from models import auth, outbox, policy, stats, store
 from models import followup as fq
-from models import outbox, policy, stats, store
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError
 from models.tables import Case, Staff
@@ -326,8 +325,6 @@ async def on_news_button(update: Update, context: Context) -> None:
 
 async def dashboard_command(update: Update, context: Context) -> None:
     """/dashboard (private chat): a one-time login code for the web dashboard."""
-    from models import auth
-
     services = services_of(context)
     try:
         async with services.session() as session:
@@ -340,16 +337,3 @@ async def dashboard_command(update: Update, context: Context) -> None:
         texts.DASHBOARD_CODE.format(code=code, host=d.get("host", "127.0.0.1"),
                                     port=d.get("port", 8080))
     )
-
-
-def handlers() -> list:
-    private = filters.ChatType.PRIVATE
-    return [
-        CommandHandler("dashboard", dashboard_command, filters=private),
-        CommandHandler("overdue", overdue_command),
-        CommandHandler("stats", stats_command),
-        CommandHandler("policy", policy_command),
-        CommandHandler("unsubscribe", unsubscribe_command, filters=private),
-        CommandHandler("subscribe", subscribe_command, filters=private),
-        CallbackQueryHandler(on_news_button, pattern=cb.pattern(NEWS)),
-    ]

@@ -261,17 +261,3 @@ def build(idle_minutes: float) -> ConversationHandler:
             allow_reentry=True,
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
-
-
-def handlers() -> list[CallbackQueryHandler]:
-    return [
-        CallbackQueryHandler(confirm, pattern=cb.pattern(cb.CONFIRM)),
-        CallbackQueryHandler(ask_to_confirm, pattern=cb.pattern(cb.TO)),
-        CallbackQueryHandler(urgent, pattern=cb.pattern(cb.URGENT)),
-        CallbackQueryHandler(show_picker, pattern=cb.pattern(cb.PICK)),
-        CallbackQueryHandler(hide_picker, pattern=cb.pattern(cb.BACK)),
-        CallbackQueryHandler(show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
-        CallbackQueryHandler(not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
-        CallbackQueryHandler(decide_extension,
-                             pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
-    ]
