@@ -38,6 +38,7 @@ from bot import (
     views,
 )
 from bot import callbacks as cb
+from bot.context import CONTEXT_TYPES, Context
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
@@ -79,7 +80,7 @@ def _builder(settings: Settings, services: Services, *, token: str | None,
              base_url: str | None, base_file_url: str | None = None) -> ApplicationBuilder:
     """What the bot and a worker share: the token, the HTTP client and the Bot API address."""
     tg = settings.telegram
-    builder = Application.builder().token(token)
+    builder = Application.builder().token(token).context_types(CONTEXT_TYPES)
     connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
     if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":
         builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
@@ -219,10 +220,10 @@ def register_handlers(application: Application, settings: Settings) -> None:
 PRUNE_BATCH = 5_000  # update ids forgotten per transaction
 
 
-async def prune_processed_updates(context) -> None:
+async def prune_processed_updates(context: Context) -> None:
     """Forget update ids the duplicate guard no longer looks at, a batch per transaction so
     that updates are handled in between (a busy bot piles up millions in a day)."""
-    services = services_of(context)
+    services = context.services
     before = services.clock() - guards.UPDATES_REMEMBERED
     while True:
         async with services.session() as session:

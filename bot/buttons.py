@@ -6,12 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import CallbackQuery, Update
-from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
 from bot import posts, routing, texts
 from bot.common import alert, edit_post, kick_delivery, local_time
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models.lifecycle import CaseError, CaseNotFound, StaleVersion
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, 
     await alert(query, str(exc))
 
 
-async def press(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Action,
+async def press(update: Update, context: Context, action: Action,
                 audience: str) -> tuple[cb.Callback, routing.Acted] | None:
     """Run `action` for the pressed button; on any refusal answer politely and return None.
 
@@ -60,7 +60,7 @@ async def press(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Acti
     means the presser's spinner stops once everything they see is up to date.
     """
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     button = cb.parse(query.data)
     if button is None:
         await alert(query, texts.BUTTON_INVALID)

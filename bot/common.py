@@ -10,11 +10,12 @@ from datetime import datetime
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Update, User
 from telegram.error import BadRequest
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application
 from telegram.warnings import PTBUserWarning
 
 from bot import delivery, texts
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from bot.texts import followup as followup_texts
 from bot.texts import intake as intake_texts
 from models.deadlines import LIGHT_EMOJI
@@ -28,9 +29,9 @@ MAX_CAPTION = 1024  # ... and for a photo caption
 SNIPPET = 40  # characters of a case's text quoted in alerts, digests and lists
 
 
-def now_of(context: ContextTypes.DEFAULT_TYPE) -> datetime:
+def now_of(context: Context) -> datetime:
     """The services' clock (naive UTC): the only 'now' handlers use."""
-    return services_of(context).clock()
+    return context.services.clock()
 
 
 def department_name(services: Services, code: str | None) -> str:

@@ -30,7 +30,6 @@ from telegram import (
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     filters,
@@ -45,7 +44,7 @@ from bot.common import (
     kick_delivery,
     now_of,
 )
-from bot.services import services_of
+from bot.context import Context
 from models import outbox, store
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
@@ -60,7 +59,6 @@ NAME = "intake"
 DRAFT = "draft"  # user_data key of the report being filled in
 OFFER = "offer"  # user_data key of a free message the bot offered to turn into a report
 
-Context = ContextTypes.DEFAULT_TYPE
 Step = Callable[[Update, Context], Awaitable[object]]
 
 PRIVATE = filters.ChatType.PRIVATE
@@ -108,7 +106,7 @@ def drop_draft(context: Context) -> None:
 
 
 def idle_limit(context: Context) -> timedelta:
-    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    minutes = context.services.settings.conversation.get("idle_timeout_minutes", 30)
     return timedelta(minutes=float(minutes))
 
 
@@ -174,7 +172,7 @@ async def _reply(update: Update, text: str, **kwargs) -> Message | None:
 
 
 def text_limits(context: Context) -> tuple[int, int]:
-    conv = services_of(context).settings.conversation
+    conv = context.services.settings.conversation
     return int(conv.get("min_text_chars", 4)), int(conv.get("max_text_chars", 2000))
 
 
@@ -190,7 +188,7 @@ def description_problem(context: Context, text: str) -> str | None:
 
 
 def in_district(context: Context, latitude: float, longitude: float) -> bool:
-    bbox = services_of(context).settings.district.get("bbox")
+    bbox = context.services.settings.district.get("bbox")
     if not bbox:
         return True
     lon_min, lat_min, lon_max, lat_max = bbox
@@ -208,7 +206,7 @@ async def start_report(update: Update, context: Context) -> int:
 
 
 async def _enterprise_name(update: Update, context: Context) -> str | None:
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         enterprise = await store.enterprise_of(session, update.effective_user.id)
         return enterprise.name if enterprise else None
 
@@ -307,7 +305,7 @@ async def got_credit_code(update: Update, context: Context) -> int:
         return REG_CODE
     draft = draft_of(context)
     draft["credit_code"] = code
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         known = await store.enterprise_by_credit_code(session, code)
     if known is not None and known.industry:
         return await _register(update, context)
@@ -359,7 +357,7 @@ async def skip_park(update: Update, context: Context) -> int:
 
 async def _register(update: Update, context: Context) -> int:
     """Register the enterprise with everything asked, in one transaction, then ask the demand."""
-    services = services_of(context)
+    services = context.services
     draft = draft_of(context)
     try:
         async with services.session() as session:
@@ -409,7 +407,7 @@ async def got_description(update: Update, context: Context) -> int:
 
 
 def max_photos(context: Context) -> int:
-    return int(services_of(context).settings.conversation.get("max_photos", 5))
+    return int(context.services.settings.conversation.get("max_photos", 5))
 
 
 def _first_photo(context: Context, draft: dict, message) -> None:
@@ -480,7 +478,7 @@ async def got_location(update: Update, context: Context) -> int:
     draft["address"] = f"{venue.title} {venue.address}"[:300] if venue else None
     draft["out_of_area"] = not in_district(context, location.latitude, location.longitude)
     if draft["out_of_area"]:
-        district = services_of(context).settings.district.get("name", "")
+        district = context.services.settings.district.get("name", "")
         await _reply(update, texts.OUT_OF_AREA.format(district=district))
     return await show_summary(update, context)
 
@@ -530,7 +528,7 @@ def edit_keyboard(draft: dict) -> InlineKeyboardMarkup:
 
 
 def summary_text(context: Context, draft: dict) -> str:
-    services = services_of(context)
+    services = context.services
     suggestion = routing.suggest(services, draft["text"])
     confident = suggestion.confident and suggestion.label
     department = department_name(services, suggestion.label) if confident else None
@@ -596,7 +594,7 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
 
 async def submit(update: Update, context: Context) -> int | None:
     """Store and route the report, then tell the reporter its reference."""
-    services = services_of(context)
+    services = context.services
     draft = draft_of(context)
     user = update.effective_user
     report = routing.ReportDraft(
@@ -678,7 +676,7 @@ async def end_idle_conversations(context: Context) -> None:
     for user_id in ended:
         app.user_data[user_id].pop(DRAFT, None)
     app.mark_data_for_update_persistence(user_ids=list(ended))
-    async with services_of(context).session() as session:  # a reporter's chat is their id
+    async with context.services.session() as session:  # a reporter's chat is their id
         await outbox.enqueue_many(session, [
             outbox.push_row(key=f"idle:{user_id}:{draft['nonce']}", chat_id=user_id,
                             text=_timed_out_text(context, draft), kind="timeout", now=now)

@@ -43,8 +43,9 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application
 
+from bot.context import Context
 from bot.services import Services, services_of
 from models import outbox, store
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
@@ -390,7 +391,7 @@ async def _on_transient(services: Services, state: DeliveryState,
 # ---------------------------------------------------------------- the job and kick()
 
 
-async def delivery_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def delivery_job(context: Context) -> None:
     state = delivery_state(context.application)
     if state.lock.locked():
         state.kicked = True  # the running pass will look again before it returns

@@ -18,7 +18,6 @@ from telegram import Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     TypeHandler,
@@ -29,10 +28,10 @@ from bot import callbacks as cb
 from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press
 from bot.common import buttons_start_conversations, edit_post, local_time, now_of
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models.deadlines import deadline_after
 
-Context = ContextTypes.DEFAULT_TYPE
 DEPARTMENT = posts.DEPARTMENT_AUDIENCE
 RETURN_REASON, RESOLVE_RESULT, RESOLVE_PHOTO, EXTENSION_REASON, EXTENSION_DATE = range(10, 15)
 END = ConversationHandler.END
@@ -50,7 +49,7 @@ async def sign(update: Update, context: Context) -> None:
     """✍️ 签收: the department takes the case; the reporter is told."""
     result = await press(update, context, routing.sign, DEPARTMENT)
     if result:
-        services = services_of(context)
+        services = context.services
         await edit_post(update.callback_query,
                         *post_for(result[1], services, DEPARTMENT, texts.DONE_SIGNED))
         await done(update.callback_query)
@@ -209,7 +208,7 @@ def _current_deadline(context: Context, chat_id: int) -> datetime | None:
 
 
 def _example(context: Context, chat_id: int) -> date:
-    return example_date(services_of(context), _current_deadline(context, chat_id),
+    return example_date(context.services, _current_deadline(context, chat_id),
                         now_of(context))
 
 
@@ -217,13 +216,13 @@ async def got_extension_reason(update: Update, context: Context) -> int | None:
     chat_id = update.effective_chat.id
     example = _example(context, chat_id)
     prompt = texts.ASK_EXTENSION_DATE.format(
-        deadline=local_time(services_of(context), _current_deadline(context, chat_id)),
+        deadline=local_time(context.services, _current_deadline(context, chat_id)),
         example=example.isoformat(), short=f"{example:%m-%d}")
     return await _keep_words(update, context, "reason", REASON_MAX, prompt, EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
-    services = services_of(context)
+    services = context.services
     new_resolve_by = parse_new_deadline(update.message.text, services, now_of(context))
     if new_resolve_by is None:
         example = _example(context, update.effective_chat.id)

@@ -33,13 +33,13 @@ from datetime import datetime, time, timedelta
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     Application,
-    ContextTypes,
     filters,
 )
 
 from bot import callbacks as cb
 from bot import delivery, notices, posts
 from bot.common import alert, department_name, fit, local_time, snippet, stage_name
+from bot.context import Context
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
@@ -51,7 +51,6 @@ from models.store import Actor
 from models.tables import RESOLVED, UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
-Context = ContextTypes.DEFAULT_TYPE
 
 RATE = cb.RATE  # "rate:<case>:<version>:<rating>" on the survey
 RATE_NOW = "ratenow"  # "直接提交": 不满意 without a comment
@@ -431,7 +430,7 @@ async def on_rate_button(update: Update, context: Context) -> None:
     if button is None or button.verb not in (RATE, RATE_NOW) or button.arg not in RATINGS:
         await alert(query, intake.BUTTON_INVALID)
         return
-    services = services_of(context)
+    services = context.services
     user_id, now = query.from_user.id, services.clock()
     if button.verb == RATE and button.arg == UNSATISFIED:
         await _ask_comment(update, context, button)
@@ -478,7 +477,7 @@ def _refusal(exc: CaseError) -> str:
 async def _ask_comment(update: Update, context: Context, button: cb.Callback) -> None:
     """不满意: remember it and ask for the reason (or 直接提交)."""
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     user_id, now = query.from_user.id, services.clock()
     async with services.session() as session:
         case = await session.get(Case, button.case_id)
@@ -532,7 +531,7 @@ async def _submit_earlier_pending(services: Services, user_id: int, case_id: int
 
 async def on_comment(update: Update, context: Context) -> None:
     """The reason for 不满意, typed by a reporter the bot just asked."""
-    services = services_of(context)
+    services = context.services
     user_id, now = update.effective_user.id, services.clock()
     message = update.effective_message
     key = f"{PENDING_PREFIX}{user_id}"
@@ -569,7 +568,7 @@ async def on_my_chat_member(update: Update, context: Context) -> None:
         return
     status = change.new_chat_member.status
     reachable = status not in ("kicked", "left")
-    services = services_of(context)
+    services = context.services
     async with services.session() as session:
         await store.set_reporter_reachable(session, change.chat.id, reachable)
 

@@ -4,26 +4,23 @@ as a report by bot/conversation.py), unsupported content, edited messages, stray
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
 from bot import texts
 from bot.common import alert, display_name, is_private
+from bot.context import Context
 from bot.conversation import (
     description_problem,
     draft_of,
     main_menu,
     show_summary,
 )
-from bot.services import services_of
 from models import store
-
-Context = ContextTypes.DEFAULT_TYPE
 
 
 async def start(update: Update, context: Context) -> None:
     """/start: greet (staff see their role) and show the menu keyboard."""
-    services = services_of(context)
+    services = context.services
     user = update.effective_user
     async with services.session() as session:
         staff = await store.get_staff(session, user.id)
@@ -44,7 +41,7 @@ async def start(update: Update, context: Context) -> None:
 
 async def help_command(update: Update, context: Context) -> None:
     """/help or 使用帮助."""
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         staff = await store.get_staff(session, update.effective_user.id)
     text = texts.HELP + (f"\n\n{texts.STAFF_HELP}" if staff else "")
     await update.effective_message.reply_text(text)

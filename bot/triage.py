@@ -17,7 +17,6 @@ from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     TypeHandler,
@@ -28,7 +27,8 @@ from bot import callbacks as cb
 from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press, refuse
 from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models import store
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,
@@ -40,7 +40,6 @@ from models.lifecycle import (
 )
 from models.tables import Case
 
-Context = ContextTypes.DEFAULT_TYPE
 TRIAGE = posts.TRIAGE_AUDIENCE
 NOT_ACCEPT_REASON, DUPLICATE_REF = range(20, 22)
 NAME = "triage"  # the ConversationHandler's (persistent) name
@@ -64,7 +63,7 @@ async def confirm(update: Update, context: Context) -> None:
 
 
 async def _show_dispatched(update: Update, context: Context, acted: routing.Acted) -> None:
-    services = services_of(context)
+    services = context.services
     done_text = texts.DONE_DISPATCHED.format(
         department=department_name(services, acted.case.department_code))
     await edit_post(update.callback_query, *post_for(acted, services, TRIAGE, done_text))
@@ -75,7 +74,7 @@ async def urgent(update: Update, context: Context) -> None:
     """🚨 标记紧急."""
     result = await press(update, context, routing.mark_urgent, TRIAGE)
     if result:
-        services = services_of(context)
+        services = context.services
         await edit_post(update.callback_query,
                         *post_for(result[1], services, TRIAGE, texts.DONE_URGENT))
         await done(update.callback_query)
@@ -92,7 +91,7 @@ async def decide_extension(update: Update, context: Context) -> None:
     result = await press(update, context, action, TRIAGE)
     if result is None:
         return
-    services = services_of(context)
+    services = context.services
     acted = result[1]
     outcome = (texts.DONE_EXT_APPROVED.format(date=local_time(services, acted.case.resolve_by))
                if approve else texts.DONE_EXT_REJECTED)
@@ -110,7 +109,7 @@ async def _swap_keyboard(update: Update, context: Context, screen: Screen) -> No
     """Show another set of buttons on the post; `screen` gives them and the presser's hint,
     or raises a CaseError saying why not."""
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     button = cb.parse(query.data)
     if button is None:
         await alert(query, texts.BUTTON_INVALID)
@@ -189,7 +188,7 @@ async def not_accept_as(update: Update, context: Context) -> None:
         button, acted = result
         done_text = texts.DONE_NOT_ACCEPTED.format(reason=NOT_ACCEPTED_REASONS[button.arg])
         await edit_post(update.callback_query,
-                        *post_for(acted, services_of(context), TRIAGE, done_text))
+                        *post_for(acted, context.services, TRIAGE, done_text))
         await done(update.callback_query)
 
 
