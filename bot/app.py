@@ -33,6 +33,7 @@ from bot import (
     guards,
     reporter,
     staff_commands,
+    survey,
     texts,
     triage,
     views,
@@ -193,10 +194,9 @@ def register_handlers(application: Application, settings: Settings) -> None:
         # Department (工作群) buttons.
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
-        CallbackQueryHandler(followup.on_rate_button,
-                             pattern=cb.pattern(followup.RATE, followup.RATE_NOW)),
-        MessageHandler(private_text & followup.pending_filter(application), followup.on_comment),
-        ChatMemberHandler(followup.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
+        CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
+        MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
+        ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
         # Staff and enterprise commands.
         CommandHandler("dashboard", staff_commands.dashboard_command, filters=private),
         CommandHandler("overdue", staff_commands.overdue_command),
@@ -204,7 +204,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("policy", staff_commands.policy_command),
         CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
         CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
-        CallbackQueryHandler(staff_commands.on_news_button, pattern=cb.pattern(staff_commands.NEWS)),
+        CallbackQueryHandler(staff_commands.on_news_button, pattern=cb.pattern(cb.NEWS)),
         # Whatever nobody claimed: a clear answer, never silence or a traceback.
         CommandHandler("cancel", reporter.nothing_to_cancel, filters=private),
         MessageHandler(private_text, conversation.offer_report),

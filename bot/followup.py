@@ -30,15 +30,12 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     Application,
-    filters,
 )
 
-from bot import callbacks as cb
-from bot import delivery, notices, posts
-from bot.common import alert, department_name, fit, local_time, snippet, stage_name
+from bot import delivery, notices, posts, survey
+from bot.common import fit, local_time, snippet, stage_name
 from bot.context import Context
 from bot.services import Services, services_of
 from bot.texts import followup as texts
@@ -46,17 +43,11 @@ from bot.texts import intake
 from models import drafts, outbox, store
 from models import followup as fq
 from models.deadlines import RED
-from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
-from models.store import Actor
-from models.tables import RESOLVED, UNSATISFIED, URGENT, Case
+from models.lifecycle import CaseError
+from models.tables import UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
 
-RATE = cb.RATE  # "rate:<case>:<version>:<rating>" on the survey
-RATE_NOW = "ratenow"  # "直接提交": 不满意 without a comment
-RATINGS = ("satisfied", "basic", "unsatisfied")
-COMMENT_MAX = 1000
-PENDING_PREFIX = "survey:"  # BotState "survey:<user id>": a 不满意 waiting for its comment
 NOTICE_CURSOR = "followup:notices"  # BotState: last case event the notices have passed
 # An event is passed by the cursor only once it is this old: a transaction that took an
 # event id earlier but committed later is still seen (ids are not commit-ordered on PG).
@@ -228,13 +219,6 @@ def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
 # ---------------------------------------------------------------- 回访 (surveys)
 
 
-def survey_keyboard(case: Case) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton(texts.BTN_RATE[r], callback_data=cb.make(RATE, case.id,
-                                                                      case.version, r))
-        for r in RATINGS]])
-
-
 async def queue_surveys(services: Services, config: FollowupConfig, now: datetime) -> Counter:
     """New surveys, the one reminder, and closing unanswered ones as 未评价."""
     counts: Counter = Counter()
@@ -243,7 +227,7 @@ async def queue_surveys(services: Services, config: FollowupConfig, now: datetim
         reminders = await fq.survey_reminders_due(session, now, after=config.survey_reminder)
         expired = await fq.surveys_expired(session, now, after=config.survey_close)
         waiting = {v.get("case_id") for v in
-                   (await drafts.load_states(session, PENDING_PREFIX)).values()}
+                   (await drafts.load_states(session, survey.PENDING_PREFIX)).values()}
     for case in new:
         counts["survey"] += await _queue_survey(services, config, case, now, reminder=False)
     for case in reminders:
@@ -280,54 +264,23 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
         event = "survey_reminder" if reminder else "survey"
         await outbox.enqueue(session, key=_key(case, event, chat_id), chat_id=chat_id,
                              text=fit(text, delivery.MAX_TEXT), kind=event, now=now,
-                             case_id=case.id, reply_markup=survey_keyboard(case).to_dict())
+                             case_id=case.id, reply_markup=survey.survey_keyboard(case).to_dict())
     return 1
-
-
-async def submit_rating(session, services: Services, user_id: int, case_id: int, version: int,
-                        rating: str, comment: str | None, now: datetime) -> Case:
-    """The reporter's answer; 不满意 reopens the case and sends it back to the department
-    with the comment (department post + reporter notice, in the same transaction). The
-    notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
-    case = await store.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
-                            rules=services.rules, expected_version=version)
-    if rating == UNSATISFIED:
-        await _queue_reopened(session, services, case, comment, now)
-    return case
-
-
-async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
-                          now: datetime) -> None:
-    dept = await store.get_department(session, case.department_code)
-    if dept is not None and dept.chat_id:
-        text = texts.POST_REOPENED.format(
-            ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
-            sign_by=local_time(services, case.sign_by),
-            resolve_by=local_time(services, case.resolve_by), snippet=snippet(case))
-        await outbox.enqueue(session, key=_key(case, "reopened", dept.chat_id),
-                             chat_id=dept.chat_id, text=fit(text, delivery.MAX_TEXT),
-                             kind="department", now=now, case_id=case.id,
-                             reply_markup=posts.as_dict(posts.department_keyboard(case)))
-    chat_id = await fq.reporter_chat(session, case)
-    if chat_id is not None:
-        text, _ = notices.notice_text(services, case, "reopened")
-        await outbox.enqueue_many(session, [
-            await notices.notice_row(session, case, "reopened", chat_id, text, now)])
 
 
 async def submit_stale_ratings(services: Services, config: FollowupConfig,
                                now: datetime) -> Counter:
     """A 不满意 whose comment never came is submitted without one after the idle timeout."""
     async with services.read_session() as session:
-        pending = await drafts.load_states(session, PENDING_PREFIX)
+        pending = await drafts.load_states(session, survey.PENDING_PREFIX)
     counts: Counter = Counter()
     for key, value in pending.items():
         if datetime.fromisoformat(value["at"]) > now - config.comment_timeout:
             continue
-        user_id = int(key[len(PENDING_PREFIX):])
+        user_id = int(key[len(survey.PENDING_PREFIX):])
         try:
             async with services.session() as session:
-                await submit_rating(session, services, user_id, value["case_id"],
+                await survey.submit_rating(session, services, user_id, value["case_id"],
                                     value["version"], UNSATISFIED, None, now)
                 await drafts.save_states(session, {key: None}, now)
             counts["reopened"] += 1
@@ -414,165 +367,6 @@ async def _queue_notice(session, services: Services, change: fq.StatusNotice,
     return queued is not None
 
 
-# ---------------------------------------------------------------- survey buttons and comments
-
-
-def pending_filter(application: Application) -> filters.User:
-    """Users with a 不满意 waiting for its comment (loaded from the store by the first pass)."""
-    return application.bot_data.setdefault(STATE_KEY, {}).setdefault(
-        "pending", filters.User(allow_empty=False))
-
-
-async def on_rate_button(update: Update, context: Context) -> None:
-    """满意 / 基本满意 close the case; 不满意 asks for a comment; 直接提交 reopens without one."""
-    query = update.callback_query
-    button = cb.parse(query.data)
-    if button is None or button.verb not in (RATE, RATE_NOW) or button.arg not in RATINGS:
-        await alert(query, intake.BUTTON_INVALID)
-        return
-    services = context.services
-    user_id, now = query.from_user.id, services.clock()
-    if button.verb == RATE and button.arg == UNSATISFIED:
-        await _ask_comment(update, context, button)
-        return
-    try:
-        async with services.session() as session:
-            case = await submit_rating(session, services, user_id, button.case_id,
-                                       button.version, button.arg, None, now)
-            cleared = await _clear_pending(session, user_id, case.id, now)
-    except CaseError as exc:
-        await alert(query, _refusal(exc))
-        return
-    if cleared:
-        pending_filter(context.application).remove_user_ids(user_id)
-    delivery.kick(context.application)
-    await query.answer()
-    if button.arg == UNSATISFIED:  # 直接提交: the reopened notice follows
-        done = texts.SURVEY_SUBMITTED_NO_COMMENT
-    else:
-        done = texts.SURVEY_THANKS.format(rating=texts.RATING_NAMES[button.arg], ref=case.ref)
-    await query.edit_message_text(done, reply_markup=None)
-
-
-async def _clear_pending(session, user_id: int, case_id: int, now: datetime) -> bool:
-    """Forget the user's awaited comment if it is about this case; True if there was one."""
-    key = f"{PENDING_PREFIX}{user_id}"
-    pending = await drafts.get_state(session, key)
-    if pending is None or pending.get("case_id") != case_id:
-        return False
-    await drafts.save_states(session, {key: None}, now)
-    return True
-
-
-def _refusal(exc: CaseError) -> str:
-    if isinstance(exc, StaleVersion):
-        return intake.BUTTON_EXPIRED
-    if isinstance(exc, IllegalTransition):  # AlreadyDone included: answered or closed
-        return texts.SURVEY_ALREADY_DONE
-    if isinstance(exc, NotPermitted):
-        return texts.SURVEY_NOT_YOURS
-    return str(exc)
-
-
-async def _ask_comment(update: Update, context: Context, button: cb.Callback) -> None:
-    """不满意: remember it and ask for the reason (or 直接提交)."""
-    query = update.callback_query
-    services = context.services
-    user_id, now = query.from_user.id, services.clock()
-    async with services.session() as session:
-        case = await session.get(Case, button.case_id)
-        reporter = await drafts.reporter_of_case(session, case) if case else None
-        refusal = None
-        if case is None or case.status != RESOLVED:
-            refusal = texts.SURVEY_ALREADY_DONE
-        elif reporter is None or reporter.telegram_id != user_id:
-            refusal = texts.SURVEY_NOT_YOURS
-        elif case.version != button.version:
-            refusal = intake.BUTTON_EXPIRED
-    if refusal is None:
-        await _submit_earlier_pending(services, user_id, case.id, now)
-        async with services.session() as session:
-            await drafts.save_states(session, {f"{PENDING_PREFIX}{user_id}": {
-                "case_id": case.id, "version": case.version, "at": now.isoformat()}}, now)
-    if refusal:
-        await alert(query, refusal)
-        return
-    pending_filter(context.application).add_user_ids(user_id)
-    await query.answer()
-    name = department_name(services, case.department_code)
-    submit = InlineKeyboardMarkup([[InlineKeyboardButton(
-        texts.BTN_SUBMIT_RATING, callback_data=cb.make(RATE_NOW, case.id, case.version,
-                                                       UNSATISFIED))]])
-    await query.edit_message_text(
-        fit(query.message.text or "", delivery.MAX_TEXT - 40) + "\n\n"
-        + texts.SURVEY_ANSWERED.format(rating=texts.RATING_NAMES[UNSATISFIED]),
-        reply_markup=None)
-    await context.bot.send_message(
-        user_id, texts.SURVEY_ASK_COMMENT.format(max=COMMENT_MAX, department=name),
-        reply_markup=submit)
-
-
-async def _submit_earlier_pending(services: Services, user_id: int, case_id: int,
-                                  now: datetime) -> None:
-    """One comment is awaited per person: a 不满意 still waiting on another case is submitted
-    without its comment rather than forgotten."""
-    key = f"{PENDING_PREFIX}{user_id}"
-    async with services.session() as session:
-        earlier = await drafts.get_state(session, key)
-    if earlier is None or earlier["case_id"] == case_id:
-        return
-    try:
-        async with services.session() as session:
-            await submit_rating(session, services, user_id, earlier["case_id"],
-                                earlier["version"], UNSATISFIED, None, now)
-    except CaseError as exc:
-        log.info("earlier rating of case %s dropped: %s", earlier["case_id"], exc)
-
-
-async def on_comment(update: Update, context: Context) -> None:
-    """The reason for 不满意, typed by a reporter the bot just asked."""
-    services = context.services
-    user_id, now = update.effective_user.id, services.clock()
-    message = update.effective_message
-    key = f"{PENDING_PREFIX}{user_id}"
-    async with services.session() as session:
-        pending = await drafts.get_state(session, key)
-    if pending is None:  # answered meanwhile (another device, the timeout)
-        pending_filter(context.application).remove_user_ids(user_id)
-        return
-    comment = (message.text or "").strip()
-    if len(comment) > COMMENT_MAX:
-        await message.reply_text(texts.SURVEY_COMMENT_TOO_LONG.format(length=len(comment),
-                                                                      max=COMMENT_MAX))
-        return
-    refusal = None
-    try:
-        async with services.session() as session:
-            await submit_rating(session, services, user_id, pending["case_id"],
-                                pending["version"], UNSATISFIED, comment or None, now)
-            await drafts.save_states(session, {key: None}, now)
-    except CaseError as exc:
-        async with services.session() as session:
-            await drafts.save_states(session, {key: None}, now)
-        refusal = _refusal(exc)
-    pending_filter(context.application).remove_user_ids(user_id)
-    delivery.kick(context.application)  # the reopened notice is the answer
-    if refusal:
-        await message.reply_text(refusal)
-
-
-async def on_my_chat_member(update: Update, context: Context) -> None:
-    """A user blocked (or unblocked) the bot in their private chat: stop (or resume) pushes."""
-    change = update.my_chat_member
-    if change is None or change.chat.type != "private":
-        return
-    status = change.new_chat_member.status
-    reachable = status not in ("kicked", "left")
-    services = context.services
-    async with services.session() as session:
-        await store.set_reporter_reachable(session, change.chat.id, reachable)
-
-
 # ---------------------------------------------------------------- the job
 
 
@@ -584,14 +378,8 @@ async def followup_job(context: Context) -> None:
         return  # the previous pass is still running
     async with lock:
         if not state.get("pending_loaded"):
-            await _load_pending(context.application)
+            await survey.load_pending(context.application)
             state["pending_loaded"] = True
         await run_followup_pass(context.application)
 
 
-async def _load_pending(application: Application) -> None:
-    """After a restart, reporters asked for a 不满意 comment are recognised again."""
-    services = services_of(application)
-    async with services.session() as session:
-        pending = await drafts.load_states(session, PENDING_PREFIX)
-    pending_filter(application).add_user_ids([int(k[len(PENDING_PREFIX):]) for k in pending])

@@ -92,3 +92,15 @@ async def stray_button(update: Update, context: Context) -> None:
     query = update.callback_query
     known = cb.parse(query.data) is not None
     await alert(query, texts.BUTTON_EXPIRED if known else texts.BUTTON_INVALID)
+
+
+async def on_my_chat_member(update: Update, context: Context) -> None:
+    """A user blocked (or unblocked) the bot in their private chat: stop (or resume) pushes."""
+    change = update.my_chat_member
+    if change is None or change.chat.type != "private":
+        return
+    status = change.new_chat_member.status
+    reachable = status not in ("kicked", "left")
+    services = context.services
+    async with services.session() as session:
+        await store.set_reporter_reachable(session, change.chat.id, reachable)

@@ -22,7 +22,6 @@ from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError
 from models.tables import Case, Staff
 
-NEWS = "news"  # "news:0:<policy id>:off" under a policy: unsubscribe
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
 ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
 _MONTH = re.compile(r"^(\d{4})(?:-|年)(\d{1,2})月?$")
@@ -250,7 +249,7 @@ def policy_message(item) -> tuple[str, InlineKeyboardMarkup]:
         parts.append(texts.POLICY_TAGS.format(tags="、".join(item.tags)))
     parts.append(texts.POLICY_FOOTER)
     button = InlineKeyboardButton(texts.BTN_UNSUBSCRIBE,
-                                  callback_data=cb.make(NEWS, 0, item.id, "off"))
+                                  callback_data=cb.make(cb.NEWS, 0, item.id, "off"))
     return fit("\n\n".join(parts), delivery.MAX_TEXT), InlineKeyboardMarkup([[button]])
 
 
@@ -310,7 +309,7 @@ async def on_news_button(update: Update, context: Context) -> None:
     """「不再接收政策推送」under a policy."""
     query = update.callback_query
     button = cb.parse(query.data)
-    if button is None or button.verb != NEWS or button.arg != "off":
+    if button is None or button.verb != cb.NEWS or button.arg != "off":
         await alert(query, intake.BUTTON_INVALID)
         return
     reply = await _set_subscription(context.services, query.from_user.id, False)

@@ -13,13 +13,9 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.followup import (
-    PENDING_PREFIX,
-    queue_status_notices,
-    run_followup_pass,
-    submit_rating,
-)
+from bot.followup import queue_status_notices, run_followup_pass
 from bot.services import Services
+from bot.survey import PENDING_PREFIX, submit_rating
 from models import drafts, outbox, stats, store
 from models import followup as fq
 from models.db import make_engine, session_scope
