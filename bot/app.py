@@ -29,7 +29,7 @@ from bot import (
     conversation,
     delivery,
     department,
-    followup,
+    duties,
     guards,
     reporter,
     staff_commands,
@@ -254,7 +254,7 @@ def schedule_background_duties(application: Application, settings: Settings) -> 
     if jobs is None:
         raise RuntimeError("the follow-up engine needs python-telegram-bot[job-queue]")
     poll = float(settings.followup.get("poll_seconds", 5))
-    jobs.run_repeating(followup.followup_job, interval=poll, first=1, name="followup",
+    jobs.run_repeating(duties.followup_job, interval=poll, first=1, name="followup",
                        job_kwargs=delivery.OVERLAP_ALLOWED)
     jobs.run_repeating(delivery.delivery_job, interval=poll, first=0.5, name="outbox-delivery",
                        job_kwargs=delivery.OVERLAP_ALLOWED)

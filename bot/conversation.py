@@ -35,8 +35,8 @@ from telegram.ext import (
     filters,
 )
 
+from bot import actions, texts, views
 from bot import callbacks as cb
-from bot import routing, texts, views
 from bot.common import (
     buttons_start_conversations,
     department_name,
@@ -529,7 +529,7 @@ def edit_keyboard(draft: dict) -> InlineKeyboardMarkup:
 
 def summary_text(context: Context, draft: dict) -> str:
     services = context.services
-    suggestion = routing.suggest(services, draft["text"])
+    suggestion = actions.suggest(services, draft["text"])
     confident = suggestion.confident and suggestion.label
     department = department_name(services, suggestion.label) if confident else None
     return texts.summary(
@@ -597,12 +597,12 @@ async def submit(update: Update, context: Context) -> int | None:
     services = context.services
     draft = draft_of(context)
     user = update.effective_user
-    report = routing.ReportDraft(
+    report = actions.ReportDraft(
         nonce=draft["nonce"], text=draft["text"], kind=draft["kind"], photos=draft["photos"],
         latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
         out_of_area=draft["out_of_area"])
     try:
-        case, fresh = await routing.submit_report(services, telegram_id=user.id,
+        case, fresh = await actions.submit_report(services, telegram_id=user.id,
                                                   display_name=display_name(user), draft=report)
     except CaseError as exc:
         await _reply(update, str(exc))

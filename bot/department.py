@@ -24,8 +24,8 @@ from telegram.ext import (
     filters,
 )
 
+from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press
 from bot.common import buttons_start_conversations, edit_post, local_time, now_of
 from bot.context import Context
@@ -47,7 +47,7 @@ RESULT_MAX = 2000
 
 async def sign(update: Update, context: Context) -> None:
     """✍️ 签收: the department takes the case; the reporter is told."""
-    result = await press(update, context, routing.sign, DEPARTMENT)
+    result = await press(update, context, actions.sign, DEPARTMENT)
     if result:
         services = context.services
         await edit_post(update.callback_query,
@@ -111,7 +111,7 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
         return None
 
     async def action(services, user_id, button):
-        return await routing.return_to_triage(services, user_id, button, reason.strip())
+        return await actions.return_to_triage(services, user_id, button, reason.strip())
 
     return await _finish(update, context, action, texts.DONE_RETURNED, texts.RETURNED_OK)
 
@@ -145,7 +145,7 @@ async def _resolve(update: Update, context: Context, photo: str | None) -> int |
     result = pending["result"]
 
     async def action(services, user_id, button):
-        return await routing.resolve_case(services, user_id, button, result, photo)
+        return await actions.resolve_case(services, user_id, button, result, photo)
 
     return await _finish(update, context, action, texts.DONE_RESOLVED, texts.RESOLVED_OK)
 
@@ -235,7 +235,7 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
     reason = pending["reason"]
 
     async def action(services, user_id, button):
-        acted, _request = await routing.ask_extension(services, user_id, button, reason,
+        acted, _request = await actions.ask_extension(services, user_id, button, reason,
                                                       new_resolve_by)
         return acted
 

@@ -1,7 +1,7 @@
 """The reporter's progress notices: one per real change, in order, in the reporter's words.
 
-The bot queues each notice in the transaction of its change (bot/routing.py, bot/followup.py)
-and the follow-up engine's safety net (followup.queue_status_notices) re-creates missing ones
+The bot queues each notice in the transaction of its change (bot/actions.py, bot/survey.py)
+and the follow-up engine's safety net (bot/duties/status_notices.py) re-creates missing ones
 from the case events; both build them here, under one key per change,
 f"case:{id}:{event}:{version}:{chat}", so the outbox keeps one.
 
@@ -41,6 +41,11 @@ ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged"})
 def notice_key(case_id: int, event: str, version: int, chat_id: int) -> str:
     """The outbox key of a push about a case (shared with the group posts' keys)."""
     return f"case:{case_id}:{event}:{version}:{chat_id}"
+
+
+def case_key(case: Case, event: str, chat_id: int, version: int | None = None) -> str:
+    """The outbox key of a push about `case` at its current version (or `version`)."""
+    return notice_key(case.id, event, case.version if version is None else version, chat_id)
 
 
 def _earlier_keys(case: Case, chat_id: int, version: int, events: tuple[str, ...]) -> list[str]:

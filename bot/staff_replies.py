@@ -16,8 +16,8 @@ from telegram import ForceReply, Update
 from telegram.constants import ParseMode
 from telegram.ext import ConversationHandler
 
+from bot import actions, texts
 from bot import callbacks as cb
-from bot import routing, texts
 from bot.buttons import post_for, refuse
 from bot.common import MAX_CAPTION, MAX_TEXT, alert, fit, kick_delivery
 from bot.context import Context
@@ -26,8 +26,8 @@ from models.lifecycle import CaseError, StaleVersion
 from models.validation import InvalidInput
 
 END = ConversationHandler.END
-Action = Callable[[Services, int, cb.Callback], Awaitable[routing.Acted]]
-Check = Callable[[routing.Acted], None]
+Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
+Check = Callable[[actions.Acted], None]
 
 
 def pending(context: Context, key: str, chat_id: int) -> dict | None:
@@ -65,7 +65,7 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
         await alert(query, texts.BUTTON_INVALID)
         return None
     try:
-        acted = await routing.check_button(services, query.from_user.id, button)
+        acted = await actions.check_button(services, query.from_user.id, button)
         if check is not None:
             check(acted)
     except CaseError as exc:
@@ -85,8 +85,8 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
 
 
 async def finish(update: Update, context: Context, *, key: str, audience: str, action: Action,
-                 done: Callable[[routing.Acted], str],
-                 answer: Callable[[routing.Acted], str]) -> int | None:
+                 done: Callable[[actions.Acted], str],
+                 answer: Callable[[actions.Acted], str]) -> int | None:
     """Run `action` for the waiting button, redraw the post it was on, end the conversation.
 
     Bad words (InvalidInput) are answered and asked for again; any other refusal ends it.

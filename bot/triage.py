@@ -23,8 +23,8 @@ from telegram.ext import (
     filters,
 )
 
+from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press, refuse
 from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
 from bot.context import Context
@@ -55,14 +55,14 @@ async def confirm(update: Update, context: Context) -> None:
     async def action(services, user_id, button):
         if button.arg is not None and services.settings.department(button.arg) is None:
             raise CaseError(texts.BUTTON_INVALID)
-        return await routing.choose_department(services, user_id, button, button.arg)
+        return await actions.choose_department(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
     if result:
         await _show_dispatched(update, context, result[1])
 
 
-async def _show_dispatched(update: Update, context: Context, acted: routing.Acted) -> None:
+async def _show_dispatched(update: Update, context: Context, acted: actions.Acted) -> None:
     services = context.services
     done_text = texts.DONE_DISPATCHED.format(
         department=department_name(services, acted.case.department_code))
@@ -72,7 +72,7 @@ async def _show_dispatched(update: Update, context: Context, acted: routing.Acte
 
 async def urgent(update: Update, context: Context) -> None:
     """🚨 标记紧急."""
-    result = await press(update, context, routing.mark_urgent, TRIAGE)
+    result = await press(update, context, actions.mark_urgent, TRIAGE)
     if result:
         services = context.services
         await edit_post(update.callback_query,
@@ -86,7 +86,7 @@ async def decide_extension(update: Update, context: Context) -> None:
     approve = query.data.startswith(cb.APPROVE_EXT + ":")
 
     async def action(services, user_id, button):
-        return await routing.decide_extension(services, user_id, button, approve)
+        return await actions.decide_extension(services, user_id, button, approve)
 
     result = await press(update, context, action, TRIAGE)
     if result is None:
@@ -115,7 +115,7 @@ async def _swap_keyboard(update: Update, context: Context, screen: Screen) -> No
         await alert(query, texts.BUTTON_INVALID)
         return
     try:
-        acted = await routing.check_button(services, query.from_user.id, button)
+        acted = await actions.check_button(services, query.from_user.id, button)
         keyboard, hint = screen(acted.case, services, button)
     except CaseError as exc:
         await refuse(query, services, button, exc, TRIAGE)
@@ -181,7 +181,7 @@ async def not_accept_as(update: Update, context: Context) -> None:
     async def action(services, user_id, button):
         if button.arg not in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV):
             raise CaseError(texts.BUTTON_INVALID)
-        return await routing.not_accept(services, user_id, button, button.arg)
+        return await actions.not_accept(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
     if result:
@@ -210,7 +210,7 @@ async def got_other_reason(update: Update, context: Context) -> int | None:
     reason = update.message.text
 
     async def action(services, user_id, button):
-        return await routing.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
+        return await actions.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=TRIAGE, action=action,
@@ -224,7 +224,7 @@ async def got_duplicate_ref(update: Update, context: Context) -> int | None:
     into = store.normalize_ref(found[0] if found else typed)
 
     async def action(services, user_id, button):
-        return await routing.merge_duplicate(services, user_id, button, into)
+        return await actions.merge_duplicate(services, user_id, button, into)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=TRIAGE, action=action,

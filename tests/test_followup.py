@@ -13,7 +13,8 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.followup import queue_status_notices, run_followup_pass
+from bot.duties import run_followup_pass
+from bot.duties.status_notices import queue_status_notices
 from bot.services import Services
 from bot.survey import PENDING_PREFIX, submit_rating
 from models import drafts, outbox, stats, store

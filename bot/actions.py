@@ -1,4 +1,4 @@
-"""What happens in the store when people act.
+"""The action service: what happens in the store when staff (and reporters) act.
 
 Each function is one short transaction: it checks who is acting, changes the case through
 models.store, and enqueues the pushes the change causes (models.outbox) — the triage and
