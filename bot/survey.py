@@ -21,7 +21,6 @@ from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
 from models import drafts, outbox, store
-from models import followup as fq
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
 from models.store import Actor
 from models.tables import RESOLVED, UNSATISFIED, Case
@@ -61,16 +60,13 @@ async def _queue_reopened(session, services: Services, case: Case, comment: str 
             ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
             sign_by=local_time(services, case.sign_by),
             resolve_by=local_time(services, case.resolve_by), snippet=snippet(case))
-        await outbox.enqueue(session, key=notices.notice_key(case.id, "reopened", case.version,
-                                                                 dept.chat_id),
+        await outbox.enqueue(session, key=notices.case_key(case, "reopened", dept.chat_id),
                              chat_id=dept.chat_id, text=fit(text, delivery.MAX_TEXT),
                              kind="department", now=now, case_id=case.id,
                              reply_markup=posts.as_dict(posts.department_keyboard(case)))
-    chat_id = await fq.reporter_chat(session, case)
-    if chat_id is not None:
-        text, _ = notices.notice_text(services, case, "reopened")
-        await outbox.enqueue_many(session, [
-            await notices.notice_row(session, case, "reopened", chat_id, text, now)])
+    notice = await notices.reporter_notice(session, services, case, "reopened", now)
+    if notice is not None:
+        await outbox.enqueue_many(session, [notice])
 
 
 def pending_filter(application: Application) -> filters.User:

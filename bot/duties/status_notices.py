@@ -83,10 +83,9 @@ async def _queue_notice(session, services: Services, change: fq.StatusNotice,
                         now: datetime) -> bool:
     """The reporter's notice of one status change; True if this call queued it."""
     event, case = change.event, change.case
-    text, photo = notices.notice_text(services, case, event.action, event.details)
-    due = notices.dispatch_due(services, event.at) if event.action == notices.DISPATCHED else None
-    row = await notices.notice_row(session, case, event.action, change.chat_id, text, now,
-                                   photo=photo, version=change.version, due=due)
+    row = await notices.reporter_notice(session, services, case, event.action, now,
+                                        details=event.details, chat_id=change.chat_id,
+                                        version=change.version, at=event.at)
     queued = await outbox.enqueue(session, key=row["key"], chat_id=row["chat_id"],
                                   text=row["text"], kind=row["kind"], now=now, photo=row["photo"],
                                   case_id=row["case_id"], due_at=row["due_at"])
