@@ -148,3 +148,19 @@ def test_only_the_app_registers_handlers():
     registering.pop("bot.terminal", None)
     assert registering == {}
     assert _add_handler_calls(ROOT / "bot" / "app.py")
+
+
+def test_the_bot_uses_no_private_modules_of_its_libraries():
+    """Only public APIs of PTB and aiohttp: private modules change without notice."""
+    private = {}
+    for name, path in project_modules().items():
+        if not name.startswith("bot."):
+            continue
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""])
+            bad = [n for n in names if n.split(".")[0] in ("telegram", "aiohttp", "aiosqlite")
+                   and any(part.startswith("_") for part in n.split(".")[1:])]
+            if bad:
+                private.setdefault(name, []).extend(bad)
+    assert private == {}
