@@ -1,7 +1,10 @@
 """The Telegram Application: built by one factory from the settings, so tests, the demo and
 deployments each choose the Bot API address.
 
-build_application only builds and registers; bot/run.py starts it (polling or webhook).
+This module is the one handler table (register_handlers) and the one place jobs are scheduled
+(register_jobs; schedule_background_duties for the bot and workers alike); other bot modules
+export callbacks and conversation builders only. build_application and build_worker share one
+builder; bot/run.py starts them (polling or webhook).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
@@ -77,8 +81,8 @@ def api_urls(base_url: str) -> tuple[str, str]:
     return root + "/bot", root + "/file/bot"
 
 
-def _builder(settings: Settings, services: Services, *, token: str | None,
-             base_url: str | None, base_file_url: str | None = None) -> ApplicationBuilder:
+def _builder(settings: Settings, *, token: str, base_url: str | None,
+             base_file_url: str | None = None) -> ApplicationBuilder:
     """What the bot and a worker share: the token, the HTTP client and the Bot API address."""
     tg = settings.telegram
     builder = Application.builder().token(token).context_types(CONTEXT_TYPES)
@@ -112,7 +116,7 @@ def build_application(
     services = services or Services.from_settings(settings, clock=clock)
     concurrency = int(settings.telegram.get("concurrent_updates", DEFAULT_CONCURRENCY))
     application = (
-        _builder(settings, services, token=token, base_url=base_url, base_file_url=base_file_url)
+        _builder(settings, token=token, base_url=base_url, base_file_url=base_file_url)
         .persistence(StorePersistence(services.session, services.clock))
         .concurrent_updates(OneAtATimePerPerson(concurrency))
         .build()
@@ -136,7 +140,7 @@ def build_worker(settings: Settings, *, token: str | None = None, base_url: str 
     services = services or Services(
         settings=settings, engine=make_engine(settings.database_url, settings.database_echo),
         rules=Rules.from_settings(settings), suggester=None, owns_engine=True)
-    application = _builder(settings, services, token=token, base_url=base_url).build()
+    application = _builder(settings, token=token, base_url=base_url).build()
     application.bot_data[SERVICES_KEY] = services
     schedule_background_duties(application, settings)
     return application
@@ -233,10 +237,16 @@ async def prune_processed_updates(context: Context) -> None:
         await asyncio.sleep(0)
 
 
+def _job_queue(application: Application) -> JobQueue:
+    if application.job_queue is None:
+        raise RuntimeError("the bot's jobs need python-telegram-bot[job-queue]")
+    return application.job_queue
+
+
 def register_jobs(application: Application, settings: Settings) -> None:
     """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), idle
     conversations, forgotten update ids."""
-    jobs = application.job_queue
+    jobs = _job_queue(application)
     every = float(settings.classifier.get("reload_check_seconds", 30))
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
     idle = float(settings.conversation.get("idle_timeout_minutes", 30))
@@ -250,9 +260,7 @@ def register_jobs(application: Application, settings: Settings) -> None:
 def schedule_background_duties(application: Application, settings: Settings) -> None:
     """The follow-up duties and the outbox sender, every followup.poll_seconds (the bot and
     each worker alike). A pass may outlast the interval: the overlapping tick returns at once."""
-    jobs = application.job_queue
-    if jobs is None:
-        raise RuntimeError("the follow-up engine needs python-telegram-bot[job-queue]")
+    jobs = _job_queue(application)
     poll = float(settings.followup.get("poll_seconds", 5))
     jobs.run_repeating(duties.followup_job, interval=poll, first=1, name="followup",
                        job_kwargs=delivery.OVERLAP_ALLOWED)
