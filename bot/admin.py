@@ -8,15 +8,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
-from telegram.ext import CommandHandler, ContextTypes
 
 from bot import texts
-from bot.services import services_of
+from bot.context import Context
 from models import store
 from models.lifecycle import CaseError
 
 log = logging.getLogger(__name__)
-Context = ContextTypes.DEFAULT_TYPE
 Command = Callable[[Update, Context], Awaitable[None]]
 
 
@@ -25,7 +23,7 @@ def admin_only(command: Command) -> Command:
 
     @functools.wraps(command)
     async def wrapper(update: Update, context: Context) -> None:
-        async with services_of(context).session() as session:
+        async with context.services.session() as session:
             staff = await store.get_staff(session, update.effective_user.id)
         if staff is None or staff.role != "admin":
             await update.effective_message.reply_text(texts.ADMIN_ONLY)
@@ -41,7 +39,7 @@ def model_version(suggester) -> str:
 
 async def reload_model(context: Context) -> bool:
     """Load a newer model file if there is one (off the event loop: loading takes a moment)."""
-    suggester = services_of(context).suggester
+    suggester = context.services.suggester
     changed = bool(await asyncio.to_thread(suggester.reload_if_changed))
     if changed:
         log.info("classifier model reloaded: %s", model_version(suggester))
@@ -60,7 +58,7 @@ async def reload_model_job(context: Context) -> None:
 async def reload_model_command(update: Update, context: Context) -> None:
     """/reload_model."""
     changed = await reload_model(context)
-    version = model_version(services_of(context).suggester)
+    version = model_version(context.services.suggester)
     template = texts.MODEL_RELOADED if changed else texts.MODEL_UNCHANGED
     await update.effective_message.reply_text(template.format(version=version))
 
@@ -83,7 +81,7 @@ def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | 
 @admin_only
 async def staff_add(update: Update, context: Context) -> None:
     """/staff_add ID ROLE [DEPT|GRID] [NAME]: add or change a staff member."""
-    services = services_of(context)
+    services = context.services
     grids = {g.code for g in services.settings.grids} | {g.code for g in services.gridmap.records()}
     parsed = _parse_staff_add(context.args or [], grids)
     if parsed is None:
@@ -91,7 +89,7 @@ async def staff_add(update: Update, context: Context) -> None:
         return
     telegram_id, role, where, name = parsed
     try:
-        async with services_of(context).session() as session:
+        async with context.services.session() as session:
             existing = await store.get_staff(session, telegram_id)
             await store.upsert_staff(
                 session, telegram_id, name=name or (existing.name if existing else ""),
@@ -103,8 +101,3 @@ async def staff_add(update: Update, context: Context) -> None:
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
         telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],
         where=f"，{where}" if where else ""))
-
-
-def handlers() -> list[CommandHandler]:
-    return [CommandHandler("reload_model", reload_model_command),
-            CommandHandler("staff_add", staff_add)]

@@ -1,7 +1,10 @@
 """The Telegram Application: built by one factory from the settings, so tests, the demo and
 deployments each choose the Bot API address.
 
-build_application only builds and registers; bot/run.py starts it (polling or webhook).
+This module is the one handler table (register_handlers) and the one place jobs are scheduled
+(register_jobs; schedule_background_duties for the bot and workers alike); other bot modules
+export callbacks and conversation builders only. build_application and build_worker share one
+builder; bot/run.py starts them (polling or webhook).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     CallbackQueryHandler,
+    ChatMemberHandler,
     CommandHandler,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
@@ -27,19 +33,25 @@ from bot import (
     conversation,
     delivery,
     department,
-    followup,
+    duties,
     guards,
     home,
     reporter,
+    staff_commands,
+    survey,
     texts,
     triage,
     views,
 )
+from bot import callbacks as cb
+from bot.context import CONTEXT_TYPES, Context
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, services_of
 from models import drafts
+from models.db import make_engine
+from models.store import Rules
 from whistle.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,24 @@ def api_urls(base_url: str) -> tuple[str, str]:
     return root + "/bot", root + "/file/bot"
 
 
+def _builder(settings: Settings, *, token: str, base_url: str | None,
+             base_file_url: str | None = None) -> ApplicationBuilder:
+    """What the bot and a worker share: the token, the HTTP client and the Bot API address."""
+    tg = settings.telegram
+    builder = Application.builder().token(token).context_types(CONTEXT_TYPES)
+    connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
+    if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":
+        builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
+                   .get_updates_request(AiohttpRequest(connection_pool_size=1)))
+    else:
+        builder = builder.connection_pool_size(connections)
+    api = base_url or settings.telegram_base_url
+    if api:
+        bot_url, file_url = api_urls(api)
+        builder = builder.base_url(bot_url).base_file_url(base_file_url or file_url)
+    return builder
+
+
 def build_application(
     settings: Settings,
     *,
@@ -86,42 +116,63 @@ def build_application(
     if not token:
         raise ConfigError("未设置 TELEGRAM_TOKEN（环境变量）；没有令牌时请用 `whistle demo` 体验")
     services = services or Services.from_settings(settings, clock=clock)
-    tg = settings.telegram
-    builder = (
-        Application.builder()
-        .token(token)
+    concurrency = int(settings.telegram.get("concurrent_updates", DEFAULT_CONCURRENCY))
+    application = (
+        _builder(settings, token=token, base_url=base_url, base_file_url=base_file_url)
         .persistence(StorePersistence(services.session, services.clock))
-        .concurrent_updates(OneAtATimePerPerson(
-            int(tg.get("concurrent_updates", DEFAULT_CONCURRENCY))))
+        .concurrent_updates(OneAtATimePerPerson(concurrency))
+        .build()
     )
-    connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
-    if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":
-        builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
-                   .get_updates_request(AiohttpRequest(connection_pool_size=1)))
-    else:
-        builder = builder.connection_pool_size(connections)
-    api = base_url or settings.telegram_base_url
-    if api:
-        bot_url, file_url = api_urls(api)
-        builder = builder.base_url(bot_url).base_file_url(base_file_url or file_url)
-    application = builder.build()
     application.bot_data[SERVICES_KEY] = services
     register_handlers(application, settings)
     register_jobs(application, settings)
+    schedule_background_duties(application, settings)
     return application
 
 
+def build_worker(settings: Settings, *, token: str | None = None, base_url: str | None = None,
+                 services: Services | None = None) -> Application:
+    """An Application that only runs the background duties and the outbox sender: no handlers
+    read updates. Start any number of them next to the bot against one PostgreSQL database
+    (`run_worker`); the compare-and-set claims and SKIP LOCKED keep every push single."""
+    token = token or settings.telegram_token
+    if not token:
+        raise ValueError("a worker needs the bot's token (TELEGRAM_TOKEN)")
+    # No classifier: a worker never reads a report.
+    services = services or Services(
+        settings=settings, engine=make_engine(settings.database_url, settings.database_echo),
+        rules=Rules.from_settings(settings), suggester=None, owns_engine=True)
+    application = _builder(settings, token=token, base_url=base_url).build()
+    application.bot_data[SERVICES_KEY] = services
+    schedule_background_duties(application, settings)
+    return application
+
+
+async def run_worker(settings: Settings, *, token: str | None = None,
+                     base_url: str | None = None, services: Services | None = None) -> None:
+    """Run a background worker until cancelled."""
+    application = build_worker(settings, token=token, base_url=base_url, services=services)
+    async with application:
+        await application.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await application.stop()
+            await services_of(application).dispose()
+
+
 def register_handlers(application: Application, settings: Settings) -> None:
-    """Every handler, in the order that matters: the first match in a group wins."""
+    """Every handler of the bot, in the order that matters: the first match in a group wins."""
     idle = float(settings.conversation.get("idle_timeout_minutes", 30))
     private = filters.ChatType.PRIVATE
     new_private = filters.UpdateType.MESSAGE & private
+    private_text = new_private & filters.TEXT & ~filters.COMMAND
 
     # Group -1 runs first for every update: drop updates delivered twice.
     application.add_handler(TypeHandler(Update, guards.drop_duplicates), group=-1)
 
-    # Edited messages, and the read-only commands that must not disturb a conversation.
     application.add_handlers([
+        # Edited messages, and the read-only commands that must not disturb a conversation.
         MessageHandler(filters.UpdateType.EDITED, reporter.edited),
         CommandHandler("start", reporter.start),
         CommandHandler("help", reporter.help_command),
@@ -129,22 +180,44 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("my", views.my_cases, filters=private),
         MessageHandler(new_private & filters.Text([texts.MENU_MY]), views.my_cases),
         CommandHandler("case", views.case_timeline),
-        *admin.handlers(),
+        # Administrators.
+        CommandHandler("reload_model", admin.reload_model_command),
+        CommandHandler("staff_add", admin.staff_add),
+        # The conversations: staff replies in groups, then the reporter's intake.
         department.build(idle),
         triage.build(idle),
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
-        *triage.handlers(),
-        *department.handlers(),
-    ])
-
-    _register_followup(application)
-
-    # Whatever nobody claimed: a clear answer, never silence or a traceback.
-    application.add_handlers([
+        # Triage (分拨中心) buttons.
+        CallbackQueryHandler(triage.confirm, pattern=cb.pattern(cb.CONFIRM)),
+        CallbackQueryHandler(triage.ask_to_confirm, pattern=cb.pattern(cb.TO)),
+        CallbackQueryHandler(triage.urgent, pattern=cb.pattern(cb.URGENT)),
+        CallbackQueryHandler(triage.show_picker, pattern=cb.pattern(cb.PICK)),
+        CallbackQueryHandler(triage.hide_picker, pattern=cb.pattern(cb.BACK)),
+        CallbackQueryHandler(triage.show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
+        CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
+        CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
+        CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
+        CallbackQueryHandler(triage.decide_extension,
+                             pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
+        # Department (工作群) buttons.
+        CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
+        # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
+        CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
+        MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
+        ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
+        # Staff and enterprise commands.
+        CommandHandler("dashboard", staff_commands.dashboard_command, filters=private),
+        CommandHandler("overdue", staff_commands.overdue_command),
+        CommandHandler("stats", staff_commands.stats_command),
+        CommandHandler("policy", staff_commands.policy_command),
+        CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
+        CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
+        CallbackQueryHandler(staff_commands.on_news_button, pattern=cb.pattern(cb.NEWS)),
+        # Whatever nobody claimed: a clear answer, never silence or a traceback.
         CommandHandler("cancel", reporter.nothing_to_cancel, filters=private),
-        MessageHandler(new_private & (filters.TEXT & ~filters.COMMAND), reporter.offer_report),
-        MessageHandler(new_private & filters.PHOTO, reporter.offer_report),
+        MessageHandler(private_text, conversation.offer_report),
+        MessageHandler(new_private & filters.PHOTO, conversation.offer_report),
         MessageHandler(new_private & filters.LOCATION, reporter.location_outside),
         MessageHandler(new_private & filters.COMMAND, reporter.unknown_command),
         MessageHandler(new_private, reporter.unsupported),
@@ -153,20 +226,13 @@ def register_handlers(application: Application, settings: Settings) -> None:
     application.add_error_handler(guards.on_error)
 
 
-def _register_followup(application: Application) -> None:
-    """The follow-up engine's handlers and jobs and the outbox sender (bot/followup.py,
-    bot/delivery.py), registered before the catch-alls so their buttons are theirs."""
-    followup.register_followup(application)
-    delivery.register_delivery(application)
-
-
 PRUNE_BATCH = 5_000  # update ids forgotten per transaction
 
 
-async def prune_processed_updates(context) -> None:
+async def prune_processed_updates(context: Context) -> None:
     """Forget update ids the duplicate guard no longer looks at, a batch per transaction so
     that updates are handled in between (a busy bot piles up millions in a day)."""
-    services = services_of(context)
+    services = context.services
     before = services.clock() - guards.UPDATES_REMEMBERED
     while True:
         async with services.session() as session:
@@ -176,9 +242,16 @@ async def prune_processed_updates(context) -> None:
         await asyncio.sleep(0)
 
 
+def _job_queue(application: Application) -> JobQueue:
+    if application.job_queue is None:
+        raise RuntimeError("the bot's jobs need python-telegram-bot[job-queue]")
+    return application.job_queue
+
+
 def register_jobs(application: Application, settings: Settings) -> None:
-    """Model hot-reload (classifier.reload_check_seconds) and housekeeping."""
-    jobs = application.job_queue
+    """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), idle
+    conversations, forgotten update ids."""
+    jobs = _job_queue(application)
     every = float(settings.classifier.get("reload_check_seconds", 30))
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
     idle = float(settings.conversation.get("idle_timeout_minutes", 30))
@@ -187,6 +260,17 @@ def register_jobs(application: Application, settings: Settings) -> None:
                        name="end_idle_conversations")
     jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
                        name="prune_processed_updates")
+
+
+def schedule_background_duties(application: Application, settings: Settings) -> None:
+    """The follow-up duties and the outbox sender, every followup.poll_seconds (the bot and
+    each worker alike). A pass may outlast the interval: the overlapping tick returns at once."""
+    jobs = _job_queue(application)
+    poll = float(settings.followup.get("poll_seconds", 5))
+    jobs.run_repeating(duties.followup_job, interval=poll, first=1, name="followup",
+                       job_kwargs=delivery.OVERLAP_ALLOWED)
+    jobs.run_repeating(delivery.delivery_job, interval=poll, first=0.5, name="outbox-delivery",
+                       job_kwargs=delivery.OVERLAP_ALLOWED)
 
 
 async def set_bot_commands(application: Application) -> None:

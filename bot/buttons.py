@@ -6,20 +6,20 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import CallbackQuery, Update
-from telegram.ext import ContextTypes
 
+from bot import actions, posts, texts
 from bot import callbacks as cb
-from bot import posts, routing, texts
 from bot.common import alert, edit_post, kick_delivery, local_time
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models.lifecycle import CaseError, CaseNotFound, StaleVersion
 
 log = logging.getLogger(__name__)
 
-Action = Callable[[Services, int, cb.Callback], Awaitable[routing.Acted]]
+Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
 
 
-def post_for(acted: routing.Acted, services: Services, audience: str,
+def post_for(acted: actions.Acted, services: Services, audience: str,
              done: str | None = None) -> tuple[str, object]:
     """(text, keyboard) of a triage or department post after an action."""
     footer = None
@@ -37,10 +37,10 @@ def post_for(acted: routing.Acted, services: Services, audience: str,
 async def redraw(query: CallbackQuery, services: Services, case_id: int, audience: str) -> None:
     """Show the case as it is now on the message whose button went stale."""
     try:
-        case, enterprise = await routing.current_case(services, case_id)
+        case, enterprise = await actions.current_case(services, case_id)
     except CaseNotFound:
         return
-    text, keyboard = post_for(routing.Acted(case, None, enterprise), services, audience)
+    text, keyboard = post_for(actions.Acted(case, None, enterprise), services, audience)
     await edit_post(query, text, keyboard)
 
 
@@ -52,15 +52,15 @@ async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, 
     await alert(query, str(exc))
 
 
-async def press(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Action,
-                audience: str) -> tuple[cb.Callback, routing.Acted] | None:
+async def press(update: Update, context: Context, action: Action,
+                audience: str) -> tuple[cb.Callback, actions.Acted] | None:
     """Run `action` for the pressed button; on any refusal answer politely and return None.
 
     On success the caller redraws the post and then calls `done(query)`: answering last
     means the presser's spinner stops once everything they see is up to date.
     """
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     button = cb.parse(query.data)
     if button is None:
         await alert(query, texts.BUTTON_INVALID)

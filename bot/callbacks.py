@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 MAX_BYTES = 64
 
-# Case actions (triage / department staff).
+# Every verb, one line each: who sees the button, what it does, what <arg> holds.
 CONFIRM = "ok"  # triage: dispatch to the suggested department, or (confirmed) to <arg>
 PICK = "pick"  # triage: show the department list
 BACK = "back"  # triage: back to the post's own buttons
@@ -23,27 +23,30 @@ NOT_ACCEPT = "na"  # triage: 不予受理, show the reasons
 NOT_ACCEPT_AS = "nar"  # triage: 不予受理 for reason <arg> (models.lifecycle.NOT_ACCEPTED_REASONS)
 NOT_ACCEPT_OTHER = "nao"  # triage: 不予受理 for a reason typed in (asks for it)
 DUPLICATE = "dup"  # triage: 重复反映, asks for the earlier case's reference and merges
+APPROVE_EXT = "exa"  # triage: approve extension request <arg>
+REJECT_EXT = "exr"  # triage: reject extension request <arg>
 SIGN = "sign"  # department: 签收
 RETURN = "ret"  # department: 退回 (asks for a reason)
 RESOLVE = "res"  # department: 办结 (asks for the result)
 EXTEND = "ext"  # department: 申请延期 (asks for reason and date)
-APPROVE_EXT = "exa"  # triage: approve extension request <arg>
-REJECT_EXT = "exr"  # triage: reject extension request <arg>
+RATE = "rate"  # reporter, 回访: rating <arg> satisfied|basic|unsatisfied (bot/survey.py)
+RATE_NOW = "ratenow"  # reporter, 回访: 直接提交 a 不满意 without a comment, <arg> unsatisfied
 GRID = "grid"  # triage: 修改网格, show the grids below <arg> (the streets without one)
 SET_GRID = "gset"  # triage: place the case in grid <arg>
-RATE = "rate"  # reporter: satisfaction (follow-up engine), arg satisfied|basic|unsatisfied
-
-# Reporter buttons that are not about a stored case.
-DRAFT = "dr"  # draft summary: arg submit|edit|cancel|text|photo|location|back
-OFFER = "of"  # offer to start a report with a free message: arg yes|no
+# Buttons that are not about a stored case: case_id 0, a nonce or an id in the version field.
+DRAFT = "dr"  # reporter: draft summary, <arg> submit|edit|cancel|text|photo|location|back
+OFFER = "of"  # reporter: start a report with a free message (nonce), <arg> yes|no
 NEW_DEMAND = "nd"  # enterprise: start a new demand
 HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report without a grid)
+NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
                           NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
-# Other modules (the follow-up engine) may define their own verbs: any short lowercase word is
-# well-formed here; the handler that owns a verb decides what it means.
+REPORTER_VERBS = frozenset({RATE, RATE_NOW, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
+VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS
+# parse() still reads a well-formed verb that is not in the table (a button from an older
+# version of the bot): the catch-all answers it as expired; make() refuses one.
 
 _PART = re.compile(r"^[a-z]{1,8}$")
 _NUMBER = re.compile(r"^\d{1,12}$")
@@ -60,8 +63,8 @@ class Callback:
 
 def make(verb: str, case_id: int, version: int, arg: str | None = None) -> str:
     """Callback data for a button; raises ValueError if it would be malformed or too long."""
-    if not _PART.match(verb):
-        raise ValueError(f"bad callback verb {verb!r}")
+    if verb not in VERBS:
+        raise ValueError(f"unknown callback verb {verb!r} (bot/callbacks.py lists them)")
     data = f"{verb}:{int(case_id)}:{int(version)}" + (f":{arg}" if arg is not None else "")
     if arg is not None and not _ARG.match(arg):
         raise ValueError(f"bad callback argument {arg!r}")

@@ -10,24 +10,28 @@ from datetime import datetime
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Update, User
 from telegram.error import BadRequest
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application
 from telegram.warnings import PTBUserWarning
 
 from bot import delivery, texts
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
+from bot.texts import followup as followup_texts
+from bot.texts import intake as intake_texts
 from models.deadlines import LIGHT_EMOJI
 from models.store import case_light
-from models.tables import Case
+from models.tables import DISPATCHED, Case
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096  # Telegram's limit for a message
 MAX_CAPTION = 1024  # ... and for a photo caption
+SNIPPET = 40  # characters of a case's text quoted in alerts, digests and lists
 
 
-def now_of(context: ContextTypes.DEFAULT_TYPE) -> datetime:
+def now_of(context: Context) -> datetime:
     """The services' clock (naive UTC): the only 'now' handlers use."""
-    return services_of(context).clock()
+    return context.services.clock()
 
 
 def department_name(services: Services, code: str | None) -> str:
@@ -103,3 +107,13 @@ def buttons_start_conversations() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*per_message=False.*",
                                 category=PTBUserWarning)
         yield
+
+
+def snippet(case: Case) -> str:
+    """The start of the case's text, on one line."""
+    return intake_texts.snippet(case.text, SNIPPET)
+
+
+def stage_name(case: Case) -> str:
+    """签收 while the case waits to be signed for, 办结 once it has been."""
+    return followup_texts.STAGE_NAMES["sign" if case.status == DISPATCHED else "resolve"]

@@ -30,14 +30,13 @@ from telegram import (
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     filters,
 )
 
+from bot import actions, texts, views
 from bot import callbacks as cb
-from bot import routing, texts, views
 from bot.common import (
     buttons_start_conversations,
     department_name,
@@ -45,11 +44,11 @@ from bot.common import (
     kick_delivery,
     now_of,
 )
-from bot.services import services_of
+from bot.context import Context
 from models import outbox, store
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
-from models.tables import ENTERPRISE, RESIDENT
+from models.tables import ENTERPRISE, RESIDENT, Case
 from models.validation import InvalidInput
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
@@ -60,7 +59,6 @@ NAME = "intake"
 DRAFT = "draft"  # user_data key of the report being filled in
 OFFER = "offer"  # user_data key of a free message the bot offered to turn into a report
 
-Context = ContextTypes.DEFAULT_TYPE
 Step = Callable[[Update, Context], Awaitable[object]]
 
 PRIVATE = filters.ChatType.PRIVATE
@@ -108,7 +106,7 @@ def drop_draft(context: Context) -> None:
 
 
 def idle_limit(context: Context) -> timedelta:
-    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    minutes = context.services.settings.conversation.get("idle_timeout_minutes", 30)
     return timedelta(minutes=float(minutes))
 
 
@@ -146,9 +144,7 @@ async def _after_the_end(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is not None and (message.text or message.photo) and not (
             message.text or "").startswith("/"):
-        from bot import reporter  # reporter builds on this module
-
-        await reporter.offer_report(update, context)
+        await offer_report(update, context)
         return
     await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
 
@@ -176,7 +172,7 @@ async def _reply(update: Update, text: str, **kwargs) -> Message | None:
 
 
 def text_limits(context: Context) -> tuple[int, int]:
-    conv = services_of(context).settings.conversation
+    conv = context.services.settings.conversation
     return int(conv.get("min_text_chars", 4)), int(conv.get("max_text_chars", 2000))
 
 
@@ -192,7 +188,7 @@ def description_problem(context: Context, text: str) -> str | None:
 
 
 def in_district(context: Context, latitude: float, longitude: float) -> bool:
-    bbox = services_of(context).settings.district.get("bbox")
+    bbox = context.services.settings.district.get("bbox")
     if not bbox:
         return True
     lon_min, lat_min, lon_max, lat_max = bbox
@@ -210,7 +206,7 @@ async def start_report(update: Update, context: Context) -> int:
 
 
 async def _enterprise_name(update: Update, context: Context) -> str | None:
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         enterprise = await store.enterprise_of(session, update.effective_user.id)
         return enterprise.name if enterprise else None
 
@@ -235,6 +231,29 @@ async def start_demand(update: Update, context: Context) -> int:
         return REG_NAME
     await _reply(update, texts.ASK_DEMAND)
     return DESCRIBE
+
+
+async def offer_report(update: Update, context: Context) -> None:
+    """A free message outside a conversation: offer to start a report with it (kept meanwhile)."""
+    message = update.message
+    text = message.text or message.caption or ""
+    photos = [message.photo[-1].file_id] if message.photo else []
+    low, high = text_limits(context)
+    length = len(text.strip())
+    if not photos and length > high:
+        await message.reply_text(texts.DESCRIPTION_TOO_LONG.format(length=length, max=high))
+        return
+    if not photos and length < low:
+        await message.reply_text(texts.GREETING_HINT)  # "你好" is a greeting, not a report
+        return
+    nonce = secrets.randbelow(2**31 - 1) + 1
+    context.user_data[OFFER] = {"nonce": nonce, "text": text, "photos": photos,
+                                "message_id": message.message_id}
+    keyboard = InlineKeyboardMarkup([[
+        InlineKeyboardButton(texts.BTN_OFFER_YES, callback_data=cb.make(cb.OFFER, 0, nonce, "yes")),
+        InlineKeyboardButton(texts.BTN_OFFER_NO, callback_data=cb.make(cb.OFFER, 0, nonce, "no")),
+    ]])
+    await message.reply_text(texts.OFFER_REPORT, reply_markup=keyboard)
 
 
 async def accept_offer(update: Update, context: Context) -> int | None:
@@ -286,7 +305,7 @@ async def got_credit_code(update: Update, context: Context) -> int:
         return REG_CODE
     draft = draft_of(context)
     draft["credit_code"] = code
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         known = await store.enterprise_by_credit_code(session, code)
     if known is not None and known.industry:
         return await _register(update, context)
@@ -338,7 +357,7 @@ async def skip_park(update: Update, context: Context) -> int:
 
 async def _register(update: Update, context: Context) -> int:
     """Register the enterprise with everything asked, in one transaction, then ask the demand."""
-    services = services_of(context)
+    services = context.services
     draft = draft_of(context)
     try:
         async with services.session() as session:
@@ -388,7 +407,7 @@ async def got_description(update: Update, context: Context) -> int:
 
 
 def max_photos(context: Context) -> int:
-    return int(services_of(context).settings.conversation.get("max_photos", 5))
+    return int(context.services.settings.conversation.get("max_photos", 5))
 
 
 def _first_photo(context: Context, draft: dict, message) -> None:
@@ -459,7 +478,7 @@ async def got_location(update: Update, context: Context) -> int:
     draft["address"] = f"{venue.title} {venue.address}"[:300] if venue else None
     draft["out_of_area"] = not in_district(context, location.latitude, location.longitude)
     if draft["out_of_area"]:
-        district = services_of(context).settings.district.get("name", "")
+        district = context.services.settings.district.get("name", "")
         await _reply(update, texts.OUT_OF_AREA.format(district=district))
     return await show_summary(update, context)
 
@@ -509,8 +528,8 @@ def edit_keyboard(draft: dict) -> InlineKeyboardMarkup:
 
 
 def summary_text(context: Context, draft: dict) -> str:
-    services = services_of(context)
-    suggestion = routing.suggest(services, draft["text"])
+    services = context.services
+    suggestion = actions.suggest(services, draft["text"])
     confident = suggestion.confident and suggestion.label
     department = department_name(services, suggestion.label) if confident else None
     return texts.summary(
@@ -575,15 +594,15 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
 
 async def submit(update: Update, context: Context) -> int | None:
     """Store and route the report, then tell the reporter its reference."""
-    services = services_of(context)
+    services = context.services
     draft = draft_of(context)
     user = update.effective_user
-    report = routing.ReportDraft(
+    report = actions.ReportDraft(
         nonce=draft["nonce"], text=draft["text"], kind=draft["kind"], photos=draft["photos"],
         latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
         out_of_area=draft["out_of_area"])
     try:
-        case, fresh = await routing.submit_report(services, telegram_id=user.id,
+        case, fresh = await actions.submit_report(services, telegram_id=user.id,
                                                   display_name=display_name(user), draft=report)
     except CaseError as exc:
         await _reply(update, str(exc))
@@ -599,10 +618,22 @@ async def submit(update: Update, context: Context) -> int | None:
     await _reply(update, template.format(ref=case.ref), reply_markup=main_menu())
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
-        from bot import home  # home builds on this module
-
-        await home.offer_after_report(update, context, case)
+        await offer_home(update, context, case)
     return END
+
+
+def home_offer_markup() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(
+        texts.BTN_HOME, callback_data=cb.make(cb.HOME, 0, 0))]])
+
+
+async def offer_home(update: Update, context: Context, case: Case) -> None:
+    """After a report placed in no grid (and not outside every grid): offer to ask once."""
+    if case.grid_code is not None or case.out_of_grid:
+        return
+    if context.services.gridmap.places is None:
+        return
+    await update.effective_message.reply_text(texts.HOME_OFFER, reply_markup=home_offer_markup())
 
 
 # ---------------------------------------------------------------- reminders, cancel, timeout
@@ -661,7 +692,7 @@ async def end_idle_conversations(context: Context) -> None:
     for user_id in ended:
         app.user_data[user_id].pop(DRAFT, None)
     app.mark_data_for_update_persistence(user_ids=list(ended))
-    async with services_of(context).session() as session:  # a reporter's chat is their id
+    async with context.services.session() as session:  # a reporter's chat is their id
         await outbox.enqueue_many(session, [
             outbox.push_row(key=f"idle:{user_id}:{draft['nonce']}", chat_id=user_id,
                             text=_timed_out_text(context, draft), kind="timeout", now=now)

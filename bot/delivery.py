@@ -43,8 +43,9 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import Application, ContextTypes
+from telegram.ext import Application
 
+from bot.context import Context
 from bot.services import Services, services_of
 from models import outbox, store
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
@@ -390,7 +391,7 @@ async def _on_transient(services: Services, state: DeliveryState,
 # ---------------------------------------------------------------- the job and kick()
 
 
-async def _delivery_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def delivery_job(context: Context) -> None:
     state = delivery_state(context.application)
     if state.lock.locked():
         state.kicked = True  # the running pass will look again before it returns
@@ -405,20 +406,10 @@ def kick(application: Application) -> None:
         state.kicked = True
         return
     if application.job_queue is not None and application.running:
-        application.job_queue.run_once(_delivery_job, 0, name="outbox-kick")
+        application.job_queue.run_once(delivery_job, 0, name="outbox-kick")
 
 
 # A pass may outlast the interval (a long queue); the next tick then starts a second instance
 # that sees the lock and returns at once. With APScheduler's default of one instance it
 # would log "skipped: maximum number of running instances reached" every tick instead.
 OVERLAP_ALLOWED = {"max_instances": 2}
-
-
-def register_delivery(application: Application) -> None:
-    """Run the sender every followup.poll_seconds (and whenever kick() is called)."""
-    services = services_of(application)
-    poll = float(services.settings.followup.get("poll_seconds", 5))
-    if application.job_queue is None:
-        raise RuntimeError("the outbox sender needs python-telegram-bot[job-queue]")
-    application.job_queue.run_repeating(_delivery_job, interval=poll, first=0.5,
-                                        name="outbox-delivery", job_kwargs=OVERLAP_ALLOWED)

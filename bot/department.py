@@ -18,21 +18,20 @@ from telegram import Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
+from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press
 from bot.common import buttons_start_conversations, edit_post, local_time, now_of
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models.deadlines import deadline_after
 
-Context = ContextTypes.DEFAULT_TYPE
 DEPARTMENT = posts.DEPARTMENT_AUDIENCE
 RETURN_REASON, RESOLVE_RESULT, RESOLVE_PHOTO, EXTENSION_REASON, EXTENSION_DATE = range(10, 15)
 END = ConversationHandler.END
@@ -48,9 +47,9 @@ RESULT_MAX = 2000
 
 async def sign(update: Update, context: Context) -> None:
     """✍️ 签收: the department takes the case; the reporter is told."""
-    result = await press(update, context, routing.sign, DEPARTMENT)
+    result = await press(update, context, actions.sign, DEPARTMENT)
     if result:
-        services = services_of(context)
+        services = context.services
         await edit_post(update.callback_query,
                         *post_for(result[1], services, DEPARTMENT, texts.DONE_SIGNED))
         await done(update.callback_query)
@@ -112,7 +111,7 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
         return None
 
     async def action(services, user_id, button):
-        return await routing.return_to_triage(services, user_id, button, reason.strip())
+        return await actions.return_to_triage(services, user_id, button, reason.strip())
 
     return await _finish(update, context, action, texts.DONE_RETURNED, texts.RETURNED_OK)
 
@@ -146,7 +145,7 @@ async def _resolve(update: Update, context: Context, photo: str | None) -> int |
     result = pending["result"]
 
     async def action(services, user_id, button):
-        return await routing.resolve_case(services, user_id, button, result, photo)
+        return await actions.resolve_case(services, user_id, button, result, photo)
 
     return await _finish(update, context, action, texts.DONE_RESOLVED, texts.RESOLVED_OK)
 
@@ -209,7 +208,7 @@ def _current_deadline(context: Context, chat_id: int) -> datetime | None:
 
 
 def _example(context: Context, chat_id: int) -> date:
-    return example_date(services_of(context), _current_deadline(context, chat_id),
+    return example_date(context.services, _current_deadline(context, chat_id),
                         now_of(context))
 
 
@@ -217,13 +216,13 @@ async def got_extension_reason(update: Update, context: Context) -> int | None:
     chat_id = update.effective_chat.id
     example = _example(context, chat_id)
     prompt = texts.ASK_EXTENSION_DATE.format(
-        deadline=local_time(services_of(context), _current_deadline(context, chat_id)),
+        deadline=local_time(context.services, _current_deadline(context, chat_id)),
         example=example.isoformat(), short=f"{example:%m-%d}")
     return await _keep_words(update, context, "reason", REASON_MAX, prompt, EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
-    services = services_of(context)
+    services = context.services
     new_resolve_by = parse_new_deadline(update.message.text, services, now_of(context))
     if new_resolve_by is None:
         example = _example(context, update.effective_chat.id)
@@ -236,7 +235,7 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
     reason = pending["reason"]
 
     async def action(services, user_id, button):
-        acted, _request = await routing.ask_extension(services, user_id, button, reason,
+        acted, _request = await actions.ask_extension(services, user_id, button, reason,
                                                       new_resolve_by)
         return acted
 
@@ -285,7 +284,3 @@ def build(idle_minutes: float) -> ConversationHandler:
             # (conversation.end_idle_conversations).
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
-
-
-def handlers() -> list:
-    return [CallbackQueryHandler(sign, pattern=cb.pattern(cb.SIGN))]

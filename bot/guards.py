@@ -8,10 +8,11 @@ from datetime import timedelta
 
 from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import ApplicationHandlerStop, ContextTypes
+from telegram.ext import ApplicationHandlerStop
 
 from bot import texts
-from bot.services import Gathered, Services, services_of
+from bot.context import Context
+from bot.services import Gathered, Services
 from models import drafts
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class UpdateClaims:
         return claimed
 
 
-async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def drop_duplicates(update: object, context: Context) -> None:
     """Group -1: stop a Telegram update that was already handled (redelivered after a
     restart, a lost getUpdates answer, or a webhook retry) before any handler sees it."""
     if not isinstance(update, Update):
@@ -62,7 +63,7 @@ async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) ->
         raise ApplicationHandlerStop
     claims = context.bot_data.get(CLAIMS_KEY)
     if claims is None:
-        claims = context.bot_data[CLAIMS_KEY] = UpdateClaims(services_of(context))
+        claims = context.bot_data[CLAIMS_KEY] = UpdateClaims(context.services)
     if not await claims.claim(update.update_id):
         log.info("duplicate update %s ignored (seen before restart)", update.update_id)
         raise ApplicationHandlerStop
@@ -71,7 +72,7 @@ async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) ->
         recent.popitem(last=False)
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: Context) -> None:
     """Log the error and say sorry to the person whose update failed (never a traceback)."""
     log.error("error while handling update", exc_info=context.error)
     if not isinstance(update, Update):

@@ -8,11 +8,10 @@ bot could place in no grid); later reports without a location or a place fall ba
 
 from __future__ import annotations
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     filters,
@@ -21,37 +20,21 @@ from telegram.ext import (
 from bot import callbacks as cb
 from bot import texts
 from bot.common import buttons_start_conversations
+from bot.context import Context
 from bot.conversation import NEW_MESSAGE, PRIVATE, TYPED, display_name, main_menu
-from bot.services import services_of
 from models import locating
-from models.tables import Case
 
-Context = ContextTypes.DEFAULT_TYPE
 ASK_HOME = 40
 NAME = "home"  # the ConversationHandler's (persistent) name
 END = ConversationHandler.END
 SHOWN_CHARS = 30  # of an unknown answer, quoted back
 
 
-def offer_markup() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(
-        texts.BTN_HOME, callback_data=cb.make(cb.HOME, 0, 0))]])
-
-
-async def offer_after_report(update: Update, context: Context, case: Case) -> None:
-    """After a report placed in no grid (and not outside every grid): offer to ask once."""
-    if case.grid_code is not None or case.out_of_grid:
-        return
-    if services_of(context).gridmap.places is None:
-        return
-    await update.effective_message.reply_text(texts.HOME_OFFER, reply_markup=offer_markup())
-
-
 async def ask(update: Update, context: Context) -> int:
     """/home or 🏠: ask for the 小区/村 (said at once when no grids are configured)."""
     if update.callback_query:
         await update.callback_query.answer()
-    if services_of(context).gridmap.places is None:
+    if context.services.gridmap.places is None:
         await update.effective_message.reply_text(texts.HOME_UNAVAILABLE)
         return END
     await update.effective_message.reply_text(texts.ASK_HOME)
@@ -60,7 +43,7 @@ async def ask(update: Update, context: Context) -> int:
 
 async def got_home(update: Update, context: Context) -> int | None:
     """The answer is matched against the configured places; unknown → asked again."""
-    services = services_of(context)
+    services = context.services
     answer = update.message.text.strip()
     hit = services.gridmap.match_place(answer)
     if hit is None:

@@ -1,7 +1,8 @@
-"""The reporter's progress notices: one per real change, in order, in the reporter's words.
+"""The reporter's progress notices, and the outbox key of every push about a case: one notice
+per real change, in order, in the reporter's words.
 
-The bot queues each notice in the transaction of its change (bot/routing.py, bot/followup.py)
-and the follow-up engine's safety net (followup.queue_status_notices) re-creates missing ones
+The bot queues each notice in the transaction of its change (bot/actions.py, bot/survey.py)
+and the follow-up engine's safety net (bot/duties/status_notices.py) re-creates missing ones
 from the case events; both build them here, under one key per change,
 f"case:{id}:{event}:{version}:{chat}", so the outbox keeps one.
 
@@ -17,16 +18,20 @@ f"case:{id}:{event}:{version}:{chat}", so the outbox keeps one.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import texts
+from bot import posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
 from models import followup as fq
 from models import outbox
+from models.lifecycle import NOT_ACCEPTED_REASONS
 from models.tables import Case
+
+log = logging.getLogger(__name__)
 
 DISPATCHED = "dispatched"
 # A waiting notice is at most a minute old: a case changes only a few times in that while,
@@ -41,6 +46,23 @@ ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged"})
 def notice_key(case_id: int, event: str, version: int, chat_id: int) -> str:
     """The outbox key of a push about a case (shared with the group posts' keys)."""
     return f"case:{case_id}:{event}:{version}:{chat_id}"
+
+
+def case_key(case: Case, event: str, chat_id: int, version: int | None = None) -> str:
+    """The outbox key of a push about `case` at its current version (or `version`)."""
+    return notice_key(case.id, event, case.version if version is None else version, chat_id)
+
+
+def push_row(case: Case, event: str, chat_id: int | None, text: str, kind: str,
+             now: datetime, *, markup=None, photo: str | None = None) -> dict | None:
+    """The outbox row of a push about `case` to a group (None, with a warning, when no chat
+    is configured)."""
+    if chat_id is None:
+        log.warning("no chat configured for %s of case %s", event, case.ref)
+        return None
+    return outbox.push_row(key=case_key(case, event, chat_id), chat_id=chat_id, text=text,
+                           kind=kind, now=now, reply_markup=posts.as_dict(markup), photo=photo,
+                           case_id=case.id)
 
 
 def _earlier_keys(case: Case, chat_id: int, version: int, events: tuple[str, ...]) -> list[str]:
@@ -74,6 +96,14 @@ def notice_text(services: Services, case: Case, event: str,
         return template.format(**fields, deadline=when, reason=reason), None
     if event == "reopened":
         return texts.NOTICE_REOPENED.format(**fields), None
+    if event == "not_accepted":
+        category, note = details["category"], details.get("note")
+        advice = texts.NOT_ACCEPTED_ADVICE[category].format(
+            district=services.settings.district.get("name", ""))
+        return texts.NOTICE_NOT_ACCEPTED.format(
+            ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice), None
+    if event == "merged":
+        return texts.NOTICE_MERGED.format(ref=case.ref, into=details["into"]), None
     raise ValueError(f"no reporter notice for {event!r}")
 
 
@@ -108,6 +138,27 @@ async def notice_row(session: AsyncSession, case: Case, event: str, chat_id: int
     return outbox.push_row(key=notice_key(case.id, event, version, chat_id), chat_id=chat_id,
                            text=text, kind="progress", now=now, photo=photo, case_id=case.id,
                            due_at=due)
+
+
+async def reporter_notice(session: AsyncSession, services: Services, case: Case, event: str,
+                          now: datetime, *, details: dict | None = None,
+                          chat_id: int | None = None, new_case: bool = False,
+                          version: int | None = None, at: datetime | None = None
+                          ) -> dict | None:
+    """The outbox row of the reporter's notice of `event` (text, photo, key, when it is due),
+    or None when the reporter cannot be reached (blocked the bot: /case still shows them).
+
+    `details`: the event's; `chat_id`: the reporter's chat when the caller knows it
+    (`new_case`: the case was created in this transaction); `version`: the case's version
+    right after the event (default: now); `at`: when the event happened (default: now).
+    """
+    chat_id = chat_id or await fq.reporter_chat(session, case)
+    if chat_id is None:
+        return None
+    text, photo = notice_text(services, case, event, details)
+    due = dispatch_due(services, at or now) if event == DISPATCHED else None
+    return await notice_row(session, case, event, chat_id, text, now, photo=photo,
+                            version=version, due=due, new_case=new_case)
 
 
 def dispatch_due(services: Services, at: datetime) -> datetime:

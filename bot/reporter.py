@@ -1,33 +1,26 @@
 """Reporter messages outside the report conversation: greetings, help, free messages (offered
-as a report), unsupported content, edited messages, stray commands and buttons."""
+as a report by bot/conversation.py), unsupported content, edited messages, stray commands and buttons."""
 
 from __future__ import annotations
 
-import secrets
-
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import ContextTypes
+from telegram import Update
 
 from bot import callbacks as cb
 from bot import texts
 from bot.common import alert, display_name, is_private
+from bot.context import Context
 from bot.conversation import (
-    OFFER,
     description_problem,
     draft_of,
     main_menu,
     show_summary,
-    text_limits,
 )
-from bot.services import services_of
 from models import store
-
-Context = ContextTypes.DEFAULT_TYPE
 
 
 async def start(update: Update, context: Context) -> None:
     """/start: greet (staff see their role) and show the menu keyboard."""
-    services = services_of(context)
+    services = context.services
     user = update.effective_user
     async with services.session() as session:
         staff = await store.get_staff(session, user.id)
@@ -48,33 +41,10 @@ async def start(update: Update, context: Context) -> None:
 
 async def help_command(update: Update, context: Context) -> None:
     """/help or 使用帮助."""
-    async with services_of(context).session() as session:
+    async with context.services.session() as session:
         staff = await store.get_staff(session, update.effective_user.id)
     text = texts.HELP + (f"\n\n{texts.STAFF_HELP}" if staff else "")
     await update.effective_message.reply_text(text)
-
-
-async def offer_report(update: Update, context: Context) -> None:
-    """A free message outside a conversation: offer to start a report with it (kept meanwhile)."""
-    message = update.message
-    text = message.text or message.caption or ""
-    photos = [message.photo[-1].file_id] if message.photo else []
-    low, high = text_limits(context)
-    length = len(text.strip())
-    if not photos and length > high:
-        await message.reply_text(texts.DESCRIPTION_TOO_LONG.format(length=length, max=high))
-        return
-    if not photos and length < low:
-        await message.reply_text(texts.GREETING_HINT)  # "你好" is a greeting, not a report
-        return
-    nonce = secrets.randbelow(2**31 - 1) + 1
-    context.user_data[OFFER] = {"nonce": nonce, "text": text, "photos": photos,
-                                "message_id": message.message_id}
-    keyboard = InlineKeyboardMarkup([[
-        InlineKeyboardButton(texts.BTN_OFFER_YES, callback_data=cb.make(cb.OFFER, 0, nonce, "yes")),
-        InlineKeyboardButton(texts.BTN_OFFER_NO, callback_data=cb.make(cb.OFFER, 0, nonce, "no")),
-    ]])
-    await message.reply_text(texts.OFFER_REPORT, reply_markup=keyboard)
 
 
 async def location_outside(update: Update, context: Context) -> None:
@@ -122,3 +92,15 @@ async def stray_button(update: Update, context: Context) -> None:
     query = update.callback_query
     known = cb.parse(query.data) is not None
     await alert(query, texts.BUTTON_EXPIRED if known else texts.BUTTON_INVALID)
+
+
+async def on_my_chat_member(update: Update, context: Context) -> None:
+    """A user blocked (or unblocked) the bot in their private chat: stop (or resume) pushes."""
+    change = update.my_chat_member
+    if change is None or change.chat.type != "private":
+        return
+    status = change.new_chat_member.status
+    reachable = status not in ("kicked", "left")
+    services = context.services
+    async with services.session() as session:
+        await store.set_reporter_reachable(session, change.chat.id, reachable)

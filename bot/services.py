@@ -235,7 +235,7 @@ class Services:
         )
 
 
-def services_of(context_or_app) -> Services:
-    """The Services of a CallbackContext or an Application."""
-    app = getattr(context_or_app, "application", None) or context_or_app
-    return app.bot_data[SERVICES_KEY]
+def services_of(application: Any) -> Services:
+    """The Services an Application was built with, for code that holds the Application
+    rather than a context (the sender, the follow-up pass); handlers use context.services."""
+    return application.bot_data[SERVICES_KEY]

@@ -8,23 +8,20 @@ import re
 from datetime import date, datetime, timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import CallbackQueryHandler, CommandHandler, ContextTypes, filters
 
 from bot import callbacks as cb
 from bot import delivery
-from bot.common import alert, department_name, fit, local_time
-from bot.followup import snippet, stage_name
-from bot.services import Services, services_of
+from bot.common import alert, department_name, fit, local_time, snippet, stage_name
+from bot.context import Context
+from bot.services import Services
 from bot.texts import followup as texts
 from bot.texts import intake
+from models import auth, outbox, policy, stats, store
 from models import followup as fq
-from models import outbox, policy, stats, store
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError
 from models.tables import Case, Staff
 
-Context = ContextTypes.DEFAULT_TYPE
-NEWS = "news"  # "news:0:<policy id>:off" under a policy: unsubscribe
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
 ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
 _MONTH = re.compile(r"^(\d{4})(?:-|年)(\d{1,2})月?$")
@@ -62,7 +59,7 @@ async def _staff(services: Services, user_id: int) -> Staff | None:
 async def overdue_command(update: Update, context: Context) -> None:
     """/overdue: department staff see their red and yellow cases, grid staff their grid's,
     triage, leaders and admins all of them grouped by department."""
-    services = services_of(context)
+    services = context.services
     staff = await _staff(services, update.effective_user.id)
     if staff is None:
         await update.effective_message.reply_text(texts.OVERDUE_NOT_STAFF)
@@ -175,7 +172,7 @@ def stats_period(arg: str, now: datetime, services: Services
 
 async def stats_command(update: Update, context: Context) -> None:
     """/stats [period]: 办结率, on-time rate and 满意率, by department (see stats_period)."""
-    services = services_of(context)
+    services = context.services
     message = update.effective_message
     if await _staff(services, update.effective_user.id) is None:
         await message.reply_text(texts.STATS_NOT_STAFF)
@@ -252,14 +249,14 @@ def policy_message(item) -> tuple[str, InlineKeyboardMarkup]:
         parts.append(texts.POLICY_TAGS.format(tags="、".join(item.tags)))
     parts.append(texts.POLICY_FOOTER)
     button = InlineKeyboardButton(texts.BTN_UNSUBSCRIBE,
-                                  callback_data=cb.make(NEWS, 0, item.id, "off"))
+                                  callback_data=cb.make(cb.NEWS, 0, item.id, "off"))
     return fit("\n\n".join(parts), delivery.MAX_TEXT), InlineKeyboardMarkup([[button]])
 
 
 async def policy_command(update: Update, context: Context) -> None:
     """/policy: store a policy and queue it for every matching subscribed enterprise, in one
     transaction (key policy:{id}:{chat})."""
-    services = services_of(context)
+    services = context.services
     message, user_id = update.effective_message, update.effective_user.id
     if not policy.can_post_policy(await _staff(services, user_id)):
         await message.reply_text(texts.POLICY_NOT_ALLOWED)
@@ -299,12 +296,12 @@ async def _set_subscription(services: Services, user_id: int, subscribed: bool) 
 
 
 async def unsubscribe_command(update: Update, context: Context) -> None:
-    reply = await _set_subscription(services_of(context), update.effective_user.id, False)
+    reply = await _set_subscription(context.services, update.effective_user.id, False)
     await update.effective_message.reply_text(reply)
 
 
 async def subscribe_command(update: Update, context: Context) -> None:
-    reply = await _set_subscription(services_of(context), update.effective_user.id, True)
+    reply = await _set_subscription(context.services, update.effective_user.id, True)
     await update.effective_message.reply_text(reply)
 
 
@@ -312,10 +309,10 @@ async def on_news_button(update: Update, context: Context) -> None:
     """「不再接收政策推送」under a policy."""
     query = update.callback_query
     button = cb.parse(query.data)
-    if button is None or button.verb != NEWS or button.arg != "off":
+    if button is None or button.verb != cb.NEWS or button.arg != "off":
         await alert(query, intake.BUTTON_INVALID)
         return
-    reply = await _set_subscription(services_of(context), query.from_user.id, False)
+    reply = await _set_subscription(context.services, query.from_user.id, False)
     await alert(query, reply)
     if reply == texts.NEWS_UNSUBSCRIBED:
         await query.edit_message_reply_markup(reply_markup=None)
@@ -326,9 +323,7 @@ async def on_news_button(update: Update, context: Context) -> None:
 
 async def dashboard_command(update: Update, context: Context) -> None:
     """/dashboard (private chat): a one-time login code for the web dashboard."""
-    from models import auth
-
-    services = services_of(context)
+    services = context.services
     try:
         async with services.session() as session:
             code = await auth.issue_login_code(session, update.effective_user.id, services.clock())
@@ -340,16 +335,3 @@ async def dashboard_command(update: Update, context: Context) -> None:
         texts.DASHBOARD_CODE.format(code=code, host=d.get("host", "127.0.0.1"),
                                     port=d.get("port", 8080))
     )
-
-
-def handlers() -> list:
-    private = filters.ChatType.PRIVATE
-    return [
-        CommandHandler("dashboard", dashboard_command, filters=private),
-        CommandHandler("overdue", overdue_command),
-        CommandHandler("stats", stats_command),
-        CommandHandler("policy", policy_command),
-        CommandHandler("unsubscribe", unsubscribe_command, filters=private),
-        CommandHandler("subscribe", subscribe_command, filters=private),
-        CallbackQueryHandler(on_news_button, pattern=cb.pattern(NEWS)),
-    ]

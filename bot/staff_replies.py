@@ -14,20 +14,20 @@ from collections.abc import Awaitable, Callable
 
 from telegram import ForceReply, Update
 from telegram.constants import ParseMode
-from telegram.ext import ContextTypes, ConversationHandler
+from telegram.ext import ConversationHandler
 
+from bot import actions, texts
 from bot import callbacks as cb
-from bot import routing, texts
 from bot.buttons import post_for, refuse
 from bot.common import MAX_CAPTION, MAX_TEXT, alert, fit, kick_delivery
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models.lifecycle import CaseError, StaleVersion
 from models.validation import InvalidInput
 
-Context = ContextTypes.DEFAULT_TYPE
 END = ConversationHandler.END
-Action = Callable[[Services, int, cb.Callback], Awaitable[routing.Acted]]
-Check = Callable[[routing.Acted], None]
+Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
+Check = Callable[[actions.Acted], None]
 
 
 def pending(context: Context, key: str, chat_id: int) -> dict | None:
@@ -59,13 +59,13 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
     """Entry of a button that needs words: check the presser may act now (and `check`, which
     raises a CaseError when the case cannot take this action), then ask for the words."""
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     button = cb.parse(query.data)
     if button is None:
         await alert(query, texts.BUTTON_INVALID)
         return None
     try:
-        acted = await routing.check_button(services, query.from_user.id, button)
+        acted = await actions.check_button(services, query.from_user.id, button)
         if check is not None:
             check(acted)
     except CaseError as exc:
@@ -85,14 +85,14 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
 
 
 async def finish(update: Update, context: Context, *, key: str, audience: str, action: Action,
-                 done: Callable[[routing.Acted], str],
-                 answer: Callable[[routing.Acted], str]) -> int | None:
+                 done: Callable[[actions.Acted], str],
+                 answer: Callable[[actions.Acted], str]) -> int | None:
     """Run `action` for the waiting button, redraw the post it was on, end the conversation.
 
     Bad words (InvalidInput) are answered and asked for again; any other refusal ends it.
     `done(acted)` is the footer the post gets, `answer(acted)` the reply to the presser.
     """
-    services = services_of(context)
+    services = context.services
     chat_id = update.effective_chat.id
     waiting = pending(context, key, chat_id)
     if waiting is None:
@@ -143,5 +143,5 @@ async def timed_out(update: Update, context: Context, key: str) -> None:
     if chat is None:
         return
     set_pending(context, key, chat.id, None)
-    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
+    minutes = context.services.settings.conversation.get("idle_timeout_minutes", 30)
     await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))

@@ -17,18 +17,18 @@ from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     ConversationHandler,
     MessageHandler,
     TypeHandler,
     filters,
 )
 
+from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press, refuse
 from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models import store
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,
@@ -40,7 +40,6 @@ from models.lifecycle import (
 )
 from models.tables import Case
 
-Context = ContextTypes.DEFAULT_TYPE
 TRIAGE = posts.TRIAGE_AUDIENCE
 NOT_ACCEPT_REASON, DUPLICATE_REF = range(20, 22)
 NAME = "triage"  # the ConversationHandler's (persistent) name
@@ -56,15 +55,15 @@ async def confirm(update: Update, context: Context) -> None:
     async def action(services, user_id, button):
         if button.arg is not None and services.settings.department(button.arg) is None:
             raise CaseError(texts.BUTTON_INVALID)
-        return await routing.choose_department(services, user_id, button, button.arg)
+        return await actions.choose_department(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
     if result:
         await _show_dispatched(update, context, result[1])
 
 
-async def _show_dispatched(update: Update, context: Context, acted: routing.Acted) -> None:
-    services = services_of(context)
+async def _show_dispatched(update: Update, context: Context, acted: actions.Acted) -> None:
+    services = context.services
     done_text = texts.DONE_DISPATCHED.format(
         department=department_name(services, acted.case.department_code))
     await edit_post(update.callback_query, *post_for(acted, services, TRIAGE, done_text))
@@ -73,9 +72,9 @@ async def _show_dispatched(update: Update, context: Context, acted: routing.Acte
 
 async def urgent(update: Update, context: Context) -> None:
     """🚨 标记紧急."""
-    result = await press(update, context, routing.mark_urgent, TRIAGE)
+    result = await press(update, context, actions.mark_urgent, TRIAGE)
     if result:
-        services = services_of(context)
+        services = context.services
         await edit_post(update.callback_query,
                         *post_for(result[1], services, TRIAGE, texts.DONE_URGENT))
         await done(update.callback_query)
@@ -87,12 +86,12 @@ async def decide_extension(update: Update, context: Context) -> None:
     approve = query.data.startswith(cb.APPROVE_EXT + ":")
 
     async def action(services, user_id, button):
-        return await routing.decide_extension(services, user_id, button, approve)
+        return await actions.decide_extension(services, user_id, button, approve)
 
     result = await press(update, context, action, TRIAGE)
     if result is None:
         return
-    services = services_of(context)
+    services = context.services
     acted = result[1]
     outcome = (texts.DONE_EXT_APPROVED.format(date=local_time(services, acted.case.resolve_by))
                if approve else texts.DONE_EXT_REJECTED)
@@ -110,13 +109,13 @@ async def _swap_keyboard(update: Update, context: Context, screen: Screen) -> No
     """Show another set of buttons on the post; `screen` gives them and the presser's hint,
     or raises a CaseError saying why not."""
     query = update.callback_query
-    services = services_of(context)
+    services = context.services
     button = cb.parse(query.data)
     if button is None:
         await alert(query, texts.BUTTON_INVALID)
         return
     try:
-        acted = await routing.check_button(services, query.from_user.id, button)
+        acted = await actions.check_button(services, query.from_user.id, button)
         keyboard, hint = screen(acted.case, services, button)
     except CaseError as exc:
         await refuse(query, services, button, exc, TRIAGE)
@@ -185,9 +184,9 @@ async def show_grids(update: Update, context: Context) -> None:
 
 async def set_grid(update: Update, context: Context) -> None:
     """✅ 定为 <grid>: the case is placed there (located_by staff, an event in the trail)."""
-    result = await press(update, context, routing.set_grid, TRIAGE)
+    result = await press(update, context, actions.set_grid, TRIAGE)
     if result:
-        services = services_of(context)
+        services = context.services
         done_text = texts.DONE_GRID.format(path=services.gridmap.path_names(result[1].case.grid_code))
         await edit_post(update.callback_query, *post_for(result[1], services, TRIAGE, done_text))
         await done(update.callback_query)
@@ -207,14 +206,14 @@ async def not_accept_as(update: Update, context: Context) -> None:
     async def action(services, user_id, button):
         if button.arg not in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV):
             raise CaseError(texts.BUTTON_INVALID)
-        return await routing.not_accept(services, user_id, button, button.arg)
+        return await actions.not_accept(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
     if result:
         button, acted = result
         done_text = texts.DONE_NOT_ACCEPTED.format(reason=NOT_ACCEPTED_REASONS[button.arg])
         await edit_post(update.callback_query,
-                        *post_for(acted, services_of(context), TRIAGE, done_text))
+                        *post_for(acted, context.services, TRIAGE, done_text))
         await done(update.callback_query)
 
 
@@ -236,7 +235,7 @@ async def got_other_reason(update: Update, context: Context) -> int | None:
     reason = update.message.text
 
     async def action(services, user_id, button):
-        return await routing.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
+        return await actions.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=TRIAGE, action=action,
@@ -250,7 +249,7 @@ async def got_duplicate_ref(update: Update, context: Context) -> int | None:
     into = store.normalize_ref(found[0] if found else typed)
 
     async def action(services, user_id, button):
-        return await routing.merge_duplicate(services, user_id, button, into)
+        return await actions.merge_duplicate(services, user_id, button, into)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=TRIAGE, action=action,
@@ -286,19 +285,3 @@ def build(idle_minutes: float) -> ConversationHandler:
             allow_reentry=True,
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
-
-
-def handlers() -> list[CallbackQueryHandler]:
-    return [
-        CallbackQueryHandler(confirm, pattern=cb.pattern(cb.CONFIRM)),
-        CallbackQueryHandler(ask_to_confirm, pattern=cb.pattern(cb.TO)),
-        CallbackQueryHandler(urgent, pattern=cb.pattern(cb.URGENT)),
-        CallbackQueryHandler(show_picker, pattern=cb.pattern(cb.PICK)),
-        CallbackQueryHandler(hide_picker, pattern=cb.pattern(cb.BACK)),
-        CallbackQueryHandler(show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
-        CallbackQueryHandler(show_grids, pattern=cb.pattern(cb.GRID)),
-        CallbackQueryHandler(set_grid, pattern=cb.pattern(cb.SET_GRID)),
-        CallbackQueryHandler(not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
-        CallbackQueryHandler(decide_extension,
-                             pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
-    ]

@@ -11,17 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
-from telegram.ext import ContextTypes
 
 from bot import callbacks as cb
 from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
-from bot.services import Services, services_of
+from bot.context import Context
+from bot.services import Services
 from models import store
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
 from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent
 
-Context = ContextTypes.DEFAULT_TYPE
 ALBUM_MAX = 10  # photos Telegram puts in one album
 
 
@@ -34,7 +33,7 @@ def case_line(case: Case, services: Services) -> str:
 
 async def my_cases(update: Update, context: Context) -> None:
     """/my or 我的反映: the reporter's recent cases, residents' and enterprise's listed apart."""
-    services = services_of(context)
+    services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
         own = await store.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
@@ -150,7 +149,7 @@ async def case_timeline(update: Update, context: Context) -> None:
         await update.effective_message.reply_text(texts.CASE_USAGE)
         return
     ref = store.normalize_ref(context.args[0])[:32]
-    services = services_of(context)
+    services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
         case = await store.case_for_viewer(session, ref, user_id)
@@ -183,7 +182,7 @@ async def send_photos(update: Update, photos: list[tuple[str, str | None]]) -> N
 
 async def enterprise_home(update: Update, context: Context) -> bool:
     """The enterprise's page (its demands and 提交新诉求); False if not registered yet."""
-    services = services_of(context)
+    services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
         enterprise = await store.enterprise_of(session, user_id)

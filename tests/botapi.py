@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 from telegram.ext import Application, ApplicationBuilder
 
+from bot.context import CONTEXT_TYPES
 from bot.emulator import DEMO_RESIDENTS, TelegramEmulator, add_people_from_settings
 from whistle.config import load_settings
 
@@ -36,9 +37,9 @@ async def emulator() -> AsyncIterator[TelegramEmulator]:
 
 
 def app_builder(emu: TelegramEmulator, token: str = TEST_TOKEN) -> ApplicationBuilder:
-    """An ApplicationBuilder whose bot talks to the emulator."""
-    return (Application.builder().token(token).base_url(emu.base_url)
-            .base_file_url(emu.base_file_url))
+    """An ApplicationBuilder whose bot talks to the emulator, with the bot's typed context."""
+    return (Application.builder().token(token).context_types(CONTEXT_TYPES)
+            .base_url(emu.base_url).base_file_url(emu.base_file_url))
 
 
 async def start_app(app: Application, emu: TelegramEmulator) -> Application:

@@ -8,7 +8,7 @@ controllable clock, and the bot's own sender delivers.
 
 from __future__ import annotations
 
-from bot import followup
+from bot import duties as followup
 from models import store
 from models.credit_code import check_character
 from models.tables import DISPATCHED, TRIAGE

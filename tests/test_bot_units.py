@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 import pytest
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import Forbidden, TimedOut
-from telegram.ext import Application, ApplicationHandlerStop, CallbackContext, TypeHandler
+from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot import callbacks as cb
 from bot import posts, texts
 from bot.app import api_urls
+from bot.context import Context
 from bot.department import parse_new_deadline
 from bot.emulator import sample_jpeg
 from bot.guards import drop_duplicates
@@ -190,7 +191,7 @@ async def test_duplicate_guard_stops_a_second_delivery(sqlite_engine, emulator):
 
     # A new process (empty memory) still recognises them from the store.
     app.bot_data.pop("recent_update_ids")
-    context = CallbackContext(app)
+    context = Context(app)
     with pytest.raises(ApplicationHandlerStop):
         await drop_duplicates(_update(2, app), context)
     await app.shutdown()
@@ -216,8 +217,6 @@ async def test_update_ids_are_remembered_for_a_while_only(engine):
 
 async def test_the_prune_job_forgets_old_update_ids_batch_by_batch(sqlite_engine, emulator,
                                                                     monkeypatch):
-    from telegram.ext import CallbackContext
-
     from bot import app as app_module
 
     app = app_builder(emulator).build()
@@ -229,7 +228,7 @@ async def test_the_prune_job_forgets_old_update_ids_batch_by_batch(sqlite_engine
         now = services.clock()
         await drafts.claim_updates(session, recent, now, since=now)
     monkeypatch.setattr(app_module, "PRUNE_BATCH", 4)  # 11 old ids: three batches
-    await app_module.prune_processed_updates(CallbackContext(app))
+    await app_module.prune_processed_updates(Context(app))
     async with services.session() as session:
         fresh = await drafts.claim_updates(session, old + recent, now, since=now - timedelta(days=2))
     assert fresh == set(old)  # forgotten, so new again; the recent ones are still known

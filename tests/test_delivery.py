@@ -312,9 +312,9 @@ async def test_two_workers_never_send_a_push_twice(seeded, emulator, settings):
 
 
 async def test_two_follow_up_workers_send_each_alert_once(seeded, emulator, settings):
-    """Two worker Applications (bot.followup.run_worker: follow-up job + sender, no update
+    """Two worker Applications (bot.app.run_worker: follow-up job + sender, no update
     handling), each with its own engine and Bot, against one database and one emulator."""
-    from bot.followup import run_worker
+    from bot.app import run_worker
     from tests.botapi import TEST_TOKEN
 
     water, leader = -1000000000101, -1000000000002

@@ -13,13 +13,10 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.followup import (
-    PENDING_PREFIX,
-    queue_status_notices,
-    run_followup_pass,
-    submit_rating,
-)
+from bot.duties import run_followup_pass
+from bot.duties.status_notices import queue_status_notices
 from bot.services import Services
+from bot.survey import PENDING_PREFIX, submit_rating
 from models import drafts, outbox, stats, store
 from models import followup as fq
 from models.db import make_engine, session_scope

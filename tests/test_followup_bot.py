@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from bot import followup
+from bot import duties as followup
 from models import store
 from models.credit_code import check_character
 from models.store import Actor

@@ -370,7 +370,7 @@ def test_commands_without_the_dashboard_do_not_import_it(tmp_path, model_path): 
         "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
         "sys.meta_path.insert(0, Missing())\n"
         "from whistle.cli import main\n"
-        "import bot.followup, bot.run\n"
+        "import bot.duties, bot.run\n"
         "code = main(sys.argv[1:])\n"
         "assert not any(m.startswith(('web', 'starlette')) for m in sys.modules), 'imported'\n"
         "sys.exit(code)\n"

@@ -134,7 +134,7 @@ def cmd_dashboard(args, settings) -> int:
 def cmd_worker(args, settings) -> int:
     """An extra follow-up/outbox worker beside the bot (PostgreSQL deployments)."""
     preflight.before_start(settings, telegram=True, token_required=True, require_head=True)
-    from bot.followup import run_worker
+    from bot.app import run_worker
 
     asyncio.run(run_worker(settings))
     return 0

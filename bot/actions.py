@@ -1,12 +1,12 @@
-"""What happens in the store when people act.
+"""The action service: what happens in the store when staff (and reporters) act.
 
 Each function is one short transaction: it checks who is acting, changes the case through
 models.store, and enqueues the pushes the change causes (models.outbox) — the triage and
 department group posts and the reporter's progress notices — so a change and its pushes are
 committed together or not at all. Handlers call these and then kick the outbox sender.
 
-Outbox keys follow f"case:{case.id}:{event}:{case.version}:{chat_id}", so a retried
-transaction or a redelivered update never queues a push twice.
+Every push and its outbox key is built by bot/notices.py (one key per change and chat), so a
+retried transaction or a redelivered update never queues a push twice.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
 from models import drafts, locating, outbox, store
-from models.lifecycle import NOT_ACCEPTED_REASONS, CaseError, NotPermitted, StaleVersion
+from models import followup as fq
+from models.lifecycle import CaseError, NotPermitted, StaleVersion
 from models.permissions import DEPARTMENT_ACTIONS, can
 from models.store import Actor
 from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
@@ -72,17 +73,6 @@ async def _department_chat(session: AsyncSession, code: str | None) -> int | Non
     return dept.chat_id if dept else None
 
 
-def _push_row(case: Case, event: str, chat_id: int | None, text: str, kind: str,
-              now: datetime, *, markup=None, photo: str | None = None) -> dict | None:
-    """The outbox row of a push about `case` (None, with a warning, when there is no chat)."""
-    if chat_id is None:
-        log.warning("no chat configured for %s of case %s", event, case.ref)
-        return None
-    return outbox.push_row(key=f"case:{case.id}:{event}:{case.version}:{chat_id}",
-                           chat_id=chat_id, text=text, kind=kind, now=now,
-                           reply_markup=posts.as_dict(markup), photo=photo, case_id=case.id)
-
-
 async def _queue(session: AsyncSession, *rows: dict | None) -> None:
     """Queue the pushes of one change with one statement."""
     await outbox.enqueue_many(session, [row for row in rows if row is not None])
@@ -90,7 +80,7 @@ async def _queue(session: AsyncSession, *rows: dict | None) -> None:
 
 async def _push(session: AsyncSession, case: Case, event: str, chat_id: int | None, text: str,
                 kind: str, now: datetime, *, markup=None, photo: str | None = None) -> None:
-    await _queue(session, _push_row(case, event, chat_id, text, kind, now, markup=markup,
+    await _queue(session, notices.push_row(case, event, chat_id, text, kind, now, markup=markup,
                                     photo=photo))
 
 
@@ -98,7 +88,7 @@ def _triage_post(services: Services, case: Case, now: datetime, *, enterprise: s
                  headline: str | None = None, auto_dispatched: bool = False) -> dict | None:
     text = posts.triage_text(case, services, enterprise=enterprise, headline=headline,
                              auto_dispatched=auto_dispatched)
-    return _push_row(case, "triage", _triage_chat(services), text, "triage", now,
+    return notices.push_row(case, "triage", _triage_chat(services), text, "triage", now,
                      markup=posts.triage_keyboard(case, services),
                      photo=case.photos[0] if case.photos else None)
 
@@ -106,38 +96,9 @@ def _triage_post(services: Services, case: Case, now: datetime, *, enterprise: s
 async def _department_post(session: AsyncSession, services: Services, case: Case,
                            now: datetime, *, enterprise: str | None) -> dict | None:
     text = posts.department_text(case, services, enterprise=enterprise)
-    return _push_row(case, "dispatched", await _department_chat(session, case.department_code),
+    return notices.push_row(case, "dispatched", await _department_chat(session, case.department_code),
                      text, "department", now, markup=posts.department_keyboard(case),
                      photo=case.photos[0] if case.photos else None)
-
-
-async def _reporter_chat(session: AsyncSession, case: Case) -> int | None:
-    """The reporter's private chat, or None once Telegram told us they blocked the bot
-    (/case still shows them the progress)."""
-    reporter = await drafts.reporter_of_case(session, case)
-    return reporter.telegram_id if reporter is not None and reporter.reachable else None
-
-
-async def _reporter_notice(session: AsyncSession, case: Case, event: str, text: str,
-                           now: datetime, *, photo: str | None = None,
-                           chat_id: int | None = None, due: datetime | None = None
-                           ) -> dict | None:
-    """A progress notice to the reporter (bot/notices.py keeps them one per change and in
-    order); `chat_id` when the reporter is the one acting now, on a case just created."""
-    new_case = chat_id is not None
-    chat_id = chat_id or await _reporter_chat(session, case)
-    if chat_id is None:
-        return None
-    return await notices.notice_row(session, case, event, chat_id, text, now, photo=photo,
-                                    due=due, new_case=new_case)
-
-
-async def _dispatched_notice(session: AsyncSession, services: Services, case: Case,
-                             now: datetime, *, chat_id: int | None = None) -> dict | None:
-    """派单 notice: it waits a minute, so a re-route meanwhile replaces it (bot/notices.py)."""
-    text, _ = notices.notice_text(services, case, "dispatched")
-    return await _reporter_notice(session, case, "dispatched", text, now, chat_id=chat_id,
-                                  due=notices.dispatch_due(services, now))
 
 
 # ---------------------------------------------------------------- intake
@@ -188,8 +149,8 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             await _queue(session,
                          await _department_post(session, services, case, now,
                                                 enterprise=enterprise),
-                         await _dispatched_notice(session, services, case, now,
-                                                  chat_id=telegram_id),
+                         await notices.reporter_notice(session, services, case, notices.DISPATCHED,
+                                                       now, chat_id=telegram_id, new_case=True),
                          _triage_post(services, case, now, enterprise=enterprise,
                                       auto_dispatched=True))
         else:
@@ -280,7 +241,7 @@ async def choose_department(services: Services, user_id: int, button: cb.Callbac
         enterprise = await _enterprise_name(session, case)
         await _queue(session,
                      await _department_post(session, services, case, now, enterprise=enterprise),
-                     await _dispatched_notice(session, services, case, now))
+                     await notices.reporter_notice(session, services, case, notices.DISPATCHED, now))
         return Acted(case, staff, enterprise)
 
 
@@ -316,7 +277,7 @@ async def set_grid(services: Services, user_id: int, button: cb.Callback) -> Act
 def _released(case: Case, event: str, chat_id: int | None, text: str,
               now: datetime) -> dict | None:
     """Tell the department that had the case that it need not act (none had it: nothing)."""
-    return _push_row(case, event, chat_id, text, "department", now) if chat_id else None
+    return notices.push_row(case, event, chat_id, text, "department", now) if chat_id else None
 
 
 async def not_accept(services: Services, user_id: int, button: cb.Callback, category: str,
@@ -331,12 +292,9 @@ async def not_accept(services: Services, user_id: int, button: cb.Callback, cate
         case = await store.not_accept(session, case.id, Actor.staff(user_id), now,
                                       rules=services.rules, category=category, note=note,
                                       expected_version=button.version)
-        advice = texts.NOT_ACCEPTED_ADVICE[category].format(
-            district=services.settings.district.get("name", ""))
-        notice = texts.NOTICE_NOT_ACCEPTED.format(
-            ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice)
         await _queue(session,
-                     await _reporter_notice(session, case, "not_accepted", notice, now),
+                     await notices.reporter_notice(session, services, case, "not_accepted", now,
+                                                   details={"category": category, "note": note}),
                      _released(case, "not_accepted", old_chat,
                                texts.NOTICE_NOT_ACCEPTED_DEPT.format(ref=case.ref), now))
         return Acted(case, staff, await _enterprise_name(session, case))
@@ -355,9 +313,9 @@ async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
         old_chat = await _department_chat(session, case.department_code)
         case = await store.merge(session, case.id, target.id, Actor.staff(user_id), now,
                                  rules=services.rules, expected_version=button.version)
-        notice = texts.NOTICE_MERGED.format(ref=case.ref, into=target.ref)
         await _queue(session,
-                     await _reporter_notice(session, case, "merged", notice, now),
+                     await notices.reporter_notice(session, services, case, "merged", now,
+                                                   details={"into": target.ref}),
                      _released(case, "merged", old_chat,
                                texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref),
                                now))
@@ -371,8 +329,7 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
         staff, case = await _authorize(session, user_id, button)
         case = await store.sign_for(session, case.id, Actor.staff(user_id), now,
                                     rules=services.rules, expected_version=button.version)
-        notice, _ = notices.notice_text(services, case, "signed")
-        await _queue(session, await _reporter_notice(session, case, "signed", notice, now))
+        await _queue(session, await notices.reporter_notice(session, services, case, "signed", now))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -385,7 +342,7 @@ async def return_to_triage(services: Services, user_id: int, button: cb.Callback
         department = department_name(services, case.department_code)
         case = await store.return_case(session, case.id, Actor.staff(user_id), reason, now,
                                        rules=services.rules, expected_version=button.version)
-        if (chat_id := await _reporter_chat(session, case)) is not None:
+        if (chat_id := await fq.reporter_chat(session, case)) is not None:
             # The department a waiting 派单 notice names no longer has the case.
             await notices.drop_waiting_dispatch(session, case, chat_id, now)
         enterprise = await _enterprise_name(session, case)
@@ -405,9 +362,8 @@ async def resolve_case(services: Services, user_id: int, button: cb.Callback, re
         case = await store.resolve(session, case.id, Actor.staff(user_id), result, now,
                                    rules=services.rules, photo=photo,
                                    expected_version=button.version)
-        notice, _ = notices.notice_text(services, case, "resolved")
-        await _queue(session, await _reporter_notice(session, case, "resolved", notice, now,
-                                                     photo=photo))
+        await _queue(session, await notices.reporter_notice(
+            session, services, case, "resolved", now, details={"photo_file": photo}))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 

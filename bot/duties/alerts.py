@@ -1,0 +1,79 @@
+"""红黄灯 and 督办: the department group gets a reminder when a case turns yellow and an
+alarm when it turns red; once it has been red for followup.escalate_after_red_hours the leader
+chat gets a 督办 (and the department a notice), recorded in the case's events.
+
+Each alert is claimed with a compare-and-set on the case, so two workers queue it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime
+
+from bot import notices, posts
+from bot.common import local_time, snippet, stage_name
+from bot.duties.config import FollowupConfig
+from bot.services import Services
+from bot.texts import followup as texts
+from models import followup as fq
+from models import outbox
+from models.tables import URGENT, Case
+
+log = logging.getLogger(__name__)
+
+
+async def queue_deadline_alerts(services: Services, config: FollowupConfig,
+                                now: datetime) -> Counter:
+    """Yellow reminders, red alarms and escalations for the cases that need one now."""
+    async with services.read_session() as session:  # the scan needs no writer's turn
+        due = await fq.due_alerts(session, now, services.rules,
+                                  escalate_after=config.escalate_after)
+        chats = await fq.department_chats(session)
+    counts: Counter = Counter()
+    for kind, cases in (("yellow", due.yellow), ("red", due.red),
+                        ("escalation", due.escalation)):
+        for case in cases:
+            async with services.session() as session:
+                if not await fq.claim_alert(session, case, kind, now):
+                    continue  # another worker did it, or the case moved: next pass decides
+                for chat_id, text, markup in _alert_pushes(kind, case, services, config, chats,
+                                                          now):
+                    await outbox.enqueue(session, key=notices.case_key(case, kind, chat_id), chat_id=chat_id,
+                                         text=text, kind=kind, now=now, case_id=case.id,
+                                         reply_markup=posts.as_dict(markup))
+                if kind == "escalation":
+                    await fq.record_escalation(session, case, now,
+                                               hours_overdue=_overdue_hours(case, now))
+            counts[kind] += 1
+    return counts
+
+
+def _overdue_hours(case: Case, now: datetime) -> float:
+    return (now - fq.deadline_of(case)).total_seconds() / 3600
+
+
+def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
+                  chats: dict[str, tuple[str, int | None]], now: datetime):
+    """(chat id, text, keyboard) of each push an alert makes."""
+    name, dept_chat = chats.get(case.department_code, (case.department_code or "", None))
+    deadline = fq.deadline_of(case)
+    fields = {"ref": case.ref, "stage": stage_name(case), "snippet": snippet(case),
+              "deadline": local_time(services, deadline), "department": name,
+              "left": texts.span((deadline - now).total_seconds()),
+              "over": texts.span((now - deadline).total_seconds()),
+              "escalate_hours": f"{config.escalate_after.total_seconds() / 3600:g}",
+              "urgent": texts.ESCALATION_URGENT if case.priority == URGENT else ""}
+    keyboard = posts.department_keyboard(case)
+    pushes = []
+    if kind == "yellow":
+        pushes.append((dept_chat, texts.REMINDER_YELLOW.format(**fields), keyboard))
+    elif kind == "red":
+        pushes.append((dept_chat, texts.ALARM_RED.format(**fields), keyboard))
+    else:
+        pushes.append((config.leader_chat, texts.ESCALATION_LEADER.format(**fields), None))
+        pushes.append((dept_chat, texts.ESCALATION_DEPARTMENT.format(**fields), keyboard))
+    for chat_id, _, _ in pushes:
+        if chat_id is None:
+            log.warning("%s of %s: no chat configured, push skipped", kind, case.ref)
+    return [p for p in pushes if p[0] is not None]

@@ -1,0 +1,61 @@
+"""The leaders' daily digest of red cases per department, once a day after
+followup.digest_time (district-local).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from bot import delivery
+from bot.common import fit, stage_name
+from bot.duties.config import FollowupConfig
+from bot.services import Services
+from bot.texts import followup as texts
+from models import followup as fq
+from models import outbox
+from models.deadlines import RED
+from models.tables import Case
+
+DIGEST_CASES_PER_DEPARTMENT = 3
+
+
+async def queue_digest(services: Services, config: FollowupConfig, now: datetime) -> Counter:
+    """The leaders' digest of red cases, once per district-local day after digest_time."""
+    local = services.rules.calendar.to_local(now)
+    if config.leader_chat is None or local.time() < config.digest_time:
+        return Counter()
+    key = f"digest:{local:%Y%m%d}:{config.leader_chat}"
+    async with services.session() as session:
+        if await fq.outbox_key_exists(session, key):
+            return Counter()
+        counts = await fq.red_counts(session, now, services.rules)
+        reds = await fq.lit_cases(session, now, services.rules, lights=(RED,), limit=1000)
+        chats = await fq.department_chats(session)
+        text = digest_text(local.date().strftime("%m月%d日"), counts, reds, chats, now)
+        queued = await outbox.enqueue(session, key=key, chat_id=config.leader_chat, text=text,
+                                      kind="digest", now=now)
+    return Counter(digest=1 if queued else 0)
+
+
+def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
+                chats: dict[str, tuple[str, int | None]], now: datetime) -> str:
+    """Red cases per department, most first, with the longest overdue few of each."""
+    lines = [texts.DIGEST_TITLE.format(date=day)]
+    total = sum(counts.values())
+    if not total:
+        return "\n".join(lines + [texts.DIGEST_NONE])
+    lines.append(texts.DIGEST_TOTAL.format(count=total))
+    by_department: dict[str | None, list[Case]] = {}
+    for case, _ in reds:
+        by_department.setdefault(case.department_code, []).append(case)
+    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0] or "")):
+        name = chats.get(code, (code or "—", None))[0]
+        lines.append(texts.DIGEST_DEPARTMENT.format(department=name, count=count))
+        shown = by_department.get(code, [])[:DIGEST_CASES_PER_DEPARTMENT]
+        for case in shown:
+            over = texts.span((now - fq.deadline_of(case)).total_seconds())
+            lines.append(texts.DIGEST_CASE.format(ref=case.ref, stage=stage_name(case), over=over))
+        if count > len(shown):
+            lines.append(texts.DIGEST_MORE.format(count=count - len(shown)))
+    return fit("\n".join(lines), delivery.MAX_TEXT)
