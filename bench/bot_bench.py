@@ -39,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.emulator import BotMessage, TelegramEmulator, add_people_from_settings
+from emulator import BotMessage, TelegramEmulator
 from whistle.config import DEFAULT_CONFIG, Settings, load_settings
+from whistle.demo import add_people_from_settings
 
 TOKEN = "7000000099:BENCH-local-emulator"
 FIRST_RESIDENT = 200_001

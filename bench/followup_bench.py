@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from telegram.ext import Application
 
 from bot.delivery import deliver_due, delivery_state
-from bot.emulator import TelegramEmulator
 from bot.services import Services, utc_now
+from emulator import TelegramEmulator
 from models import followup as fq
 from models import outbox
 from models.db import create_all, make_engine, session_scope

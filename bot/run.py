@@ -30,7 +30,7 @@ def quiet_chatty_loggers(*, demo: bool = False) -> None:
     lines."""
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if demo:
-        for name in ("telegram", "bot.emulator", "aiohttp.access"):
+        for name in ("telegram", "emulator", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -141,8 +141,9 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
     plays a resident (10001), an enterprise user (10002) and the staff from config.toml.
 
     input_lines / out replace the terminal (scripted demos and tests)."""
-    from bot.emulator import TelegramEmulator, add_people_from_settings, demo_roles
-    from bot.terminal import demo_intro, run_terminal_chat
+    from bot.texts.demo import TITLE
+    from emulator import TelegramEmulator, run_terminal_chat
+    from whistle.demo import add_people_from_settings, demo_intro, demo_roles
 
     quiet_chatty_loggers(demo=True)
     emulator = TelegramEmulator(token=DEMO_TOKEN)
@@ -159,7 +160,7 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
             await start_application(application, settings, mode="polling")
             await run_terminal_chat(emulator, identities, groups, start_as=DEMO_RESIDENT,
                                     input_lines=input_lines, out=out, roles=roles,
-                                    intro=demo_intro(settings, identities, roles))
+                                    intro=demo_intro(settings, identities, roles), title=TITLE)
             # What was typed last (a script that ends at once) is still handled: stopping
             # handles the updates the bot took, but drops those it had not taken yet.
             await emulator.wait_until_taken()

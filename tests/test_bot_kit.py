@@ -19,8 +19,8 @@ from sqlmodel import select
 
 from bot.app import build_application
 from bot.common import kick_delivery
-from bot.emulator import BotMessage, TelegramEmulator
 from bot.services import Services
+from emulator import BotMessage, TelegramEmulator
 from models import store
 from models.db import create_all, make_engine, session_scope
 from models.tables import Case, LabelCorrection, Outbox

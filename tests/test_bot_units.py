@@ -16,11 +16,11 @@ from bot import callbacks as cb
 from bot import posts, texts
 from bot.app import api_urls
 from bot.department import parse_new_deadline
-from bot.emulator import sample_jpeg
 from bot.guards import drop_duplicates
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, TurnLock
+from emulator import sample_jpeg
 from models import drafts, store
 from models.db import create_all, make_engine, session_scope
 from models.tables import Case
