@@ -107,7 +107,7 @@ def bot_process(port: int, settings: Settings, ready, stop) -> None:
 
 
 async def prepare_store(settings: Settings, db_path: Path) -> None:
-    from models.db import create_all, make_engine, session_scope
+    from models.engine import create_all, make_engine, session_scope
     from models.store import sync_reference_data
 
     for suffix in ("", "-wal", "-shm"):
@@ -138,7 +138,7 @@ def ensure_model(settings: Settings) -> None:
 async def count_cases(settings: Settings) -> tuple[int, int]:
     from sqlmodel import func, select
 
-    from models.db import make_engine, session_scope
+    from models.engine import make_engine, session_scope
     from models.tables import Case
 
     engine = make_engine(settings.database_url)

@@ -39,7 +39,7 @@ from bot.services import Services, utc_now
 from emulator import TelegramEmulator
 from models import followup as fq
 from models import outbox
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.store import Rules
 from whistle.config import DEFAULT_CONFIG, load_settings
 

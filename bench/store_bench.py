@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from models import outbox, store
 from models.credit_code import check_character
-from models.db import make_engine, session_scope
 from models.deadlines import deadline_after, yellow_at
+from models.engine import make_engine, session_scope
 from models.migrate import current_revision, head_revision, schema_differences, upgrade
 from models.store import Actor, Rules
 from models.tables import Case, CaseEvent, Outbox, SQLModel
@@ -636,7 +636,7 @@ def main() -> None:
               "engines": {}}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         # "sqlite-inplace": the same file through the connections the bot uses, which run
-        # each statement on the event loop's thread (models/sqlite_inline.py).
+        # each statement on the event loop's thread (models/engine/inline.py).
         in_place = engine == "sqlite-inplace"
         if in_place:
             engine = "sqlite"

@@ -617,7 +617,7 @@ def build_worker(settings, *, token: str | None = None, base_url: str | None = N
     read updates. Start any number of them next to the bot against one PostgreSQL database
     (`run_worker`); the compare-and-set claims and SKIP LOCKED keep every push single."""
     from bot.app import api_urls
-    from models.db import make_engine
+    from models.engine import make_engine
 
     token = token or settings.telegram_token
     if not token:

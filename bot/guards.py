@@ -11,8 +11,9 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import texts
-from bot.services import Gathered, Services, services_of
+from bot.services import Services, services_of
 from models import drafts
+from models.engine import Gathered
 
 log = logging.getLogger(__name__)
 

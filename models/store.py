@@ -3,7 +3,7 @@
 Every status change goes through `transition()`: it checks the move against
 models.lifecycle.TRANSITIONS, applies times and deadlines with a compare-and-set UPDATE on the
 case's version, and writes the CaseEvent in the same transaction. Functions never commit; the
-caller's `models.db.session_scope` does. Each validates its input before writing anything, so
+caller's `models.engine.session_scope` does. Each validates its input before writing anything, so
 a caller that catches a CaseError and carries on never commits half an operation.
 """
 

@@ -22,7 +22,7 @@ from bot.common import kick_delivery
 from bot.services import Services
 from emulator import BotMessage, TelegramEmulator
 from models import store
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import Case, LabelCorrection, Outbox
 from tests.botapi import TEST_TOKEN, start_app, stop_app
 from whistle.config import DEFAULT_CONFIG, Settings, load_settings

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from classifier import load_model
 from models.auth import issue_login_code
-from models.db import make_engine, session_scope
+from models.engine import make_engine, session_scope
 from models.store import sync_reference_data
 from models.tables import Case, Reporter, Staff
 from tests.test_classifier import rewrite_model

@@ -16,7 +16,7 @@ from sqlmodel import select
 from bot.delivery import FloodLimiter, deliver_due
 from bot.services import Services
 from models import outbox, store
-from models.db import make_engine, session_scope
+from models.engine import make_engine, session_scope
 from models.tables import DISPATCHED, Outbox, Reporter
 from tests.botapi import app_builder
 

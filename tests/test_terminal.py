@@ -22,7 +22,7 @@ from bot.run import run_demo
 from emulator import BotMessage, StdinInput, run_terminal_chat
 from models import store
 from models.credit_code import is_valid_credit_code
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import CLOSED, Case, Enterprise
 from tests.test_bot_kit import (
     ENTERPRISE_USER,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from models.db import session_scope
+from models.engine import session_scope
 from models.store import get_staff
 
 log = logging.getLogger(__name__)
