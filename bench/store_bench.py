@@ -510,9 +510,9 @@ async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = 
         from models import followup
     except ImportError:  # pragma: no cover - the follow-up helper's module is optional here
         followup = None
-    escalate = timedelta(hours=float(settings.followup.get("escalate_after_red_hours", 24)))
-    remind = timedelta(days=float(settings.followup.get("survey_reminder_days", 3)))
-    close = timedelta(days=float(settings.followup.get("survey_close_days", 6)))
+    escalate = timedelta(hours=settings.followup.escalate_after_red_hours)
+    remind = timedelta(days=settings.followup.survey_reminder_days)
+    close = timedelta(days=settings.followup.survey_close_days)
     found: dict = {}
 
     async def due_scan():

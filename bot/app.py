@@ -44,13 +44,6 @@ from whistle.config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 PUBLIC_API = "https://api.telegram.org/bot"
-DEFAULT_CONCURRENCY = 64  # updates handled at once; one chat's updates still come in order
-# HTTP connections to the Bot API. httpx checks every idle pooled connection on each request,
-# so a pool far larger than the concurrency costs CPU for nothing (PTB's default is 256).
-DEFAULT_CONNECTIONS = 32
-# aiohttp carries the Bot API calls for far less CPU than PTB's default httpx (bot/request.py);
-# telegram.http_client = "httpx" in config.toml switches back.
-DEFAULT_HTTP_CLIENT = "aiohttp"
 
 BOT_COMMANDS = [
     BotCommand("report", "反映问题"),
@@ -90,10 +83,10 @@ def build_application(
         .token(token)
         .persistence(StorePersistence(services.session, services.clock))
         .concurrent_updates(OneAtATimePerPerson(
-            int(tg.get("concurrent_updates", DEFAULT_CONCURRENCY))))
+            tg.concurrent_updates))
     )
-    connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
-    if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":
+    connections = tg.connection_pool_size
+    if tg.http_client == "aiohttp":
         builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
                    .get_updates_request(AiohttpRequest(connection_pool_size=1)))
     else:
@@ -111,7 +104,7 @@ def build_application(
 
 def register_handlers(application: Application, settings: Settings) -> None:
     """Every handler, in the order that matters: the first match in a group wins."""
-    idle = float(settings.conversation.get("idle_timeout_minutes", 30))
+    idle = settings.conversation.idle_timeout_minutes
     private = filters.ChatType.PRIVATE
     new_private = filters.UpdateType.MESSAGE & private
 
@@ -176,9 +169,9 @@ async def prune_processed_updates(context) -> None:
 def register_jobs(application: Application, settings: Settings) -> None:
     """Model hot-reload (classifier.reload_check_seconds) and housekeeping."""
     jobs = application.job_queue
-    every = float(settings.classifier.get("reload_check_seconds", 30))
+    every = settings.classifier.reload_check_seconds
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
-    idle = float(settings.conversation.get("idle_timeout_minutes", 30))
+    idle = settings.conversation.idle_timeout_minutes
     sweep = conversation.idle_sweep_seconds(idle)
     jobs.run_repeating(conversation.end_idle_conversations, interval=sweep, first=sweep,
                        name="end_idle_conversations")

@@ -108,8 +108,7 @@ def drop_draft(context: Context) -> None:
 
 
 def idle_limit(context: Context) -> timedelta:
-    minutes = services_of(context).settings.conversation.get("idle_timeout_minutes", 30)
-    return timedelta(minutes=float(minutes))
+    return timedelta(minutes=services_of(context).settings.conversation.idle_timeout_minutes)
 
 
 def step(callback: Step) -> Step:
@@ -177,7 +176,7 @@ async def _reply(update: Update, text: str, **kwargs) -> Message | None:
 
 def text_limits(context: Context) -> tuple[int, int]:
     conv = services_of(context).settings.conversation
-    return int(conv.get("min_text_chars", 4)), int(conv.get("max_text_chars", 2000))
+    return conv.min_text_chars, conv.max_text_chars
 
 
 def description_problem(context: Context, text: str) -> str | None:
@@ -192,7 +191,7 @@ def description_problem(context: Context, text: str) -> str | None:
 
 
 def in_district(context: Context, latitude: float, longitude: float) -> bool:
-    bbox = services_of(context).settings.district.get("bbox")
+    bbox = services_of(context).settings.district.bbox
     if not bbox:
         return True
     lon_min, lat_min, lon_max, lat_max = bbox
@@ -388,7 +387,7 @@ async def got_description(update: Update, context: Context) -> int:
 
 
 def max_photos(context: Context) -> int:
-    return int(services_of(context).settings.conversation.get("max_photos", 5))
+    return services_of(context).settings.conversation.max_photos
 
 
 def _first_photo(context: Context, draft: dict, message) -> None:
@@ -459,7 +458,7 @@ async def got_location(update: Update, context: Context) -> int:
     draft["address"] = f"{venue.title} {venue.address}"[:300] if venue else None
     draft["out_of_area"] = not in_district(context, location.latitude, location.longitude)
     if draft["out_of_area"]:
-        district = services_of(context).settings.district.get("name", "")
+        district = services_of(context).settings.district.name
         await _reply(update, texts.OUT_OF_AREA.format(district=district))
     return await show_summary(update, context)
 
@@ -516,7 +515,7 @@ def summary_text(context: Context, draft: dict) -> str:
     return texts.summary(
         text=draft["text"], photo_count=len(draft["photos"]), address=draft["address"],
         latitude=draft["lat"], longitude=draft["lon"], out_of_area=draft["out_of_area"],
-        department=department, district=services.settings.district.get("name", ""),
+        department=department, district=services.settings.district.name,
         enterprise=draft["enterprise"] if draft["kind"] == ENTERPRISE else None,
     )
 

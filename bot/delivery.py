@@ -154,16 +154,14 @@ class DeliveryState:
     @classmethod
     def from_settings(cls, settings, worker: str) -> DeliveryState:
         d = settings.delivery
-        per_second = float(d.get("global_per_second", 30))
         return cls(
-            limiter=FloodLimiter(per_second, float(d.get("per_chat_per_second", 1)),
-                                 int(d.get("group_per_minute", 20))),
+            limiter=FloodLimiter(d.global_per_second, d.per_chat_per_second, d.group_per_minute),
             worker=worker[:64],
-            batch_size=max(1, int(per_second * HORIZON_SECONDS)),
-            lease_seconds=int(d.get("lease_seconds", 60)),
-            max_attempts=int(d.get("max_attempts", 8)),
-            backoff=[float(s) for s in d.get("backoff_seconds", [5, 15, 60, 300, 900, 3600])],
-            send_timeout=float(d.get("send_timeout_seconds", 10)),
+            batch_size=max(1, int(d.global_per_second * HORIZON_SECONDS)),
+            lease_seconds=d.lease_seconds,
+            max_attempts=d.max_attempts,
+            backoff=list(d.backoff_seconds),
+            send_timeout=d.send_timeout_seconds,
         )
 
     def backoff_after(self, attempts: int) -> timedelta:
@@ -417,7 +415,7 @@ OVERLAP_ALLOWED = {"max_instances": 2}
 def register_delivery(application: Application) -> None:
     """Run the sender every followup.poll_seconds (and whenever kick() is called)."""
     services = services_of(application)
-    poll = float(services.settings.followup.get("poll_seconds", 5))
+    poll = services.settings.followup.poll_seconds
     if application.job_queue is None:
         raise RuntimeError("the outbox sender needs python-telegram-bot[job-queue]")
     application.job_queue.run_repeating(_delivery_job, interval=poll, first=0.5,

@@ -85,16 +85,14 @@ class FollowupConfig:
     @classmethod
     def from_settings(cls, settings) -> FollowupConfig:
         f = settings.followup
-        hh, mm = (int(x) for x in str(f.get("digest_time", "08:30")).split(":"))
-        leader = settings.telegram.get("leader_chat_id")
+        leader = settings.telegram.leader_chat_id
         return cls(
-            escalate_after=timedelta(hours=float(f.get("escalate_after_red_hours", 24))),
-            survey_reminder=timedelta(days=float(f.get("survey_reminder_days", 3))),
-            survey_close=timedelta(days=float(f.get("survey_close_days", 6))),
-            digest_time=time(hh, mm),
-            comment_timeout=timedelta(
-                minutes=float(settings.conversation.get("idle_timeout_minutes", 30))),
-            leader_chat=int(leader) if leader else None,
+            escalate_after=timedelta(hours=f.escalate_after_red_hours),
+            survey_reminder=timedelta(days=f.survey_reminder_days),
+            survey_close=timedelta(days=f.survey_close_days),
+            digest_time=time.fromisoformat(f.digest_time),
+            comment_timeout=timedelta(minutes=settings.conversation.idle_timeout_minutes),
+            leader_chat=leader or None,
         )
 
 
@@ -632,7 +630,7 @@ def build_worker(settings, *, token: str | None = None, base_url: str | None = N
         builder = builder.base_url(bot_url).base_file_url(file_url)
     application = builder.build()
     application.bot_data["services"] = services
-    poll = float(settings.followup.get("poll_seconds", 5))
+    poll = settings.followup.poll_seconds
     application.job_queue.run_repeating(_followup_job, interval=poll, first=1, name="followup",
                                         job_kwargs=delivery.OVERLAP_ALLOWED)
     delivery.register_delivery(application)
@@ -658,7 +656,7 @@ def register_followup(application: Application) -> None:
     from bot import staff_commands
 
     services = services_of(application)
-    poll = float(services.settings.followup.get("poll_seconds", 5))
+    poll = services.settings.followup.poll_seconds
     if application.job_queue is None:
         raise RuntimeError("the follow-up engine needs python-telegram-bot[job-queue]")
     application.job_queue.run_repeating(_followup_job, interval=poll, first=1,

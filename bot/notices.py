@@ -112,5 +112,4 @@ async def notice_row(session: AsyncSession, case: Case, event: str, chat_id: int
 
 def dispatch_due(services: Services, at: datetime) -> datetime:
     """When the notice of a 派单 made at `at` goes out, unless a re-route replaces it."""
-    seconds = services.settings.followup.get("dispatch_notice_delay_seconds", 60)
-    return at + timedelta(seconds=float(seconds))
+    return at + timedelta(seconds=services.settings.followup.dispatch_notice_delay_seconds)

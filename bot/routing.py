@@ -63,7 +63,7 @@ async def _enterprise_name(session: AsyncSession, case: Case) -> str | None:
 
 
 def _triage_chat(services: Services) -> int | None:
-    chat = services.settings.telegram.get("triage_chat_id")
+    chat = services.settings.telegram.triage_chat_id
     return int(chat) if chat else None
 
 
@@ -165,9 +165,9 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
             idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
-            ref_prefix=settings.district.get("case_prefix", "WC"),
-            timezone=settings.district.get("timezone", "Asia/Shanghai"),
-            max_text_chars=int(settings.conversation.get("max_text_chars", 2000)),
+            ref_prefix=settings.district.case_prefix,
+            timezone=settings.district.timezone,
+            max_text_chars=settings.conversation.max_text_chars,
         )
         if case.status != SUBMITTED:
             return case, False  # this draft was submitted and routed before
@@ -313,7 +313,7 @@ async def not_accept(services: Services, user_id: int, button: cb.Callback, cate
                                       rules=services.rules, category=category, note=note,
                                       expected_version=button.version)
         advice = texts.NOT_ACCEPTED_ADVICE[category].format(
-            district=services.settings.district.get("name", ""))
+            district=services.settings.district.name)
         notice = texts.NOTICE_NOT_ACCEPTED.format(
             ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice)
         await _queue(session,

@@ -118,7 +118,7 @@ class Rules:
         return cls(
             calendar=WorkCalendar.from_settings(settings),
             default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
-            yellow_ratio=float(settings.followup.get("yellow_ratio", 0.75)),
+            yellow_ratio=settings.followup.yellow_ratio,
         )
 
     def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:

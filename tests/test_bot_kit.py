@@ -54,11 +54,11 @@ def base_settings() -> Settings:
 
 
 def with_classifier(settings: Settings, **changes) -> Settings:
-    return replace(settings, classifier={**settings.classifier, **changes})
+    return replace(settings, classifier=replace(settings.classifier, **changes))
 
 
 def with_conversation(settings: Settings, **changes) -> Settings:
-    return replace(settings, conversation={**settings.conversation, **changes})
+    return replace(settings, conversation=replace(settings.conversation, **changes))
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +80,8 @@ def suggester_for(model_path):
     cache = {}
 
     def get(settings: Settings):
-        key = (settings.classifier.get("confidence_threshold"),
-               settings.classifier.get("auto_dispatch_threshold"))
+        key = (settings.classifier.confidence_threshold,
+               settings.classifier.auto_dispatch_threshold)
         if key not in cache:
             cache[key] = Suggester.from_settings(
                 with_classifier(settings, model_path=str(model_path)))
@@ -103,7 +103,7 @@ class BotEnv:
 
     @property
     def triage_chat(self) -> int:
-        return int(self.settings.telegram["triage_chat_id"])
+        return self.settings.telegram.triage_chat_id
 
     def department_chat(self, code: str) -> int:
         return int(self.settings.department(code).chat_id)

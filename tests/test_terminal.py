@@ -138,7 +138,7 @@ async def test_who_lists_everyone_by_role_with_their_chats(emulator):
     await run_terminal_chat(emulator, identities, groups, RESIDENT, input_lines=[":who"],
                             out=out, roles=demo_roles(settings))
     shown = out.getvalue()
-    triage, leader = settings.telegram["triage_chat_id"], settings.telegram["leader_chat_id"]
+    triage, leader = settings.telegram.triage_chat_id, settings.telegram.leader_chat_id
     in_order(shown, "【居民】", f"{RESIDENT}  居民王阿姨，仅私聊 ← 当前",
              "【企业】", f"{ENTERPRISE_USER}  企业赵经理，仅私聊", DEMO_CREDIT_CODE,
              "【分拨员", f"9001  分拨员小李，所在群：分拨中心（{triage}）",

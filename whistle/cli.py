@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None or (preflight.errors(findings) and not checking):
         return EXIT_STARTUP
     if getattr(args, "dashboard_port", None):
-        settings = replace(settings, dashboard={**settings.dashboard, "port": args.dashboard_port})
+        settings = replace(settings, dashboard=replace(settings.dashboard, port=args.dashboard_port))
     try:
         status = args.func(args, settings)
     except KeyboardInterrupt:

@@ -34,8 +34,8 @@ def add_people_from_settings(
     groups: dict[int, tuple[str, list[int]]] = {}
     by_role = {role: [s.telegram_id for s in settings.staff if s.role == role]
                for role in ("triage", "leader", "admin")}
-    triage_id = settings.telegram.get("triage_chat_id")
-    leader_id = settings.telegram.get("leader_chat_id")
+    triage_id = settings.telegram.triage_chat_id
+    leader_id = settings.telegram.leader_chat_id
     if triage_id:
         groups[int(triage_id)] = ("分拨中心", by_role["triage"] + by_role["admin"])
     if leader_id:
