@@ -1,4 +1,10 @@
-"""One settings object, built once from config.toml plus the environment."""
+"""One settings object, built once from config.toml plus the environment.
+
+Each [section] is a frozen dataclass below, with its defaults (written only here) and what a
+valid value is; read_settings() checks types, ranges and choices and names every problem,
+unknown_settings() every section or key it does not know. Code reads attributes
+(`settings.followup.poll_seconds`), never raw dicts.
+"""
 
 from __future__ import annotations
 
@@ -287,7 +293,7 @@ def unknown_settings(config_path: Path) -> list[str]:
 # ---------------------------------------------------------------- types and ranges
 
 _TYPE_NAMES = {str: "文字（string）", int: "整数（integer）", float: "数字（number）",
-               bool: "true 或 false（boolean）"}
+               bool: "布尔值 true 或 false（boolean）"}
 
 
 def _type_name(hint: Any) -> str:
@@ -333,16 +339,18 @@ def _range_problem(value: Any, meta: dict) -> str | None:
         return (f"只能是 {' 或 '.join(meta['choices'])}（one of: {', '.join(meta['choices'])}）")
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
-    low, high = meta.get("low"), meta.get("high")
-    if meta.get("positive") and value <= 0:
-        return "应大于 0（must be > 0）" + (f"且不超过 {high}" if high is not None else "")
-    if (low is not None and value < low) or (high is not None and value > high):
-        if high is None:
-            return f"应不小于 {low}（must be ≥ {low}）"
-        if low is None:
-            return f"应不大于 {high}（must be ≤ {high}）"
-        return f"应在 {low} 到 {high} 之间（must be within {low}–{high}）"
-    return None
+    low, high, positive = meta.get("low"), meta.get("high"), meta.get("positive")
+    too_low = value <= 0 if positive else low is not None and value < low
+    if not too_low and (high is None or value <= high):
+        return None
+    if positive:
+        return ("应大于 0（must be > 0）" if high is None
+                else f"应大于 0 且不大于 {high}（must be > 0 and ≤ {high}）")
+    if high is None:
+        return f"应不小于 {low}（must be ≥ {low}）"
+    if low is None:
+        return f"应不大于 {high}（must be ≤ {high}）"
+    return f"应在 {low} 到 {high} 之间（must be within {low}–{high}）"
 
 
 def _format_problem(section: str, key: str, value: Any) -> str | None:
