@@ -125,6 +125,11 @@ def test_a_wrong_type_is_named(tmp_path, old, new, line):
      "[followup] digest_time 应写成 HH:MM（time of day），例如 08:30，而不是 '8点半'"),
     ('"2026-04-06",', '"2026-04-31",',
      "[calendar] holidays 中的 '2026-04-31' 应写成 YYYY-MM-DD（ISO date）"),
+    ("auto_dispatch_threshold = 0.85", "auto_dispatch_threshold = 0.5",
+     "[classifier] confidence_threshold 应小于 auto_dispatch_threshold"),
+    ('workday_end = "18:00"', 'workday_end = "08:00"',
+     ("[calendar] workday_start 应小于 workday_end（workday_start < workday_end），"
+      "而不是 '09:00' 与 '08:00'")),
 ])
 def test_an_out_of_range_value_is_named(tmp_path, old, new, line):
     path = config_with(tmp_path, (old, new))

@@ -419,6 +419,17 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
     return items, problems
 
 
+def _order_problems(sections: dict, where: Path) -> list[str]:
+    """Settings that only make sense in order: one line per pair that is not."""
+    pairs = [("classifier", "confidence_threshold", "auto_dispatch_threshold"),
+             ("followup", "survey_reminder_days", "survey_close_days"),
+             ("calendar", "workday_start", "workday_end")]
+    return [f"{where}: [{name}] {first} 应小于 {second}（{first} < {second}），而不是 "
+            f"{getattr(sections[name], first)!r} 与 {getattr(sections[name], second)!r}"
+            for name, first, second in pairs
+            if not getattr(sections[name], first) < getattr(sections[name], second)]
+
+
 def _structure_problems(raw: dict, where: Path) -> list[str]:
     problems = [f"{where}: {name} 应是一个段 [{name}]，而不是单个值；{FIX_HINT}"
                 for name in KNOWN_SECTIONS
@@ -469,6 +480,7 @@ def read_settings(path: str | os.PathLike | None = None,
     for name in SECTIONS:
         sections[name], bad = _section(raw, name, config_path)
         problems += bad
+    problems += _order_problems(sections, config_path)
     limits = raw.get("limits", {}) if isinstance(raw.get("limits", {}), dict) else {}
     problems += [f"{config_path}: [limits] {key} 应为文字（string），例如 \"5wd\"，而不是 {value!r}"
                  for key, value in limits.items() if not isinstance(value, str)]
