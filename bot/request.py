@@ -10,7 +10,6 @@ unchanged — only the bytes on the wire travel through a different client.
 from __future__ import annotations
 
 import aiohttp
-from telegram._utils.defaultvalue import DefaultValue
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
@@ -44,12 +43,13 @@ class AiohttpRequest(BaseRequest):
         self._session = None
 
     def _timeout(self, read_timeout, write_timeout, connect_timeout, has_files: bool):
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
+        # A timeout not passed is BaseRequest.DEFAULT_NONE (PTB's documented test for it).
+        unset = BaseRequest.DEFAULT_NONE
+        read = self._read_timeout if read_timeout is unset else read_timeout
         write = write_timeout
-        if isinstance(write, DefaultValue):
+        if write is unset:
             write = self._media_write_timeout if has_files else self._write_timeout
-        connect = (self._connect_timeout if isinstance(connect_timeout, DefaultValue)
-                   else connect_timeout)
+        connect = self._connect_timeout if connect_timeout is unset else connect_timeout
         # aiohttp has no separate write timeout: the whole request may take write + read.
         total = None if read is None or write is None else read + write
         return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
