@@ -23,12 +23,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
 
-# The sections config.toml may have. [district], [telegram] and [[departments]] are required
-# (no default fits another district); the others fall back to the defaults in the code.
-KNOWN_SECTIONS = (
-    "district", "telegram", "database", "classifier", "conversation", "followup", "delivery",
-    "calendar", "limits", "dashboard", "departments", "staff", "grids",
-)
 ENTRY_SECTIONS = ("departments", "staff", "grids")  # [[...]]: a list of entries
 ROLES = ("triage", "department", "grid", "leader", "admin")
 FIX_HINT = "可参照仓库自带的 config.toml"
@@ -165,6 +159,9 @@ SECTIONS: dict[str, type] = {
     "dashboard": DashboardSettings,
 }
 LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
+# Every section config.toml may have. [district], [telegram] and [[departments]] are required
+# (no default fits another district); the others fall back to the defaults above.
+KNOWN_SECTIONS = (*SECTIONS, "limits", *ENTRY_SECTIONS)
 TIME_OF_DAY = {("followup", "digest_time"), ("calendar", "workday_start"),
                ("calendar", "workday_end")}
 DATES = {("calendar", "holidays"), ("calendar", "adjusted_workdays")}
