@@ -39,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.emulator import BotMessage, TelegramEmulator, add_people_from_settings
+from emulator import BotMessage, TelegramEmulator
 from whistle.config import DEFAULT_CONFIG, Settings, load_settings
+from whistle.demo import add_people_from_settings
 
 TOKEN = "7000000099:BENCH-local-emulator"
 FIRST_RESIDENT = 200_001
@@ -71,16 +72,16 @@ def bench_settings(db_url: str, model_path: str, concurrency: int,
                    http_client: str | None, followup: bool,
                    poll_interval: float | None = None) -> Settings:
     settings = load_settings(DEFAULT_CONFIG, env={})
-    telegram = {**settings.telegram, "concurrent_updates": concurrency}
+    telegram = replace(settings.telegram, concurrent_updates=concurrency)
     if poll_interval is not None:
-        telegram["poll_interval"] = poll_interval
+        telegram = replace(telegram, poll_interval=poll_interval)
     if http_client:
-        telegram["http_client"] = http_client
-    follow = dict(settings.followup)
+        telegram = replace(telegram, http_client=http_client)
+    follow = settings.followup
     if not followup:  # diagnostic: the follow-up scan runs once at start, then not again
-        follow["poll_seconds"] = 10**6
+        follow = replace(follow, poll_seconds=10**6)
     return replace(settings, database_url=db_url, telegram=telegram, followup=follow,
-                   classifier={**settings.classifier, "model_path": model_path})
+                   classifier=replace(settings.classifier, model_path=str(model_path)))
 
 
 async def _serve(port: int, settings: Settings, ready, stop) -> None:
@@ -106,7 +107,7 @@ def bot_process(port: int, settings: Settings, ready, stop) -> None:
 
 
 async def prepare_store(settings: Settings, db_path: Path) -> None:
-    from models.db import create_all, make_engine, session_scope
+    from models.engine import create_all, make_engine, session_scope
     from models.store import sync_reference_data
 
     for suffix in ("", "-wal", "-shm"):
@@ -137,7 +138,7 @@ def ensure_model(settings: Settings) -> None:
 async def count_cases(settings: Settings) -> tuple[int, int]:
     from sqlmodel import func, select
 
-    from models.db import make_engine, session_scope
+    from models.engine import make_engine, session_scope
     from models.tables import Case
 
     engine = make_engine(settings.database_url)
@@ -355,8 +356,8 @@ async def run(args) -> dict:
         "bot_cpu_percent": round(100 * cpu_used / elapsed, 1) if cpu_used else None,
         "emulator_cpu_percent": round(100 * emulator_cpu / elapsed, 1),
         "concurrency": args.concurrency,
-        "http_client": settings.telegram.get("http_client", "aiohttp"),
-        "poll_interval": settings.telegram.get("poll_interval", 0.0),
+        "http_client": settings.telegram.http_client,
+        "poll_interval": settings.telegram.poll_interval,
         "followup_pass": not args.without_followup,
         "target_rate": args.rate,
         "targets": {"updates_per_s": TARGET_UPDATES_PER_S, "p99_ms": TARGET_P99_MS},

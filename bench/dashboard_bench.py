@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from models import stats
 from models.auth import issue_login_code
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.store import Rules, sync_reference_data
 from web.app import EmbeddedServer, create_app
 from whistle.config import DEFAULT_CONFIG, load_settings
@@ -242,7 +242,7 @@ async def measure_http(settings, engine, now: datetime, runs: int) -> dict:
     out = {}
     for label, cache_seconds in (("GET /api/data uncached", 0), ("GET /api/data cached", 5)):
         token = "bench-screen-token-0123456789"
-        dash = {**settings.dashboard, "screen_tokens": [token], "cache_seconds": cache_seconds}
+        dash = replace(settings.dashboard, screen_tokens=(token,), cache_seconds=cache_seconds)
         app = create_app(replace(settings, dashboard=dash), engine=engine, clock=lambda: now)
         server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
                                                log_level="warning", lifespan="on"))

@@ -559,8 +559,8 @@ def _length_name(length: int | None) -> str:
 def default_model(folder: Path) -> Path:
     say("training the default model (seed corpus) …")
     base = load_settings()
-    settings = replace(base, classifier=dict(base.classifier,
-                                             model_path=str(folder / "model.npz")))
+    settings = replace(base, classifier=replace(base.classifier,
+                                                model_path=str(folder / "model.npz")))
     return build_default_model(settings)
 
 

@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 from telegram.ext import Application
 
 from bot.delivery import deliver_due, delivery_state
-from bot.emulator import TelegramEmulator
 from bot.services import Services, utc_now
+from emulator import TelegramEmulator
 from models import followup as fq
 from models import outbox
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.store import Rules
 from whistle.config import DEFAULT_CONFIG, load_settings
 
@@ -56,7 +56,7 @@ SCAN_NOW = datetime(2026, 11, 20, 6, 0)  # the store benchmark's "now"
 
 
 async def bench_delivery(settings, pushes: int, chats: int) -> dict:
-    ceiling = float(settings.delivery.get("global_per_second", 30))
+    ceiling = settings.delivery.global_per_second
     emu = TelegramEmulator(token=TOKEN, enforce_limits=True)
     chat_ids = [FIRST_CHAT + i for i in range(chats)]
     for chat in chat_ids:
@@ -134,9 +134,9 @@ async def bench_scan(settings, cases: int, runs: int) -> dict:
     rules = Rules.from_settings(settings)
     path = store_file(cases, settings)
     f = settings.followup
-    escalate = timedelta(hours=float(f.get("escalate_after_red_hours", 24)))
-    remind = timedelta(days=float(f.get("survey_reminder_days", 3)))
-    close = timedelta(days=float(f.get("survey_close_days", 6)))
+    escalate = timedelta(hours=f.escalate_after_red_hours)
+    remind = timedelta(days=f.survey_reminder_days)
+    close = timedelta(days=f.survey_close_days)
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     found: dict = {}
     try:

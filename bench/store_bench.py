@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from models import outbox, store
 from models.credit_code import check_character
-from models.db import make_engine, session_scope
 from models.deadlines import deadline_after, yellow_at
+from models.engine import make_engine, session_scope
 from models.migrate import current_revision, head_revision, schema_differences, upgrade
 from models.store import Actor, Rules
 from models.tables import Case, CaseEvent, Outbox, SQLModel
@@ -510,9 +510,9 @@ async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = 
         from models import followup
     except ImportError:  # pragma: no cover - the follow-up helper's module is optional here
         followup = None
-    escalate = timedelta(hours=float(settings.followup.get("escalate_after_red_hours", 24)))
-    remind = timedelta(days=float(settings.followup.get("survey_reminder_days", 3)))
-    close = timedelta(days=float(settings.followup.get("survey_close_days", 6)))
+    escalate = timedelta(hours=settings.followup.escalate_after_red_hours)
+    remind = timedelta(days=settings.followup.survey_reminder_days)
+    close = timedelta(days=settings.followup.survey_close_days)
     found: dict = {}
 
     async def due_scan():
@@ -636,7 +636,7 @@ def main() -> None:
               "engines": {}}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         # "sqlite-inplace": the same file through the connections the bot uses, which run
-        # each statement on the event loop's thread (models/sqlite_inline.py).
+        # each statement on the event loop's thread (models/engine/inline.py).
         in_place = engine == "sqlite-inplace"
         if in_place:
             engine = "sqlite"

@@ -64,7 +64,7 @@ async def _enterprise_name(session: AsyncSession, case: Case) -> str | None:
 
 
 def _triage_chat(services: Services) -> int | None:
-    chat = services.settings.telegram.get("triage_chat_id")
+    chat = services.settings.telegram.triage_chat_id
     return int(chat) if chat else None
 
 
@@ -131,9 +131,9 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             out_of_grid=where.out_of_grid,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
             idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
-            ref_prefix=settings.district.get("case_prefix", "WC"),
-            timezone=settings.district.get("timezone", "Asia/Shanghai"),
-            max_text_chars=int(settings.conversation.get("max_text_chars", 2000)),
+            ref_prefix=settings.district.case_prefix,
+            timezone=settings.district.timezone,
+            max_text_chars=settings.conversation.max_text_chars,
         )
         if case.status != SUBMITTED:
             return case, False  # this draft was submitted and routed before

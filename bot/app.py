@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from models.db import make_engine
 from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -50,20 +51,12 @@ from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, services_of
 from models import drafts
-from models.db import make_engine
 from models.store import Rules
 from whistle.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
 PUBLIC_API = "https://api.telegram.org/bot"
-DEFAULT_CONCURRENCY = 64  # updates handled at once; one chat's updates still come in order
-# HTTP connections to the Bot API. httpx checks every idle pooled connection on each request,
-# so a pool far larger than the concurrency costs CPU for nothing (PTB's default is 256).
-DEFAULT_CONNECTIONS = 32
-# aiohttp carries the Bot API calls for far less CPU than PTB's default httpx (bot/request.py);
-# telegram.http_client = "httpx" in config.toml switches back.
-DEFAULT_HTTP_CLIENT = "aiohttp"
 
 BOT_COMMANDS = [
     BotCommand("report", "反映问题"),
@@ -88,8 +81,8 @@ def _builder(settings: Settings, *, token: str, base_url: str | None,
     """What the bot and a worker share: the token, the HTTP client and the Bot API address."""
     tg = settings.telegram
     builder = Application.builder().token(token).context_types(CONTEXT_TYPES)
-    connections = int(tg.get("connection_pool_size", DEFAULT_CONNECTIONS))
-    if tg.get("http_client", DEFAULT_HTTP_CLIENT) == "aiohttp":
+    connections = tg.connection_pool_size
+    if tg.http_client == "aiohttp":
         builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
                    .get_updates_request(AiohttpRequest(connection_pool_size=1)))
     else:
@@ -116,7 +109,7 @@ def build_application(
     if not token:
         raise ConfigError("未设置 TELEGRAM_TOKEN（环境变量）；没有令牌时请用 `whistle demo` 体验")
     services = services or Services.from_settings(settings, clock=clock)
-    concurrency = int(settings.telegram.get("concurrent_updates", DEFAULT_CONCURRENCY))
+    concurrency = settings.telegram.concurrent_updates
     application = (
         _builder(settings, token=token, base_url=base_url, base_file_url=base_file_url)
         .persistence(StorePersistence(services.session, services.clock))
@@ -163,7 +156,7 @@ async def run_worker(settings: Settings, *, token: str | None = None,
 
 def register_handlers(application: Application, settings: Settings) -> None:
     """Every handler of the bot, in the order that matters: the first match in a group wins."""
-    idle = float(settings.conversation.get("idle_timeout_minutes", 30))
+    idle = settings.conversation.idle_timeout_minutes
     private = filters.ChatType.PRIVATE
     new_private = filters.UpdateType.MESSAGE & private
     private_text = new_private & filters.TEXT & ~filters.COMMAND
@@ -252,9 +245,9 @@ def register_jobs(application: Application, settings: Settings) -> None:
     """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), idle
     conversations, forgotten update ids."""
     jobs = _job_queue(application)
-    every = float(settings.classifier.get("reload_check_seconds", 30))
+    every = settings.classifier.reload_check_seconds
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
-    idle = float(settings.conversation.get("idle_timeout_minutes", 30))
+    idle = settings.conversation.idle_timeout_minutes
     sweep = conversation.idle_sweep_seconds(idle)
     jobs.run_repeating(conversation.end_idle_conversations, interval=sweep, first=sweep,
                        name="end_idle_conversations")
@@ -266,7 +259,7 @@ def schedule_background_duties(application: Application, settings: Settings) -> 
     """The follow-up duties and the outbox sender, every followup.poll_seconds (the bot and
     each worker alike). A pass may outlast the interval: the overlapping tick returns at once."""
     jobs = _job_queue(application)
-    poll = float(settings.followup.get("poll_seconds", 5))
+    poll = settings.followup.poll_seconds
     jobs.run_repeating(duties.followup_job, interval=poll, first=1, name="followup",
                        job_kwargs=delivery.OVERLAP_ALLOWED)
     jobs.run_repeating(delivery.delivery_job, interval=poll, first=0.5, name="outbox-delivery",

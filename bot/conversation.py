@@ -106,8 +106,7 @@ def drop_draft(context: Context) -> None:
 
 
 def idle_limit(context: Context) -> timedelta:
-    minutes = context.services.settings.conversation.get("idle_timeout_minutes", 30)
-    return timedelta(minutes=float(minutes))
+    return timedelta(minutes=context.services.settings.conversation.idle_timeout_minutes)
 
 
 def step(callback: Step) -> Step:
@@ -173,7 +172,7 @@ async def _reply(update: Update, text: str, **kwargs) -> Message | None:
 
 def text_limits(context: Context) -> tuple[int, int]:
     conv = context.services.settings.conversation
-    return int(conv.get("min_text_chars", 4)), int(conv.get("max_text_chars", 2000))
+    return conv.min_text_chars, conv.max_text_chars
 
 
 def description_problem(context: Context, text: str) -> str | None:
@@ -188,7 +187,7 @@ def description_problem(context: Context, text: str) -> str | None:
 
 
 def in_district(context: Context, latitude: float, longitude: float) -> bool:
-    bbox = context.services.settings.district.get("bbox")
+    bbox = context.services.settings.district.bbox
     if not bbox:
         return True
     lon_min, lat_min, lon_max, lat_max = bbox
@@ -407,7 +406,7 @@ async def got_description(update: Update, context: Context) -> int:
 
 
 def max_photos(context: Context) -> int:
-    return int(context.services.settings.conversation.get("max_photos", 5))
+    return context.services.settings.conversation.max_photos
 
 
 def _first_photo(context: Context, draft: dict, message) -> None:
@@ -478,7 +477,7 @@ async def got_location(update: Update, context: Context) -> int:
     draft["address"] = f"{venue.title} {venue.address}"[:300] if venue else None
     draft["out_of_area"] = not in_district(context, location.latitude, location.longitude)
     if draft["out_of_area"]:
-        district = context.services.settings.district.get("name", "")
+        district = context.services.settings.district.name
         await _reply(update, texts.OUT_OF_AREA.format(district=district))
     return await show_summary(update, context)
 
@@ -535,7 +534,7 @@ def summary_text(context: Context, draft: dict) -> str:
     return texts.summary(
         text=draft["text"], photo_count=len(draft["photos"]), address=draft["address"],
         latitude=draft["lat"], longitude=draft["lon"], out_of_area=draft["out_of_area"],
-        department=department, district=services.settings.district.get("name", ""),
+        department=department, district=services.settings.district.name,
         enterprise=draft["enterprise"] if draft["kind"] == ENTERPRISE else None,
     )
 

@@ -155,16 +155,14 @@ class DeliveryState:
     @classmethod
     def from_settings(cls, settings, worker: str) -> DeliveryState:
         d = settings.delivery
-        per_second = float(d.get("global_per_second", 30))
         return cls(
-            limiter=FloodLimiter(per_second, float(d.get("per_chat_per_second", 1)),
-                                 int(d.get("group_per_minute", 20))),
+            limiter=FloodLimiter(d.global_per_second, d.per_chat_per_second, d.group_per_minute),
             worker=worker[:64],
-            batch_size=max(1, int(per_second * HORIZON_SECONDS)),
-            lease_seconds=int(d.get("lease_seconds", 60)),
-            max_attempts=int(d.get("max_attempts", 8)),
-            backoff=[float(s) for s in d.get("backoff_seconds", [5, 15, 60, 300, 900, 3600])],
-            send_timeout=float(d.get("send_timeout_seconds", 10)),
+            batch_size=max(1, int(d.global_per_second * HORIZON_SECONDS)),
+            lease_seconds=d.lease_seconds,
+            max_attempts=d.max_attempts,
+            backoff=list(d.backoff_seconds),
+            send_timeout=d.send_timeout_seconds,
         )
 
     def backoff_after(self, attempts: int) -> timedelta:

@@ -185,7 +185,7 @@ def parse_new_deadline(text: str, services: Services, now: datetime) -> datetime
         return None
     if day <= today or day > today + timedelta(days=366):
         return None
-    end_of_work = time.fromisoformat(services.settings.calendar.get("workday_end", "18:00"))
+    end_of_work = time.fromisoformat(services.settings.calendar.workday_end)
     local = datetime.combine(day, end_of_work, tzinfo=calendar.tz)
     return calendar.to_utc(local)
 

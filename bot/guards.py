@@ -12,8 +12,9 @@ from telegram.ext import ApplicationHandlerStop
 
 from bot import texts
 from bot.context import Context
-from bot.services import Gathered, Services
+from bot.services import Services
 from models import drafts
+from models.engine import Gathered
 
 log = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ def notice_text(services: Services, case: Case, event: str,
     if event == "not_accepted":
         category, note = details["category"], details.get("note")
         advice = texts.NOT_ACCEPTED_ADVICE[category].format(
-            district=services.settings.district.get("name", ""))
+            district=services.settings.district.name)
         return texts.NOTICE_NOT_ACCEPTED.format(
             ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice), None
     if event == "merged":
@@ -163,5 +163,4 @@ async def reporter_notice(session: AsyncSession, services: Services, case: Case,
 
 def dispatch_due(services: Services, at: datetime) -> datetime:
     """When the notice of a 派单 made at `at` goes out, unless a re-route replaces it."""
-    seconds = services.settings.followup.get("dispatch_notice_delay_seconds", 60)
-    return at + timedelta(seconds=float(seconds))
+    return at + timedelta(seconds=services.settings.followup.dispatch_notice_delay_seconds)

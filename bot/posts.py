@@ -29,7 +29,7 @@ def _button(label: str, verb: str, case: Case, arg: str | None = None) -> Inline
 
 def is_unsure(case: Case, services: Services) -> bool:
     """No suggestion, or one below the confidence threshold: a person has to decide."""
-    threshold = float(services.settings.classifier.get("confidence_threshold", 0.55))
+    threshold = services.settings.classifier.confidence_threshold
     return case.suggested_department is None or (case.suggested_confidence or 0) < threshold
 
 

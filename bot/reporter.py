@@ -30,7 +30,7 @@ async def start(update: Update, context: Context) -> None:
     if not is_private(update):
         await update.effective_message.reply_text(texts.STAFF_HELP)
         return
-    parts = [texts.WELCOME.format(district=services.settings.district.get("name", ""))]
+    parts = [texts.WELCOME.format(district=services.settings.district.name)]
     if staff is not None:
         parts.append(texts.WELCOME_STAFF.format(name=staff.name,
                                                 role=texts.ROLE_NAMES.get(staff.role, staff.role)))

@@ -30,7 +30,7 @@ def quiet_chatty_loggers(*, demo: bool = False) -> None:
     lines."""
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if demo:
-        for name in ("telegram", "bot.emulator", "aiohttp.access"):
+        for name in ("telegram", "emulator", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -69,9 +69,9 @@ async def start_application(application: Application, settings: Settings, *,
                             mode: str | None = None, poll_interval: float | None = None) -> None:
     """Initialize and start the application and its updater (polling or webhook)."""
     if poll_interval is None:
-        poll_interval = float(settings.telegram.get("poll_interval", 0.0))
+        poll_interval = settings.telegram.poll_interval
     _quiet_stopped_jobs()
-    mode = (mode or settings.telegram.get("mode") or "polling").lower()
+    mode = (mode or settings.telegram.mode).lower()
     await application.initialize()
     await set_bot_commands(application)
     # Everything loaded so far (libraries, the model, the handlers) lives as long as the
@@ -92,14 +92,14 @@ async def start_application(application: Application, settings: Settings, *,
 async def start_webhook(application: Application, settings: Settings) -> None:
     """Listen for Telegram's POSTs; every one must carry TELEGRAM_WEBHOOK_SECRET."""
     tg = settings.telegram
-    webhook_url = tg.get("webhook_url") or ""
+    webhook_url = tg.webhook_url
     if not webhook_url:
         raise ConfigError("webhook 模式需要在 config.toml 的 [telegram] 中设置 webhook_url")
     if not settings.webhook_secret:
         raise ConfigError("webhook 模式需要环境变量 TELEGRAM_WEBHOOK_SECRET")
     await application.updater.start_webhook(
-        listen=tg.get("webhook_listen", "0.0.0.0"),
-        port=int(tg.get("webhook_port", 8443)),
+        listen=tg.webhook_listen,
+        port=tg.webhook_port,
         url_path=urlparse(webhook_url).path.lstrip("/"),
         webhook_url=webhook_url,
         secret_token=settings.webhook_secret,
@@ -130,7 +130,7 @@ async def run_bot(settings: Settings) -> None:
     application = build_application(settings)
     try:
         await start_application(application, settings)
-        log.info("机器人已启动（%s 模式）", settings.telegram.get("mode", "polling"))
+        log.info("机器人已启动（%s 模式）", settings.telegram.mode)
         await _wait_for_stop_signal()
     finally:
         await stop_application(application)
@@ -141,8 +141,9 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
     plays a resident (10001), an enterprise user (10002) and the staff from config.toml.
 
     input_lines / out replace the terminal (scripted demos and tests)."""
-    from bot.emulator import TelegramEmulator, add_people_from_settings, demo_roles
-    from bot.terminal import demo_intro, run_terminal_chat
+    from bot.texts.demo import TITLE
+    from emulator import TelegramEmulator, run_terminal_chat
+    from whistle.demo import add_people_from_settings, demo_intro, demo_roles
 
     quiet_chatty_loggers(demo=True)
     emulator = TelegramEmulator(token=DEMO_TOKEN)
@@ -159,7 +160,7 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
             await start_application(application, settings, mode="polling")
             await run_terminal_chat(emulator, identities, groups, start_as=DEMO_RESIDENT,
                                     input_lines=input_lines, out=out, roles=roles,
-                                    intro=demo_intro(settings, identities, roles))
+                                    intro=demo_intro(settings, identities, roles), title=TITLE)
             # What was typed last (a script that ends at once) is still handled: stopping
             # handles the updates the bot took, but drops those it had not taken yet.
             await emulator.wait_until_taken()

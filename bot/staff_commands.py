@@ -332,6 +332,5 @@ async def dashboard_command(update: Update, context: Context) -> None:
         return
     d = services.settings.dashboard
     await update.effective_message.reply_text(
-        texts.DASHBOARD_CODE.format(code=code, host=d.get("host", "127.0.0.1"),
-                                    port=d.get("port", 8080))
+        texts.DASHBOARD_CODE.format(code=code, host=d.host, port=d.port)
     )

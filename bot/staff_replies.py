@@ -143,5 +143,5 @@ async def timed_out(update: Update, context: Context, key: str) -> None:
     if chat is None:
         return
     set_pending(context, key, chat.id, None)
-    minutes = context.services.settings.conversation.get("idle_timeout_minutes", 30)
+    minutes = context.services.settings.conversation.idle_timeout_minutes
     await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))

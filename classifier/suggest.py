@@ -14,6 +14,7 @@ import numpy as np
 
 from classifier import text as textmod
 from classifier.model import FORMAT_VERSION, LinearModel, ModelError, load_model
+from whistle.config import ClassifierSettings
 
 if TYPE_CHECKING:
     from whistle.config import Settings
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 3
-DEFAULT_CONFIDENCE = 0.55
-DEFAULT_AUTO_DISPATCH = 0.85
+# config.toml's [classifier] defaults, written once in whistle/config.py.
+DEFAULT_CONFIDENCE = ClassifierSettings.confidence_threshold
+DEFAULT_AUTO_DISPATCH = ClassifierSettings.auto_dispatch_threshold
 # The bot asks about the same text twice (for the summary, then on submit), often seconds
 # apart: the latest answers are kept, per model, so the second asking costs nothing.
 RECENT_ANSWERS = 2048
@@ -96,9 +98,8 @@ class Suggester:
             build_default_model(settings)
         suggester = cls.from_path(
             model_path or settings.model_path,
-            confidence_threshold=float(cfg.get("confidence_threshold", DEFAULT_CONFIDENCE)),
-            auto_dispatch_threshold=float(cfg.get("auto_dispatch_threshold",
-                                                  DEFAULT_AUTO_DISPATCH)))
+            confidence_threshold=cfg.confidence_threshold,
+            auto_dispatch_threshold=cfg.auto_dispatch_threshold)
         unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
         if unknown and model_path is None:
             log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.db import make_engine
+from models.engine import make_engine
 
 target_metadata = SQLModel.metadata
 

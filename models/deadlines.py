@@ -31,12 +31,10 @@ class WorkCalendar:
     def from_settings(cls, settings) -> WorkCalendar:
         cal = settings.calendar
         return cls(
-            timezone=settings.district.get("timezone", "Asia/Shanghai"),
-            holidays=frozenset(date.fromisoformat(d) for d in cal.get("holidays", [])),
-            adjusted_workdays=frozenset(
-                date.fromisoformat(d) for d in cal.get("adjusted_workdays", [])
-            ),
-            workday_start=cal.get("workday_start", "09:00"),
+            timezone=settings.district.timezone,
+            holidays=frozenset(date.fromisoformat(d) for d in cal.holidays),
+            adjusted_workdays=frozenset(date.fromisoformat(d) for d in cal.adjusted_workdays),
+            workday_start=cal.workday_start,
         )
 
     @property

@@ -122,7 +122,7 @@ def grid_records(settings: Settings) -> list[GridRecord]:
 
 
 def _gazetteer(settings: Settings, problems: list[Problem]) -> list[GridRecord]:
-    path = settings.district.get(GAZETTEER_KEY)
+    path = settings.district.gazetteer or None
     if not path:
         return []
     try:
@@ -152,10 +152,10 @@ def _tree(settings: Settings, problems: list[Problem]) -> GridTree | None:
 
 
 def _locator(settings: Settings, tree: GridTree, problems: list[Problem]) -> GridLocator | None:
-    path = settings.district.get(BOUNDARIES_KEY)
+    path = settings.district.grid_boundaries or None
     if not path:
         return None
-    bbox = settings.district.get("bbox")
+    bbox = settings.district.bbox
     boundaries = load_boundaries(settings.path(path), tree, bbox=bbox or None)
     problems += boundaries.problems
     if not boundaries.shapes:

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 
 import migrations
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.db import make_engine
+from models.engine import make_engine
 
 # Serialises concurrent upgrades (several workers starting at once) on PostgreSQL.
 _PG_LOCK_ID = 0x5748_4953  # "WHIS"

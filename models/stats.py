@@ -35,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.db import session_scope
 from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, WorkCalendar
+from models.engine import session_scope
 from models.lifecycle import STATUS_NAMES
 from models.store import Rules, case_light
 from models.tables import (

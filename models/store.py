@@ -3,7 +3,7 @@
 Every status change goes through `transition()`: it checks the move against
 models.lifecycle.TRANSITIONS, applies times and deadlines with a compare-and-set UPDATE on the
 case's version, and writes the CaseEvent in the same transaction. Functions never commit; the
-caller's `models.db.session_scope` does. Each validates its input before writing anything, so
+caller's `models.engine.session_scope` does. Each validates its input before writing anything, so
 a caller that catches a CaseError and carries on never commits half an operation.
 """
 
@@ -118,7 +118,7 @@ class Rules:
         return cls(
             calendar=WorkCalendar.from_settings(settings),
             default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
-            yellow_ratio=float(settings.followup.get("yellow_ratio", 0.75)),
+            yellow_ratio=settings.followup.yellow_ratio,
         )
 
     def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:

@@ -15,8 +15,9 @@ import pytest
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.context import CONTEXT_TYPES
-from bot.emulator import DEMO_RESIDENTS, TelegramEmulator, add_people_from_settings
+from emulator import TelegramEmulator
 from whistle.config import load_settings
+from whistle.demo import DEMO_RESIDENTS, add_people_from_settings
 
 TEST_TOKEN = "123456789:TEST-emulator-token"
 RESIDENT = next(iter(DEMO_RESIDENTS))  # a resident with no staff role

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from models import store
-from models.db import create_all, make_engine, session_scope, sessionmaker
+from models.engine import create_all, make_engine, session_scope, sessionmaker
 from models.store import Actor, Rules, sync_reference_data
 from models.tables import (
     CLOSED,

@@ -19,10 +19,10 @@ from sqlmodel import select
 
 from bot.app import build_application
 from bot.common import kick_delivery
-from bot.emulator import BotMessage, TelegramEmulator
 from bot.services import Services
+from emulator import BotMessage, TelegramEmulator
 from models import store
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import Case, LabelCorrection, Outbox
 from tests.botapi import TEST_TOKEN, start_app, stop_app
 from whistle.config import DEFAULT_CONFIG, Settings, load_settings
@@ -54,11 +54,11 @@ def base_settings() -> Settings:
 
 
 def with_classifier(settings: Settings, **changes) -> Settings:
-    return replace(settings, classifier={**settings.classifier, **changes})
+    return replace(settings, classifier=replace(settings.classifier, **changes))
 
 
 def with_conversation(settings: Settings, **changes) -> Settings:
-    return replace(settings, conversation={**settings.conversation, **changes})
+    return replace(settings, conversation=replace(settings.conversation, **changes))
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +80,8 @@ def suggester_for(model_path):
     cache = {}
 
     def get(settings: Settings):
-        key = (settings.classifier.get("confidence_threshold"),
-               settings.classifier.get("auto_dispatch_threshold"))
+        key = (settings.classifier.confidence_threshold,
+               settings.classifier.auto_dispatch_threshold)
         if key not in cache:
             cache[key] = Suggester.from_settings(
                 with_classifier(settings, model_path=str(model_path)))
@@ -103,7 +103,7 @@ class BotEnv:
 
     @property
     def triage_chat(self) -> int:
-        return int(self.settings.telegram["triage_chat_id"])
+        return self.settings.telegram.triage_chat_id
 
     def department_chat(self, code: str) -> int:
         return int(self.settings.department(code).chat_id)

@@ -15,7 +15,7 @@ from sqlmodel import func, select
 from bot.app import build_application
 from bot.run import run_demo, start_webhook
 from models import store
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import DISPATCHED, Case, Outbox, ProcessedUpdate, Staff
 from tests.botapi import TEST_TOKEN
 from tests.test_bot_kit import (
@@ -322,9 +322,9 @@ async def test_webhook_mode_with_a_secret_token(make_bot):
     await bot.stop()
     port, secret = _free_port(), secrets.token_urlsafe(24)
     url = f"http://127.0.0.1:{port}/tg-hook"
-    telegram = {**bot.settings.telegram, "mode": "webhook", "webhook_url": url,
-                "webhook_listen": "127.0.0.1", "webhook_port": port,
-                "http_client": "httpx"}  # PTB's default transport, once
+    telegram = replace(bot.settings.telegram, mode="webhook", webhook_url=url,
+                       webhook_listen="127.0.0.1", webhook_port=port,
+                       http_client="httpx")  # PTB's default transport, once
     bot.settings = replace(bot.settings, telegram=telegram, webhook_secret=secret)
     app = build_application(bot.settings, services=bot.services, base_url=bot.emu.base_url,
                             base_file_url=bot.emu.base_file_url, token=TEST_TOKEN)
@@ -375,4 +375,4 @@ async def test_demo_runs_the_whole_flow_in_a_terminal(tmp_path, model_path):
     finally:
         await engine.dispose()
     assert case.text == WATER_TEXT
-    assert [p.chat_id for p in posts] == [settings.telegram["triage_chat_id"]]
+    assert [p.chat_id for p in posts] == [settings.telegram.triage_chat_id]

@@ -17,13 +17,13 @@ from bot import posts, texts
 from bot.app import api_urls
 from bot.context import Context
 from bot.department import parse_new_deadline
-from bot.emulator import sample_jpeg
 from bot.guards import drop_duplicates
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
-from bot.services import SERVICES_KEY, Services, TurnLock
+from bot.services import SERVICES_KEY, Services
+from emulator import sample_jpeg
 from models import drafts, store
-from models.db import create_all, make_engine, session_scope
+from models.engine import TurnLock, create_all, make_engine, session_scope
 from models.tables import Case
 from tests.botapi import app_builder
 from tests.test_bot_kit import START, Clock, base_settings
@@ -260,7 +260,7 @@ async def test_gathered_writes_share_one_transaction_and_share_its_failure(tmp_p
 
     from sqlalchemy import text
 
-    from bot.services import GatheredWrites
+    from models.engine import GatheredWrites
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
     async with engine.begin() as conn:

@@ -518,12 +518,12 @@ def test_binary_taxonomy_trains_and_predicts(tmp_path):
 def test_from_settings_builds_the_default_model_when_missing(tmp_path):
     base = load_settings()
     model_path = tmp_path / "var" / "model.skops"
-    settings = dataclasses.replace(base, classifier=dict(base.classifier,
-                                                         model_path=str(model_path)))
+    settings = dataclasses.replace(base, classifier=dataclasses.replace(
+        base.classifier, model_path=str(model_path)))
     suggester = Suggester.from_settings(settings)
     assert model_path.is_file()
-    assert suggester.confidence_threshold == base.classifier["confidence_threshold"]
-    assert suggester.auto_dispatch_threshold == base.classifier["auto_dispatch_threshold"]
+    assert suggester.confidence_threshold == base.classifier.confidence_threshold
+    assert suggester.auto_dispatch_threshold == base.classifier.auto_dispatch_threshold
     assert set(suggester.labels) == {d.code for d in base.departments}
     mtime = model_path.stat().st_mtime_ns
     Suggester.from_settings(settings)  # present now: loaded, not rebuilt
@@ -533,7 +533,7 @@ def test_from_settings_builds_the_default_model_when_missing(tmp_path):
 
 def test_default_model_without_corpus_is_a_clear_error(tmp_path):
     base = load_settings()
-    settings = dataclasses.replace(base, classifier=dict(
+    settings = dataclasses.replace(base, classifier=dataclasses.replace(
         base.classifier, model_path=str(tmp_path / "m.npz"), corpus_dir=str(tmp_path / "none")))
     with pytest.raises(DataError, match="none"):
         build_default_model(settings)

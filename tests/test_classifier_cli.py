@@ -341,7 +341,7 @@ def test_corrections_without_a_store_print_a_notice(fitted, tmp_path):
 async def _store_with_one_correction(db: Path, settings) -> str:
     """A real SQLite case store where staff sent a 'water' suggestion to labor instead."""
     from models import store
-    from models.db import create_all, make_engine, session_scope
+    from models.engine import create_all, make_engine, session_scope
 
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
     text = "工地老板拖欠农民工工资，说等开发商拨款"

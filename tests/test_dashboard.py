@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from classifier import load_model
 from models.auth import issue_login_code
-from models.db import make_engine, session_scope
+from models.engine import make_engine, session_scope
 from models.store import sync_reference_data
 from models.tables import Case, Reporter, Staff
 from tests.test_classifier import rewrite_model
@@ -34,6 +34,7 @@ from web.app import (
     create_app,
     serve_dashboard,
 )
+from whistle.config import DashboardSettings
 
 pytest_plugins = ["tests.test_bot_kit"]  # the shared classifier model (model_path)
 
@@ -48,10 +49,12 @@ EMPTY_NOTES = ("league-empty", "trend-empty", "grid-empty", "red-empty", "correc
 def dashboard_settings(settings, model: Path | None = None, **options):
     """config.toml's settings with test [dashboard] options (a screen token, no caching) and
     the classifier model file `model` (default: none, so figures do not depend on var/)."""
-    dash = {**settings.dashboard, "screen_tokens": [SCREEN_TOKEN], "cache_seconds": 0,
-            "session_secret_env": "WHISTLE_TEST_SESSION_SECRET", **options}
-    classifier = {**settings.classifier,
-                  "model_path": str(model or Path(__file__).parent / "no-such-model.npz")}
+    dash = dataclasses.replace(settings.dashboard, **{
+        "screen_tokens": (SCREEN_TOKEN,), "cache_seconds": 0.0,
+        "session_secret_env": "WHISTLE_TEST_SESSION_SECRET", **options})
+    classifier = dataclasses.replace(
+        settings.classifier,
+        model_path=str(model or Path(__file__).parent / "no-such-model.npz"))
     return dataclasses.replace(settings, dashboard=dash, classifier=classifier)
 
 
@@ -215,17 +218,17 @@ async def test_database_trouble_gets_a_clear_answer(tmp_path, settings):
 
 
 def test_session_secret_from_the_named_env_var_or_random():
-    options = {"session_secret_env": "MY_SECRET"}
+    options = DashboardSettings(session_secret_env="MY_SECRET")
     assert session_secret(options, {"MY_SECRET": "s3cret-value"}) == "s3cret-value"
     first, second = session_secret(options, {}), session_secret(options, {})
     assert first != second and len(first) >= 32
 
 
 def test_screen_token_digests_merge_config_and_env():
-    config = {"screen_tokens": ["config-token-0123456789", ""]}
+    config = DashboardSettings(screen_tokens=("config-token-0123456789", ""))
     env = {"WHISTLE_DASHBOARD_TOKENS": "env-token-0123456789,,tiny"}
     assert len(screen_token_digests(config, env)) == 2
-    assert screen_token_digests({}, {}) == frozenset()
+    assert screen_token_digests(DashboardSettings(), {}) == frozenset()
 
 
 async def test_staff_login_code_is_single_use_and_logout_ends_session(site, engine):

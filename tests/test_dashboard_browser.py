@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from classifier import load_model
 from models.auth import issue_login_code
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import Case, Reporter
 from tests.test_dashboard import (
     EMPTY_NOTES,

@@ -1,4 +1,4 @@
-"""Engine setup: SQLite pragmas and the background WAL checkpointer (models/db.py)."""
+"""Engine setup: SQLite pragmas and the background WAL checkpointer (models/engine/db.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from models.db import WAL_AUTOCHECKPOINT_PAGES, make_engine, wal_checkpointer
+from models.engine import WAL_AUTOCHECKPOINT_PAGES, make_engine, wal_checkpointer
 
 
 def _checkpointer_threads(path: Path) -> list[threading.Thread]:
@@ -101,7 +101,7 @@ async def test_no_checkpointer_for_in_memory_databases():
 
 
 async def test_one_trip_to_sqlites_thread_per_statement(tmp_path, monkeypatch):
-    from models.sqlite_one_trip import OneTripConnection
+    from models.engine.one_trip import OneTripConnection
 
     engine = await _engine_with_table(tmp_path / "trips.db", checkpoint_interval=None)
     trips: list[str] = []
@@ -125,7 +125,7 @@ async def test_one_trip_to_sqlites_thread_per_statement(tmp_path, monkeypatch):
 
 
 async def test_a_long_result_still_streams_in_chunks(tmp_path):
-    from models.sqlite_one_trip import OneTripCursor
+    from models.engine.one_trip import OneTripCursor
 
     engine = await _engine_with_table(tmp_path / "stream.db", checkpoint_interval=None)
     n = OneTripCursor.PREFETCH * 2 + 7
@@ -142,7 +142,7 @@ async def test_a_long_result_still_streams_in_chunks(tmp_path):
         await engine.dispose()
 
 
-# ---- in-place connections (models/sqlite_inline.py) ----------------------------------------
+# ---- in-place connections (models/engine/inline.py) ----------------------------------------
 
 async def test_in_place_engine_runs_statements_on_the_loops_thread(tmp_path):
     engine = await _engine_with_table(tmp_path / "inline.db", in_place=True,
@@ -212,9 +212,9 @@ async def test_in_place_writer_waits_for_a_writer_of_its_own_loop_without_blocki
 async def test_in_place_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch):
     import sqlite3
 
-    from models import sqlite_inline
+    from models.engine import inline as inline_module
 
-    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(inline_module, "BUSY_TIMEOUT_S", 0.2)
     path = tmp_path / "stuck.db"
     inline = await _engine_with_table(path, in_place=True, checkpoint_interval=None)
     other = sqlite3.connect(path, isolation_level=None)  # another process, say

@@ -123,7 +123,7 @@ def test_case_light_follows_the_current_deadline(settings):
 
 def test_rules_use_config_limits_and_yellow_ratio(settings):
     rules = Rules.from_settings(settings)
-    assert rules.yellow_ratio == settings.followup["yellow_ratio"]
+    assert rules.yellow_ratio == settings.followup.yellow_ratio
     assert rules.limits_for(None, "normal") == (settings.limits["sign_normal"],
                                                  settings.limits["resolve_normal"])
     assert rules.limits_for(None, "urgent") == ("2h", "1d")

@@ -16,7 +16,7 @@ from sqlmodel import select
 from bot.delivery import FloodLimiter, deliver_due
 from bot.services import Services
 from models import outbox, store
-from models.db import make_engine, session_scope
+from models.engine import make_engine, session_scope
 from models.tables import DISPATCHED, Outbox, Reporter
 from tests.botapi import app_builder
 
@@ -35,8 +35,8 @@ class FakeMonotonic:
 
 def fast_settings(settings, **delivery):
     """No real waiting in tests: high send rate, short timeouts, unless a test asks otherwise."""
-    values = {**settings.delivery, "global_per_second": 500, "per_chat_per_second": 500,
-              "send_timeout_seconds": 0.5, **delivery}
+    values = replace(settings.delivery, **{"global_per_second": 500, "per_chat_per_second": 500,
+                                           "send_timeout_seconds": 0.5, **delivery})
     return replace(settings, delivery=values)
 
 
@@ -320,8 +320,8 @@ async def test_two_follow_up_workers_send_each_alert_once(seeded, emulator, sett
     water, leader = -1000000000101, -1000000000002
     case = await seeded.case_in(DISPATCHED, NOW)
     now = case.sign_by + timedelta(hours=30)  # red and due for 督办
-    settings = replace(fast_settings(settings), followup={**settings.followup,
-                                                          "poll_seconds": 0.2})
+    settings = replace(fast_settings(settings), followup=replace(settings.followup,
+                                                                 poll_seconds=0.2))
     url = seeded.engine.url.render_as_string(hide_password=False)
     engines = [make_engine(url), make_engine(url)]
     workers = [asyncio.create_task(run_worker(

@@ -41,8 +41,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.emulator import TelegramEmulator, render_text
-from bot.terminal import run_terminal_chat
+from emulator import TelegramEmulator, render_text, run_terminal_chat
 from tests.botapi import RESIDENT, TEST_TOKEN, app_builder, running_app
 
 # RetryAfter.retry_after warns that it will become a timedelta; both forms are handled below.
@@ -630,3 +629,28 @@ async def test_scripted_terminal_session(emulator):
     resident_part = text[:text.index("现在的身份：分拨员小李")]
     assert "新案件待分拨" not in resident_part
     assert json.dumps(emulator.messages(TRIAGE)[0].payload["chat"]["id"]) == str(TRIAGE)
+
+
+# ---------------------------------------------------------------- a package of its own
+
+WHISTLE_PACKAGES = ("whistle", "bot", "classifier", "models", "web", "migrations", "geo",
+                    "train")
+
+
+def test_emulator_imports_nothing_of_whistle():
+    """emulator/ is infrastructure: importing all of it loads no Whistle package."""
+    import pathlib
+    import subprocess
+    import sys
+
+    import emulator
+
+    modules = sorted(f"emulator.{p.stem}" for p in pathlib.Path(emulator.__file__).parent
+                     .glob("*.py") if p.stem != "__init__")
+    assert {"emulator.server", "emulator.terminal", "emulator.texts"} <= set(modules)
+    probe = (f"import sys; import {', '.join(modules)}; "
+             f"print(' '.join(sorted({{m for m in sys.modules if m.split('.')[0] in "
+             f"{WHISTLE_PACKAGES!r}}})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []

@@ -19,8 +19,8 @@ from bot.services import Services
 from bot.survey import PENDING_PREFIX, submit_rating
 from models import drafts, outbox, stats, store
 from models import followup as fq
-from models.db import make_engine, session_scope
 from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after, traffic_light
+from models.engine import make_engine, session_scope
 from models.store import Actor
 from models.tables import (
     CLOSED,

@@ -6,7 +6,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from models.db import create_all, make_engine
+from models.engine import create_all, make_engine
 from models.migrate import (
     MigrationError,
     alembic_config,

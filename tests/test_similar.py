@@ -44,7 +44,7 @@ def model(tmp_path_factory):
     """The shipped default model: trained from classifier/corpus as the bot does at start."""
     base = load_settings()
     path = tmp_path_factory.mktemp("model") / "model.npz"
-    settings = dataclasses.replace(base, classifier=dict(base.classifier, model_path=str(path)))
+    settings = dataclasses.replace(base, classifier=dataclasses.replace(base.classifier, model_path=str(path)))
     return load_model(build_default_model(settings))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.emulator import TelegramEmulator, add_people_from_settings
+from emulator import TelegramEmulator
 from tests.botapi import RESIDENT, TEST_TOKEN
 from tests.startup_kit import (
     clean_env,
@@ -31,6 +31,7 @@ from tests.startup_kit import (
 )
 from tests.test_bot_kit import model_path  # noqa: F401  (the session's trained model)
 from whistle.config import load_settings
+from whistle.demo import add_people_from_settings
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

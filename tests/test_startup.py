@@ -336,7 +336,7 @@ def test_a_dashboard_port_taken_after_the_check_leaves_the_bot_running(config, c
     settings = load_settings(config, env={})
     with taken_port() as sock:
         port = sock.getsockname()[1]
-        settings = cli.replace(settings, dashboard={**settings.dashboard, "port": port})
+        settings = cli.replace(settings, dashboard=cli.replace(settings.dashboard, port=port))
 
         async def bot() -> str:
             await asyncio.sleep(0.5)  # the bot outlives the dashboard's failure

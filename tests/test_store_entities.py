@@ -11,7 +11,7 @@ from sqlmodel import func, select
 
 from models import store
 from models.credit_code import ALPHABET, is_valid_credit_code, validate_credit_code
-from models.db import session_scope
+from models.engine import session_scope
 from models.lifecycle import NotPermitted
 from models.store import Actor
 from models.tables import DISPATCHED, ENTERPRISE, SUBMITTED, Case, CaseEvent, Department, Grid

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from models import store
-from models.db import session_scope
+from models.engine import session_scope
 from models.lifecycle import (
     EVENT_OF_ACTION,
     TRANSITIONS,

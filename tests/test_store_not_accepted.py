@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from models import stats, store
-from models.db import session_scope
+from models.engine import session_scope
 from models.lifecycle import AlreadyDone, IllegalTransition, NotPermitted, StaleVersion
 from models.store import Actor
 from models.tables import (

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from models import outbox
-from models.db import make_engine, sessionmaker
+from models.engine import make_engine, sessionmaker
 
 NOW = datetime(2026, 11, 24, 2, 0)
 

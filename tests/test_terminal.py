@@ -18,19 +18,11 @@ from dataclasses import replace
 from sqlmodel import select as sql_select
 
 from bot import texts
-from bot.emulator import (
-    DEMO_CREDIT_CODE,
-    DEMO_RESIDENTS,
-    BotMessage,
-    add_people_from_settings,
-    demo_roles,
-    departments_without_staff,
-)
 from bot.run import run_demo
-from bot.terminal import StdinInput, demo_intro, run_terminal_chat
+from emulator import BotMessage, StdinInput, run_terminal_chat
 from models import store
 from models.credit_code import is_valid_credit_code
-from models.db import create_all, make_engine, session_scope
+from models.engine import create_all, make_engine, session_scope
 from models.tables import CLOSED, Case, Enterprise
 from tests.test_bot_kit import (
     ENTERPRISE_USER,
@@ -40,6 +32,14 @@ from tests.test_bot_kit import (
     base_settings,
     to_triage,
     with_classifier,
+)
+from whistle.demo import (
+    DEMO_CREDIT_CODE,
+    DEMO_RESIDENTS,
+    add_people_from_settings,
+    demo_intro,
+    demo_roles,
+    departments_without_staff,
 )
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
@@ -138,7 +138,7 @@ async def test_who_lists_everyone_by_role_with_their_chats(emulator):
     await run_terminal_chat(emulator, identities, groups, RESIDENT, input_lines=[":who"],
                             out=out, roles=demo_roles(settings))
     shown = out.getvalue()
-    triage, leader = settings.telegram["triage_chat_id"], settings.telegram["leader_chat_id"]
+    triage, leader = settings.telegram.triage_chat_id, settings.telegram.leader_chat_id
     in_order(shown, "【居民】", f"{RESIDENT}  居民王阿姨，仅私聊 ← 当前",
              "【企业】", f"{ENTERPRISE_USER}  企业赵经理，仅私聊", DEMO_CREDIT_CODE,
              "【分拨员", f"9001  分拨员小李，所在群：分拨中心（{triage}）",
@@ -348,7 +348,7 @@ async def test_long_chinese_text_round_trip(make_bot):
 
 READER = """
 import asyncio, sys
-from bot.terminal import StdinInput
+from emulator import StdinInput
 
 async def main():
     source = StdinInput()

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from models.db import session_scope
+from models.engine import session_scope
 from models.store import get_staff
+from whistle.config import DashboardSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def screen_token_digests(dashboard: dict, env: os._Environ | dict = os.environ) -> frozenset[str]:
+def screen_token_digests(dashboard: DashboardSettings, env: os._Environ | dict = os.environ) -> frozenset[str]:
     """Hashes of the screen tokens in [dashboard].screen_tokens and WHISTLE_DASHBOARD_TOKENS."""
-    tokens = [str(t).strip() for t in dashboard.get("screen_tokens", [])]
+    tokens = [t.strip() for t in dashboard.screen_tokens]
     tokens += [t.strip() for t in env.get(TOKENS_ENV, "").split(",")]
     usable = set()
     for token in filter(None, tokens):
@@ -64,9 +65,9 @@ def screen_token_digests(dashboard: dict, env: os._Environ | dict = os.environ) 
     return frozenset(usable)
 
 
-def session_secret(dashboard: dict, env: os._Environ | dict = os.environ) -> str:
+def session_secret(dashboard: DashboardSettings, env: os._Environ | dict = os.environ) -> str:
     """The cookie-signing secret from the env var [dashboard].session_secret_env names."""
-    name = dashboard.get("session_secret_env", "WHISTLE_SESSION_SECRET")
+    name = dashboard.session_secret_env
     secret = env.get(name, "")
     if secret:
         return secret

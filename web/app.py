@@ -38,8 +38,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from models.auth import LOGIN_CODE_TTL, redeem_login_code
-from models.db import make_engine, session_scope
 from models.deadlines import LIGHT_NAMES
+from models.engine import make_engine, session_scope
 from models.stats import dashboard_data
 from models.store import Rules
 from web.access import (
@@ -130,11 +130,11 @@ class Dashboard:
 
     @property
     def title(self) -> str:
-        return f"{self.settings.district.get('name', '')}吹哨报到指挥大屏"
+        return f"{self.settings.district.name}吹哨报到指挥大屏"
 
     @property
     def refresh_seconds(self) -> int:
-        return max(5, int(self.settings.dashboard.get("refresh_seconds", 30)))
+        return max(5, int(self.settings.dashboard.refresh_seconds))
 
     async def viewer(self, request: Request) -> Viewer | None:
         return await current_viewer(request, self.engine, self.token_digests)
@@ -155,7 +155,7 @@ class Dashboard:
         minutes = self.clock_state()["utc_offset_minutes"]
         hours, rest = divmod(abs(minutes), 60)
         offset = f"UTC{'-' if minutes < 0 else '+'}{hours}" + (f":{rest:02d}" if rest else "")
-        return f"{self.settings.district.get('name') or '当地'}时间（{offset}）"
+        return f"{self.settings.district.name or '当地'}时间（{offset}）"
 
     async def figures(self) -> dict:
         """dashboard_data, with 当前模型 from the model file the bot loads (when readable)."""
@@ -361,8 +361,8 @@ def create_app(
         ],
         middleware=[Middleware(
             SessionMiddleware, secret_key=session_secret(options), session_cookie=SESSION_COOKIE,
-            max_age=int(options.get("session_days", 7)) * 86400, same_site="lax",
-            https_only=bool(options.get("cookie_secure", False)),
+            max_age=options.session_days * 86400, same_site="lax",
+            https_only=options.cookie_secure,
         )],
         exception_handlers={SQLAlchemyError: database_unavailable},
         lifespan=lifespan,
@@ -370,7 +370,7 @@ def create_app(
     app.state.dashboard = Dashboard(
         settings=settings, engine=engine, rules=Rules.from_settings(settings),
         clock=clock or utc_now, token_digests=screen_token_digests(options),
-        throttle=LoginThrottle(), cache=DataCache(float(options.get("cache_seconds", 5))),
+        throttle=LoginThrottle(), cache=DataCache(options.cache_seconds),
         templates=Jinja2Templates(directory=HERE / "templates"),
         model=ModelFile(settings.model_path),
     )

@@ -9,8 +9,8 @@ from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.db import session_scope
 from models.deadlines import WorkCalendar
+from models.engine import session_scope
 from models.stats import export_header, export_rows, local_days_bounds
 
 BOM = "\ufeff"

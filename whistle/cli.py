@@ -33,7 +33,7 @@ def _prepare(settings) -> None:
 
 
 async def _sync_reference_data(settings) -> None:
-    from models.db import make_engine, session_scope
+    from models.engine import make_engine, session_scope
     from models.store import sync_reference_data
 
     engine = make_engine(settings.database_url)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None or (preflight.errors(findings) and not checking):
         return EXIT_STARTUP
     if getattr(args, "dashboard_port", None):
-        settings = replace(settings, dashboard={**settings.dashboard, "port": args.dashboard_port})
+        settings = replace(settings, dashboard=replace(settings.dashboard, port=args.dashboard_port))
     try:
         status = args.func(args, settings)
     except KeyboardInterrupt:

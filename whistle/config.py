@@ -1,37 +1,30 @@
-"""One settings object, built once from config.toml plus the environment."""
+"""One settings object, built once from config.toml plus the environment.
+
+Each [section] is a frozen dataclass below, with its defaults (written only here) and what a
+valid value is; read_settings() checks types, ranges and choices and names every problem,
+unknown_settings() every section or key it does not know. Code reads attributes
+(`settings.followup.poll_seconds`), never raw dicts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
+import types
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
 
-# The sections config.toml may have. [district], [telegram] and [[departments]] are required
-# (no default fits another district); the others fall back to the defaults in the code.
-KNOWN_SECTIONS = (
-    "district", "telegram", "database", "classifier", "conversation", "followup", "delivery",
-    "calendar", "limits", "dashboard", "departments", "staff", "grids",
-)
-REQUIRED_KEYS = {
-    "district": ("name", "case_prefix"),
-    "telegram": ("triage_chat_id",),
-}
 ENTRY_SECTIONS = ("departments", "staff", "grids")  # [[...]]: a list of entries
 ROLES = ("triage", "department", "grid", "leader", "admin")
-# Resolved against the code, not the config file, so a config.toml kept elsewhere still finds
-# the shipped corpus and dictionary.
-CLASSIFIER_DEFAULTS = {
-    "model_path": "var/model.npz",
-    "corpus_dir": str(REPO_ROOT / "classifier" / "corpus"),
-    "userdict": str(REPO_ROOT / "classifier" / "userdict.txt"),
-}
 FIX_HINT = "可参照仓库自带的 config.toml"
 
 
@@ -43,6 +36,139 @@ class ConfigError(Exception):
     def __init__(self, *problems: str):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+# ---------------------------------------------------------------- the sections
+# One frozen dataclass per config.toml section: each default is written here once, and
+# `setting()` adds the range or choices checked when config.toml is read.
+
+
+def setting(default: Any, *, low: float | None = None, high: float | None = None,
+            choices: tuple = (), positive: bool = False, required: bool = False) -> Any:
+    """A dataclass field with what a valid value is: within [low, high] (above 0 if
+    `positive`), one of `choices`; a `required` one must be set (its default only stands in
+    while `whistle check` goes on)."""
+    meta = {"low": low, "high": high, "choices": choices, "positive": positive,
+            "required": required}
+    if isinstance(default, list | dict):
+        raise TypeError("mutable default: use a tuple")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DistrictSettings:
+    name: str = setting("", required=True)
+    case_prefix: str = setting("", required=True)  # public references look like WC-20261124-0007
+    timezone: str = "Asia/Shanghai"
+    # (lon_min, lat_min, lon_max, lat_max); locations outside it are flagged, not refused.
+    bbox: tuple[float, float, float, float] | None = None
+    # The grid hierarchy with its places (code,name,level,parent,places) and the grids'
+    # polygons (GeoJSON, properties.code); both optional, relative to config.toml's folder.
+    gazetteer: str = ""
+    grid_boundaries: str = ""
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    triage_chat_id: int = setting(0, required=True)
+    leader_chat_id: int | None = None
+    base_url: str = ""  # empty: the public Bot API; TELEGRAM_BASE_URL overrides it
+    mode: str = setting("polling", choices=("polling", "webhook"))
+    webhook_url: str = ""
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = setting(8443, low=1, high=65535)
+    concurrent_updates: int = setting(64, low=1)  # one chat's updates still come in order
+    # HTTP connections to the Bot API. httpx checks every idle pooled connection on each
+    # request, so a pool far larger than the concurrency costs CPU for nothing (PTB: 256).
+    connection_pool_size: int = setting(32, low=1)
+    # aiohttp carries the Bot API calls for far less CPU than PTB's default httpx
+    # (bot/request.py); "httpx" switches back.
+    http_client: str = setting("aiohttp", choices=("aiohttp", "httpx"))
+    poll_interval: float = setting(0.0, low=0)  # seconds between long polls that brought updates
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///var/whistle.db"  # DATABASE_URL overrides it
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    # Relative paths are resolved against config.toml's folder; the corpus and dictionary
+    # default to the shipped ones, so a config.toml kept elsewhere still finds them.
+    model_path: str = "var/model.npz"
+    corpus_dir: str = str(REPO_ROOT / "classifier" / "corpus")
+    userdict: str = str(REPO_ROOT / "classifier" / "userdict.txt")
+    confidence_threshold: float = setting(0.55, low=0, high=1)  # below: marked "unsure"
+    auto_dispatch_threshold: float = setting(0.85, low=0, high=1)  # at or above: dispatched
+    reload_check_seconds: float = setting(30.0, positive=True)
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    idle_timeout_minutes: float = setting(30.0, positive=True)
+    max_text_chars: int = setting(2000, low=1)
+    min_text_chars: int = setting(4, low=0)
+    max_photos: int = setting(5, low=1, high=10)  # per report (Telegram albums hold 10)
+
+
+@dataclass(frozen=True)
+class FollowupSettings:
+    poll_seconds: float = setting(5.0, positive=True)
+    yellow_ratio: float = setting(0.75, positive=True, high=1)  # 黄灯 at this share of the limit
+    escalate_after_red_hours: float = setting(24.0, low=0)
+    survey_reminder_days: float = setting(3.0, low=0)
+    survey_close_days: float = setting(6.0, low=0)
+    digest_time: str = "08:30"  # HH:MM, district time
+    dispatch_notice_delay_seconds: float = setting(60.0, low=0)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    global_per_second: float = setting(30.0, positive=True)
+    per_chat_per_second: float = setting(1.0, positive=True)
+    group_per_minute: int = setting(20, low=1)
+    max_attempts: int = setting(8, low=1)
+    backoff_seconds: tuple[float, ...] = (5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+    send_timeout_seconds: float = setting(10.0, positive=True)
+    lease_seconds: int = setting(60, low=1)
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    workday_start: str = "09:00"
+    workday_end: str = "18:00"
+    holidays: tuple[str, ...] = ()  # ISO dates
+    adjusted_workdays: tuple[str, ...] = ()  # 调休: weekend days that are worked
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    host: str = "127.0.0.1"
+    port: int = setting(8080, low=1, high=65535)
+    refresh_seconds: float = setting(30.0, positive=True)
+    cache_seconds: float = setting(5.0, low=0)
+    session_days: int = setting(7, low=1)
+    cookie_secure: bool = False
+    screen_tokens: tuple[str, ...] = ()
+    session_secret_env: str = "WHISTLE_SESSION_SECRET"
+
+
+# [section] -> its dataclass; [limits] is a table of limit names (models/deadlines.py).
+SECTIONS: dict[str, type] = {
+    "district": DistrictSettings, "telegram": TelegramSettings, "database": DatabaseSettings,
+    "classifier": ClassifierSettings, "conversation": ConversationSettings,
+    "followup": FollowupSettings, "delivery": DeliverySettings, "calendar": CalendarSettings,
+    "dashboard": DashboardSettings,
+}
+LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
+# Every section config.toml may have. [district], [telegram] and [[departments]] are required
+# (no default fits another district); the others fall back to the defaults above.
+KNOWN_SECTIONS = (*SECTIONS, "limits", *ENTRY_SECTIONS)
+TIME_OF_DAY = {("followup", "digest_time"), ("calendar", "workday_start"),
+               ("calendar", "workday_end")}
+DATES = {("calendar", "holidays"), ("calendar", "adjusted_workdays")}
 
 
 @dataclass(frozen=True)
@@ -77,17 +203,17 @@ class Settings:
     """Everything configurable. Paths are absolute (resolved against the config file)."""
 
     config_path: Path
-    district: dict
-    telegram: dict
+    district: DistrictSettings
+    telegram: TelegramSettings
     database_url: str
     database_echo: bool
-    classifier: dict
-    conversation: dict
-    followup: dict
-    delivery: dict
-    calendar: dict
-    limits: dict[str, str]
-    dashboard: dict
+    classifier: ClassifierSettings
+    conversation: ConversationSettings
+    followup: FollowupSettings
+    delivery: DeliverySettings
+    calendar: CalendarSettings
+    limits: dict[str, str]  # only the limits config.toml sets (models/store.py: defaults)
+    dashboard: DashboardSettings
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]
     grids: tuple[GridConfig, ...]
@@ -106,15 +232,15 @@ class Settings:
 
     @property
     def model_path(self) -> Path:
-        return self.path(self.classifier["model_path"])
+        return self.path(self.classifier.model_path)
 
     @property
     def corpus_dir(self) -> Path:
-        return self.path(self.classifier["corpus_dir"])
+        return self.path(self.classifier.corpus_dir)
 
     @property
     def userdict_path(self) -> Path:
-        return self.path(self.classifier["userdict"])
+        return self.path(self.classifier.userdict)
 
     def department(self, code: str) -> DepartmentConfig | None:
         return next((d for d in self.departments if d.code == code), None)
@@ -142,16 +268,132 @@ def _read(config_path: Path) -> dict:
         raise ConfigError(f"配置文件格式错误 {config_path}: {exc}") from exc
 
 
-def unknown_sections(config_path: Path) -> list[str]:
-    """One line per section name Whistle does not know (a typo loses its settings)."""
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"，是不是 {close[0]}？" if close else f"；可用的: {', '.join(known)}"
+
+
+def unknown_settings(config_path: Path) -> list[str]:
+    """One line per section or key Whistle does not know: a typo would lose its setting, so
+    `whistle check` and every start say so (as warnings: the rest still works)."""
     raw = _read(config_path)
     lines = []
-    for name in raw:
+    for name, section in raw.items():
         if name not in KNOWN_SECTIONS:
             close = difflib.get_close_matches(name, KNOWN_SECTIONS, n=1)
             hint = f"，是不是 [{close[0]}]？" if close else f"；可用的段: {', '.join(KNOWN_SECTIONS)}"
             lines.append(f"{config_path}: 未知的段 [{name}] 将被忽略{hint}")
+            continue
+        known = LIMIT_KEYS if name == "limits" else (
+            [f.name for f in dataclasses.fields(SECTIONS[name])] if name in SECTIONS else None)
+        if known is not None and isinstance(section, dict):
+            lines += [f"{config_path}: [{name}] 未知的键 {key} 将被忽略{_did_you_mean(key, known)}"
+                      for key in section if key not in known]
     return lines
+
+
+# ---------------------------------------------------------------- types and ranges
+
+_TYPE_NAMES = {str: "文字（string）", int: "整数（integer）", float: "数字（number）",
+               bool: "布尔值 true 或 false（boolean）"}
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        args = get_args(hint)
+        item = _TYPE_NAMES[args[0]].split("（")[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"{item}的列表（list）"
+        return f"{len(args)} 个{item}的列表（list of {len(args)}）"
+    return _TYPE_NAMES[hint]
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(the type inside `X | None`, True), or (hint, False)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        return inner[0], True
+    return hint, False
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """`value` from TOML as the field's type; TypeError when it is not one."""
+    hint, optional = _optional(hint)
+    if value is None and optional:
+        return None
+    if get_origin(hint) is tuple:
+        args = get_args(hint)
+        if not isinstance(value, list) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise TypeError
+        return tuple(_convert(v, args[0]) for v in value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and type(value) is hint:
+        return value
+    raise TypeError
+
+
+def _range_problem(value: Any, meta: dict) -> str | None:
+    """Why `value` is out of the field's range or choices, in Chinese and English."""
+    if meta.get("choices") and value not in meta["choices"]:
+        return (f"只能是 {' 或 '.join(meta['choices'])}（one of: {', '.join(meta['choices'])}）")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    low, high, positive = meta.get("low"), meta.get("high"), meta.get("positive")
+    too_low = value <= 0 if positive else low is not None and value < low
+    if not too_low and (high is None or value <= high):
+        return None
+    if positive:
+        return ("应大于 0（must be > 0）" if high is None
+                else f"应大于 0 且不大于 {high}（must be > 0 and ≤ {high}）")
+    if high is None:
+        return f"应不小于 {low}（must be ≥ {low}）"
+    if low is None:
+        return f"应不大于 {high}（must be ≤ {high}）"
+    return f"应在 {low} 到 {high} 之间（must be within {low}–{high}）"
+
+
+def _format_problem(section: str, key: str, value: Any) -> str | None:
+    """Times of day must read HH:MM, dates YYYY-MM-DD."""
+    if (section, key) in TIME_OF_DAY and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        return "应写成 HH:MM（time of day），例如 08:30"
+    if (section, key) in DATES:
+        for day in value:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                return f"中的 {day!r} 应写成 YYYY-MM-DD（ISO date）"
+    return None
+
+
+def _section(raw: dict, name: str, where: Path) -> tuple[Any, list[str]]:
+    """[name] as its dataclass, and one line per wrong value (which keeps its default, so
+    `whistle check` goes on and names them all)."""
+    kind = SECTIONS[name]
+    values = raw.get(name, {})
+    if not isinstance(values, dict):
+        return kind(), []  # _structure_problems names it
+    hints = get_type_hints(kind)
+    fields_, problems = {}, []
+    for f in dataclasses.fields(kind):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        try:
+            value = _convert(value, hints[f.name])
+        except TypeError:
+            problems.append(f"{where}: [{name}] {f.name} 应为{_type_name(_optional(hints[f.name])[0])}"
+                            f"，而不是 {value!r}；{FIX_HINT}")
+            continue
+        why = None if value is None else (_range_problem(value, f.metadata)
+                                          or _format_problem(name, f.name, value))
+        if why:
+            problems.append(f"{where}: [{name}] {f.name} {why}，而不是 {value!r}")
+            continue
+        fields_[f.name] = value
+    return kind(**fields_), problems
 
 
 def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, list[str]]:
@@ -179,11 +421,25 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
     return items, problems
 
 
+def _order_problems(sections: dict, where: Path) -> list[str]:
+    """Settings that only make sense in order: one line per pair that is not."""
+    pairs = [("classifier", "confidence_threshold", "auto_dispatch_threshold"),
+             ("followup", "survey_reminder_days", "survey_close_days"),
+             ("calendar", "workday_start", "workday_end")]
+    return [f"{where}: [{name}] {first} 应小于 {second}（{first} < {second}），而不是 "
+            f"{getattr(sections[name], first)!r} 与 {getattr(sections[name], second)!r}"
+            for name, first, second in pairs
+            if not getattr(sections[name], first) < getattr(sections[name], second)]
+
+
 def _structure_problems(raw: dict, where: Path) -> list[str]:
     problems = [f"{where}: {name} 应是一个段 [{name}]，而不是单个值；{FIX_HINT}"
                 for name in KNOWN_SECTIONS
                 if name not in ENTRY_SECTIONS and name in raw and not isinstance(raw[name], dict)]
-    for section, keys in REQUIRED_KEYS.items():
+    for section, kind in SECTIONS.items():
+        keys = [f.name for f in dataclasses.fields(kind) if f.metadata.get("required")]
+        if not keys:
+            continue
         if section not in raw:
             problems.append(f"{where}: 缺少 [{section}] 段（需要 {', '.join(keys)}）；{FIX_HINT}")
             continue
@@ -222,27 +478,34 @@ def read_settings(path: str | os.PathLike | None = None,
     grids, bad = _entries(raw, "grids", GridConfig, config_path)
     problems += bad
 
-    db = raw.get("database", {})
-    database_url = env.get("DATABASE_URL") or db.get("url", "sqlite+aiosqlite:///var/whistle.db")
-    tg = dict(raw.get("telegram", {}))
+    sections = {}
+    for name in SECTIONS:
+        sections[name], bad = _section(raw, name, config_path)
+        problems += bad
+    problems += _order_problems(sections, config_path)
+    limits = raw.get("limits", {}) if isinstance(raw.get("limits", {}), dict) else {}
+    problems += [f"{config_path}: [limits] {key} 应为文字（string），例如 \"5wd\"，而不是 {value!r}"
+                 for key, value in limits.items() if not isinstance(value, str)]
+    db, tg = sections["database"], sections["telegram"]
+    database_url = env.get("DATABASE_URL") or db.url
     settings = Settings(
         config_path=config_path,
-        district=raw.get("district", {}),
+        district=sections["district"],
         telegram=tg,
         database_url=_resolve_sqlite_url(database_url, config_path.parent),
-        database_echo=bool(db.get("echo", False)),
-        classifier={**CLASSIFIER_DEFAULTS, **raw.get("classifier", {})},
-        conversation=raw.get("conversation", {}),
-        followup=raw.get("followup", {}),
-        delivery=raw.get("delivery", {}),
-        calendar=raw.get("calendar", {}),
-        limits=raw.get("limits", {}),
-        dashboard=raw.get("dashboard", {}),
+        database_echo=db.echo,
+        classifier=sections["classifier"],
+        conversation=sections["conversation"],
+        followup=sections["followup"],
+        delivery=sections["delivery"],
+        calendar=sections["calendar"],
+        limits={k: v for k, v in limits.items() if isinstance(v, str)},
+        dashboard=sections["dashboard"],
         departments=tuple(departments),
         staff=tuple(staff),
         grids=tuple(grids),
         telegram_token=env.get("TELEGRAM_TOKEN") or None,
-        telegram_base_url=env.get("TELEGRAM_BASE_URL") or tg.get("base_url") or None,
+        telegram_base_url=env.get("TELEGRAM_BASE_URL") or tg.base_url or None,
         webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET") or None,
     )
     return settings, problems

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from whistle.config import ConfigError, Settings, read_settings, unknown_sections
+from whistle.config import ConfigError, Settings, read_settings, unknown_settings
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 DB_SETTING = "DATABASE_URL / config.toml [database] url"
@@ -75,7 +75,7 @@ def check_config(path: str | os.PathLike | None = None,
     except ConfigError as exc:
         return None, [Finding(ERROR, "配置", p) for p in exc.problems]
     findings = [Finding(ERROR, "配置", p) for p in problems]
-    findings += [Finding(WARNING, "配置", w) for w in unknown_sections(settings.config_path)]
+    findings += [Finding(WARNING, "配置", w) for w in unknown_settings(settings.config_path)]
     if not problems:
         findings.append(Finding(OK, "配置", f"{settings.config_path}（{len(settings.departments)} "
                                           f"个部门，{len(settings.staff)} 名工作人员，"
@@ -256,8 +256,7 @@ def check_model(settings: Settings, *, load: bool = False) -> list[Finding]:
 
 
 def dashboard_address(settings: Settings) -> tuple[str, int]:
-    d = settings.dashboard
-    return str(d.get("host", "127.0.0.1")), int(d.get("port", 8080))
+    return settings.dashboard.host, settings.dashboard.port
 
 
 class DashboardPortError(Exception):
@@ -310,10 +309,7 @@ def check_dashboard_port(settings: Settings, *, required: bool) -> list[Finding]
 
 def check_telegram(settings: Settings, *, token_required: bool = False) -> list[Finding]:
     tg = settings.telegram
-    mode = str(tg.get("mode") or POLLING).lower()
-    if mode not in (POLLING, WEBHOOK):
-        return [Finding(ERROR, "Telegram", f"config.toml [telegram] mode 只能是 polling 或 webhook，"
-                                          f"而不是 {mode!r}")]
+    mode = tg.mode  # one of polling, webhook: checked when config.toml is read
     token = settings.telegram_token
     if not token:
         if token_required:
@@ -323,7 +319,7 @@ def check_telegram(settings: Settings, *, token_required: bool = False) -> list[
     if not TOKEN_SHAPE.match(token):
         findings.append(Finding(ERROR, "Telegram", "TELEGRAM_TOKEN 的格式不对：应类似 "
                                                    "123456789:AA…（@BotFather 给的整串）"))
-    if mode == WEBHOOK and not tg.get("webhook_url"):
+    if mode == WEBHOOK and not tg.webhook_url:
         findings.append(Finding(ERROR, "Telegram", "webhook 模式需要 config.toml [telegram] "
                                                    "webhook_url（Telegram 调用的公网 https 地址）"))
     if mode == WEBHOOK and not settings.webhook_secret:

@@ -20,14 +20,14 @@ class FollowupConfig:
     @classmethod
     def from_settings(cls, settings) -> FollowupConfig:
         f = settings.followup
-        hh, mm = (int(x) for x in str(f.get("digest_time", "08:30")).split(":"))
-        leader = settings.telegram.get("leader_chat_id")
+        hh, mm = (int(x) for x in f.digest_time.split(":"))
+        leader = settings.telegram.leader_chat_id
         return cls(
-            escalate_after=timedelta(hours=float(f.get("escalate_after_red_hours", 24))),
-            survey_reminder=timedelta(days=float(f.get("survey_reminder_days", 3))),
-            survey_close=timedelta(days=float(f.get("survey_close_days", 6))),
+            escalate_after=timedelta(hours=f.escalate_after_red_hours),
+            survey_reminder=timedelta(days=f.survey_reminder_days),
+            survey_close=timedelta(days=f.survey_close_days),
             digest_time=time(hh, mm),
             comment_timeout=timedelta(
-                minutes=float(settings.conversation.get("idle_timeout_minutes", 30))),
+                minutes=settings.conversation.idle_timeout_minutes),
             leader_chat=int(leader) if leader else None,
         )

@@ -18,8 +18,8 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.sqlite_inline import inline_creator
-from models.sqlite_one_trip import one_trip_creator
+from models.engine.inline import inline_creator
+from models.engine.one_trip import one_trip_creator
 
 # A commit that pushes SQLite's write-ahead log past wal_autocheckpoint pages copies the log
 # into the database file and fsyncs it before returning: 5-10 ms, once every ~70 transitions of
@@ -49,7 +49,7 @@ def _sqlite_file(url: str) -> Path | None:
 def _sqlite_pragmas(dbapi_conn, _record, busy_timeout_ms: int = 5000) -> None:
     # WAL lets the dashboard read while the bot writes; foreign keys are off by default in
     # SQLite; the busy timeout turns brief write contention into a wait instead of an error
-    # (in-place connections wait for the lock themselves, see models/sqlite_inline.py).
+    # (in-place connections wait for the lock themselves, see models/engine/inline.py).
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -135,8 +135,8 @@ def make_engine(url: str, echo: bool = False,
     """Create the async engine for `url`, creating the SQLite file's folder if needed.
 
     A SQLite file engine makes one trip to its connection's thread per statement
-    (models/sqlite_one_trip.py), or with `in_place` none at all: its statements run on the
-    event loop's thread (models/sqlite_inline.py; for short statements only). It checkpoints
+    (models/engine/one_trip.py), or with `in_place` none at all: its statements run on the
+    event loop's thread (models/engine/inline.py; for short statements only). It checkpoints
     its log on a thread every `checkpoint_interval` seconds, from the first connection until
     dispose() (None: only commits do, at the safety net).
     """

@@ -4,11 +4,19 @@ aiosqlite runs each call on the connection's own thread, and SQLAlchemy makes fo
 statement: create a cursor, execute, fetch the rows, close the cursor. Every trip waits for
 the event loop to come round again, so in a busy bot a dozen-statement transaction held
 SQLite's write lock for ~15 ms while doing ~3 ms of work. Here execute also fetches the rows
-(the first PREFETCH of them) on the thread, and creating and closing a cursor (no I/O, nothing else using the connection:
-SQLAlchemy runs one statement at a time per connection) happen in place.
+(the first PREFETCH of them) on the thread, and creating and closing a cursor (no I/O,
+nothing else using the connection: SQLAlchemy runs one statement at a time per connection)
+happen in place.
 
-This leans on aiosqlite's internals (Connection._execute, Cursor._cursor); pyproject.toml
-pins the versions it was written for and tests/test_db.py counts the trips.
+Still worth it with the bot's writes in place (inline.py): the bot's read_session and the
+dashboard of `whistle run` read through these connections on the bot's busy loop. Measured
+with bench/one_trip_bench.py (store_bench's operations, 100,000 cases, medians of 3 rounds):
+on an idle loop no different from plain aiosqlite; on a loop busy as a loaded bot's, 2-4
+times faster (due scan 51-93 ms against 127-204, a transition 14-26 ms against 47-55).
+
+This leans on aiosqlite's internals (Connection._execute and _conn, Cursor._cursor), as
+SQLAlchemy's own aiosqlite dialect does; no version is pinned for it, so tests/test_db.py
+counts the trips and fails if a new aiosqlite changes them.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
+from threading import Thread
 from typing import Any
 
 import aiosqlite
-from aiosqlite.context import contextmanager
 
 
 class OneTripCursor(aiosqlite.Cursor):
@@ -32,6 +40,14 @@ class OneTripCursor(aiosqlite.Cursor):
         super().__init__(conn, cursor)
         self._buffer: deque = deque()
         self._more = False  # rows may remain in the sqlite3 cursor beyond the buffer
+
+    def __await__(self):
+        """`await connection.cursor()` as with aiosqlite's own cursors (none is needed: the
+        cursor is made in place)."""
+        return self._ready().__await__()
+
+    async def _ready(self) -> OneTripCursor:
+        return self
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneTripCursor:
         def run() -> list:
@@ -73,8 +89,9 @@ class OneTripConnection(aiosqlite.Connection):
     which skips the trip for a rollback with no transaction open (the pool's reset of
     every connection handed back after a commit)."""
 
-    @contextmanager
-    async def cursor(self) -> OneTripCursor:
+    def cursor(self) -> OneTripCursor:
+        """A cursor made in place (no trip); use it with `async with` or `await`, as
+        aiosqlite's."""
         return OneTripCursor(self, self._conn.cursor())
 
     async def rollback(self) -> None:
@@ -90,7 +107,10 @@ def one_trip_creator(path: str) -> Callable[[], OneTripConnection]:
         # check_same_thread=False as SQLAlchemy's own aiosqlite dialect passes for files.
         connection = OneTripConnection(
             lambda: sqlite3.connect(path, check_same_thread=False), iter_chunk_size=64)
-        connection._thread.daemon = True  # as the dialect does: never blocks interpreter exit
+        # As the dialect does: never blocks interpreter exit (before aiosqlite 0.22 the
+        # connection was itself the thread).
+        thread = connection if isinstance(connection, Thread) else connection._thread
+        thread.daemon = True
         return connection
 
     return connect

@@ -18,14 +18,22 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from queue import SimpleQueue
 from typing import Any, NamedTuple, TextIO
 
-from bot.emulator import (
-    DEMO_CREDIT_CODE,
-    BotMessage,
-    DemoRole,
-    TelegramEmulator,
-    departments_without_staff,
-)
-from bot.texts import terminal as t
+from emulator import texts as t
+from emulator.server import BotMessage, TelegramEmulator
+
+
+class Role(NamedTuple):
+    """What an identity plays, for :who: identities are listed under `title`, grouped by
+    `role` in the order the roles first appear; `place` (a department, a grid) follows the
+    name, `hint` (what to do first) the chats."""
+
+    role: str
+    title: str = ""
+    place: str = ""
+    hint: str = ""
+
+
+NO_ROLE = Role("", t.ROLE_OTHER)
 
 # Where a reply-keyboard "send my location" button puts the demo user: 望城区 centre.
 DEMO_LOCATION = (28.37, 112.82)
@@ -51,7 +59,7 @@ class TerminalChat:
 
     def __init__(self, emu: TelegramEmulator, identities: dict[int, str],
                  group_titles: dict[int, str], start_as: int, out: TextIO, echo: bool,
-                 roles: dict[int, DemoRole] | None = None, source: Any = None):
+                 roles: dict[int, Role] | None = None, source: Any = None):
         if start_as not in identities:
             raise ValueError(f"起始身份 {start_as} 不在身份列表中")
         self.emu = emu
@@ -308,24 +316,22 @@ class TerminalChat:
 
     def list_identities(self) -> None:
         """:who — everyone, grouped by role, with the chats they can talk in."""
-        by_role: dict[str, list[int]] = {}
+        by_role: dict[str, list[int]] = {role.role: [] for role in self.roles.values()}
         for uid in self.identities:
-            role = self.roles.get(uid, DemoRole("")).role
-            by_role.setdefault(role, []).append(uid)
+            by_role.setdefault(self.roles.get(uid, NO_ROLE).role, []).append(uid)
         lines = [t.WHO_TITLE]
-        for role in [*t.ROLE_TITLES, *(r for r in by_role if r not in t.ROLE_TITLES)]:
-            if role in by_role:
-                lines.append(f"  【{t.ROLE_TITLES.get(role, t.ROLE_OTHER)}】")
-                lines.extend(self.who_line(uid) for uid in by_role[role])
+        for uids in by_role.values():
+            if uids:
+                lines.append(f"  【{self.roles.get(uids[0], NO_ROLE).title or t.ROLE_OTHER}】")
+                lines.extend(self.who_line(uid) for uid in uids)
         self.say("\n".join(lines))
 
     def who_line(self, uid: int) -> str:
-        role = self.roles.get(uid, DemoRole(""))
+        role = self.roles.get(uid, NO_ROLE)
         groups = [t.WHO_GROUP.format(title=self.chat_label(c), chat_id=c)
                   for c in self.emu.visible_chats(uid)[1:]]
         where = t.WHO_GROUPS.format(groups="、".join(groups)) if groups else t.WHO_PRIVATE_ONLY
-        if role.role == "enterprise":
-            where += t.WHO_ENTERPRISE_HINT.format(code=DEMO_CREDIT_CODE)
+        where += role.hint
         place = t.WHO_PLACE.format(place=role.place) if role.place else ""
         mark = t.WHO_CURRENT if uid == self.current else ""
         return t.WHO_LINE.format(uid=uid, name=self.identities[uid], place=place, where=where,
@@ -437,22 +443,6 @@ class TerminalChat:
         else:
             self.say(t.UNKNOWN_COMMAND.format(command=command))
         return True
-
-
-def demo_intro(settings: Any, identities: dict[int, str],
-               roles: dict[int, DemoRole]) -> list[str]:
-    """The demo's first lines: who to switch to for each step of a case, and any department
-    nobody can play."""
-    def first(role: str) -> str:
-        return next((identities[uid] for uid, r in roles.items()
-                     if r.role == role and uid in identities), "?")
-
-    intro = [t.WALKTHROUGH.format(resident=first("resident"), triage=first("triage"),
-                                  officer=first("department")),
-             t.ENTERPRISE_TRY.format(enterprise=first("enterprise"), code=DEMO_CREDIT_CODE)]
-    if unstaffed := departments_without_staff(settings):
-        intro.append(t.NO_DEPARTMENT_STAFF.format(names="、".join(unstaffed)))
-    return intro
 
 
 def describe(msg: BotMessage) -> str:
@@ -597,20 +587,22 @@ async def run_terminal_chat(
     start_as: int,
     input_lines: Iterable[str] | AsyncIterable[str] | None = None,
     out: TextIO | None = None,
-    roles: dict[int, DemoRole] | None = None,
+    roles: dict[int, Role] | None = None,
     intro: Iterable[str] = (),
+    title: str = "",
 ) -> None:
     """Chat with the bot in the terminal until :quit or end of input.
 
     input_lines replaces stdin (lines are then echoed, for scripted sessions and tests);
-    out replaces stdout; roles groups the identities in :who; intro lines follow the banner.
+    out replaces stdout; roles groups the identities in :who; the banner starts with title, intro lines follow
+    it.
     """
     source = StdinInput() if input_lines is None else ScriptedInput(input_lines)
     chat = TerminalChat(emu, identities, group_titles, start_as, out or sys.stdout,
                         echo=source.echo, roles=roles, source=source)
     emu.add_listener(chat.on_event)
     try:
-        chat.say(t.BANNER)
+        chat.say(t.BANNER.format(title=title))
         for line in intro:
             chat.say(line)
         chat.say(t.NOW_AS_START.format(name=identities[start_as], uid=start_as))

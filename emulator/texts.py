@@ -1,6 +1,6 @@
-"""Every text of the `whistle demo` terminal (bot/terminal.py), Simplified Chinese.
+"""Every text of the terminal chat (emulator/terminal.py), Simplified Chinese.
 
-Not re-exported by bot/texts/__init__.py: only the terminal uses these.
+What is about Whistle itself (its roles, the walkthrough) lives in bot/texts/demo.py.
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ HELP = """可用命令：
 
 点击群里的按钮、或机器人在群里向您提问后，文字自动发到那个群，直到您用 :to 换到别处。"""
 
-BANNER = "吹哨报到 演示终端。输入 :help 查看命令，:who 查看身份，:quit 退出。"
-WALKTHROUGH = ("试一试：/report 反映问题 → :as {triage} 确认派单 → :as {officer} 签收、办结 "
-               "→ :as {resident} 评价。")
-ENTERPRISE_TRY = ("企业：:as {enterprise} → /enterprise 登记（演示用统一社会信用代码 {code}）"
-                  "→ 描述企业诉求。")
-NO_DEPARTMENT_STAFF = "注意：这些部门在 config.toml 中没有办事员，派给它们的案件无人签收：{names}"
+BANNER = "{title}演示终端。输入 :help 查看命令，:who 查看身份，:quit 退出。"
 FAREWELL = "再见！"
 
 # ---------------------------------------------------------------- who, where
@@ -44,16 +39,6 @@ WHO_GROUPS = "所在群：{groups}"
 WHO_GROUP = "{title}（{chat_id}）"
 WHO_PRIVATE_ONLY = "仅私聊"
 WHO_CURRENT = " ← 当前"
-WHO_ENTERPRISE_HINT = "（先发送 /enterprise 登记，演示用信用代码 {code}）"
-ROLE_TITLES = {
-    "resident": "居民",
-    "enterprise": "企业",
-    "triage": "分拨员（分拨中心）",
-    "department": "部门办事员（各部门工作群）",
-    "grid": "网格员",
-    "leader": "督办领导（督办室）",
-    "admin": "系统管理员",
-}
 ROLE_OTHER = "其他"
 PRIVATE_CHAT = "私聊"
 

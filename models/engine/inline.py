@@ -1,6 +1,6 @@
 """aiosqlite connections that run SQLite right on the event loop's thread: no trips at all.
 
-Even at one trip per statement (models/sqlite_one_trip.py), each statement of the bot waits
+Even at one trip per statement (models/engine/one_trip.py), each statement of the bot waits
 for the busy event loop to come round again, so a report's transaction held SQLite's one
 write lock for many loop turns while doing a few milliseconds of work, and every other
 update queued behind it. The bot's statements are short (single rows by key, small
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from models.sqlite_one_trip import OneTripConnection
+from models.engine.one_trip import OneTripConnection
 
 BUSY_TIMEOUT_S = 5.0  # as the threaded connections' PRAGMA busy_timeout
 FIRST_RETRY_S = 0.001
