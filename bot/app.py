@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from models.db import make_engine
 from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -51,6 +50,7 @@ from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, services_of
 from models import drafts
+from models.engine import make_engine
 from models.store import Rules
 from whistle.config import ConfigError, Settings
 

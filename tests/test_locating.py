@@ -11,10 +11,11 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping
 
 from geo import GridLocator, GridRecord, GridTree, PlaceMatcher
 from models import store
-from models.db import session_scope
+from models.engine import session_scope
 from models.gridmap import GridMap, log_problems
 from models.locating import GPS, HOME, PLACE, Location, locate_case, locate_new_case
 from models.tables import Reporter
+from whistle.config import DistrictSettings
 from whistle.preflight import ERROR, OK, WARNING, check_grids
 
 NOW = datetime(2026, 11, 24, 10, 0)
@@ -156,7 +157,7 @@ def test_an_empty_gridmap_locates_nothing():
 
 def demo_map(settings, **district) -> GridMap:
     return GridMap.from_settings(
-        dataclasses.replace(settings, district={**settings.district, **district}))
+        dataclasses.replace(settings, district=dataclasses.replace(settings.district, **district)))
 
 
 def test_the_demo_district_locates_by_point_and_place(settings):
@@ -184,7 +185,7 @@ def test_a_malformed_boundary_file_is_reported_and_left_out(settings, tmp_path):
     gridmap = demo_map(settings, grid_boundaries=str(broken))
     assert gridmap.locator is None
     findings = check_grids(dataclasses.replace(
-        settings, district={**settings.district, "grid_boundaries": str(broken)}))
+        settings, district=dataclasses.replace(settings.district, grid_boundaries=str(broken))))
     assert {f.level for f in findings} == {WARNING, OK}  # never an error: the bot starts
     assert any("不是有效的 JSON" in f.message for f in findings)
 
@@ -222,10 +223,10 @@ def test_places_in_config_grids_are_added_to_the_gazetteers(settings):
 
 def test_no_grids_configured_means_no_grid_features(settings):
     gridmap = GridMap.from_settings(dataclasses.replace(
-        settings, grids=(), district={"name": "X", "case_prefix": "X"}))
+        settings, grids=(), district=DistrictSettings(name="X", case_prefix="X")))
     assert gridmap.tree is None and gridmap.problems == []
     assert check_grids(dataclasses.replace(
-        settings, grids=(), district={"name": "X", "case_prefix": "X"}))[0].level == OK
+        settings, grids=(), district=DistrictSettings(name="X", case_prefix="X")))[0].level == OK
 
 
 # ---------------------------------------------------------------- in the store
