@@ -136,7 +136,7 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
     last = []
     if case.priority != URGENT:
         last.append(_button(texts.BTN_URGENT, cb.URGENT, case))
-    if case.status in TRANSITIONS["not_accept"][0]:
+    if case.status in TRANSITIONS["not_accept"].from_statuses:
         last.append(_button(texts.BTN_NOT_ACCEPT, cb.NOT_ACCEPT, case))
     if last:
         rows.append(last)

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
-from models.lifecycle import EVENT_OF_ACTION
+from models.lifecycle import NOTICE_EVENTS, TRANSITION_EVENTS
 from models.stats import light_sql
 from models.store import Rules, case_light
 from models.tables import (
@@ -44,10 +44,6 @@ STAGE_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
 # (the store clears them whenever the deadline moves: sign, extend, reopen, priority).
 ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
                "escalation": "escalated_at"}
-# Status changes the reporter hears about.
-NOTICE_EVENTS = ("dispatched", "signed", "resolved", "extended", "reopened")
-# Event actions written by store.transition(): each one is a bump of Case.version.
-_TRANSITION_EVENTS = frozenset(EVENT_OF_ACTION.values())
 ESCALATED = "escalated"
 
 
@@ -342,7 +338,7 @@ async def _versions_after(session: AsyncSession, events: list[CaseEvent]) -> dic
     stmt = (select(CaseEvent.id, CaseEvent.case_id)
             .where(col(CaseEvent.case_id).in_(sorted({e.case_id for e in events})),
                    col(CaseEvent.id) <= max(e.id for e in events),
-                   col(CaseEvent.action).in_(_TRANSITION_EVENTS))
+                   col(CaseEvent.action).in_(TRANSITION_EVENTS))
             .order_by(col(CaseEvent.id)))
     transitions: dict[int, list[int]] = {}
     for event_id, case_id in (await session.exec(stmt)).all():

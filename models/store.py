@@ -21,10 +21,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models import lifecycle
 from models.credit_code import validate_credit_code
 from models.deadlines import WorkCalendar, deadline_after, parse_limit, traffic_light
 from models.lifecycle import (
-    EVENT_OF_ACTION,
     NOT_ACCEPTED_OTHER,
     NOT_ACCEPTED_REASONS,
     STATUS_NAMES,
@@ -34,6 +34,7 @@ from models.lifecycle import (
     IllegalTransition,
     NotPermitted,
     StaleVersion,
+    running_deadline,
     target_status,
 )
 from models.permissions import can
@@ -44,7 +45,6 @@ from models.tables import (
     NORMAL,
     RESIDENT,
     SATISFIED,
-    SIGNED,
     UNRATED,
     UNSATISFIED,
     URGENT,
@@ -140,7 +140,7 @@ class Rules:
 
 def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
     """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
-    deadline = {DISPATCHED: case.sign_by, SIGNED: case.resolve_by}.get(case.status)
+    deadline = running_deadline(case)
     if deadline is None or case.dispatched_at is None:
         return None
     return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)
@@ -533,45 +533,58 @@ async def _department(session: AsyncSession, code: str | None) -> Department | N
     return await session.get(Department, code) if code else None
 
 
+async def _start_deadlines(session, case, now, rules, values) -> dict:
+    dept = await _department(session, values.get("department_code", case.department_code))
+    sign_by, resolve_by = rules.deadlines(dept, values.get("priority", case.priority), now)
+    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by, "resolve_by": resolve_by}
+
+
+async def _recount_deadlines(session, case, now, rules, values) -> dict:
+    if case.dispatched_at is None:
+        return {}  # not dispatched yet: the priority counts from the dispatch
+    dept = await _department(session, case.department_code)
+    sign_by, resolve_by = rules.deadlines(dept, values["priority"], case.dispatched_at)
+    recounted = {"resolve_by": resolve_by, **_FRESH_ALERTS}
+    if case.status == DISPATCHED:
+        recounted["sign_by"] = sign_by
+    return recounted
+
+
+def _fixed(columns: dict) -> Callable:
+    async def effect(session, case, now, rules, values) -> dict:
+        return {k: (now if v is _NOW else v) for k, v in columns.items()}
+    return effect
+
+
+async def _count_reopen(session, case, now, rules, values) -> dict:
+    return {"reopen_count": case.reopen_count + 1}
+
+
+_NOW = object()  # stands for the transition's time in a _fixed effect
+# What each effect named in models.lifecycle.TRANSITIONS sets: column values computed from
+# (session, case, now, rules, values so far).
+_EFFECTS: dict[str, Callable] = {
+    lifecycle.START_DEADLINES: _start_deadlines,
+    lifecycle.RECOUNT_DEADLINES: _recount_deadlines,
+    lifecycle.CLEAR_DEADLINES: _fixed({"department_code": None, "dispatched_at": None,
+                                       "signed_at": None, "sign_by": None, "resolve_by": None}),
+    lifecycle.FRESH_ALERTS: _fixed(_FRESH_ALERTS),
+    lifecycle.STAMP_SIGNED: _fixed({"signed_at": _NOW}),
+    lifecycle.STAMP_RESOLVED: _fixed({"resolved_at": _NOW}),
+    lifecycle.STAMP_CLOSED: _fixed({"closed_at": _NOW}),
+    lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
+                                     "survey_sent_at": None, "survey_reminded_at": None}),
+    lifecycle.COUNT_REOPEN: _count_reopen,
+}
+
+
 async def _effects(session: AsyncSession, action: str, case: Case, now: datetime,
                    rules: Rules, changes: dict) -> dict:
-    """Column values an action sets besides status and version (times, deadlines, counters)."""
+    """Column values a transition sets besides status and version: the caller's changes, then
+    each effect the lifecycle table lists for the action."""
     values = dict(changes)
-    if action in ("dispatch", "redispatch"):
-        dept = await _department(session, values["department_code"])
-        priority = values.get("priority", case.priority)
-        sign_by, resolve_by = rules.deadlines(dept, priority, now)
-        values.update(dispatched_at=now, signed_at=None, sign_by=sign_by,
-                      resolve_by=resolve_by, **_FRESH_ALERTS)
-    elif action == "sign":
-        # The current deadline becomes resolve_by: its reminders start afresh.
-        values.update(signed_at=now, **_FRESH_ALERTS)
-    elif action == "return":
-        values.update(department_code=None, dispatched_at=None, signed_at=None, sign_by=None,
-                      resolve_by=None, **_FRESH_ALERTS)
-    elif action == "extend":
-        values.update(_FRESH_ALERTS)
-    elif action == "set_priority" and case.dispatched_at is not None:
-        dept = await _department(session, case.department_code)
-        sign_by, resolve_by = rules.deadlines(dept, values["priority"], case.dispatched_at)
-        values.update(resolve_by=resolve_by, **_FRESH_ALERTS)
-        if case.status == DISPATCHED:
-            values["sign_by"] = sign_by
-    elif action == "resolve":
-        values.update(resolved_at=now)
-    elif action == "reopen":
-        dept = await _department(session, case.department_code)
-        sign_by, resolve_by = rules.deadlines(dept, case.priority, now)
-        values.update(dispatched_at=now, signed_at=None, resolved_at=None, closed_at=None,
-                      sign_by=sign_by, resolve_by=resolve_by, survey_sent_at=None,
-                      survey_reminded_at=None, reopen_count=case.reopen_count + 1,
-                      **_FRESH_ALERTS)
-    elif action == "close":
-        values.update(closed_at=now)
-    elif action == "not_accept":
-        # Nobody handles it any more: no department, no deadlines, no reminders.
-        values.update(department_code=None, dispatched_at=None, signed_at=None, sign_by=None,
-                      resolve_by=None, closed_at=now, **_FRESH_ALERTS)
+    for effect in TRANSITIONS[action].effects:
+        values.update(await _EFFECTS[effect](session, case, now, rules, values))
     return values
 
 
@@ -627,7 +640,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
             if expected_version is not None:
                 raise StaleVersion("该按钮已过期，请以最新消息为准")
             continue  # someone else moved the case first: look again
-        await _add_event(session, case_id, actor, EVENT_OF_ACTION[action], now,
+        await _add_event(session, case_id, actor, TRANSITIONS[action].event, now,
                          from_status=from_status, to_status=to, details=event_details)
         return updated
     raise IllegalTransition("案件正在被他人处理，请稍后再试")
@@ -745,7 +758,7 @@ async def request_extension(session: AsyncSession, case_id: int, actor: Actor, r
     """申请延期 by the department; triage approves or rejects it with decide_extension."""
     reason = clean_text(reason, field="延期理由", min_len=2, max_len=500)
     case = await get_case(session, case_id)
-    if case.status not in TRANSITIONS["extend"][0]:
+    if case.status not in TRANSITIONS["extend"].from_statuses:
         raise IllegalTransition("只有办理中的案件可以申请延期")
     await _authorize(session, actor, "request_extension", case)
     if case.resolve_by is not None and new_resolve_by <= case.resolve_by:
@@ -847,7 +860,7 @@ async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: A
     if case_id == into_case_id:
         raise InvalidInput("不能将案件合并到自身")
     target = await get_case(session, into_case_id)
-    if target.status not in TRANSITIONS["merge"][0]:
+    if target.status not in TRANSITIONS["merge"].from_statuses:
         # The target is what the caller chose (e.g. a typed reference): a bad input.
         raise InvalidInput(f"{target.ref} 当前为“{STATUS_NAMES.get(target.status, target.status)}”，"
                            "只能合并到尚未办结的案件")
