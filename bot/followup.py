@@ -49,9 +49,16 @@ from bot.texts import intake
 from models import drafts, outbox, store
 from models import followup as fq
 from models.deadlines import RED
-from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
+from models.lifecycle import (
+    CaseError,
+    IllegalTransition,
+    NotPermitted,
+    StaleVersion,
+    running_deadline,
+    running_stage,
+)
 from models.store import Actor
-from models.tables import DISPATCHED, RESOLVED, UNSATISFIED, URGENT, Case
+from models.tables import RESOLVED, UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
@@ -110,7 +117,7 @@ def snippet(case: Case) -> str:
 
 def stage_name(case: Case) -> str:
     """签收 while the case waits to be signed for, 办结 once it has been."""
-    return texts.STAGE_NAMES["sign" if case.status == DISPATCHED else "resolve"]
+    return texts.STAGE_NAMES[running_stage(case.status) or "resolve"]
 
 
 def _key(case: Case, event: str, chat_id: int, version: int | None = None) -> str:
@@ -167,14 +174,14 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
 
 
 def _overdue_hours(case: Case, now: datetime) -> float:
-    return (now - fq.deadline_of(case)).total_seconds() / 3600
+    return (now - running_deadline(case)).total_seconds() / 3600
 
 
 def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
                   chats: dict[str, tuple[str, int | None]], now: datetime):
     """(chat id, text, keyboard) of each push an alert makes."""
     name, dept_chat = chats.get(case.department_code, (case.department_code or "", None))
-    deadline = fq.deadline_of(case)
+    deadline = running_deadline(case)
     fields = {"ref": case.ref, "stage": stage_name(case), "snippet": snippet(case),
               "deadline": local_time(services, deadline), "department": name,
               "left": texts.span((deadline - now).total_seconds()),
@@ -233,7 +240,7 @@ def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
         lines.append(texts.DIGEST_DEPARTMENT.format(department=name, count=count))
         shown = by_department.get(code, [])[:DIGEST_CASES_PER_DEPARTMENT]
         for case in shown:
-            over = texts.span((now - fq.deadline_of(case)).total_seconds())
+            over = texts.span((now - running_deadline(case)).total_seconds())
             lines.append(texts.DIGEST_CASE.format(ref=case.ref, stage=stage_name(case), over=over))
         if count > len(shown):
             lines.append(texts.DIGEST_MORE.format(count=count - len(shown)))

@@ -20,7 +20,7 @@ from bot.texts import intake
 from models import followup as fq
 from models import outbox, policy, stats, store
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
-from models.lifecycle import CaseError
+from models.lifecycle import CaseError, running_deadline
 from models.tables import Case, Staff
 
 Context = ContextTypes.DEFAULT_TYPE
@@ -109,7 +109,7 @@ def overdue_text(services: Services, scope: str, counts: dict[str, int],
 
 
 def _overdue_line(case: Case, light: str, now: datetime) -> str:
-    deadline, stage = fq.deadline_of(case), stage_name(case)
+    deadline, stage = running_deadline(case), stage_name(case)
     if light == RED:
         return texts.OVERDUE_RED_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
                                              over=texts.span((now - deadline).total_seconds()))

@@ -23,13 +23,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
-from models.lifecycle import NOTICE_EVENTS, TRANSITION_EVENTS
+from models.lifecycle import (
+    LIT_STATUSES,
+    NOTICE_EVENTS,
+    RUNNING_DEADLINE,
+    TRANSITION_EVENTS,
+    running_deadline,
+    running_deadline_sql,
+)
 from models.stats import light_sql
 from models.store import Rules, case_light
 from models.tables import (
     DISPATCHED,
     RESOLVED,
-    SIGNED,
     Case,
     CaseEvent,
     Department,
@@ -38,8 +44,6 @@ from models.tables import (
     Reporter,
 )
 
-# The deadline that is running in each lit status (the same choice as store.case_light).
-STAGE_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
 # Which bookkeeping column records that each alert was queued for the current deadline
 # (the store clears them whenever the deadline moves: sign, extend, reopen, priority).
 ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
@@ -47,20 +51,8 @@ ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
 ESCALATED = "escalated"
 
 
-def deadline_of(case: Case) -> datetime | None:
-    """The running deadline of a lit case (sign-for while dispatched, resolve once signed)."""
-    name = STAGE_DEADLINE.get(case.status)
-    return getattr(case, name) if name else None
-
-
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
-
-
-def _deadline_sql():
-    """The running deadline as a SQL expression, for ordering across both lit statuses."""
-    return sql_case((col(Case.status) == DISPATCHED, col(Case.sign_by)),
-                    else_=col(Case.resolve_by))
 
 
 # ---------------------------------------------------------------- deadline alerts
@@ -92,7 +84,7 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
     horizon = now + yellow_horizon(rules, await _limits_in_use(session, rules), now)
     extended = select(ExtensionRequest.case_id).where(col(ExtensionRequest.status) == "approved")
     due = DueAlerts()
-    for status, name in STAGE_DEADLINE.items():
+    for status, name in RUNNING_DEADLINE.items():
         deadline = col(getattr(Case, name))
         lit = (col(Case.status) == status, col(Case.dispatched_at).is_not(None))
         unsent = col(Case.yellow_notified_at).is_(None)
@@ -112,7 +104,7 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
                 if light == RED and case.red_notified_at is None:
                     due.red.append(case)
                 if (light == RED and case.escalated_at is None
-                        and now - deadline_of(case) > escalate_after):
+                        and now - running_deadline(case) > escalate_after):
                     due.escalation.append(case)
     return due
 
@@ -200,7 +192,7 @@ async def light_counts(session: AsyncSession, now: datetime, rules: Rules, *,
     """{"red": n, "yellow": m}: open cases lit red or yellow now (exact counts, in SQL)."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     stmt = select(func.count().filter(is_red), func.count().filter(is_yellow)).where(
-        col(Case.status).in_(tuple(STAGE_DEADLINE)))
+        col(Case.status).in_(LIT_STATUSES))
     red, yellow = (await session.exec(_scope(stmt, department, grid))).one()
     return {RED: red or 0, YELLOW: yellow or 0}
 
@@ -212,8 +204,8 @@ async def lit_cases(session: AsyncSession, now: datetime, rules: Rules, *,
     """(case, light) of open cases that are red or yellow now, most overdue first."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     wanted = [cond for light, cond in ((RED, is_red), (YELLOW, is_yellow)) if light in lights]
-    stmt = select(Case).where(col(Case.status).in_(tuple(STAGE_DEADLINE)), or_(*wanted))
-    stmt = _scope(stmt, department, grid).order_by(_deadline_sql(), col(Case.id)).limit(limit)
+    stmt = select(Case).where(col(Case.status).in_(LIT_STATUSES), or_(*wanted))
+    stmt = _scope(stmt, department, grid).order_by(running_deadline_sql(), col(Case.id)).limit(limit)
     out = []
     for case in (await session.exec(stmt)).all():
         light = case_light(case, now, rules)
@@ -226,7 +218,7 @@ async def red_counts(session: AsyncSession, now: datetime, rules: Rules) -> dict
     """Red cases now per department code (exact counts, in SQL)."""
     is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
     stmt = (select(Case.department_code, func.count())
-            .where(col(Case.status).in_(tuple(STAGE_DEADLINE)), is_red)
+            .where(col(Case.status).in_(LIT_STATUSES), is_red)
             .group_by(Case.department_code))
     return {code: n for code, n in (await session.exec(stmt)).all()}
 

@@ -37,7 +37,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.db import session_scope
 from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, WorkCalendar
-from models.lifecycle import STATUS_NAMES
+from models.lifecycle import (
+    LIT_STATUSES,
+    RUNNING_DEADLINE,
+    STATUS_NAMES,
+    running_deadline,
+    running_deadline_sql,
+)
 from models.store import Rules, case_light
 from models.tables import (
     BASIC,
@@ -49,7 +55,6 @@ from models.tables import (
     RESIDENT,
     RESOLVED,
     SATISFIED,
-    SIGNED,
     UNRATED,
     UNSATISFIED,
     URGENT,
@@ -62,7 +67,6 @@ from models.tables import (
 )
 
 DONE_STATUSES = (RESOLVED, CLOSED)  # 办结 by a department (不予受理 is not one of them)
-LIT_STATUSES = (DISPATCHED, SIGNED)  # statuses that carry a red/yellow/green light
 RATED = (SATISFIED, BASIC, UNSATISFIED)
 CONTENT = (SATISFIED, BASIC)  # counted as satisfied in 满意率
 
@@ -204,7 +208,7 @@ def light_sql(now: datetime, yellow_ratio: float, dialect: str):
     now_v = literal(now, DateTime)
     lit = Case.status.in_(LIT_STATUSES)
     start = Case.dispatched_at
-    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    deadline = running_deadline_sql()
     # traffic_light: red only past the deadline; a window of no length is yellow until then.
     is_red = and_(lit, now_v > deadline)
     # Yellow once (now − start) ≥ ratio × (deadline − start); repr(float) is a plain literal.
@@ -473,11 +477,11 @@ async def red_cases(
     session: AsyncSession, *, now: datetime, rules: Rules, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Red cases, most overdue first: reference, department, stage, hours overdue."""
-    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    deadline = running_deadline_sql()
     stmt = (
         select(Case)
-        .where(or_(and_(Case.status == DISPATCHED, Case.sign_by < now),
-                   and_(Case.status == SIGNED, Case.resolve_by < now)))
+        .where(or_(*(and_(Case.status == status, getattr(Case, name) < now)
+                     for status, name in RUNNING_DEADLINE.items())))
         .order_by(deadline).limit(limit)
     )
     names = await department_names(session)
@@ -485,7 +489,7 @@ async def red_cases(
     for c in await session.exec(stmt):
         if case_light(c, now, rules) != RED:
             continue  # case_light() has the last word on what is red
-        due = c.sign_by if c.status == DISPATCHED else c.resolve_by
+        due = running_deadline(c)
         out.append({
             "ref": c.ref, "department_code": c.department_code,
             "department": names.get(c.department_code, c.department_code or ""),

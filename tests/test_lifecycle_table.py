@@ -1,5 +1,6 @@
 """The lifecycle table (models.lifecycle.TRANSITIONS) walked move by move on both databases:
-every status is reachable, and every move applies exactly the effects it declares."""
+every status is reachable, and every move applies exactly the effects it declares; and the
+running deadline's Python rule agrees with its SQL twin."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import update
+from sqlmodel import select
 
 from models import lifecycle, store
 from models.db import session_scope
-from models.lifecycle import EFFECTS, TRANSITIONS
+from models.lifecycle import (
+    EFFECTS,
+    LIT_STATUSES,
+    TRANSITIONS,
+    running_deadline,
+    running_deadline_sql,
+)
 from models.store import Actor
-from models.tables import DISPATCHED, SUBMITTED, Case, Department
+from models.tables import DISPATCHED, SIGNED, SUBMITTED, Case, Department
 from tests.test_store_lifecycle import ALL_STATUSES, changes_for, fresh
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
@@ -97,3 +105,23 @@ async def test_each_move_applies_exactly_its_declared_effects(seeded, action):
         untouched = set(Case.model_fields) - written
         assert ({n: getattr(after, n) for n in untouched}
                 == {n: getattr(before, n) for n in untouched}), (action, status)
+
+
+async def test_running_deadline_and_its_sql_twin_agree_in_every_status(seeded):
+    """Both deadlines set to different times in every status: the Python rule and the SQL
+    expression pick the same one (or none)."""
+    sign_by, resolve_by = NOW + timedelta(hours=5), NOW + timedelta(days=4)
+    picked = {}
+    for status in ALL_STATUSES:
+        case = await seeded.case_in(status, NOW)
+        async with session_scope(seeded.engine) as s:
+            await s.exec(update(Case).where(Case.id == case.id)
+                         .values(sign_by=sign_by, resolve_by=resolve_by))
+        case = await fresh(seeded, case.id)
+        async with seeded.session_factory() as s:
+            in_sql = (await s.exec(select(running_deadline_sql())
+                                   .where(Case.id == case.id))).one()
+        assert in_sql == running_deadline(case), status
+        picked[status] = in_sql
+    assert picked[DISPATCHED] == sign_by and picked[SIGNED] == resolve_by
+    assert {s for s, d in picked.items() if d is not None} == set(LIT_STATUSES)
