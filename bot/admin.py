@@ -97,7 +97,7 @@ async def staff_add(update: Update, context: Context) -> None:
                 role=role, department_code=where if role == "department" else None,
                 grid_code=where if role == "grid" else None)
     except CaseError as exc:
-        await update.effective_message.reply_text(str(exc))
+        await update.effective_message.reply_text(texts.error_text(exc))
         return
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
         telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],

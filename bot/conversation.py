@@ -282,7 +282,7 @@ async def got_credit_code(update: Update, context: Context) -> int:
     try:
         code = validate_credit_code(update.message.text)
     except InvalidInput as exc:
-        await _reply(update, str(exc))
+        await _reply(update, texts.error_text(exc))
         return REG_CODE
     draft = draft_of(context)
     draft["credit_code"] = code
@@ -346,7 +346,7 @@ async def _register(update: Update, context: Context) -> int:
                 session, update.effective_user.id, draft["enterprise"], draft["credit_code"],
                 draft.get("industry"), draft.get("park"), now=services.clock())
     except InvalidInput as exc:  # checked as typed, so not expected: start again from the name
-        await _reply(update, f"{exc}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
+        await _reply(update, f"{texts.error_text(exc)}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
         return REG_NAME
     draft["enterprise"] = enterprise.name
     await _reply(update, texts.ENTERPRISE_REGISTERED.format(
@@ -586,7 +586,7 @@ async def submit(update: Update, context: Context) -> int | None:
         case, fresh = await routing.submit_report(services, telegram_id=user.id,
                                                   display_name=display_name(user), draft=report)
     except CaseError as exc:
-        await _reply(update, str(exc))
+        await _reply(update, texts.error_text(exc))
         return None
     kick_delivery(context.application)
     drop_draft(context)

@@ -493,7 +493,7 @@ def _refusal(exc: CaseError) -> str:
         return texts.SURVEY_ALREADY_DONE
     if isinstance(exc, NotPermitted):
         return texts.SURVEY_NOT_YOURS
-    return str(exc)
+    return texts.error_text(exc)
 
 
 async def _ask_comment(update: Update, context: Context, button: cb.Callback) -> None:

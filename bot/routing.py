@@ -224,15 +224,15 @@ async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
     """
     staff = await store.get_staff(session, user_id)
     if staff is None:
-        raise NotPermitted(texts.NOT_STAFF)
+        raise NotPermitted("not_staff")
     case = await store.get_case(session, button.case_id)
     permission = permission_for(button.verb, case)
     if not can(staff, permission, case):
         # A department's member pressing another department's button is told exactly that.
         wrong_department = staff.role == "department" and permission in DEPARTMENT_ACTIONS
-        raise NotPermitted(texts.NOT_YOUR_DEPARTMENT if wrong_department else texts.NOT_PERMITTED)
+        raise NotPermitted("not_your_department" if wrong_department else "no_permission")
     if check_version and case.version != button.version:
-        raise StaleVersion(texts.BUTTON_EXPIRED)
+        raise StaleVersion("stale_version")
     return staff, case
 
 
@@ -259,7 +259,7 @@ async def choose_department(services: Services, user_id: int, button: cb.Callbac
         staff, case = await _authorize(session, user_id, button)
         department_code = department_code or case.suggested_department
         if not department_code:
-            raise CaseError(texts.NO_SUGGESTION)
+            raise CaseError("no_suggestion")
         if case.status in (SUBMITTED, TRIAGE):
             case = await store.dispatch(session, case.id, department_code, actor, now,
                                         rules=services.rules, expected_version=button.version)
@@ -332,7 +332,7 @@ async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
         staff, case = await _authorize(session, user_id, button)
         target = await store.get_case_by_ref(session, ref)
         if target is None:
-            raise InvalidInput(texts.DUPLICATE_NOT_FOUND.format(ref=texts.snippet(ref, 40)))
+            raise InvalidInput("duplicate_not_found", ref=texts.snippet(ref, 40))
         old_chat = await _department_chat(session, case.department_code)
         case = await store.merge(session, case.id, target.id, Actor.staff(user_id), now,
                                  rules=services.rules, expected_version=button.version)
@@ -416,7 +416,7 @@ async def decide_extension(services: Services, user_id: int, button: cb.Callback
     request itself can only be decided once (the store refuses a second decision).
     """
     if not button.arg or not button.arg.isdigit():
-        raise CaseError(texts.BUTTON_INVALID)
+        raise CaseError("button_invalid")
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button, check_version=False)

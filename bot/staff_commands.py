@@ -279,7 +279,7 @@ async def policy_command(update: Update, context: Context) -> None:
                                      text=text, kind="policy", now=now,
                                      reply_markup=markup.to_dict())
     except CaseError as exc:  # InvalidInput: which field to fix
-        await message.reply_text(str(exc))
+        await message.reply_text(texts.error_text(exc))
         return
     delivery.kick(context.application)
     template = texts.POLICY_POSTED if chats else texts.POLICY_POSTED_NONE

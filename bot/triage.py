@@ -55,7 +55,7 @@ async def confirm(update: Update, context: Context) -> None:
 
     async def action(services, user_id, button):
         if button.arg is not None and services.settings.department(button.arg) is None:
-            raise CaseError(texts.BUTTON_INVALID)
+            raise CaseError("button_invalid")
         return await routing.choose_department(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
@@ -136,9 +136,9 @@ def _own_buttons(case: Case, services: Services, button: cb.Callback):
 def _confirmation(case: Case, services: Services, button: cb.Callback):
     code = button.arg
     if not code or services.settings.department(code) is None:
-        raise CaseError(texts.BUTTON_INVALID)
+        raise CaseError("button_invalid")
     if code == case.department_code:
-        raise CaseError(texts.ALREADY_HANDLING.format(department=department_name(services, code)))
+        raise CaseError("already_handling", department=department_name(services, code))
     question = posts.confirm_question(case, services, code)[0]
     return posts.confirm_keyboard(case, services, code), question
 
@@ -181,7 +181,7 @@ async def not_accept_as(update: Update, context: Context) -> None:
 
     async def action(services, user_id, button):
         if button.arg not in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV):
-            raise CaseError(texts.BUTTON_INVALID)
+            raise CaseError("button_invalid")
         return await routing.not_accept(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)

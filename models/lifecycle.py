@@ -28,7 +28,18 @@ from models.tables import (
 
 
 class CaseError(Exception):
-    """A domain error with a message that can be shown to users (Simplified Chinese)."""
+    """A domain error: a code and its parameters, never words (bot/texts/errors.py words
+    every code; models/ stays free of user-visible text).
+
+    e.g. CaseError("department_inactive", department="water").
+    """
+
+    def __init__(self, code: str, **params: object) -> None:
+        super().__init__(code, params)
+        self.code, self.params = code, params
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.params}" if self.params else self.code
 
 
 class CaseNotFound(CaseError):
@@ -192,30 +203,21 @@ EVENT_NAMES = {
     "escalated": "督办",
 }
 
-# What a user is told when the move they asked for has already happened.
-ALREADY_DONE_MESSAGES = {
-    "sign": "该案件已被签收，无需重复签收",
-    "dispatch": "该案件已派单",
-    "resolve": "该案件已办结",
-    "close": "该案件已结案",
-    "merge": "该案件已被合并",
-    "not_accept": "该案件已不予受理",
-    "to_triage": "该案件已在待分拨队列中",
-}
+# Moves whose repetition has its own wording (error code "already_<action>"); any other
+# repeat is "already_in_status".
+ALREADY_DONE_ACTIONS = frozenset({"sign", "dispatch", "resolve", "close", "merge", "not_accept",
+                                  "to_triage"})
 
 
 def target_status(action: str, current: str) -> str:
     """The status `action` leads to from `current`, or raise IllegalTransition."""
     if action not in TRANSITIONS:
-        raise IllegalTransition(f"未知操作: {action}")
+        raise IllegalTransition("unknown_action", action=action)
     to = TRANSITIONS[action].to
     if current not in TRANSITIONS[action].from_statuses:
         if to is not None and current == to:
-            raise AlreadyDone(
-                ALREADY_DONE_MESSAGES.get(action)
-                or f"案件已经是“{STATUS_NAMES.get(current, current)}”状态"
-            )
-        raise IllegalTransition(
-            f"案件当前为“{STATUS_NAMES.get(current, current)}”，不能执行该操作"
-        )
+            if action in ALREADY_DONE_ACTIONS:
+                raise AlreadyDone(f"already_{action}")
+            raise AlreadyDone("already_in_status", status=current)
+        raise IllegalTransition("illegal_in_status", status=current)
     return to or current

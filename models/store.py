@@ -27,7 +27,6 @@ from models.deadlines import WorkCalendar, deadline_after, parse_limit, traffic_
 from models.lifecycle import (
     NOT_ACCEPTED_OTHER,
     NOT_ACCEPTED_REASONS,
-    STATUS_NAMES,
     TRANSITIONS,
     AlreadyDone,
     CaseNotFound,
@@ -283,12 +282,12 @@ async def upsert_staff(session: AsyncSession, telegram_id: int, name: str, role:
                        active: bool = True) -> Staff:
     """Add or update a staff member (config sync, or an admin adding someone)."""
     if role not in ROLES:
-        raise InvalidInput(f"未知角色: {role}")
+        raise InvalidInput("unknown_role", role=role)
     if role == "department" and (not department_code
                                  or await session.get(Department, department_code) is None):
-        raise InvalidInput(f"部门 {department_code} 不存在")
+        raise InvalidInput("unknown_department", department=department_code)
     if grid_code and await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"网格 {grid_code} 不存在")
+        raise InvalidInput("unknown_grid", grid=grid_code)
     result = await session.exec(select(Staff).where(Staff.telegram_id == telegram_id))
     staff = result.first() or Staff(telegram_id=telegram_id, role=role)
     staff.name, staff.role, staff.active = name, role, active
@@ -327,7 +326,7 @@ def _upsert_reporter(insert_):
 async def _existing_reporter(session: AsyncSession, telegram_id: int) -> Reporter:
     reporter = await _reporter_by_tid(session, telegram_id)
     if reporter is None:
-        raise InvalidInput("未找到您的用户信息，请先发送 /start")
+        raise InvalidInput("reporter_unknown")
     return reporter
 
 
@@ -353,7 +352,7 @@ async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, 
                               credit_code: str, industry: str | None = None,
                               park: str | None = None, *, now: datetime) -> Enterprise:
     """Link the reporter to the enterprise with this 统一社会信用代码, registering it if new."""
-    name = clean_text(name, field="企业名称", min_len=2, max_len=100)
+    name = clean_text(name, field="enterprise_name", min_len=2, max_len=100)
     code = validate_credit_code(credit_code)
     industry = (industry or "").strip()[:100] or None
     park = (park or "").strip()[:100] or None
@@ -395,7 +394,7 @@ async def set_news_subscription(session: AsyncSession, reporter_telegram_id: int
     """Turn 惠企政策 pushes on or off for the reporter's enterprise."""
     enterprise = await enterprise_of(session, reporter_telegram_id)
     if enterprise is None:
-        raise InvalidInput("您尚未登记企业信息")
+        raise InvalidInput("enterprise_not_registered")
     enterprise.news_subscribed = subscribed
     session.add(enterprise)
     await session.flush()
@@ -448,16 +447,16 @@ async def create_case(
     """
     if idempotency_key and (existing := await _case_by_key(session, idempotency_key)):
         return existing
-    text = clean_text(text, field="问题描述", min_len=1, max_len=max_text_chars)
+    text = clean_text(text, field="case_text", min_len=1, max_len=max_text_chars)
     if kind not in (RESIDENT, ENTERPRISE):
-        raise InvalidInput(f"未知的诉求类型: {kind}")
+        raise InvalidInput("unknown_case_kind", kind=kind)
     if grid_code is not None and await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"未知网格: {grid_code}")
+        raise InvalidInput("unknown_grid", grid=grid_code)
     ranked = sorted(((str(c), float(p)) for c, p in suggestions), key=lambda s: -s[1])
     reporter = await get_or_create_reporter(session, reporter_telegram_id, display_name,
                                             now=now)
     if kind == ENTERPRISE and reporter.enterprise_id is None:
-        raise InvalidInput("请先登记企业信息（企业名称和统一社会信用代码）")
+        raise InvalidInput("enterprise_required")
 
     ref = await _next_ref(session, now, ref_prefix, timezone)
     draft = Case(
@@ -491,7 +490,7 @@ async def create_case(
 async def _fresh_case(session: AsyncSession, case_id: int) -> Case:
     case = await session.get(Case, case_id, populate_existing=True)
     if case is None:
-        raise CaseNotFound("未找到该案件")
+        raise CaseNotFound("case_not_found")
     return case
 
 
@@ -501,7 +500,7 @@ def _permit(actor: Actor, staff: Staff | None, permission: str, case: Case) -> N
         return
     if actor.kind == "staff" and can(staff, permission, case):
         return
-    raise NotPermitted("您没有权限对该案件执行此操作")
+    raise NotPermitted("not_permitted")
 
 
 async def _authorize(session: AsyncSession, actor: Actor, permission: str, case: Case) -> None:
@@ -525,7 +524,7 @@ async def _case_and_staff(session: AsyncSession, case_id: int, actor: Actor,
             .execution_options(populate_existing=True))
     row = (await session.exec(stmt)).first()
     if row is None:
-        raise CaseNotFound("未找到该案件")
+        raise CaseNotFound("case_not_found")
     return row[0], row[1]
 
 
@@ -615,7 +614,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
     system move follows at once, e.g. dispatch right after create_case).
     """
     if action not in TRANSITIONS:
-        raise IllegalTransition(f"未知操作: {action}")
+        raise IllegalTransition("unknown_action", action=action)
     unknown = set(changes) - _CASE_COLUMNS
     if unknown or set(changes) & _PROTECTED:
         raise ValueError(f"transition() cannot set {sorted(set(changes) & _PROTECTED | unknown)}")
@@ -626,7 +625,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
         if permission:
             _permit(actor, staff, permission, case)
         if expected_version is not None and case.version != expected_version:
-            raise StaleVersion("该按钮已过期，请以最新消息为准")
+            raise StaleVersion("stale_version")
         values = await _effects(session, action, case, now, rules, changes)
         event_details = {**_auto_details(case, values), **(details or {})}
         from_status, seen_version = case.status, case.version
@@ -638,12 +637,12 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
         updated = (await session.exec(stmt)).scalars().one_or_none()
         if updated is None:
             if expected_version is not None:
-                raise StaleVersion("该按钮已过期，请以最新消息为准")
+                raise StaleVersion("stale_version")
             continue  # someone else moved the case first: look again
         await _add_event(session, case_id, actor, TRANSITIONS[action].event, now,
                          from_status=from_status, to_status=to, details=event_details)
         return updated
-    raise IllegalTransition("案件正在被他人处理，请稍后再试")
+    raise IllegalTransition("busy")
 
 
 # ---------------------------------------------------------------- convenience moves
@@ -652,13 +651,13 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
 async def _active_department(session: AsyncSession, code: str) -> Department:
     dept = await _department(session, code)
     if dept is None or not dept.active:
-        raise InvalidInput(f"部门“{code}”不存在或已停用")
+        raise InvalidInput("department_inactive", department=code)
     return dept
 
 
 def _check_priority(priority: str) -> str:
     if priority not in PRIORITIES:
-        raise InvalidInput("紧急程度只能是“一般”或“紧急”")
+        raise InvalidInput("unknown_priority")
     return priority
 
 
@@ -709,7 +708,7 @@ async def redispatch(session: AsyncSession, case_id: int, department_code: str, 
     await _active_department(session, department_code)
     previous = (await get_case(session, case_id)).department_code
     if previous == department_code:
-        raise InvalidInput("案件已在该部门办理，无需重新分派")
+        raise InvalidInput("same_department")
     case = await transition(session, case_id, "redispatch", actor, now, rules=rules,
                             permission="redispatch", expected_version=expected_version,
                             department_code=department_code)
@@ -727,7 +726,7 @@ async def sign_for(session: AsyncSession, case_id: int, actor: Actor, now: datet
 async def return_case(session: AsyncSession, case_id: int, actor: Actor, reason: str,
                       now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """退回: not this department's business; the case goes back to triage with the reason."""
-    reason = clean_text(reason, field="退回理由", min_len=2, max_len=500)
+    reason = clean_text(reason, field="return_reason", min_len=2, max_len=500)
     return await transition(session, case_id, "return", actor, now, rules=rules,
                             permission="return", expected_version=expected_version,
                             details={"reason": reason})
@@ -735,7 +734,7 @@ async def return_case(session: AsyncSession, case_id: int, actor: Actor, reason:
 
 async def add_progress_note(session: AsyncSession, case_id: int, actor: Actor, note: str,
                             now: datetime, *, rules: Rules) -> Case:
-    note = clean_text(note, field="进展说明", min_len=1, max_len=1000)
+    note = clean_text(note, field="progress_note", min_len=1, max_len=1000)
     return await transition(session, case_id, "progress_note", actor, now, rules=rules,
                             permission="progress_note", details={"note": note})
 
@@ -744,7 +743,7 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
                   now: datetime, *, rules: Rules, photo: str | None = None,
                   expected_version: int | None = None) -> Case:
     """办结 with the result told to the reporter (and an optional photo file id)."""
-    result = clean_text(result, field="办理结果", min_len=2, max_len=2000)
+    result = clean_text(result, field="resolution", min_len=2, max_len=2000)
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
@@ -756,17 +755,17 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
 async def request_extension(session: AsyncSession, case_id: int, actor: Actor, reason: str,
                             new_resolve_by: datetime, now: datetime) -> ExtensionRequest:
     """申请延期 by the department; triage approves or rejects it with decide_extension."""
-    reason = clean_text(reason, field="延期理由", min_len=2, max_len=500)
+    reason = clean_text(reason, field="extension_reason", min_len=2, max_len=500)
     case = await get_case(session, case_id)
     if case.status not in TRANSITIONS["extend"].from_statuses:
-        raise IllegalTransition("只有办理中的案件可以申请延期")
+        raise IllegalTransition("extension_not_open")
     await _authorize(session, actor, "request_extension", case)
     if case.resolve_by is not None and new_resolve_by <= case.resolve_by:
-        raise InvalidInput("新的办结时限必须晚于当前时限")
+        raise InvalidInput("extension_not_later")
     pending = await session.exec(select(ExtensionRequest).where(
         ExtensionRequest.case_id == case_id, ExtensionRequest.status == "pending"))
     if pending.first() is not None:
-        raise AlreadyDone("该案件已有待审批的延期申请")
+        raise AlreadyDone("extension_pending")
     request = ExtensionRequest(case_id=case_id, requested_by=actor.telegram_id or 0,
                                reason=reason, new_resolve_by=new_resolve_by, created_at=now)
     session.add(request)
@@ -782,11 +781,11 @@ async def decide_extension(session: AsyncSession, request_id: int, actor: Actor,
     """Approve (resolve_by moves, reminders start afresh) or reject a pending extension."""
     request = await session.get(ExtensionRequest, request_id, populate_existing=True)
     if request is None:
-        raise CaseNotFound("未找到该延期申请")
+        raise CaseNotFound("extension_not_found")
     case = await get_case(session, request.case_id)
     await _authorize(session, actor, "decide_extension", case)
     if request.status != "pending":
-        raise AlreadyDone("该延期申请已处理")
+        raise AlreadyDone("extension_decided")
     if approve:
         target_status("extend", case.status)  # refuse before writing anything
     # Compare-and-set on the request first: of two triage staff deciding at once, only one
@@ -798,7 +797,7 @@ async def decide_extension(session: AsyncSession, request_id: int, actor: Actor,
                 decided_at=now)
         .execution_options(synchronize_session=False))
     if decided.rowcount != 1:
-        raise AlreadyDone("该延期申请已处理")
+        raise AlreadyDone("extension_decided")
     if approve:
         case = await transition(
             session, case.id, "extend", actor, now, rules=rules,
@@ -825,7 +824,7 @@ async def set_priority(session: AsyncSession, case_id: int, priority: str, actor
 async def _require_reporter(session: AsyncSession, actor: Actor, case: Case) -> None:
     reporter = await session.get(Reporter, case.reporter_id)
     if actor.kind != "reporter" or reporter is None or reporter.telegram_id != actor.telegram_id:
-        raise NotPermitted("只有反映人本人可以评价该案件")
+        raise NotPermitted("rate_reporter_only")
 
 
 async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
@@ -833,7 +832,7 @@ async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
                expected_version: int | None = None) -> Case:
     """回访 answer by the reporter: satisfied/basic close the case, unsatisfied reopens it."""
     if rating not in RATINGS:
-        raise InvalidInput("请选择“满意”“基本满意”或“不满意”")
+        raise InvalidInput("unknown_rating")
     comment = (comment or "").strip()[:1000] or None
     case = await get_case(session, case_id)
     await _require_reporter(session, actor, case)
@@ -858,12 +857,11 @@ async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: A
                 now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """合并 a duplicate into another open case, which carries on for both."""
     if case_id == into_case_id:
-        raise InvalidInput("不能将案件合并到自身")
+        raise InvalidInput("merge_into_itself")
     target = await get_case(session, into_case_id)
     if target.status not in TRANSITIONS["merge"].from_statuses:
         # The target is what the caller chose (e.g. a typed reference): a bad input.
-        raise InvalidInput(f"{target.ref} 当前为“{STATUS_NAMES.get(target.status, target.status)}”，"
-                           "只能合并到尚未办结的案件")
+        raise InvalidInput("merge_target_closed", ref=target.ref, status=target.status)
     return await transition(session, case_id, "merge", actor, now, rules=rules,
                             permission="merge", expected_version=expected_version,
                             merged_into_id=into_case_id,
@@ -879,9 +877,9 @@ async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: dat
     keeps both: details["reason"] is the words shown to people, details["category"] the key.
     """
     if category not in NOT_ACCEPTED_REASONS:
-        raise InvalidInput("请选择不予受理的原因")
+        raise InvalidInput("unknown_not_accepted_reason")
     if category == NOT_ACCEPTED_OTHER or note:
-        reason = clean_text(note, field="不予受理理由", min_len=2, max_len=500)
+        reason = clean_text(note, field="not_accepted_reason", min_len=2, max_len=500)
     else:
         reason = NOT_ACCEPTED_REASONS[category]
     return await transition(session, case_id, "not_accept", actor, now, rules=rules,

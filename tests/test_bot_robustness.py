@@ -242,7 +242,7 @@ async def test_idle_notices_go_through_the_outbox_and_survive_a_failing_bot_api(
         assert "描述" in (await bot.say(person, "/report")).content
     bot.emu.fail_next("sendMessage", "500")  # the first notice fails once
     bot.clock.advance(seconds=2)
-    ended = lambda m: "自动结束" in m.content  # noqa: E731
+    ended = lambda m: "自动结束" in m.content
     for _ in range(100):  # until the sweep has run and the sender has met the failure
         if bot.emu.stats["faults"]:
             break

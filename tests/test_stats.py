@@ -36,6 +36,7 @@ from models.tables import (
     LabelCorrection,
     Reporter,
 )
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 3, 18, 6, 0)  # UTC; 14:00 in Asia/Shanghai
 RESIDENT_PHONE = "13800138000"
@@ -358,7 +359,7 @@ async def test_login_code_expires_and_is_only_for_staff(engine, settings):
     async with session_scope(engine) as s:
         await sync_reference_data(s, settings)
         code = await issue_login_code(s, 9005, NOW)
-        with pytest.raises(NotPermitted, match="工作人员"):
+        with raises_worded(NotPermitted, "工作人员"):
             await issue_login_code(s, RESIDENT_TID, NOW)
     async with session_scope(engine) as s:
         later = NOW + LOGIN_CODE_TTL + timedelta(seconds=1)

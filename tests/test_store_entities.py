@@ -16,6 +16,7 @@ from models.lifecycle import NotPermitted
 from models.store import Actor
 from models.tables import DISPATCHED, ENTERPRISE, SUBMITTED, Case, CaseEvent, Department, Grid
 from models.validation import InvalidInput, normalize_phone
+from tests.worded import raises_worded
 from whistle.config import ConfigError, DepartmentConfig, GridConfig
 
 NOW = datetime(2026, 11, 24, 2, 0)
@@ -71,7 +72,7 @@ def test_any_single_character_change_is_refused(body):
     ("", "18位"),
 ])
 def test_bad_codes_say_what_is_wrong(bad, hint):
-    with pytest.raises(InvalidInput, match=hint):
+    with raises_worded(InvalidInput, hint):
         validate_credit_code(bad)
 
 
@@ -91,7 +92,7 @@ def test_valid_phone_numbers_are_normalised(raw, clean):
 
 @pytest.mark.parametrize("raw", ["12345", "23812345678", "1381234567", "abc", "0731-123", ""])
 def test_invalid_phone_numbers_are_refused(raw):
-    with pytest.raises(InvalidInput, match="手机号码"):
+    with raises_worded(InvalidInput, "手机号码"):
         normalize_phone(raw)
 
 
@@ -143,9 +144,9 @@ async def test_enterprise_registration_links_colleagues(session):
     assert (await store.enterprise_of(session, 10)).id == e1.id
     await store.set_news_subscription(session, 10, False)
     assert (await store.enterprise_of(session, 11)).news_subscribed is False
-    with pytest.raises(InvalidInput, match="校验位"):
+    with raises_worded(InvalidInput, "校验位"):
         await store.register_enterprise(session, 12, "另一家公司", "91350100M000100Y44", now=NOW)
-    with pytest.raises(InvalidInput, match="企业名称"):
+    with raises_worded(InvalidInput, "企业名称"):
         await store.register_enterprise(session, 12, "某", code, now=NOW)
     with pytest.raises(InvalidInput):
         await store.set_news_subscription(session, 12, True)
@@ -180,7 +181,7 @@ async def test_case_records_classification(seeded, session):
     with pytest.raises(InvalidInput):
         await store.create_case(session, reporter_telegram_id=1, text="x", now=NOW,
                                 grid_code="NOWHERE")
-    with pytest.raises(InvalidInput, match="企业"):
+    with raises_worded(InvalidInput, "企业"):
         await store.create_case(session, reporter_telegram_id=1, text="x", now=NOW,
                                 kind=ENTERPRISE)
 

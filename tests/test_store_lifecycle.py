@@ -35,6 +35,7 @@ from models.tables import (
     LabelCorrection,
 )
 from models.validation import InvalidInput
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
 ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED, NOT_ACCEPTED)
@@ -319,7 +320,7 @@ async def test_two_staff_signing_at_once_one_wins(seeded):
         await asyncio.sleep(0.4)
         assert not b.done(), "B should be waiting for A's transaction"
         await session_a.commit()
-    with pytest.raises(AlreadyDone, match="已被签收"):
+    with raises_worded(AlreadyDone, "已被签收"):
         await b
     signed = [e for e in await events_of(seeded, case.id) if e.action == "signed"]
     assert [e.actor_id for e in signed] == [first.telegram_id]

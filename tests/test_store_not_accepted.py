@@ -22,6 +22,7 @@ from models.tables import (
     TRIAGE,
 )
 from models.validation import InvalidInput
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
 LATER = NOW + timedelta(hours=1)
@@ -82,7 +83,7 @@ async def test_a_case_past_dispatch_cannot_be_refused(seeded, status):
 
 async def test_refusing_twice_is_already_done(seeded):
     case = await seeded.case_in(NOT_ACCEPTED, NOW)
-    with pytest.raises(AlreadyDone, match="已不予受理"):
+    with raises_worded(AlreadyDone, "已不予受理"):
         await _not_accept(seeded, case)
 
 
@@ -113,7 +114,7 @@ async def test_merge_refuses_a_target_that_is_not_open_with_its_status(seeded):
     for status, name in ((RESOLVED, "已办结"), (NOT_ACCEPTED, "不予受理"), (MERGED, "已合并")):
         target = await seeded.case_in(status, NOW, reporter=2002)
         async with session_scope(seeded.engine) as s:
-            with pytest.raises(InvalidInput, match=f"{target.ref} 当前为“{name}”"):
+            with raises_worded(InvalidInput, f"{target.ref} 当前为“{name}”"):
                 await store.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
                                   rules=seeded.rules)
     target = await seeded.case_in(DISPATCHED, NOW, reporter=2003)

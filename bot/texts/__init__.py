@@ -1,4 +1,5 @@
 """Every user-visible text (Simplified Chinese): the intake side's and the follow-up engine's."""
 
+from .errors import *
 from .followup import *
 from .intake import *
