@@ -14,6 +14,7 @@ from bot import texts
 from bot.services import services_of
 from models import store
 from models.lifecycle import CaseError
+from models.permissions import ROLES
 
 log = logging.getLogger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
@@ -67,7 +68,7 @@ async def reload_model_command(update: Update, context: Context) -> None:
 
 def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | None, str] | None:
     """(telegram id, role, department or grid code, name) from /staff_add's words, or None."""
-    if len(args) < 2 or not args[0].isdigit() or args[1].lower() not in texts.ROLE_NAMES:
+    if len(args) < 2 or not args[0].isdigit() or args[1].lower() not in ROLES:
         return None
     role = args[1].lower()
     needs_place = role in ("department", "grid")

@@ -14,6 +14,7 @@ from telegram.ext import Application, ContextTypes
 from telegram.warnings import PTBUserWarning
 
 from bot import delivery, texts
+from bot.delivery import MAX_CAPTION, MAX_TEXT
 from bot.services import Services, services_of
 from models.deadlines import LIGHT_EMOJI
 from models.store import case_light
@@ -21,8 +22,6 @@ from models.tables import Case
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 4096  # Telegram's limit for a message
-MAX_CAPTION = 1024  # ... and for a photo caption
 
 
 def now_of(context: ContextTypes.DEFAULT_TYPE) -> datetime:

@@ -53,7 +53,7 @@ from models.tables import Outbox
 log = logging.getLogger(__name__)
 
 STATE_KEY = "delivery"
-MAX_TEXT, MAX_CAPTION = 4096, 1024
+MAX_TEXT, MAX_CAPTION = 4096, 1024  # Telegram's limits: a message, a photo caption
 # How far ahead a pass plans sends; rows that must wait longer go back to the outbox.
 HORIZON_SECONDS = 2.0
 # No send starts this close to the end of the row's lease.

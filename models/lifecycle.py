@@ -17,8 +17,10 @@ from sqlmodel import col
 from models.tables import (
     CLOSED,
     DISPATCHED,
+    ENTERPRISE,
     MERGED,
     NOT_ACCEPTED,
+    RESIDENT,
     RESOLVED,
     SIGNED,
     SUBMITTED,
@@ -168,6 +170,11 @@ STATUS_NAMES = {
     MERGED: "已合并",
     NOT_ACCEPTED: "不予受理",
 }
+
+# Display names of the two channels a case comes in by: in full (the bot's posts and
+# messages) and short (the dashboard's CSV export column 类型).
+KIND_NAMES = {RESIDENT: "居民随手拍", ENTERPRISE: "企业诉求"}
+KIND_SHORT_NAMES = {RESIDENT: "居民", ENTERPRISE: "企业"}
 
 # Why triage may refuse a case (不予受理), with the name staff and the reporter see; a
 # duplicate is not refused but merged into the earlier case (store.merge).

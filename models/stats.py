@@ -38,6 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.db import session_scope
 from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, WorkCalendar
 from models.lifecycle import (
+    KIND_SHORT_NAMES,
     LIT_STATUSES,
     RUNNING_DEADLINE,
     STATUS_NAMES,
@@ -52,7 +53,6 @@ from models.tables import (
     ENTERPRISE,
     MERGED,
     OPEN_STATUSES,
-    RESIDENT,
     RESOLVED,
     SATISFIED,
     UNRATED,
@@ -73,7 +73,6 @@ CONTENT = (SATISFIED, BASIC)  # counted as satisfied in 满意率
 SATISFACTION_NAMES = {
     SATISFIED: "满意", BASIC: "基本满意", UNSATISFIED: "不满意", UNRATED: "未评价",
 }
-KIND_NAMES = {RESIDENT: "群众", ENTERPRISE: "企业"}
 PRIORITY_NAMES = {URGENT: "紧急"}
 NO_DEPARTMENT = "未派单"
 NO_GRID = "未关联网格"
@@ -635,7 +634,7 @@ async def export_rows(
             light = case_light(c, now, rules)  # a row has the columns case_light reads
             done = c.status in DONE_STATUSES and c.resolved_at and c.resolve_by
             values = [
-                c.ref, KIND_NAMES.get(c.kind, c.kind),
+                c.ref, KIND_SHORT_NAMES.get(c.kind, c.kind),
                 names.get(c.department_code, "") if c.department_code else "",
                 grid_names.get(c.grid_code, text(c.grid_code)),
                 STATUS_NAMES.get(c.status, c.status), PRIORITY_NAMES.get(c.priority, "普通"),

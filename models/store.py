@@ -36,7 +36,7 @@ from models.lifecycle import (
     running_deadline,
     target_status,
 )
-from models.permissions import can
+from models.permissions import ROLES, can
 from models.tables import (
     BASIC,
     DISPATCHED,
@@ -67,7 +67,6 @@ DEFAULT_LIMITS = {
     "resolve_normal": "5wd",
     "resolve_urgent": "1d",
 }
-ROLES = ("triage", "department", "grid", "leader", "admin")
 PRIORITIES = (NORMAL, URGENT)
 RATINGS = (SATISFIED, BASIC, UNSATISFIED)
 

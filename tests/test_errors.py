@@ -1,4 +1,4 @@
-"""Coded errors: every code raised in models/ and bot/ has words in bot/texts/errors.py that
+"""Coded errors and names kept in one place: every code raised in models/ and bot/ has words in bot/texts/errors.py that
 take exactly the parameters it is raised with, and models/ raises no words of its own."""
 
 from __future__ import annotations
@@ -100,3 +100,17 @@ def test_field_and_status_parameters_are_shown_by_name():
     assert error_text(caught.value) == "退回理由不能少于2个字"
     merged = CaseError("merge_target_closed", ref="WC-1", status=RESOLVED)
     assert error_text(merged) == "WC-1 当前为“已办结”，只能合并到尚未办结的案件"
+
+
+def test_roles_and_channels_are_named_from_one_list():
+    from bot import texts
+    from models.lifecycle import KIND_NAMES, KIND_SHORT_NAMES
+    from models.permissions import ROLE_ACTIONS, ROLES
+    from models.tables import ENTERPRISE, RESIDENT
+
+    assert ROLES == ("triage", "department", "grid", "leader", "admin") == tuple(ROLE_ACTIONS)
+    assert tuple(texts.ROLE_NAMES) == ROLES
+    assert texts.KIND_NAMES is KIND_NAMES
+    assert set(KIND_NAMES) == set(KIND_SHORT_NAMES) == {RESIDENT, ENTERPRISE}
+    # the short name is the start of the full one (居民 / 居民随手拍), never another word
+    assert all(KIND_NAMES[k].startswith(KIND_SHORT_NAMES[k]) for k in KIND_NAMES)

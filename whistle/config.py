@@ -9,6 +9,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.permissions import ROLES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
@@ -24,7 +26,6 @@ REQUIRED_KEYS = {
     "telegram": ("triage_chat_id",),
 }
 ENTRY_SECTIONS = ("departments", "staff", "grids")  # [[...]]: a list of entries
-ROLES = ("triage", "department", "grid", "leader", "admin")
 # Resolved against the code, not the config file, so a config.toml kept elsewhere still finds
 # the shipped corpus and dictionary.
 CLASSIFIER_DEFAULTS = {
