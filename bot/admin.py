@@ -12,7 +12,7 @@ from telegram.ext import CommandHandler, ContextTypes
 
 from bot import texts
 from bot.services import services_of
-from models import store
+from models import people
 from models.lifecycle import CaseError
 from models.permissions import ROLES
 
@@ -27,7 +27,7 @@ def admin_only(command: Command) -> Command:
     @functools.wraps(command)
     async def wrapper(update: Update, context: Context) -> None:
         async with services_of(context).session() as session:
-            staff = await store.get_staff(session, update.effective_user.id)
+            staff = await people.get_staff(session, update.effective_user.id)
         if staff is None or staff.role != "admin":
             await update.effective_message.reply_text(texts.ADMIN_ONLY)
             return
@@ -92,8 +92,8 @@ async def staff_add(update: Update, context: Context) -> None:
     telegram_id, role, where, name = parsed
     try:
         async with services_of(context).session() as session:
-            existing = await store.get_staff(session, telegram_id)
-            await store.upsert_staff(
+            existing = await people.get_staff(session, telegram_id)
+            await people.upsert_staff(
                 session, telegram_id, name=name or (existing.name if existing else ""),
                 role=role, department_code=where if role == "department" else None,
                 grid_code=where if role == "grid" else None)

@@ -16,8 +16,7 @@ from telegram.warnings import PTBUserWarning
 from bot import delivery, texts
 from bot.delivery import MAX_CAPTION, MAX_TEXT
 from bot.services import Services, services_of
-from models.deadlines import LIGHT_EMOJI
-from models.store import case_light
+from models.deadlines import LIGHT_EMOJI, case_light
 from models.tables import Case
 
 log = logging.getLogger(__name__)

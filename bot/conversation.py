@@ -46,7 +46,7 @@ from bot.common import (
     now_of,
 )
 from bot.services import services_of
-from models import outbox, store
+from models import outbox, people
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT
@@ -211,7 +211,7 @@ async def start_report(update: Update, context: Context) -> int:
 
 async def _enterprise_name(update: Update, context: Context) -> str | None:
     async with services_of(context).session() as session:
-        enterprise = await store.enterprise_of(session, update.effective_user.id)
+        enterprise = await people.enterprise_of(session, update.effective_user.id)
         return enterprise.name if enterprise else None
 
 
@@ -287,7 +287,7 @@ async def got_credit_code(update: Update, context: Context) -> int:
     draft = draft_of(context)
     draft["credit_code"] = code
     async with services_of(context).session() as session:
-        known = await store.enterprise_by_credit_code(session, code)
+        known = await people.enterprise_by_credit_code(session, code)
     if known is not None and known.industry:
         return await _register(update, context)
     await _reply(update, texts.ASK_INDUSTRY, reply_markup=_choices(texts.INDUSTRY_CHOICES))
@@ -342,7 +342,7 @@ async def _register(update: Update, context: Context) -> int:
     draft = draft_of(context)
     try:
         async with services.session() as session:
-            enterprise = await store.register_enterprise(
+            enterprise = await people.register_enterprise(
                 session, update.effective_user.id, draft["enterprise"], draft["credit_code"],
                 draft.get("industry"), draft.get("park"), now=services.clock())
     except InvalidInput as exc:  # checked as typed, so not expected: start again from the name

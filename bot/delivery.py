@@ -46,7 +46,7 @@ from telegram.error import (
 from telegram.ext import Application, ContextTypes
 
 from bot.services import Services, services_of
-from models import outbox, store
+from models import outbox, people
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
 from models.tables import Outbox
 
@@ -363,7 +363,7 @@ async def _on_forbidden(services: Services, state: DeliveryState,
                         clock: Callable[[], datetime], row: Outbox, exc: Forbidden) -> None:
     async with services.session() as session:
         if row.chat_id > 0:  # a private chat: the reporter blocked the bot
-            await store.set_reporter_reachable(session, row.chat_id, False)
+            await people.set_reporter_reachable(session, row.chat_id, False)
         await outbox.mark_dropped(session, row.id, reason=f"Forbidden: {exc}", now=clock())
     state.stats["dropped"] += 1
     if row.chat_id < 0:

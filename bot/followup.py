@@ -46,8 +46,9 @@ from bot.common import alert, department_name, fit, local_time
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
-from models import drafts, outbox, store
+from models import cases, deadlines, drafts, outbox, people, reference
 from models import followup as fq
+from models.cases import Actor
 from models.deadlines import RED
 from models.lifecycle import (
     CaseError,
@@ -57,7 +58,6 @@ from models.lifecycle import (
     running_deadline,
     running_stage,
 )
-from models.store import Actor
 from models.tables import RESOLVED, UNSATISFIED, URGENT, Case
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,9 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
                                   escalate_after=config.escalate_after)
         chats = await fq.department_chats(session)
     counts: Counter = Counter()
-    for kind, cases in (("yellow", due.yellow), ("red", due.red),
+    for kind, found in (("yellow", due.yellow), ("red", due.red),
                         ("escalation", due.escalation)):
-        for case in cases:
+        for case in found:
             async with services.session() as session:
                 if not await fq.claim_alert(session, case, kind, now):
                     continue  # another worker did it, or the case moved: next pass decides
@@ -276,7 +276,7 @@ async def queue_surveys(services: Services, config: FollowupConfig, now: datetim
             continue  # a 不满意 is waiting for its comment: it is submitted, not closed
         try:
             async with services.session() as session:
-                await store.close_unrated(session, case.id, now, rules=services.rules)
+                await cases.close_unrated(session, case.id, now, rules=services.rules)
             counts["closed_unrated"] += 1
         except CaseError:
             pass  # answered (or reopened) meanwhile
@@ -311,7 +311,7 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
     """The reporter's answer; 不满意 reopens the case and sends it back to the department
     with the comment (department post + reporter notice, in the same transaction). The
     notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
-    case = await store.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
+    case = await cases.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
                             rules=services.rules, expected_version=version)
     if rating == UNSATISFIED:
         await _queue_reopened(session, services, case, comment, now)
@@ -320,7 +320,7 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
 
 async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
                           now: datetime) -> None:
-    dept = await store.get_department(session, case.department_code)
+    dept = await reference.get_department(session, case.department_code)
     if dept is not None and dept.chat_id:
         text = texts.POST_REOPENED.format(
             ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
@@ -592,7 +592,7 @@ async def on_my_chat_member(update: Update, context: Context) -> None:
     reachable = status not in ("kicked", "left")
     services = services_of(context)
     async with services.session() as session:
-        await store.set_reporter_reachable(session, change.chat.id, reachable)
+        await people.set_reporter_reachable(session, change.chat.id, reachable)
 
 
 # ---------------------------------------------------------------- registration
@@ -631,7 +631,7 @@ def build_worker(settings, *, token: str | None = None, base_url: str | None = N
         raise ValueError("a worker needs the bot's token (TELEGRAM_TOKEN)")
     services = services or Services(
         settings=settings, engine=make_engine(settings.database_url, settings.database_echo),
-        rules=store.Rules.from_settings(settings), suggester=None, owns_engine=True)
+        rules=deadlines.Rules.from_settings(settings), suggester=None, owns_engine=True)
     builder = Application.builder().token(token)
     api = base_url or settings.telegram_base_url
     if api:

@@ -20,7 +20,7 @@ from bot.conversation import (
     text_limits,
 )
 from bot.services import services_of
-from models import store
+from models import people
 
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -30,9 +30,9 @@ async def start(update: Update, context: Context) -> None:
     services = services_of(context)
     user = update.effective_user
     async with services.session() as session:
-        staff = await store.get_staff(session, user.id)
+        staff = await people.get_staff(session, user.id)
         if staff is None and is_private(update):
-            await store.get_or_create_reporter(session, user.id, display_name(user),
+            await people.get_or_create_reporter(session, user.id, display_name(user),
                                                now=services.clock())
     if not is_private(update):
         await update.effective_message.reply_text(texts.STAFF_HELP)
@@ -49,7 +49,7 @@ async def start(update: Update, context: Context) -> None:
 async def help_command(update: Update, context: Context) -> None:
     """/help or 使用帮助."""
     async with services_of(context).session() as session:
-        staff = await store.get_staff(session, update.effective_user.id)
+        staff = await people.get_staff(session, update.effective_user.id)
     text = texts.HELP + (f"\n\n{texts.STAFF_HELP}" if staff else "")
     await update.effective_message.reply_text(text)
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.db import is_sqlite_file, make_engine, session_scope
-from models.store import Rules
+from models.deadlines import Rules
 from whistle.config import Settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
 from models import followup as fq
-from models import outbox, policy, stats, store
+from models import outbox, people, policy, stats
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError, running_deadline
 from models.tables import Case, Staff
@@ -53,7 +53,7 @@ def _args_text(update: Update) -> str:
 
 async def _staff(services: Services, user_id: int) -> Staff | None:
     async with services.session() as session:
-        return await store.get_staff(session, user_id)
+        return await people.get_staff(session, user_id)
 
 
 # ---------------------------------------------------------------- /overdue
@@ -292,7 +292,7 @@ async def policy_command(update: Update, context: Context) -> None:
 async def _set_subscription(services: Services, user_id: int, subscribed: bool) -> str:
     try:
         async with services.session() as session:
-            await store.set_news_subscription(session, user_id, subscribed)
+            await people.set_news_subscription(session, user_id, subscribed)
     except CaseError:
         return texts.NEWS_NOT_ENTERPRISE
     return texts.NEWS_SUBSCRIBED if subscribed else texts.NEWS_UNSUBSCRIBED

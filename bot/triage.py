@@ -29,7 +29,7 @@ from bot import posts, routing, staff_replies, texts
 from bot.buttons import done, post_for, press, refuse
 from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
 from bot.services import Services, services_of
-from models import store
+from models import cases
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,
     NOT_ACCEPTED_OTHER,
@@ -222,7 +222,7 @@ async def got_other_reason(update: Update, context: Context) -> int | None:
 async def got_duplicate_ref(update: Update, context: Context) -> int | None:
     typed = update.message.text.strip()
     found = _REF.search(typed)
-    into = store.normalize_ref(found[0] if found else typed)
+    into = cases.normalize_ref(found[0] if found else typed)
 
     async def action(services, user_id, button):
         return await routing.merge_duplicate(services, user_id, button, into)

@@ -15,7 +15,7 @@ from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.lifecycle import NotPermitted
-from models.store import get_staff
+from models.people import get_staff
 from models.tables import BotState, Staff
 
 LOGIN_CODE_TTL = timedelta(minutes=10)

@@ -5,7 +5,7 @@ alarm (红灯), an escalation (督办), a survey (回访) or a survey reminder, 
 was queued. Those records are compare-and-set UPDATEs that do not bump Case.version: of two
 workers only one queues an alert, and a reminder never makes a staff member's buttons stale.
 
-A case's light is models.store.case_light(); the SQL prefilters use models.stats' SQL mirror of
+A case's light is models.deadlines.case_light(); the SQL prefilters use models.stats' SQL mirror of
 the same rule and every row found is confirmed with case_light() before anything is sent.
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy import case as sql_case
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
+from models.deadlines import RED, YELLOW, Rules, WorkCalendar, case_light, deadline_after
 from models.lifecycle import (
     LIT_STATUSES,
     NOTICE_EVENTS,
@@ -32,7 +32,6 @@ from models.lifecycle import (
     running_deadline_sql,
 )
 from models.stats import light_sql
-from models.store import Rules, case_light
 from models.tables import (
     DISPATCHED,
     RESOLVED,
@@ -78,7 +77,7 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
     alarm or escalation; cases near their deadline (within `yellow_horizon`) that are yellow
     without a reminder; and yellow cases with an approved extension, whose longer windows the
     horizon does not cover. At most `limit` rows each, most urgent first; the next pass takes
-    the rest. Every case found is confirmed with store.case_light().
+    the rest. Every case found is confirmed with deadlines.case_light().
     """
     _, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     horizon = now + yellow_horizon(rules, await _limits_in_use(session, rules), now)
@@ -351,7 +350,7 @@ async def last_event_before(session: AsyncSession, moment: datetime) -> int:
 async def version_after(session: AsyncSession, event: CaseEvent) -> int:
     """The case's version right after `event` (the version in the notice's idempotency key).
 
-    Every store.transition() bumps the version by one and writes exactly one event, so the
+    Every cases.transition() bumps the version by one and writes exactly one event, so the
     version after an event is the number of transition events up to and including it.
     """
     return (await _versions_after(session, [event]))[event.id]

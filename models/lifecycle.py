@@ -2,7 +2,7 @@
 
 The table TRANSITIONS is the one place the rule lives: each move names the statuses it starts
 from, the status it leads to, the event it writes and its effects (deadlines started, stopped
-or cleared, reminders forgotten, reporter told). `models.store.transition()` runs it.
+or cleared, reminders forgotten, reporter told). `models.cases.transition()` runs it.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class StaleVersion(IllegalTransition):
 
 
 # Effects a transition has besides its status and version: the store applies each one
-# (models.store._EFFECTS) in the order the transition lists them.
+# (models.cases._EFFECTS) in the order the transition lists them.
 START_DEADLINES = "start_deadlines"    # dispatched_at = now; sign_by/resolve_by counted from now
 RECOUNT_DEADLINES = "recount_deadlines"  # a dispatched case's deadlines recounted from dispatch
 CLEAR_DEADLINES = "clear_deadlines"    # no department, no dispatch time, no deadlines
@@ -177,7 +177,7 @@ KIND_NAMES = {RESIDENT: "居民随手拍", ENTERPRISE: "企业诉求"}
 KIND_SHORT_NAMES = {RESIDENT: "居民", ENTERPRISE: "企业"}
 
 # Why triage may refuse a case (不予受理), with the name staff and the reporter see; a
-# duplicate is not refused but merged into the earlier case (store.merge).
+# duplicate is not refused but merged into the earlier case (cases.merge).
 NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV, NOT_ACCEPTED_OTHER = "remit", "nongov", "other"
 NOT_ACCEPTED_REASONS = {
     NOT_ACCEPTED_REMIT: "不属于本区职责",

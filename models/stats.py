@@ -13,7 +13,7 @@ merged duplicates (status "merged") are left out of every figure.
   and the lifecycle's not_accept clears dispatched_at and the department, so they are in no
   办结率 / 按时办结率 / 满意率 / 采纳率 denominator nor in any department's figures.
 - open / yellow / red describe the store *now*, whatever the period: open = submitted, triage,
-  dispatched or signed. A case's light is models.store.case_light() (built on
+  dispatched or signed. A case's light is models.deadlines.case_light() (built on
   models.deadlines.traffic_light); light_sql() counts the same thing in SQL without loading
   rows, and tests check that the two agree.
 
@@ -36,7 +36,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.db import session_scope
-from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, WorkCalendar
+from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, Rules, WorkCalendar, case_light
 from models.lifecycle import (
     KIND_SHORT_NAMES,
     LIT_STATUSES,
@@ -45,7 +45,6 @@ from models.lifecycle import (
     running_deadline,
     running_deadline_sql,
 )
-from models.store import Rules, case_light
 from models.tables import (
     BASIC,
     CLOSED,
@@ -200,7 +199,7 @@ def _count_if(condition):
 
 
 def light_sql(now: datetime, yellow_ratio: float, dialect: str):
-    """(is_red, is_yellow) SQL conditions mirroring store.case_light()/traffic_light() exactly."""
+    """(is_red, is_yellow) SQL conditions mirroring deadlines.case_light()/traffic_light() exactly."""
     ratio = float(yellow_ratio)
     if not 0 < ratio <= 1:
         raise ValueError(f"yellow_ratio must be in (0, 1], got {yellow_ratio!r}")

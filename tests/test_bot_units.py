@@ -21,7 +21,7 @@ from bot.guards import drop_duplicates
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, TurnLock
-from models import drafts, store
+from models import deadlines, drafts
 from models.db import create_all, make_engine, session_scope
 from models.tables import Case
 from tests.botapi import app_builder
@@ -38,7 +38,7 @@ async def sqlite_engine(tmp_path):
 
 def services_for(engine, clock=None) -> Services:
     settings = base_settings()
-    return Services(settings=settings, engine=engine, rules=store.Rules.from_settings(settings),
+    return Services(settings=settings, engine=engine, rules=deadlines.Rules.from_settings(settings),
                     suggester=None, clock=clock or Clock())
 
 

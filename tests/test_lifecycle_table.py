@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from models import lifecycle, store
+from models import cases, lifecycle
+from models.cases import Actor
 from models.db import session_scope
 from models.lifecycle import (
     EFFECTS,
@@ -19,7 +20,6 @@ from models.lifecycle import (
     running_deadline,
     running_deadline_sql,
 )
-from models.store import Actor
 from models.tables import DISPATCHED, SIGNED, SUBMITTED, Case, Department
 from tests.test_store_lifecycle import ALL_STATUSES, changes_for, fresh
 
@@ -55,7 +55,7 @@ def test_every_status_is_reachable_from_submitted_and_every_effect_is_used():
                 frontier.append(t.to)
     assert reached == set(ALL_STATUSES)
     assert {e for t in TRANSITIONS.values() for e in t.effects} == set(EFFECTS) == set(WRITES)
-    assert set(store._EFFECTS) == set(EFFECTS)  # the store knows how to apply each one
+    assert set(cases._EFFECTS) == set(EFFECTS)  # the store knows how to apply each one
     assert all(t.action == action for action, t in TRANSITIONS.items())
 
 
@@ -92,7 +92,7 @@ async def test_each_move_applies_exactly_its_declared_effects(seeded, action):
         before = await fresh(seeded, case.id)
         changes = await changes_for(seeded, action)
         async with session_scope(seeded.engine) as s:
-            await store.transition(s, case.id, action, Actor.SYSTEM, LATER,
+            await cases.transition(s, case.id, action, Actor.SYSTEM, LATER,
                                    rules=seeded.rules, **changes)
         after = await fresh(seeded, case.id)
         assert after.status == (move.to or status), (action, status)

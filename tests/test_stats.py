@@ -15,9 +15,9 @@ from sqlmodel import select
 from models import stats
 from models.auth import LOGIN_CODE_TTL, issue_login_code, normalize_code, redeem_login_code
 from models.db import session_scope
-from models.deadlines import GREEN, RED, YELLOW
+from models.deadlines import GREEN, RED, YELLOW, case_light
 from models.lifecycle import NotPermitted
-from models.store import case_light, sync_reference_data
+from models.reference import sync_reference_data
 from models.tables import (
     BASIC,
     CLOSED,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from models.db import session_scope
-from models.store import get_staff
+from models.people import get_staff
 
 log = logging.getLogger(__name__)
 

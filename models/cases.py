@@ -1,29 +1,28 @@
-"""The routing store: reporters, enterprises, reference data and the case lifecycle.
+"""Cases: creating them, the one transition function that runs the lifecycle table, the
+convenience moves built on it, and reading cases and their audit trail.
 
 Every status change goes through `transition()`: it checks the move against
-models.lifecycle.TRANSITIONS, applies times and deadlines with a compare-and-set UPDATE on the
-case's version, and writes the CaseEvent in the same transaction. Functions never commit; the
-caller's `models.db.session_scope` does. Each validates its input before writing anything, so
-a caller that catches a CaseError and carries on never commits half an operation.
+models.lifecycle.TRANSITIONS, applies the move's effects (times, deadlines, reminders) with a
+compare-and-set UPDATE on the case's version, and writes the CaseEvent in the same
+transaction. Functions never commit; the caller's `models.db.session_scope` does. Each
+validates its input before writing anything, so a caller that catches a CaseError and carries
+on never commits half an operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import lifecycle
-from models.credit_code import validate_credit_code
-from models.deadlines import WorkCalendar, deadline_after, parse_limit, traffic_light
+from models.deadlines import Rules
 from models.lifecycle import (
     NOT_ACCEPTED_OTHER,
     NOT_ACCEPTED_REASONS,
@@ -33,10 +32,12 @@ from models.lifecycle import (
     IllegalTransition,
     NotPermitted,
     StaleVersion,
-    running_deadline,
     target_status,
 )
-from models.permissions import ROLES, can
+from models.people import get_or_create_reporter, get_staff, reporter_by_telegram_id
+from models.permissions import can
+from models.reference import get_department
+from models.statements import prebuilt
 from models.tables import (
     BASIC,
     DISPATCHED,
@@ -51,22 +52,14 @@ from models.tables import (
     CaseCounter,
     CaseEvent,
     Department,
-    Enterprise,
     ExtensionRequest,
     Grid,
     LabelCorrection,
     Reporter,
     Staff,
 )
-from models.validation import InvalidInput, clean_text, normalize_phone
-from whistle.config import ConfigError
+from models.validation import InvalidInput, clean_text
 
-DEFAULT_LIMITS = {
-    "sign_normal": "1wd",
-    "sign_urgent": "2h",
-    "resolve_normal": "5wd",
-    "resolve_urgent": "1d",
-}
 PRIORITIES = (NORMAL, URGENT)
 RATINGS = (SATISFIED, BASIC, UNSATISFIED)
 
@@ -103,76 +96,6 @@ class Actor:
 Actor.SYSTEM = Actor("system")
 
 
-@dataclass(frozen=True)
-class Rules:
-    """Deadline rules, built once per process with Rules.from_settings(settings)."""
-
-    calendar: WorkCalendar
-    default_limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    yellow_ratio: float = 0.75
-
-    @classmethod
-    def from_settings(cls, settings) -> Rules:
-        return cls(
-            calendar=WorkCalendar.from_settings(settings),
-            default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
-            yellow_ratio=float(settings.followup.get("yellow_ratio", 0.75)),
-        )
-
-    def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:
-        """(sign-for limit, resolve limit) of a department for a priority, e.g. ('1wd', '5wd')."""
-        if department is None:
-            return (self.default_limits[f"sign_{priority}"],
-                    self.default_limits[f"resolve_{priority}"])
-        if priority == URGENT:
-            return department.sign_limit_urgent, department.resolve_limit_urgent
-        return department.sign_limit_normal, department.resolve_limit_normal
-
-    def deadlines(self, department: Department | None, priority: str,
-                  start: datetime) -> tuple[datetime, datetime]:
-        """(sign_by, resolve_by) for a case dispatched at `start`; both count from dispatch."""
-        sign_limit, resolve_limit = self.limits_for(department, priority)
-        return (deadline_after(start, sign_limit, self.calendar),
-                deadline_after(start, resolve_limit, self.calendar))
-
-
-def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
-    """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
-    deadline = running_deadline(case)
-    if deadline is None or case.dispatched_at is None:
-        return None
-    return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def dialect_insert(session: AsyncSession):
-    """The dialect's INSERT, which knows ON CONFLICT on both SQLite and PostgreSQL."""
-    return _insert_for(session.get_bind().dialect.name)
-
-
-def _insert_for(dialect: str):
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
-def prebuilt(build: Callable[[Any], Any]) -> Callable[[AsyncSession], Any]:
-    """Build a statement once per dialect (from its INSERT) and reuse it with parameters.
-
-    On the hot paths building a statement with .values() costs more than running it;
-    a prebuilt one is compiled once and found in SQLAlchemy's cache by identity.
-    """
-    built: dict[str, Any] = {}
-
-    def for_session(session: AsyncSession):
-        dialect = session.get_bind().dialect.name
-        if dialect not in built:
-            built[dialect] = build(_insert_for(dialect))
-        return built[dialect]
-
-    return for_session
-
-
 def _jsonable(value: Any) -> Any:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
@@ -200,203 +123,6 @@ async def _add_event(session: AsyncSession, case_id: int, actor: Actor, action: 
     await _add_events(session, _event_row(case_id, actor, action, now, from_status=from_status,
                                           to_status=to_status, details=details))
 
-
-async def _reporter_by_tid(session: AsyncSession, telegram_id: int) -> Reporter | None:
-    result = await session.exec(select(Reporter).where(Reporter.telegram_id == telegram_id))
-    return result.first()
-
-
-# ---------------------------------------------------------------- reference data
-
-
-def _department_limits(settings, dept_limits: dict[str, str]) -> dict[str, str]:
-    limits = {**DEFAULT_LIMITS, **dict(settings.limits), **dict(dept_limits)}
-    for key, value in limits.items():
-        try:
-            parse_limit(value)
-        except ValueError as exc:
-            raise ConfigError(f"时限 {key} 配置有误: {exc}") from exc
-    return limits
-
-
-def _grids_parents_first(grids) -> list:
-    """Grids ordered so every parent comes before its children (foreign keys need it)."""
-    by_code = {g.code: g for g in grids}
-
-    def depth(g) -> int:
-        d, seen = 0, set()
-        while g.parent in by_code and g.code not in seen:
-            seen.add(g.code)
-            g, d = by_code[g.parent], d + 1
-        return d
-
-    return sorted(grids, key=depth)
-
-
-async def sync_reference_data(session: AsyncSession, settings) -> None:
-    """Upsert departments, grids and staff from config.toml.
-
-    Departments no longer in the config become inactive (never deleted: cases refer to them).
-    Staff added by admins in the store are left alone.
-    """
-    seen = set()
-    for d in settings.departments:
-        limits = _department_limits(settings, d.limits)
-        dept = await session.get(Department, d.code) or Department(code=d.code, name=d.name)
-        dept.name, dept.description, dept.chat_id = d.name, d.description, d.chat_id
-        dept.sign_limit_normal, dept.sign_limit_urgent = limits["sign_normal"], limits["sign_urgent"]
-        dept.resolve_limit_normal = limits["resolve_normal"]
-        dept.resolve_limit_urgent = limits["resolve_urgent"]
-        dept.active = True
-        session.add(dept)
-        seen.add(d.code)
-    for dept in (await session.exec(select(Department))).all():
-        if dept.code not in seen and dept.active:
-            dept.active = False
-            session.add(dept)
-    await session.flush()
-
-    codes = {g.code for g in settings.grids}
-    for g in _grids_parents_first(settings.grids):
-        if g.parent and not g.code.startswith(g.parent + "-"):
-            # Permissions decide "in this grid" by code prefix, so the codes must nest.
-            raise ConfigError(f"网格编码 {g.code} 应以上级编码 {g.parent}- 开头")
-        if g.parent and g.parent not in codes and await session.get(Grid, g.parent) is None:
-            raise ConfigError(f"网格 {g.code} 的上级 {g.parent} 不存在")
-        grid = await session.get(Grid, g.code) or Grid(code=g.code, name=g.name, level=g.level)
-        grid.name, grid.level, grid.parent_code = g.name, g.level, g.parent
-        session.add(grid)
-        await session.flush()
-
-    for s in settings.staff:
-        if s.grid and s.grid not in codes and await session.get(Grid, s.grid) is None:
-            raise ConfigError(f"工作人员 {s.telegram_id} 的网格 {s.grid} 不存在")
-        await upsert_staff(session, s.telegram_id, s.name, s.role,
-                           department_code=s.department, grid_code=s.grid)
-    await session.flush()
-
-
-async def upsert_staff(session: AsyncSession, telegram_id: int, name: str, role: str, *,
-                       department_code: str | None = None, grid_code: str | None = None,
-                       active: bool = True) -> Staff:
-    """Add or update a staff member (config sync, or an admin adding someone)."""
-    if role not in ROLES:
-        raise InvalidInput("unknown_role", role=role)
-    if role == "department" and (not department_code
-                                 or await session.get(Department, department_code) is None):
-        raise InvalidInput("unknown_department", department=department_code)
-    if grid_code and await session.get(Grid, grid_code) is None:
-        raise InvalidInput("unknown_grid", grid=grid_code)
-    result = await session.exec(select(Staff).where(Staff.telegram_id == telegram_id))
-    staff = result.first() or Staff(telegram_id=telegram_id, role=role)
-    staff.name, staff.role, staff.active = name, role, active
-    staff.department_code, staff.grid_code = department_code, grid_code
-    session.add(staff)
-    await session.flush()
-    return staff
-
-
-# ---------------------------------------------------------------- reporters and enterprises
-
-
-async def get_or_create_reporter(session: AsyncSession, telegram_id: int, display_name: str = "",
-                                 kind: str = RESIDENT, *, now: datetime) -> Reporter:
-    """The reporter with this Telegram id, created on first contact (safe under concurrency).
-
-    One upsert: a known reporter keeps everything but a newly given display name, and is
-    reachable again (they are talking to the bot, so they have not blocked it).
-    """
-    params = {"telegram_id": telegram_id, "kind": kind, "display_name": display_name[:200],
-              "phone_consent": False, "reachable": True, "created_at": now}
-    return (await session.exec(_upsert_reporter(session), params=params)).scalars().one()
-
-
-@prebuilt
-def _upsert_reporter(insert_):
-    stmt = insert_(Reporter)
-    keep_old_name = func.coalesce(func.nullif(stmt.excluded.display_name, ""),
-                                  Reporter.__table__.c.display_name)
-    return (stmt.on_conflict_do_update(index_elements=["telegram_id"],
-                                       set_={"display_name": keep_old_name, "reachable": True})
-            .returning(Reporter)
-            .execution_options(populate_existing=True))
-
-
-async def _existing_reporter(session: AsyncSession, telegram_id: int) -> Reporter:
-    reporter = await _reporter_by_tid(session, telegram_id)
-    if reporter is None:
-        raise InvalidInput("reporter_unknown")
-    return reporter
-
-
-async def set_reporter_reachable(session: AsyncSession, telegram_id: int, reachable: bool) -> None:
-    """Record that Telegram can (not) reach this user; unknown ids are ignored."""
-    await session.exec(update(Reporter).where(col(Reporter.telegram_id) == telegram_id)
-                       .values(reachable=reachable))
-
-
-async def set_reporter_phone(session: AsyncSession, telegram_id: int, phone: str | None,
-                             consent: bool) -> Reporter:
-    """Keep a validated phone number only with the reporter's consent; otherwise forget it."""
-    reporter = await _existing_reporter(session, telegram_id)
-    normalized = normalize_phone(phone) if (consent and phone) else None
-    reporter.phone = normalized
-    reporter.phone_consent = bool(consent and normalized)
-    session.add(reporter)
-    await session.flush()
-    return reporter
-
-
-async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, name: str,
-                              credit_code: str, industry: str | None = None,
-                              park: str | None = None, *, now: datetime) -> Enterprise:
-    """Link the reporter to the enterprise with this 统一社会信用代码, registering it if new."""
-    name = clean_text(name, field="enterprise_name", min_len=2, max_len=100)
-    code = validate_credit_code(credit_code)
-    industry = (industry or "").strip()[:100] or None
-    park = (park or "").strip()[:100] or None
-    reporter = await get_or_create_reporter(session, reporter_telegram_id, now=now)
-    await session.exec(
-        dialect_insert(session)(Enterprise)
-        .values(name=name, credit_code=code, industry=industry, park=park,
-                news_subscribed=True, created_at=now)
-        .on_conflict_do_nothing(index_elements=["credit_code"]))
-    enterprise = (await session.exec(
-        select(Enterprise).where(Enterprise.credit_code == code))).one()
-    # A second person of the same enterprise fills in what the first left blank.
-    if enterprise.industry is None and industry:
-        enterprise.industry = industry
-    if enterprise.park is None and park:
-        enterprise.park = park
-    session.add(enterprise)
-    reporter.kind, reporter.enterprise_id = ENTERPRISE, enterprise.id
-    session.add(reporter)
-    await session.flush()
-    return enterprise
-
-
-async def enterprise_by_credit_code(session: AsyncSession, credit_code: str) -> Enterprise | None:
-    """The registered enterprise with this (validated) 统一社会信用代码, or None."""
-    stmt = select(Enterprise).where(Enterprise.credit_code == credit_code)
-    return (await session.exec(stmt)).first()
-
-
-async def enterprise_of(session: AsyncSession, reporter_telegram_id: int) -> Enterprise | None:
-    reporter = await _reporter_by_tid(session, reporter_telegram_id)
-    if reporter is None or reporter.enterprise_id is None:
-        return None
-    return await session.get(Enterprise, reporter.enterprise_id)
-
-
-async def set_news_subscription(session: AsyncSession, reporter_telegram_id: int,
-                                subscribed: bool) -> None:
-    """Turn 惠企政策 pushes on or off for the reporter's enterprise."""
-    enterprise = await enterprise_of(session, reporter_telegram_id)
-    if enterprise is None:
-        raise InvalidInput("enterprise_not_registered")
-    enterprise.news_subscribed = subscribed
-    session.add(enterprise)
-    await session.flush()
 
 
 # ---------------------------------------------------------------- creating cases
@@ -527,12 +253,10 @@ async def _case_and_staff(session: AsyncSession, case_id: int, actor: Actor,
     return row[0], row[1]
 
 
-async def _department(session: AsyncSession, code: str | None) -> Department | None:
-    return await session.get(Department, code) if code else None
 
 
 async def _start_deadlines(session, case, now, rules, values) -> dict:
-    dept = await _department(session, values.get("department_code", case.department_code))
+    dept = await get_department(session, values.get("department_code", case.department_code))
     sign_by, resolve_by = rules.deadlines(dept, values.get("priority", case.priority), now)
     return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by, "resolve_by": resolve_by}
 
@@ -540,7 +264,7 @@ async def _start_deadlines(session, case, now, rules, values) -> dict:
 async def _recount_deadlines(session, case, now, rules, values) -> dict:
     if case.dispatched_at is None:
         return {}  # not dispatched yet: the priority counts from the dispatch
-    dept = await _department(session, case.department_code)
+    dept = await get_department(session, case.department_code)
     sign_by, resolve_by = rules.deadlines(dept, values["priority"], case.dispatched_at)
     recounted = {"resolve_by": resolve_by, **_FRESH_ALERTS}
     if case.status == DISPATCHED:
@@ -648,7 +372,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
 
 
 async def _active_department(session: AsyncSession, code: str) -> Department:
-    dept = await _department(session, code)
+    dept = await get_department(session, code)
     if dept is None or not dept.active:
         raise InvalidInput("department_inactive", department=code)
     return dept
@@ -910,7 +634,7 @@ async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: i
     case = await get_case_by_ref(session, ref)
     if case is None:
         return None
-    viewer = await _reporter_by_tid(session, viewer_telegram_id)
+    viewer = await reporter_by_telegram_id(session, viewer_telegram_id)
     if viewer is not None and (viewer.id == case.reporter_id or (
             case.enterprise_id is not None and viewer.enterprise_id == case.enterprise_id)):
         return case
@@ -937,29 +661,6 @@ async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     return list((await session.exec(stmt)).all())
 
 
-async def get_staff(session: AsyncSession, telegram_id: int) -> Staff | None:
-    """The active staff member with this Telegram id, or None."""
-    result = await session.exec(
-        select(Staff).where(Staff.telegram_id == telegram_id, col(Staff.active).is_(True)))
-    return result.first()
-
-
-async def staff_of_department(session: AsyncSession, code: str) -> list[Staff]:
-    stmt = (select(Staff).where(Staff.department_code == code, Staff.role == "department",
-                                col(Staff.active).is_(True)).order_by(col(Staff.id)))
-    return list((await session.exec(stmt)).all())
-
-
-async def departments(session: AsyncSession, active_only: bool = True) -> list[Department]:
-    stmt = select(Department)
-    if active_only:
-        stmt = stmt.where(col(Department.active).is_(True))
-    return list((await session.exec(stmt.order_by(col(Department.code)))).all())
-
-
-async def get_department(session: AsyncSession, code: str) -> Department | None:
-    return await _department(session, code)
-
 
 async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str]]:
     """(text, corrected label) per corrected case, the latest correction winning."""
@@ -973,4 +674,3 @@ async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str
 
 async def count_cases(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(Case))).one()
-
