@@ -46,6 +46,7 @@ from bot.common import alert, department_name, fit, local_time
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
+from bot.texts.errors import error_text
 from models import cases, deadlines, drafts, outbox, people, reference
 from models import followup as fq
 from models.cases import Actor
@@ -493,7 +494,7 @@ def _refusal(exc: CaseError) -> str:
         return texts.SURVEY_ALREADY_DONE
     if isinstance(exc, NotPermitted):
         return texts.SURVEY_NOT_YOURS
-    return texts.error_text(exc)
+    return error_text(exc)
 
 
 async def _ask_comment(update: Update, context: Context, button: cb.Callback) -> None:

@@ -17,6 +17,7 @@ from bot.followup import snippet, stage_name
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
+from bot.texts.errors import error_text
 from models import followup as fq
 from models import outbox, people, policy, stats
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
@@ -279,7 +280,7 @@ async def policy_command(update: Update, context: Context) -> None:
                                      text=text, kind="policy", now=now,
                                      reply_markup=markup.to_dict())
     except CaseError as exc:  # InvalidInput: which field to fix
-        await message.reply_text(texts.error_text(exc))
+        await message.reply_text(error_text(exc))
         return
     delivery.kick(context.application)
     template = texts.POLICY_POSTED if chats else texts.POLICY_POSTED_NONE

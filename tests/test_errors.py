@@ -114,3 +114,13 @@ def test_roles_and_channels_are_named_from_one_list():
     assert set(KIND_NAMES) == set(KIND_SHORT_NAMES) == {RESIDENT, ENTERPRISE}
     # the short name is the start of the full one (居民 / 居民随手拍), never another word
     assert all(KIND_NAMES[k].startswith(KIND_SHORT_NAMES[k]) for k in KIND_NAMES)
+
+
+def test_every_bot_module_that_words_an_error_can_reach_the_helper():
+    import importlib
+
+    for path in sorted((ROOT / "bot").glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        if "texts.error_text(" in source:
+            module = importlib.import_module(f"bot.{path.stem}")
+            assert hasattr(module.texts, "error_text"), path.name
