@@ -95,8 +95,8 @@ def write_report(folder: Path, report, confidences: np.ndarray, correct: np.ndar
 def load_corrections(settings) -> list[tuple[str, str]]:
     """Staff corrections from the case store, or [] with a notice when there is no store."""
     try:
+        from models.cases import corrections_for_training
         from models.engine import make_engine, session_scope
-        from models.store import corrections_for_training
     except ImportError:
         say(NO_STORE_NOTICE)
         return []

@@ -108,7 +108,7 @@ def bot_process(port: int, settings: Settings, ready, stop) -> None:
 
 async def prepare_store(settings: Settings, db_path: Path) -> None:
     from models.engine import create_all, make_engine, session_scope
-    from models.store import sync_reference_data
+    from models.reference import sync_reference_data
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)

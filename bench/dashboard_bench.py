@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from models import stats
 from models.auth import issue_login_code
+from models.deadlines import Rules
 from models.engine import create_all, make_engine, session_scope
-from models.store import Rules, sync_reference_data
+from models.reference import sync_reference_data
 from web.app import EmbeddedServer, create_app
 from whistle.config import DEFAULT_CONFIG, load_settings
 

@@ -39,8 +39,8 @@ from bot.services import Services, utc_now
 from emulator import TelegramEmulator
 from models import followup as fq
 from models import outbox
+from models.deadlines import Rules
 from models.engine import create_all, make_engine, session_scope
-from models.store import Rules
 from whistle.config import DEFAULT_CONFIG, load_settings
 
 TOKEN = "123456789:BENCH-emulator-token"
@@ -177,7 +177,7 @@ async def bench_scan(settings, cases: int, runs: int) -> dict:
 
 
 async def _count_cases(session) -> int:
-    from models.store import count_cases
+    from models.cases import count_cases
 
     return await count_cases(session)
 

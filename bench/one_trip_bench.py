@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import store_bench
 
+from models.deadlines import Rules
 from models.engine import db
-from models.store import Rules
 from whistle.config import DEFAULT_CONFIG, load_settings
 
 RESULTS = ROOT / "bench" / "results" / "one_trip.json"

@@ -38,12 +38,12 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import outbox, store
+from models import cases, outbox, people, reference
+from models.cases import Actor
 from models.credit_code import check_character
-from models.deadlines import deadline_after, yellow_at
+from models.deadlines import Rules, deadline_after, yellow_at
 from models.engine import make_engine, session_scope
 from models.migrate import current_revision, head_revision, schema_differences, upgrade
-from models.store import Actor, Rules
 from models.tables import Case, CaseEvent, Outbox, SQLModel
 from whistle.config import DEFAULT_CONFIG, load_settings
 
@@ -275,7 +275,7 @@ async def _prepare_schema(url: str, settings) -> None:
     await upgrade(url)
     engine = make_engine(url)
     async with session_scope(engine) as s:
-        await store.sync_reference_data(s, settings)
+        await reference.sync_reference_data(s, settings)
     async with engine.begin() as conn:
         for index in _secondary_indexes():
             await conn.execute(text(f'DROP INDEX IF EXISTS "{index.name}"'))
@@ -479,7 +479,7 @@ async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = 
 
     async def create():
         async with session_scope(engine) as s:
-            await store.create_case(
+            await cases.create_case(
                 s, reporter_telegram_id=10_000_000 + rng.randint(1, 1000), text="路灯不亮，请修理",
                 now=now, suggestions=[("municipal", 0.9)], model_version="bench-1",
                 idempotency_key=f"bench:{os.getpid()}:{time.time_ns()}:{next(counter)}")
@@ -490,7 +490,7 @@ async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = 
     signers = {d.code: 9100 + k for k, d in enumerate(settings.departments)}
     async with session_scope(engine) as s:
         for code, telegram_id in signers.items():
-            await store.upsert_staff(s, telegram_id, f"基准测试{code}", "department",
+            await people.upsert_staff(s, telegram_id, f"基准测试{code}", "department",
                                      department_code=code)
     async with engine.connect() as conn:
         rows = list(await conn.execute(text(
@@ -501,7 +501,7 @@ async def measure(url: str, settings, rules: Rules, runs: int, in_place: bool = 
     async def sign():
         case_id, code = next(todo)
         async with session_scope(engine) as s:
-            await store.sign_for(s, case_id, Actor.staff(signers[code]), now, rules=rules)
+            await cases.sign_for(s, case_id, Actor.staff(signers[code]), now, rules=rules)
 
     results["transition_sign"] = await timed(sign, min(runs, len(rows) - 2))
 

@@ -1,7 +1,7 @@
 """The action service: what happens in the store when staff (and reporters) act.
 
 Each function is one short transaction: it checks who is acting, changes the case through
-models.store, and enqueues the pushes the change causes (models.outbox) — the triage and
+models.cases, and enqueues the pushes the change causes (models.outbox) — the triage and
 department group posts and the reporter's progress notices — so a change and its pushes are
 committed together or not at all. Handlers call these and then kick the outbox sender.
 
@@ -21,11 +21,11 @@ from bot import callbacks as cb
 from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
-from models import drafts, locating, outbox, store
+from models import cases, drafts, locating, outbox, people, reference
 from models import followup as fq
+from models.cases import Actor
 from models.lifecycle import CaseError, NotPermitted, StaleVersion
 from models.permissions import DEPARTMENT_ACTIONS, can
-from models.store import Actor
 from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
 from models.validation import InvalidInput
 
@@ -69,7 +69,7 @@ def _triage_chat(services: Services) -> int | None:
 
 
 async def _department_chat(session: AsyncSession, code: str | None) -> int | None:
-    dept = await store.get_department(session, code) if code else None
+    dept = await reference.get_department(session, code) if code else None
     return dept.chat_id if dept else None
 
 
@@ -123,7 +123,7 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         where = await locating.locate_new_case(
             session, services.gridmap, telegram_id=telegram_id, latitude=draft.latitude,
             longitude=draft.longitude, text=draft.text, address=draft.address)
-        case = await store.create_case(
+        case = await cases.create_case(
             session, reporter_telegram_id=telegram_id, text=draft.text, now=now,
             kind=draft.kind, photos=draft.photos, latitude=draft.latitude,
             longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
@@ -142,9 +142,9 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         # (不属于本区职责? which grid?), however sure the classifier is of the department.
         auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
         target = suggestion.label if auto else None
-        dept = await store.get_department(session, target) if target else None
+        dept = await reference.get_department(session, target) if target else None
         if dept is not None and dept.active:
-            case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
+            case = await cases.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
                                         rules=services.rules, current=case)
             await _queue(session,
                          await _department_post(session, services, case, now,
@@ -154,7 +154,7 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
                          _triage_post(services, case, now, enterprise=enterprise,
                                       auto_dispatched=True))
         else:
-            case = await store.send_to_triage(session, case.id, now, rules=services.rules,
+            case = await cases.send_to_triage(session, case.id, now, rules=services.rules,
                                               current=case)
             await _queue(session, _triage_post(services, case, now, enterprise=enterprise))
     return case, True
@@ -190,17 +190,17 @@ async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
 
     Order matters for the message: not staff → not yours → stale button.
     """
-    staff = await store.get_staff(session, user_id)
+    staff = await people.get_staff(session, user_id)
     if staff is None:
-        raise NotPermitted(texts.NOT_STAFF)
-    case = await store.get_case(session, button.case_id)
+        raise NotPermitted("not_staff")
+    case = await cases.get_case(session, button.case_id)
     permission = permission_for(button.verb, case)
     if not can(staff, permission, case):
         # A department's member pressing another department's button is told exactly that.
         wrong_department = staff.role == "department" and permission in DEPARTMENT_ACTIONS
-        raise NotPermitted(texts.NOT_YOUR_DEPARTMENT if wrong_department else texts.NOT_PERMITTED)
+        raise NotPermitted("not_your_department" if wrong_department else "no_permission")
     if check_version and case.version != button.version:
-        raise StaleVersion(texts.BUTTON_EXPIRED)
+        raise StaleVersion("stale_version")
     return staff, case
 
 
@@ -214,7 +214,7 @@ async def check_button(services: Services, user_id: int, button: cb.Callback) ->
 async def current_case(services: Services, case_id: int) -> tuple[Case, str | None]:
     """The case as it is now (to redraw a post whose button went stale)."""
     async with services.session() as session:
-        case = await store.get_case(session, case_id)
+        case = await cases.get_case(session, case_id)
         return case, await _enterprise_name(session, case)
 
 
@@ -227,13 +227,13 @@ async def choose_department(services: Services, user_id: int, button: cb.Callbac
         staff, case = await _authorize(session, user_id, button)
         department_code = department_code or case.suggested_department
         if not department_code:
-            raise CaseError(texts.NO_SUGGESTION)
+            raise CaseError("no_suggestion")
         if case.status in (SUBMITTED, TRIAGE):
-            case = await store.dispatch(session, case.id, department_code, actor, now,
+            case = await cases.dispatch(session, case.id, department_code, actor, now,
                                         rules=services.rules, expected_version=button.version)
         else:
             old_chat = await _department_chat(session, case.department_code)
-            case = await store.redispatch(session, case.id, department_code, actor, now,
+            case = await cases.redispatch(session, case.id, department_code, actor, now,
                                           rules=services.rules, expected_version=button.version)
             moved = texts.NOTICE_MOVED_AWAY.format(
                 ref=case.ref, department=department_name(services, department_code))
@@ -250,7 +250,7 @@ async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> 
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await store.set_priority(session, case.id, URGENT, Actor.staff(user_id), now,
+        case = await cases.set_priority(session, case.id, URGENT, Actor.staff(user_id), now,
                                         rules=services.rules, expected_version=button.version)
         if case.department_code:
             notice = texts.NOTICE_URGENT_DEPT.format(
@@ -265,7 +265,7 @@ async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> 
 async def set_grid(services: Services, user_id: int, button: cb.Callback) -> Acted:
     """Triage 修改网格 → ✅ 定为 <arg>: the case is placed in that grid by staff."""
     if button.arg not in services.gridmap:
-        raise CaseError(texts.GRID_UNKNOWN)
+        raise CaseError("grid_no_longer_configured")
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
@@ -289,7 +289,7 @@ async def not_accept(services: Services, user_id: int, button: cb.Callback, cate
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         old_chat = await _department_chat(session, case.department_code)
-        case = await store.not_accept(session, case.id, Actor.staff(user_id), now,
+        case = await cases.not_accept(session, case.id, Actor.staff(user_id), now,
                                       rules=services.rules, category=category, note=note,
                                       expected_version=button.version)
         await _queue(session,
@@ -302,16 +302,16 @@ async def not_accept(services: Services, user_id: int, button: cb.Callback, cate
 
 async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
                           ref: str) -> Acted:
-    """Triage 重复反映: the case is merged into the open case `ref` (store.merge); the reporter
+    """Triage 重复反映: the case is merged into the open case `ref` (cases.merge); the reporter
     and a department that already had it are told."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        target = await store.get_case_by_ref(session, ref)
+        target = await cases.get_case_by_ref(session, ref)
         if target is None:
-            raise InvalidInput(texts.DUPLICATE_NOT_FOUND.format(ref=texts.snippet(ref, 40)))
+            raise InvalidInput("duplicate_not_found", ref=texts.snippet(ref, 40))
         old_chat = await _department_chat(session, case.department_code)
-        case = await store.merge(session, case.id, target.id, Actor.staff(user_id), now,
+        case = await cases.merge(session, case.id, target.id, Actor.staff(user_id), now,
                                  rules=services.rules, expected_version=button.version)
         await _queue(session,
                      await notices.reporter_notice(session, services, case, "merged", now,
@@ -327,7 +327,7 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await store.sign_for(session, case.id, Actor.staff(user_id), now,
+        case = await cases.sign_for(session, case.id, Actor.staff(user_id), now,
                                     rules=services.rules, expected_version=button.version)
         await _queue(session, await notices.reporter_notice(session, services, case, "signed", now))
         return Acted(case, staff, await _enterprise_name(session, case))
@@ -340,7 +340,7 @@ async def return_to_triage(services: Services, user_id: int, button: cb.Callback
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         department = department_name(services, case.department_code)
-        case = await store.return_case(session, case.id, Actor.staff(user_id), reason, now,
+        case = await cases.return_case(session, case.id, Actor.staff(user_id), reason, now,
                                        rules=services.rules, expected_version=button.version)
         if (chat_id := await fq.reporter_chat(session, case)) is not None:
             # The department a waiting 派单 notice names no longer has the case.
@@ -359,7 +359,7 @@ async def resolve_case(services: Services, user_id: int, button: cb.Callback, re
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await store.resolve(session, case.id, Actor.staff(user_id), result, now,
+        case = await cases.resolve(session, case.id, Actor.staff(user_id), result, now,
                                    rules=services.rules, photo=photo,
                                    expected_version=button.version)
         await _queue(session, await notices.reporter_notice(
@@ -373,7 +373,7 @@ async def ask_extension(services: Services, user_id: int, button: cb.Callback, r
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        request = await store.request_extension(session, case.id, Actor.staff(user_id), reason,
+        request = await cases.request_extension(session, case.id, Actor.staff(user_id), reason,
                                                 new_resolve_by, now)
         text = texts.POST_EXTENSION_REQUEST.format(
             department=department_name(services, case.department_code), ref=case.ref,
@@ -391,11 +391,11 @@ async def decide_extension(services: Services, user_id: int, button: cb.Callback
     request itself can only be decided once (the store refuses a second decision).
     """
     if not button.arg or not button.arg.isdigit():
-        raise CaseError(texts.BUTTON_INVALID)
+        raise CaseError("button_invalid")
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button, check_version=False)
-        case = await store.decide_extension(session, int(button.arg), Actor.staff(user_id),
+        case = await cases.decide_extension(session, int(button.arg), Actor.staff(user_id),
                                             approve, now, rules=services.rules)
         template = texts.NOTICE_EXT_APPROVED_DEPT if approve else texts.NOTICE_EXT_REJECTED_DEPT
         notice = template.format(ref=case.ref, resolve_by=local_time(services, case.resolve_by))

@@ -11,8 +11,9 @@ from telegram import Update
 
 from bot import texts
 from bot.context import Context
-from models import store
+from models import people
 from models.lifecycle import CaseError
+from models.permissions import ROLES
 
 log = logging.getLogger(__name__)
 Command = Callable[[Update, Context], Awaitable[None]]
@@ -24,7 +25,7 @@ def admin_only(command: Command) -> Command:
     @functools.wraps(command)
     async def wrapper(update: Update, context: Context) -> None:
         async with context.services.session() as session:
-            staff = await store.get_staff(session, update.effective_user.id)
+            staff = await people.get_staff(session, update.effective_user.id)
         if staff is None or staff.role != "admin":
             await update.effective_message.reply_text(texts.ADMIN_ONLY)
             return
@@ -65,7 +66,7 @@ async def reload_model_command(update: Update, context: Context) -> None:
 
 def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | None, str] | None:
     """(telegram id, role, department or grid code, name) from /staff_add's words, or None."""
-    if len(args) < 2 or not args[0].isdigit() or args[1].lower() not in texts.ROLE_NAMES:
+    if len(args) < 2 or not args[0].isdigit() or args[1].lower() not in ROLES:
         return None
     role = args[1].lower()
     needs_place = role in ("department", "grid")
@@ -90,13 +91,13 @@ async def staff_add(update: Update, context: Context) -> None:
     telegram_id, role, where, name = parsed
     try:
         async with context.services.session() as session:
-            existing = await store.get_staff(session, telegram_id)
-            await store.upsert_staff(
+            existing = await people.get_staff(session, telegram_id)
+            await people.upsert_staff(
                 session, telegram_id, name=name or (existing.name if existing else ""),
                 role=role, department_code=where if role == "department" else None,
                 grid_code=where if role == "grid" else None)
     except CaseError as exc:
-        await update.effective_message.reply_text(str(exc))
+        await update.effective_message.reply_text(texts.error_text(exc))
         return
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
         telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],

@@ -50,8 +50,8 @@ from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services, services_of
 from models import drafts
+from models.deadlines import Rules
 from models.engine import make_engine
-from models.store import Rules
 from whistle.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)

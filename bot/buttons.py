@@ -49,7 +49,7 @@ async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, 
     """Tell the presser why nothing happened; a stale post is brought up to date."""
     if isinstance(exc, StaleVersion):
         await redraw(query, services, button.case_id, audience)
-    await alert(query, str(exc))
+    await alert(query, texts.error_text(exc))
 
 
 async def press(update: Update, context: Context, action: Action,

@@ -15,17 +15,16 @@ from telegram.warnings import PTBUserWarning
 
 from bot import delivery, texts
 from bot.context import Context
+from bot.delivery import MAX_CAPTION, MAX_TEXT
 from bot.services import Services
 from bot.texts import followup as followup_texts
 from bot.texts import intake as intake_texts
-from models.deadlines import LIGHT_EMOJI
-from models.store import case_light
-from models.tables import DISPATCHED, Case
+from models.deadlines import LIGHT_EMOJI, case_light
+from models.lifecycle import running_stage
+from models.tables import Case
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 4096  # Telegram's limit for a message
-MAX_CAPTION = 1024  # ... and for a photo caption
 SNIPPET = 40  # characters of a case's text quoted in alerts, digests and lists
 
 
@@ -116,4 +115,4 @@ def snippet(case: Case) -> str:
 
 def stage_name(case: Case) -> str:
     """签收 while the case waits to be signed for, 办结 once it has been."""
-    return followup_texts.STAGE_NAMES["sign" if case.status == DISPATCHED else "resolve"]
+    return followup_texts.STAGE_NAMES[running_stage(case.status) or "resolve"]

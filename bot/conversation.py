@@ -45,7 +45,7 @@ from bot.common import (
     now_of,
 )
 from bot.context import Context
-from models import outbox, store
+from models import outbox, people
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT, Case
@@ -206,7 +206,7 @@ async def start_report(update: Update, context: Context) -> int:
 
 async def _enterprise_name(update: Update, context: Context) -> str | None:
     async with context.services.session() as session:
-        enterprise = await store.enterprise_of(session, update.effective_user.id)
+        enterprise = await people.enterprise_of(session, update.effective_user.id)
         return enterprise.name if enterprise else None
 
 
@@ -300,12 +300,12 @@ async def got_credit_code(update: Update, context: Context) -> int:
     try:
         code = validate_credit_code(update.message.text)
     except InvalidInput as exc:
-        await _reply(update, str(exc))
+        await _reply(update, texts.error_text(exc))
         return REG_CODE
     draft = draft_of(context)
     draft["credit_code"] = code
     async with context.services.session() as session:
-        known = await store.enterprise_by_credit_code(session, code)
+        known = await people.enterprise_by_credit_code(session, code)
     if known is not None and known.industry:
         return await _register(update, context)
     await _reply(update, texts.ASK_INDUSTRY, reply_markup=_choices(texts.INDUSTRY_CHOICES))
@@ -360,11 +360,11 @@ async def _register(update: Update, context: Context) -> int:
     draft = draft_of(context)
     try:
         async with services.session() as session:
-            enterprise = await store.register_enterprise(
+            enterprise = await people.register_enterprise(
                 session, update.effective_user.id, draft["enterprise"], draft["credit_code"],
                 draft.get("industry"), draft.get("park"), now=services.clock())
     except InvalidInput as exc:  # checked as typed, so not expected: start again from the name
-        await _reply(update, f"{exc}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
+        await _reply(update, f"{texts.error_text(exc)}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
         return REG_NAME
     draft["enterprise"] = enterprise.name
     await _reply(update, texts.ENTERPRISE_REGISTERED.format(
@@ -604,7 +604,7 @@ async def submit(update: Update, context: Context) -> int | None:
         case, fresh = await actions.submit_report(services, telegram_id=user.id,
                                                   display_name=display_name(user), draft=report)
     except CaseError as exc:
-        await _reply(update, str(exc))
+        await _reply(update, texts.error_text(exc))
         return None
     kick_delivery(context.application)
     drop_draft(context)

@@ -47,14 +47,14 @@ from telegram.ext import Application
 
 from bot.context import Context
 from bot.services import Services, services_of
-from models import outbox, store
+from models import outbox, people
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
 from models.tables import Outbox
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "delivery"
-MAX_TEXT, MAX_CAPTION = 4096, 1024
+MAX_TEXT, MAX_CAPTION = 4096, 1024  # Telegram's limits: a message, a photo caption
 # How far ahead a pass plans sends; rows that must wait longer go back to the outbox.
 HORIZON_SECONDS = 2.0
 # No send starts this close to the end of the row's lease.
@@ -362,7 +362,7 @@ async def _on_forbidden(services: Services, state: DeliveryState,
                         clock: Callable[[], datetime], row: Outbox, exc: Forbidden) -> None:
     async with services.session() as session:
         if row.chat_id > 0:  # a private chat: the reporter blocked the bot
-            await store.set_reporter_reachable(session, row.chat_id, False)
+            await people.set_reporter_reachable(session, row.chat_id, False)
         await outbox.mark_dropped(session, row.id, reason=f"Forbidden: {exc}", now=clock())
     state.stats["dropped"] += 1
     if row.chat_id < 0:

@@ -149,11 +149,11 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
     last = []
     if case.priority != URGENT:
         last.append(_button(texts.BTN_URGENT, cb.URGENT, case))
-    if case.status in TRANSITIONS["not_accept"][0]:
+    if case.status in TRANSITIONS["not_accept"].from_statuses:
         last.append(_button(texts.BTN_NOT_ACCEPT, cb.NOT_ACCEPT, case))
     if last:
         rows.append(last)
-    if services.gridmap.tree is not None and case.status in TRANSITIONS["set_grid"][0]:
+    if services.gridmap.tree is not None and case.status in TRANSITIONS["set_grid"].from_statuses:
         rows.append([_button(texts.BTN_SET_GRID, cb.GRID, case)])  # last: the others keep their places
     return InlineKeyboardMarkup(rows)
 

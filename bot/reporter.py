@@ -15,7 +15,7 @@ from bot.conversation import (
     main_menu,
     show_summary,
 )
-from models import store
+from models import people
 
 
 async def start(update: Update, context: Context) -> None:
@@ -23,9 +23,9 @@ async def start(update: Update, context: Context) -> None:
     services = context.services
     user = update.effective_user
     async with services.session() as session:
-        staff = await store.get_staff(session, user.id)
+        staff = await people.get_staff(session, user.id)
         if staff is None and is_private(update):
-            await store.get_or_create_reporter(session, user.id, display_name(user),
+            await people.get_or_create_reporter(session, user.id, display_name(user),
                                                now=services.clock())
     if not is_private(update):
         await update.effective_message.reply_text(texts.STAFF_HELP)
@@ -42,7 +42,7 @@ async def start(update: Update, context: Context) -> None:
 async def help_command(update: Update, context: Context) -> None:
     """/help or 使用帮助."""
     async with context.services.session() as session:
-        staff = await store.get_staff(session, update.effective_user.id)
+        staff = await people.get_staff(session, update.effective_user.id)
     text = texts.HELP + (f"\n\n{texts.STAFF_HELP}" if staff else "")
     await update.effective_message.reply_text(text)
 
@@ -103,4 +103,4 @@ async def on_my_chat_member(update: Update, context: Context) -> None:
     reachable = status not in ("kicked", "left")
     services = context.services
     async with services.session() as session:
-        await store.set_reporter_reachable(session, change.chat.id, reachable)
+        await people.set_reporter_reachable(session, change.chat.id, reachable)

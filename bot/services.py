@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models.deadlines import Rules
 from models.engine import GatheredWrites, TurnLock, is_sqlite_file, make_engine, session_scope
 from models.gridmap import GridMap, log_problems
-from models.store import Rules
 from whistle.config import Settings
 
 if TYPE_CHECKING:

@@ -16,10 +16,11 @@ from bot.context import Context
 from bot.services import Services
 from bot.texts import followup as texts
 from bot.texts import intake
-from models import auth, outbox, policy, stats, store
+from bot.texts.errors import error_text
+from models import auth, outbox, people, policy, stats
 from models import followup as fq
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
-from models.lifecycle import CaseError
+from models.lifecycle import CaseError, running_deadline
 from models.tables import Case, Staff
 
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
@@ -50,7 +51,7 @@ def _args_text(update: Update) -> str:
 
 async def _staff(services: Services, user_id: int) -> Staff | None:
     async with services.session() as session:
-        return await store.get_staff(session, user_id)
+        return await people.get_staff(session, user_id)
 
 
 # ---------------------------------------------------------------- /overdue
@@ -106,7 +107,7 @@ def overdue_text(services: Services, scope: str, counts: dict[str, int],
 
 
 def _overdue_line(case: Case, light: str, now: datetime) -> str:
-    deadline, stage = fq.deadline_of(case), stage_name(case)
+    deadline, stage = running_deadline(case), stage_name(case)
     if light == RED:
         return texts.OVERDUE_RED_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
                                              over=texts.span((now - deadline).total_seconds()))
@@ -276,7 +277,7 @@ async def policy_command(update: Update, context: Context) -> None:
                                      text=text, kind="policy", now=now,
                                      reply_markup=markup.to_dict())
     except CaseError as exc:  # InvalidInput: which field to fix
-        await message.reply_text(str(exc))
+        await message.reply_text(error_text(exc))
         return
     delivery.kick(context.application)
     template = texts.POLICY_POSTED if chats else texts.POLICY_POSTED_NONE
@@ -289,7 +290,7 @@ async def policy_command(update: Update, context: Context) -> None:
 async def _set_subscription(services: Services, user_id: int, subscribed: bool) -> str:
     try:
         async with services.session() as session:
-            await store.set_news_subscription(session, user_id, subscribed)
+            await people.set_news_subscription(session, user_id, subscribed)
     except CaseError:
         return texts.NEWS_NOT_ENTERPRISE
     return texts.NEWS_SUBSCRIBED if subscribed else texts.NEWS_UNSUBSCRIBED

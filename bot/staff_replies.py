@@ -101,11 +101,11 @@ async def finish(update: Update, context: Context, *, key: str, audience: str, a
     try:
         acted = await action(services, update.effective_user.id, button)
     except InvalidInput as exc:
-        await update.effective_message.reply_text(str(exc))
+        await update.effective_message.reply_text(texts.error_text(exc))
         return None
     except CaseError as exc:
         set_pending(context, key, chat_id, None)
-        message = texts.BUTTON_EXPIRED if isinstance(exc, StaleVersion) else str(exc)
+        message = texts.BUTTON_EXPIRED if isinstance(exc, StaleVersion) else texts.error_text(exc)
         await update.effective_message.reply_text(message)
         return END
     kick_delivery(context.application)

@@ -20,9 +20,10 @@ from bot.context import Context
 from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
-from models import drafts, outbox, store
+from bot.texts.errors import error_text
+from models import cases, drafts, outbox, reference
+from models.cases import Actor
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
-from models.store import Actor
 from models.tables import RESOLVED, UNSATISFIED, Case
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
     """The reporter's answer; 不满意 reopens the case and sends it back to the department
     with the comment (department post + reporter notice, in the same transaction). The
     notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
-    case = await store.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
+    case = await cases.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
                             rules=services.rules, expected_version=version)
     if rating == UNSATISFIED:
         await _queue_reopened(session, services, case, comment, now)
@@ -54,7 +55,7 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
 
 async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
                           now: datetime) -> None:
-    dept = await store.get_department(session, case.department_code)
+    dept = await reference.get_department(session, case.department_code)
     if dept is not None and dept.chat_id:
         text = texts.POST_REOPENED.format(
             ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
@@ -122,7 +123,7 @@ def _refusal(exc: CaseError) -> str:
         return texts.SURVEY_ALREADY_DONE
     if isinstance(exc, NotPermitted):
         return texts.SURVEY_NOT_YOURS
-    return str(exc)
+    return error_text(exc)
 
 
 async def _ask_comment(update: Update, context: Context, button: cb.Callback) -> None:

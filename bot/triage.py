@@ -29,7 +29,7 @@ from bot.buttons import done, post_for, press, refuse
 from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
 from bot.context import Context
 from bot.services import Services
-from models import store
+from models import cases
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,
     NOT_ACCEPTED_OTHER,
@@ -54,7 +54,7 @@ async def confirm(update: Update, context: Context) -> None:
 
     async def action(services, user_id, button):
         if button.arg is not None and services.settings.department(button.arg) is None:
-            raise CaseError(texts.BUTTON_INVALID)
+            raise CaseError("button_invalid")
         return await actions.choose_department(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
@@ -135,9 +135,9 @@ def _own_buttons(case: Case, services: Services, button: cb.Callback):
 def _confirmation(case: Case, services: Services, button: cb.Callback):
     code = button.arg
     if not code or services.settings.department(code) is None:
-        raise CaseError(texts.BUTTON_INVALID)
+        raise CaseError("button_invalid")
     if code == case.department_code:
-        raise CaseError(texts.ALREADY_HANDLING.format(department=department_name(services, code)))
+        raise CaseError("already_handling", department=department_name(services, code))
     question = posts.confirm_question(case, services, code)[0]
     return posts.confirm_keyboard(case, services, code), question
 
@@ -145,7 +145,7 @@ def _confirmation(case: Case, services: Services, button: cb.Callback):
 def _grids(case: Case, services: Services, button: cb.Callback):
     """修改网格: the streets, then the grids below the one pressed (street → community → grid)."""
     if button.arg is not None and button.arg not in services.gridmap:
-        raise CaseError(texts.GRID_UNKNOWN)
+        raise CaseError("grid_no_longer_configured")
     target_status("set_grid", case.status)
     hint = (texts.PICK_BELOW.format(name=services.gridmap.name(button.arg)) if button.arg
             else texts.PICK_STREET)
@@ -205,7 +205,7 @@ async def not_accept_as(update: Update, context: Context) -> None:
 
     async def action(services, user_id, button):
         if button.arg not in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV):
-            raise CaseError(texts.BUTTON_INVALID)
+            raise CaseError("button_invalid")
         return await actions.not_accept(services, user_id, button, button.arg)
 
     result = await press(update, context, action, TRIAGE)
@@ -246,7 +246,7 @@ async def got_other_reason(update: Update, context: Context) -> int | None:
 async def got_duplicate_ref(update: Update, context: Context) -> int | None:
     typed = update.message.text.strip()
     found = _REF.search(typed)
-    into = store.normalize_ref(found[0] if found else typed)
+    into = cases.normalize_ref(found[0] if found else typed)
 
     async def action(services, user_id, button):
         return await actions.merge_duplicate(services, user_id, button, into)

@@ -1,6 +1,6 @@
 """Read-only pages for reporters and staff: /my, /case REF and the enterprise home page.
 
-Reporters only ever see their own cases (models.store.case_for_viewer decides); group posts
+Reporters only ever see their own cases (models.cases.case_for_viewer decides); group posts
 and these pages never show another person's name or phone number. /case shows the whole
 case: every event with what was said at it (result, 不满意 comment, 退回 and 延期 reasons) and
 every photo, the reporter's and each 办结's.
@@ -17,7 +17,7 @@ from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
 from bot.context import Context
 from bot.services import Services
-from models import store
+from models import cases, people
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
 from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent
 
@@ -36,11 +36,11 @@ async def my_cases(update: Update, context: Context) -> None:
     services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
-        own = await store.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
-        demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
+        own = await cases.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
+        demands = await cases.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
     if not own and not demands:
         async with services.session() as session:
-            enterprise = await store.enterprise_of(session, user_id)
+            enterprise = await people.enterprise_of(session, user_id)
         await update.effective_message.reply_text(
             texts.MY_EMPTY_ENTERPRISE if enterprise else texts.MY_EMPTY)
         return
@@ -148,14 +148,14 @@ async def case_timeline(update: Update, context: Context) -> None:
     if not context.args:
         await update.effective_message.reply_text(texts.CASE_USAGE)
         return
-    ref = store.normalize_ref(context.args[0])[:32]
+    ref = cases.normalize_ref(context.args[0])[:32]
     services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
-        case = await store.case_for_viewer(session, ref, user_id)
+        case = await cases.case_for_viewer(session, ref, user_id)
         if case is not None:
-            events = await store.case_events(session, case.id)
-            for_staff = await store.get_staff(session, user_id) is not None
+            events = await cases.case_events(session, case.id)
+            for_staff = await people.get_staff(session, user_id) is not None
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
@@ -185,10 +185,10 @@ async def enterprise_home(update: Update, context: Context) -> bool:
     services = context.services
     user_id = update.effective_user.id
     async with services.session() as session:
-        enterprise = await store.enterprise_of(session, user_id)
+        enterprise = await people.enterprise_of(session, user_id)
         if enterprise is None:
             return False
-        demands = await store.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
+        demands = await cases.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
     lines = [texts.ENTERPRISE_HOME.format(
         name=enterprise.name, code=enterprise.credit_code,
         industry=enterprise.industry or texts.NOT_GIVEN,

@@ -15,7 +15,7 @@ from sqlalchemy import delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.lifecycle import NotPermitted
-from models.store import get_staff
+from models.people import get_staff
 from models.tables import BotState, Staff
 
 LOGIN_CODE_TTL = timedelta(minutes=10)
@@ -42,10 +42,10 @@ def _key(code: str) -> str:
 async def issue_login_code(session: AsyncSession, staff_telegram_id: int, now: datetime) -> str:
     """A new one-time dashboard login code ('ABCD-EFGH') for an active staff member.
 
-    Raises NotPermitted (a polite Chinese message) for anyone else. Does not commit.
+    Raises NotPermitted ("dashboard_staff_only") for anyone else. Does not commit.
     """
     if await get_staff(session, staff_telegram_id) is None:
-        raise NotPermitted("只有在职工作人员可以登录指挥大屏。")
+        raise NotPermitted("dashboard_staff_only")
     await _forget_expired(session, now)
     code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     expires = now + LOGIN_CODE_TTL

@@ -28,13 +28,11 @@ def validate_credit_code(raw: str) -> str:
     """The normalised (upper-case, no spaces) code, or InvalidInput saying what is wrong."""
     code = re.sub(r"\s", "", raw or "").upper()
     if len(code) != 18:
-        raise InvalidInput("统一社会信用代码应为18位，请核对后重新输入")
+        raise InvalidInput("credit_code_length")
     if not _SHAPE.match(code):
-        raise InvalidInput(
-            "统一社会信用代码含有无效字符（第3–8位为数字，且不使用 I、O、Z、S、V），请核对"
-        )
+        raise InvalidInput("credit_code_characters")
     if check_character(code[:17]) != code[17]:
-        raise InvalidInput("统一社会信用代码校验位不正确，请核对后重新输入")
+        raise InvalidInput("credit_code_check")
     return code
 
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from models.lifecycle import running_deadline
+from models.tables import URGENT, Case, Department
+
 GREEN, YELLOW, RED = "green", "yellow", "red"
 LIGHT_EMOJI = {GREEN: "🟢", YELLOW: "🟡", RED: "🔴"}
 LIGHT_NAMES = {GREEN: "绿灯", YELLOW: "黄灯", RED: "红灯"}
@@ -120,3 +123,52 @@ def traffic_light(
 def yellow_at(start: datetime, deadline: datetime, yellow_ratio: float = 0.75) -> datetime:
     """When a case running from start to deadline turns yellow."""
     return start + (deadline - start) * yellow_ratio
+
+
+DEFAULT_LIMITS = {
+    "sign_normal": "1wd",
+    "sign_urgent": "2h",
+    "resolve_normal": "5wd",
+    "resolve_urgent": "1d",
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Deadline rules, built once per process with Rules.from_settings(settings)."""
+
+    calendar: WorkCalendar
+    default_limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    yellow_ratio: float = 0.75
+
+    @classmethod
+    def from_settings(cls, settings) -> Rules:
+        return cls(
+            calendar=WorkCalendar.from_settings(settings),
+            default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
+            yellow_ratio=settings.followup.yellow_ratio,
+        )
+
+    def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:
+        """(sign-for limit, resolve limit) of a department for a priority, e.g. ('1wd', '5wd')."""
+        if department is None:
+            return (self.default_limits[f"sign_{priority}"],
+                    self.default_limits[f"resolve_{priority}"])
+        if priority == URGENT:
+            return department.sign_limit_urgent, department.resolve_limit_urgent
+        return department.sign_limit_normal, department.resolve_limit_normal
+
+    def deadlines(self, department: Department | None, priority: str,
+                  start: datetime) -> tuple[datetime, datetime]:
+        """(sign_by, resolve_by) for a case dispatched at `start`; both count from dispatch."""
+        sign_limit, resolve_limit = self.limits_for(department, priority)
+        return (deadline_after(start, sign_limit, self.calendar),
+                deadline_after(start, resolve_limit, self.calendar))
+
+
+def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
+    """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
+    deadline = running_deadline(case)
+    if deadline is None or case.dispatched_at is None:
+        return None
+    return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)

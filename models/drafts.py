@@ -1,6 +1,6 @@
 """Bot runtime state in the store: conversation states/drafts (BotState), the ids of
 Telegram updates already handled (ProcessedUpdate), and the few look-ups the bot needs that
-models/store.py does not offer.
+models/cases.py does not offer.
 
 Used by bot/persistence.py (a PTB BasePersistence), the bot's duplicate-update guard and the
 bot's notices to reporters.
@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.store import prebuilt
+from models.statements import prebuilt
 from models.tables import BotState, Case, Enterprise, ProcessedUpdate, Reporter
 
 

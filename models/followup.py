@@ -5,7 +5,7 @@ alarm (红灯), an escalation (督办), a survey (回访) or a survey reminder, 
 was queued. Those records are compare-and-set UPDATEs that do not bump Case.version: of two
 workers only one queues an alert, and a reminder never makes a staff member's buttons stale.
 
-A case's light is models.store.case_light(); the SQL prefilters use models.stats' SQL mirror of
+A case's light is models.deadlines.case_light(); the SQL prefilters use models.stats' SQL mirror of
 the same rule and every row found is confirmed with case_light() before anything is sent.
 """
 
@@ -22,14 +22,19 @@ from sqlalchemy import case as sql_case
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after
-from models.lifecycle import EVENT_OF_ACTION
+from models.deadlines import RED, YELLOW, Rules, WorkCalendar, case_light, deadline_after
+from models.lifecycle import (
+    LIT_STATUSES,
+    NOTICE_EVENTS,
+    RUNNING_DEADLINE,
+    TRANSITION_EVENTS,
+    running_deadline,
+    running_deadline_sql,
+)
 from models.stats import light_sql
-from models.store import Rules, case_light
 from models.tables import (
     DISPATCHED,
     RESOLVED,
-    SIGNED,
     Case,
     CaseEvent,
     Department,
@@ -38,33 +43,15 @@ from models.tables import (
     Reporter,
 )
 
-# The deadline that is running in each lit status (the same choice as store.case_light).
-STAGE_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
 # Which bookkeeping column records that each alert was queued for the current deadline
 # (the store clears them whenever the deadline moves: sign, extend, reopen, priority).
 ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
                "escalation": "escalated_at"}
-# Status changes the reporter hears about.
-NOTICE_EVENTS = ("dispatched", "signed", "resolved", "extended", "reopened")
-# Event actions written by store.transition(): each one is a bump of Case.version.
-_TRANSITION_EVENTS = frozenset(EVENT_OF_ACTION.values())
 ESCALATED = "escalated"
-
-
-def deadline_of(case: Case) -> datetime | None:
-    """The running deadline of a lit case (sign-for while dispatched, resolve once signed)."""
-    name = STAGE_DEADLINE.get(case.status)
-    return getattr(case, name) if name else None
 
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
-
-
-def _deadline_sql():
-    """The running deadline as a SQL expression, for ordering across both lit statuses."""
-    return sql_case((col(Case.status) == DISPATCHED, col(Case.sign_by)),
-                    else_=col(Case.resolve_by))
 
 
 # ---------------------------------------------------------------- deadline alerts
@@ -90,13 +77,13 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
     alarm or escalation; cases near their deadline (within `yellow_horizon`) that are yellow
     without a reminder; and yellow cases with an approved extension, whose longer windows the
     horizon does not cover. At most `limit` rows each, most urgent first; the next pass takes
-    the rest. Every case found is confirmed with store.case_light().
+    the rest. Every case found is confirmed with deadlines.case_light().
     """
     _, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     horizon = now + yellow_horizon(rules, await _limits_in_use(session, rules), now)
     extended = select(ExtensionRequest.case_id).where(col(ExtensionRequest.status) == "approved")
     due = DueAlerts()
-    for status, name in STAGE_DEADLINE.items():
+    for status, name in RUNNING_DEADLINE.items():
         deadline = col(getattr(Case, name))
         lit = (col(Case.status) == status, col(Case.dispatched_at).is_not(None))
         unsent = col(Case.yellow_notified_at).is_(None)
@@ -116,7 +103,7 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
                 if light == RED and case.red_notified_at is None:
                     due.red.append(case)
                 if (light == RED and case.escalated_at is None
-                        and now - deadline_of(case) > escalate_after):
+                        and now - running_deadline(case) > escalate_after):
                     due.escalation.append(case)
     return due
 
@@ -204,7 +191,7 @@ async def light_counts(session: AsyncSession, now: datetime, rules: Rules, *,
     """{"red": n, "yellow": m}: open cases lit red or yellow now (exact counts, in SQL)."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     stmt = select(func.count().filter(is_red), func.count().filter(is_yellow)).where(
-        col(Case.status).in_(tuple(STAGE_DEADLINE)))
+        col(Case.status).in_(LIT_STATUSES))
     red, yellow = (await session.exec(_scope(stmt, department, grid))).one()
     return {RED: red or 0, YELLOW: yellow or 0}
 
@@ -216,8 +203,8 @@ async def lit_cases(session: AsyncSession, now: datetime, rules: Rules, *,
     """(case, light) of open cases that are red or yellow now, most overdue first."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     wanted = [cond for light, cond in ((RED, is_red), (YELLOW, is_yellow)) if light in lights]
-    stmt = select(Case).where(col(Case.status).in_(tuple(STAGE_DEADLINE)), or_(*wanted))
-    stmt = _scope(stmt, department, grid).order_by(_deadline_sql(), col(Case.id)).limit(limit)
+    stmt = select(Case).where(col(Case.status).in_(LIT_STATUSES), or_(*wanted))
+    stmt = _scope(stmt, department, grid).order_by(running_deadline_sql(), col(Case.id)).limit(limit)
     out = []
     for case in (await session.exec(stmt)).all():
         light = case_light(case, now, rules)
@@ -230,7 +217,7 @@ async def red_counts(session: AsyncSession, now: datetime, rules: Rules) -> dict
     """Red cases now per department code (exact counts, in SQL)."""
     is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
     stmt = (select(Case.department_code, func.count())
-            .where(col(Case.status).in_(tuple(STAGE_DEADLINE)), is_red)
+            .where(col(Case.status).in_(LIT_STATUSES), is_red)
             .group_by(Case.department_code))
     return {code: n for code, n in (await session.exec(stmt)).all()}
 
@@ -342,7 +329,7 @@ async def _versions_after(session: AsyncSession, events: list[CaseEvent]) -> dic
     stmt = (select(CaseEvent.id, CaseEvent.case_id)
             .where(col(CaseEvent.case_id).in_(sorted({e.case_id for e in events})),
                    col(CaseEvent.id) <= max(e.id for e in events),
-                   col(CaseEvent.action).in_(_TRANSITION_EVENTS))
+                   col(CaseEvent.action).in_(TRANSITION_EVENTS))
             .order_by(col(CaseEvent.id)))
     transitions: dict[int, list[int]] = {}
     for event_id, case_id in (await session.exec(stmt)).all():
@@ -363,7 +350,7 @@ async def last_event_before(session: AsyncSession, moment: datetime) -> int:
 async def version_after(session: AsyncSession, event: CaseEvent) -> int:
     """The case's version right after `event` (the version in the notice's idempotency key).
 
-    Every store.transition() bumps the version by one and writes exactly one event, so the
+    Every cases.transition() bumps the version by one and writes exactly one event, so the
     version after an event is the number of transition events up to and including it.
     """
     return (await _versions_after(session, [event]))[event.id]

@@ -15,9 +15,10 @@ from datetime import datetime
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import store
+from models import cases, people
+from models.cases import Actor
+from models.deadlines import Rules
 from models.gridmap import GridMap
-from models.store import Actor, Rules
 from models.tables import Case, Grid, Reporter
 from models.validation import InvalidInput
 
@@ -81,8 +82,8 @@ async def set_home(session: AsyncSession, telegram_id: int, grid_code: str, plac
                    now: datetime, display_name: str = "") -> Reporter:
     """Remember the reporter's 小区/村 (the grid of the place they named, and the name)."""
     if await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"未知网格: {grid_code}")
-    reporter = await store.get_or_create_reporter(session, telegram_id, display_name, now=now)
+        raise InvalidInput("unknown_grid", grid=grid_code)
+    reporter = await people.get_or_create_reporter(session, telegram_id, display_name, now=now)
     reporter.home_grid_code, reporter.home_place = grid_code, place.strip()[:100]
     session.add(reporter)
     await session.flush()
@@ -93,9 +94,9 @@ async def set_grid(session: AsyncSession, case_id: int, grid_code: str, actor: A
                    now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """修改网格: staff place the case in another grid (an event in the audit trail)."""
     if await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"未知网格: {grid_code}")
-    case = await store.get_case(session, case_id)
-    return await store.transition(
+        raise InvalidInput("unknown_grid", grid=grid_code)
+    case = await cases.get_case(session, case_id)
+    return await cases.transition(
         session, case_id, "set_grid", actor, now, rules=rules, permission="set_grid",
         expected_version=expected_version, grid_code=grid_code, located_by=STAFF,
         details={"from": case.grid_code, "to": grid_code, "located_by": case.located_by})

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.store import prebuilt
+from models.statements import prebuilt
 from models.tables import Outbox
 
 PENDING, SENT, FAILED, DROPPED = "pending", "sent", "failed", "dropped"

@@ -18,13 +18,15 @@ DEPARTMENT_ACTIONS = frozenset(
 LEADER_ACTIONS = frozenset({"view", "set_priority"})
 GRID_ACTIONS = frozenset({"view", "progress_note"})
 
+# Every staff role and what it may do; ROLES is the one list of roles (config, /staff_add).
 ROLE_ACTIONS = {
     "triage": TRIAGE_ACTIONS,
-    "admin": TRIAGE_ACTIONS,
-    "leader": LEADER_ACTIONS,
     "department": DEPARTMENT_ACTIONS,
     "grid": GRID_ACTIONS,
+    "leader": LEADER_ACTIONS,
+    "admin": TRIAGE_ACTIONS,
 }
+ROLES = tuple(ROLE_ACTIONS)
 
 
 def in_grid(grid_code: str | None, staff_grid: str | None) -> bool:

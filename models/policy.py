@@ -36,11 +36,11 @@ def parse_tags(raw: str | list[str] | None) -> list[str]:
         if not tag:
             continue
         if len(tag) > MAX_TAG_CHARS:
-            raise InvalidInput(f"标签“{tag[:10]}…”太长（不超过{MAX_TAG_CHARS}个字）")
+            raise InvalidInput("tag_too_long", tag=tag[:10], max_chars=MAX_TAG_CHARS)
         if tag not in tags:
             tags.append(tag)
     if len(tags) > MAX_TAGS:
-        raise InvalidInput(f"标签最多{MAX_TAGS}个")
+        raise InvalidInput("too_many_tags", max_tags=MAX_TAGS)
     return tags
 
 
@@ -58,7 +58,7 @@ def _clean_link(link: str | None) -> str | None:
     if not link:
         return None
     if len(link) > 500 or not _URL.match(link):
-        raise InvalidInput("链接应以 http:// 或 https:// 开头，且不超过500个字符")
+        raise InvalidInput("bad_link")
     return link
 
 
@@ -66,8 +66,8 @@ async def post_policy(session: AsyncSession, *, title: str, summary: str, link: 
                       tags: list[str] | str | None, posted_by: int, now: datetime) -> Policy:
     """Store a policy after validating every field (nothing is written if one is wrong)."""
     policy = Policy(
-        title=clean_text(title, field="政策标题", min_len=2, max_len=200),
-        summary=clean_text(summary, field="政策摘要", min_len=2, max_len=2000),
+        title=clean_text(title, field="policy_title", min_len=2, max_len=200),
+        summary=clean_text(summary, field="policy_summary", min_len=2, max_len=2000),
         link=_clean_link(link),
         tags=parse_tags(tags),
         posted_by=posted_by,

@@ -13,7 +13,7 @@ merged duplicates (status "merged") are left out of every figure.
   and the lifecycle's not_accept clears dispatched_at and the department, so they are in no
   办结率 / 按时办结率 / 满意率 / 采纳率 denominator nor in any department's figures.
 - open / yellow / red describe the store *now*, whatever the period: open = submitted, triage,
-  dispatched or signed. A case's light is models.store.case_light() (built on
+  dispatched or signed. A case's light is models.deadlines.case_light() (built on
   models.deadlines.traffic_light); light_sql() counts the same thing in SQL without loading
   rows, and tests check that the two agree.
 
@@ -35,10 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, WorkCalendar
+from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, Rules, WorkCalendar, case_light
 from models.engine import session_scope
-from models.lifecycle import STATUS_NAMES
-from models.store import Rules, case_light
+from models.lifecycle import (
+    KIND_SHORT_NAMES,
+    LIT_STATUSES,
+    RUNNING_DEADLINE,
+    STATUS_NAMES,
+    running_deadline,
+    running_deadline_sql,
+)
 from models.tables import (
     BASIC,
     CLOSED,
@@ -46,10 +52,8 @@ from models.tables import (
     ENTERPRISE,
     MERGED,
     OPEN_STATUSES,
-    RESIDENT,
     RESOLVED,
     SATISFIED,
-    SIGNED,
     UNRATED,
     UNSATISFIED,
     URGENT,
@@ -62,14 +66,12 @@ from models.tables import (
 )
 
 DONE_STATUSES = (RESOLVED, CLOSED)  # 办结 by a department (不予受理 is not one of them)
-LIT_STATUSES = (DISPATCHED, SIGNED)  # statuses that carry a red/yellow/green light
 RATED = (SATISFIED, BASIC, UNSATISFIED)
 CONTENT = (SATISFIED, BASIC)  # counted as satisfied in 满意率
 
 SATISFACTION_NAMES = {
     SATISFIED: "满意", BASIC: "基本满意", UNSATISFIED: "不满意", UNRATED: "未评价",
 }
-KIND_NAMES = {RESIDENT: "群众", ENTERPRISE: "企业"}
 PRIORITY_NAMES = {URGENT: "紧急"}
 NO_DEPARTMENT = "未派单"
 NO_GRID = "未关联网格"
@@ -197,14 +199,14 @@ def _count_if(condition):
 
 
 def light_sql(now: datetime, yellow_ratio: float, dialect: str):
-    """(is_red, is_yellow) SQL conditions mirroring store.case_light()/traffic_light() exactly."""
+    """(is_red, is_yellow) SQL conditions mirroring deadlines.case_light()/traffic_light() exactly."""
     ratio = float(yellow_ratio)
     if not 0 < ratio <= 1:
         raise ValueError(f"yellow_ratio must be in (0, 1], got {yellow_ratio!r}")
     now_v = literal(now, DateTime)
     lit = Case.status.in_(LIT_STATUSES)
     start = Case.dispatched_at
-    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    deadline = running_deadline_sql()
     # traffic_light: red only past the deadline; a window of no length is yellow until then.
     is_red = and_(lit, now_v > deadline)
     # Yellow once (now − start) ≥ ratio × (deadline − start); repr(float) is a plain literal.
@@ -473,11 +475,11 @@ async def red_cases(
     session: AsyncSession, *, now: datetime, rules: Rules, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Red cases, most overdue first: reference, department, stage, hours overdue."""
-    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    deadline = running_deadline_sql()
     stmt = (
         select(Case)
-        .where(or_(and_(Case.status == DISPATCHED, Case.sign_by < now),
-                   and_(Case.status == SIGNED, Case.resolve_by < now)))
+        .where(or_(*(and_(Case.status == status, getattr(Case, name) < now)
+                     for status, name in RUNNING_DEADLINE.items())))
         .order_by(deadline).limit(limit)
     )
     names = await department_names(session)
@@ -485,7 +487,7 @@ async def red_cases(
     for c in await session.exec(stmt):
         if case_light(c, now, rules) != RED:
             continue  # case_light() has the last word on what is red
-        due = c.sign_by if c.status == DISPATCHED else c.resolve_by
+        due = running_deadline(c)
         out.append({
             "ref": c.ref, "department_code": c.department_code,
             "department": names.get(c.department_code, c.department_code or ""),
@@ -631,7 +633,7 @@ async def export_rows(
             light = case_light(c, now, rules)  # a row has the columns case_light reads
             done = c.status in DONE_STATUSES and c.resolved_at and c.resolve_by
             values = [
-                c.ref, KIND_NAMES.get(c.kind, c.kind),
+                c.ref, KIND_SHORT_NAMES.get(c.kind, c.kind),
                 names.get(c.department_code, "") if c.department_code else "",
                 grid_names.get(c.grid_code, text(c.grid_code)),
                 STATUS_NAMES.get(c.status, c.status), PRIORITY_NAMES.get(c.priority, "普通"),

@@ -8,16 +8,13 @@ from models.lifecycle import CaseError
 
 
 class InvalidInput(CaseError):
-    """Input that cannot be accepted; the message tells the user what to fix."""
+    """Input that cannot be accepted; its wording tells the user what to fix."""
 
 
 _SEPARATORS = re.compile(r"[\s\-()（）]")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 # Area codes: 010 and 02x are three digits, all others four; local numbers 7–8 digits.
 _LANDLINE = re.compile(r"^(0(?:10|2\d|[3-9]\d{2}))([2-9]\d{6,7})$")
-
-PHONE_HINT = "请输入有效的手机号码（11位）或固定电话（如 0731-88888888）"
-
 
 def normalize_phone(raw: str) -> str:
     """A mainland mobile ('13812345678') or landline ('0731-88888888'); raises InvalidInput."""
@@ -31,14 +28,17 @@ def normalize_phone(raw: str) -> str:
     m = _LANDLINE.match(digits)
     if m:
         return f"{m.group(1)}-{m.group(2)}"
-    raise InvalidInput(PHONE_HINT)
+    raise InvalidInput("invalid_phone")
 
 
 def clean_text(raw: str | None, *, field: str, min_len: int, max_len: int) -> str:
-    """Stripped text between min_len and max_len characters; raises InvalidInput."""
+    """Stripped text between min_len and max_len characters; raises InvalidInput.
+
+    `field` is a code the error's wording names (bot/texts/errors.py FIELD_NAMES).
+    """
     text = (raw or "").strip()
     if len(text) < min_len:
-        raise InvalidInput(f"{field}不能少于{min_len}个字")
+        raise InvalidInput("text_too_short", field=field, min_len=min_len)
     if len(text) > max_len:
-        raise InvalidInput(f"{field}不能超过{max_len}个字")
+        raise InvalidInput("text_too_long", field=field, max_len=max_len)
     return text

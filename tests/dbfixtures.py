@@ -17,9 +17,11 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from models import store
+from models import cases
+from models.cases import Actor
+from models.deadlines import Rules
 from models.engine import create_all, make_engine, session_scope, sessionmaker
-from models.store import Actor, Rules, sync_reference_data
+from models.reference import sync_reference_data
 from models.tables import (
     CLOSED,
     DISPATCHED,
@@ -162,28 +164,28 @@ class Seeded:
         """A committed case brought to `status` through the real lifecycle functions."""
         staff = Actor.staff(self.dept_staff[department])
         async with session_scope(self.engine) as s:
-            case = await store.create_case(
+            case = await cases.create_case(
                 s, reporter_telegram_id=reporter, text=text, now=now,
                 suggestions=[(department, 0.6)], model_version="test", **create_kw)
             if status in (TRIAGE, NOT_ACCEPTED):
-                case = await store.send_to_triage(s, case.id, now, rules=self.rules)
+                case = await cases.send_to_triage(s, case.id, now, rules=self.rules)
             if status == NOT_ACCEPTED:
-                case = await store.not_accept(s, case.id, Actor.staff(self.triage), now,
+                case = await cases.not_accept(s, case.id, Actor.staff(self.triage), now,
                                               rules=self.rules, category="remit")
             if status in (DISPATCHED, SIGNED, RESOLVED, CLOSED):
-                case = await store.dispatch(s, case.id, department, Actor.SYSTEM, now,
+                case = await cases.dispatch(s, case.id, department, Actor.SYSTEM, now,
                                             rules=self.rules)
             if status in (SIGNED, RESOLVED, CLOSED):
-                case = await store.sign_for(s, case.id, staff, now, rules=self.rules)
+                case = await cases.sign_for(s, case.id, staff, now, rules=self.rules)
             if status in (RESOLVED, CLOSED):
-                case = await store.resolve(s, case.id, staff, "已修复", now, rules=self.rules)
+                case = await cases.resolve(s, case.id, staff, "已修复", now, rules=self.rules)
             if status == CLOSED:
-                case = await store.rate(s, case.id, Actor.reporter(reporter), "satisfied", None,
+                case = await cases.rate(s, case.id, Actor.reporter(reporter), "satisfied", None,
                                         now, rules=self.rules)
             if status == MERGED:
-                other = await store.create_case(s, reporter_telegram_id=reporter + 1,
+                other = await cases.create_case(s, reporter_telegram_id=reporter + 1,
                                                 text=text, now=now)
-                case = await store.merge(s, case.id, other.id, Actor.staff(self.triage), now,
+                case = await cases.merge(s, case.id, other.id, Actor.staff(self.triage), now,
                                          rules=self.rules)
             assert case.status == status or status == SUBMITTED
             return case

@@ -21,7 +21,7 @@ from bot.app import build_application
 from bot.common import kick_delivery
 from bot.services import Services
 from emulator import BotMessage, TelegramEmulator
-from models import store
+from models import cases, deadlines, reference
 from models.engine import create_all, make_engine, session_scope
 from models.tables import Case, LabelCorrection, Outbox
 from tests.botapi import TEST_TOKEN, start_app, stop_app
@@ -149,7 +149,7 @@ class BotEnv:
 
     async def case(self, ref: str) -> Case:
         async with self.services.session() as session:
-            return await store.get_case_by_ref(session, ref)
+            return await cases.get_case_by_ref(session, ref)
 
     async def cases(self) -> list[Case]:
         async with self.services.session() as session:
@@ -251,10 +251,10 @@ async def make_bot(emulator, bot_engine, suggester_for,
         settings = with_classifier(settings or base_settings(),
                                    model_path=str(model or model_path))
         async with session_scope(engine) as session:
-            await store.sync_reference_data(session, settings)
+            await reference.sync_reference_data(session, settings)
         clock = Clock()
         services = Services(settings=settings, engine=engine, read_engine=read_engine,
-                            rules=store.Rules.from_settings(settings),
+                            rules=deadlines.Rules.from_settings(settings),
                             suggester=suggester or suggester_for(settings), clock=clock)
         url = engine.url.render_as_string(hide_password=False)
         env = BotEnv(emulator, settings, services, clock, db_url=url)

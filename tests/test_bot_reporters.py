@@ -9,7 +9,7 @@ controllable clock, and the bot's own sender delivers.
 from __future__ import annotations
 
 from bot import duties as followup
-from models import store
+from models import people
 from models.credit_code import check_character
 from models.tables import DISPATCHED, TRIAGE
 from tests.test_bot_kit import (
@@ -201,7 +201,7 @@ async def test_a_reopening_is_told_once_whichever_way_the_answer_came(make_bot):
 
 async def register(bot: BotEnv, user: int = ENTERPRISE_USER) -> None:
     async with bot.services.session() as session:
-        await store.register_enterprise(session, user, "望城智造科技有限公司", CREDIT_CODE,
+        await people.register_enterprise(session, user, "望城智造科技有限公司", CREDIT_CODE,
                                         industry="制造业", now=bot.clock())
 
 
@@ -251,7 +251,7 @@ async def test_registration_asks_industry_and_park_so_policies_reach_the_enterpr
     done = await bot.say(user, "/skip")
     assert "企业登记成功" in done.content and "园区：未填写" in done.content
     async with bot.services.session() as session:
-        enterprise = await store.enterprise_of(session, user)
+        enterprise = await people.enterprise_of(session, user)
     assert (enterprise.industry, enterprise.park) == ("软件和信息技术服务业", None)
     await bot.emu.wait_for_message(user, lambda m: "企业遇到的问题" in m.content)
     await bot.say(user, "/cancel")

@@ -14,7 +14,7 @@ from sqlmodel import func, select
 
 from bot.app import build_application
 from bot.run import run_demo, start_webhook
-from models import store
+from models import reference
 from models.engine import create_all, make_engine, session_scope
 from models.tables import DISPATCHED, Case, Outbox, ProcessedUpdate, Staff
 from tests.botapi import TEST_TOKEN
@@ -358,7 +358,7 @@ async def test_demo_runs_the_whole_flow_in_a_terminal(tmp_path, model_path):
     engine = make_engine(settings.database_url)
     await create_all(engine)
     async with session_scope(engine) as session:
-        await store.sync_reference_data(session, settings)
+        await reference.sync_reference_data(session, settings)
     await engine.dispose()
     script = ["/start", ":wait", "/report", ":wait", WATER_TEXT, ":wait", "/skip", ":wait",
               "/skip", ":wait", "1", ":wait", ":quit"]

@@ -10,8 +10,7 @@ import pytest
 
 from bot.department import example_date, parse_new_deadline
 from bot.services import Services
-from models.deadlines import deadline_after
-from models.store import Rules
+from models.deadlines import Rules, deadline_after
 from tests.test_bot_kit import RESIDENT, START, TRIAGE_STAFF, WATER_STAFF, auto_dispatch
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model

@@ -9,7 +9,7 @@ import asyncio
 
 from bot import callbacks as cb
 from bot import texts
-from models import store
+from models import cases
 from models.lifecycle import NOT_ACCEPTED_REASONS
 from models.tables import DISPATCHED, MERGED, NOT_ACCEPTED, SIGNED, TRIAGE
 from tests.test_bot_kit import (
@@ -36,8 +36,8 @@ def labels(message) -> list[str]:
 
 async def events(bot, ref: str):
     async with bot.services.session() as session:
-        case = await store.get_case_by_ref(session, ref)
-        return await store.case_events(session, case.id)
+        case = await cases.get_case_by_ref(session, ref)
+        return await cases.case_events(session, case.id)
 
 
 async def open_reasons(bot, ref: str):

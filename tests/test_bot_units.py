@@ -22,7 +22,7 @@ from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services
 from emulator import sample_jpeg
-from models import drafts, store
+from models import deadlines, drafts
 from models.engine import TurnLock, create_all, make_engine, session_scope
 from models.tables import Case
 from tests.botapi import app_builder
@@ -39,7 +39,7 @@ async def sqlite_engine(tmp_path):
 
 def services_for(engine, clock=None) -> Services:
     settings = base_settings()
-    return Services(settings=settings, engine=engine, rules=store.Rules.from_settings(settings),
+    return Services(settings=settings, engine=engine, rules=deadlines.Rules.from_settings(settings),
                     suggester=None, clock=clock or Clock())
 
 

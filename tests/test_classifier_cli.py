@@ -340,7 +340,7 @@ def test_corrections_without_a_store_print_a_notice(fitted, tmp_path):
 
 async def _store_with_one_correction(db: Path, settings) -> str:
     """A real SQLite case store where staff sent a 'water' suggestion to labor instead."""
-    from models import store
+    from models import cases, deadlines, reference
     from models.engine import create_all, make_engine, session_scope
 
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
@@ -348,14 +348,14 @@ async def _store_with_one_correction(db: Path, settings) -> str:
     try:
         await create_all(engine)
         async with session_scope(engine) as session:
-            await store.sync_reference_data(session, settings)
+            await reference.sync_reference_data(session, settings)
         now = datetime(2026, 3, 2, 10, 0)
         async with session_scope(engine) as session:
-            case = await store.create_case(session, reporter_telegram_id=555, text=text,
+            case = await cases.create_case(session, reporter_telegram_id=555, text=text,
                                            now=now, suggestions=[("water", 0.4)],
                                            model_version="test")
-            await store.dispatch(session, case.id, "labor", store.Actor.staff(9001), now,
-                                 rules=store.Rules.from_settings(settings))
+            await cases.dispatch(session, case.id, "labor", cases.Actor.staff(9001), now,
+                                 rules=deadlines.Rules.from_settings(settings))
     finally:
         await engine.dispose()
     return text

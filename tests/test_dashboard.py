@@ -20,7 +20,7 @@ from sqlmodel import select
 from classifier import load_model
 from models.auth import issue_login_code
 from models.engine import make_engine, session_scope
-from models.store import sync_reference_data
+from models.reference import sync_reference_data
 from models.tables import Case, Reporter, Staff
 from tests.test_classifier import rewrite_model
 from tests.test_stats import NOW, RESIDENT_NAME, RESIDENT_PHONE, RESIDENT_TID, seed_known_cases

@@ -10,13 +10,14 @@ from models.deadlines import (
     GREEN,
     RED,
     YELLOW,
+    Rules,
     WorkCalendar,
+    case_light,
     deadline_after,
     parse_limit,
     traffic_light,
     yellow_at,
 )
-from models.store import Rules, case_light
 from models.tables import CLOSED, DISPATCHED, SIGNED, Case
 
 

@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from bot.delivery import FloodLimiter, deliver_due
 from bot.services import Services
-from models import outbox, store
+from models import cases, deadlines, outbox
 from models.engine import make_engine, session_scope
 from models.tables import DISPATCHED, Outbox, Reporter
 from tests.botapi import app_builder
@@ -44,7 +44,7 @@ async def make_app(emulator, settings, engine):
     """A bare Application (no handlers) whose bot talks to the emulator: the sender only."""
     app = app_builder(emulator).build()
     app.bot_data["services"] = Services(settings=settings, engine=engine,
-                                        rules=store.Rules.from_settings(settings),
+                                        rules=deadlines.Rules.from_settings(settings),
                                         suggester=None, clock=lambda: NOW)
     await app.initialize()
     return app
@@ -246,7 +246,7 @@ async def test_blocked_user_is_marked_unreachable_and_skipped(seeded, emulator, 
             reporter = (await session.exec(
                 select(Reporter).where(Reporter.telegram_id == uid))).one()
             assert reporter.reachable is False
-            assert (await store.get_case(session, case.id)).status == DISPATCHED  # kept
+            assert (await cases.get_case(session, case.id)).status == DISPATCHED  # kept
         calls = emulator.call_count("sendMessage")
         await queue(seeded.engine, [uid], prefix="second")
         assert await deliver_due(app, NOW + timedelta(seconds=5)) == 0

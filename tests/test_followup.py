@@ -17,11 +17,11 @@ from bot.duties import run_followup_pass
 from bot.duties.status_notices import queue_status_notices
 from bot.services import Services
 from bot.survey import PENDING_PREFIX, submit_rating
-from models import drafts, outbox, stats, store
+from models import cases, drafts, outbox, people, stats
 from models import followup as fq
+from models.cases import Actor
 from models.deadlines import RED, YELLOW, WorkCalendar, deadline_after, traffic_light
 from models.engine import make_engine, session_scope
-from models.store import Actor
 from models.tables import (
     CLOSED,
     DISPATCHED,
@@ -71,12 +71,12 @@ async def rows(seeded, **where) -> list[Outbox]:
 
 async def fresh(seeded, case_id: int) -> Case:
     async with session_scope(seeded.engine) as session:
-        return await store.get_case(session, case_id)
+        return await cases.get_case(session, case_id)
 
 
 async def events(seeded, case_id: int, action: str) -> list[CaseEvent]:
     async with session_scope(seeded.engine) as session:
-        return [e for e in await store.case_events(session, case_id) if e.action == action]
+        return [e for e in await cases.case_events(session, case_id) if e.action == action]
 
 
 # ---------------------------------------------------------------- calendar
@@ -159,7 +159,7 @@ async def test_green_yellow_red_escalation(seeded):
 
     # Signing starts the resolve deadline afresh: its own yellow comes later.
     async with session_scope(seeded.engine) as session:
-        signed = await store.sign_for(session, case.id, Actor.staff(seeded.dept_staff["water"]),
+        signed = await cases.sign_for(session, case.id, Actor.staff(seeded.dept_staff["water"]),
                                       clock.now, rules=seeded.rules)
     assert signed.yellow_notified_at is None
     resolve_by = signed.resolve_by  # Mon Nov 30 10:00 local, 5 working days from dispatch
@@ -183,9 +183,9 @@ async def test_a_long_extension_still_gets_its_yellow_reminder(seeded):
     case = await seeded.case_in(SIGNED, clock.now)
     new_deadline = MONDAY_10 + timedelta(days=40)
     async with session_scope(seeded.engine) as session:
-        request = await store.request_extension(session, case.id, staff, "需要协调多个单位",
+        request = await cases.request_extension(session, case.id, staff, "需要协调多个单位",
                                                 new_deadline, clock.now)
-        await store.decide_extension(session, request.id, Actor.staff(seeded.triage), True,
+        await cases.decide_extension(session, request.id, Actor.staff(seeded.triage), True,
                                      clock.now, rules=seeded.rules)
         horizon = fq.yellow_horizon(seeded.rules, await fq._limits_in_use(session, seeded.rules),
                                     clock.now)
@@ -358,13 +358,13 @@ async def test_status_changes_reach_the_reporter_once(seeded):
     # Dispatched directly in the store (as the dashboard might): nobody queued a notice.
     case = await seeded.case_in(DISPATCHED, clock.now)
     async with session_scope(seeded.engine) as session:
-        signed = await store.sign_for(session, case.id, staff, clock.now, rules=seeded.rules)
+        signed = await cases.sign_for(session, case.id, staff, clock.now, rules=seeded.rules)
         # The bot queues its own notice for 签收 with the shared key scheme ...
         await outbox.enqueue(session, key=f"case:{case.id}:signed:{signed.version}:{REPORTER}",
                              chat_id=REPORTER, text="bot's own", kind="progress", now=clock.now)
-        request = await store.request_extension(session, case.id, staff, "需要更换主管道",
+        request = await cases.request_extension(session, case.id, staff, "需要更换主管道",
                                                 datetime(2026, 12, 10, 2, 0), clock.now)
-        extended = await store.decide_extension(session, request.id,
+        extended = await cases.decide_extension(session, request.id,
                                                 Actor.staff(seeded.triage), True, clock.now,
                                                 rules=seeded.rules)
     counts = await queue_status_notices(services, clock.now)
@@ -391,7 +391,7 @@ async def test_routes_changed_within_a_minute_are_told_once(seeded):
     case = await seeded.case_in(DISPATCHED, clock.now)  # to 水务局, nobody told the reporter
     clock.set(clock.now + timedelta(seconds=30))
     async with session_scope(seeded.engine) as session:
-        moved = await store.redispatch(session, case.id, "housing", Actor.staff(seeded.triage),
+        moved = await cases.redispatch(session, case.id, "housing", Actor.staff(seeded.triage),
                                        clock.now, rules=seeded.rules)
     counts = await queue_status_notices(services, clock.now)
     [notice] = await rows(seeded, chat_id=REPORTER)
@@ -402,7 +402,7 @@ async def test_routes_changed_within_a_minute_are_told_once(seeded):
     # Re-routed once more before it went: the waiting notice is replaced, not added to.
     clock.set(clock.now + timedelta(seconds=20))
     async with session_scope(seeded.engine) as session:
-        await store.redispatch(session, case.id, "water", Actor.staff(seeded.triage),
+        await cases.redispatch(session, case.id, "water", Actor.staff(seeded.triage),
                                clock.now, rules=seeded.rules)
     await queue_status_notices(services, clock.now)
     waiting = [r for r in await rows(seeded, chat_id=REPORTER) if r.status == "pending"]
@@ -411,7 +411,7 @@ async def test_routes_changed_within_a_minute_are_told_once(seeded):
     # 签收 settles where the case is: the waiting notice goes at once, the 签收 right after.
     clock.set(clock.now + timedelta(seconds=5))
     async with session_scope(seeded.engine) as session:
-        await store.sign_for(session, case.id, Actor.staff(seeded.dept_staff["water"]),
+        await cases.sign_for(session, case.id, Actor.staff(seeded.dept_staff["water"]),
                              clock.now, rules=seeded.rules)
     await queue_status_notices(services, clock.now)
     waiting = [r for r in await rows(seeded, chat_id=REPORTER) if r.status == "pending"]
@@ -441,7 +441,7 @@ async def test_version_after_event_matches_the_case(seeded):
     clock = Clock(MONDAY_10)
     case = await seeded.case_in(RESOLVED, clock.now)
     async with session_scope(seeded.engine) as session:
-        trail = await store.case_events(session, case.id)
+        trail = await cases.case_events(session, case.id)
         [resolved] = [e for e in trail if e.action == "resolved"]
         assert await fq.version_after(session, resolved) == case.version
 
@@ -452,7 +452,7 @@ async def test_blocked_reporter_gets_no_survey_but_the_case_still_closes(seeded)
     services = services_for(seeded, clock)
     case = await seeded.case_in(RESOLVED, clock.now)
     async with session_scope(seeded.engine) as session:
-        await store.set_reporter_reachable(session, REPORTER, False)
+        await people.set_reporter_reachable(session, REPORTER, False)
     assert (await run_followup_pass(services, clock.now))["survey"] == 0
     assert await rows(seeded, chat_id=REPORTER) == []
     await run_followup_pass(services, clock.set(clock.now + timedelta(days=6, minutes=1)))

@@ -12,9 +12,9 @@ from datetime import timedelta
 from sqlmodel import select
 
 from bot import duties as followup
-from models import store
+from models import cases, people
+from models.cases import Actor
 from models.credit_code import check_character
-from models.store import Actor
 from models.tables import CLOSED, DISPATCHED, Reporter
 from tests.test_bot_kit import ENTERPRISE_USER, RESIDENT, WATER_STAFF, auto_dispatch
 
@@ -37,9 +37,9 @@ async def resolved_case(env):
     ref = await env.report(RESIDENT, WATER_TEXT)
     staff = Actor.staff(WATER_STAFF)
     async with env.services.session() as session:
-        case = await store.get_case_by_ref(session, ref)
-        await store.sign_for(session, case.id, staff, env.clock(), rules=env.services.rules)
-        return await store.resolve(session, case.id, staff, "已更换破损水管，恢复供水", env.clock(),
+        case = await cases.get_case_by_ref(session, ref)
+        await cases.sign_for(session, case.id, staff, env.clock(), rules=env.services.rules)
+        return await cases.resolve(session, case.id, staff, "已更换破损水管，恢复供水", env.clock(),
                                    rules=env.services.rules)
 
 
@@ -128,7 +128,7 @@ async def test_policy_reaches_matching_enterprises_who_can_unsubscribe(make_bot)
     env = await started(make_bot)
     code = "91430112MA4L12345"
     async with env.services.session() as session:
-        await store.register_enterprise(session, ENTERPRISE_USER, "望城智造科技有限公司",
+        await people.register_enterprise(session, ENTERPRISE_USER, "望城智造科技有限公司",
                                         code + check_character(code),
                                         industry="软件和信息技术服务业", park="望城经开区",
                                         now=env.clock())
@@ -145,7 +145,7 @@ async def test_policy_reaches_matching_enterprises_who_can_unsubscribe(make_bot)
     answer = await env.press(ENTERPRISE_USER, news, "不再接收政策推送")
     assert "已退订" in answer["text"]
     async with env.services.session() as session:
-        assert (await store.enterprise_of(session, ENTERPRISE_USER)).news_subscribed is False
+        assert (await people.enterprise_of(session, ENTERPRISE_USER)).news_subscribed is False
 
     again = await env.say(ADMIN, "/policy 物流企业奖励\n物流企业年度奖励。\n标签：物流")
     assert "没有匹配且订阅推送的企业" in again.content

@@ -11,8 +11,8 @@ import bot.texts.followup as followup_texts
 import bot.texts.intake as intake_texts
 from bot.services import Services
 from bot.staff_commands import parse_policy, stats_period
+from models.deadlines import Rules
 from models.policy import parse_tags, policy_matches
-from models.store import Rules
 from models.validation import InvalidInput
 
 

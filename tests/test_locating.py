@@ -10,7 +10,7 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 
 from geo import GridLocator, GridRecord, GridTree, PlaceMatcher
-from models import store
+from models import cases, people
 from models.engine import session_scope
 from models.gridmap import GridMap, log_problems
 from models.locating import GPS, HOME, PLACE, Location, locate_case, locate_new_case
@@ -235,20 +235,20 @@ def test_no_grids_configured_means_no_grid_features(settings):
 async def test_a_new_case_is_located_with_the_reporters_home_from_the_store(seeded):
     gridmap = GridMap.from_settings(seeded.settings)
     async with session_scope(seeded.engine) as s:
-        reporter = await store.get_or_create_reporter(s, 7001, "王阿姨", now=NOW)
+        reporter = await people.get_or_create_reporter(s, 7001, "王阿姨", now=NOW)
         reporter.home_grid_code, reporter.home_place = "WC-GTL-MY-02", "石门苑"
         s.add(reporter)
     async with session_scope(seeded.engine) as s:
         where = await locate_new_case(s, gridmap, telegram_id=7001, latitude=None,
                                       longitude=None, text="楼道灯坏了", address=None)
         assert where == Location("WC-GTL-MY-02", HOME)
-        case = await store.create_case(s, reporter_telegram_id=7001, text="楼道灯坏了", now=NOW,
+        case = await cases.create_case(s, reporter_telegram_id=7001, text="楼道灯坏了", now=NOW,
                                        grid_code=where.grid_code, located_by=where.located_by)
         unknown = await locate_new_case(s, gridmap, telegram_id=7002, latitude=28.0,
                                         longitude=112.0, text="路灯坏了", address=None)
     assert unknown == Location(out_of_grid=True)
     async with session_scope(seeded.engine) as s:
-        stored = await store.get_case(s, case.id)
+        stored = await cases.get_case(s, case.id)
         assert (stored.grid_code, stored.located_by, stored.out_of_grid) == (
             "WC-GTL-MY-02", HOME, False)
         assert (await s.get(Reporter, reporter.id)).home_place == "石门苑"

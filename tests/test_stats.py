@@ -14,10 +14,10 @@ from sqlmodel import select
 
 from models import stats
 from models.auth import LOGIN_CODE_TTL, issue_login_code, normalize_code, redeem_login_code
-from models.deadlines import GREEN, RED, YELLOW
+from models.deadlines import GREEN, RED, YELLOW, case_light
 from models.engine import session_scope
 from models.lifecycle import NotPermitted
-from models.store import case_light, sync_reference_data
+from models.reference import sync_reference_data
 from models.tables import (
     BASIC,
     CLOSED,
@@ -36,6 +36,7 @@ from models.tables import (
     LabelCorrection,
     Reporter,
 )
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 3, 18, 6, 0)  # UTC; 14:00 in Asia/Shanghai
 RESIDENT_PHONE = "13800138000"
@@ -358,7 +359,7 @@ async def test_login_code_expires_and_is_only_for_staff(engine, settings):
     async with session_scope(engine) as s:
         await sync_reference_data(s, settings)
         code = await issue_login_code(s, 9005, NOW)
-        with pytest.raises(NotPermitted, match="工作人员"):
+        with raises_worded(NotPermitted, "工作人员"):
             await issue_login_code(s, RESIDENT_TID, NOW)
     async with session_scope(engine) as s:
         later = NOW + LOGIN_CODE_TTL + timedelta(seconds=1)

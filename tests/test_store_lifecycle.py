@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from models import store
+from models import cases, people
+from models.cases import Actor
 from models.engine import session_scope
 from models.lifecycle import (
-    EVENT_OF_ACTION,
     TRANSITIONS,
     AlreadyDone,
     CaseNotFound,
@@ -20,7 +20,6 @@ from models.lifecycle import (
     NotPermitted,
     StaleVersion,
 )
-from models.store import Actor
 from models.tables import (
     CLOSED,
     DISPATCHED,
@@ -36,6 +35,7 @@ from models.tables import (
     LabelCorrection,
 )
 from models.validation import InvalidInput
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
 ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED, NOT_ACCEPTED)
@@ -43,12 +43,12 @@ ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED,
 
 async def events_of(seeded, case_id) -> list[CaseEvent]:
     async with seeded.session_factory() as s:
-        return await store.case_events(s, case_id)
+        return await cases.case_events(s, case_id)
 
 
 async def fresh(seeded, case_id):
     async with seeded.session_factory() as s:
-        return await store.get_case(s, case_id)
+        return await cases.get_case(s, case_id)
 
 
 async def changes_for(seeded, action: str) -> dict:
@@ -69,7 +69,7 @@ async def changes_for(seeded, action: str) -> dict:
 
 @pytest.mark.parametrize("action", sorted(TRANSITIONS))
 async def test_every_status_allows_exactly_the_moves_in_the_table(seeded, action):
-    allowed_from, to = TRANSITIONS[action]
+    allowed_from, to = TRANSITIONS[action].from_statuses, TRANSITIONS[action].to
     for status in ALL_STATUSES:
         case = await seeded.case_in(status, NOW)
         before = len(await events_of(seeded, case.id))
@@ -77,11 +77,11 @@ async def test_every_status_allows_exactly_the_moves_in_the_table(seeded, action
         later = NOW + timedelta(hours=1)
         async with session_scope(seeded.engine) as s:
             if status in allowed_from:
-                moved = await store.transition(s, case.id, action, Actor.SYSTEM, later,
+                moved = await cases.transition(s, case.id, action, Actor.SYSTEM, later,
                                                rules=seeded.rules, **changes)
             else:
                 with pytest.raises(IllegalTransition):
-                    await store.transition(s, case.id, action, Actor.SYSTEM, later,
+                    await cases.transition(s, case.id, action, Actor.SYSTEM, later,
                                            rules=seeded.rules, **changes)
                 moved = None
         after = await fresh(seeded, case.id)
@@ -95,21 +95,21 @@ async def test_every_status_allows_exactly_the_moves_in_the_table(seeded, action
         assert len(events) == before + 1
         last = events[-1]
         assert (last.action, last.from_status, last.to_status) == (
-            EVENT_OF_ACTION[action], status, to or status)
+            TRANSITIONS[action].event, status, to or status)
         assert last.at == later
 
 
 async def test_dispatch_sets_deadlines_from_department_limits(seeded):
     case = await seeded.case_in(TRIAGE, NOW)
     async with session_scope(seeded.engine) as s:
-        case = await store.dispatch(s, case.id, "water", Actor.staff(seeded.triage), NOW,
+        case = await cases.dispatch(s, case.id, "water", Actor.staff(seeded.triage), NOW,
                                     rules=seeded.rules)
     assert case.status == DISPATCHED and case.dispatched_at == NOW
     # 1 working day to sign, 5 to resolve: Tue 10:00 local -> Wed, and next Tue.
     assert case.sign_by == datetime(2026, 11, 25, 2, 0)
     assert case.resolve_by == datetime(2026, 12, 1, 2, 0)
     async with session_scope(seeded.engine) as s:
-        case = await store.set_priority(s, case.id, "urgent", Actor.staff(seeded.leader), NOW,
+        case = await cases.set_priority(s, case.id, "urgent", Actor.staff(seeded.leader), NOW,
                                         rules=seeded.rules)
     assert case.sign_by == NOW + timedelta(hours=2)
     assert case.resolve_by == NOW + timedelta(days=1)
@@ -120,23 +120,23 @@ async def test_staff_choice_is_audited_and_corrections_become_training_data(seed
     corrected = await seeded.case_in(TRIAGE, NOW, text="楼道灯不亮")
     triage = Actor.staff(seeded.triage)
     async with session_scope(seeded.engine) as s:
-        await store.dispatch(s, agreed.id, "water", triage, NOW, rules=seeded.rules)
-        await store.dispatch(s, corrected.id, "housing", triage, NOW, rules=seeded.rules)
+        await cases.dispatch(s, agreed.id, "water", triage, NOW, rules=seeded.rules)
+        await cases.dispatch(s, corrected.id, "housing", triage, NOW, rules=seeded.rules)
     assert "confirmed" in [e.action for e in await events_of(seeded, agreed.id)]
     relabel = [e for e in await events_of(seeded, corrected.id) if e.action == "relabelled"]
     assert relabel[0].details == {"from": "water", "to": "housing"}
     async with seeded.session_factory() as s:
-        assert await store.corrections_for_training(s) == [("楼道灯不亮", "housing")]
+        assert await cases.corrections_for_training(s) == [("楼道灯不亮", "housing")]
         # A later redispatch to yet another department wins for that case.
-        await store.redispatch(s, corrected.id, "municipal", triage, NOW, rules=seeded.rules)
+        await cases.redispatch(s, corrected.id, "municipal", triage, NOW, rules=seeded.rules)
         await s.commit()
-        assert await store.corrections_for_training(s) == [("楼道灯不亮", "municipal")]
+        assert await cases.corrections_for_training(s) == [("楼道灯不亮", "municipal")]
 
 
 async def test_return_goes_back_to_triage_and_clears_the_department(seeded):
     case = await seeded.case_in(SIGNED, NOW)
     async with session_scope(seeded.engine) as s:
-        case = await store.return_case(s, case.id, Actor.staff(seeded.dept_staff["water"]),
+        case = await cases.return_case(s, case.id, Actor.staff(seeded.dept_staff["water"]),
                                        "不属于本部门职责", NOW, rules=seeded.rules)
     assert case.status == TRIAGE
     assert (case.department_code, case.sign_by, case.resolve_by) == (None, None, None)
@@ -150,7 +150,7 @@ async def test_unsatisfied_rating_reopens_with_new_deadlines(seeded):
     case = await seeded.case_in(RESOLVED, NOW)
     later = NOW + timedelta(days=2)
     async with session_scope(seeded.engine) as s:
-        case = await store.rate(s, case.id, Actor.reporter(1001), UNSATISFIED, "水还是没来",
+        case = await cases.rate(s, case.id, Actor.reporter(1001), UNSATISFIED, "水还是没来",
                                 later, rules=seeded.rules)
     assert case.status == DISPATCHED and case.department_code == "water"
     assert case.reopen_count == 1 and case.satisfaction == UNSATISFIED
@@ -164,12 +164,12 @@ async def test_satisfied_rating_closes_and_only_the_reporter_may_rate(seeded):
     case = await seeded.case_in(RESOLVED, NOW)
     async with session_scope(seeded.engine) as s:
         with pytest.raises(NotPermitted):
-            await store.rate(s, case.id, Actor.reporter(777), "satisfied", None, NOW,
+            await cases.rate(s, case.id, Actor.reporter(777), "satisfied", None, NOW,
                              rules=seeded.rules)
         with pytest.raises(InvalidInput):
-            await store.rate(s, case.id, Actor.reporter(1001), "great", None, NOW,
+            await cases.rate(s, case.id, Actor.reporter(1001), "great", None, NOW,
                              rules=seeded.rules)
-        case = await store.rate(s, case.id, Actor.reporter(1001), "basic", None, NOW,
+        case = await cases.rate(s, case.id, Actor.reporter(1001), "basic", None, NOW,
                                 rules=seeded.rules)
     assert (case.status, case.satisfaction, case.closed_at) == (CLOSED, "basic", NOW)
 
@@ -177,7 +177,7 @@ async def test_satisfied_rating_closes_and_only_the_reporter_may_rate(seeded):
 async def test_close_unrated(seeded):
     case = await seeded.case_in(RESOLVED, NOW)
     async with session_scope(seeded.engine) as s:
-        case = await store.close_unrated(s, case.id, NOW + timedelta(days=6), rules=seeded.rules)
+        case = await cases.close_unrated(s, case.id, NOW + timedelta(days=6), rules=seeded.rules)
     assert (case.status, case.satisfaction) == (CLOSED, "unrated")
 
 
@@ -187,18 +187,18 @@ async def test_extension_request_and_decision(seeded):
     new_by = case.resolve_by + timedelta(days=3)
     async with session_scope(seeded.engine) as s:
         with pytest.raises(InvalidInput):  # must move the deadline later
-            await store.request_extension(s, case.id, dept, "需要采购配件", case.resolve_by, NOW)
+            await cases.request_extension(s, case.id, dept, "需要采购配件", case.resolve_by, NOW)
         with pytest.raises(NotPermitted):  # triage does not ask, it decides
-            await store.request_extension(s, case.id, triage, "需要采购配件", new_by, NOW)
-        req = await store.request_extension(s, case.id, dept, "需要采购配件", new_by, NOW)
+            await cases.request_extension(s, case.id, triage, "需要采购配件", new_by, NOW)
+        req = await cases.request_extension(s, case.id, dept, "需要采购配件", new_by, NOW)
         with pytest.raises(AlreadyDone):
-            await store.request_extension(s, case.id, dept, "再延一次", new_by, NOW)
+            await cases.request_extension(s, case.id, dept, "再延一次", new_by, NOW)
     async with session_scope(seeded.engine) as s:
         with pytest.raises(NotPermitted):
-            await store.decide_extension(s, req.id, dept, True, NOW, rules=seeded.rules)
-        case = await store.decide_extension(s, req.id, triage, True, NOW, rules=seeded.rules)
+            await cases.decide_extension(s, req.id, dept, True, NOW, rules=seeded.rules)
+        case = await cases.decide_extension(s, req.id, triage, True, NOW, rules=seeded.rules)
         with pytest.raises(AlreadyDone):
-            await store.decide_extension(s, req.id, triage, False, NOW, rules=seeded.rules)
+            await cases.decide_extension(s, req.id, triage, False, NOW, rules=seeded.rules)
     assert case.resolve_by == new_by and case.yellow_notified_at is None
     async with seeded.session_factory() as s:
         assert (await s.get(ExtensionRequest, req.id)).status == "approved"
@@ -206,9 +206,9 @@ async def test_extension_request_and_decision(seeded):
     assert extended[0].details["reason"] == "需要采购配件"
     # A second request can be rejected: the deadline stays where it is.
     async with session_scope(seeded.engine) as s:
-        again = await store.request_extension(s, case.id, dept, "还要再等等",
+        again = await cases.request_extension(s, case.id, dept, "还要再等等",
                                               new_by + timedelta(days=2), NOW)
-        case = await store.decide_extension(s, again.id, triage, False, NOW, rules=seeded.rules)
+        case = await cases.decide_extension(s, again.id, triage, False, NOW, rules=seeded.rules)
     assert case.resolve_by == new_by
     assert (await events_of(seeded, case.id))[-1].action == "extension_rejected"
 
@@ -218,14 +218,14 @@ async def test_permissions_are_enforced_on_each_move(seeded):
     housing = Actor.staff(seeded.dept_staff["housing"])
     async with session_scope(seeded.engine) as s:
         with pytest.raises(NotPermitted):
-            await store.sign_for(s, case.id, housing, NOW, rules=seeded.rules)
+            await cases.sign_for(s, case.id, housing, NOW, rules=seeded.rules)
         with pytest.raises(NotPermitted):
-            await store.sign_for(s, case.id, Actor.reporter(1001), NOW, rules=seeded.rules)
+            await cases.sign_for(s, case.id, Actor.reporter(1001), NOW, rules=seeded.rules)
         with pytest.raises(NotPermitted):  # leaders supervise, they don't dispatch
-            await store.redispatch(s, case.id, "housing", Actor.staff(seeded.leader), NOW,
+            await cases.redispatch(s, case.id, "housing", Actor.staff(seeded.leader), NOW,
                                    rules=seeded.rules)
         with pytest.raises(NotPermitted):  # a stranger
-            await store.add_progress_note(s, case.id, Actor.staff(123456), "看看", NOW,
+            await cases.add_progress_note(s, case.id, Actor.staff(123456), "看看", NOW,
                                           rules=seeded.rules)
     assert (await fresh(seeded, case.id)).version == case.version
 
@@ -234,14 +234,14 @@ async def test_stale_button_and_missing_case(seeded):
     case = await seeded.case_in(DISPATCHED, NOW)
     staff = Actor.staff(seeded.dept_staff["water"])
     async with session_scope(seeded.engine) as s:
-        await store.add_progress_note(s, case.id, staff, "已联系物业", NOW, rules=seeded.rules)
+        await cases.add_progress_note(s, case.id, staff, "已联系物业", NOW, rules=seeded.rules)
     async with session_scope(seeded.engine) as s:
         with pytest.raises(StaleVersion):
-            await store.sign_for(s, case.id, staff, NOW, rules=seeded.rules,
+            await cases.sign_for(s, case.id, staff, NOW, rules=seeded.rules,
                                  expected_version=case.version)
         with pytest.raises(CaseNotFound):
-            await store.sign_for(s, 999_999, staff, NOW, rules=seeded.rules)
-        signed = await store.sign_for(s, case.id, staff, NOW, rules=seeded.rules,
+            await cases.sign_for(s, 999_999, staff, NOW, rules=seeded.rules)
+        signed = await cases.sign_for(s, case.id, staff, NOW, rules=seeded.rules,
                                       expected_version=case.version + 1)
     assert signed.status == SIGNED
 
@@ -252,13 +252,13 @@ async def test_refused_input_writes_nothing_even_if_the_caller_commits(seeded):
     staff = Actor.staff(seeded.dept_staff["water"])
     async with session_scope(seeded.engine) as s:  # commits after the caught errors
         for attempt in (
-            store.dispatch(s, case.id, "nonexistent", Actor.staff(seeded.triage), NOW,
+            cases.dispatch(s, case.id, "nonexistent", Actor.staff(seeded.triage), NOW,
                            rules=seeded.rules),
-            store.return_case(s, case.id, staff, " ", NOW, rules=seeded.rules),
-            store.resolve(s, case.id, staff, "好了", NOW, rules=seeded.rules),  # not signed
-            store.merge(s, case.id, case.id, Actor.staff(seeded.triage), NOW,
+            cases.return_case(s, case.id, staff, " ", NOW, rules=seeded.rules),
+            cases.resolve(s, case.id, staff, "好了", NOW, rules=seeded.rules),  # not signed
+            cases.merge(s, case.id, case.id, Actor.staff(seeded.triage), NOW,
                         rules=seeded.rules),
-            store.set_priority(s, case.id, "very", Actor.staff(seeded.triage), NOW,
+            cases.set_priority(s, case.id, "very", Actor.staff(seeded.triage), NOW,
                                rules=seeded.rules),
         ):
             with pytest.raises((InvalidInput, IllegalTransition)):
@@ -275,7 +275,7 @@ async def test_failure_inside_a_transition_leaves_nothing_half_written(seeded):
     # 1. The event cannot be stored (details not JSON) after the case row was updated.
     with pytest.raises(Exception, match="not JSON serializable"):
         async with session_scope(seeded.engine) as s:
-            await store.transition(s, case.id, "sign", staff, NOW, rules=seeded.rules,
+            await cases.transition(s, case.id, "sign", staff, NOW, rules=seeded.rules,
                                    details={"oops": object()})
     # 2. The database itself refuses the event insert (a trigger), after the UPDATE.
     async with seeded.engine.begin() as conn:
@@ -293,7 +293,7 @@ async def test_failure_inside_a_transition_leaves_nothing_half_written(seeded):
                 "WHEN NEW.action = 'signed' BEGIN SELECT RAISE(ABORT, 'event store down'); END"))
     with pytest.raises(Exception, match="event store down"):
         async with session_scope(seeded.engine) as s:
-            await store.sign_for(s, case.id, staff, NOW, rules=seeded.rules)
+            await cases.sign_for(s, case.id, staff, NOW, rules=seeded.rules)
     after = await fresh(seeded, case.id)
     assert (after.status, after.version, after.signed_at) == (DISPATCHED, case.version, None)
     assert len(await events_of(seeded, case.id)) == before
@@ -301,7 +301,7 @@ async def test_failure_inside_a_transition_leaves_nothing_half_written(seeded):
 
 async def _second_signer(seeded) -> Actor:
     async with session_scope(seeded.engine) as s:
-        await store.upsert_staff(s, 9102, "水务局李工", "department", department_code="water")
+        await people.upsert_staff(s, 9102, "水务局李工", "department", department_code="water")
     return Actor.staff(9102)
 
 
@@ -312,15 +312,15 @@ async def test_two_staff_signing_at_once_one_wins(seeded):
 
     async def sign_as(actor):
         async with session_scope(seeded.engine) as s:
-            return await store.sign_for(s, case.id, actor, NOW, rules=seeded.rules)
+            return await cases.sign_for(s, case.id, actor, NOW, rules=seeded.rules)
 
     async with seeded.session_factory() as session_a:
-        await store.sign_for(session_a, case.id, first, NOW, rules=seeded.rules)
+        await cases.sign_for(session_a, case.id, first, NOW, rules=seeded.rules)
         b = asyncio.create_task(sign_as(second))
         await asyncio.sleep(0.4)
         assert not b.done(), "B should be waiting for A's transaction"
         await session_a.commit()
-    with pytest.raises(AlreadyDone, match="已被签收"):
+    with raises_worded(AlreadyDone, "已被签收"):
         await b
     signed = [e for e in await events_of(seeded, case.id) if e.action == "signed"]
     assert [e.actor_id for e in signed] == [first.telegram_id]
@@ -328,17 +328,17 @@ async def test_two_staff_signing_at_once_one_wins(seeded):
 
 async def test_concurrent_signers_never_both_win(seeded):
     first, second = Actor.staff(seeded.dept_staff["water"]), await _second_signer(seeded)
-    cases = [await seeded.case_in(DISPATCHED, NOW, reporter=2000 + i) for i in range(8)]
+    dispatched = [await seeded.case_in(DISPATCHED, NOW, reporter=2000 + i) for i in range(8)]
 
     async def sign_as(actor, case_id):
         try:
             async with session_scope(seeded.engine) as s:
-                await store.sign_for(s, case_id, actor, NOW, rules=seeded.rules)
+                await cases.sign_for(s, case_id, actor, NOW, rules=seeded.rules)
             return actor.telegram_id
         except AlreadyDone:
             return None
 
-    for case in cases:
+    for case in dispatched:
         winners = await asyncio.gather(sign_as(first, case.id), sign_as(second, case.id))
         assert sum(w is not None for w in winners) == 1
         signed = [e for e in await events_of(seeded, case.id) if e.action == "signed"]
@@ -352,7 +352,7 @@ async def test_concurrent_progress_notes_both_land(seeded):
 
     async def note(i):
         async with session_scope(seeded.engine) as s:
-            await store.add_progress_note(s, case.id, staff, f"进展{i}", NOW, rules=seeded.rules)
+            await cases.add_progress_note(s, case.id, staff, f"进展{i}", NOW, rules=seeded.rules)
 
     await asyncio.gather(*(note(i) for i in range(4)))
     after = await fresh(seeded, case.id)
@@ -365,7 +365,7 @@ async def test_merge_points_to_the_surviving_case(seeded):
     dup = await seeded.case_in(SUBMITTED, NOW)
     main = await seeded.case_in(DISPATCHED, NOW, reporter=3003)
     async with session_scope(seeded.engine) as s:
-        merged = await store.merge(s, dup.id, main.id, Actor.staff(seeded.triage), NOW,
+        merged = await cases.merge(s, dup.id, main.id, Actor.staff(seeded.triage), NOW,
                                    rules=seeded.rules)
     assert (merged.status, merged.merged_into_id) == (MERGED, main.id)
     async with seeded.session_factory() as s:

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from models import stats, store
+from models import cases, stats
+from models.cases import Actor
 from models.engine import session_scope
 from models.lifecycle import AlreadyDone, IllegalTransition, NotPermitted, StaleVersion
-from models.store import Actor
 from models.tables import (
     CLOSED,
     DISPATCHED,
@@ -22,6 +22,7 @@ from models.tables import (
     TRIAGE,
 )
 from models.validation import InvalidInput
+from tests.worded import raises_worded
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
 LATER = NOW + timedelta(hours=1)
@@ -29,18 +30,18 @@ LATER = NOW + timedelta(hours=1)
 
 async def events_of(seeded, case_id):
     async with seeded.session_factory() as s:
-        return await store.case_events(s, case_id)
+        return await cases.case_events(s, case_id)
 
 
 async def fresh(seeded, case_id):
     async with seeded.session_factory() as s:
-        return await store.get_case(s, case_id)
+        return await cases.get_case(s, case_id)
 
 
 async def _not_accept(seeded, case, actor=None, **kw):
     kw.setdefault("category", "remit")
     async with session_scope(seeded.engine) as s:
-        return await store.not_accept(s, case.id, actor or Actor.staff(seeded.triage), LATER,
+        return await cases.not_accept(s, case.id, actor or Actor.staff(seeded.triage), LATER,
                                       rules=seeded.rules, **kw)
 
 
@@ -82,7 +83,7 @@ async def test_a_case_past_dispatch_cannot_be_refused(seeded, status):
 
 async def test_refusing_twice_is_already_done(seeded):
     case = await seeded.case_in(NOT_ACCEPTED, NOW)
-    with pytest.raises(AlreadyDone, match="已不予受理"):
+    with raises_worded(AlreadyDone, "已不予受理"):
         await _not_accept(seeded, case)
 
 
@@ -113,15 +114,15 @@ async def test_merge_refuses_a_target_that_is_not_open_with_its_status(seeded):
     for status, name in ((RESOLVED, "已办结"), (NOT_ACCEPTED, "不予受理"), (MERGED, "已合并")):
         target = await seeded.case_in(status, NOW, reporter=2002)
         async with session_scope(seeded.engine) as s:
-            with pytest.raises(InvalidInput, match=f"{target.ref} 当前为“{name}”"):
-                await store.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
+            with raises_worded(InvalidInput, f"{target.ref} 当前为“{name}”"):
+                await cases.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
                                   rules=seeded.rules)
     target = await seeded.case_in(DISPATCHED, NOW, reporter=2003)
     async with session_scope(seeded.engine) as s:
         with pytest.raises(StaleVersion):
-            await store.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
+            await cases.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
                               rules=seeded.rules, expected_version=dup.version - 1)
-        merged = await store.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
+        merged = await cases.merge(s, dup.id, target.id, Actor.staff(seeded.triage), NOW,
                                    rules=seeded.rules, expected_version=dup.version)
     assert (merged.status, merged.merged_into_id) == (MERGED, target.id)
 
@@ -132,7 +133,7 @@ async def test_not_accepted_cases_are_counted_as_reports_but_in_no_rate(seeded):
     for _ in range(2):
         case = await seeded.case_in(RESOLVED, NOW)
         async with session_scope(seeded.engine) as s:
-            await store.rate(s, case.id, Actor.reporter(1001), "satisfied", None, NOW,
+            await cases.rate(s, case.id, Actor.reporter(1001), "satisfied", None, NOW,
                              rules=seeded.rules)
     await seeded.case_in(DISPATCHED, NOW)
     await _not_accept(seeded, await seeded.case_in(DISPATCHED, NOW))

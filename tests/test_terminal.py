@@ -20,7 +20,7 @@ from sqlmodel import select as sql_select
 from bot import texts
 from bot.run import run_demo
 from emulator import BotMessage, StdinInput, run_terminal_chat
-from models import store
+from models import reference
 from models.credit_code import is_valid_credit_code
 from models.engine import create_all, make_engine, session_scope
 from models.tables import CLOSED, Case, Enterprise
@@ -83,7 +83,7 @@ async def demo_settings(tmp_path, model_path):
     engine = make_engine(settings.database_url)
     await create_all(engine)
     async with session_scope(engine) as session:
-        await store.sync_reference_data(session, settings)
+        await reference.sync_reference_data(session, settings)
     await engine.dispose()
     return settings
 

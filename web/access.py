@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from models.engine import session_scope
-from models.store import get_staff
+from models.people import get_staff
 from whistle.config import DashboardSettings
 
 log = logging.getLogger(__name__)

@@ -38,10 +38,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from models.auth import LOGIN_CODE_TTL, redeem_login_code
-from models.deadlines import LIGHT_NAMES
+from models.deadlines import LIGHT_NAMES, Rules
 from models.engine import make_engine, session_scope
 from models.stats import dashboard_data
-from models.store import Rules
 from web.access import (
     LoginThrottle,
     Viewer,

@@ -34,7 +34,7 @@ def _prepare(settings) -> None:
 
 async def _sync_reference_data(settings) -> None:
     from models.engine import make_engine, session_scope
-    from models.store import sync_reference_data
+    from models.reference import sync_reference_data
 
     engine = make_engine(settings.database_url)
     try:

@@ -19,12 +19,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from models.permissions import ROLES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
 
 ENTRY_SECTIONS = ("departments", "staff", "grids")  # [[...]]: a list of entries
-ROLES = ("triage", "department", "grid", "leader", "admin")
 FIX_HINT = "可参照仓库自带的 config.toml"
 
 
@@ -212,7 +213,7 @@ class Settings:
     followup: FollowupSettings
     delivery: DeliverySettings
     calendar: CalendarSettings
-    limits: dict[str, str]  # only the limits config.toml sets (models/store.py: defaults)
+    limits: dict[str, str]  # only the limits config.toml sets (models/deadlines.py: defaults)
     dashboard: DashboardSettings
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]

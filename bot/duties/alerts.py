@@ -18,6 +18,7 @@ from bot.services import Services
 from bot.texts import followup as texts
 from models import followup as fq
 from models import outbox
+from models.lifecycle import running_deadline
 from models.tables import URGENT, Case
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
                                   escalate_after=config.escalate_after)
         chats = await fq.department_chats(session)
     counts: Counter = Counter()
-    for kind, cases in (("yellow", due.yellow), ("red", due.red),
+    for kind, found in (("yellow", due.yellow), ("red", due.red),
                         ("escalation", due.escalation)):
-        for case in cases:
+        for case in found:
             async with services.session() as session:
                 if not await fq.claim_alert(session, case, kind, now):
                     continue  # another worker did it, or the case moved: next pass decides
@@ -50,14 +51,14 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
 
 
 def _overdue_hours(case: Case, now: datetime) -> float:
-    return (now - fq.deadline_of(case)).total_seconds() / 3600
+    return (now - running_deadline(case)).total_seconds() / 3600
 
 
 def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
                   chats: dict[str, tuple[str, int | None]], now: datetime):
     """(chat id, text, keyboard) of each push an alert makes."""
     name, dept_chat = chats.get(case.department_code, (case.department_code or "", None))
-    deadline = fq.deadline_of(case)
+    deadline = running_deadline(case)
     fields = {"ref": case.ref, "stage": stage_name(case), "snippet": snippet(case),
               "deadline": local_time(services, deadline), "department": name,
               "left": texts.span((deadline - now).total_seconds()),

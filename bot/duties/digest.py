@@ -15,6 +15,7 @@ from bot.texts import followup as texts
 from models import followup as fq
 from models import outbox
 from models.deadlines import RED
+from models.lifecycle import running_deadline
 from models.tables import Case
 
 DIGEST_CASES_PER_DEPARTMENT = 3
@@ -54,7 +55,7 @@ def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
         lines.append(texts.DIGEST_DEPARTMENT.format(department=name, count=count))
         shown = by_department.get(code, [])[:DIGEST_CASES_PER_DEPARTMENT]
         for case in shown:
-            over = texts.span((now - fq.deadline_of(case)).total_seconds())
+            over = texts.span((now - running_deadline(case)).total_seconds())
             lines.append(texts.DIGEST_CASE.format(ref=case.ref, stage=stage_name(case), over=over))
         if count > len(shown):
             lines.append(texts.DIGEST_MORE.format(count=count - len(shown)))

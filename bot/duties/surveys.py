@@ -15,7 +15,7 @@ from bot.duties.config import FollowupConfig
 from bot.services import Services
 from bot.texts import followup as texts
 from bot.texts import intake
-from models import drafts, outbox, store
+from models import cases, drafts, outbox
 from models import followup as fq
 from models.lifecycle import CaseError
 from models.tables import UNSATISFIED, Case
@@ -42,7 +42,7 @@ async def queue_surveys(services: Services, config: FollowupConfig, now: datetim
             continue  # a 不满意 is waiting for its comment: it is submitted, not closed
         try:
             async with services.session() as session:
-                await store.close_unrated(session, case.id, now, rules=services.rules)
+                await cases.close_unrated(session, case.id, now, rules=services.rules)
             counts["closed_unrated"] += 1
         except CaseError:
             pass  # answered (or reopened) meanwhile

@@ -17,7 +17,6 @@ BTN_GRID_HERE = "✅ 定为 {name}"
 PICK_STREET = "请选择街道（镇）"
 PICK_BELOW = "请选择 {name} 下的区域，或直接定为 {name}"
 DONE_GRID = "网格改为 {path}"
-GRID_UNKNOWN = "该网格已不在配置中，请重新选择"
 
 # ---------------------------------------------------------------- the reporter's home (/home)
 

@@ -6,6 +6,8 @@ small formatting functions below.
 
 from __future__ import annotations
 
+from models.lifecycle import KIND_NAMES  # noqa: F401 (shown as texts.KIND_NAMES)
+
 # ---------------------------------------------------------------- menu & greetings
 MENU_REPORT = "我要反映"
 MENU_MY = "我的反映"
@@ -167,7 +169,6 @@ CASE_MERGED_INTO = "并入 {ref} 一并办理"
 CASE_PHOTO_REPORTED = "📷 反映时的照片"
 CASE_PHOTO_RESOLVED = "✅ 办结照片"
 NO_LIGHT = "⚪"
-KIND_NAMES = {"resident": "居民随手拍", "enterprise": "企业诉求"}
 
 
 # ---------------------------------------------------------------- reporter notices (pushes)

@@ -1,33 +1,31 @@
-"""The routing store: reporters, enterprises, reference data and the case lifecycle.
+"""Cases: creating them, the one transition function that runs the lifecycle table, the
+convenience moves built on it, and reading cases and their audit trail.
 
 Every status change goes through `transition()`: it checks the move against
-models.lifecycle.TRANSITIONS, applies times and deadlines with a compare-and-set UPDATE on the
-case's version, and writes the CaseEvent in the same transaction. Functions never commit; the
-caller's `models.engine.session_scope` does. Each validates its input before writing anything, so
-a caller that catches a CaseError and carries on never commits half an operation.
+models.lifecycle.TRANSITIONS, applies the move's effects (times, deadlines, reminders) with a
+compare-and-set UPDATE on the case's version, and writes the CaseEvent in the same
+transaction. Functions never commit; the caller's `models.engine.session_scope` does. Each
+validates its input before writing anything, so a caller that catches a CaseError and carries
+on never commits half an operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, insert, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.credit_code import validate_credit_code
-from models.deadlines import WorkCalendar, deadline_after, parse_limit, traffic_light
+from models import lifecycle
+from models.deadlines import Rules
 from models.lifecycle import (
-    EVENT_OF_ACTION,
     NOT_ACCEPTED_OTHER,
     NOT_ACCEPTED_REASONS,
-    STATUS_NAMES,
     TRANSITIONS,
     AlreadyDone,
     CaseNotFound,
@@ -36,7 +34,10 @@ from models.lifecycle import (
     StaleVersion,
     target_status,
 )
+from models.people import get_or_create_reporter, get_staff, reporter_by_telegram_id
 from models.permissions import can
+from models.reference import get_department
+from models.statements import prebuilt
 from models.tables import (
     BASIC,
     DISPATCHED,
@@ -44,7 +45,6 @@ from models.tables import (
     NORMAL,
     RESIDENT,
     SATISFIED,
-    SIGNED,
     UNRATED,
     UNSATISFIED,
     URGENT,
@@ -52,23 +52,14 @@ from models.tables import (
     CaseCounter,
     CaseEvent,
     Department,
-    Enterprise,
     ExtensionRequest,
     Grid,
     LabelCorrection,
     Reporter,
     Staff,
 )
-from models.validation import InvalidInput, clean_text, normalize_phone
-from whistle.config import ConfigError
+from models.validation import InvalidInput, clean_text
 
-DEFAULT_LIMITS = {
-    "sign_normal": "1wd",
-    "sign_urgent": "2h",
-    "resolve_normal": "5wd",
-    "resolve_urgent": "1d",
-}
-ROLES = ("triage", "department", "grid", "leader", "admin")
 PRIORITIES = (NORMAL, URGENT)
 RATINGS = (SATISFIED, BASIC, UNSATISFIED)
 
@@ -105,76 +96,6 @@ class Actor:
 Actor.SYSTEM = Actor("system")
 
 
-@dataclass(frozen=True)
-class Rules:
-    """Deadline rules, built once per process with Rules.from_settings(settings)."""
-
-    calendar: WorkCalendar
-    default_limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    yellow_ratio: float = 0.75
-
-    @classmethod
-    def from_settings(cls, settings) -> Rules:
-        return cls(
-            calendar=WorkCalendar.from_settings(settings),
-            default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
-            yellow_ratio=settings.followup.yellow_ratio,
-        )
-
-    def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:
-        """(sign-for limit, resolve limit) of a department for a priority, e.g. ('1wd', '5wd')."""
-        if department is None:
-            return (self.default_limits[f"sign_{priority}"],
-                    self.default_limits[f"resolve_{priority}"])
-        if priority == URGENT:
-            return department.sign_limit_urgent, department.resolve_limit_urgent
-        return department.sign_limit_normal, department.resolve_limit_normal
-
-    def deadlines(self, department: Department | None, priority: str,
-                  start: datetime) -> tuple[datetime, datetime]:
-        """(sign_by, resolve_by) for a case dispatched at `start`; both count from dispatch."""
-        sign_limit, resolve_limit = self.limits_for(department, priority)
-        return (deadline_after(start, sign_limit, self.calendar),
-                deadline_after(start, resolve_limit, self.calendar))
-
-
-def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
-    """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
-    deadline = {DISPATCHED: case.sign_by, SIGNED: case.resolve_by}.get(case.status)
-    if deadline is None or case.dispatched_at is None:
-        return None
-    return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def dialect_insert(session: AsyncSession):
-    """The dialect's INSERT, which knows ON CONFLICT on both SQLite and PostgreSQL."""
-    return _insert_for(session.get_bind().dialect.name)
-
-
-def _insert_for(dialect: str):
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
-def prebuilt(build: Callable[[Any], Any]) -> Callable[[AsyncSession], Any]:
-    """Build a statement once per dialect (from its INSERT) and reuse it with parameters.
-
-    On the hot paths building a statement with .values() costs more than running it;
-    a prebuilt one is compiled once and found in SQLAlchemy's cache by identity.
-    """
-    built: dict[str, Any] = {}
-
-    def for_session(session: AsyncSession):
-        dialect = session.get_bind().dialect.name
-        if dialect not in built:
-            built[dialect] = build(_insert_for(dialect))
-        return built[dialect]
-
-    return for_session
-
-
 def _jsonable(value: Any) -> Any:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
@@ -202,214 +123,6 @@ async def _add_event(session: AsyncSession, case_id: int, actor: Actor, action: 
     await _add_events(session, _event_row(case_id, actor, action, now, from_status=from_status,
                                           to_status=to_status, details=details))
 
-
-async def _reporter_by_tid(session: AsyncSession, telegram_id: int) -> Reporter | None:
-    result = await session.exec(select(Reporter).where(Reporter.telegram_id == telegram_id))
-    return result.first()
-
-
-# ---------------------------------------------------------------- reference data
-
-
-def _department_limits(settings, dept_limits: dict[str, str]) -> dict[str, str]:
-    limits = {**DEFAULT_LIMITS, **dict(settings.limits), **dict(dept_limits)}
-    for key, value in limits.items():
-        try:
-            parse_limit(value)
-        except ValueError as exc:
-            raise ConfigError(f"时限 {key} 配置有误: {exc}") from exc
-    return limits
-
-
-def _grids_parents_first(grids) -> list:
-    """Grids ordered so every parent comes before its children (foreign keys need it)."""
-    by_code = {g.code: g for g in grids}
-
-    def depth(g) -> int:
-        d, seen = 0, set()
-        while g.parent in by_code and g.code not in seen:
-            seen.add(g.code)
-            g, d = by_code[g.parent], d + 1
-        return d
-
-    return sorted(grids, key=depth)
-
-
-def _configured_grids(settings) -> list:
-    """[[grids]] plus the gazetteer file (models/gridmap.py), whose codes cases refer to."""
-    from models.gridmap import grid_records  # the geo stack is loaded only where grids are synced
-
-    try:
-        return grid_records(settings)
-    except ValueError as exc:  # geo.GridError: [[grids]] itself is broken
-        raise ConfigError(str(exc)) from exc
-
-
-async def sync_reference_data(session: AsyncSession, settings) -> None:
-    """Upsert departments, grids and staff from config.toml.
-
-    Departments no longer in the config become inactive (never deleted: cases refer to them).
-    Staff added by admins in the store are left alone.
-    """
-    seen = set()
-    for d in settings.departments:
-        limits = _department_limits(settings, d.limits)
-        dept = await session.get(Department, d.code) or Department(code=d.code, name=d.name)
-        dept.name, dept.description, dept.chat_id = d.name, d.description, d.chat_id
-        dept.sign_limit_normal, dept.sign_limit_urgent = limits["sign_normal"], limits["sign_urgent"]
-        dept.resolve_limit_normal = limits["resolve_normal"]
-        dept.resolve_limit_urgent = limits["resolve_urgent"]
-        dept.active = True
-        session.add(dept)
-        seen.add(d.code)
-    for dept in (await session.exec(select(Department))).all():
-        if dept.code not in seen and dept.active:
-            dept.active = False
-            session.add(dept)
-    await session.flush()
-
-    grids = _configured_grids(settings)
-    codes = {g.code for g in grids}
-    for g in _grids_parents_first(grids):
-        if g.parent and not g.code.startswith(g.parent + "-"):
-            # Permissions decide "in this grid" by code prefix, so the codes must nest.
-            raise ConfigError(f"网格编码 {g.code} 应以上级编码 {g.parent}- 开头")
-        if g.parent and g.parent not in codes and await session.get(Grid, g.parent) is None:
-            raise ConfigError(f"网格 {g.code} 的上级 {g.parent} 不存在")
-        grid = await session.get(Grid, g.code) or Grid(code=g.code, name=g.name, level=g.level)
-        grid.name, grid.level, grid.parent_code = g.name, g.level, g.parent
-        session.add(grid)
-        await session.flush()
-
-    for s in settings.staff:
-        if s.grid and s.grid not in codes and await session.get(Grid, s.grid) is None:
-            raise ConfigError(f"工作人员 {s.telegram_id} 的网格 {s.grid} 不存在")
-        await upsert_staff(session, s.telegram_id, s.name, s.role,
-                           department_code=s.department, grid_code=s.grid)
-    await session.flush()
-
-
-async def upsert_staff(session: AsyncSession, telegram_id: int, name: str, role: str, *,
-                       department_code: str | None = None, grid_code: str | None = None,
-                       active: bool = True) -> Staff:
-    """Add or update a staff member (config sync, or an admin adding someone)."""
-    if role not in ROLES:
-        raise InvalidInput(f"未知角色: {role}")
-    if role == "department" and (not department_code
-                                 or await session.get(Department, department_code) is None):
-        raise InvalidInput(f"部门 {department_code} 不存在")
-    if grid_code and await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"网格 {grid_code} 不存在")
-    result = await session.exec(select(Staff).where(Staff.telegram_id == telegram_id))
-    staff = result.first() or Staff(telegram_id=telegram_id, role=role)
-    staff.name, staff.role, staff.active = name, role, active
-    staff.department_code, staff.grid_code = department_code, grid_code
-    session.add(staff)
-    await session.flush()
-    return staff
-
-
-# ---------------------------------------------------------------- reporters and enterprises
-
-
-async def get_or_create_reporter(session: AsyncSession, telegram_id: int, display_name: str = "",
-                                 kind: str = RESIDENT, *, now: datetime) -> Reporter:
-    """The reporter with this Telegram id, created on first contact (safe under concurrency).
-
-    One upsert: a known reporter keeps everything but a newly given display name, and is
-    reachable again (they are talking to the bot, so they have not blocked it).
-    """
-    params = {"telegram_id": telegram_id, "kind": kind, "display_name": display_name[:200],
-              "phone_consent": False, "reachable": True, "created_at": now}
-    return (await session.exec(_upsert_reporter(session), params=params)).scalars().one()
-
-
-@prebuilt
-def _upsert_reporter(insert_):
-    stmt = insert_(Reporter)
-    keep_old_name = func.coalesce(func.nullif(stmt.excluded.display_name, ""),
-                                  Reporter.__table__.c.display_name)
-    return (stmt.on_conflict_do_update(index_elements=["telegram_id"],
-                                       set_={"display_name": keep_old_name, "reachable": True})
-            .returning(Reporter)
-            .execution_options(populate_existing=True))
-
-
-async def _existing_reporter(session: AsyncSession, telegram_id: int) -> Reporter:
-    reporter = await _reporter_by_tid(session, telegram_id)
-    if reporter is None:
-        raise InvalidInput("未找到您的用户信息，请先发送 /start")
-    return reporter
-
-
-async def set_reporter_reachable(session: AsyncSession, telegram_id: int, reachable: bool) -> None:
-    """Record that Telegram can (not) reach this user; unknown ids are ignored."""
-    await session.exec(update(Reporter).where(col(Reporter.telegram_id) == telegram_id)
-                       .values(reachable=reachable))
-
-
-async def set_reporter_phone(session: AsyncSession, telegram_id: int, phone: str | None,
-                             consent: bool) -> Reporter:
-    """Keep a validated phone number only with the reporter's consent; otherwise forget it."""
-    reporter = await _existing_reporter(session, telegram_id)
-    normalized = normalize_phone(phone) if (consent and phone) else None
-    reporter.phone = normalized
-    reporter.phone_consent = bool(consent and normalized)
-    session.add(reporter)
-    await session.flush()
-    return reporter
-
-
-async def register_enterprise(session: AsyncSession, reporter_telegram_id: int, name: str,
-                              credit_code: str, industry: str | None = None,
-                              park: str | None = None, *, now: datetime) -> Enterprise:
-    """Link the reporter to the enterprise with this 统一社会信用代码, registering it if new."""
-    name = clean_text(name, field="企业名称", min_len=2, max_len=100)
-    code = validate_credit_code(credit_code)
-    industry = (industry or "").strip()[:100] or None
-    park = (park or "").strip()[:100] or None
-    reporter = await get_or_create_reporter(session, reporter_telegram_id, now=now)
-    await session.exec(
-        dialect_insert(session)(Enterprise)
-        .values(name=name, credit_code=code, industry=industry, park=park,
-                news_subscribed=True, created_at=now)
-        .on_conflict_do_nothing(index_elements=["credit_code"]))
-    enterprise = (await session.exec(
-        select(Enterprise).where(Enterprise.credit_code == code))).one()
-    # A second person of the same enterprise fills in what the first left blank.
-    if enterprise.industry is None and industry:
-        enterprise.industry = industry
-    if enterprise.park is None and park:
-        enterprise.park = park
-    session.add(enterprise)
-    reporter.kind, reporter.enterprise_id = ENTERPRISE, enterprise.id
-    session.add(reporter)
-    await session.flush()
-    return enterprise
-
-
-async def enterprise_by_credit_code(session: AsyncSession, credit_code: str) -> Enterprise | None:
-    """The registered enterprise with this (validated) 统一社会信用代码, or None."""
-    stmt = select(Enterprise).where(Enterprise.credit_code == credit_code)
-    return (await session.exec(stmt)).first()
-
-
-async def enterprise_of(session: AsyncSession, reporter_telegram_id: int) -> Enterprise | None:
-    reporter = await _reporter_by_tid(session, reporter_telegram_id)
-    if reporter is None or reporter.enterprise_id is None:
-        return None
-    return await session.get(Enterprise, reporter.enterprise_id)
-
-
-async def set_news_subscription(session: AsyncSession, reporter_telegram_id: int,
-                                subscribed: bool) -> None:
-    """Turn 惠企政策 pushes on or off for the reporter's enterprise."""
-    enterprise = await enterprise_of(session, reporter_telegram_id)
-    if enterprise is None:
-        raise InvalidInput("您尚未登记企业信息")
-    enterprise.news_subscribed = subscribed
-    session.add(enterprise)
-    await session.flush()
 
 
 # ---------------------------------------------------------------- creating cases
@@ -460,16 +173,16 @@ async def create_case(
     """
     if idempotency_key and (existing := await _case_by_key(session, idempotency_key)):
         return existing
-    text = clean_text(text, field="问题描述", min_len=1, max_len=max_text_chars)
+    text = clean_text(text, field="case_text", min_len=1, max_len=max_text_chars)
     if kind not in (RESIDENT, ENTERPRISE):
-        raise InvalidInput(f"未知的诉求类型: {kind}")
+        raise InvalidInput("unknown_case_kind", kind=kind)
     if grid_code is not None and await session.get(Grid, grid_code) is None:
-        raise InvalidInput(f"未知网格: {grid_code}")
+        raise InvalidInput("unknown_grid", grid=grid_code)
     ranked = sorted(((str(c), float(p)) for c, p in suggestions), key=lambda s: -s[1])
     reporter = await get_or_create_reporter(session, reporter_telegram_id, display_name,
                                             now=now)
     if kind == ENTERPRISE and reporter.enterprise_id is None:
-        raise InvalidInput("请先登记企业信息（企业名称和统一社会信用代码）")
+        raise InvalidInput("enterprise_required")
 
     ref = await _next_ref(session, now, ref_prefix, timezone)
     draft = Case(
@@ -506,7 +219,7 @@ async def create_case(
 async def _fresh_case(session: AsyncSession, case_id: int) -> Case:
     case = await session.get(Case, case_id, populate_existing=True)
     if case is None:
-        raise CaseNotFound("未找到该案件")
+        raise CaseNotFound("case_not_found")
     return case
 
 
@@ -516,7 +229,7 @@ def _permit(actor: Actor, staff: Staff | None, permission: str, case: Case) -> N
         return
     if actor.kind == "staff" and can(staff, permission, case):
         return
-    raise NotPermitted("您没有权限对该案件执行此操作")
+    raise NotPermitted("not_permitted")
 
 
 async def _authorize(session: AsyncSession, actor: Actor, permission: str, case: Case) -> None:
@@ -540,53 +253,64 @@ async def _case_and_staff(session: AsyncSession, case_id: int, actor: Actor,
             .execution_options(populate_existing=True))
     row = (await session.exec(stmt)).first()
     if row is None:
-        raise CaseNotFound("未找到该案件")
+        raise CaseNotFound("case_not_found")
     return row[0], row[1]
 
 
-async def _department(session: AsyncSession, code: str | None) -> Department | None:
-    return await session.get(Department, code) if code else None
+
+
+async def _start_deadlines(session, case, now, rules, values) -> dict:
+    dept = await get_department(session, values.get("department_code", case.department_code))
+    sign_by, resolve_by = rules.deadlines(dept, values.get("priority", case.priority), now)
+    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by, "resolve_by": resolve_by}
+
+
+async def _recount_deadlines(session, case, now, rules, values) -> dict:
+    if case.dispatched_at is None:
+        return {}  # not dispatched yet: the priority counts from the dispatch
+    dept = await get_department(session, case.department_code)
+    sign_by, resolve_by = rules.deadlines(dept, values["priority"], case.dispatched_at)
+    recounted = {"resolve_by": resolve_by, **_FRESH_ALERTS}
+    if case.status == DISPATCHED:
+        recounted["sign_by"] = sign_by
+    return recounted
+
+
+def _fixed(columns: dict) -> Callable:
+    async def effect(session, case, now, rules, values) -> dict:
+        return {k: (now if v is _NOW else v) for k, v in columns.items()}
+    return effect
+
+
+async def _count_reopen(session, case, now, rules, values) -> dict:
+    return {"reopen_count": case.reopen_count + 1}
+
+
+_NOW = object()  # stands for the transition's time in a _fixed effect
+# What each effect named in models.lifecycle.TRANSITIONS sets: column values computed from
+# (session, case, now, rules, values so far).
+_EFFECTS: dict[str, Callable] = {
+    lifecycle.START_DEADLINES: _start_deadlines,
+    lifecycle.RECOUNT_DEADLINES: _recount_deadlines,
+    lifecycle.CLEAR_DEADLINES: _fixed({"department_code": None, "dispatched_at": None,
+                                       "signed_at": None, "sign_by": None, "resolve_by": None}),
+    lifecycle.FRESH_ALERTS: _fixed(_FRESH_ALERTS),
+    lifecycle.STAMP_SIGNED: _fixed({"signed_at": _NOW}),
+    lifecycle.STAMP_RESOLVED: _fixed({"resolved_at": _NOW}),
+    lifecycle.STAMP_CLOSED: _fixed({"closed_at": _NOW}),
+    lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
+                                     "survey_sent_at": None, "survey_reminded_at": None}),
+    lifecycle.COUNT_REOPEN: _count_reopen,
+}
 
 
 async def _effects(session: AsyncSession, action: str, case: Case, now: datetime,
                    rules: Rules, changes: dict) -> dict:
-    """Column values an action sets besides status and version (times, deadlines, counters)."""
+    """Column values a transition sets besides status and version: the caller's changes, then
+    each effect the lifecycle table lists for the action."""
     values = dict(changes)
-    if action in ("dispatch", "redispatch"):
-        dept = await _department(session, values["department_code"])
-        priority = values.get("priority", case.priority)
-        sign_by, resolve_by = rules.deadlines(dept, priority, now)
-        values.update(dispatched_at=now, signed_at=None, sign_by=sign_by,
-                      resolve_by=resolve_by, **_FRESH_ALERTS)
-    elif action == "sign":
-        # The current deadline becomes resolve_by: its reminders start afresh.
-        values.update(signed_at=now, **_FRESH_ALERTS)
-    elif action == "return":
-        values.update(department_code=None, dispatched_at=None, signed_at=None, sign_by=None,
-                      resolve_by=None, **_FRESH_ALERTS)
-    elif action == "extend":
-        values.update(_FRESH_ALERTS)
-    elif action == "set_priority" and case.dispatched_at is not None:
-        dept = await _department(session, case.department_code)
-        sign_by, resolve_by = rules.deadlines(dept, values["priority"], case.dispatched_at)
-        values.update(resolve_by=resolve_by, **_FRESH_ALERTS)
-        if case.status == DISPATCHED:
-            values["sign_by"] = sign_by
-    elif action == "resolve":
-        values.update(resolved_at=now)
-    elif action == "reopen":
-        dept = await _department(session, case.department_code)
-        sign_by, resolve_by = rules.deadlines(dept, case.priority, now)
-        values.update(dispatched_at=now, signed_at=None, resolved_at=None, closed_at=None,
-                      sign_by=sign_by, resolve_by=resolve_by, survey_sent_at=None,
-                      survey_reminded_at=None, reopen_count=case.reopen_count + 1,
-                      **_FRESH_ALERTS)
-    elif action == "close":
-        values.update(closed_at=now)
-    elif action == "not_accept":
-        # Nobody handles it any more: no department, no deadlines, no reminders.
-        values.update(department_code=None, dispatched_at=None, signed_at=None, sign_by=None,
-                      resolve_by=None, closed_at=now, **_FRESH_ALERTS)
+    for effect in TRANSITIONS[action].effects:
+        values.update(await _EFFECTS[effect](session, case, now, rules, values))
     return values
 
 
@@ -617,7 +341,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
     system move follows at once, e.g. dispatch right after create_case).
     """
     if action not in TRANSITIONS:
-        raise IllegalTransition(f"未知操作: {action}")
+        raise IllegalTransition("unknown_action", action=action)
     unknown = set(changes) - _CASE_COLUMNS
     if unknown or set(changes) & _PROTECTED:
         raise ValueError(f"transition() cannot set {sorted(set(changes) & _PROTECTED | unknown)}")
@@ -628,7 +352,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
         if permission:
             _permit(actor, staff, permission, case)
         if expected_version is not None and case.version != expected_version:
-            raise StaleVersion("该按钮已过期，请以最新消息为准")
+            raise StaleVersion("stale_version")
         values = await _effects(session, action, case, now, rules, changes)
         event_details = {**_auto_details(case, values), **(details or {})}
         from_status, seen_version = case.status, case.version
@@ -640,27 +364,27 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
         updated = (await session.exec(stmt)).scalars().one_or_none()
         if updated is None:
             if expected_version is not None:
-                raise StaleVersion("该按钮已过期，请以最新消息为准")
+                raise StaleVersion("stale_version")
             continue  # someone else moved the case first: look again
-        await _add_event(session, case_id, actor, EVENT_OF_ACTION[action], now,
+        await _add_event(session, case_id, actor, TRANSITIONS[action].event, now,
                          from_status=from_status, to_status=to, details=event_details)
         return updated
-    raise IllegalTransition("案件正在被他人处理，请稍后再试")
+    raise IllegalTransition("busy")
 
 
 # ---------------------------------------------------------------- convenience moves
 
 
 async def _active_department(session: AsyncSession, code: str) -> Department:
-    dept = await _department(session, code)
+    dept = await get_department(session, code)
     if dept is None or not dept.active:
-        raise InvalidInput(f"部门“{code}”不存在或已停用")
+        raise InvalidInput("department_inactive", department=code)
     return dept
 
 
 def _check_priority(priority: str) -> str:
     if priority not in PRIORITIES:
-        raise InvalidInput("紧急程度只能是“一般”或“紧急”")
+        raise InvalidInput("unknown_priority")
     return priority
 
 
@@ -711,7 +435,7 @@ async def redispatch(session: AsyncSession, case_id: int, department_code: str, 
     await _active_department(session, department_code)
     previous = (await get_case(session, case_id)).department_code
     if previous == department_code:
-        raise InvalidInput("案件已在该部门办理，无需重新分派")
+        raise InvalidInput("same_department")
     case = await transition(session, case_id, "redispatch", actor, now, rules=rules,
                             permission="redispatch", expected_version=expected_version,
                             department_code=department_code)
@@ -729,7 +453,7 @@ async def sign_for(session: AsyncSession, case_id: int, actor: Actor, now: datet
 async def return_case(session: AsyncSession, case_id: int, actor: Actor, reason: str,
                       now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """退回: not this department's business; the case goes back to triage with the reason."""
-    reason = clean_text(reason, field="退回理由", min_len=2, max_len=500)
+    reason = clean_text(reason, field="return_reason", min_len=2, max_len=500)
     return await transition(session, case_id, "return", actor, now, rules=rules,
                             permission="return", expected_version=expected_version,
                             details={"reason": reason})
@@ -737,7 +461,7 @@ async def return_case(session: AsyncSession, case_id: int, actor: Actor, reason:
 
 async def add_progress_note(session: AsyncSession, case_id: int, actor: Actor, note: str,
                             now: datetime, *, rules: Rules) -> Case:
-    note = clean_text(note, field="进展说明", min_len=1, max_len=1000)
+    note = clean_text(note, field="progress_note", min_len=1, max_len=1000)
     return await transition(session, case_id, "progress_note", actor, now, rules=rules,
                             permission="progress_note", details={"note": note})
 
@@ -746,7 +470,7 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
                   now: datetime, *, rules: Rules, photo: str | None = None,
                   expected_version: int | None = None) -> Case:
     """办结 with the result told to the reporter (and an optional photo file id)."""
-    result = clean_text(result, field="办理结果", min_len=2, max_len=2000)
+    result = clean_text(result, field="resolution", min_len=2, max_len=2000)
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
@@ -758,17 +482,17 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
 async def request_extension(session: AsyncSession, case_id: int, actor: Actor, reason: str,
                             new_resolve_by: datetime, now: datetime) -> ExtensionRequest:
     """申请延期 by the department; triage approves or rejects it with decide_extension."""
-    reason = clean_text(reason, field="延期理由", min_len=2, max_len=500)
+    reason = clean_text(reason, field="extension_reason", min_len=2, max_len=500)
     case = await get_case(session, case_id)
-    if case.status not in TRANSITIONS["extend"][0]:
-        raise IllegalTransition("只有办理中的案件可以申请延期")
+    if case.status not in TRANSITIONS["extend"].from_statuses:
+        raise IllegalTransition("extension_not_open")
     await _authorize(session, actor, "request_extension", case)
     if case.resolve_by is not None and new_resolve_by <= case.resolve_by:
-        raise InvalidInput("新的办结时限必须晚于当前时限")
+        raise InvalidInput("extension_not_later")
     pending = await session.exec(select(ExtensionRequest).where(
         ExtensionRequest.case_id == case_id, ExtensionRequest.status == "pending"))
     if pending.first() is not None:
-        raise AlreadyDone("该案件已有待审批的延期申请")
+        raise AlreadyDone("extension_pending")
     request = ExtensionRequest(case_id=case_id, requested_by=actor.telegram_id or 0,
                                reason=reason, new_resolve_by=new_resolve_by, created_at=now)
     session.add(request)
@@ -784,11 +508,11 @@ async def decide_extension(session: AsyncSession, request_id: int, actor: Actor,
     """Approve (resolve_by moves, reminders start afresh) or reject a pending extension."""
     request = await session.get(ExtensionRequest, request_id, populate_existing=True)
     if request is None:
-        raise CaseNotFound("未找到该延期申请")
+        raise CaseNotFound("extension_not_found")
     case = await get_case(session, request.case_id)
     await _authorize(session, actor, "decide_extension", case)
     if request.status != "pending":
-        raise AlreadyDone("该延期申请已处理")
+        raise AlreadyDone("extension_decided")
     if approve:
         target_status("extend", case.status)  # refuse before writing anything
     # Compare-and-set on the request first: of two triage staff deciding at once, only one
@@ -800,7 +524,7 @@ async def decide_extension(session: AsyncSession, request_id: int, actor: Actor,
                 decided_at=now)
         .execution_options(synchronize_session=False))
     if decided.rowcount != 1:
-        raise AlreadyDone("该延期申请已处理")
+        raise AlreadyDone("extension_decided")
     if approve:
         case = await transition(
             session, case.id, "extend", actor, now, rules=rules,
@@ -827,7 +551,7 @@ async def set_priority(session: AsyncSession, case_id: int, priority: str, actor
 async def _require_reporter(session: AsyncSession, actor: Actor, case: Case) -> None:
     reporter = await session.get(Reporter, case.reporter_id)
     if actor.kind != "reporter" or reporter is None or reporter.telegram_id != actor.telegram_id:
-        raise NotPermitted("只有反映人本人可以评价该案件")
+        raise NotPermitted("rate_reporter_only")
 
 
 async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
@@ -835,7 +559,7 @@ async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
                expected_version: int | None = None) -> Case:
     """回访 answer by the reporter: satisfied/basic close the case, unsatisfied reopens it."""
     if rating not in RATINGS:
-        raise InvalidInput("请选择“满意”“基本满意”或“不满意”")
+        raise InvalidInput("unknown_rating")
     comment = (comment or "").strip()[:1000] or None
     case = await get_case(session, case_id)
     await _require_reporter(session, actor, case)
@@ -860,12 +584,11 @@ async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: A
                 now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """合并 a duplicate into another open case, which carries on for both."""
     if case_id == into_case_id:
-        raise InvalidInput("不能将案件合并到自身")
+        raise InvalidInput("merge_into_itself")
     target = await get_case(session, into_case_id)
-    if target.status not in TRANSITIONS["merge"][0]:
+    if target.status not in TRANSITIONS["merge"].from_statuses:
         # The target is what the caller chose (e.g. a typed reference): a bad input.
-        raise InvalidInput(f"{target.ref} 当前为“{STATUS_NAMES.get(target.status, target.status)}”，"
-                           "只能合并到尚未办结的案件")
+        raise InvalidInput("merge_target_closed", ref=target.ref, status=target.status)
     return await transition(session, case_id, "merge", actor, now, rules=rules,
                             permission="merge", expected_version=expected_version,
                             merged_into_id=into_case_id,
@@ -881,9 +604,9 @@ async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: dat
     keeps both: details["reason"] is the words shown to people, details["category"] the key.
     """
     if category not in NOT_ACCEPTED_REASONS:
-        raise InvalidInput("请选择不予受理的原因")
+        raise InvalidInput("unknown_not_accepted_reason")
     if category == NOT_ACCEPTED_OTHER or note:
-        reason = clean_text(note, field="不予受理理由", min_len=2, max_len=500)
+        reason = clean_text(note, field="not_accepted_reason", min_len=2, max_len=500)
     else:
         reason = NOT_ACCEPTED_REASONS[category]
     return await transition(session, case_id, "not_accept", actor, now, rules=rules,
@@ -915,7 +638,7 @@ async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: i
     case = await get_case_by_ref(session, ref)
     if case is None:
         return None
-    viewer = await _reporter_by_tid(session, viewer_telegram_id)
+    viewer = await reporter_by_telegram_id(session, viewer_telegram_id)
     if viewer is not None and (viewer.id == case.reporter_id or (
             case.enterprise_id is not None and viewer.enterprise_id == case.enterprise_id)):
         return case
@@ -942,29 +665,6 @@ async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     return list((await session.exec(stmt)).all())
 
 
-async def get_staff(session: AsyncSession, telegram_id: int) -> Staff | None:
-    """The active staff member with this Telegram id, or None."""
-    result = await session.exec(
-        select(Staff).where(Staff.telegram_id == telegram_id, col(Staff.active).is_(True)))
-    return result.first()
-
-
-async def staff_of_department(session: AsyncSession, code: str) -> list[Staff]:
-    stmt = (select(Staff).where(Staff.department_code == code, Staff.role == "department",
-                                col(Staff.active).is_(True)).order_by(col(Staff.id)))
-    return list((await session.exec(stmt)).all())
-
-
-async def departments(session: AsyncSession, active_only: bool = True) -> list[Department]:
-    stmt = select(Department)
-    if active_only:
-        stmt = stmt.where(col(Department.active).is_(True))
-    return list((await session.exec(stmt.order_by(col(Department.code)))).all())
-
-
-async def get_department(session: AsyncSession, code: str) -> Department | None:
-    return await _department(session, code)
-
 
 async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str]]:
     """(text, corrected label) per corrected case, the latest correction winning."""
@@ -978,4 +678,3 @@ async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str
 
 async def count_cases(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(Case))).one()
-
