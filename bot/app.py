@@ -148,6 +148,8 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(reporter.stray_button),
     ])
     application.add_error_handler(guards.on_error)
+    # Last of all: the update is handled (recorded with its conversation step, bot/guards.py).
+    application.add_handler(TypeHandler(Update, guards.record_handled), group=guards.AFTER_ALL)
 
 
 def _register_followup(application: Application) -> None:
