@@ -37,8 +37,9 @@ from telegram.ext import (
 )
 
 from bot import callbacks as cb
-from bot import routing, texts, views
+from bot import failpoints, routing, texts, views
 from bot.common import (
+    alert,
     buttons_start_conversations,
     department_name,
     display_name,
@@ -46,10 +47,10 @@ from bot.common import (
     now_of,
 )
 from bot.services import services_of
-from models import outbox, store
+from models import drafts, outbox, store
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
-from models.tables import ENTERPRISE, RESIDENT
+from models.tables import ENTERPRISE, RESIDENT, Case
 from models.validation import InvalidInput
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
@@ -141,7 +142,8 @@ def step(callback: Step) -> Step:
 async def _after_the_end(update: Update, context: Context) -> None:
     """An update for a conversation that has ended: what it would get outside one."""
     if update.callback_query:  # e.g. the second of two taps on 确认提交
-        await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+        if not await answer_submitted_press(update, context):
+            await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
         return
     message = update.effective_message
     if message is not None and (message.text or message.photo) and not (
@@ -574,7 +576,8 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
 
 
 async def submit(update: Update, context: Context) -> int | None:
-    """Store and route the report, then tell the reporter its reference."""
+    """Store and route the report; the reference goes to the reporter through the outbox,
+    queued with the case, so it arrives even if Telegram or this process fails right after."""
     services = services_of(context)
     draft = draft_of(context)
     user = update.effective_user
@@ -583,22 +586,43 @@ async def submit(update: Update, context: Context) -> int | None:
         latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
         out_of_area=draft["out_of_area"])
     try:
-        case, fresh = await routing.submit_report(services, telegram_id=user.id,
-                                                  display_name=display_name(user), draft=report)
+        case, fresh = await routing.submit_report(
+            services, telegram_id=user.id, display_name=display_name(user), draft=report,
+            confirmation=functools.partial(_confirmation, chat_id=user.id))
     except CaseError as exc:
         await _reply(update, str(exc))
         return None
+    await failpoints.reached("report:committed")
     kick_delivery(context.application)
     drop_draft(context)
-    if not fresh:  # a double tap on 确认提交: the first tap stored it
-        template = texts.ALREADY_SUBMITTED[case.kind]
-    elif case.kind == ENTERPRISE:
-        template = texts.SUBMITTED_ENTERPRISE
-    else:
-        template = texts.SUBMITTED
-    await _reply(update, template.format(ref=case.ref), reply_markup=main_menu())
+    if not fresh:  # a double tap, or a press redelivered after a crash: the first stored it
+        await _reply(update, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref),
+                     reply_markup=main_menu())
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     return END
+
+
+def _confirmation(case: Case, now: datetime, *, chat_id: int) -> dict:
+    """The outbox row of "已受理，编号 …" (one per case, whatever is retried)."""
+    template = texts.SUBMITTED_ENTERPRISE if case.kind == ENTERPRISE else texts.SUBMITTED
+    return outbox.push_row(key=f"submitted:{case.id}", chat_id=chat_id,
+                           text=template.format(ref=case.ref), kind="reply", now=now,
+                           reply_markup=main_menu().to_dict(), case_id=case.id)
+
+
+async def answer_submitted_press(update: Update, context: Context) -> bool:
+    """A 确认提交 press on a draft that was already submitted: answer with its reference.
+    False if the press is not one (the caller answers it)."""
+    query = update.callback_query
+    button = cb.parse(query.data) if query is not None else None
+    if button is None or button.verb != cb.DRAFT or button.arg != "submit":
+        return False
+    async with services_of(context).session() as session:
+        case = await drafts.case_of_draft(session, update.effective_user.id, button.version)
+    if case is None:
+        return False
+    await alert(query, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref))
+    return True
 
 
 # ---------------------------------------------------------------- reminders, cancel, timeout

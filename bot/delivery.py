@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup, ReplyKeyboardMarkup
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -313,11 +313,21 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     return 1
 
 
+def _markup(stored: dict | None, bot: Bot) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
+    """The keyboard of a push: inline buttons, or the reply keyboard (the main menu) that
+    comes back with a reply sent through the outbox (the 受理 confirmation)."""
+    if not stored:
+        return None
+    if "keyboard" in stored:
+        return ReplyKeyboardMarkup.de_json(stored, bot)
+    return InlineKeyboardMarkup.de_json(stored, bot)
+
+
 async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
     """One push to Telegram; returns the id of the message that carries the buttons."""
     timeouts = {"read_timeout": timeout, "write_timeout": timeout,
                 "connect_timeout": timeout, "pool_timeout": timeout}
-    markup = InlineKeyboardMarkup.de_json(row.reply_markup, bot) if row.reply_markup else None
+    markup = _markup(row.reply_markup, bot)
     text = row.text if len(row.text) <= MAX_TEXT else row.text[: MAX_TEXT - 1] + "…"
     chat_id = row.chat_id
     for _ in range(2):  # a second time only if the group moved to a supergroup

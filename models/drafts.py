@@ -43,6 +43,17 @@ def _claim(insert_):
     ).returning(table.c.update_id)
 
 
+def draft_key(telegram_id: int, nonce: int) -> str:
+    """The idempotency key of the case a report draft becomes (one case per draft)."""
+    return f"draft:{telegram_id}:{nonce}"
+
+
+async def case_of_draft(session: AsyncSession, telegram_id: int, nonce: int) -> Case | None:
+    """The case a submitted draft became, or None (not submitted)."""
+    key = draft_key(telegram_id, nonce)
+    return (await session.exec(select(Case).where(Case.idempotency_key == key))).scalars().first()
+
+
 async def handled_updates(session: AsyncSession, update_ids: list[int], *,
                           since: datetime) -> set[int]:
     """Those of `update_ids` recorded as handled since `since` (a read: nothing is claimed,

@@ -91,6 +91,28 @@ async def test_a_confirm_press_killed_before_its_case_commits_is_handled_when_re
         await process.kill()
 
 
+async def test_a_bot_killed_after_the_case_commits_still_sends_the_reference_once(
+        bot_api, tmp_path):  # noqa: F811
+    emu, env = bot_api
+    process = await started(env, tmp_path, emu, failpoint="report:committed")
+    try:
+        summary = await summary_shown(emu, RESIDENT)
+        press = emu.press(RESIDENT, summary, texts.BTN_SUBMIT)
+        await killed_at(process, "report:committed")
+        [(ref, _)] = cases_in(tmp_path)
+
+        process = await started(env, tmp_path, emu)
+        emu.redeliver(press["update_id"])  # Telegram's, had the offset not been confirmed
+        again = texts.ALREADY_SUBMITTED["resident"].format(ref=ref)
+        await emu.wait_for_message(RESIDENT, lambda m: m.content == again, timeout=20)
+        await emu.wait_until(lambda: references(emu, RESIDENT), timeout=20)
+        await asyncio.sleep(1.0)
+        assert references(emu, RESIDENT) == [texts.SUBMITTED.format(ref=ref)]
+        assert len(cases_in(tmp_path)) == 1
+    finally:
+        await process.kill()
+
+
 async def test_a_my_command_killed_before_its_answer_is_answered_when_redelivered(
         bot_api, tmp_path):  # noqa: F811
     emu, env = bot_api
