@@ -34,6 +34,7 @@ from bot import (
     triage,
     views,
 )
+from bot.flood import FloodControl
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
@@ -89,6 +90,8 @@ def build_application(
         Application.builder()
         .token(token)
         .persistence(StorePersistence(services.session, services.clock))
+        # One flood-control state for replies, edits, answers and the outbox (bot/flood.py).
+        .rate_limiter(FloodControl())
         .concurrent_updates(OneAtATimePerPerson(
             int(tg.get("concurrent_updates", DEFAULT_CONCURRENCY))))
     )

@@ -29,7 +29,6 @@ import logging
 import os
 import socket
 import time
-import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from telegram.error import (
 )
 from telegram.ext import Application, ContextTypes
 
+from bot.flood import OUTBOX, FloodControl, retry_after_seconds
 from bot.services import Services, services_of
 from models import outbox, store
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
@@ -69,19 +69,24 @@ class FloodLimiter:
     `group_limit` per minute per group (chat ids below zero)."""
 
     def __init__(self, per_second: float = 30, per_chat_per_second: float = 1,
-                 group_per_minute: int = 20, clock: Callable[[], float] = time.monotonic):
+                 group_per_minute: int = 20, clock: Callable[[], float] = time.monotonic,
+                 holds: FloodControl | None = None):
         if per_second <= 0 or per_chat_per_second <= 0 or group_per_minute <= 0:
             raise ValueError("delivery limits must be positive")
         self.interval = 1.0 / per_second
         self.chat_interval = 1.0 / per_chat_per_second
         self.group_limit = int(group_per_minute)
         self.clock = clock
+        # The Application's 429 windows (bot/flood.py): opened by replies as well as pushes.
+        self.holds = holds
         self._next_send = 0.0
         self._next_in_chat: dict[int, float] = {}
         self._group_sends: dict[int, deque[float]] = {}
 
     def _chat_ready(self, chat_id: int, at: float) -> float:
         ready = max(at, self._next_in_chat.get(chat_id, 0.0))
+        if self.holds is not None:
+            ready = max(ready, self.clock() + self.holds.wait_for(chat_id))
         sends = self._group_sends.get(chat_id)
         if chat_id < 0 and sends is not None and len(sends) >= self.group_limit:
             ready = max(ready, sends[-self.group_limit] + 60.0)
@@ -152,12 +157,13 @@ class DeliveryState:
     stats: Counter = field(default_factory=Counter)
 
     @classmethod
-    def from_settings(cls, settings, worker: str) -> DeliveryState:
+    def from_settings(cls, settings, worker: str,
+                      holds: FloodControl | None = None) -> DeliveryState:
         d = settings.delivery
         per_second = float(d.get("global_per_second", 30))
         return cls(
             limiter=FloodLimiter(per_second, float(d.get("per_chat_per_second", 1)),
-                                 int(d.get("group_per_minute", 20))),
+                                 int(d.get("group_per_minute", 20)), holds=holds),
             worker=worker[:64],
             batch_size=max(1, int(per_second * HORIZON_SECONDS)),
             lease_seconds=int(d.get("lease_seconds", 60)),
@@ -172,13 +178,20 @@ class DeliveryState:
         return timedelta(seconds=steps[min(attempts, len(steps) - 1)])
 
 
+def flood_control(bot: Bot) -> FloodControl | None:
+    """The bot's shared flood-control state, if it has one (build_application gives it)."""
+    limiter = getattr(bot, "rate_limiter", None)  # ExtBot's; a plain Bot has none
+    return limiter if isinstance(limiter, FloodControl) else None
+
+
 def delivery_state(application: Application) -> DeliveryState:
     """The sender state of an application (created on first use)."""
     state = application.bot_data.get(STATE_KEY)
     if state is None:
         settings = services_of(application).settings
         state = DeliveryState.from_settings(
-            settings, worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}")
+            settings, worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}",
+            holds=flood_control(application.bot))
         application.bot_data[STATE_KEY] = state
     return state
 
@@ -291,6 +304,13 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     if row.chat_id in state.held_until:  # a RetryAfter for this chat came in meanwhile
         await _postpone(services, state, [(row, state.held_until[row.chat_id])])
         return 0
+    holds = state.limiter.holds
+    window = holds.wait_for(row.chat_id) if holds is not None else 0.0
+    if window > HORIZON_SECONDS:  # a reply's 429 opened a long window meanwhile
+        await _postpone(services, state, [(row, clock() + timedelta(seconds=window))])
+        return 0
+    if window > 0:
+        await asyncio.sleep(window)
     try:
         message_id = await _send(bot, row, state.send_timeout)
     except RetryAfter as exc:
@@ -327,6 +347,8 @@ async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
     """One push to Telegram; returns the id of the message that carries the buttons."""
     timeouts = {"read_timeout": timeout, "write_timeout": timeout,
                 "connect_timeout": timeout, "pool_timeout": timeout}
+    if flood_control(bot) is not None:  # its 429s are handled here, not retried there
+        timeouts["rate_limit_args"] = OUTBOX
     markup = _markup(row.reply_markup, bot)
     text = row.text if len(row.text) <= MAX_TEXT else row.text[: MAX_TEXT - 1] + "…"
     chat_id = row.chat_id
@@ -351,16 +373,9 @@ async def _record(services: Services, mark, outbox_id: int, **kwargs) -> None:
     await services.gathered.run(lambda session: mark(session, outbox_id, **kwargs))
 
 
-def _retry_after_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that the int will become a timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 async def _on_retry_after(services: Services, state: DeliveryState,
                           clock: Callable[[], datetime], row: Outbox, exc: RetryAfter) -> None:
-    wait = _retry_after_seconds(exc)
+    wait = retry_after_seconds(exc)
     until = clock() + timedelta(seconds=wait)
     state.held_until[row.chat_id] = max(until, state.held_until.get(row.chat_id, until))
     async with services.session() as session:
