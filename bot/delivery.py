@@ -24,6 +24,7 @@ had processed it. That is at most one message per send in flight, sent twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -155,6 +156,16 @@ class DeliveryState:
     # Chats Telegram answered RetryAfter for, and until when (database clock) to leave them be.
     held_until: dict[int, datetime] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
+    # Set when the bot stops: planned sends are given back to the outbox at once, so a
+    # backlog of group posts (20 a minute each) never holds up the stop.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds` unless the bot stops meanwhile; True if it may go on."""
+        if seconds > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+        return not self.stopping.is_set()
 
     @classmethod
     def from_settings(cls, settings, worker: str,
@@ -220,7 +231,7 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
             state.kicked = False
             batch_sent, claimed = await _deliver_batch(application.bot, services, state, clock)
             sent += batch_sent
-            more = claimed >= state.batch_size or state.kicked
+            more = (claimed >= state.batch_size or state.kicked) and not state.stopping.is_set()
             if not more or time.monotonic() - started > max_seconds:
                 break
         if more:
@@ -231,6 +242,8 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
 async def _deliver_batch(bot: Bot, services: Services, state: DeliveryState,
                          clock: Callable[[], datetime]) -> tuple[int, int]:
     """Claim one batch and send it; returns (sent, claimed)."""
+    if state.stopping.is_set():
+        return 0, 0
     # Rows for chats that must wait anyway stay unclaimed: claiming them only to put them
     # back would rewrite a busy group's whole backlog every pass.
     now = clock()
@@ -296,9 +309,9 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
                    clock: Callable[[], datetime], row: Outbox, at: float,
                    claimed_at: float) -> int:
     """Wait for the planned moment, send one row, record the outcome. Returns 1 if sent."""
-    delay = at - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    if not await state.pause(at - time.monotonic()):
+        await _postpone(services, state, [(row, clock())])  # unsent: queued for the next start
+        return 0
     if time.monotonic() - claimed_at > state.lease_seconds - LEASE_MARGIN_SECONDS:
         return 0  # the lease may be gone; whoever claims the row next sends it
     if row.chat_id in state.held_until:  # a RetryAfter for this chat came in meanwhile
@@ -309,8 +322,9 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     if window > HORIZON_SECONDS:  # a reply's 429 opened a long window meanwhile
         await _postpone(services, state, [(row, clock() + timedelta(seconds=window))])
         return 0
-    if window > 0:
-        await asyncio.sleep(window)
+    if not await state.pause(window):
+        await _postpone(services, state, [(row, clock())])
+        return 0
     try:
         message_id = await _send(bot, row, state.send_timeout)
     except RetryAfter as exc:
@@ -423,9 +437,16 @@ async def _delivery_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     await deliver_due(context.application)
 
 
+def stop_sending(application: Application) -> None:
+    """The bot is stopping: sends not yet started go back to the outbox (unsent, queued)."""
+    delivery_state(application).stopping.set()
+
+
 def kick(application: Application) -> None:
     """Wake the sender now (call after committing a transaction that queued pushes)."""
     state = delivery_state(application)
+    if state.stopping.is_set():
+        return
     if state.lock.locked():
         state.kicked = True
         return

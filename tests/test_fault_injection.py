@@ -7,8 +7,10 @@ show every confirmed report once and every reference delivered once.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -126,5 +128,56 @@ async def test_a_my_command_killed_before_its_answer_is_answered_when_redelivere
         emu.redeliver(update["update_id"])
         answer = await emu.wait_for_message(RESIDENT, timeout=20)
         assert answer.content == texts.MY_EMPTY
+    finally:
+        await process.kill()
+
+
+GROUPS = [-1000000000101, -1000000000102, -1000000000103, -1000000000104, -1000000000105,
+          -1000000000106, -1000000000107, -1000000000108, -1000000000109]
+BACKLOG = 360  # group posts queued; groups take 20 a minute, so most must wait
+STOP_WITHIN = 5.0
+
+
+async def queue_group_posts(folder: Path, count: int) -> None:
+    from models import outbox
+    from models.db import make_engine, session_scope
+
+    engine = make_engine(f"sqlite+aiosqlite:///{folder / 'var' / 'whistle.db'}",
+                         checkpoint_interval=None)
+    try:
+        async with session_scope(engine) as session:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            await outbox.enqueue_many(session, [outbox.push_row(
+                key=f"backlog:{i}", chat_id=GROUPS[i % len(GROUPS)], text=f"积压通知 {i}",
+                kind="department", now=now - timedelta(minutes=1)) for i in range(count)])
+    finally:
+        await engine.dispose()
+
+
+def outbox_states(folder: Path) -> dict[str, int]:
+    with sqlite3.connect(folder / "var" / "whistle.db") as db:
+        return dict(db.execute("SELECT status, count(*) FROM outbox WHERE key LIKE 'backlog:%'"
+                               " GROUP BY status").fetchall())
+
+
+async def test_sigterm_with_hundreds_of_group_posts_pending_stops_within_5_s(
+        bot_api, tmp_path):  # noqa: F811
+    emu, env = bot_api
+    process = await started(env, tmp_path, emu)
+    try:
+        await queue_group_posts(tmp_path, BACKLOG)
+        posted = lambda: sum(len(emu.messages(g)) for g in GROUPS)
+        await process.wait_for(lambda: posted() >= 2 * len(GROUPS), "the first group posts")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        process.proc.send_signal(signal.SIGTERM)
+        assert await process.finish(timeout=3 * STOP_WITHIN) == 0, process.stderr
+        took = loop.time() - began
+        print(f"stopped in {took:.2f} s with {outbox_states(tmp_path)}")
+        assert took < STOP_WITHIN, f"stopped in {took:.1f} s"
+        states = outbox_states(tmp_path)
+        # What was not sent stays queued; what was sent is recorded as sent.
+        assert states.get("sent", 0) == posted()
+        assert states.get("sent", 0) + states.get("pending", 0) == BACKLOG, states
     finally:
         await process.kill()
