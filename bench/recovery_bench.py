@@ -38,10 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import texts  # noqa: E402
-from bot.emulator import TelegramEmulator, add_people_from_settings  # noqa: E402
-from tests.startup_kit import clean_env, whistle_script, write_config  # noqa: E402
-from whistle.config import load_settings  # noqa: E402
+from bot import texts
+from bot.emulator import TelegramEmulator, add_people_from_settings
+from tests.startup_kit import clean_env, whistle_script, write_config
+from whistle.config import load_settings
 
 TOKEN = "7000000098:RECOVERY-local-emulator"
 FIRST_RESIDENT = 300_001
