@@ -37,7 +37,7 @@ from telegram.ext import (
 )
 
 from bot import callbacks as cb
-from bot import failpoints, routing, texts, views
+from bot import confirmations, failpoints, routing, texts, views
 from bot.common import (
     alert,
     buttons_start_conversations,
@@ -50,7 +50,7 @@ from bot.services import services_of
 from models import drafts, outbox, store
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
-from models.tables import ENTERPRISE, RESIDENT, Case
+from models.tables import ENTERPRISE, RESIDENT
 from models.validation import InvalidInput
 
 REG_NAME, REG_CODE, DESCRIBE, PHOTO, LOCATION, CONFIRM, EDIT = range(7)
@@ -576,8 +576,8 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
 
 
 async def submit(update: Update, context: Context) -> int | None:
-    """Store and route the report; the reference goes to the reporter through the outbox,
-    queued with the case, so it arrives even if Telegram or this process fails right after."""
+    """Store and route the report, then tell the reporter its reference (bot/confirmations.py:
+    queued with the case, so it arrives even if Telegram or this process fails right after)."""
     services = services_of(context)
     draft = draft_of(context)
     user = update.effective_user
@@ -588,26 +588,22 @@ async def submit(update: Update, context: Context) -> int | None:
     try:
         case, fresh = await routing.submit_report(
             services, telegram_id=user.id, display_name=display_name(user), draft=report,
-            confirmation=functools.partial(_confirmation, chat_id=user.id))
+            confirmation=functools.partial(confirmations.queued, chat_id=user.id,
+                                           menu=main_menu()))
     except CaseError as exc:
         await _reply(update, str(exc))
         return None
     await failpoints.reached("report:committed")
     kick_delivery(context.application)
     drop_draft(context)
-    if not fresh:  # a double tap, or a press redelivered after a crash: the first stored it
+    if fresh:
+        await confirmations.send(context, case, chat_id=user.id, menu=main_menu())
+    else:  # a double tap, or a press redelivered after a crash: the first stored it
+        await confirmations.hurry(context, case)
         await _reply(update, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref),
                      reply_markup=main_menu())
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     return END
-
-
-def _confirmation(case: Case, now: datetime, *, chat_id: int) -> dict:
-    """The outbox row of "已受理，编号 …" (one per case, whatever is retried)."""
-    template = texts.SUBMITTED_ENTERPRISE if case.kind == ENTERPRISE else texts.SUBMITTED
-    return outbox.push_row(key=f"submitted:{case.id}", chat_id=chat_id,
-                           text=template.format(ref=case.ref), kind="reply", now=now,
-                           reply_markup=main_menu().to_dict(), case_id=case.id)
 
 
 async def answer_submitted_press(update: Update, context: Context) -> bool:
