@@ -61,7 +61,12 @@ async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) ->
     recent[update.update_id] = True  # before the await: a concurrent copy must not pass
     if len(recent) > RECENT_SIZE:
         recent.popitem(last=False)
-    if await checks.seen(update.update_id):
+    try:
+        seen = await checks.seen(update.update_id)
+    except Exception:
+        del recent[update.update_id]  # not handled: a redelivery must get through
+        raise
+    if seen:
         log.info("duplicate update %s ignored (seen before restart)", update.update_id)
         raise ApplicationHandlerStop
     await failpoints.reached(failpoints.update_point(update))
