@@ -64,7 +64,7 @@ async def drop_duplicates(update: object, context: ContextTypes.DEFAULT_TYPE) ->
     try:
         seen = await checks.seen(update.update_id)
     except Exception:
-        del recent[update.update_id]  # not handled: a redelivery must get through
+        recent.pop(update.update_id, None)  # not handled: a redelivery must get through
         raise
     if seen:
         log.info("duplicate update %s ignored (seen before restart)", update.update_id)
