@@ -12,6 +12,7 @@ retried transaction or a redelivered update never queues a push twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -110,11 +111,15 @@ def suggest(services: Services, text: str):
 
 
 async def submit_report(services: Services, *, telegram_id: int, display_name: str,
-                        draft: ReportDraft) -> tuple[Case, bool]:
+                        draft: ReportDraft,
+                        confirmation: Callable[[Case, datetime], dict] | None = None,
+                        ) -> tuple[Case, bool]:
     """Store a report and route it in one transaction; returns (case, newly stored).
 
     Confident enough → dispatched at once (the triage group still sees it, with 重新分派);
     otherwise → triage. Submitting the same draft again returns the first case unchanged.
+    `confirmation(case, now)`: the outbox row telling the reporter the reference, queued in
+    the same transaction so that it arrives whatever happens after the commit.
     """
     suggestion = suggest(services, draft.text)
     now = services.clock()
@@ -130,13 +135,15 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             grid_code=where.grid_code, located_by=where.located_by,
             out_of_grid=where.out_of_grid,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
-            idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
+            idempotency_key=drafts.draft_key(telegram_id, draft.nonce), display_name=display_name,
             ref_prefix=settings.district.case_prefix,
             timezone=settings.district.timezone,
             max_text_chars=settings.conversation.max_text_chars,
         )
         if case.status != SUBMITTED:
             return case, False  # this draft was submitted and routed before
+        if confirmation is not None:
+            await _queue(session, confirmation(case, now))
         enterprise = await _enterprise_name(session, case)
         # A location outside the district, or outside every grid, is for a person to judge
         # (不属于本区职责? which grid?), however sure the classifier is of the department.

@@ -45,6 +45,7 @@ from bot import (
 )
 from bot import callbacks as cb
 from bot.context import CONTEXT_TYPES, Context
+from bot.flood import FloodControl
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
@@ -113,6 +114,8 @@ def build_application(
     application = (
         _builder(settings, token=token, base_url=base_url, base_file_url=base_file_url)
         .persistence(StorePersistence(services.session, services.clock))
+        # One flood-control state for replies, edits, answers and the outbox (bot/flood.py).
+        .rate_limiter(FloodControl())
         .concurrent_updates(OneAtATimePerPerson(concurrency))
         .build()
     )
@@ -217,6 +220,8 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(reporter.stray_button),
     ])
     application.add_error_handler(guards.on_error)
+    # Last of all: the update is handled (recorded with its conversation step, bot/guards.py).
+    application.add_handler(TypeHandler(Update, guards.record_handled), group=guards.AFTER_ALL)
 
 
 PRUNE_BATCH = 5_000  # update ids forgotten per transaction

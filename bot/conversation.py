@@ -35,9 +35,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot import actions, texts, views
+from bot import actions, confirmations, failpoints, texts, views
 from bot import callbacks as cb
 from bot.common import (
+    alert,
     buttons_start_conversations,
     department_name,
     display_name,
@@ -45,7 +46,7 @@ from bot.common import (
     now_of,
 )
 from bot.context import Context
-from models import outbox, people
+from models import drafts, outbox, people
 from models.credit_code import validate_credit_code
 from models.lifecycle import CaseError
 from models.tables import ENTERPRISE, RESIDENT, Case
@@ -138,7 +139,8 @@ def step(callback: Step) -> Step:
 async def _after_the_end(update: Update, context: Context) -> None:
     """An update for a conversation that has ended: what it would get outside one."""
     if update.callback_query:  # e.g. the second of two taps on 确认提交
-        await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
+        if not await answer_submitted_press(update, context):
+            await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
         return
     message = update.effective_message
     if message is not None and (message.text or message.photo) and not (
@@ -592,7 +594,8 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
 
 
 async def submit(update: Update, context: Context) -> int | None:
-    """Store and route the report, then tell the reporter its reference."""
+    """Store and route the report, then tell the reporter its reference (bot/confirmations.py:
+    queued with the case, so it arrives even if Telegram or this process fails right after)."""
     services = context.services
     draft = draft_of(context)
     user = update.effective_user
@@ -601,20 +604,22 @@ async def submit(update: Update, context: Context) -> int | None:
         latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
         out_of_area=draft["out_of_area"])
     try:
-        case, fresh = await actions.submit_report(services, telegram_id=user.id,
-                                                  display_name=display_name(user), draft=report)
+        case, fresh = await actions.submit_report(
+            services, telegram_id=user.id, display_name=display_name(user), draft=report,
+            confirmation=functools.partial(confirmations.queued, chat_id=user.id,
+                                           menu=main_menu()))
     except CaseError as exc:
         await _reply(update, texts.error_text(exc))
         return None
+    await failpoints.reached("report:committed")
     kick_delivery(context.application)
     drop_draft(context)
-    if not fresh:  # a double tap on 确认提交: the first tap stored it
-        template = texts.ALREADY_SUBMITTED[case.kind]
-    elif case.kind == ENTERPRISE:
-        template = texts.SUBMITTED_ENTERPRISE
-    else:
-        template = texts.SUBMITTED
-    await _reply(update, template.format(ref=case.ref), reply_markup=main_menu())
+    if fresh:
+        await confirmations.send(context, case, chat_id=user.id, menu=main_menu())
+    else:  # a double tap, or a press redelivered after a crash: the first stored it
+        await confirmations.hurry(context, case)
+        await _reply(update, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref),
+                     reply_markup=main_menu())
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
         await offer_home(update, context, case)
@@ -633,6 +638,21 @@ async def offer_home(update: Update, context: Context, case: Case) -> None:
     if context.services.gridmap.places is None:
         return
     await update.effective_message.reply_text(texts.HOME_OFFER, reply_markup=home_offer_markup())
+
+
+async def answer_submitted_press(update: Update, context: Context) -> bool:
+    """A 确认提交 press on a draft that was already submitted: answer with its reference.
+    False if the press is not one (the caller answers it)."""
+    query = update.callback_query
+    button = cb.parse(query.data) if query is not None else None
+    if button is None or button.verb != cb.DRAFT or button.arg != "submit":
+        return False
+    async with context.services.session() as session:
+        case = await drafts.case_of_draft(session, update.effective_user.id, button.version)
+    if case is None:
+        return False
+    await alert(query, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref))
+    return True
 
 
 # ---------------------------------------------------------------- reminders, cancel, timeout

@@ -24,18 +24,18 @@ had processed it. That is at most one message per send in flight, sent twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
 import socket
 import time
-import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup, ReplyKeyboardMarkup
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -46,6 +46,7 @@ from telegram.error import (
 from telegram.ext import Application
 
 from bot.context import Context
+from bot.flood import OUTBOX, FloodControl, retry_after_seconds
 from bot.services import Services, services_of
 from models import outbox, people
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
@@ -70,19 +71,24 @@ class FloodLimiter:
     `group_limit` per minute per group (chat ids below zero)."""
 
     def __init__(self, per_second: float = 30, per_chat_per_second: float = 1,
-                 group_per_minute: int = 20, clock: Callable[[], float] = time.monotonic):
+                 group_per_minute: int = 20, clock: Callable[[], float] = time.monotonic,
+                 holds: FloodControl | None = None):
         if per_second <= 0 or per_chat_per_second <= 0 or group_per_minute <= 0:
             raise ValueError("delivery limits must be positive")
         self.interval = 1.0 / per_second
         self.chat_interval = 1.0 / per_chat_per_second
         self.group_limit = int(group_per_minute)
         self.clock = clock
+        # The Application's 429 windows (bot/flood.py): opened by replies as well as pushes.
+        self.holds = holds
         self._next_send = 0.0
         self._next_in_chat: dict[int, float] = {}
         self._group_sends: dict[int, deque[float]] = {}
 
     def _chat_ready(self, chat_id: int, at: float) -> float:
         ready = max(at, self._next_in_chat.get(chat_id, 0.0))
+        if self.holds is not None:
+            ready = max(ready, self.clock() + self.holds.wait_for(chat_id))
         sends = self._group_sends.get(chat_id)
         if chat_id < 0 and sends is not None and len(sends) >= self.group_limit:
             ready = max(ready, sends[-self.group_limit] + 60.0)
@@ -151,12 +157,24 @@ class DeliveryState:
     # Chats Telegram answered RetryAfter for, and until when (database clock) to leave them be.
     held_until: dict[int, datetime] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
+    # Set when the bot stops: planned sends are given back to the outbox at once, so a
+    # backlog of group posts (20 a minute each) never holds up the stop.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds` unless the bot stops meanwhile; True if it may go on."""
+        if seconds > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+        return not self.stopping.is_set()
 
     @classmethod
-    def from_settings(cls, settings, worker: str) -> DeliveryState:
+    def from_settings(cls, settings, worker: str,
+                      holds: FloodControl | None = None) -> DeliveryState:
         d = settings.delivery
         return cls(
-            limiter=FloodLimiter(d.global_per_second, d.per_chat_per_second, d.group_per_minute),
+            limiter=FloodLimiter(d.global_per_second, d.per_chat_per_second, d.group_per_minute,
+                                 holds=holds),
             worker=worker[:64],
             batch_size=max(1, int(d.global_per_second * HORIZON_SECONDS)),
             lease_seconds=d.lease_seconds,
@@ -171,13 +189,20 @@ class DeliveryState:
         return timedelta(seconds=steps[min(attempts, len(steps) - 1)])
 
 
+def flood_control(bot: Bot) -> FloodControl | None:
+    """The bot's shared flood-control state, if it has one (build_application gives it)."""
+    limiter = getattr(bot, "rate_limiter", None)  # ExtBot's; a plain Bot has none
+    return limiter if isinstance(limiter, FloodControl) else None
+
+
 def delivery_state(application: Application) -> DeliveryState:
     """The sender state of an application (created on first use)."""
     state = application.bot_data.get(STATE_KEY)
     if state is None:
         settings = services_of(application).settings
         state = DeliveryState.from_settings(
-            settings, worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}")
+            settings, worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}",
+            holds=flood_control(application.bot))
         application.bot_data[STATE_KEY] = state
     return state
 
@@ -206,7 +231,7 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
             state.kicked = False
             batch_sent, claimed = await _deliver_batch(application.bot, services, state, clock)
             sent += batch_sent
-            more = claimed >= state.batch_size or state.kicked
+            more = (claimed >= state.batch_size or state.kicked) and not state.stopping.is_set()
             if not more or time.monotonic() - started > max_seconds:
                 break
         if more:
@@ -217,6 +242,8 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
 async def _deliver_batch(bot: Bot, services: Services, state: DeliveryState,
                          clock: Callable[[], datetime]) -> tuple[int, int]:
     """Claim one batch and send it; returns (sent, claimed)."""
+    if state.stopping.is_set():
+        return 0, 0
     # Rows for chats that must wait anyway stay unclaimed: claiming them only to put them
     # back would rewrite a busy group's whole backlog every pass.
     now = clock()
@@ -282,13 +309,21 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
                    clock: Callable[[], datetime], row: Outbox, at: float,
                    claimed_at: float) -> int:
     """Wait for the planned moment, send one row, record the outcome. Returns 1 if sent."""
-    delay = at - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    if not await state.pause(at - time.monotonic()):
+        await _postpone(services, state, [(row, clock())])  # unsent: queued for the next start
+        return 0
     if time.monotonic() - claimed_at > state.lease_seconds - LEASE_MARGIN_SECONDS:
         return 0  # the lease may be gone; whoever claims the row next sends it
     if row.chat_id in state.held_until:  # a RetryAfter for this chat came in meanwhile
         await _postpone(services, state, [(row, state.held_until[row.chat_id])])
+        return 0
+    holds = state.limiter.holds
+    window = holds.wait_for(row.chat_id) if holds is not None else 0.0
+    if window > HORIZON_SECONDS:  # a reply's 429 opened a long window meanwhile
+        await _postpone(services, state, [(row, clock() + timedelta(seconds=window))])
+        return 0
+    if not await state.pause(window):
+        await _postpone(services, state, [(row, clock())])
         return 0
     try:
         message_id = await _send(bot, row, state.send_timeout)
@@ -312,11 +347,23 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     return 1
 
 
+def _markup(stored: dict | None, bot: Bot) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
+    """The keyboard of a push: inline buttons, or the reply keyboard (the main menu) that
+    comes back with a reply sent through the outbox (the 受理 confirmation)."""
+    if not stored:
+        return None
+    if "keyboard" in stored:
+        return ReplyKeyboardMarkup.de_json(stored, bot)
+    return InlineKeyboardMarkup.de_json(stored, bot)
+
+
 async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
     """One push to Telegram; returns the id of the message that carries the buttons."""
     timeouts = {"read_timeout": timeout, "write_timeout": timeout,
                 "connect_timeout": timeout, "pool_timeout": timeout}
-    markup = InlineKeyboardMarkup.de_json(row.reply_markup, bot) if row.reply_markup else None
+    if flood_control(bot) is not None:  # its 429s are handled here, not retried there
+        timeouts["rate_limit_args"] = OUTBOX
+    markup = _markup(row.reply_markup, bot)
     text = row.text if len(row.text) <= MAX_TEXT else row.text[: MAX_TEXT - 1] + "…"
     chat_id = row.chat_id
     for _ in range(2):  # a second time only if the group moved to a supergroup
@@ -340,16 +387,9 @@ async def _record(services: Services, mark, outbox_id: int, **kwargs) -> None:
     await services.gathered.run(lambda session: mark(session, outbox_id, **kwargs))
 
 
-def _retry_after_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that the int will become a timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 async def _on_retry_after(services: Services, state: DeliveryState,
                           clock: Callable[[], datetime], row: Outbox, exc: RetryAfter) -> None:
-    wait = _retry_after_seconds(exc)
+    wait = retry_after_seconds(exc)
     until = clock() + timedelta(seconds=wait)
     state.held_until[row.chat_id] = max(until, state.held_until.get(row.chat_id, until))
     async with services.session() as session:
@@ -397,9 +437,16 @@ async def delivery_job(context: Context) -> None:
     await deliver_due(context.application)
 
 
+def stop_sending(application: Application) -> None:
+    """The bot is stopping: sends not yet started go back to the outbox (unsent, queued)."""
+    delivery_state(application).stopping.set()
+
+
 def kick(application: Application) -> None:
     """Wake the sender now (call after committing a transaction that queued pushes)."""
     state = delivery_state(application)
+    if state.stopping.is_set():
+        return
     if state.lock.locked():
         state.kicked = True
         return

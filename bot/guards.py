@@ -1,16 +1,16 @@
-"""Handlers that run around all others: the duplicate-update guard and the error handler."""
+"""Handlers that run around all others: the duplicate-update guard, the record of handled
+updates and the error handler."""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from datetime import timedelta
 
 from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop
 
-from bot import texts
+from bot import failpoints, persistence, texts
 from bot.context import Context
 from bot.services import Services
 from models import drafts
@@ -20,37 +20,32 @@ log = logging.getLogger(__name__)
 
 RECENT_KEY = "recent_update_ids"
 RECENT_SIZE = 10_000  # in-memory shortcut; the ProcessedUpdate table is the authority
-CLAIMS_KEY = "update_claims"
-# Telegram redelivers an update within minutes to hours; after a week without updates it may
-# start numbering afresh, so an id last seen longer ago than this is a new update.
-UPDATES_REMEMBERED = timedelta(days=2)
+CHECKS_KEY = "update_checks"
+UPDATES_REMEMBERED = persistence.UPDATES_REMEMBERED
+AFTER_ALL = 1_000  # the handler group that runs after every other one
 
 
-class UpdateClaims:
-    """Records handled update ids in the store, many per transaction.
+class HandledUpdates:
+    """Looks update ids up in the store, many per transaction.
 
-    The updates of one getUpdates answer are claimed together, and so are those that arrive
-    while the previous write waits for the database: one INSERT each time, so under load the
-    duplicate check costs one short transaction per batch of updates instead of one per update.
+    The updates of one getUpdates answer are looked up together, and so are those that
+    arrive while the previous look-up waits for the database. The look-up only reads: an
+    update is recorded as handled after its handlers ran, with its conversation step
+    (record_handled), so a redelivery after a crash is handled, one after success is not.
     """
 
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._gathered = Gathered(lambda: services.session(urgent=True), self._claim_all)
+        self._gathered = Gathered(lambda: services.session(urgent=True), self._look_up)
 
-    async def claim(self, update_id: int) -> bool:
-        """True for the first delivery of this update id, False for any later one."""
+    async def seen(self, update_id: int) -> bool:
+        """Whether this update id was handled before (by this or an earlier process)."""
         return await self._gathered.submit(update_id)
 
-    async def _claim_all(self, session, update_ids: list[int]) -> list[bool]:
-        now = self._services.clock()
-        fresh = await drafts.claim_updates(session, update_ids, now,
-                                           since=now - UPDATES_REMEMBERED)
-        claimed = []
-        for update_id in update_ids:  # the same id twice in one batch: the first one has it
-            claimed.append(update_id in fresh)
-            fresh.discard(update_id)
-        return claimed
+    async def _look_up(self, session, update_ids: list[int]) -> list[bool]:
+        since = self._services.clock() - UPDATES_REMEMBERED
+        handled = await drafts.handled_updates(session, update_ids, since=since)
+        return [update_id in handled for update_id in update_ids]
 
 
 async def drop_duplicates(update: object, context: Context) -> None:
@@ -59,18 +54,40 @@ async def drop_duplicates(update: object, context: Context) -> None:
     if not isinstance(update, Update):
         return
     recent: OrderedDict = context.bot_data.setdefault(RECENT_KEY, OrderedDict())
-    if update.update_id in recent:
+    if update.update_id in recent:  # handled, or being handled, by this process
         log.info("duplicate update %s ignored", update.update_id)
         raise ApplicationHandlerStop
-    claims = context.bot_data.get(CLAIMS_KEY)
-    if claims is None:
-        claims = context.bot_data[CLAIMS_KEY] = UpdateClaims(context.services)
-    if not await claims.claim(update.update_id):
-        log.info("duplicate update %s ignored (seen before restart)", update.update_id)
-        raise ApplicationHandlerStop
-    recent[update.update_id] = True
+    checks = context.bot_data.get(CHECKS_KEY)
+    if checks is None:
+        checks = context.bot_data[CHECKS_KEY] = HandledUpdates(context.services)
+    recent[update.update_id] = True  # before the await: a concurrent copy must not pass
     if len(recent) > RECENT_SIZE:
         recent.popitem(last=False)
+    try:
+        seen = await checks.seen(update.update_id)
+    except Exception:
+        recent.pop(update.update_id, None)  # not handled: a redelivery must get through
+        raise
+    if seen:
+        log.info("duplicate update %s ignored (seen before restart)", update.update_id)
+        raise ApplicationHandlerStop
+    await failpoints.reached(failpoints.update_point(update))
+
+
+async def record_handled(update: object, context: Context) -> None:
+    """Group AFTER_ALL: the update's handlers are done; it counts as handled once the
+    persistence round that stores its conversation step commits (bot/persistence.py)."""
+    if not isinstance(update, Update):
+        return
+    store = context.application.persistence
+    if isinstance(store, persistence.StorePersistence):
+        store.handled(update.update_id)
+        return
+    services = context.services  # an application without the store's persistence
+    async with services.session() as session:
+        now = services.clock()
+        await drafts.claim_updates(session, [update.update_id], now,
+                                   since=now - UPDATES_REMEMBERED)
 
 
 async def on_error(update: object, context: Context) -> None:

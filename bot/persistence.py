@@ -6,6 +6,10 @@ Only user_data (the drafts) and conversation states are kept. PTB hands changes 
 collected and written in a single short transaction. A stop saves everything; a crash loses
 at most the last SAVE_SECONDS of conversation steps (the bot at 330 updates/s: 0.2 s costs
 ~2 % of a core more than 2 s, and nothing in latency).
+
+The ids of the updates handled since the last round are recorded in the same transaction
+(bot/guards.py): an update counts as handled only once its conversation step is stored, so
+after a crash Telegram's redelivery of it is handled again rather than dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import BasePersistence, PersistenceInput
@@ -21,6 +25,9 @@ from telegram.ext import BasePersistence, PersistenceInput
 from models import drafts
 
 SAVE_SECONDS = 0.2
+# Telegram redelivers an update within minutes to hours; after a week without updates it may
+# start numbering afresh, so an id last seen longer ago than this is a new update.
+UPDATES_REMEMBERED = timedelta(days=2)
 USER_PREFIX = "user:"
 CONV_PREFIX = "conv:"
 
@@ -53,6 +60,26 @@ class StorePersistence(BasePersistence):
         self._clock = clock
         self._pending: dict[str, dict | None] = {}
         self._batch: asyncio.Future | None = None
+        self._handled: list[int] = []
+        self._fallback: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- handled updates
+    def handled(self, update_id: int) -> None:
+        """Record `update_id` as handled with the next round of writes.
+
+        PTB hands over the update's user_data and conversation state in its next round
+        (within update_interval); the id rides in that round's transaction. An update that
+        changed nothing PTB keeps (no user) is written by a fallback round a little later.
+        """
+        self._handled.append(update_id)
+        if self._fallback is None:
+            self._fallback = asyncio.get_running_loop().call_later(
+                2 * self.update_interval, self._fallback_round)
+
+    def _fallback_round(self) -> None:
+        self._fallback = None
+        if self._handled and self._batch is None:
+            self._batch = asyncio.ensure_future(self._write_batch())
 
     # ---------------------------------------------------------------- writing, batched
     async def _put(self, key: str, value: dict | None) -> None:
@@ -65,13 +92,18 @@ class StorePersistence(BasePersistence):
         # Let the other update_* calls of this round (PTB gathers them) join the batch.
         await asyncio.sleep(0)
         items, self._pending, self._batch = self._pending, {}, None
+        handled, self._handled = self._handled, []
         try:
             async with self._session() as session:
-                await drafts.save_states(session, items, self._clock())
+                now = self._clock()
+                await drafts.save_states(session, items, now)
+                await drafts.claim_updates(session, handled, now,
+                                           since=now - UPDATES_REMEMBERED)
         except Exception:
             # Keep the values for the next round rather than losing a draft; newer values
             # that arrived meanwhile win.
             self._pending = {**items, **self._pending}
+            self._handled = handled + self._handled
             raise
 
     async def update_user_data(self, user_id: int, data: dict) -> None:
@@ -88,6 +120,12 @@ class StorePersistence(BasePersistence):
     async def flush(self) -> None:
         if self._batch is not None:
             await asyncio.shield(self._batch)
+        if self._handled or self._pending:  # the last handled ids at a stop
+            self._batch = asyncio.ensure_future(self._write_batch())
+            await asyncio.shield(self._batch)
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
 
     # ---------------------------------------------------------------- reading at start-up
     async def get_user_data(self) -> dict[int, dict]:

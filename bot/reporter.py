@@ -10,6 +10,7 @@ from bot import texts
 from bot.common import alert, display_name, is_private
 from bot.context import Context
 from bot.conversation import (
+    answer_submitted_press,
     description_problem,
     draft_of,
     main_menu,
@@ -90,6 +91,8 @@ async def edited(update: Update, context: Context) -> None:
 async def stray_button(update: Update, context: Context) -> None:
     """A button no handler claimed: forged, garbled or from a finished conversation."""
     query = update.callback_query
+    if await answer_submitted_press(update, context):
+        return
     known = cb.parse(query.data) is not None
     await alert(query, texts.BUTTON_EXPIRED if known else texts.BUTTON_INVALID)
 

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from telegram import Update
 from telegram.ext import Application
 
+from bot import delivery
 from bot.app import build_application, set_bot_commands
 from models import drafts
 from whistle.config import ConfigError, Settings
@@ -111,6 +112,7 @@ async def stop_application(application: Application) -> None:
     """Stop the updater and the application, flushing conversation state to the store."""
     services = application.bot_data.get("services")
     try:
+        delivery.stop_sending(application)  # a backlog must not hold up the stop
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
         if application.running:

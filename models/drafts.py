@@ -43,6 +43,28 @@ def _claim(insert_):
     ).returning(table.c.update_id)
 
 
+def draft_key(telegram_id: int, nonce: int) -> str:
+    """The idempotency key of the case a report draft becomes (one case per draft)."""
+    return f"draft:{telegram_id}:{nonce}"
+
+
+async def case_of_draft(session: AsyncSession, telegram_id: int, nonce: int) -> Case | None:
+    """The case a submitted draft became, or None (not submitted)."""
+    key = draft_key(telegram_id, nonce)
+    return (await session.exec(select(Case).where(Case.idempotency_key == key))).scalars().first()
+
+
+async def handled_updates(session: AsyncSession, update_ids: list[int], *,
+                          since: datetime) -> set[int]:
+    """Those of `update_ids` recorded as handled since `since` (a read: nothing is claimed,
+    so an update whose effect never committed is handled again when redelivered)."""
+    if not update_ids:
+        return set()
+    rows = await session.exec(select(ProcessedUpdate.update_id).where(
+        ProcessedUpdate.update_id.in_(sorted(set(update_ids))), ProcessedUpdate.at >= since))
+    return set(rows.scalars().all())
+
+
 async def forget_processed_updates(session: AsyncSession) -> None:
     """Forget every handled update id (a new local Bot API emulator numbers from scratch)."""
     await session.exec(delete(ProcessedUpdate))

@@ -105,6 +105,19 @@ async def mark_sent(session: AsyncSession, outbox_id: int, *, message_id: int | 
                   attempts=col(Outbox.attempts) + 1)
 
 
+async def mark_sent_by_key(session: AsyncSession, key: str, *, message_id: int | None,
+                           now: datetime) -> bool:
+    """A queued push that went out directly (a reply, queued only in case it fails): never
+    send it again. False if the sender has it already (claimed, or sent)."""
+    result = await session.exec(
+        update(Outbox).where(col(Outbox.key) == key, col(Outbox.status) == PENDING,
+                             col(Outbox.lease_owner).is_(None))
+        .values(status=SENT, sent_at=now, sent_message_id=message_id,
+                attempts=col(Outbox.attempts) + 1)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
 async def mark_retry(session: AsyncSession, outbox_id: int, *, error: str, retry_at: datetime,
                      now: datetime, max_attempts: int) -> None:
     """A failed try: due again at retry_at, or "failed" for good once max_attempts are used."""

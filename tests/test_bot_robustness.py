@@ -361,7 +361,7 @@ async def test_demo_runs_the_whole_flow_in_a_terminal(tmp_path, model_path):
         await reference.sync_reference_data(session, settings)
     await engine.dispose()
     script = ["/start", ":wait", "/report", ":wait", WATER_TEXT, ":wait", "/skip", ":wait",
-              "/skip", ":wait", "1", ":wait", ":quit"]
+              "/skip", ":wait", "1", ":wait 已受理", ":quit"]
     out = io.StringIO()
     await asyncio.wait_for(run_demo(settings, input_lines=script, out=out), 60)
     shown = out.getvalue()
@@ -375,4 +375,6 @@ async def test_demo_runs_the_whole_flow_in_a_terminal(tmp_path, model_path):
     finally:
         await engine.dispose()
     assert case.text == WATER_TEXT
-    assert [p.chat_id for p in posts] == [settings.telegram.triage_chat_id]
+    # The reference to the reporter goes through the outbox too, queued with the case.
+    assert sorted((p.kind, p.chat_id) for p in posts) == [
+        ("reply", RESIDENT), ("triage", settings.telegram.triage_chat_id)]

@@ -17,7 +17,7 @@ from bot import posts, texts
 from bot.app import api_urls
 from bot.context import Context
 from bot.department import parse_new_deadline
-from bot.guards import drop_duplicates
+from bot.guards import AFTER_ALL, drop_duplicates, record_handled
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
 from bot.services import SERVICES_KEY, Services
@@ -185,6 +185,8 @@ async def test_duplicate_guard_stops_a_second_delivery(sqlite_engine, emulator):
 
     app.add_handler(TypeHandler(Update, drop_duplicates), group=-1)
     app.add_handler(TypeHandler(Update, record))
+    # The guard only looks; an update is recorded once its handlers are done.
+    app.add_handler(TypeHandler(Update, record_handled), group=AFTER_ALL)
     for update_id in (1, 2, 1, 2, 3):
         await app.process_update(_update(update_id, app))
     assert seen == [1, 2, 3]
