@@ -62,8 +62,8 @@ async def test_a_webhook_restart_loses_none_of_the_updates_sent_meanwhile(make_b
     await bot.stop()
     port, secret = free_port(), secrets.token_urlsafe(24)
     url = f"http://127.0.0.1:{port}/tg-hook"
-    telegram = {**bot.settings.telegram, "mode": "webhook", "webhook_url": url,
-                "webhook_listen": "127.0.0.1", "webhook_port": port}
+    telegram = replace(bot.settings.telegram, mode="webhook", webhook_url=url,
+                       webhook_listen="127.0.0.1", webhook_port=port)
     bot.settings = replace(bot.settings, telegram=telegram, webhook_secret=secret)
 
     async def started() -> Application:
