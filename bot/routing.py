@@ -43,6 +43,9 @@ class ReportDraft:
     longitude: float | None = None
     address: str | None = None
     out_of_area: bool = False
+    # A case from another system (Open311): its Case columns and idempotency key.
+    origin: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,8 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             kind=draft.kind, photos=draft.photos, latitude=draft.latitude,
             longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
-            idempotency_key=f"draft:{telegram_id}:{draft.nonce}", display_name=display_name,
+            idempotency_key=draft.idempotency_key or f"draft:{telegram_id}:{draft.nonce}",
+            display_name=display_name, origin=draft.origin or None,
             ref_prefix=settings.district.get("case_prefix", "WC"),
             timezone=settings.district.get("timezone", "Asia/Shanghai"),
             max_text_chars=int(settings.conversation.get("max_text_chars", 2000)),
@@ -183,8 +187,8 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             await _queue(session,
                          await _department_post(session, services, case, now,
                                                 enterprise=enterprise),
-                         await _dispatched_notice(session, services, case, now,
-                                                  chat_id=telegram_id),
+                         None if draft.origin else await _dispatched_notice(
+                             session, services, case, now, chat_id=telegram_id),
                          _triage_post(services, case, now, enterprise=enterprise,
                                       auto_dispatched=True))
         else:
