@@ -46,6 +46,9 @@ class ReportDraft:
     # A case from another system (Open311): its Case columns and idempotency key.
     origin: dict = field(default_factory=dict)
     idempotency_key: str | None = None
+    # A department the sender chose itself (an Open311 service_code): routed as if the
+    # classifier were sure of it.
+    department: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         # A location outside the district is for a person to judge (不属于本区职责?),
         # however sure the classifier is of the department.
         auto = suggestion.auto_dispatch and not case.out_of_area
-        target = suggestion.label if auto else None
+        target = draft.department or (suggestion.label if auto else None)
         dept = await store.get_department(session, target) if target else None
         if dept is not None and dept.active:
             case = await store.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
