@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from web.open311.api import Open311, routes
+from web.open311.api import Open311, http_errors, routes
 from web.open311.callbacks import CallbackSender
 from web.open311.callbacks import running as _running
 
@@ -24,7 +24,7 @@ PREFIX = "/open311/v2"
 def mount(settings, engine: AsyncEngine, clock: Callable[[], datetime],
           services_factory=None) -> Mount:
     """The Open311 sub-application, mounted at PREFIX."""
-    app = Starlette(routes=routes())
+    app = Starlette(routes=routes(), exception_handlers=http_errors())
     app.state.open311 = Open311.from_settings(settings, engine, clock, services_factory)
     return Mount(PREFIX, app=app)
 

@@ -10,6 +10,7 @@ list with the HTTP status the spec gives it.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -112,6 +113,10 @@ class Open311:
         return self._services
 
     @property
+    def max_text(self) -> int:
+        return int(self.settings.conversation.get("max_text_chars", 2000))
+
+    @property
     def rules(self) -> store.Rules:
         return self.services().rules if self._services else store.Rules.from_settings(
             self.settings)
@@ -126,8 +131,8 @@ class Open311:
         """An ISO 8601 time as naive UTC (no offset given: district time)."""
         if not raw:
             return None
-        try:
-            value = datetime.fromisoformat(raw.strip())
+        try:  # RFC 3339 allows a lower-case t and z
+            value = datetime.fromisoformat(raw.strip().upper())
         except ValueError:
             raise ApiError(400, t.BAD_DATE.format(name=name)) from None
         if value.tzinfo is None:
@@ -182,9 +187,15 @@ def endpoint(handler):
 # ---------------------------------------------------------------- parameters
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _one(params: dict[str, list[str]], name: str) -> str | None:
+    """A parameter's (last) value, stripped; None if empty."""
     values = params.get(name)
     value = values[-1].strip() if values else ""
+    if _CONTROL.search(value):
+        raise ApiError(400, t.CONTROL_CHARS.format(name=name))
     limit = LIMITS.get(name)
     if limit and len(value) > limit:
         raise ApiError(400, t.TOO_LONG.format(name=name, limit=limit))
@@ -216,13 +227,12 @@ def _float(params: dict, name: str, low: float, high: float) -> float | None:
     return value
 
 
-def _csv(params: dict, name: str, limit: int = 100) -> tuple[str, ...]:
-    values = [v.strip() for raw in params.get(name, []) for v in raw.split(",") if v.strip()]
-    if len(values) > limit:
-        raise ApiError(400, t.TOO_MANY.format(name=name, limit=limit))
-    if any(len(v) > 40 for v in values):
-        raise ApiError(400, t.TOO_LONG.format(name=name, limit=40))
-    return tuple(values)
+def _csv(params: dict, name: str) -> tuple[str, ...]:
+    """A comma-separated list (at most 2,000 characters); unknown entries simply match nothing."""
+    raw = ",".join(params.get(name, []))
+    if len(raw) > 2000:
+        raise ApiError(400, t.TOO_LONG.format(name=name, limit=2000))
+    return tuple(v.strip() for v in raw.split(",") if v.strip())
 
 
 def _query_params(request: Request) -> dict[str, list[str]]:
@@ -259,8 +269,9 @@ async def _form_params(request: Request, max_body: int) -> dict[str, list[str]]:
 
 async def _client(state: Open311, params: dict) -> ApiClient:
     """The API client whose key came with the request, within its rate limit."""
-    key = _one(params, "api_key")
-    if key is None:
+    # A garbled key is simply not a key (403), whatever characters it holds.
+    key = (params.get("api_key") or [""])[-1].strip()
+    if not key:
         raise ApiError(401, t.API_KEY_MISSING)
     async with session_scope(state.engine) as session:
         client = await apiclients.authenticate(session, key[:200])
@@ -413,9 +424,8 @@ def work_order(state: Open311, client: ApiClient, params: dict):
     description = _one(params, "description")
     if description is None:
         raise ApiError(400, t.NEED_DESCRIPTION)
-    max_chars = int(state.settings.conversation.get("max_text_chars", 2000))
-    if len(description) > max_chars:
-        raise ApiError(400, t.TOO_LONG.format(name="description", limit=max_chars))
+    if len(description) > state.max_text:
+        raise ApiError(400, t.TOO_LONG.format(name="description", limit=state.max_text))
     lat, lon = _float(params, "lat", -90, 90), _float(params, "long", -180, 180)
     address = _one(params, "address_string")
     if (lat is None) != (lon is None) or (lat is None and address is None):
@@ -498,11 +508,23 @@ async def feedback(request: Request, fmt: str) -> Response:
 async def openapi(request: Request) -> Response:
     from web.open311.openapi import document
 
-    return JSONResponse(document())
+    state = _state(request)
+    async with session_scope(state.engine) as session:
+        codes = tuple(d.code for d in await open311.active_departments(session))
+    return JSONResponse(document(codes, state.max_text))
 
 
-async def not_found(request: Request) -> Response:
+async def not_found(request: Request, exc: Exception | None = None) -> Response:
     return error_response("json", 404, t.NOT_FOUND)
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response("json", 405, t.NOT_ALLOWED)
+
+
+def http_errors() -> dict:
+    """Starlette's own 404/405 as Open311 error bodies too."""
+    return {404: not_found, 405: not_allowed}
 
 
 def routes() -> list[Route]:
