@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,6 +31,7 @@ from models.tables import (
     Case,
     CaseEvent,
     Department,
+    Outbox,
 )
 
 OPEN, CLOSED_311 = "open", "closed"
@@ -234,3 +235,19 @@ async def callback_target(session: AsyncSession, case_id: int) -> ApiClient | No
             .where(col(Case.id) == case_id, col(ApiClient.active).is_(True),
                    col(ApiClient.callback_url).is_not(None)))
     return (await session.exec(stmt)).first()
+
+
+async def hold_for_earlier(session: AsyncSession, row: Outbox) -> bool:
+    """Keep a case's updates in order: if an earlier update of the same case is still
+    waiting (its client was down), this one waits until just after it. True if held."""
+    stmt = (select(func.max(Outbox.due_at))
+            .where(col(Outbox.case_id) == row.case_id, col(Outbox.id) < row.id,
+                   col(Outbox.chat_id) == outbox.WEBHOOK_CHAT,
+                   col(Outbox.status) == outbox.PENDING))
+    due = (await session.exec(stmt)).one()
+    if due is None:
+        return False
+    await session.exec(update(Outbox).where(col(Outbox.id) == row.id)
+                       .values(due_at=max(due, row.due_at), lease_owner=None, lease_until=None)
+                       .execution_options(synchronize_session=False))
+    return True

@@ -10,8 +10,7 @@ client's callback URL as {"service_request_updates": [record]}:
   same pass wait too (a platform that is down is not hammered), up to max_attempts.
 - the client was revoked or dropped its URL → dropped.
 
-A client that needs order sorts by updated_datetime / update_id: a retried update can reach
-it after a later one that went through.
+A case's updates arrive in order: one waits while an earlier update of its case is pending.
 """
 
 from __future__ import annotations
@@ -81,6 +80,8 @@ class CallbackSender:
             if client is None:
                 await outbox.mark_dropped(session, row.id, reason="no active callback",
                                           now=self.clock())
+                return 0
+            if await open311.hold_for_earlier(session, row):
                 return 0
         url = client.callback_url
         error = "host down earlier in this pass" if url in down else await self._post(
