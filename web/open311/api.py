@@ -42,6 +42,7 @@ LIMITS = {"address_string": 300, "external_id": 100, "first_name": 50, "last_nam
           "email": 200, "device_id": 100, "account_id": 100, "media_url": 500,
           "service_code": 40, "comment": 1000}
 MAX_MEDIA = 5
+CACHE_SECONDS = 5.0
 _CALLER_FIELDS = ("first_name", "last_name", "phone", "email", "device_id", "account_id")
 
 
@@ -85,6 +86,33 @@ class Open311:
     max_body: int
     services_factory: Callable[[], Any] | None = None
     _services: Any = field(default=None, init=False)
+    # Keys and service codes are read once per CACHE_SECONDS, not once per request: a
+    # revoked key stops working within that time.
+    _clients: dict[str, tuple[float, ApiClient | None]] = field(default_factory=dict,
+                                                                 init=False)
+    _codes: tuple[float, frozenset[str]] = field(default=(0.0, frozenset()), init=False)
+
+    async def client_for(self, key: str) -> ApiClient | None:
+        """The active client holding `key` (cached for CACHE_SECONDS)."""
+        now = time.monotonic()
+        cached = self._clients.get(key)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        async with session_scope(self.engine) as session:
+            client = await apiclients.authenticate(session, key)
+        if len(self._clients) > 10_000:  # garbage keys must not grow it without bound
+            self._clients.clear()
+        self._clients[key] = (now, client)
+        return client
+
+    async def service_codes(self) -> frozenset[str]:
+        """Codes of the active departments (cached for CACHE_SECONDS)."""
+        now = time.monotonic()
+        if now - self._codes[0] >= CACHE_SECONDS:
+            async with session_scope(self.engine) as session:
+                codes = frozenset(d.code for d in await open311.active_departments(session))
+            self._codes = (now, codes)
+        return self._codes[1]
 
     @classmethod
     def from_settings(cls, settings, engine: AsyncEngine, clock: Callable[[], datetime],
@@ -108,8 +136,12 @@ class Open311:
             else:
                 from bot.services import Services
 
-                self._services = Services.from_settings(self.settings, engine=self.engine,
-                                                        clock=self.clock)
+                # The app's own database: Services makes its own engines, which on SQLite run
+                # statements in place (no thread hop per statement, as the bot does).
+                own = (self.engine.url.render_as_string(hide_password=False)
+                       == self.settings.database_url)
+                self._services = Services.from_settings(
+                    self.settings, engine=None if own else self.engine, clock=self.clock)
         return self._services
 
     @property
@@ -273,8 +305,7 @@ async def _client(state: Open311, params: dict) -> ApiClient:
     key = (params.get("api_key") or [""])[-1].strip()
     if not key:
         raise ApiError(401, t.API_KEY_MISSING)
-    async with session_scope(state.engine) as session:
-        client = await apiclients.authenticate(session, key[:200])
+    client = await state.client_for(key[:200])
     if client is None:
         raise ApiError(403, t.API_KEY_BAD)
     wait = state.limiter.wait_seconds(client.id)
@@ -449,11 +480,8 @@ async def post_request(request: Request, fmt: str) -> Response:
     client = await _client(state, params)
     draft = work_order(state, client, params)
     services = state.services()
-    if draft.department is not None:
-        async with session_scope(state.engine) as session:
-            dept = await store.get_department(session, draft.department)
-        if dept is None or not dept.active:
-            raise ApiError(400, t.NO_SUCH_SERVICE)
+    if draft.department is not None and draft.department not in await state.service_codes():
+        raise ApiError(400, t.NO_SUCH_SERVICE)
     from bot.routing import submit_report
 
     case, new = await submit_report(services, telegram_id=apiclients.client_reporter_id(client.id),
