@@ -29,6 +29,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 import asyncpg
 import httpx
@@ -81,7 +82,7 @@ class Server:
         self.process = ctx.Process(target=_serve, args=(url, str(model_path), self.port))
         self.base = f"http://127.0.0.1:{self.port}/open311/v2"
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         self.process.start()
         async with httpx.AsyncClient() as http:
             for _ in range(600):
@@ -102,7 +103,7 @@ def summarize(samples: list[float]) -> dict:
     ordered = sorted(samples)
     if not ordered:
         return {"n": 0}
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
     return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 2),
             "p99_ms": round(pick(0.99) * 1000, 2), "max_ms": round(ordered[-1] * 1000, 2),
             "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
@@ -294,7 +295,7 @@ def main() -> None:
             fresh = f"sqlite+aiosqlite:///{work / 'post.db'}"
             big_path = work / "get.db"
             big = f"sqlite+aiosqlite:///{big_path}" if args.cases else None
-            load = lambda: sb.load_sqlite(big_path, args.cases, settings, rules)  # noqa: E731
+            load = lambda: sb.load_sqlite(big_path, args.cases, settings, rules)
             report["engines"]["sqlite"] = asyncio.run(
                 bench_engine("sqlite", fresh, big, args, model, load))
         else:
@@ -309,7 +310,7 @@ def main() -> None:
                 asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             asyncio.run(admin(f'CREATE DATABASE "{names[0]}"'))
             big = sb._pg_url(args.pg_url, names[1]) if args.cases else None
-            load = lambda: asyncio.run(sb.load_postgres(  # noqa: E731
+            load = lambda: asyncio.run(sb.load_postgres(
                 args.pg_url, names[1], args.cases, settings, rules))
             try:
                 report["engines"]["postgresql"] = asyncio.run(bench_engine(
