@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import importlib.util
 import json
 import multiprocessing
@@ -273,6 +274,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     ap.add_argument("--pg-url", default=os.environ.get(
         "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
@@ -295,7 +297,7 @@ def main() -> None:
             fresh = f"sqlite+aiosqlite:///{work / 'post.db'}"
             big_path = work / "get.db"
             big = f"sqlite+aiosqlite:///{big_path}" if args.cases else None
-            load = lambda: sb.load_sqlite(big_path, args.cases, settings, rules)
+            load = functools.partial(sb.load_sqlite, big_path, args.cases, settings, rules)
             report["engines"]["sqlite"] = asyncio.run(
                 bench_engine("sqlite", fresh, big, args, model, load))
         else:
@@ -310,7 +312,7 @@ def main() -> None:
                 asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             asyncio.run(admin(f'CREATE DATABASE "{names[0]}"'))
             big = sb._pg_url(args.pg_url, names[1]) if args.cases else None
-            load = lambda: asyncio.run(sb.load_postgres(
+            load = functools.partial(asyncio.run, sb.load_postgres(
                 args.pg_url, names[1], args.cases, settings, rules))
             try:
                 report["engines"]["postgresql"] = asyncio.run(bench_engine(
@@ -319,9 +321,9 @@ def main() -> None:
                 for db in names:
                     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         print_table({**report, "engines": {engine: report["engines"][engine]}})
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, ensure_ascii=False, indent=2))
-    print(f"\n→ {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+    print(f"\n→ {args.out}")
 
 
 if __name__ == "__main__":
