@@ -23,6 +23,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -321,6 +322,7 @@ def main() -> None:
                 for db in names:
                     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         print_table({**report, "engines": {engine: report["engines"][engine]}})
+    shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2))
     print(f"\n→ {args.out}")
