@@ -1,7 +1,7 @@
 """Open311 benchmark: POST requests (sustained rate, p99) and GET requests p99 over many cases.
 
     python bench/open311_bench.py [--engines sqlite,postgresql] [--cases 1000000]
-                                  [--rate 200] [--seconds 10] [--samples 200]
+                                  [--rate 100,200] [--seconds 10] [--samples 200]
                                   [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
 
 The API runs as `whistle run` serves it (web.app.create_app under uvicorn) in a process of its
@@ -244,8 +244,9 @@ async def bench_engine(name: str, fresh_url: str, big_url: str | None, args, mod
     key = await _new_client(fresh_url)
     async with Server(fresh_url, model) as server:
         await post_open_loop(server.base, key, 20, 1)  # warm-up (model loaded, pools filled)
-        result["post_open_loop"] = await post_open_loop(server.base, key, args.rate,
-                                                        args.seconds)
+        result["post_open_loop"] = [await post_open_loop(server.base, key, float(rate),
+                                                         args.seconds)
+                                    for rate in args.rate.split(",")]
         result["post_closed_loop"] = await post_closed_loop(server.base, key, 16, args.seconds)
     if big_url:
         result["load"] = await asyncio.to_thread(load)  # the loaders run their own loops
@@ -259,10 +260,11 @@ async def bench_engine(name: str, fresh_url: str, big_url: str | None, args, mod
 def print_table(report: dict) -> None:
     print(f"\nOpen311 bench — {report['cases']:,} cases for GET")
     for engine, r in report["engines"].items():
-        o, c = r["post_open_loop"], r["post_closed_loop"]
-        print(f"[{engine}] POST open loop {o['offered_per_s']}/s offered → "
-              f"{o['achieved_per_s']}/s, p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, "
-              f"failures {o['failures']}")
+        c = r["post_closed_loop"]
+        for o in r["post_open_loop"]:
+            print(f"[{engine}] POST open loop {o['offered_per_s']}/s offered → "
+                  f"{o['achieved_per_s']}/s, p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, "
+                  f"failures {o['failures']}")
         print(f"[{engine}] POST 16 clients → {c['per_s']}/s, p50 {c['p50_ms']} ms, "
               f"p99 {c['p99_ms']} ms")
         for query, s in r.get("get", {}).items():
@@ -280,7 +282,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engines", default="sqlite,postgresql")
     ap.add_argument("--cases", type=int, default=1_000_000, help="cases for GET (0: skip)")
-    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--rate", default="100,200", help="offered POST rates per second")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
