@@ -46,6 +46,21 @@ CACHE_SECONDS = 5.0
 _CALLER_FIELDS = ("first_name", "last_name", "phone", "email", "device_id", "account_id")
 
 
+def setting(section: Any, name: str, default: Any) -> Any:
+    """A value of a settings section, whether the section is a table (dict) or typed."""
+    if isinstance(section, dict):
+        return section.get(name, default)
+    return getattr(section, name, default)
+
+
+def open311_options(settings) -> dict:
+    """The API's options: an [open311] section if settings have one, else [dashboard.open311]."""
+    section = getattr(settings, "open311", None) or setting(settings.dashboard, "open311", {})
+    if isinstance(section, dict):
+        return dict(section)
+    return {f: getattr(section, f) for f in section.__dataclass_fields__}
+
+
 class ApiError(Exception):
     """A refusal: HTTP status and the description the client is given."""
 
@@ -117,7 +132,7 @@ class Open311:
     @classmethod
     def from_settings(cls, settings, engine: AsyncEngine, clock: Callable[[], datetime],
                       services_factory: Callable[[], Any] | None = None) -> Open311:
-        options = dict(settings.dashboard.get("open311", {}))
+        options = open311_options(settings)
         return cls(
             settings=settings, engine=engine, clock=clock, options=options,
             privacy=Privacy(exact_location=bool(options.get("public_exact_location", False)),
@@ -146,7 +161,7 @@ class Open311:
 
     @property
     def max_text(self) -> int:
-        return int(self.settings.conversation.get("max_text_chars", 2000))
+        return int(setting(self.settings.conversation, "max_text_chars", 2000))
 
     @property
     def rules(self) -> store.Rules:
@@ -323,7 +338,7 @@ async def discovery(request: Request, fmt: str) -> Response:
     base = str(request.url_for("open311_root")).rstrip("/") + "/"
     data = {
         "changeset": "2026-12-05T00:00:00+08:00",
-        "contact": t.DISCOVERY_CONTACT.format(district=state.settings.district.get("name", "")),
+        "contact": t.DISCOVERY_CONTACT.format(district=setting(state.settings.district, "name", "")),
         "key_service": "whistle apikey add NAME",
         "endpoints": [{
             "specification": "http://wiki.open311.org/GeoReport_v2",
@@ -441,7 +456,7 @@ def _caller(params: dict) -> dict | None:
 
 
 def _in_district(settings, lat: float, lon: float) -> bool:
-    bbox = settings.district.get("bbox")
+    bbox = setting(settings.district, "bbox", None)
     if not bbox:
         return True
     lon_min, lat_min, lon_max, lat_max = bbox
