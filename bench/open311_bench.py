@@ -125,13 +125,14 @@ def _order(key: str, i: int, run: str) -> dict:
 async def post_open_loop(base: str, key: str, rate: float, seconds: float) -> dict:
     """Work orders arriving at `rate` per second whatever the answers: latency and rate."""
     latencies, failures = [], 0
+    tag = f"open{rate:g}-{time.time_ns()}"  # fresh external ids: every POST makes a case
     async with httpx.AsyncClient(base_url=base, timeout=30,
                                  limits=httpx.Limits(max_connections=256)) as http:
         async def one(i: int) -> None:
             nonlocal failures
             t0 = time.perf_counter()
             try:
-                response = await http.post("/requests.json", data=_order(key, i, "open"))
+                response = await http.post("/requests.json", data=_order(key, i, tag))
                 failures += response.status_code != 201
             except httpx.HTTPError:  # an overloaded server drops connections: a failure
                 failures += 1
@@ -153,6 +154,7 @@ async def post_open_loop(base: str, key: str, rate: float, seconds: float) -> di
 async def post_closed_loop(base: str, key: str, clients: int, seconds: float) -> dict:
     """`clients` callers posting back to back: the ceiling."""
     latencies, failures, counter = [], 0, iter(range(10**9))
+    tag = f"closed-{time.time_ns()}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         deadline = time.perf_counter() + seconds
 
@@ -161,7 +163,7 @@ async def post_closed_loop(base: str, key: str, clients: int, seconds: float) ->
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 response = await http.post("/requests.json",
-                                           data=_order(key, next(counter), "closed"))
+                                           data=_order(key, next(counter), tag))
                 latencies.append(time.perf_counter() - t0)
                 failures += response.status_code != 201
 

@@ -264,3 +264,33 @@ async def _queued_while_down(engine, platform: FakePlatform, count: int) -> bool
 async def _all_sent(platform: FakePlatform, count: int) -> bool:
     return len(platform.received) >= count
 
+
+
+async def test_feedback_unsatisfied_reopens_to_the_department(api, seeded):
+    base, key = api
+    other = await new_client(seeded.engine, name="城市App")
+    officer = Actor.staff(seeded.dept_staff["water"])
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        ref = (await http.post("/requests.json", data=work_order(key, "GD-F"))
+               ).json()[0]["service_request_id"]
+        early = await http.post(f"/requests/{ref}/feedback.json",
+                                data={"api_key": key, "rating": "satisfied"})
+        async with session_scope(seeded.engine) as s:
+            case = await store.get_case_by_ref(s, ref)
+            await store.sign_for(s, case.id, officer, now(), rules=seeded.rules)
+            await store.resolve(s, case.id, officer, "已修复", now(), rules=seeded.rules)
+        foreign = await http.post(f"/requests/{ref}/feedback.json",
+                                  data={"api_key": other, "rating": "satisfied"})
+        bad = await http.post(f"/requests/{ref}/feedback.json",
+                              data={"api_key": key, "rating": "great"})
+        reopened = await http.post(f"/requests/{ref}/feedback.json",
+                                   data={"api_key": key, "rating": "unsatisfied",
+                                         "comment": "水管还在漏"})
+    assert (early.status_code, foreign.status_code, bad.status_code) == (409, 403, 400)
+    assert reopened.status_code == 200 and reopened.json()[0]["status"] == "open"
+    async with session_scope(seeded.engine) as s:
+        case = await store.get_case_by_ref(s, ref)
+        posts = (await s.exec(store.select(Outbox).where(Outbox.case_id == case.id,
+                                                         Outbox.key.contains("reopened")))).all()
+    assert case.status == DISPATCHED and case.satisfaction == "unsatisfied"
+    assert [p.kind for p in posts] == ["department"]  # to the 水务局 group, none to a reporter

@@ -530,7 +530,8 @@ async def feedback(request: Request, fmt: str) -> Response:
     if rating not in store.RATINGS:
         raise ApiError(400, t.BAD_RATING)
     services = state.services()
-    actor = store.Actor.reporter(apiclients.client_reporter_id(client.id))
+    from bot.followup import submit_rating  # the bot's own: 不满意 goes back to the department
+
     async with services.session() as session:
         case = await store.get_case_by_ref(session, request.path_params["rid"])
         if case is None:
@@ -538,8 +539,9 @@ async def feedback(request: Request, fmt: str) -> Response:
         if case.api_client_id != client.id:
             raise ApiError(403, t.NOT_YOURS)
         try:
-            case = await store.rate(session, case.id, actor, rating, _one(params, "comment"),
-                                    services.clock(), rules=services.rules)
+            case = await submit_rating(session, services, apiclients.client_reporter_id(
+                client.id), case.id, case.version, rating, _one(params, "comment"),
+                services.clock())
         except IllegalTransition:
             raise ApiError(409, t.CANNOT_RATE) from None
         except CaseError as exc:
