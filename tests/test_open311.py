@@ -203,7 +203,7 @@ class FakePlatform:
         return f"http://127.0.0.1:{port}/callback"
 
 
-async def wait_for(predicate, seconds: float = 20.0) -> None:
+async def wait_for(predicate, seconds: float = 60.0) -> None:  # a loaded CI box is slow
     deadline = time.monotonic() + seconds
     while not await predicate():
         assert time.monotonic() < deadline, "timed out"
