@@ -200,6 +200,9 @@ def generate(n: int, rules: Rules, n_reporters: int, seed: int = 7):
             "resolution_photo": None, "satisfaction_comment": None,
             "merged_into_id": max(1, i - 1) if status == "merged" else None,
             "version": 0,
+            # One in four is a 12345 热线哨 (as in the seed), from no API client here.
+            "channel": "hotline" if i % 4 == 0 else "telegram", "api_client_id": None,
+            "external_id": None, "caller": None,
         }
         for key in ("dispatched_at", "signed_at", "resolved_at", "closed_at", "sign_by",
                     "resolve_by", "satisfaction", "yellow_notified_at", "red_notified_at",

@@ -45,6 +45,12 @@ class ReportDraft:
     longitude: float | None = None
     address: str | None = None
     out_of_area: bool = False
+    # A case from another system (Open311): its Case columns and idempotency key.
+    origin: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+    # A department the sender chose itself (an Open311 service_code): routed as if the
+    # classifier were sure of it.
+    department: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,8 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             grid_code=where.grid_code, located_by=where.located_by,
             out_of_grid=where.out_of_grid,
             suggestions=list(suggestion.top), model_version=suggestion.model_version,
-            idempotency_key=drafts.draft_key(telegram_id, draft.nonce), display_name=display_name,
+            idempotency_key=draft.idempotency_key or drafts.draft_key(telegram_id, draft.nonce),
+            display_name=display_name, origin=draft.origin or None,
             ref_prefix=settings.district.case_prefix,
             timezone=settings.district.timezone,
             max_text_chars=settings.conversation.max_text_chars,
@@ -148,7 +155,7 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         # A location outside the district, or outside every grid, is for a person to judge
         # (不属于本区职责? which grid?), however sure the classifier is of the department.
         auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
-        target = suggestion.label if auto else None
+        target = draft.department or (suggestion.label if auto else None)
         dept = await reference.get_department(session, target) if target else None
         if dept is not None and dept.active:
             case = await cases.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
@@ -156,8 +163,9 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
             await _queue(session,
                          await _department_post(session, services, case, now,
                                                 enterprise=enterprise),
-                         await notices.reporter_notice(session, services, case, notices.DISPATCHED,
-                                                       now, chat_id=telegram_id, new_case=True),
+                         None if draft.origin else await notices.reporter_notice(
+                             session, services, case, notices.DISPATCHED, now,
+                             chat_id=telegram_id, new_case=True),
                          _triage_post(services, case, now, enterprise=enterprise,
                                       auto_dispatched=True))
         else:

@@ -164,12 +164,13 @@ async def create_case(
     suggestions: Sequence[tuple[str, float]] = (),
     model_version: str | None = None, idempotency_key: str | None = None,
     display_name: str = "", ref_prefix: str = "WC", timezone: str = "Asia/Shanghai",
-    max_text_chars: int = 5000,
+    max_text_chars: int = 5000, origin: dict | None = None,
 ) -> Case:
     """A new case in status "submitted" with events "created" and "classified".
 
     The same idempotency_key twice returns the first case, so a double-tapped 确认提交 or a
-    redelivered update never makes two cases.
+    redelivered update never makes two cases. `origin` sets where a case came from other than
+    the bot (channel, api_client_id, external_id, caller: models/open311.py).
     """
     if idempotency_key and (existing := await _case_by_key(session, idempotency_key)):
         return existing
@@ -194,6 +195,7 @@ async def create_case(
         out_of_grid=out_of_grid, suggested_department=ranked[0][0] if ranked else None,
         suggested_confidence=ranked[0][1] if ranked else None,
         suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
+        **(origin or {}),
     )
     case = (await session.exec(_insert_case(session), params=draft.model_dump(exclude={"id"}))
             ).scalars().one_or_none()

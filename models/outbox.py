@@ -20,6 +20,9 @@ from models.statements import prebuilt
 from models.tables import Outbox
 
 PENDING, SENT, FAILED, DROPPED = "pending", "sent", "failed", "dropped"
+# Rows for this "chat" are HTTP callbacks to Open311 clients (models/open311.py), sent by
+# web/open311/callbacks.py; Telegram has no chat -1, and its sender never claims them.
+WEBHOOK_CHAT = -1
 _KEY_MAX = 200
 _ERROR_MAX = 500
 
@@ -64,15 +67,20 @@ def _claimable(now: datetime):
 
 
 async def claim_due(session: AsyncSession, now: datetime, *, worker: str, limit: int = 100,
-                    lease_seconds: int = 60, skip_chats: Collection[int] = ()) -> list[Outbox]:
+                    lease_seconds: int = 60, skip_chats: Collection[int] = (),
+                    webhooks: bool = False) -> list[Outbox]:
     """Lease up to `limit` due pending rows to `worker`, oldest due first, and COMMIT.
 
     The commit makes the lease visible at once, so other workers skip these rows until the
     lease runs out (a worker that dies mid-batch leaves its rows to be picked up again).
     The rows come back detached, with every column loaded. Rows for `skip_chats` (chats
-    the caller cannot send to yet) are left for later.
+    the caller cannot send to yet) are left for later. `webhooks` claims the callback rows
+    (WEBHOOK_CHAT) instead of the Telegram ones.
     """
-    due = select(Outbox.id).where(*_claimable(now)).order_by(col(Outbox.due_at), col(Outbox.id))
+    due = (select(Outbox.id).where(*_claimable(now))
+           .where(col(Outbox.chat_id) == WEBHOOK_CHAT if webhooks
+                  else col(Outbox.chat_id) != WEBHOOK_CHAT)
+           .order_by(col(Outbox.due_at), col(Outbox.id)))
     if skip_chats:
         due = due.where(col(Outbox.chat_id).not_in(sorted(skip_chats)))
     due = due.limit(limit)

@@ -10,7 +10,7 @@ dashboard call those functions and contain no SQL of their own.
 from __future__ import annotations
 
 from pydantic import NaiveDatetime
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Case statuses (the lifecycle lives in models/lifecycle.py).
@@ -25,6 +25,9 @@ NOT_ACCEPTED = "not_accepted"  # 不予受理: refused by triage with a reason
 OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED)
 
 RESIDENT, ENTERPRISE = "resident", "enterprise"
+# Intake channels: the bot, the 12345 hotline (热线哨) and other systems through Open311.
+TELEGRAM, HOTLINE, API = "telegram", "hotline", "api"
+CHANNELS = (TELEGRAM, HOTLINE, API)
 NORMAL, URGENT = "normal", "urgent"
 
 # Satisfaction (回访) answers; UNRATED = closed without an answer (未评价).
@@ -43,6 +46,19 @@ class Enterprise(SQLModel, table=True):
     park: str | None = Field(default=None, max_length=100)
     news_subscribed: bool = True  # 惠企政策推送
     created_at: NaiveDatetime
+
+
+class ApiClient(SQLModel, table=True):
+    """An Open311 client (a 12345 platform, a city app): its key is kept only as a hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)  # sha256 hex of the API key
+    channel: str = Field(default=HOTLINE, max_length=20)  # what its cases count as
+    callback_url: str | None = Field(default=None, max_length=500)
+    active: bool = True
+    created_at: NaiveDatetime
+    revoked_at: NaiveDatetime | None = None
 
 
 class Reporter(SQLModel, table=True):
@@ -107,6 +123,8 @@ class Case(SQLModel, table=True):
         Index("ix_case_resolved", "resolved_at"),
         # The follow-up engine's survey (回访) scans: resolved cases by survey_sent_at.
         Index("ix_case_status_survey", "status", "survey_sent_at", "survey_reminded_at"),
+        # Open311: a client's own id for its work order makes its POST idempotent.
+        UniqueConstraint("api_client_id", "external_id", name="uq_case_client_external"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -159,6 +177,15 @@ class Case(SQLModel, table=True):
     escalated_at: NaiveDatetime | None = None
     survey_sent_at: NaiveDatetime | None = None
     survey_reminded_at: NaiveDatetime | None = None
+
+    # Where the case came from (热线哨 = hotline) and, for API cases, the client and its own id;
+    # `caller` is the API caller's contact (personal data: never in public answers).
+    channel: str = Field(default=TELEGRAM, max_length=20)
+    api_client_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("apiclient.id", name="fk_case_api_client"),
+                                       nullable=True))
+    external_id: str | None = Field(default=None, max_length=100)
+    caller: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     # Optimistic concurrency: every change bumps it, so two staff acting at once can't both win.
     version: int = 0

@@ -2,7 +2,8 @@
 
 Routes: GET / (page; /?token=SCREEN_TOKEN signs a wall screen in), GET /api/data (JSON the
 page polls), GET /export.csv?from=&to= (staff only), GET/POST /login, POST /logout, GET /healthz,
-GET /favicon.ico. Everything but /login, /healthz and the static files needs a login.
+GET /favicon.ico; the Open311 API under /open311/v2 (web/open311, its own API keys).
+Everything else but /login, /healthz and the static files needs a login.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from models.auth import LOGIN_CODE_TTL, redeem_login_code
 from models.deadlines import LIGHT_NAMES, Rules
 from models.engine import make_engine, session_scope
 from models.stats import dashboard_data
+from web import open311
 from web.access import (
     LoginThrottle,
     Viewer,
@@ -339,10 +341,12 @@ def create_app(
     own_engine = engine is None
     engine = engine or make_engine(settings.database_url, echo=settings.database_echo)
     options = settings.dashboard
+    open311_api = open311.mount(settings, engine, clock or utc_now)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        yield
+        async with open311.running(open311_api):
+            yield
         if own_engine:
             await engine.dispose()
 
@@ -357,6 +361,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/favicon.ico", favicon),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+            open311_api,
         ],
         middleware=[Middleware(
             SessionMiddleware, secret_key=session_secret(options), session_cookie=SESSION_COOKIE,

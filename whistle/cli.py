@@ -140,6 +140,16 @@ def cmd_worker(args, settings) -> int:
     return 0
 
 
+def cmd_apikey(args, settings) -> int:
+    """Open311 API keys: add (prints the key once), list, revoke."""
+    from models.migrate import upgrade_sync
+    from web.open311.keys import run_apikey
+
+    preflight.before_start(settings)
+    upgrade_sync(settings.database_url)
+    return asyncio.run(run_apikey(args, settings))
+
+
 def cmd_check(args, settings) -> int:
     """Every finding, one line each (config findings were printed by main)."""
     findings = preflight.check_all(settings)
@@ -205,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="额外的跟进/推送进程（多进程共用 PostgreSQL 时）").set_defaults(
         func=cmd_worker
     )
+    apikey = sub.add_parser("apikey", help="管理 Open311 接口密钥（12345 热线等外部系统）")
+    keys = apikey.add_subparsers(dest="action", required=True)
+    add = keys.add_parser("add", help="新建客户端并显示其密钥（只显示这一次）")
+    add.add_argument("name")
+    add.add_argument("--callback", metavar="URL", help="状态回调地址")
+    add.add_argument("--channel", default="hotline", help="渠道（默认 hotline，即热线哨）")
+    keys.add_parser("list", help="列出客户端")
+    keys.add_parser("revoke", help="吊销客户端的密钥").add_argument("name")
+    apikey.set_defaults(func=cmd_apikey)
     sub.add_parser(
         "check", help="检查配置、数据库、模型、指挥大屏端口与 Telegram 设置"
     ).set_defaults(func=cmd_check)

@@ -156,12 +156,28 @@ class DashboardSettings:
     session_secret_env: str = "WHISTLE_SESSION_SECRET"
 
 
+@dataclass(frozen=True)
+class Open311Settings:
+    """The Open311 GeoReport v2 API (web/open311/), served with the dashboard."""
+
+    rate_per_second: float = setting(20.0, positive=True)  # per API key, on average ...
+    rate_burst: int = setting(60, low=1)  # ... and at most this many at once
+    max_body_bytes: int = setting(65536, low=1024)  # a larger POST is refused (413)
+    public_exact_location: bool = False  # public answers round lat/long to ~100 m
+    public_address: bool = False  # and leave out the address
+    callbacks: bool = True  # POST status changes to each client's callback URL
+    callback_poll_seconds: float = setting(2.0, positive=True)
+    callback_backoff_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+    callback_max_attempts: int = setting(50, low=1)  # about two days of a platform being down
+    callback_timeout_seconds: float = setting(10.0, positive=True)
+
+
 # [section] -> its dataclass; [limits] is a table of limit names (models/deadlines.py).
 SECTIONS: dict[str, type] = {
     "district": DistrictSettings, "telegram": TelegramSettings, "database": DatabaseSettings,
     "classifier": ClassifierSettings, "conversation": ConversationSettings,
     "followup": FollowupSettings, "delivery": DeliverySettings, "calendar": CalendarSettings,
-    "dashboard": DashboardSettings,
+    "dashboard": DashboardSettings, "open311": Open311Settings,
 }
 LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
 # Every section config.toml may have. [district], [telegram] and [[departments]] are required
@@ -215,6 +231,7 @@ class Settings:
     calendar: CalendarSettings
     limits: dict[str, str]  # only the limits config.toml sets (models/deadlines.py: defaults)
     dashboard: DashboardSettings
+    open311: Open311Settings
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]
     grids: tuple[GridConfig, ...]
@@ -502,6 +519,7 @@ def read_settings(path: str | os.PathLike | None = None,
         calendar=sections["calendar"],
         limits={k: v for k, v in limits.items() if isinstance(v, str)},
         dashboard=sections["dashboard"],
+        open311=sections["open311"],
         departments=tuple(departments),
         staff=tuple(staff),
         grids=tuple(grids),

@@ -56,6 +56,11 @@ ERROR_TEXTS = {
     "unknown_department": "部门 {department} 不存在",
     "department_inactive": "部门“{department}”不存在或已停用",
     "unknown_grid": "网格 {grid} 不存在",
+    # Open311 API clients (whistle apikey)
+    "callback_url_invalid": "回调地址应是 http(s):// 开头的网址（不超过 500 字符）: {url}",
+    "client_name_length": "客户端名称应为 1 到 {max} 个字符",
+    "client_channel_invalid": "渠道应是 {channels} 之一",
+    "client_exists": "已有名为“{name}”的客户端",
     "grid_no_longer_configured": "该网格已不在配置中，请重新选择",
     "reporter_unknown": "未找到您的用户信息，请先发送 /start",
     "enterprise_not_registered": "您尚未登记企业信息",
