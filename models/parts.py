@@ -61,12 +61,9 @@ async def mark_hard(session: AsyncSession, case_id: int, *, lead: str,
         await cases.active_department(session, code)
     case = await cases.get_case(session, case_id)
     await cases.authorize(session, actor, "mark_hard", case)
-    if case.is_hard:
-        raise AlreadyDone("already_hard")
+    check_markable(case)
     if expected_version is not None and case.version != expected_version:
         raise StaleVersion("stale_version")
-    if case.status not in (SUBMITTED, TRIAGE):
-        target_status("mark_hard", case.status)  # a closed case is refused before any move
     # The lead takes the case by the lifecycle's own moves, authorised above as mark_hard (a
     # leader may share a case out without being allowed to dispatch ordinary ones).
     if case.status in (SUBMITTED, TRIAGE):
@@ -87,6 +84,15 @@ async def mark_hard(session: AsyncSession, case_id: int, *, lead: str,
     session.add_all(parts)
     await session.flush()
     return case, parts
+
+
+def check_markable(case: Case) -> None:
+    """Raise the polite refusal unless the case can still become a 攻坚哨: not one already,
+    and open (waiting in triage, or with a department)."""
+    if case.is_hard:
+        raise AlreadyDone("already_hard")
+    if case.status not in (SUBMITTED, TRIAGE):
+        target_status("mark_hard", case.status)
 
 
 async def get_part(session: AsyncSession, part_id: int) -> CasePart:

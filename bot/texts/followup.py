@@ -37,6 +37,7 @@ ESCALATION_LEADER = (
     "📝 {snippet}"
 )
 ESCALATION_URGENT = " 🚨紧急"
+PART_REF = "{ref}（攻坚哨·{department}任务）"  # a 攻坚哨 part's alerts name its department
 DIGEST_TITLE = "📋 每日超时案件通报（{date}）"
 DIGEST_NONE = "✅ 目前没有超时案件。"
 DIGEST_TOTAL = "共 {count} 件超时："
