@@ -96,12 +96,16 @@ def _headline(case: Case, template: str) -> list[str]:
     return [first]
 
 
-def part_state(part: CasePart, services: Services, now: datetime) -> str:
-    """'住建局 🟢办理中': a 攻坚哨 part's department, light (while its deadline runs), status."""
+def part_status(part: CasePart, services: Services, now: datetime) -> str:
+    """'🟢办理中': a 攻坚哨 part's light (while its deadline runs) and status."""
     light = case_light(part, now, services.rules)
+    return (LIGHT_EMOJI[light] if light else "") + PART_STATUS_NAMES.get(part.status, part.status)
+
+
+def part_state(part: CasePart, services: Services, now: datetime) -> str:
+    """'住建局 🟢办理中': a 攻坚哨 part's department, light and status."""
     return texts.PART_STATE.format(department=department_name(services, part.department_code),
-                                   light=LIGHT_EMOJI[light] if light else "",
-                                   status=PART_STATUS_NAMES.get(part.status, part.status))
+                                   status=part_status(part, services, now))
 
 
 def hard_lines(case: Case, parts: Sequence[CasePart], services: Services) -> list[str]:
@@ -174,7 +178,7 @@ def part_text(case: Case, part: CasePart, services: Services, *, footer: str | N
     if case.hard_decision:
         tail.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
     tail.append(texts.POST_PART_STATUS.format(
-        status=part_state(part, services, services.clock())))
+        status=part_status(part, services, services.clock())))
     if part.status in (DISPATCHED, SIGNED):
         tail.append(texts.POST_DEADLINES.format(sign_by=local_time(services, part.sign_by),
                                                 resolve_by=local_time(services, part.resolve_by)))
