@@ -469,9 +469,10 @@ async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead:
     now = services.clock()
     actor = Actor.staff(user_id)
     async with services.session() as session:
-        staff, before = await _authorize(session, user_id, button)
-        old_chat = await _department_chat(session, before.department_code)
-        case, made = await parts.mark_hard(session, before.id, lead=lead, co_departments=co,
+        staff, case = await _authorize(session, user_id, button)
+        had = case.department_code  # read now: the store's moves refresh the same object
+        old_chat = await _department_chat(session, had)
+        case, made = await parts.mark_hard(session, case.id, lead=lead, co_departments=co,
                                            decision=decision, actor=actor, now=now,
                                            rules=services.rules,
                                            expected_version=button.version)
@@ -479,14 +480,14 @@ async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead:
         lead_chat = await _department_chat(session, lead)
         rows = [await notices.reporter_notice(session, services, case, "marked_hard", now,
                                               details={"co": list(co)})]
-        if before.department_code == lead:
+        if had == lead:
             rows.append(notices.push_row(
                 case, "marked_hard", lead_chat,
                 texts.NOTICE_HARD_LEAD.format(ref=case.ref, co=_names(services, co),
                                               decision=case.hard_decision),
                 "department", now, markup=posts.department_keyboard(case)))
         else:
-            if before.department_code and old_chat is not None:
+            if had and old_chat is not None:
                 rows.append(_released(case, "moved_away", old_chat, texts.NOTICE_MOVED_AWAY.format(
                     ref=case.ref, department=department_name(services, lead)), now))
             rows.append(await _department_post(session, services, case, now,
