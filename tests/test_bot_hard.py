@@ -228,8 +228,9 @@ async def test_red_part_alerts_its_department_and_escalates_to_leaders(make_bot)
     alarm = await bot.group_post(housing, "超时报警")
     assert f"{ref}（攻坚哨·住建局任务）" in alarm.content and "签收" in alarm.content
     leaders = bot.settings.telegram.leader_chat_id
-    escalation = await bot.group_post(leaders, "督办")
-    assert "攻坚哨·住建局任务" in escalation.content and "住建局" in escalation.content
+    # The unsigned case itself is red as well: the leaders get both 督办, the part's naming it.
+    escalation = await bot.group_post(leaders, "攻坚哨·住建局任务")
+    assert escalation.content.startswith("⚠️ 督办") and "（住建局）" in escalation.content
     part = (await parts_of(bot, ref))["housing"]
     assert part.red_notified_at is not None and part.escalated_at is not None
     # Once queued, never again.
