@@ -14,6 +14,8 @@ from bot import callbacks as cb
 from bot import duties as followup
 from models.lifecycle import WAIVED
 from models.tables import DISPATCHED, RESOLVED, SIGNED, CaseEvent, CasePart
+from tests.test_dashboard import SCREEN_TOKEN, client, dashboard_settings, login, running
+from web.app import create_app
 from tests.test_bot_kit import (
     HOUSING_STAFF,
     RESIDENT,
@@ -105,6 +107,16 @@ async def test_three_departments_close_only_after_every_part(make_bot):
     assert "尚待协同部门：市政局" in told.content
     await early_resolve("市政局")
     assert (await bot.case(ref)).status == SIGNED
+    # The dashboard lists the open 攻坚哨 with each part's state and counts them.
+    app = create_app(dashboard_settings(bot.settings), engine=bot.services.engine,
+                     clock=bot.clock)
+    async with running(app) as url, client(url) as http:
+        assert (await login(http, SCREEN_TOKEN)).status_code == 303
+        hard = (await http.get("/api/data")).json()["hard_cases"]
+    assert hard == {"year": 1, "open": 1, "cases": [{
+        "ref": ref, "lead": "水务局", "status": "办理中", "light": "green",
+        "parts": [{"department": "市政局", "status": "待签收", "light": "green"},
+                  {"department": "住建局", "status": "已办结", "light": None}]}]}
 
     await resolve_part(bot, MUNICIPAL_STAFF, "municipal", ref, "路面已恢复")
     assert "各协同部门均已办结" in (await bot.group_post(water, "市政局已办结本部门任务")).content
