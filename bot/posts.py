@@ -5,15 +5,15 @@ Pure formatting from a Case; nothing here talks to Telegram or the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks as cb
 from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, local_time
 from bot.services import Services
-from collections.abc import Sequence
-from datetime import datetime
-
 from models.deadlines import LIGHT_EMOJI, case_light
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,

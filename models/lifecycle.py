@@ -28,7 +28,6 @@ from models.tables import (
     Case,
 )
 
-
 # A 攻坚哨 part's own status: a leader decided the case need not wait for it (a reason given).
 WAIVED = "waived"
 

@@ -37,7 +37,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, Rules, WorkCalendar, case_light
 from models.engine import session_scope
-from models.parts import open_hard_cases
 from models.lifecycle import (
     KIND_SHORT_NAMES,
     LIT_STATUSES,
@@ -47,6 +46,7 @@ from models.lifecycle import (
     running_deadline,
     running_deadline_sql,
 )
+from models.parts import open_hard_cases
 from models.tables import (
     BASIC,
     CLOSED,

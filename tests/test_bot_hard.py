@@ -14,8 +14,6 @@ from bot import callbacks as cb
 from bot import duties as followup
 from models.lifecycle import WAIVED
 from models.tables import DISPATCHED, RESOLVED, SIGNED, CaseEvent, CasePart
-from tests.test_dashboard import SCREEN_TOKEN, client, dashboard_settings, login, running
-from web.app import create_app
 from tests.test_bot_kit import (
     HOUSING_STAFF,
     RESIDENT,
@@ -23,6 +21,8 @@ from tests.test_bot_kit import (
     WATER_STAFF,
     to_triage,
 )
+from tests.test_dashboard import SCREEN_TOKEN, client, dashboard_settings, login, running
+from web.app import create_app
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
@@ -47,7 +47,9 @@ async def parts_of(bot, ref: str) -> dict[str, CasePart]:
 async def mark_hard(bot, user: int, chat: int, post, lead: str, co: list[str]) -> str:
     """Press through 🧩 攻坚哨 → lead → co-departments → 下一步 and type the decision;
     returns the bot's answer."""
-    current = lambda: bot.emu.message(chat, post.message_id)  # noqa: E731 - edited in place
+    def current():  # the post as edited so far (the keyboard changes in place)
+        return bot.emu.message(chat, post.message_id)
+
     if "攻坚哨" in str(post.buttons):
         await bot.press(user, current(), "攻坚哨")
     await bot.press(user, current(), lead)
