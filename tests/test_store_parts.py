@@ -14,7 +14,6 @@ from models import followup as fq
 from models.cases import Actor
 from models.deadlines import RED, YELLOW, case_light
 from models.engine import session_scope
-from models.reference import get_department
 from models.lifecycle import (
     WAIVED,
     AlreadyDone,
@@ -22,6 +21,7 @@ from models.lifecycle import (
     NotPermitted,
     StaleVersion,
 )
+from models.reference import get_department
 from models.tables import DISPATCHED, RESOLVED, SIGNED, TRIAGE, CasePart
 from models.validation import InvalidInput
 from tests.worded import raises_worded
@@ -131,7 +131,7 @@ async def test_the_case_resolves_only_when_every_part_is_done(seeded):
 
 
 async def test_a_leader_overrides_the_open_parts(seeded):
-    case, made = await mark(seeded, await seeded.case_in(SIGNED, NOW), co=("housing",))
+    case, _ = await mark(seeded, await seeded.case_in(SIGNED, NOW), co=("housing",))
     assert case.status == SIGNED  # the lead already had it: nothing restarts
     reason = "经专题会议研究，由水务局统一完成"
 
