@@ -44,9 +44,10 @@ async def parts_of(bot, ref: str) -> dict[str, CasePart]:
         return {p.department_code: p for p in rows}
 
 
-async def mark_hard(bot, user: int, chat: int, post, lead: str, co: list[str]) -> str:
-    """Press through 🧩 攻坚哨 → lead → co-departments → 下一步 and type the decision;
-    returns the bot's answer."""
+async def mark_hard(bot, user: int, chat: int, post, lead: str, co: list[str], *,
+                    restart: bool = False) -> str:
+    """Press through 🧩 攻坚哨 → lead → co-departments → 下一步 and type the decision
+    (`restart`: the bot restarts while the question waits); returns the bot's answer."""
     def current():  # the post as edited so far (the keyboard changes in place)
         return bot.emu.message(chat, post.message_id)
 
@@ -58,6 +59,8 @@ async def mark_hard(bot, user: int, chat: int, post, lead: str, co: list[str]) -
     await bot.press(user, current(), "下一步")
     prompt = await bot.reply(user, chat)
     assert "专题会议的决定" in prompt.content
+    if restart:
+        await bot.restart()  # the question waits in the store
     answer = await bot.say(user, DECISION, chat=chat)
     await bot.settle()
     return answer.content
@@ -154,7 +157,7 @@ async def test_leader_marks_from_private_chat_and_overrides(make_bot):
 
     prompt = await bot.say(LEADER, f"/gongjian {ref.lower()}")
     assert "请选择牵头部门" in prompt.content
-    answer = await mark_hard(bot, LEADER, LEADER, prompt, "水务局", ["住建局"])
+    answer = await mark_hard(bot, LEADER, LEADER, prompt, "水务局", ["住建局"], restart=True)
     assert "已列为攻坚哨" in answer
     assert "已列为攻坚哨" in (await bot.say(LEADER, f"/gongjian {ref}")).content
 

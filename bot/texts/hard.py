@@ -13,7 +13,6 @@ ASK_HARD_DECISION = (
 HARD_MARKED_OK = "✅ {ref} 已列为攻坚哨：{lead}牵头，{co}协同。"
 DONE_HARD = "已列为攻坚哨"
 GONGJIAN_USAGE = "用法：/gongjian 案件编号，例如 /gongjian WC-20261124-0001"
-GONGJIAN_NOT_FOUND = "未找到案件 {ref}，请核对编号"
 GONGJIAN_PROMPT = "🧩 将 {ref} 列为攻坚哨\n📝 {snippet}\n\n请选择牵头部门："
 OVERRIDE_USAGE = (
     "用法：/override 案件编号 理由\n"
