@@ -167,6 +167,16 @@ async def due_part_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
     return due
 
 
+async def lit_parts_now(session: AsyncSession, now: datetime, rules: Rules, *,
+                        department: str | None = None) -> list[tuple[CasePart, Case, str]]:
+    """(part, case, light) of the 攻坚哨 parts red or yellow now (a department's only, if
+    given), most overdue first."""
+    found = [(part, case, case_light(part, now, rules)) for part, case in await lit_parts(session)
+             if department is None or part.department_code == department]
+    lit = [item for item in found if item[2] in (RED, YELLOW)]
+    return sorted(lit, key=lambda item: running_deadline(item[0]))
+
+
 async def claim_alert(session: AsyncSession, case: Case | CasePart, alert: str,
                       now: datetime) -> bool:
     """Record that `alert` is queued for the current deadline of a case (or a 攻坚哨 part);

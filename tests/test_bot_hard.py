@@ -250,6 +250,11 @@ async def test_red_part_alerts_its_department_and_escalates_to_leaders(make_bot)
     assert escalation.content.startswith("⚠️ 督办") and "（住建局）" in escalation.content
     part = (await parts_of(bot, ref))["housing"]
     assert part.red_notified_at is not None and part.escalated_at is not None
+    # /overdue lists the red part for its department and the leaders, not for the lead.
+    for user in (HOUSING_STAFF, LEADER):
+        overdue = await bot.say(user, "/overdue")
+        assert f"🔴 {ref}（攻坚哨·住建局任务） 签收超时" in overdue.content
+    assert "住建局任务" not in (await bot.say(WATER_STAFF, "/overdue")).content
     # Once queued, never again.
     before = len(bot.emu.messages(leaders))
     await followup.run_followup_pass(bot.app, bot.clock())

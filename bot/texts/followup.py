@@ -117,6 +117,7 @@ OVERDUE_DEPARTMENT = "【{department}】🔴 {red}　🟡 {yellow}"
 OVERDUE_RED_LINE = "🔴 {ref} {stage}超时 {over}｜{snippet}"
 OVERDUE_YELLOW_LINE = "🟡 {ref} {stage}剩 {left}｜{snippet}"
 OVERDUE_TRUNCATED = "……仅列出最紧急的 {count} 件"
+OVERDUE_PARTS = "【攻坚哨协同任务】"
 
 # ---------------------------------------------------------------- /stats
 STATS_NOT_STAFF = "抱歉，/stats 仅供工作人员使用。"
