@@ -250,6 +250,8 @@ async def test_red_part_alerts_its_department_and_escalates_to_leaders(make_bot)
     assert escalation.content.startswith("⚠️ 督办") and "（住建局）" in escalation.content
     part = (await parts_of(bot, ref))["housing"]
     assert part.red_notified_at is not None and part.escalated_at is not None
+    digest = await bot.group_post(leaders, "每日超时案件通报")
+    assert "【攻坚哨协同任务】" in digest.content and "（攻坚哨·住建局任务） 签收超时" in digest.content
     # /overdue lists the red part for its department and the leaders, not for the lead.
     for user in (HOUSING_STAFF, LEADER):
         overdue = await bot.say(user, "/overdue")
