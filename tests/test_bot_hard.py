@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from bot import callbacks as cb
 from bot import duties as followup
+from bot import texts
 from models.lifecycle import WAIVED
 from models.tables import DISPATCHED, RESOLVED, SIGNED, CaseEvent, CasePart
 from tests.test_bot_kit import (
@@ -225,7 +226,7 @@ async def test_forged_and_foreign_buttons_are_refused(make_bot):
     assert (await bot.press(HOUSING_STAFF, part_post, "签收本部门任务"))["text"] == "操作成功"
     stale = await bot.press_data(HOUSING_STAFF, part_post, cb.make(
         cb.PART_SIGN, case.id, 0, str(parts["housing"].id)))
-    assert "已" in stale["text"]
+    assert stale["text"] == texts.BUTTON_EXPIRED
     assert "本部门任务办结" in str(bot.emu.message(housing, part_post.message_id).buttons)
     assert (await parts_of(bot, ref))["municipal"].status == DISPATCHED
 
