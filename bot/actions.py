@@ -12,7 +12,7 @@ retried transaction or a redelivered update never queues a push twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,12 +22,12 @@ from bot import callbacks as cb
 from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
-from models import cases, drafts, locating, outbox, people, reference
+from models import cases, drafts, locating, outbox, parts, people, reference
 from models import followup as fq
 from models.cases import Actor
-from models.lifecycle import CaseError, NotPermitted, StaleVersion
-from models.permissions import DEPARTMENT_ACTIONS, can
-from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Staff
+from models.lifecycle import CaseError, CaseNotFound, NotPermitted, StaleVersion
+from models.permissions import DEPARTMENT_ACTIONS, can, can_on_part
+from models.tables import SUBMITTED, TRIAGE, URGENT, Case, CasePart, ExtensionRequest, Staff
 from models.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,14 @@ class ReportDraft:
 
 @dataclass(frozen=True)
 class Acted:
-    """The result of a staff action: the case as it is now, who acted, and its enterprise."""
+    """The result of a staff action: the case as it is now, who acted, and its enterprise;
+    for a 攻坚哨 the part acted on (its post is redrawn) and the case's parts."""
 
     case: Case
     staff: Staff
     enterprise: str | None = None
+    part: CasePart | None = None
+    parts: tuple[CasePart, ...] = ()
 
 
 # ---------------------------------------------------------------- pushes
@@ -101,8 +104,9 @@ def _triage_post(services: Services, case: Case, now: datetime, *, enterprise: s
 
 
 async def _department_post(session: AsyncSession, services: Services, case: Case,
-                           now: datetime, *, enterprise: str | None) -> dict | None:
-    text = posts.department_text(case, services, enterprise=enterprise)
+                           now: datetime, *, enterprise: str | None,
+                           case_parts: Sequence[CasePart] = ()) -> dict | None:
+    text = posts.department_text(case, services, enterprise=enterprise, parts=case_parts)
     return notices.push_row(case, "dispatched", await _department_chat(session, case.department_code),
                      text, "department", now, markup=posts.department_keyboard(case),
                      photo=case.photos[0] if case.photos else None)
@@ -182,7 +186,11 @@ def permission_for(verb: str, case: Case) -> str:
     """The models.permissions action a button verb needs on this case."""
     if verb in (cb.CONFIRM, cb.PICK, cb.BACK, cb.TO):
         return "dispatch" if case.status in (SUBMITTED, TRIAGE) else "redispatch"
+    if verb in cb.HARD_VERBS:
+        return "mark_hard"
     return {
+        cb.PART_SIGN: "sign",
+        cb.PART_RESOLVE: "resolve",
         cb.URGENT: "set_priority",
         cb.GRID: "set_grid",
         cb.SET_GRID: "set_grid",
@@ -219,11 +227,44 @@ async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
     return staff, case
 
 
+async def _authorize_part(session: AsyncSession, user_id: int, button: cb.Callback
+                          ) -> tuple[Staff, Case, CasePart]:
+    """The acting staff member, the case and the 攻坚哨 part a part button is about, or a
+    polite CaseError: a button naming a part of another case is a forged one."""
+    staff = await people.get_staff(session, user_id)
+    if staff is None:
+        raise NotPermitted("not_staff")
+    if not (button.arg or "").isdigit():
+        raise CaseError("button_invalid")
+    part = await parts.get_part(session, int(button.arg))
+    if part.case_id != button.case_id:
+        raise CaseError("button_invalid")
+    if not can_on_part(staff, permission_for(button.verb, None), part):
+        raise NotPermitted("not_your_department" if staff.role == "department"
+                           else "no_permission")
+    if part.version != button.version:
+        raise StaleVersion("stale_version")
+    return staff, await cases.get_case(session, part.case_id), part
+
+
 async def check_button(services: Services, user_id: int, button: cb.Callback) -> Acted:
-    """Read-only check that this user may press this (current) button now."""
+    """Read-only check that this user may press this (current) button now; 办结 of a
+    攻坚哨 whose parts are still open is refused here, before the result is asked for."""
     async with services.session() as session:
+        if button.verb in cb.PART_VERBS:
+            staff, case, part = await _authorize_part(session, user_id, button)
+            return Acted(case, staff, part=part)
         staff, case = await _authorize(session, user_id, button)
+        if button.verb == cb.RESOLVE:
+            await cases.check_guards(session, "resolve", case)
         return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def current_part(services: Services, part_id: int) -> Acted:
+    """A 攻坚哨 part and its case as they are now (to redraw a post whose button went stale)."""
+    async with services.session() as session:
+        part = await parts.get_part(session, part_id)
+        return Acted(await cases.get_case(session, part.case_id), None, part=part)
 
 
 async def current_case(services: Services, case_id: int) -> tuple[Case, str | None]:
@@ -418,3 +459,139 @@ async def decide_extension(services: Services, user_id: int, button: cb.Callback
             session, case.department_code), notice, "department", now,
             markup=posts.department_keyboard(case))
         return Acted(case, staff, await _enterprise_name(session, case))
+
+
+# ---------------------------------------------------------------- 攻坚哨
+
+
+def _part_post(services: Services, case: Case, part: CasePart, chat_id: int | None,
+               now: datetime) -> dict | None:
+    """A co-department's post of its part (签收 / 办结 buttons)."""
+    return notices.push_row(case, f"part{part.id}", chat_id, posts.part_text(case, part, services),
+                            "department", now, markup=posts.part_keyboard(case, part),
+                            photo=case.photos[0] if case.photos else None)
+
+
+def _names(services: Services, codes: Sequence[str]) -> str:
+    return "、".join(department_name(services, code) for code in codes)
+
+
+async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead: str,
+                    co: Sequence[str], decision: str) -> Acted:
+    """列为攻坚哨 (triage or a leader): the lead department gets the case (a new post if it did
+    not have it, else a notice), each co-department a post of its part, the reporter a notice."""
+    now = services.clock()
+    actor = Actor.staff(user_id)
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        had = case.department_code  # read now: the store's moves refresh the same object
+        old_chat = await _department_chat(session, had)
+        case, made = await parts.mark_hard(session, case.id, lead=lead, co_departments=co,
+                                           decision=decision, actor=actor, now=now,
+                                           rules=services.rules,
+                                           expected_version=button.version)
+        enterprise = await _enterprise_name(session, case)
+        lead_chat = await _department_chat(session, lead)
+        rows = [await notices.reporter_notice(session, services, case, "marked_hard", now,
+                                              details={"co": list(co)})]
+        if had == lead:
+            rows.append(notices.push_row(
+                case, "marked_hard", lead_chat,
+                texts.NOTICE_HARD_LEAD.format(ref=case.ref, co=_names(services, co),
+                                              decision=case.hard_decision),
+                "department", now, markup=posts.department_keyboard(case)))
+        else:
+            if had and old_chat is not None:
+                rows.append(_released(case, "moved_away", old_chat, texts.NOTICE_MOVED_AWAY.format(
+                    ref=case.ref, department=department_name(services, lead)), now))
+            rows.append(await _department_post(session, services, case, now,
+                                               enterprise=enterprise, case_parts=made))
+            rows.append(await notices.reporter_notice(session, services, case,
+                                                      notices.DISPATCHED, now))
+        for part in made:
+            rows.append(_part_post(services, case, part,
+                                   await _department_chat(session, part.department_code), now))
+        await _queue(session, *rows)
+        return Acted(case, staff, enterprise, parts=tuple(made))
+
+
+async def case_to_mark_hard(services: Services, user_id: int, ref: str) -> Case:
+    """/gongjian REF: the case, if this staff member may make it a 攻坚哨 now."""
+    async with services.session() as session:
+        staff = await people.get_staff(session, user_id)
+        if staff is None:
+            raise NotPermitted("not_staff")
+        case = await cases.get_case_by_ref(session, ref)
+        if case is None:
+            raise CaseNotFound("case_not_found")
+        if not can(staff, "mark_hard", case):
+            raise NotPermitted("no_permission")
+        parts.check_markable(case)
+        return case
+
+
+async def _tell_lead(session: AsyncSession, services: Services, case: Case, part: CasePart,
+                     event: str, now: datetime) -> dict | None:
+    """The lead department hears of each part's 签收 and 办结, and what is still open."""
+    waiting = await cases.open_parts(session, case.id)
+    left = (texts.PARTS_LEFT.format(departments="、".join(name for name, _ in waiting))
+            if waiting else texts.PARTS_ALL_DONE)
+    text = texts.NOTICE_PART_LEAD.format(ref=case.ref,
+                                         department=department_name(services, part.department_code),
+                                         what=texts.PART_WHAT[event], left=left)
+    return notices.push_row(case, f"part{part.id}:{event}", await _department_chat(
+        session, case.department_code), text, "department", now,
+        markup=None if waiting else posts.department_keyboard(case))
+
+
+async def sign_part(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """A co-department's 签收 of its 攻坚哨 part; the lead department is told."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case, part = await _authorize_part(session, user_id, button)
+        case, part = await parts.sign_part(session, part.id, Actor.staff(user_id), now,
+                                           rules=services.rules, expected_version=button.version)
+        await _queue(session, await _tell_lead(session, services, case, part, "part_signed", now))
+        return Acted(case, staff, part=part)
+
+
+async def resolve_part(services: Services, user_id: int, button: cb.Callback,
+                       result: str) -> Acted:
+    """A co-department's 办结 of its 攻坚哨 part; the lead department is told what is left."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case, part = await _authorize_part(session, user_id, button)
+        case, part = await parts.resolve_part(session, part.id, Actor.staff(user_id), result,
+                                              now, rules=services.rules,
+                                              expected_version=button.version)
+        await _queue(session,
+                     await _tell_lead(session, services, case, part, "part_resolved", now))
+        return Acted(case, staff, part=part)
+
+
+async def override_parts(services: Services, user_id: int, ref: str, reason: str) -> Acted:
+    """A leader's decision that a 攻坚哨 need not wait for its open parts: each one is waived
+    with the reason, its department and the lead department are told."""
+    now = services.clock()
+    async with services.session() as session:
+        staff = await people.get_staff(session, user_id)
+        if staff is None:
+            raise NotPermitted("not_staff")
+        case = await cases.get_case_by_ref(session, ref)
+        if case is None:
+            raise CaseNotFound("case_not_found")
+        case, waived = await parts.waive_open_parts(session, case.id, Actor.staff(user_id),
+                                                    reason, now, rules=services.rules)
+        reason = waived[0].result
+        names = _names(services, [p.department_code for p in waived])
+        rows = [notices.push_row(case, f"override{waived[0].version}:{waived[0].id}",
+                                 await _department_chat(session, case.department_code),
+                                 texts.NOTICE_OVERRIDE_LEAD.format(ref=case.ref, departments=names,
+                                                                   reason=reason),
+                                 "department", now, markup=posts.department_keyboard(case))]
+        for part in waived:
+            rows.append(notices.push_row(case, f"part{part.id}:waived", await _department_chat(
+                session, part.department_code), texts.NOTICE_OVERRIDE_PART.format(
+                    ref=case.ref, reason=reason), "department", now))
+        await _queue(session, *rows)
+        return Acted(case, staff, parts=tuple(waived))

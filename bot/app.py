@@ -35,6 +35,7 @@ from bot import (
     department,
     duties,
     guards,
+    hard,
     home,
     reporter,
     staff_commands,
@@ -182,6 +183,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         # The conversations: staff replies in groups, then the reporter's intake.
         department.build(idle),
         triage.build(idle),
+        hard.build(idle),
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
         # Triage (分拨中心) buttons.
@@ -196,6 +198,10 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
         CallbackQueryHandler(triage.decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
+        # 攻坚哨: choosing the departments (triage, leaders); a co-department's 签收 of its part.
+        CallbackQueryHandler(hard.show_leads, pattern=cb.pattern(cb.HARD)),
+        CallbackQueryHandler(hard.show_co_departments, pattern=cb.pattern(cb.HARD_LEAD, cb.HARD_CO)),
+        CallbackQueryHandler(hard.sign_part, pattern=cb.pattern(cb.PART_SIGN)),
         # Department (工作群) buttons.
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
@@ -207,6 +213,8 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("overdue", staff_commands.overdue_command),
         CommandHandler("stats", staff_commands.stats_command),
         CommandHandler("policy", staff_commands.policy_command),
+        CommandHandler("gongjian", hard.gongjian_command),
+        CommandHandler("override", hard.override_command),
         CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
         CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
         CallbackQueryHandler(staff_commands.on_news_button, pattern=cb.pattern(cb.NEWS)),

@@ -27,20 +27,30 @@ def post_for(acted: actions.Acted, services: Services, audience: str,
         footer = posts.footer(done, acted.staff.name if acted.staff else "",
                               local_time(services, services.clock()))
     case = acted.case
+    if acted.part is not None:  # a co-department's post of its 攻坚哨 part
+        return (posts.part_text(case, acted.part, services, footer=footer),
+                posts.part_keyboard(case, acted.part))
     if audience == posts.TRIAGE_AUDIENCE:
-        return (posts.triage_text(case, services, enterprise=acted.enterprise, footer=footer),
+        return (posts.triage_text(case, services, enterprise=acted.enterprise, footer=footer,
+                                  parts=acted.parts),
                 posts.triage_keyboard(case, services))
-    return (posts.department_text(case, services, enterprise=acted.enterprise, footer=footer),
+    return (posts.department_text(case, services, enterprise=acted.enterprise, footer=footer,
+                                  parts=acted.parts),
             posts.department_keyboard(case))
 
 
-async def redraw(query: CallbackQuery, services: Services, case_id: int, audience: str) -> None:
-    """Show the case as it is now on the message whose button went stale."""
+async def redraw(query: CallbackQuery, services: Services, button: cb.Callback,
+                 audience: str) -> None:
+    """Show the case (or the 攻坚哨 part) as it is now on the message whose button went stale."""
     try:
-        case, enterprise = await actions.current_case(services, case_id)
+        if button.verb in cb.PART_VERBS:
+            acted = await actions.current_part(services, int(button.arg or 0))
+        else:
+            case, enterprise = await actions.current_case(services, button.case_id)
+            acted = actions.Acted(case, None, enterprise)
     except CaseNotFound:
         return
-    text, keyboard = post_for(actions.Acted(case, None, enterprise), services, audience)
+    text, keyboard = post_for(acted, services, audience)
     await edit_post(query, text, keyboard)
 
 
@@ -48,7 +58,7 @@ async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, 
                  audience: str) -> None:
     """Tell the presser why nothing happened; a stale post is brought up to date."""
     if isinstance(exc, StaleVersion):
-        await redraw(query, services, button.case_id, audience)
+        await redraw(query, services, button, audience)
     await alert(query, texts.error_text(exc))
 
 

@@ -33,6 +33,15 @@ RATE = "rate"  # reporter, 回访: rating <arg> satisfied|basic|unsatisfied (bot
 RATE_NOW = "ratenow"  # reporter, 回访: 直接提交 a 不满意 without a comment, <arg> unsatisfied
 GRID = "grid"  # triage: 修改网格, show the grids below <arg> (the streets without one)
 SET_GRID = "gset"  # triage: place the case in grid <arg>
+# 攻坚哨 (triage and leaders): departments are named by their index in config.toml's order and
+# the chosen co-departments by a bit mask of those indexes, so a choice fits in <arg>.
+HARD = "hj"  # 🧩 攻坚哨: show the departments to choose the lead from
+HARD_LEAD = "hjl"  # lead <arg = index> chosen: show the co-departments
+HARD_CO = "hjc"  # <arg = "lead-mask">: the co-department choice so far (a button toggles one)
+HARD_TEXT = "hjt"  # <arg = "lead-mask">: 下一步, asks for the 专题会议 decision
+# A 攻坚哨 part: the case's id, the PART's version, <arg = the part's id>.
+PART_SIGN = "psg"  # co-department: 签收 its part
+PART_RESOLVE = "prs"  # co-department: 办结 its part (asks for the result)
 # Buttons that are not about a stored case: case_id 0, a nonce or an id in the version field.
 DRAFT = "dr"  # reporter: draft summary, <arg> submit|edit|cancel|text|photo|location|back
 OFFER = "of"  # reporter: start a report with a free message (nonce), <arg> yes|no
@@ -41,8 +50,11 @@ HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report
 NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
-DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
+                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID,
+                          HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
+HARD_VERBS = frozenset({HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
+PART_VERBS = frozenset({PART_SIGN, PART_RESOLVE})
+DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND}) | PART_VERBS
 REPORTER_VERBS = frozenset({RATE, RATE_NOW, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
 VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS
 # parse() still reads a well-formed verb that is not in the table (a button from an older

@@ -104,6 +104,9 @@ def notice_text(services: Services, case: Case, event: str,
             ref=case.ref, reason=note or NOT_ACCEPTED_REASONS[category], advice=advice), None
     if event == "merged":
         return texts.NOTICE_MERGED.format(ref=case.ref, into=details["into"]), None
+    if event == "marked_hard":
+        co = "、".join(department_name(services, code) for code in details.get("co", ()))
+        return texts.NOTICE_MARKED_HARD.format(**fields, co=co or "—"), None
     raise ValueError(f"no reporter notice for {event!r}")
 
 

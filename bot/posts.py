@@ -5,20 +5,25 @@ Pure formatting from a Case; nothing here talks to Telegram or the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks as cb
 from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, local_time
 from bot.services import Services
+from models.deadlines import LIGHT_EMOJI, case_light
 from models.lifecycle import (
     NOT_ACCEPTED_NONGOV,
     NOT_ACCEPTED_REASONS,
     NOT_ACCEPTED_REMIT,
+    PART_STATUS_NAMES,
     STATUS_NAMES,
     TRANSITIONS,
 )
-from models.tables import DISPATCHED, SIGNED, SUBMITTED, TRIAGE, URGENT, Case
+from models.tables import DISPATCHED, SIGNED, SUBMITTED, TRIAGE, URGENT, Case, CasePart
 
 TRIAGE_AUDIENCE, DEPARTMENT_AUDIENCE = "triage", "department"
 
@@ -91,6 +96,34 @@ def _headline(case: Case, template: str) -> list[str]:
     return [first]
 
 
+def part_status(part: CasePart, services: Services, now: datetime) -> str:
+    """'🟢办理中': a 攻坚哨 part's light (while its deadline runs) and status."""
+    light = case_light(part, now, services.rules)
+    return (LIGHT_EMOJI[light] if light else "") + PART_STATUS_NAMES.get(part.status, part.status)
+
+
+def part_state(part: CasePart, services: Services, now: datetime) -> str:
+    """'住建局 🟢办理中': a 攻坚哨 part's department, light and status."""
+    return texts.PART_STATE.format(department=department_name(services, part.department_code),
+                                   status=part_status(part, services, now))
+
+
+def hard_lines(case: Case, parts: Sequence[CasePart], services: Services) -> list[str]:
+    """攻坚哨: the lead, the co-departments, the meeting's decision and each part's state."""
+    if not case.is_hard:
+        return []
+    co = "、".join(department_name(services, p.department_code) for p in parts) or "—"
+    lines = [texts.POST_HARD.format(lead=department_name(services, case.department_code),
+                                    co=co)]
+    if case.hard_decision:
+        lines.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
+    if parts:
+        now = services.clock()
+        lines.append(texts.POST_HARD_PARTS.format(
+            parts="；".join(part_state(p, services, now) for p in parts)))
+    return lines
+
+
 def _state_lines(case: Case, services: Services) -> list[str]:
     lines = [texts.POST_STATUS.format(status=STATUS_NAMES.get(case.status, case.status))]
     if case.department_code:
@@ -104,7 +137,7 @@ def _state_lines(case: Case, services: Services) -> list[str]:
 
 def triage_text(case: Case, services: Services, *, enterprise: str | None = None,
                 headline: str | None = None, footer: str | None = None,
-                auto_dispatched: bool = False) -> str:
+                auto_dispatched: bool = False, parts: Sequence[CasePart] = ()) -> str:
     """The triage group's post of a case: content, location, suggestion and top-3, status."""
     head = [headline] if headline else _headline(case, texts.POST_NEW)
     if enterprise:
@@ -115,22 +148,57 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
     if auto_dispatched:
         tail.append(texts.POST_AUTO.format(
             department=department_name(services, case.department_code)))
-    tail += _state_lines(case, services)
+    tail += _state_lines(case, services) + hard_lines(case, parts, services)
     if footer:
         tail.append(footer)
     return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
 
 
 def department_text(case: Case, services: Services, *, enterprise: str | None = None,
-                    footer: str | None = None) -> str:
+                    footer: str | None = None, parts: Sequence[CasePart] = ()) -> str:
     """The department group's post of a dispatched case: content, location, deadlines."""
     head = _headline(case, texts.POST_DISPATCHED_TO_YOU)
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
-    tail = _location_lines(case) + _state_lines(case, services)
+    tail = _location_lines(case) + _state_lines(case, services) + hard_lines(case, parts,
+                                                                           services)
     if footer:
         tail.append(footer)
     return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
+
+
+def part_text(case: Case, part: CasePart, services: Services, *, footer: str | None = None
+              ) -> str:
+    """A co-department's post of its 攻坚哨 part: the case, the decision, its own state."""
+    head = [texts.POST_PART_HEAD.format(ref=case.ref,
+                                        lead=department_name(services, case.department_code))]
+    if case.priority == URGENT:
+        head[0] += "  " + texts.POST_URGENT
+    tail = _location_lines(case)
+    if case.hard_decision:
+        tail.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
+    tail.append(texts.POST_PART_STATUS.format(
+        status=part_status(part, services, services.clock())))
+    if part.status in (DISPATCHED, SIGNED):
+        tail.append(texts.POST_DEADLINES.format(sign_by=local_time(services, part.sign_by),
+                                                resolve_by=local_time(services, part.resolve_by)))
+    if part.result:
+        tail.append(texts.POST_PART_RESULT.format(result=part.result))
+    if footer:
+        tail.append(footer)
+    return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
+
+
+def part_keyboard(case: Case, part: CasePart) -> InlineKeyboardMarkup | None:
+    """签收 while the part waits, 办结 once signed; nothing once it is done."""
+    def button(label: str, verb: str) -> InlineKeyboardButton:
+        return InlineKeyboardButton(label, callback_data=cb.make(verb, case.id, part.version,
+                                                                 str(part.id)))
+    if part.status == DISPATCHED:
+        return InlineKeyboardMarkup([[button(texts.BTN_PART_SIGN, cb.PART_SIGN)]])
+    if part.status == SIGNED:
+        return InlineKeyboardMarkup([[button(texts.BTN_PART_RESOLVE, cb.PART_RESOLVE)]])
+    return None
 
 
 def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | None:
@@ -155,6 +223,34 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
         rows.append(last)
     if services.gridmap.tree is not None and case.status in TRANSITIONS["set_grid"].from_statuses:
         rows.append([_button(texts.BTN_SET_GRID, cb.GRID, case)])  # last: the others keep their places
+    if not case.is_hard:
+        rows.append([_button(texts.BTN_HARD, cb.HARD, case)])  # after all: numbers stay put
+    return InlineKeyboardMarkup(rows)
+
+
+def hard_lead_picker(case: Case, services: Services) -> InlineKeyboardMarkup:
+    """攻坚哨, step 1: every department in config.toml's order, three a row, and 返回."""
+    buttons = [_button(dept.name, cb.HARD_LEAD, case, str(i))
+               for i, dept in enumerate(services.settings.departments)]
+    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
+    return InlineKeyboardMarkup(rows)
+
+
+def hard_co_picker(case: Case, services: Services, lead: int, chosen: int
+                   ) -> InlineKeyboardMarkup:
+    """攻坚哨, step 2: the other departments (✅ the chosen ones, `chosen` a bit mask of their
+    indexes; a press toggles one), 下一步 once one is chosen, and 返回 to the lead."""
+    buttons = []
+    for i, dept in enumerate(services.settings.departments):
+        if i == lead:
+            continue
+        label = texts.HARD_CO_CHOSEN.format(name=dept.name) if chosen >> i & 1 else dept.name
+        buttons.append(_button(label, cb.HARD_CO, case, f"{lead}-{chosen ^ (1 << i)}"))
+    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    if chosen:
+        rows.append([_button(texts.BTN_HARD_NEXT, cb.HARD_TEXT, case, f"{lead}-{chosen}")])
+    rows.append([_button(texts.BTN_BACK, cb.HARD, case)])
     return InlineKeyboardMarkup(rows)
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -21,7 +22,7 @@ from models import auth, outbox, people, policy, stats
 from models import followup as fq
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError, running_deadline
-from models.tables import Case, Staff
+from models.tables import Case, CasePart, Staff
 
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
 ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
@@ -73,6 +74,9 @@ async def overdue_command(update: Update, context: Context) -> None:
                                        grid=grid)
         cases = await fq.lit_cases(session, now, services.rules, department=department,
                                    grid=grid, limit=OVERDUE_LINES)
+        # 攻坚哨 parts are departments' work, not a grid's
+        parts = [] if grid else await fq.lit_parts_now(session, now, services.rules,
+                                                       department=department)
     if department:
         scope = department_name(services, department)
     elif grid:
@@ -80,14 +84,16 @@ async def overdue_command(update: Update, context: Context) -> None:
     else:
         scope = texts.OVERDUE_SCOPE_ALL
     text = overdue_text(services, scope, counts, cases, now,
-                        grouped=staff.role in ALL_DEPARTMENTS_ROLES)
+                        grouped=staff.role in ALL_DEPARTMENTS_ROLES, parts=parts)
     await update.effective_message.reply_text(text)
 
 
 def overdue_text(services: Services, scope: str, counts: dict[str, int],
-                 cases: list[tuple[Case, str]], now: datetime, *, grouped: bool) -> str:
-    """The /overdue answer: totals, then the most urgent cases (by department if grouped)."""
-    if not counts[RED] and not counts[YELLOW]:
+                 cases: list[tuple[Case, str]], now: datetime, *, grouped: bool,
+                 parts: Sequence[tuple[CasePart, Case, str]] = ()) -> str:
+    """The /overdue answer: totals, then the most urgent cases (by department if grouped),
+    then the 攻坚哨 parts that are red or yellow."""
+    if not counts[RED] and not counts[YELLOW] and not parts:
         return texts.OVERDUE_NONE.format(scope=scope)
     lines = [texts.OVERDUE_TITLE.format(scope=scope, time=local_time(services, now),
                                         red=counts[RED], yellow=counts[YELLOW])]
@@ -103,15 +109,25 @@ def overdue_text(services: Services, scope: str, counts: dict[str, int],
         lines.extend(_overdue_line(case, light, now) for case, light in items)
     if counts[RED] + counts[YELLOW] > len(cases):
         lines.append(texts.OVERDUE_TRUNCATED.format(count=len(cases)))
+    if parts:
+        lines.append(texts.OVERDUE_PARTS)
+        for part, case, light in parts:
+            ref = texts.PART_REF.format(ref=case.ref, department=department_name(
+                services, part.department_code))
+            lines.append(_overdue_line(case, light, now, part=part, ref=ref))
     return fit("\n".join(lines), delivery.MAX_TEXT)
 
 
-def _overdue_line(case: Case, light: str, now: datetime) -> str:
-    deadline, stage = running_deadline(case), stage_name(case)
+def _overdue_line(case: Case, light: str, now: datetime, *, part: CasePart | None = None,
+                  ref: str | None = None) -> str:
+    """One case (or one 攻坚哨 part, by its own deadline, under `ref`) of /overdue."""
+    lit = part or case
+    deadline, stage = running_deadline(lit), stage_name(lit)
+    ref = ref or case.ref
     if light == RED:
-        return texts.OVERDUE_RED_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
+        return texts.OVERDUE_RED_LINE.format(ref=ref, stage=stage, snippet=snippet(case),
                                              over=texts.span((now - deadline).total_seconds()))
-    return texts.OVERDUE_YELLOW_LINE.format(ref=case.ref, stage=stage, snippet=snippet(case),
+    return texts.OVERDUE_YELLOW_LINE.format(ref=ref, stage=stage, snippet=snippet(case),
                                             left=texts.span((deadline - now).total_seconds()))
 
 

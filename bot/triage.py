@@ -105,7 +105,7 @@ async def decide_extension(update: Update, context: Context) -> None:
 Screen = Callable[[Case, Services, cb.Callback], tuple[InlineKeyboardMarkup | None, str | None]]
 
 
-async def _swap_keyboard(update: Update, context: Context, screen: Screen) -> None:
+async def swap_keyboard(update: Update, context: Context, screen: Screen) -> None:
     """Show another set of buttons on the post; `screen` gives them and the presser's hint,
     or raises a CaseError saying why not."""
     query = update.callback_query
@@ -164,22 +164,22 @@ def _reasons(case: Case, services: Services, button: cb.Callback):
 
 async def show_picker(update: Update, context: Context) -> None:
     """🔀 改派其他部门 / 重新分派, or 返回 from a confirmation: the department list."""
-    await _swap_keyboard(update, context, _picker)
+    await swap_keyboard(update, context, _picker)
 
 
 async def hide_picker(update: Update, context: Context) -> None:
     """↩️ 返回 from the department list or the reasons: the post's own buttons."""
-    await _swap_keyboard(update, context, _own_buttons)
+    await swap_keyboard(update, context, _own_buttons)
 
 
 async def ask_to_confirm(update: Update, context: Context) -> None:
     """A department from the list: 确认改派至 X？ with 确认 / 返回 before anything is stored."""
-    await _swap_keyboard(update, context, _confirmation)
+    await swap_keyboard(update, context, _confirmation)
 
 
 async def show_grids(update: Update, context: Context) -> None:
     """🗺 修改网格, or a street/community in its list: the grids below it."""
-    await _swap_keyboard(update, context, _grids)
+    await swap_keyboard(update, context, _grids)
 
 
 async def set_grid(update: Update, context: Context) -> None:
@@ -194,7 +194,7 @@ async def set_grid(update: Update, context: Context) -> None:
 
 async def show_reasons(update: Update, context: Context) -> None:
     """🚫 不予受理: the reasons to choose from."""
-    await _swap_keyboard(update, context, _reasons)
+    await swap_keyboard(update, context, _reasons)
 
 
 # ---------------------------------------------------------------- 不予受理

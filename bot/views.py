@@ -8,18 +8,19 @@ every photo, the reporter's and each 办结's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
 
 from bot import callbacks as cb
-from bot import texts
+from bot import posts, texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
 from bot.context import Context
 from bot.services import Services
 from models import cases, people
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
-from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent
+from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent, CasePart
 
 ALBUM_MAX = 10  # photos Telegram puts in one album
 
@@ -74,6 +75,14 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
         return texts.CASE_REASON.format(reason=details["reason"])
     if action == "merged" and details.get("into"):
         return texts.CASE_MERGED_INTO.format(ref=details["into"])
+    if action == "marked_hard":
+        co = "、".join(department_name(services, c) for c in details.get("co", ()))
+        return texts.POST_HARD.format(lead=department_name(services, details.get("lead")), co=co)
+    if action in ("part_signed", "part_resolved", "part_waived", "escalated") and details.get(
+            "department"):
+        said = details.get("result") or details.get("reason")
+        name = department_name(services, details["department"])
+        return f"{name}，{said}" if said else name
     if action in ("returned", "extension_requested", "extended"):
         parts = [texts.CASE_REASON.format(reason=details["reason"])] if details.get(
             "reason") else []
@@ -89,8 +98,8 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
 
 
 def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
-                   for_staff: bool) -> list[str]:
-    """A case's header and its events, oldest first, each said in full."""
+                   for_staff: bool, parts: Sequence[CasePart] = ()) -> list[str]:
+    """A case's header (with a 攻坚哨's parts) and its events, oldest first, each said in full."""
     lines = [texts.CASE_HEADER.format(
         ref=case.ref, kind=texts.KIND_NAMES.get(case.kind, case.kind),
         status=STATUS_NAMES.get(case.status, case.status),
@@ -100,6 +109,12 @@ def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
             department=department_name(services, case.department_code)))
     if case.resolve_by and case.status in ("dispatched", "signed"):
         lines.append(texts.CASE_DEADLINE.format(deadline=local_time(services, case.resolve_by)))
+    if case.is_hard:
+        now = services.clock()
+        lines.append(texts.CASE_HARD.format(lead=department_name(services, case.department_code)))
+        lines += [texts.CASE_PART.format(department=department_name(services, p.department_code),
+                                         status=posts.part_status(p, services, now))
+                  for p in parts]
     lines.append(texts.CASE_TIMELINE)
     for event in events:
         if event.action == "classified" and not for_staff:
@@ -155,11 +170,12 @@ async def case_timeline(update: Update, context: Context) -> None:
         case = await cases.case_for_viewer(session, ref, user_id)
         if case is not None:
             events = await cases.case_events(session, case.id)
+            case_parts = await cases.parts_of(session, case.id) if case.is_hard else []
             for_staff = await people.get_staff(session, user_id) is not None
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    for text in messages_of(timeline_lines(case, events, services, for_staff)):
+    for text in messages_of(timeline_lines(case, events, services, for_staff, case_parts)):
         await update.effective_message.reply_text(text)
     await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:

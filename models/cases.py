@@ -26,6 +26,7 @@ from models.deadlines import Rules
 from models.lifecycle import (
     NOT_ACCEPTED_OTHER,
     NOT_ACCEPTED_REASONS,
+    PART_DONE_STATUSES,
     TRANSITIONS,
     AlreadyDone,
     CaseNotFound,
@@ -35,7 +36,7 @@ from models.lifecycle import (
     target_status,
 )
 from models.people import get_or_create_reporter, get_staff, reporter_by_telegram_id
-from models.permissions import can
+from models.permissions import can, can_on_part
 from models.reference import get_department
 from models.statements import prebuilt
 from models.tables import (
@@ -51,6 +52,7 @@ from models.tables import (
     Case,
     CaseCounter,
     CaseEvent,
+    CasePart,
     Department,
     ExtensionRequest,
     Grid,
@@ -115,6 +117,13 @@ async def _add_events(session: AsyncSession, *rows: dict) -> None:
     """Append events with one plain INSERT: nobody needs them back as objects, and skipping
     the ORM flush saves a round trip per event inside the case's transaction."""
     await session.exec(_INSERT_EVENTS, params=list(rows))
+
+
+async def add_event(session: AsyncSession, case_id: int, actor: Actor, action: str,
+                    now: datetime, *, details: dict | None = None) -> None:
+    """Append one event to a case's trail that is not a move of the case's own lifecycle (e.g.
+    a 攻坚哨 part's, models.parts)."""
+    await _add_event(session, case_id, actor, action, now, details=details)
 
 
 async def _add_event(session: AsyncSession, case_id: int, actor: Actor, action: str,
@@ -234,6 +243,11 @@ def _permit(actor: Actor, staff: Staff | None, permission: str, case: Case) -> N
     raise NotPermitted("not_permitted")
 
 
+async def authorize(session: AsyncSession, actor: Actor, permission: str, case: Case) -> None:
+    """Raise NotPermitted unless the actor may do `permission` to `case` (models.permissions)."""
+    await _authorize(session, actor, permission, case)
+
+
 async def _authorize(session: AsyncSession, actor: Actor, permission: str, case: Case) -> None:
     staff = None
     if actor.kind == "staff" and actor.telegram_id is not None:
@@ -306,14 +320,35 @@ _EFFECTS: dict[str, Callable] = {
 }
 
 
-async def _effects(session: AsyncSession, action: str, case: Case, now: datetime,
-                   rules: Rules, changes: dict) -> dict:
-    """Column values a transition sets besides status and version: the caller's changes, then
-    each effect the lifecycle table lists for the action."""
+async def effect_values(session: AsyncSession, move: lifecycle.Transition, subject: Any,
+                        now: datetime, rules: Rules, changes: dict) -> dict:
+    """Column values a move sets besides status and version: the caller's changes, then each
+    effect the lifecycle table lists for it. `subject` is the Case (or a 攻坚哨 CasePart,
+    whose times and alert columns have the case's names)."""
     values = dict(changes)
-    for effect in TRANSITIONS[action].effects:
-        values.update(await _EFFECTS[effect](session, case, now, rules, values))
+    for effect in move.effects:
+        values.update(await _EFFECTS[effect](session, subject, now, rules, values))
     return values
+
+
+async def _parts_done(session: AsyncSession, case: Case) -> None:
+    """攻坚哨: the lead resolves the whole case only when every co-department's part is done."""
+    if not case.is_hard:
+        return
+    waiting = await open_parts(session, case.id)
+    if waiting:
+        raise IllegalTransition("parts_open", departments="、".join(
+            name for name, _status in waiting))
+
+
+# What each guard named in models.lifecycle.TRANSITIONS checks (raising a CaseError).
+_GUARDS: dict[str, Callable] = {lifecycle.PARTS_DONE: _parts_done}
+
+
+async def check_guards(session: AsyncSession, action: str, case: Case) -> None:
+    """Raise the CaseError of the first guard of `action` that `case` does not pass."""
+    for guard in TRANSITIONS[action].guards:
+        await _GUARDS[guard](session, case)
 
 
 def _auto_details(case: Case, values: dict) -> dict:
@@ -355,7 +390,8 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
             _permit(actor, staff, permission, case)
         if expected_version is not None and case.version != expected_version:
             raise StaleVersion("stale_version")
-        values = await _effects(session, action, case, now, rules, changes)
+        await check_guards(session, action, case)
+        values = await effect_values(session, TRANSITIONS[action], case, now, rules, changes)
         event_details = {**_auto_details(case, values), **(details or {})}
         from_status, seen_version = case.status, case.version
         stmt = (update(Case)
@@ -375,6 +411,11 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
 
 
 # ---------------------------------------------------------------- convenience moves
+
+
+async def active_department(session: AsyncSession, code: str) -> Department:
+    """The department, or InvalidInput when it is unknown or no longer active."""
+    return await _active_department(session, code)
 
 
 async def _active_department(session: AsyncSession, code: str) -> Department:
@@ -619,6 +660,16 @@ async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: dat
 # ---------------------------------------------------------------- reading
 
 
+async def open_parts(session: AsyncSession, case_id: int) -> list[tuple[str, str]]:
+    """(department name, status) of the 攻坚哨 parts of a case that are not done yet."""
+    stmt = (select(Department.name, CasePart.status)
+            .join(Department, col(Department.code) == col(CasePart.department_code))
+            .where(col(CasePart.case_id) == case_id,
+                   col(CasePart.status).not_in(PART_DONE_STATUSES))
+            .order_by(col(CasePart.id)))
+    return [(name, status) for name, status in (await session.exec(stmt)).all()]
+
+
 async def get_case(session: AsyncSession, case_id: int) -> Case:
     """The case (fresh from the database); raises CaseNotFound."""
     return await _fresh_case(session, case_id)
@@ -644,9 +695,19 @@ async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: i
     if viewer is not None and (viewer.id == case.reporter_id or (
             case.enterprise_id is not None and viewer.enterprise_id == case.enterprise_id)):
         return case
-    if can(await get_staff(session, viewer_telegram_id), "view", case):
+    staff = await get_staff(session, viewer_telegram_id)
+    if can(staff, "view", case):
         return case
+    if case.is_hard and staff is not None and staff.department_code and any(
+            can_on_part(staff, "view", part) for part in await parts_of(session, case.id)):
+        return case  # a 攻坚哨's co-department sees the case it has a part of
     return None
+
+
+async def parts_of(session: AsyncSession, case_id: int) -> list[CasePart]:
+    """The 攻坚哨 parts of a case, in the order they were made."""
+    stmt = select(CasePart).where(col(CasePart.case_id) == case_id).order_by(col(CasePart.id))
+    return list((await session.exec(stmt)).all())
 
 
 async def cases_of_reporter(session: AsyncSession, telegram_id: int, limit: int = 10,

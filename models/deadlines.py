@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from models.lifecycle import running_deadline
-from models.tables import URGENT, Case, Department
+from models.tables import URGENT, Case, CasePart, Department
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 LIGHT_EMOJI = {GREEN: "🟢", YELLOW: "🟡", RED: "🔴"}
@@ -166,8 +166,9 @@ class Rules:
                 deadline_after(start, resolve_limit, self.calendar))
 
 
-def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
-    """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
+def case_light(case: Case | CasePart, now: datetime, rules: Rules) -> str | None:
+    """红黄灯 of an open case (or a 攻坚哨 part, which has the same columns) against its current
+    deadline (sign-for, then resolve); else None."""
     deadline = running_deadline(case)
     if deadline is None or case.dispatched_at is None:
         return None

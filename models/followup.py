@@ -31,12 +31,14 @@ from models.lifecycle import (
     running_deadline,
     running_deadline_sql,
 )
+from models.parts import lit_parts
 from models.stats import light_sql
 from models.tables import (
     DISPATCHED,
     RESOLVED,
     Case,
     CaseEvent,
+    CasePart,
     Department,
     ExtensionRequest,
     Outbox,
@@ -148,27 +150,59 @@ def _longest_window(calendar: WorkCalendar, limits: tuple[str, ...], day: date) 
     return longest
 
 
-async def claim_alert(session: AsyncSession, case: Case, alert: str, now: datetime) -> bool:
-    """Record that `alert` is queued for the case's current deadline; False if it already was
-    or the case changed since it was read (the next pass looks at it again)."""
+async def due_part_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
+                          escalate_after: timedelta) -> list[tuple[str, CasePart, Case]]:
+    """(alert, part, case) for the 攻坚哨 parts that turned yellow or red, or have been red for
+    `escalate_after`, not yet alerted: the cases' rule (case_light) applied to each part."""
+    due = []
+    for part, case in await lit_parts(session):
+        light = case_light(part, now, rules)
+        if light == YELLOW and part.yellow_notified_at is None:
+            due.append(("yellow", part, case))
+        if light == RED and part.red_notified_at is None:
+            due.append(("red", part, case))
+        if (light == RED and part.escalated_at is None
+                and now - running_deadline(part) > escalate_after):
+            due.append(("escalation", part, case))
+    return due
+
+
+async def lit_parts_now(session: AsyncSession, now: datetime, rules: Rules, *,
+                        department: str | None = None) -> list[tuple[CasePart, Case, str]]:
+    """(part, case, light) of the 攻坚哨 parts red or yellow now (a department's only, if
+    given), most overdue first."""
+    found = [(part, case, case_light(part, now, rules)) for part, case in await lit_parts(session)
+             if department is None or part.department_code == department]
+    lit = [item for item in found if item[2] in (RED, YELLOW)]
+    return sorted(lit, key=lambda item: running_deadline(item[0]))
+
+
+async def claim_alert(session: AsyncSession, case: Case | CasePart, alert: str,
+                      now: datetime) -> bool:
+    """Record that `alert` is queued for the current deadline of a case (or a 攻坚哨 part);
+    False if it already was or it changed since it was read (the next pass looks again)."""
     flag = ALERT_FLAGS[alert]
+    table = type(case)
     result = await session.exec(
-        update(Case)
-        .where(col(Case.id) == case.id, col(Case.version) == case.version,
-               col(getattr(Case, flag)).is_(None))
+        update(table)
+        .where(col(table.id) == case.id, col(table.version) == case.version,
+               col(getattr(table, flag)).is_(None))
         .values({flag: now})
         .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
 
 async def record_escalation(session: AsyncSession, case: Case, now: datetime, *,
-                            hours_overdue: float) -> None:
-    """The 督办 goes into the case's audit trail (it does not change the status)."""
+                            hours_overdue: float, part: CasePart | None = None) -> None:
+    """The 督办 goes into the case's audit trail (it does not change the status); a 攻坚哨
+    part's names its department."""
+    stage = "sign" if (part or case).status == DISPATCHED else "resolve"
+    details = {"stage": stage, "hours_overdue": round(hours_overdue, 1)}
+    if part is not None:
+        details["department"] = part.department_code
     session.add(CaseEvent(
         case_id=case.id, at=now, actor_kind="system", action=ESCALATED,
-        from_status=case.status, to_status=case.status,
-        details={"stage": "sign" if case.status == DISPATCHED else "resolve",
-                 "hours_overdue": round(hours_overdue, 1)}))
+        from_status=case.status, to_status=case.status, details=details))
     await session.flush()
 
 

@@ -28,6 +28,9 @@ from models.tables import (
     Case,
 )
 
+# A 攻坚哨 part's own status: a leader decided the case need not wait for it (a reason given).
+WAIVED = "waived"
+
 
 class CaseError(Exception):
     """A domain error: a code and its parameters, never words (bot/texts/errors.py words
@@ -79,6 +82,10 @@ EFFECTS = (START_DEADLINES, RECOUNT_DEADLINES, CLEAR_DEADLINES, FRESH_ALERTS, ST
            STAMP_RESOLVED, STAMP_CLOSED, RESET_OUTCOME, COUNT_REOPEN)
 
 
+# Guards: a move that its status allows may still wait for something else.
+PARTS_DONE = "parts_done"  # 攻坚哨: every co-department's part resolved (or waived by a leader)
+
+
 @dataclass(frozen=True)
 class Transition:
     """One move of the lifecycle.
@@ -93,6 +100,7 @@ class Transition:
     event: str
     effects: tuple[str, ...] = ()
     notifies_reporter: bool = False
+    guards: tuple[str, ...] = ()  # conditions beyond the status (models.cases._GUARDS)
 
 
 _OPEN = frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED})
@@ -117,9 +125,11 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     Transition("set_priority", _OPEN, None, "priority_changed", (RECOUNT_DEADLINES,)),
     # 修改网格: triage places the case in another grid (models/locating.py)
     Transition("set_grid", _OPEN, None, "grid_changed"),
-    # 办结
+    # 办结 (of a 攻坚哨: by the lead department once every part is done)
     Transition("resolve", frozenset({SIGNED}), RESOLVED, "resolved", (STAMP_RESOLVED,),
-               notifies_reporter=True),
+               notifies_reporter=True, guards=(PARTS_DONE,)),
+    # 攻坚哨: the case is shared out to co-departments (models.parts); the lead keeps it
+    Transition("mark_hard", _HANDLED, None, "marked_hard", notifies_reporter=True),
     # 回访 answer (satisfied/basic)
     Transition("rate", frozenset({RESOLVED}), None, "rated"),
     # 不满意 → back to the department, with new deadlines
@@ -134,6 +144,17 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
                "not_accepted", (CLEAR_DEADLINES, STAMP_CLOSED, FRESH_ALERTS)),
 )}
 
+# 攻坚哨: a co-department's part (models.tables.CasePart) has a lifecycle of its own, with
+# the case's statuses so that RUNNING_DEADLINE, running_deadline() and the traffic-light rule
+# serve parts unchanged. Its events go into the case's trail without bumping Case.version.
+PART_TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
+    Transition("sign", frozenset({DISPATCHED}), SIGNED, "part_signed",
+               (STAMP_SIGNED, FRESH_ALERTS)),
+    Transition("resolve", frozenset({SIGNED}), RESOLVED, "part_resolved", (STAMP_RESOLVED,)),
+    Transition("waive", frozenset({DISPATCHED, SIGNED}), WAIVED, "part_waived", (FRESH_ALERTS,)),
+)}
+PART_DONE_STATUSES = frozenset({RESOLVED, WAIVED})
+
 # Every CaseEvent.action a transition writes (each one is a bump of Case.version), and those
 # the reporter is told about.
 TRANSITION_EVENTS = frozenset(t.event for t in TRANSITIONS.values())
@@ -146,7 +167,7 @@ LIT_STATUSES = tuple(RUNNING_DEADLINE)
 
 
 def running_deadline(case: Case) -> datetime | None:
-    """The deadline running for the case in its status, or None (not lit)."""
+    """The deadline running for the case (or a 攻坚哨 part) in its status, or None (not lit)."""
     name = RUNNING_DEADLINE.get(case.status)
     return getattr(case, name) if name else None
 
@@ -171,7 +192,11 @@ STATUS_NAMES = {
     CLOSED: "已结案",
     MERGED: "已合并",
     NOT_ACCEPTED: "不予受理",
+    WAIVED: "领导决定不再等待",  # a 攻坚哨 part's only status of its own
 }
+# A 攻坚哨 part's statuses as people read them.
+PART_STATUS_NAMES = {DISPATCHED: "待签收", SIGNED: "办理中", RESOLVED: "已办结",
+                     WAIVED: "领导决定不再等待"}
 
 # Display names of the two channels a case comes in by: in full (the bot's posts and
 # messages) and short (the dashboard's CSV export column 类型).
@@ -211,6 +236,10 @@ EVENT_NAMES = {
     "merged": "合并",
     "not_accepted": "不予受理",
     "escalated": "督办",
+    "marked_hard": "列为攻坚哨",
+    "part_signed": "协同部门签收",
+    "part_resolved": "协同部门办结",
+    "part_waived": "领导决定不再等待协同部门",
 }
 
 # Moves whose repetition has its own wording (error code "already_<action>"); any other
@@ -219,12 +248,14 @@ ALREADY_DONE_ACTIONS = frozenset({"sign", "dispatch", "resolve", "close", "merge
                                   "to_triage"})
 
 
-def target_status(action: str, current: str) -> str:
-    """The status `action` leads to from `current`, or raise IllegalTransition."""
-    if action not in TRANSITIONS:
+def target_status(action: str, current: str,
+                  table: dict[str, Transition] = TRANSITIONS) -> str:
+    """The status `action` leads to from `current` in `table` (the case's lifecycle, or
+    PART_TRANSITIONS), or raise IllegalTransition."""
+    if action not in table:
         raise IllegalTransition("unknown_action", action=action)
-    to = TRANSITIONS[action].to
-    if current not in TRANSITIONS[action].from_statuses:
+    to = table[action].to
+    if current not in table[action].from_statuses:
         if to is not None and current == to:
             if action in ALREADY_DONE_ACTIONS:
                 raise AlreadyDone(f"already_{action}")

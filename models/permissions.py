@@ -1,21 +1,23 @@
 """Who may do what to a case: the one place the rule lives.
 
 Actions are the store's verbs: view, dispatch, redispatch, set_priority, set_grid, decide_extension,
-merge, not_accept (不予受理), sign, return, progress_note, resolve, request_extension.
+merge, not_accept (不予受理), sign, return, progress_note, resolve, request_extension, and for
+攻坚哨 mark_hard (share a case out to several departments) and override_parts (a leader lets the
+lead resolve without waiting for the parts still open).
 """
 
 from __future__ import annotations
 
-from models.tables import Case, Staff
+from models.tables import Case, CasePart, Staff
 
 TRIAGE_ACTIONS = frozenset(
     {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge",
-     "not_accept", "set_grid"}
+     "not_accept", "set_grid", "mark_hard"}
 )
 DEPARTMENT_ACTIONS = frozenset(
     {"view", "sign", "return", "progress_note", "resolve", "request_extension"}
 )
-LEADER_ACTIONS = frozenset({"view", "set_priority"})
+LEADER_ACTIONS = frozenset({"view", "set_priority", "mark_hard", "override_parts"})
 GRID_ACTIONS = frozenset({"view", "progress_note"})
 
 # Every staff role and what it may do; ROLES is the one list of roles (config, /staff_add).
@@ -51,3 +53,15 @@ def can(staff: Staff | None, action: str, case: Case) -> bool:
     if staff.role == "grid":
         return in_grid(case.grid_code, staff.grid_code)
     return True
+
+
+def can_on_part(staff: Staff | None, action: str, part: CasePart) -> bool:
+    """May this staff member do `action` to a 攻坚哨 part? A department acts on its own part
+    only; the other roles as on any case (grid staff not at all: parts are departments')."""
+    if staff is None or not staff.active:
+        return False
+    if action not in ROLE_ACTIONS.get(staff.role, frozenset()):
+        return False
+    if staff.role == "department":
+        return bool(staff.department_code) and part.department_code == staff.department_code
+    return staff.role != "grid"

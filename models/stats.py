@@ -40,11 +40,13 @@ from models.engine import session_scope
 from models.lifecycle import (
     KIND_SHORT_NAMES,
     LIT_STATUSES,
+    PART_STATUS_NAMES,
     RUNNING_DEADLINE,
     STATUS_NAMES,
     running_deadline,
     running_deadline_sql,
 )
+from models.parts import open_hard_cases
 from models.tables import (
     BASIC,
     CLOSED,
@@ -498,6 +500,30 @@ async def red_cases(
     return out
 
 
+async def hard_cases(session: AsyncSession, *, now: datetime, rules: Rules,
+                     limit: int = 20) -> dict[str, Any]:
+    """攻坚哨 as the district counts them (今年以来 N 个) and the open ones, oldest first, each
+    with its lead and every part's state and light (no personal data)."""
+    cal = rules.calendar
+    year = cal.to_local(now).year
+    start, end = local_days_bounds(date(year, 1, 1), date(year, 12, 31), cal)
+    this_year = (await session.exec(select(func.count()).select_from(Case).where(
+        Case.is_hard, Case.hard_at >= start, Case.hard_at < end))).one()
+    open_count = (await session.exec(select(func.count()).select_from(Case).where(
+        Case.is_hard, Case.status.in_(OPEN_STATUSES)))).one()
+    names = await department_names(session)
+    listed = []
+    for c, case_parts in await open_hard_cases(session, limit):
+        listed.append({
+            "ref": c.ref, "lead": names.get(c.department_code, c.department_code or ""),
+            "status": STATUS_NAMES.get(c.status, c.status), "light": case_light(c, now, rules),
+            "parts": [{"department": names.get(p.department_code, p.department_code),
+                       "status": PART_STATUS_NAMES.get(p.status, p.status),
+                       "light": case_light(p, now, rules)} for p in case_parts],
+        })
+    return {"year": this_year, "open": open_count, "cases": listed}
+
+
 # ---------------------------------------------------------------- the dashboard in one call
 
 
@@ -524,7 +550,7 @@ async def dashboard_data(
         return departments, await _period_tallies(session, *today)
 
     (period, current, (departments, today_tallies), trend, grids, reds, recent,
-     version) = await asyncio.gather(
+     version, hard) = await asyncio.gather(
         read(_period_tallies, *month),
         read(_open_tallies, now, rules.yellow_ratio),
         read(reference),
@@ -533,6 +559,7 @@ async def dashboard_data(
         read(red_cases, now=now, rules=rules, limit=red_limit),
         read(recent_corrections, corrections),
         read(latest_model_version),
+        read(hard_cases, now=now, rules=rules, limit=red_limit),
     )
     month_total = _total(period)
     overall = month_total + _total(current)
@@ -565,6 +592,7 @@ async def dashboard_data(
         "grids": grids,
         "classifier": _classifier_summary(period, version, recent),
         "red_cases": reds,
+        "hard_cases": hard,
     }
 
 

@@ -169,6 +169,12 @@ class Case(SQLModel, table=True):
     satisfaction_comment: str | None = Field(default=None, max_length=1000)
     reopen_count: int = 0
     merged_into_id: int | None = Field(default=None, foreign_key="case.id")
+    # 攻坚哨: a hard case handled jointly; department_code is the lead (牵头) department, whose
+    # share is the case itself; each co-department's share is a CasePart. The decision of the
+    # 专题会议 (who does what, who pays, the deadline) is kept as written.
+    is_hard: bool = False
+    hard_decision: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    hard_at: NaiveDatetime | None = None
 
     # Follow-up bookkeeping: when each push for the current deadline went out, so the
     # engine sends each reminder once per deadline (reset when a deadline moves).
@@ -188,6 +194,33 @@ class Case(SQLModel, table=True):
     caller: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
     # Optimistic concurrency: every change bumps it, so two staff acting at once can't both win.
+    version: int = 0
+
+
+class CasePart(SQLModel, table=True):
+    """攻坚哨: one co-department's share (协同部门) of a hard case, with its own lifecycle
+    (models.lifecycle.PART_TRANSITIONS), deadlines and lights; the columns a running deadline
+    and the alerts read have the case's names, so the same rules serve both."""
+
+    __table_args__ = (
+        UniqueConstraint("case_id", "department_code", name="uq_casepart_case_department"),
+        Index("ix_casepart_status", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    department_code: str = Field(foreign_key="department.code", max_length=40)
+    status: str = Field(default=DISPATCHED, max_length=20)  # dispatched | signed | resolved | waived
+    dispatched_at: NaiveDatetime
+    sign_by: NaiveDatetime
+    resolve_by: NaiveDatetime
+    signed_at: NaiveDatetime | None = None
+    resolved_at: NaiveDatetime | None = None
+    # The department's result (办结), or the leader's reason when the part was waived.
+    result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    yellow_notified_at: NaiveDatetime | None = None
+    red_notified_at: NaiveDatetime | None = None
+    escalated_at: NaiveDatetime | None = None
     version: int = 0
 
 

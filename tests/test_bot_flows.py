@@ -69,7 +69,8 @@ async def test_report_with_photo_and_location_reaches_triage(make_bot):
     assert "候选：水务局" in post.content and "28.37000, 112.82000" in post.content
     assert "王阿姨" not in post.content  # no personal data in the groups
     labels = [text for text, _ in post.buttons]
-    assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理"]
+    assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理",
+                      "🧩 攻坚哨"]
     assert f"/case {ref} 查看地图定位" in post.content
 
     # /case: the timeline, the photo, then the location as a native map pin.

@@ -42,9 +42,9 @@ async def test_a_located_case_shows_its_grid_and_triage_moves_it_street_by_stree
     post = await bot.group_post(bot.triage_chat, ref)
     assert "🏘 网格：月亮岛街道 › 银星村 › 银星村第一网格（按定位）" in post.content
     labels = [text for text, _ in post.buttons]
-    # The grid button comes last: the others keep the places staff know.
+    # The grid button comes last but 攻坚哨 (added later still): the others keep their places.
     assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理",
-                      "🗺 修改网格"]
+                      "🗺 修改网格", "🧩 攻坚哨"]
 
     answer = await bot.press(TRIAGE_STAFF, post, "修改网格")
     assert answer.get("text") == texts.PICK_STREET
@@ -61,7 +61,7 @@ async def test_a_located_case_shows_its_grid_and_triage_moves_it_street_by_stree
     assert (case.grid_code, case.located_by, case.status) == ("WC-GTL-MY-02", "staff", TRIAGE)
     assert "高塘岭街道 › 梅园社区 › 梅园社区第二网格（分拨员指定）" in post.content
     assert "网格改为 高塘岭街道 › 梅园社区 › 梅园社区第二网格" in post.content
-    assert post.buttons[-1][0] == "🗺 修改网格"  # the post's own buttons are back
+    assert [t for t, _ in post.buttons][-2:] == ["🗺 修改网格", "🧩 攻坚哨"]  # its own buttons
     [moved] = await events(bot, case.id, "grid_changed")
     assert moved.actor_id == TRIAGE_STAFF
     assert moved.details["from"] == "WC-YLD-YX-01" and moved.details["to"] == "WC-GTL-MY-02"
@@ -73,7 +73,7 @@ async def test_only_triage_may_move_a_case_and_an_old_button_is_refused(make_bot
     bot = await located_bot(make_bot, to_triage())
     ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
     post = await bot.group_post(bot.triage_chat, ref)
-    stale = post.buttons[-1][1]  # 修改网格 at the case's first version
+    stale = post.button_data("修改网格")  # at the case's first version
     refused = await bot.press_data(GRID_STAFF, post, stale)
     assert refused.get("show_alert") and (await bot.case(ref)).grid_code == "WC-YLD-YX-01"
 

@@ -90,7 +90,8 @@ async def test_back_from_the_reasons_changes_nothing(make_bot):
     reasons = await open_reasons(bot, ref)
     await bot.press(TRIAGE_STAFF, reasons, "返回")
     post = bot.emu.message(bot.triage_chat, reasons.message_id)
-    assert labels(post) == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理"]
+    assert labels(post) == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理",
+                           "🧩 攻坚哨"]
     case = await bot.case(ref)
     assert case.status == TRIAGE and case.version == 1  # created 0, to triage 1
 

@@ -24,7 +24,7 @@ from bot.services import SERVICES_KEY, Services
 from emulator import sample_jpeg
 from models import deadlines, drafts
 from models.engine import TurnLock, create_all, make_engine, session_scope
-from models.tables import Case
+from models.tables import Case, CasePart
 from tests.botapi import app_builder
 from tests.test_bot_kit import START, Clock, base_settings
 
@@ -111,10 +111,16 @@ def test_posts_fit_telegram_limits(sqlite_engine):
     keyboard = posts.triage_keyboard(case, services)
     assert [b.text for row in keyboard.inline_keyboard for b in row] == [
         texts.BTN_CONFIRM.format(department="水务局"), texts.BTN_PICK, texts.BTN_URGENT,
-        texts.BTN_NOT_ACCEPT]
+        texts.BTN_NOT_ACCEPT, texts.BTN_HARD]
     case.id, case.version = 10**12 - 1, 10**12 - 1  # the longest ids callback data allows
+    every = (1 << len(services.settings.departments)) - 1
+    part = CasePart(id=10**12 - 1, case_id=case.id, department_code="housing", version=10**12 - 1,
+                    dispatched_at=START, sign_by=START, resolve_by=START)
     for markup in (posts.department_picker(case, services), posts.not_accept_keyboard(case),
-                   posts.confirm_keyboard(case, services, "environment")):
+                   posts.confirm_keyboard(case, services, "environment"),
+                   posts.hard_lead_picker(case, services),
+                   posts.hard_co_picker(case, services, 0, every - 1),
+                   posts.part_keyboard(case, part)):
         assert all(len(b.callback_data.encode()) <= 64
                    for row in markup.inline_keyboard for b in row)
 

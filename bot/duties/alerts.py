@@ -19,7 +19,7 @@ from bot.texts import followup as texts
 from models import followup as fq
 from models import outbox
 from models.lifecycle import running_deadline
-from models.tables import URGENT, Case
+from models.tables import URGENT, Case, CasePart
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +47,54 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
                     await fq.record_escalation(session, case, now,
                                                hours_overdue=_overdue_hours(case, now))
             counts[kind] += 1
+    await _queue_part_alerts(services, config, now, chats, counts)
     return counts
 
 
-def _overdue_hours(case: Case, now: datetime) -> float:
+async def _queue_part_alerts(services: Services, config: FollowupConfig, now: datetime,
+                             chats: dict[str, tuple[str, int | None]], counts: Counter) -> None:
+    """The same reminders, alarms and 督办 for 攻坚哨 parts: each part is lit by its own
+    deadlines and alerts its own department; a red part goes to the leaders like a red case."""
+    async with services.read_session() as session:
+        due = await fq.due_part_alerts(session, now, services.rules,
+                                       escalate_after=config.escalate_after)
+    for kind, part, case in due:
+        async with services.session() as session:
+            if not await fq.claim_alert(session, part, kind, now):
+                continue
+            for chat_id, text, markup in _alert_pushes(kind, case, services, config, chats, now,
+                                                      part=part):
+                await outbox.enqueue(session, key=notices.case_key(
+                    case, f"part{part.id}:{kind}:{part.version}", chat_id), chat_id=chat_id,
+                    text=text, kind=kind, now=now, case_id=case.id,
+                    reply_markup=posts.as_dict(markup))
+            if kind == "escalation":
+                await fq.record_escalation(session, case, now, part=part,
+                                           hours_overdue=_overdue_hours(part, now))
+        counts[kind] += 1
+
+
+def _overdue_hours(case: Case | CasePart, now: datetime) -> float:
     return (now - running_deadline(case)).total_seconds() / 3600
 
 
 def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
-                  chats: dict[str, tuple[str, int | None]], now: datetime):
-    """(chat id, text, keyboard) of each push an alert makes."""
-    name, dept_chat = chats.get(case.department_code, (case.department_code or "", None))
-    deadline = running_deadline(case)
-    fields = {"ref": case.ref, "stage": stage_name(case), "snippet": snippet(case),
+                  chats: dict[str, tuple[str, int | None]], now: datetime, *,
+                  part: CasePart | None = None):
+    """(chat id, text, keyboard) of each push an alert makes; of a 攻坚哨 part's, to the
+    part's department with the part's deadline and buttons."""
+    lit = part or case
+    name, dept_chat = chats.get(lit.department_code, (lit.department_code or "", None))
+    deadline = running_deadline(lit)
+    ref = case.ref if part is None else texts.PART_REF.format(ref=case.ref, department=name)
+    fields = {"ref": ref, "stage": stage_name(lit), "snippet": snippet(case),
               "deadline": local_time(services, deadline), "department": name,
               "left": texts.span((deadline - now).total_seconds()),
               "over": texts.span((now - deadline).total_seconds()),
               "escalate_hours": f"{config.escalate_after.total_seconds() / 3600:g}",
               "urgent": texts.ESCALATION_URGENT if case.priority == URGENT else ""}
-    keyboard = posts.department_keyboard(case)
+    keyboard = (posts.department_keyboard(case) if part is None
+                else posts.part_keyboard(case, part))
     pushes = []
     if kind == "yellow":
         pushes.append((dept_chat, texts.REMINDER_YELLOW.format(**fields), keyboard))

@@ -5,6 +5,7 @@ followup.digest_time (district-local).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 
 from bot import delivery
@@ -16,7 +17,7 @@ from models import followup as fq
 from models import outbox
 from models.deadlines import RED
 from models.lifecycle import running_deadline
-from models.tables import Case
+from models.tables import Case, CasePart
 
 DIGEST_CASES_PER_DEPARTMENT = 3
 
@@ -33,18 +34,23 @@ async def queue_digest(services: Services, config: FollowupConfig, now: datetime
         counts = await fq.red_counts(session, now, services.rules)
         reds = await fq.lit_cases(session, now, services.rules, lights=(RED,), limit=1000)
         chats = await fq.department_chats(session)
-        text = digest_text(local.date().strftime("%m月%d日"), counts, reds, chats, now)
+        parts = [(part, case) for part, case, light in await fq.lit_parts_now(
+            session, now, services.rules) if light == RED]
+        text = digest_text(local.date().strftime("%m月%d日"), counts, reds, chats, now,
+                           parts=parts)
         queued = await outbox.enqueue(session, key=key, chat_id=config.leader_chat, text=text,
                                       kind="digest", now=now)
     return Counter(digest=1 if queued else 0)
 
 
 def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
-                chats: dict[str, tuple[str, int | None]], now: datetime) -> str:
-    """Red cases per department, most first, with the longest overdue few of each."""
+                chats: dict[str, tuple[str, int | None]], now: datetime, *,
+                parts: Sequence[tuple[CasePart, Case]] = ()) -> str:
+    """Red cases per department, most first, with the longest overdue few of each; then the
+    red 攻坚哨 parts, each by its own deadline."""
     lines = [texts.DIGEST_TITLE.format(date=day)]
     total = sum(counts.values())
-    if not total:
+    if not total and not parts:
         return "\n".join(lines + [texts.DIGEST_NONE])
     lines.append(texts.DIGEST_TOTAL.format(count=total))
     by_department: dict[str | None, list[Case]] = {}
@@ -59,4 +65,12 @@ def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
             lines.append(texts.DIGEST_CASE.format(ref=case.ref, stage=stage_name(case), over=over))
         if count > len(shown):
             lines.append(texts.DIGEST_MORE.format(count=count - len(shown)))
+    if parts:
+        lines.append(texts.OVERDUE_PARTS)
+    for part, case in parts:
+        name = chats.get(part.department_code, (part.department_code, None))[0]
+        over = texts.span((now - running_deadline(part)).total_seconds())
+        lines.append(texts.DIGEST_CASE.format(
+            ref=texts.PART_REF.format(ref=case.ref, department=name), stage=stage_name(part),
+            over=over))
     return fit("\n".join(lines), delivery.MAX_TEXT)

@@ -3,4 +3,5 @@
 from .errors import *
 from .followup import *
 from .grids import *
+from .hard import *
 from .intake import *

@@ -33,6 +33,9 @@ FIELD_NAMES = {
     "not_accepted_reason": "不予受理理由",
     "policy_title": "政策标题",
     "policy_summary": "政策摘要",
+    "hard_decision": "会议决定",
+    "part_result": "办理结果",
+    "override_reason": "理由",
 }
 
 ERROR_TEXTS = {
@@ -90,6 +93,14 @@ ERROR_TEXTS = {
     "extension_pending": "该案件已有待审批的延期申请",
     "extension_not_found": "未找到该延期申请",
     "extension_decided": "该延期申请已处理",
+    # 攻坚哨
+    "parts_open": "该案件为攻坚哨，尚有协同部门未办结：{departments}。请待各部门办结后再办结全案，或请领导决定。",
+    "hard_needs_co": "请至少选择一个协同部门",
+    "hard_lead_is_co": "牵头部门不能同时是协同部门",
+    "already_hard": "该案件已列为攻坚哨",
+    "part_not_found": "未找到该协同任务",
+    "not_hard": "{ref} 不是攻坚哨，无需领导决定",
+    "no_open_parts": "{ref} 的协同部门均已办结，无需领导决定",
     # raised by the bot's own checks before it calls the store
     "button_invalid": BUTTON_INVALID,
     "not_staff": NOT_STAFF,

@@ -37,6 +37,7 @@ ESCALATION_LEADER = (
     "📝 {snippet}"
 )
 ESCALATION_URGENT = " 🚨紧急"
+PART_REF = "{ref}（攻坚哨·{department}任务）"  # a 攻坚哨 part's alerts name its department
 DIGEST_TITLE = "📋 每日超时案件通报（{date}）"
 DIGEST_NONE = "✅ 目前没有超时案件。"
 DIGEST_TOTAL = "共 {count} 件超时："
@@ -116,6 +117,7 @@ OVERDUE_DEPARTMENT = "【{department}】🔴 {red}　🟡 {yellow}"
 OVERDUE_RED_LINE = "🔴 {ref} {stage}超时 {over}｜{snippet}"
 OVERDUE_YELLOW_LINE = "🟡 {ref} {stage}剩 {left}｜{snippet}"
 OVERDUE_TRUNCATED = "……仅列出最紧急的 {count} 件"
+OVERDUE_PARTS = "【攻坚哨协同任务】"
 
 # ---------------------------------------------------------------- /stats
 STATS_NOT_STAFF = "抱歉，/stats 仅供工作人员使用。"

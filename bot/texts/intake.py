@@ -37,6 +37,7 @@ STAFF_HELP = (
     "/case 编号 查看案件过程\n"
     "/overdue 红黄灯案件；/stats [今天|本周|上周|本月|上个月|今年|2026-11] 办结率、按时率、满意率\n"
     "/policy 发布惠企政策；/dashboard 获取指挥大屏登录码\n"
+    "/gongjian 编号 列为攻坚哨（分拨员、领导）；/override 编号 理由 不再等待未办结的协同部门（领导）\n"
     "管理员：/reload_model 重新加载分类模型；/staff_add ID 角色 [部门或网格] 添加工作人员"
 )
 ROLE_NAMES = {

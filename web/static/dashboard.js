@@ -105,6 +105,20 @@
     });
   }
 
+  var LIGHT_DOTS = { green: "🟢", yellow: "🟡", red: "🔴" };
+
+  function renderHard(h) {
+    setText("hard-total", "（今年 " + h.year + " 件，在办 " + h.open + " 件）");
+    showEmpty("hard", h.cases.length === 0);
+    fillTable("hard-cases", h.cases, function (tr, c) {
+      cell(tr, c.ref);
+      cell(tr, (LIGHT_DOTS[c.light] || "") + c.lead + "·" + c.status);
+      cell(tr, c.parts.map(function (p) {
+        return p.department + " " + (LIGHT_DOTS[p.light] || "") + p.status;
+      }).join("；"));
+    });
+  }
+
   function renderClassifier(c, departments) {
     setText("acceptance", percent(c.acceptance_rate));
     setText("corrected", number(c.corrected));
@@ -189,6 +203,7 @@
     renderHeadline(data.headline);
     renderLeague(data.departments, data.light_names);
     renderReds(data.red_cases, data.headline.red);
+    renderHard(data.hard_cases);
     renderClassifier(data.classifier, data.departments);
     renderTrend(data.trend);
     renderGrids(data.grids);
