@@ -45,6 +45,7 @@ from bot import (
 )
 from bot import callbacks as cb
 from bot.context import CONTEXT_TYPES, Context
+from bot.duties import learning
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
 from bot.request import AiohttpRequest
@@ -175,6 +176,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("case", views.case_timeline),
         # Administrators.
         CommandHandler("reload_model", admin.reload_model_command),
+        CommandHandler("model", admin.model_command),
         CommandHandler("staff_add", admin.staff_add),
         # The conversations: staff replies in groups, then the reporter's intake.
         department.build(idle),
@@ -242,8 +244,8 @@ def _job_queue(application: Application) -> JobQueue:
 
 
 def register_jobs(application: Application, settings: Settings) -> None:
-    """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), idle
-    conversations, forgotten update ids."""
+    """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), the
+    learning duty, idle conversations, forgotten update ids."""
     jobs = _job_queue(application)
     every = settings.classifier.reload_check_seconds
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
@@ -253,6 +255,10 @@ def register_jobs(application: Application, settings: Settings) -> None:
                        name="end_idle_conversations")
     jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
                        name="prune_processed_updates")
+    if settings.learning.enabled:  # the bot only: it serves the model the duty promotes
+        check = settings.learning.check_seconds
+        jobs.run_repeating(learning.learning_job, interval=check, first=check, name="learning",
+                           job_kwargs=delivery.OVERLAP_ALLOWED)
 
 
 def schedule_background_duties(application: Application, settings: Settings) -> None:

@@ -4,3 +4,4 @@ from .errors import *
 from .followup import *
 from .grids import *
 from .intake import *
+from .learning import *
