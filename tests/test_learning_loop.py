@@ -1,0 +1,179 @@
+"""The learning loop end to end (#16) on a small synthetic corpus: corrections arrive through
+the bot, the learning duty trains a challenger in a separate process, the gate promotes it
+(or refuses it), the bot answers with the new model without a restart, /model shows it and
+rolls it back."""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import replace
+
+import pytest
+from sqlmodel import select
+
+from bot.duties import learning as duty
+from classifier import Suggester
+from classifier.registry import ModelRegistry
+from models import cases
+from models.engine import session_scope
+from models.tables import CHAMPION, REFUSED, RETIRED, ModelVersion
+from tests.test_bot_kit import (  # noqa: F401 - fixtures
+    ADMIN,
+    RESIDENT,
+    TRIAGE_STAFF,
+    START,
+    base_settings,
+    bot_engine,
+    make_bot,
+    model_path,
+    suggester_for,
+    to_triage,
+    with_classifier,
+)
+from tests.test_learning import NEW_TOPIC, TOPICS, make_corpus, message
+
+# The synthetic topics of tests/test_learning.py as this district's departments; 生态环境局
+# (environment) is in no corpus: it can only be learned from corrections.
+DEPARTMENT_OF = {"water": "water", "roads": "municipal", "school": "education",
+                 "clinic": "health"}
+GARBAGE = [message(random.Random(100 + i), NEW_TOPIC, topic_words=4) for i in range(8)]
+
+
+@pytest.fixture
+def loop_settings(tmp_path):
+    """A district whose corpus is the synthetic one; every case waits for triage."""
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    with open(corpus_dir / "seed.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows((text, DEPARTMENT_OF[label]) for text, label in make_corpus(30))
+    settings = with_classifier(to_triage(base_settings()), corpus_dir=str(corpus_dir),
+                               model_path=str(tmp_path / "serving" / "model.npz"))
+    learning = replace(settings.learning, retrain_after_corrections=6, check_seconds=3600,
+                       models_dir=str(tmp_path / "models"), margin=0.1, department_margin=0.3)
+    return replace(settings, learning=learning)
+
+
+async def first_champion(settings, engine) -> str:
+    """The loop's first model (no decisions yet): promoted, there is no champion to beat."""
+    outcome = await duty.retrain_now(settings, lambda: session_scope(engine), START,
+                                     trigger="manual")
+    assert outcome.promoted and outcome.result.pid != __import__("os").getpid()
+    return outcome.result.version
+
+
+async def start_bot(make_bot, settings):
+    return await make_bot(settings, suggester=Suggester.from_settings(settings),
+                          model=settings.model_path)
+
+
+async def correct_to(bot, ref: str, department_name: str) -> None:
+    """Triage changes the suggested department through the buttons."""
+    post = await bot.group_post(bot.triage_chat, ref)
+    await bot.press(TRIAGE_STAFF, post, "改派其他部门")
+    picker = bot.emu.message(bot.triage_chat, post.message_id)
+    await bot.press(TRIAGE_STAFF, picker, department_name)
+    asked = bot.emu.message(bot.triage_chat, post.message_id)
+    answer = await bot.press(TRIAGE_STAFF, asked, f"确认改派至 {department_name}")
+    assert answer["text"] == "操作成功"
+
+
+async def model_rows(bot) -> dict[str, ModelVersion]:
+    async with bot.services.session() as session:
+        return {r.version: r for r in (await session.exec(select(ModelVersion))).all()}
+
+
+async def test_corrections_train_a_challenger_that_is_promoted_served_and_rolled_back(
+        make_bot, bot_engine, loop_settings):
+    v1 = await first_champion(loop_settings, bot_engine)
+    bot = await start_bot(make_bot, loop_settings)
+    assert bot.services.suggester.model_version == v1
+    assert "environment" not in bot.services.suggester.labels
+
+    # Five corrections are not enough (retrain_after_corrections = 6): nothing is trained.
+    state: dict = {}
+    for i, text in enumerate(GARBAGE[:6]):
+        ref = await bot.report(RESIDENT, text)
+        await correct_to(bot, ref, "生态环境局")
+        if i == 4:
+            assert await duty.run_learning_pass(bot.services, state) is None
+    assert len(await bot.corrections()) == 6
+
+    outcome = await duty.run_learning_pass(bot.services, state)
+    assert outcome is not None and outcome.promoted, outcome and outcome.decision.reasons
+    v2 = outcome.result.version
+    assert v2 != v1 and outcome.result.counts["training_corrections"] == 6
+    # No restart: the very next report is classified by the new model, which has learned
+    # the department it only ever saw in corrections.
+    assert bot.services.suggester.model_version == v2
+    ref = await bot.report(RESIDENT, GARBAGE[7])
+    case = await bot.case(ref)
+    assert (case.model_version, case.suggested_department) == (v2, "environment")
+    rows = await model_rows(bot)
+    assert (rows[v1].status, rows[v2].status) == (RETIRED, CHAMPION)
+    assert rows[v2].corrections_seen == 6
+    # Nothing new since: the duty waits.
+    assert await duty.run_learning_pass(bot.services, state) is None
+
+    # /model tells an admin the versions, counts and scores, never a message.
+    shown = (await bot.say(ADMIN, "/model")).content
+    assert f"当前在用：{v2}" in shown and f"✅ 在用 {v2}" in shown and f"⏸ 已退役 {v1}" in shown
+    assert "人工改派 6" in shown and "建议采纳率" in shown
+    assert not any(text[:8] in shown for text in GARBAGE)
+    # …and only to an admin.
+    assert "管理员" in (await bot.say(RESIDENT, "/model")).content
+
+    answer = await bot.say(ADMIN, "/model rollback")
+    assert answer.content == f"已回滚到模型 {v1}，机器人已改用该模型（无需重启）。"
+    assert bot.services.suggester.model_version == v1
+    ref = await bot.report(RESIDENT, GARBAGE[7] + "，请尽快处理")
+    assert (await bot.case(ref)).model_version == v1
+    rows = await model_rows(bot)
+    assert (rows[v1].status, rows[v2].status) == (CHAMPION, RETIRED)
+    assert ModelRegistry(loop_settings.models_dir).champion_version() == v1
+
+    # Bad input: a polite answer, nothing changed.
+    answer = await bot.say(ADMIN, "/model promote 不存在的版本")
+    assert answer.content.startswith("操作未完成：")
+    assert (await bot.say(ADMIN, "/model frobnicate")).content.startswith("用法：/model")
+    assert bot.services.suggester.model_version == v1
+    # …and promoting by hand puts it back.
+    answer = await bot.say(ADMIN, f"/model promote {v2}")
+    assert answer.content == f"已启用模型 {v2}，机器人已改用该模型（无需重启）。"
+    assert bot.services.suggester.model_version == v2
+
+
+async def test_a_challenger_worse_on_the_reference_set_is_refused_and_never_served(
+        make_bot, bot_engine, loop_settings):
+    # Uncapped decisions (department_cap huge) so a wrong burst can swamp the corpus.
+    settings = replace(loop_settings, learning=replace(
+        loop_settings.learning, margin=0.02, department_margin=0.05, department_cap=100_000,
+        retrain_after_corrections=40))
+    v1 = await first_champion(settings, bot_engine)
+    bot = await start_bot(make_bot, settings)
+    # A clerk who files every water complaint under 教育局: 60 wrong corrections.
+    rng = random.Random(7)
+    async with bot.services.session() as session:
+        for i in range(60):
+            case = await cases.create_case(
+                session, reporter_telegram_id=RESIDENT, text=message(rng, TOPICS["water"]),
+                now=START, suggestions=[("water", 0.9)], model_version=v1)
+            await cases.dispatch(session, case.id, "education", cases.Actor.staff(TRIAGE_STAFF),
+                                 START, rules=bot.services.rules)
+
+    outcome = await duty.run_learning_pass(bot.services, {})
+    assert outcome is not None and not outcome.promoted
+    assert any("参照集" in reason for reason in outcome.decision.reasons)
+    assert bot.services.suggester.model_version == v1
+    rows = await model_rows(bot)
+    refused = rows[outcome.result.version]
+    assert (rows[v1].status, refused.status) == (CHAMPION, REFUSED)
+    assert refused.gate["reasons"] == list(outcome.decision.reasons)
+    assert ModelRegistry(settings.models_dir).champion_version() == v1
+    # The refused model is listed with its reason; the served file is still the champion's.
+    shown = (await bot.say(ADMIN, "/model")).content
+    assert f"🚫 未通过 {refused.version}" in shown and "未通过原因" in shown
+    ref = await bot.report(RESIDENT, "自来水停水两天了水压很低")
+    assert (await bot.case(ref)).model_version == v1
