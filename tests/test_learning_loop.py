@@ -6,6 +6,7 @@ rolls it back."""
 from __future__ import annotations
 
 import csv
+import os
 import random
 from dataclasses import replace
 
@@ -18,20 +19,18 @@ from classifier.registry import ModelRegistry
 from models import cases
 from models.engine import session_scope
 from models.tables import CHAMPION, REFUSED, RETIRED, ModelVersion
-from tests.test_bot_kit import (  # noqa: F401 - fixtures
+from tests.test_bot_kit import (
     ADMIN,
     RESIDENT,
-    TRIAGE_STAFF,
     START,
+    TRIAGE_STAFF,
     base_settings,
-    bot_engine,
-    make_bot,
-    model_path,
-    suggester_for,
     to_triage,
     with_classifier,
 )
 from tests.test_learning import NEW_TOPIC, TOPICS, make_corpus, message
+
+pytest_plugins = ["tests.test_bot_kit"]  # make_bot, bot_engine
 
 # The synthetic topics of tests/test_learning.py as this district's departments; 生态环境局
 # (environment) is in no corpus: it can only be learned from corrections.
@@ -60,7 +59,7 @@ async def first_champion(settings, engine) -> str:
     """The loop's first model (no decisions yet): promoted, there is no champion to beat."""
     outcome = await duty.retrain_now(settings, lambda: session_scope(engine), START,
                                      trigger="manual")
-    assert outcome.promoted and outcome.result.pid != __import__("os").getpid()
+    assert outcome.promoted and outcome.result.pid != os.getpid()  # trained elsewhere
     return outcome.result.version
 
 
