@@ -80,6 +80,7 @@ ERROR_TEXTS = {
     "same_department": "案件已在该部门办理，无需重新分派",
     "merge_into_itself": "不能将案件合并到自身",
     "merge_target_closed": "{ref} 当前为“{status}”，只能合并到尚未办结的案件",
+    "follow_closed": "案件 {ref} 已办结或已结束，无法关注；请继续提交您的反映",
     "extension_not_open": "只有办理中的案件可以申请延期",
     "extension_not_later": "新的办结时限必须晚于当前时限",
     "extension_pending": "该案件已有待审批的延期申请",
