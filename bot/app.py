@@ -193,6 +193,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
         CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
         CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
+        CallbackQueryHandler(triage.merge_into_similar, pattern=cb.pattern(cb.MERGE)),
         CallbackQueryHandler(triage.decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
         # Department (工作群) buttons.

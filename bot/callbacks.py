@@ -23,6 +23,7 @@ NOT_ACCEPT = "na"  # triage: 不予受理, show the reasons
 NOT_ACCEPT_AS = "nar"  # triage: 不予受理 for reason <arg> (models.lifecycle.NOT_ACCEPTED_REASONS)
 NOT_ACCEPT_OTHER = "nao"  # triage: 不予受理 for a reason typed in (asks for it)
 DUPLICATE = "dup"  # triage: 重复反映, asks for the earlier case's reference and merges
+MERGE = "mg"  # triage: 合并 into the likely duplicate case <arg> (its id; bot/duplicates.py)
 APPROVE_EXT = "exa"  # triage: approve extension request <arg>
 REJECT_EXT = "exr"  # triage: reject extension request <arg>
 SIGN = "sign"  # department: 签收
@@ -41,7 +42,7 @@ HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report
 NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
+                          NOT_ACCEPT_OTHER, DUPLICATE, MERGE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
 REPORTER_VERBS = frozenset({RATE, RATE_NOW, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
 VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.people import get_or_create_reporter
-from models.tables import OPEN_STATUSES, Case, CaseFollower
+from models.tables import OPEN_STATUSES, Case, CaseFollower, Reporter
 from models.validation import InvalidInput
 
 MAX_PHOTOS = 10  # a kept case carries at most this many photos after merges (Telegram album)
@@ -83,3 +83,13 @@ async def open_case_ids(session: AsyncSession, ids: list[int]) -> set[int]:
         return set()
     return set((await session.exec(select(Case.id).where(
         col(Case.id).in_(ids), col(Case.status).in_(OPEN_STATUSES)))).all())
+
+
+async def cases_of_reporter(session: AsyncSession, telegram_id: int) -> set[int]:
+    """Open cases this person reported or follows (never offered to them as a duplicate)."""
+    own = select(Case.id).join(Reporter, col(Reporter.id) == col(Case.reporter_id)).where(
+        Reporter.telegram_id == telegram_id, col(Case.status).in_(OPEN_STATUSES))
+    followed = (select(CaseFollower.case_id)
+                .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+                .where(Reporter.telegram_id == telegram_id))
+    return set((await session.exec(own)).all()) | set((await session.exec(followed)).all())

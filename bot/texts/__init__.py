@@ -1,5 +1,6 @@
 """Every user-visible text (Simplified Chinese): the intake side's and the follow-up engine's."""
 
+from .duplicates import *
 from .errors import *
 from .followup import *
 from .grids import *
