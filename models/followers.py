@@ -56,7 +56,8 @@ async def absorb(session: AsyncSession, merged: Case, kept: Case, now: datetime)
     already = {kept.reporter_id} | set((await session.exec(
         select(CaseFollower.reporter_id).where(CaseFollower.case_id == kept.id))).all())
     for reporter_id in sorted(people - already):
-        session.add(CaseFollower(case_id=kept.id, reporter_id=reporter_id, at=now))
+        session.add(CaseFollower(case_id=kept.id, reporter_id=reporter_id, at=now,
+                                 merged_from_id=merged.id))
     extra = [p for p in merged.photos if p not in kept.photos]
     if extra and len(kept.photos) < MAX_PHOTOS:
         kept.photos = [*kept.photos, *extra][:MAX_PHOTOS]

@@ -302,3 +302,6 @@ class CaseFollower(SQLModel, table=True):
     case_id: int = Field(foreign_key="case.id", index=True)
     reporter_id: int = Field(foreign_key="reporter.id")
     at: NaiveDatetime
+    # Set when a merge (合并) made them follow: the merged case they reported or followed, so
+    # the dashboard counts that report once (as the merged case), not again as a follower.
+    merged_from_id: int | None = Field(default=None, foreign_key="case.id")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import duties as followup
-from models import followers
+from models import followers, stats
 from models.tables import MERGED, CaseFollower
 from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WAIT, to_triage
 
@@ -18,6 +18,12 @@ HERE = (28.37, 112.82)
 FIRST = "小区停水两天了还没来水，自来水管道一直没人来修"
 AGAIN = "我们小区停水两天了，一直没来水，自来水管道没人来修"
 UNRELATED = "学校门口的校车每天超载，孩子们挤得站不下，希望教育局管一管"
+
+
+async def month_repeats(bot) -> dict:
+    data = await stats.dashboard_data(bot.services.engine, now=bot.clock(),
+                                      rules=bot.services.rules)
+    return data["repeats"]
 
 
 def labels(message) -> list[str]:
@@ -56,6 +62,10 @@ async def test_a_resident_follows_the_open_case_nearby_and_gets_its_notices(make
     assert len(await followers_of(bot, case.id)) == 1
     async with bot.services.session() as session:
         assert await followers.reporters_count(session, case.id) == 2
+    # The dashboard counts two reports of one problem, where it was reported.
+    repeats = await month_repeats(bot)
+    assert (repeats["reports"], repeats["distinct"]) == (2, 1)
+    assert [h["repeats"] for h in repeats["hotspots"]] == [1]
 
     # The follower is told of the case's progress like its reporter.
     post = await bot.group_post(bot.triage_chat, ref)
@@ -103,6 +113,9 @@ async def test_not_the_same_goes_on_and_triage_merges_the_duplicate(make_bot):
     assert (merged.status, merged.merged_into_id) == (MERGED, kept.id)
     edited = bot.emu.message(bot.triage_chat, hint.message_id)
     assert f"✅ {second} 已合并至 {first}" in edited.content and not edited.buttons
+    repeats = await month_repeats(bot)
+    assert (repeats["reports"], repeats["distinct"]) == (2, 1)
+    assert [h["repeats"] for h in repeats["hotspots"]] == [1]
     # Its reporter now follows the kept case, and is told where their report went.
     assert len(await followers_of(bot, kept.id)) == 1
     await bot.settle()

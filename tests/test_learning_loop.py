@@ -9,6 +9,7 @@ import csv
 import os
 import random
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -16,7 +17,7 @@ from sqlmodel import select
 from bot.duties import learning as duty
 from classifier import Suggester
 from classifier.registry import ModelRegistry
-from models import cases
+from models import cases, stats
 from models.engine import session_scope
 from models.tables import CHAMPION, REFUSED, RETIRED, ModelVersion
 from tests.test_bot_kit import (
@@ -113,13 +114,21 @@ async def test_corrections_train_a_challenger_that_is_promoted_served_and_rolled
     rows = await model_rows(bot)
     assert (rows[v1].status, rows[v2].status) == (RETIRED, CHAMPION)
     assert rows[v2].corrections_seen == 6
+    # Triage keeps the new model's suggestion: the learning curve (dashboard and /model) says so.
+    post = await bot.group_post(bot.triage_chat, ref)
+    assert (await bot.press(TRIAGE_STAFF, post, "确认派至"))["text"] == "操作成功"
+    async with bot.services.session() as session:
+        curve = await stats.learning_curve(session, since=START - timedelta(days=7))
+    assert [(p["model_version"], p["reviewed"], p["accepted"]) for p in curve] == [
+        (v1, 6, 0), (v2, 1, 1)]
     # Nothing new since: the duty waits.
     assert await duty.run_learning_pass(bot.services, state) is None
 
     # /model tells an admin the versions, counts and scores, never a message.
     shown = (await bot.say(ADMIN, "/model")).content
     assert f"当前在用：{v2}" in shown and f"✅ 在用 {v2}" in shown and f"⏸ 已退役 {v1}" in shown
-    assert "人工改派 6" in shown and "建议采纳率" in shown
+    assert "人工改派 6" in shown and "建议采纳率 100%（1/1）" in shown
+    assert "建议采纳率 0%（0/6）" in shown
     assert not any(text[:8] in shown for text in GARBAGE)
     # …and only to an admin.
     assert "管理员" in (await bot.say(RESIDENT, "/model")).content
