@@ -200,6 +200,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
         CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
+        CallbackQueryHandler(survey.on_follower_rate, pattern=cb.pattern(cb.RATE_FOLLOWER)),
         MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
         ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
         # Staff and enterprise commands.

@@ -14,9 +14,18 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.people import get_or_create_reporter
-from models.tables import OPEN_STATUSES, Case, CaseFollower, Reporter
+from models.tables import (
+    BASIC,
+    OPEN_STATUSES,
+    SATISFIED,
+    UNSATISFIED,
+    Case,
+    CaseFollower,
+    Reporter,
+)
 from models.validation import InvalidInput
 
+RATINGS = (SATISFIED, BASIC, UNSATISFIED)
 MAX_PHOTOS = 10  # a kept case carries at most this many photos after merges (Telegram album)
 
 
@@ -94,3 +103,34 @@ async def cases_of_reporter(session: AsyncSession, telegram_id: int) -> set[int]
                 .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
                 .where(Reporter.telegram_id == telegram_id))
     return set((await session.exec(own)).all()) | set((await session.exec(followed)).all())
+
+
+# ---------------------------------------------------------------- 回访 for followers
+
+
+async def follower_chats(session: AsyncSession, case_id: int) -> list[int]:
+    """The private chats of the case's followers who can be reached."""
+    return list((await session.exec(
+        select(Reporter.telegram_id).join(CaseFollower,
+                                          col(CaseFollower.reporter_id) == col(Reporter.id))
+        .where(CaseFollower.case_id == case_id, col(Reporter.reachable).is_(True))
+        .order_by(col(CaseFollower.id)))).all())
+
+
+async def rate(session: AsyncSession, case_id: int, telegram_id: int, rating: str,
+               now: datetime) -> Case:
+    """A follower's 回访 answer, once; it is heard (the dashboard, /case) but the reporter's
+    own answer decides whether the case closes or goes back to the department."""
+    if rating not in RATINGS:
+        raise InvalidInput("unknown_rating")
+    row = (await session.exec(
+        select(CaseFollower).join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+        .where(CaseFollower.case_id == case_id, Reporter.telegram_id == telegram_id))).first()
+    if row is None:
+        raise InvalidInput("not_a_follower")
+    if row.satisfaction is not None:
+        raise InvalidInput("follower_already_rated")
+    row.satisfaction, row.rated_at = rating, now
+    session.add(row)
+    await session.flush()
+    return await session.get(Case, case_id)

@@ -305,3 +305,6 @@ class CaseFollower(SQLModel, table=True):
     # Set when a merge (合并) made them follow: the merged case they reported or followed, so
     # the dashboard counts that report once (as the merged case), not again as a follower.
     merged_from_id: int | None = Field(default=None, foreign_key="case.id")
+    # Their own 回访 answer (the reporter's decides the case's course; a follower's is heard).
+    satisfaction: str | None = Field(default=None, max_length=20)
+    rated_at: NaiveDatetime | None = None

@@ -7,9 +7,9 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import duties as followup
-from models import followers, stats
-from models.tables import MERGED, CaseFollower
-from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WAIT, to_triage
+from models import cases, followers, stats
+from models.tables import MERGED, RESOLVED, CaseFollower
+from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WAIT, WATER_STAFF, to_triage
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
@@ -77,6 +77,37 @@ async def test_a_resident_follows_the_open_case_nearby_and_gets_its_notices(make
     told = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "已派至" in m.content,
                                           timeout=WAIT)
     assert told.content == f"📮 您反映的问题（{ref}）已派至 水务局 办理。"
+
+    # …and of its 办结, then asked the 回访 too: heard, but the reporter's answer decides.
+    staff = cases.Actor.staff(WATER_STAFF)
+    async with bot.services.session() as session:
+        await cases.sign_for(session, case.id, staff, bot.clock(), rules=bot.services.rules)
+        await cases.resolve(session, case.id, staff, "已更换破损水管，恢复供水", bot.clock(),
+                            rules=bot.services.rules)
+    bot.clock.advance(minutes=2)
+    await followup.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "已更换破损水管" in m.content,
+                                   timeout=WAIT)
+    survey = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "回访" in m.content,
+                                            timeout=WAIT)
+    assert labels(survey) == ["😊 满意", "🙂 基本满意", "😞 不满意"]
+    satisfied = survey.button_data("满意")
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "回访" in m.content, timeout=WAIT)
+    answer = await bot.press(NEIGHBOUR, survey, "不满意")
+    assert not answer.get("show_alert")
+    thanked = bot.emu.message(NEIGHBOUR, survey.message_id)
+    assert thanked.content == f"感谢您的评价（不满意）！您关注的案件 {ref} 的回访意见已记录。"
+    assert (await bot.case(ref)).status == RESOLVED  # the reporter's answer decides
+    async with bot.services.session() as session:
+        [row] = (await session.exec(select(CaseFollower).where(
+            CaseFollower.case_id == case.id))).all()
+    assert row.satisfaction == "unsatisfied"
+    again = await bot.press_data(NEIGHBOUR, survey, satisfied)
+    assert again["show_alert"] and "已评价过" in again["text"]
+    # Someone who does not follow it cannot answer for it.
+    stranger = await bot.press_data(OTHER, survey, satisfied)
+    assert stranger["show_alert"] and "没有关注" in stranger["text"]
 
     # The reporter is never asked about their own case; an unrelated report is not asked.
     summary = await until_place(bot, RESIDENT, AGAIN)

@@ -159,27 +159,34 @@ async def test_a_challenger_worse_on_the_reference_set_is_refused_and_never_serv
     settings = replace(loop_settings, learning=replace(
         loop_settings.learning, margin=0.02, department_margin=0.05, department_cap=100_000,
         retrain_after_corrections=40))
-    v1 = await first_champion(settings, bot_engine)
+    # No champion yet: the bot serves the model built from the corpus at its first start.
     bot = await start_bot(make_bot, settings)
+    shipped = bot.services.suggester.model_version
     # A clerk who files every water complaint under 教育局: 60 wrong corrections.
     rng = random.Random(7)
     async with bot.services.session() as session:
         for i in range(60):
             case = await cases.create_case(
                 session, reporter_telegram_id=RESIDENT, text=message(rng, TOPICS["water"]),
-                now=START, suggestions=[("water", 0.9)], model_version=v1)
+                now=START, suggestions=[("water", 0.9)], model_version=shipped)
             await cases.dispatch(session, case.id, "education", cases.Actor.staff(TRIAGE_STAFF),
                                  START, rules=bot.services.rules)
 
     outcome = await duty.run_learning_pass(bot.services, {})
     assert outcome is not None and not outcome.promoted
+    # The first pass trained a baseline on the corpus alone to judge the challenger against
+    # (the shipped model saw the reference set) and put it in service.
+    registry = ModelRegistry(settings.models_dir)
+    [v1] = registry.history()
+    assert outcome.result.champion_version == v1 != shipped
+    assert registry.entry(v1).info["counts"]["training_corrections"] == 0
     assert any("参照集" in reason for reason in outcome.decision.reasons)
     assert bot.services.suggester.model_version == v1
     rows = await model_rows(bot)
     refused = rows[outcome.result.version]
     assert (rows[v1].status, refused.status) == (CHAMPION, REFUSED)
     assert refused.gate["reasons"] == list(outcome.decision.reasons)
-    assert ModelRegistry(settings.models_dir).champion_version() == v1
+    assert registry.champion_version() == v1
     # The refused model is listed with its reason; the served file is still the champion's.
     shown = (await bot.say(ADMIN, "/model")).content
     assert f"🚫 未通过 {refused.version}" in shown and "未通过原因" in shown

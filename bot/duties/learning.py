@@ -88,10 +88,22 @@ def challenger_job(settings: Settings, decisions: list[learning.Decision]) -> Ch
 async def retrain_now(settings: Settings, session: SessionFactory, now: datetime, *,
                       trigger: str) -> Outcome:
     """Train a challenger, gate it, promote it if it won, record it; LearningError if the
-    training failed (nothing is recorded then)."""
+    training failed (nothing is recorded then).
+
+    With no champion yet, a baseline on the corpus alone is trained first and put in service:
+    the gate would wave through any first model, and the model shipped with the bot was
+    trained on the reference set, so it cannot be judged on it fairly."""
     async with session() as s:
         decisions = await learning.staff_decisions(s)
         seen = await learning.newest_correction_id(s)
+    if decisions and registry_of(settings).champion_version() is None:
+        await _train(settings, session, [], 0, now, "baseline")
+    return await _train(settings, session, decisions, seen, now, trigger)
+
+
+async def _train(settings: Settings, session: SessionFactory,
+                 decisions: list[learning.Decision], seen: int, now: datetime,
+                 trigger: str) -> Outcome:
     job = await asyncio.to_thread(challenger_job, settings, decisions)
     timeout = settings.learning.timeout_minutes * 60
     result, decision = await retrain_async(job, timeout=timeout)
@@ -173,8 +185,7 @@ async def run_learning_pass(services, state: dict) -> Outcome | None:
         log.error("挑战模型训练失败，现用模型不变: %s", exc)
         return None
     state.pop("failed_seen", None)
-    if outcome.promoted:
-        await put_in_service(services)
+    await put_in_service(services)  # the challenger, or a baseline trained before it
     return outcome
 
 

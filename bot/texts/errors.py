@@ -81,6 +81,8 @@ ERROR_TEXTS = {
     "merge_into_itself": "不能将案件合并到自身",
     "merge_target_closed": "{ref} 当前为“{status}”，只能合并到尚未办结的案件",
     "follow_closed": "案件 {ref} 已办结或已结束，无法关注；请继续提交您的反映",
+    "not_a_follower": "您没有关注该案件，无法评价",
+    "follower_already_rated": "您已评价过该案件，感谢您的反馈",
     "extension_not_open": "只有办理中的案件可以申请延期",
     "extension_not_later": "新的办结时限必须晚于当前时限",
     "extension_pending": "该案件已有待审批的延期申请",

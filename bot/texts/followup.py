@@ -78,6 +78,7 @@ SURVEY_ASK_COMMENT = (
 )
 BTN_SUBMIT_RATING = "直接提交"
 SURVEY_THANKS = "感谢您的评价（{rating}）！案件 {ref} 已结案。"
+FOLLOWER_RATED = "感谢您的评价（{rating}）！您关注的案件 {ref} 的回访意见已记录。"
 SURVEY_ANSWERED = "您的评价：{rating}"
 SURVEY_SUBMITTED_NO_COMMENT = "您的评价：不满意（未填写意见）"
 SURVEY_ALREADY_DONE = "该案件已经评价或已结案，无需重复评价。"

@@ -39,6 +39,8 @@ def upgrade() -> None:
         sa.Column("reporter_id", sa.Integer(), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("merged_from_id", sa.Integer(), nullable=True),
+        sa.Column("satisfaction", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True),
+        sa.Column("rated_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(["case_id"], ["case.id"], name="fk_casefollower_case_id_case"),
         sa.ForeignKeyConstraint(["merged_from_id"], ["case.id"],
                                 name="fk_casefollower_merged_from_id_case"),
