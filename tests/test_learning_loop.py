@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from classifier.registry import ModelRegistry
 from models import cases, stats
 from models.engine import session_scope
 from models.tables import CHAMPION, REFUSED, RETIRED, ModelVersion
+from tests.startup_kit import clean_env, write_config
 from tests.test_bot_kit import (
     ADMIN,
     RESIDENT,
@@ -30,6 +32,7 @@ from tests.test_bot_kit import (
     with_classifier,
 )
 from tests.test_learning import NEW_TOPIC, TOPICS, make_corpus, message
+from whistle import cli
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot, bot_engine
 
@@ -192,3 +195,37 @@ async def test_a_challenger_worse_on_the_reference_set_is_refused_and_never_serv
     assert f"🚫 未通过 {refused.version}" in shown and "未通过原因" in shown
     ref = await bot.report(RESIDENT, "自来水停水两天了水压很低")
     assert (await bot.case(ref)).model_version == v1
+
+
+def test_whistle_model_trains_lists_promotes_and_rolls_back(tmp_path, loop_settings,
+                                                            monkeypatch, capsys):
+    text = write_config(tmp_path).read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^corpus_dir\s*=.*$', f'corpus_dir = "{loop_settings.corpus_dir}"', text)
+    text = re.sub(r'(?m)^models_dir\s*=.*$', f'models_dir = "{tmp_path / "models"}"', text)
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    clean_env(monkeypatch)
+
+    def whistle(*args: str) -> tuple[int, str, str]:
+        status = cli.main(["--config", str(config), "model", *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    status, out, _ = whistle("list")
+    assert status == 0 and "还没有由学习闭环训练的模型" in out
+    status, _, err = whistle("rollback")
+    assert status == 1 and "没有可回滚的上一个模型" in err
+    status, out, _ = whistle("train")
+    assert status == 0 and "已启用" in out
+    first = ModelRegistry(tmp_path / "models").champion_version()
+    status, out, _ = whistle("train")  # nothing new: as good as the champion, promoted
+    second = ModelRegistry(tmp_path / "models").champion_version()
+    assert status == 0 and second != first
+    status, out, _ = whistle("list")
+    assert f"当前在用：{second}" in out and f"⏸ 已退役 {first}" in out
+    status, out, _ = whistle("rollback")
+    assert status == 0 and out.strip() == f"已回滚到模型 {first}"
+    status, _, err = whistle("promote", "no-such-version")
+    assert status == 1 and "没有版本为 no-such-version 的模型" in err
+    status, out, _ = whistle("promote", second)
+    assert status == 0 and ModelRegistry(tmp_path / "models").champion_version() == second
