@@ -33,6 +33,7 @@ from bot import (
     conversation,
     delivery,
     department,
+    duplicates,
     duties,
     guards,
     home,
@@ -257,6 +258,8 @@ def register_jobs(application: Application, settings: Settings) -> None:
                        name="end_idle_conversations")
     jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
                        name="prune_processed_updates")
+    if settings.duplicates.enabled:
+        jobs.run_once(duplicates.warm_up, when=1, name="duplicate_index")
     if settings.learning.enabled:  # the bot only: it serves the model the duty promotes
         check = settings.learning.check_seconds
         jobs.run_repeating(learning.learning_job, interval=check, first=check, name="learning",

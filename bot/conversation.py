@@ -652,8 +652,6 @@ async def submit(update: Update, context: Context) -> int | None:
     except CaseError as exc:
         await _reply(update, texts.error_text(exc))
         return None
-    if fresh:
-        await duplicates.after_submit(services, case)
     kick_delivery(context.application)
     drop_draft(context)
     if not fresh:  # a double tap on 确认提交: the first tap stored it
@@ -666,6 +664,9 @@ async def submit(update: Update, context: Context) -> int | None:
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
         await offer_home(update, context, case)
+        # After the reporter's answer: triage's duplicate hint must not delay it.
+        await duplicates.after_submit(services, case)
+        kick_delivery(context.application)
     return END
 
 

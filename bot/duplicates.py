@@ -184,3 +184,13 @@ async def after_submit(services, case: Case) -> None:
         row = notices.push_row(case, "duplicates", int(chat), "\n".join(lines), "triage",
                                services.clock(), markup=merge_keyboard(case, similar))
         await outbox.enqueue_many(session, [row])
+
+
+async def warm_up(context) -> None:
+    """Build the index once at start-up, so the first report does not wait for it."""
+    index = index_of(context.services)
+    if index is not None:
+        try:
+            await index.refresh(context.services)
+        except Exception:
+            log.exception("could not build the duplicate index; the first report will")

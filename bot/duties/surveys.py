@@ -72,9 +72,10 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
                              case_id=case.id, reply_markup=survey.survey_keyboard(case).to_dict())
         if not reminder:  # 关注该案件: followers are asked too (once; their answer is heard)
             follower_keyboard = survey.survey_keyboard(case, cb.RATE_FOLLOWER).to_dict()
+            asked = texts.FOLLOWER_SURVEY.format(ref=case.ref)
             for follower in await followers.follower_chats(session, case.id):
                 await outbox.enqueue(session, key=notices.case_key(case, event, follower),
-                                     chat_id=follower, text=fit(text, delivery.MAX_TEXT),
+                                     chat_id=follower, text=asked,
                                      kind=event, now=now, case_id=case.id,
                                      reply_markup=follower_keyboard)
     return 1

@@ -66,6 +66,11 @@ SURVEY = (
     "📋 回访｜请对{subject} {ref} 的办理结果进行评价。\n"
     "办理结果见办结通知，也可发送 /case {ref} 查看。"
 )
+# A follower (关注该案件) cannot open /case: the case's text and photos are its reporter's.
+FOLLOWER_SURVEY = (
+    "📋 回访｜请对您关注的问题 {ref} 的办理结果进行评价。\n"
+    "办理结果见办结通知。"
+)
 SURVEY_REMINDER = (
     "📋 温馨提醒｜{subject} {ref} 已办结，还没有收到您的评价。\n"
     "办理结果可发送 /case {ref} 查看。请点击下方按钮评价；{days} 天内未评价将自动结案。"
