@@ -10,7 +10,7 @@ import os
 import random
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlmodel import select
@@ -229,3 +229,42 @@ def test_whistle_model_trains_lists_promotes_and_rolls_back(tmp_path, loop_setti
     assert status == 1 and "没有版本为 no-such-version 的模型" in err
     status, out, _ = whistle("promote", second)
     assert status == 0 and ModelRegistry(tmp_path / "models").champion_version() == second
+
+
+@pytest.mark.parametrize("now, last, due", [
+    # 02:30 in Wangcheng is 18:30 UTC the day before.
+    (datetime(2026, 11, 24, 18, 29), datetime(2026, 11, 23, 18, 31), False),  # not yet today
+    (datetime(2026, 11, 24, 18, 31), datetime(2026, 11, 23, 18, 31), True),  # passed since
+    (datetime(2026, 11, 24, 18, 31), datetime(2026, 11, 24, 18, 30, 30), False),  # trained since
+    (datetime(2026, 11, 24, 18, 31), None, True),
+])
+def test_the_daily_retraining_time_is_district_time(loop_settings, now, last, due):
+    assert duty.retrain_at_due(loop_settings, now, last) is due
+    off = replace(loop_settings, learning=replace(loop_settings.learning, retrain_at=""))
+    assert duty.retrain_at_due(off, now, last) is False
+
+
+async def test_a_training_that_fails_keeps_the_model_and_waits_for_new_corrections(
+        make_bot, loop_settings, tmp_path, caplog):
+    bot = await start_bot(make_bot, loop_settings)
+    served = bot.services.suggester.model_version
+    # The corpus is gone by the time the duty trains (a broken deployment, say).
+    broken = tmp_path / "empty-corpus"
+    broken.mkdir()
+    settings = replace(with_classifier(loop_settings, corpus_dir=str(broken)),
+                       learning=replace(loop_settings.learning, retrain_after_corrections=2))
+    services = replace(bot.services, settings=settings)
+    for text in GARBAGE[:2]:
+        ref = await bot.report(RESIDENT, text)
+        await correct_to(bot, ref, "生态环境局")
+    state: dict = {}
+    assert await duty.run_learning_pass(services, state) is None
+    assert state["failed_seen"] == 2 and "挑战模型训练失败" in caplog.text
+    assert bot.services.suggester.model_version == served
+    assert await model_rows(bot) == {}
+    # The same corrections do not start it again; new ones do.
+    assert await duty.due_trigger(settings, services.session, START, state["failed_seen"]) is None
+    ref = await bot.report(RESIDENT, GARBAGE[2])
+    await correct_to(bot, ref, "生态环境局")
+    assert await duty.due_trigger(settings, services.session, START,
+                                  state["failed_seen"]) == "corrections"

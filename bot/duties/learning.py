@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import texts
 from classifier import text as textmod
-from classifier.data import corpus_files, read_examples
+from classifier.data import DataError, corpus_files, read_examples
 from classifier.labels import LabelMap
 from classifier.learning import (
     ChallengerJob,
@@ -104,7 +104,10 @@ async def retrain_now(settings: Settings, session: SessionFactory, now: datetime
 async def _train(settings: Settings, session: SessionFactory,
                  decisions: list[learning.Decision], seen: int, now: datetime,
                  trigger: str) -> Outcome:
-    job = await asyncio.to_thread(challenger_job, settings, decisions)
+    try:
+        job = await asyncio.to_thread(challenger_job, settings, decisions)
+    except (DataError, OSError) as exc:  # the corpus or dictionary went missing or bad
+        raise LearningError(f"训练数据无法读取: {exc}") from exc
     timeout = settings.learning.timeout_minutes * 60
     result, decision = await retrain_async(job, timeout=timeout)
     async with session() as s:
