@@ -64,8 +64,7 @@ class DuplicateIndex:
             async with services.read_session() as session:
                 opened = await followers.open_cases_after(session, self.last_id)
                 sweep = time.monotonic() - self.swept_at > REFRESH_SECONDS
-                still_open = (await followers.open_case_ids(session, sorted(self.ids))
-                              if sweep else None)
+                still_open = await followers.open_case_ids(session) if sweep else None
             finder = self.finder
             closed = self.ids - still_open if still_open is not None else set()
             await asyncio.to_thread(_apply, finder, opened, closed)

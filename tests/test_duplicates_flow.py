@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from bot import duplicates
 from bot import duties as followup
 from models import cases, followers, stats
 from models.tables import MERGED, RESOLVED, CaseFollower
@@ -156,3 +157,11 @@ async def test_not_the_same_goes_on_and_triage_merges_the_duplicate(make_bot):
     answer = await bot.press_data(TRIAGE_STAFF, hint, merge)
     assert answer["show_alert"] and "已被合并" in answer["text"]
     assert len(await followers_of(bot, kept.id)) == 1
+
+    # The merged case is no longer offered to anyone; the case it joined is.
+    asked = await until_place(bot, OTHER, AGAIN)
+    assert asked.content == f"附近已有人反映：{first}，状态 待分拨。是同一个问题吗？"
+    index = duplicates.index_of(bot.services)
+    index.swept_at = 0.0  # the next look drops cases closed meanwhile from the index
+    await index.refresh(bot.services)
+    assert merged.id not in index.ids and kept.id in index.ids
