@@ -17,7 +17,7 @@ from bot import texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
 from bot.context import Context
 from bot.services import Services
-from models import cases, people
+from models import cases, followers, people
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
 from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent
 
@@ -89,12 +89,15 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
 
 
 def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
-                   for_staff: bool) -> list[str]:
-    """A case's header and its events, oldest first, each said in full."""
+                   for_staff: bool, reporters: int = 1) -> list[str]:
+    """A case's header and its events, oldest first, each said in full; `reporters`: how
+    many people reported it (its reporter and those who follow it)."""
     lines = [texts.CASE_HEADER.format(
         ref=case.ref, kind=texts.KIND_NAMES.get(case.kind, case.kind),
         status=STATUS_NAMES.get(case.status, case.status),
         light=light_of(case, services, services.clock()), text=case.text)]
+    if reporters > 1:
+        lines.append(texts.CASE_REPORTERS.format(count=reporters))
     if case.department_code:
         lines.append(texts.CASE_DEPARTMENT.format(
             department=department_name(services, case.department_code)))
@@ -156,10 +159,11 @@ async def case_timeline(update: Update, context: Context) -> None:
         if case is not None:
             events = await cases.case_events(session, case.id)
             for_staff = await people.get_staff(session, user_id) is not None
+            reporters = await followers.reporters_count(session, case.id)
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    for text in messages_of(timeline_lines(case, events, services, for_staff)):
+    for text in messages_of(timeline_lines(case, events, services, for_staff, reporters)):
         await update.effective_message.reply_text(text)
     await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:

@@ -63,6 +63,9 @@ async def test_a_resident_follows_the_open_case_nearby_and_gets_its_notices(make
     assert len(await followers_of(bot, case.id)) == 1
     async with bot.services.session() as session:
         assert await followers.reporters_count(session, case.id) == 2
+    # /case tells its reporter how many reported it.
+    timeline = await bot.say(RESIDENT, f"/case {ref}")
+    assert "反映人数：2 人" in timeline.content
     # The dashboard counts two reports of one problem, where it was reported.
     repeats = await month_repeats(bot)
     assert (repeats["reports"], repeats["distinct"]) == (2, 1)
