@@ -198,6 +198,7 @@ def permission_for(verb: str, case: Case) -> str:
         cb.NOT_ACCEPT_AS: "not_accept",
         cb.NOT_ACCEPT_OTHER: "not_accept",
         cb.DUPLICATE: "merge",
+        cb.MERGE: "merge",
         cb.SIGN: "sign",
         cb.RETURN: "return",
         cb.RESOLVE: "resolve",
@@ -360,22 +361,38 @@ async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
                           ref: str) -> Acted:
     """Triage 重复反映: the case is merged into the open case `ref` (cases.merge); the reporter
     and a department that already had it are told."""
-    now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         target = await cases.get_case_by_ref(session, ref)
         if target is None:
             raise InvalidInput("duplicate_not_found", ref=texts.snippet(ref, 40))
-        old_chat = await _department_chat(session, case.department_code)
-        case = await cases.merge(session, case.id, target.id, Actor.staff(user_id), now,
-                                 rules=services.rules, expected_version=button.version)
-        await _queue(session,
-                     await notices.reporter_notice(session, services, case, "merged", now,
-                                                   details={"into": target.ref}),
-                     _released(case, "merged", old_chat,
-                               texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref),
-                               now))
-        return Acted(case, staff, await _enterprise_name(session, case))
+        return await _merge(session, services, staff, case, target, user_id, button.version)
+
+
+async def merge_into_similar(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """合并 under triage's duplicate hint: the case is merged into case <arg>. The hint is not
+    the case's card, so a change to the case since (marked urgent, say) does not stale it."""
+    if not (button.arg or "").isdigit():
+        raise CaseError("button_invalid")
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button, check_version=False)
+        target = await cases.get_case(session, int(button.arg))
+        return await _merge(session, services, staff, case, target, user_id, None)
+
+
+async def _merge(session: AsyncSession, services: Services, staff: Staff, case: Case,
+                 target: Case, user_id: int, expected_version: int | None) -> Acted:
+    """The merge and its pushes: the reporter is told, and a department that had the case."""
+    now = services.clock()
+    old_chat = await _department_chat(session, case.department_code)
+    case = await cases.merge(session, case.id, target.id, Actor.staff(user_id), now,
+                             rules=services.rules, expected_version=expected_version)
+    await _queue(session,
+                 await notices.reporter_notice(session, services, case, "merged", now,
+                                               details={"into": target.ref}),
+                 _released(case, "merged", old_chat,
+                           texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref), now))
+    return Acted(case, staff, await _enterprise_name(session, case))
 
 
 async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:

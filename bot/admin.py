@@ -1,4 +1,5 @@
-"""Admin commands: /reload_model and /staff_add ID ROLE [DEPT|GRID] [NAME]. Only role "admin"."""
+"""Admin commands: /reload_model, /model and /staff_add ID ROLE [DEPT|GRID] [NAME]. Only role
+"admin"."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from telegram import Update
 
 from bot import texts
 from bot.context import Context
+from bot.duties import learning
+from classifier.registry import RegistryError
 from models import people
 from models.lifecycle import CaseError
 from models.permissions import ROLES
@@ -102,3 +105,32 @@ async def staff_add(update: Update, context: Context) -> None:
     await update.effective_message.reply_text(texts.STAFF_ADDED.format(
         telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],
         where=f"，{where}" if where else ""))
+
+
+@admin_only
+async def model_command(update: Update, context: Context) -> None:
+    """/model [promote VERSION | rollback]: the models the learning loop kept, or change the
+    one in service (the bot switches at once)."""
+    services, args = context.services, context.args or []
+    reply = update.effective_message.reply_text
+    if not args:
+        await reply(await learning.model_overview(services.settings, services.session,
+                                                  model_version(services.suggester)))
+        return
+    verb = args[0].lower()
+    if (verb, len(args)) not in (("promote", 2), ("rollback", 1)):
+        await reply(texts.MODEL_USAGE)
+        return
+    try:
+        if verb == "promote":
+            version = await learning.promote_version(services.settings, services.session,
+                                                     args[1], services.clock())
+        else:
+            version = await learning.rollback(services.settings, services.session,
+                                              services.clock())
+    except RegistryError as exc:
+        await reply(texts.MODEL_CHANGE_FAILED.format(reason=exc))
+        return
+    await learning.put_in_service(services)
+    template = texts.MODEL_PROMOTED if verb == "promote" else texts.MODEL_ROLLED_BACK
+    await reply(template.format(version=version))

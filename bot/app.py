@@ -33,6 +33,7 @@ from bot import (
     conversation,
     delivery,
     department,
+    duplicates,
     duties,
     guards,
     hard,
@@ -46,6 +47,7 @@ from bot import (
 )
 from bot import callbacks as cb
 from bot.context import CONTEXT_TYPES, Context
+from bot.duties import learning
 from bot.flood import FloodControl
 from bot.ordering import OneAtATimePerPerson
 from bot.persistence import StorePersistence
@@ -179,6 +181,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("case", views.case_timeline),
         # Administrators.
         CommandHandler("reload_model", admin.reload_model_command),
+        CommandHandler("model", admin.model_command),
         CommandHandler("staff_add", admin.staff_add),
         # The conversations: staff replies in groups, then the reporter's intake.
         department.build(idle),
@@ -196,6 +199,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
         CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
         CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
+        CallbackQueryHandler(triage.merge_into_similar, pattern=cb.pattern(cb.MERGE)),
         CallbackQueryHandler(triage.decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
         # 攻坚哨: choosing the departments (triage, leaders); a co-department's 签收 of its part.
@@ -206,6 +210,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
         CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
+        CallbackQueryHandler(survey.on_follower_rate, pattern=cb.pattern(cb.RATE_FOLLOWER)),
         MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
         ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
         # Staff and enterprise commands.
@@ -255,8 +260,8 @@ def _job_queue(application: Application) -> JobQueue:
 
 
 def register_jobs(application: Application, settings: Settings) -> None:
-    """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), idle
-    conversations, forgotten update ids."""
+    """The bot's own housekeeping: model hot-reload (classifier.reload_check_seconds), the
+    learning duty, idle conversations, forgotten update ids."""
     jobs = _job_queue(application)
     every = settings.classifier.reload_check_seconds
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
@@ -266,6 +271,12 @@ def register_jobs(application: Application, settings: Settings) -> None:
                        name="end_idle_conversations")
     jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
                        name="prune_processed_updates")
+    if settings.duplicates.enabled:
+        jobs.run_once(duplicates.warm_up, when=1, name="duplicate_index")
+    if settings.learning.enabled:  # the bot only: it serves the model the duty promotes
+        check = settings.learning.check_seconds
+        jobs.run_repeating(learning.learning_job, interval=check, first=check, name="learning",
+                           job_kwargs=delivery.OVERLAP_ALLOWED)
 
 
 def schedule_background_duties(application: Application, settings: Settings) -> None:

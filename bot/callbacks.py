@@ -23,6 +23,7 @@ NOT_ACCEPT = "na"  # triage: 不予受理, show the reasons
 NOT_ACCEPT_AS = "nar"  # triage: 不予受理 for reason <arg> (models.lifecycle.NOT_ACCEPTED_REASONS)
 NOT_ACCEPT_OTHER = "nao"  # triage: 不予受理 for a reason typed in (asks for it)
 DUPLICATE = "dup"  # triage: 重复反映, asks for the earlier case's reference and merges
+MERGE = "mg"  # triage: 合并 into the likely duplicate case <arg> (its id; bot/duplicates.py)
 APPROVE_EXT = "exa"  # triage: approve extension request <arg>
 REJECT_EXT = "exr"  # triage: reject extension request <arg>
 SIGN = "sign"  # department: 签收
@@ -30,6 +31,7 @@ RETURN = "ret"  # department: 退回 (asks for a reason)
 RESOLVE = "res"  # department: 办结 (asks for the result)
 EXTEND = "ext"  # department: 申请延期 (asks for reason and date)
 RATE = "rate"  # reporter, 回访: rating <arg> satisfied|basic|unsatisfied (bot/survey.py)
+RATE_FOLLOWER = "frate"  # follower (关注该案件), 回访: rating <arg>, heard but not deciding
 RATE_NOW = "ratenow"  # reporter, 回访: 直接提交 a 不满意 without a comment, <arg> unsatisfied
 GRID = "grid"  # triage: 修改网格, show the grids below <arg> (the streets without one)
 SET_GRID = "gset"  # triage: place the case in grid <arg>
@@ -50,12 +52,12 @@ HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report
 NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID,
-                          HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
+                          NOT_ACCEPT_OTHER, DUPLICATE, MERGE, APPROVE_EXT, REJECT_EXT, GRID,
+                          SET_GRID, HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
 HARD_VERBS = frozenset({HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
 PART_VERBS = frozenset({PART_SIGN, PART_RESOLVE})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND}) | PART_VERBS
-REPORTER_VERBS = frozenset({RATE, RATE_NOW, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
+REPORTER_VERBS = frozenset({RATE, RATE_NOW, RATE_FOLLOWER, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
 VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS
 # parse() still reads a well-formed verb that is not in the table (a button from an older
 # version of the bot): the catch-all answers it as expired; make() refuses one.

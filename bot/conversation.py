@@ -35,7 +35,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import actions, confirmations, failpoints, texts, views
+from bot import actions, confirmations, duplicates, failpoints, texts, views
 from bot import callbacks as cb
 from bot.common import (
     alert,
@@ -46,9 +46,9 @@ from bot.common import (
     now_of,
 )
 from bot.context import Context
-from models import drafts, outbox, people
+from models import drafts, followers, outbox, people
 from models.credit_code import validate_credit_code
-from models.lifecycle import CaseError
+from models.lifecycle import STATUS_NAMES, CaseError
 from models.tables import ENTERPRISE, RESIDENT, Case
 from models.validation import InvalidInput
 
@@ -542,11 +542,50 @@ def summary_text(context: Context, draft: dict) -> str:
 
 
 async def show_summary(update: Update, context: Context) -> int:
-    """The draft with the suggested department and 确认提交 / 修改 / 取消."""
+    """The draft with the suggested department and 确认提交 / 修改 / 取消; before the first
+    summary of a resident's report, a similar open case nearby is shown first."""
     draft = draft_of(context)
+    if draft["kind"] == RESIDENT and not draft["summary_shown"] and not draft.get("not_same"):
+        similar = await duplicates.similar_to_draft(context.services,
+                                                    update.effective_user.id, draft)
+        if similar:
+            return await ask_if_same(update, context, similar[0][0])
     draft["summary_shown"] = True
     await _reply(update, summary_text(context, draft), reply_markup=summary_keyboard(draft))
     return CONFIRM
+
+
+async def ask_if_same(update: Update, context: Context, case: Case) -> int:
+    """附近已有人反映：… 是同一个问题吗？ 是 follows that case, 不是 goes on to the summary."""
+    draft = draft_of(context)
+    draft["same_as"] = case.id
+    keyboard = InlineKeyboardMarkup([[_draft_button(texts.BTN_FOLLOW, draft, "follow")],
+                                     [_draft_button(texts.BTN_NOT_SAME, draft, "notsame")]])
+    await _reply(update, texts.DUPLICATE_ASK.format(ref=case.ref,
+                                                    status=STATUS_NAMES[case.status]),
+                 reply_markup=keyboard)
+    return CONFIRM
+
+
+async def follow_same(update: Update, context: Context, draft: dict) -> int:
+    """是，关注该案件: the resident follows the earlier case and the draft ends; a case closed
+    meanwhile is said so, and the report goes on to its summary."""
+    services, user = context.services, update.effective_user
+    query = update.callback_query
+    await query.edit_message_reply_markup(reply_markup=None)
+    try:
+        async with services.session() as session:
+            case, _ = await followers.follow(session, draft["same_as"], user.id,
+                                             services.clock(), display_name=display_name(user))
+            count = await followers.reporters_count(session, case.id)
+    except CaseError as exc:
+        await _reply(update, texts.error_text(exc))
+        draft["not_same"] = True
+        return await show_summary(update, context)
+    drop_draft(context)
+    await _reply(update, texts.FOLLOWED.format(ref=case.ref, count=count),
+                 reply_markup=main_menu())
+    return END
 
 
 @step
@@ -566,7 +605,8 @@ async def on_draft_button(update: Update, context: Context) -> int | None:
     return state
 
 
-DRAFT_CHOICES = frozenset({"submit", "cancel", "edit", "back", "text", "photo", "location"})
+DRAFT_CHOICES = frozenset({"submit", "cancel", "edit", "back", "text", "photo", "location",
+                           "follow", "notsame"})
 
 
 async def _draft_choice(update: Update, context: Context, draft: dict,
@@ -577,6 +617,12 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
     if choice == "cancel":
         await query.edit_message_reply_markup(reply_markup=None)
         return await _cancelled(update, context)
+    if choice == "follow":
+        return await follow_same(update, context, draft)
+    if choice == "notsame":
+        await query.edit_message_reply_markup(reply_markup=None)
+        draft["not_same"] = True
+        return await show_summary(update, context)
     if choice == "edit":
         await query.edit_message_reply_markup(reply_markup=edit_keyboard(draft))
         return EDIT
@@ -623,6 +669,9 @@ async def submit(update: Update, context: Context) -> int | None:
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
         await offer_home(update, context, case)
+        # After the reporter's answer: triage's duplicate hint must not delay it.
+        await duplicates.after_submit(services, case)
+        kick_delivery(context.application)
     return END
 
 

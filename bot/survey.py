@@ -21,7 +21,7 @@ from bot.services import Services, services_of
 from bot.texts import followup as texts
 from bot.texts import intake
 from bot.texts.errors import error_text
-from models import cases, drafts, outbox, reference
+from models import cases, drafts, followers, outbox, reference
 from models.cases import Actor
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
 from models.tables import RESOLVED, UNSATISFIED, Case
@@ -34,11 +34,32 @@ PENDING_PREFIX = "survey:"  # BotState "survey:<user id>": a 不满意 waiting f
 STATE_KEY = "survey"  # bot_data: the filter of users whose comment is awaited
 
 
-def survey_keyboard(case: Case) -> InlineKeyboardMarkup:
+def survey_keyboard(case: Case, verb: str = cb.RATE) -> InlineKeyboardMarkup:
+    """The three answers; a follower's (cb.RATE_FOLLOWER) are recorded, not acted on."""
     return InlineKeyboardMarkup([[
-        InlineKeyboardButton(texts.BTN_RATE[r], callback_data=cb.make(cb.RATE, case.id,
+        InlineKeyboardButton(texts.BTN_RATE[r], callback_data=cb.make(verb, case.id,
                                                                       case.version, r))
         for r in RATINGS]])
+
+
+async def on_follower_rate(update: Update, context: Context) -> None:
+    """A follower's 回访 answer: thanked, kept with their follow (models/followers.rate)."""
+    query = update.callback_query
+    button = cb.parse(query.data)
+    if button is None or button.arg not in RATINGS:
+        await alert(query, intake.BUTTON_INVALID)
+        return
+    services = context.services
+    try:
+        async with services.session() as session:
+            case = await followers.rate(session, button.case_id, query.from_user.id,
+                                        button.arg, services.clock())
+    except CaseError as exc:
+        await alert(query, error_text(exc))
+        return
+    await query.edit_message_text(texts.FOLLOWER_RATED.format(
+        rating=texts.RATING_NAMES[button.arg], ref=case.ref), reply_markup=None)
+    await query.answer()  # last: the spinner stops once the thanks is showing
 
 
 async def submit_rating(session, services: Services, user_id: int, case_id: int, version: int,

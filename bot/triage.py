@@ -257,6 +257,20 @@ async def got_duplicate_ref(update: Update, context: Context) -> int | None:
         answer=lambda acted: texts.MERGED_OK.format(ref=acted.case.ref, into=into))
 
 
+async def merge_into_similar(update: Update, context: Context) -> None:
+    """🔗 合并至 WC-… under the duplicate hint (bot/duplicates.py): the case is merged into
+    that one, whose notices its reporter follows from now on."""
+    result = await press(update, context, actions.merge_into_similar, TRIAGE)
+    if result:
+        _, acted = result
+        services = context.services
+        into = await actions.current_case(services, acted.case.merged_into_id)
+        await edit_post(update.callback_query, texts.DUPLICATE_MERGED.format(
+            ref=acted.case.ref, into=into[0].ref, name=acted.staff.name,
+            time=local_time(services, services.clock())), None)
+        await done(update.callback_query)
+
+
 async def cancel(update: Update, context: Context) -> int:
     return await staff_replies.cancel(update, context, PENDING)
 

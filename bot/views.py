@@ -18,7 +18,7 @@ from bot import posts, texts
 from bot.common import MAX_CAPTION, MAX_TEXT, department_name, fit, light_of, local_time
 from bot.context import Context
 from bot.services import Services
-from models import cases, people
+from models import cases, followers, people
 from models.lifecycle import EVENT_NAMES, STATUS_NAMES
 from models.tables import ENTERPRISE, RESIDENT, Case, CaseEvent, CasePart
 
@@ -98,12 +98,16 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
 
 
 def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
-                   for_staff: bool, parts: Sequence[CasePart] = ()) -> list[str]:
-    """A case's header (with a 攻坚哨's parts) and its events, oldest first, each said in full."""
+                   for_staff: bool, parts: Sequence[CasePart] = (),
+                   reporters: int = 1) -> list[str]:
+    """A case's header (with a 攻坚哨's parts) and its events, oldest first, each said in full;
+    `reporters`: how many people reported it (its reporter and those who follow it)."""
     lines = [texts.CASE_HEADER.format(
         ref=case.ref, kind=texts.KIND_NAMES.get(case.kind, case.kind),
         status=STATUS_NAMES.get(case.status, case.status),
         light=light_of(case, services, services.clock()), text=case.text)]
+    if reporters > 1:
+        lines.append(texts.CASE_REPORTERS.format(count=reporters))
     if case.department_code:
         lines.append(texts.CASE_DEPARTMENT.format(
             department=department_name(services, case.department_code)))
@@ -172,10 +176,12 @@ async def case_timeline(update: Update, context: Context) -> None:
             events = await cases.case_events(session, case.id)
             case_parts = await cases.parts_of(session, case.id) if case.is_hard else []
             for_staff = await people.get_staff(session, user_id) is not None
+            reporters = await followers.reporters_count(session, case.id)
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    for text in messages_of(timeline_lines(case, events, services, for_staff, case_parts)):
+    for text in messages_of(timeline_lines(case, events, services, for_staff, case_parts,
+                                           reporters)):
         await update.effective_message.reply_text(text)
     await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:

@@ -21,7 +21,7 @@ from sqlalchemy import and_, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import lifecycle
+from models import followers, lifecycle
 from models.deadlines import Rules
 from models.lifecycle import (
     NOT_ACCEPTED_OTHER,
@@ -632,10 +632,12 @@ async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: A
     if target.status not in TRANSITIONS["merge"].from_statuses:
         # The target is what the caller chose (e.g. a typed reference): a bad input.
         raise InvalidInput("merge_target_closed", ref=target.ref, status=target.status)
-    return await transition(session, case_id, "merge", actor, now, rules=rules,
-                            permission="merge", expected_version=expected_version,
-                            merged_into_id=into_case_id,
-                            details={"into": target.ref})
+    merged = await transition(session, case_id, "merge", actor, now, rules=rules,
+                              permission="merge", expected_version=expected_version,
+                              merged_into_id=into_case_id,
+                              details={"into": target.ref})
+    await followers.absorb(session, merged, target, now)  # its people follow the kept case
+    return merged
 
 
 async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: datetime, *,

@@ -38,6 +38,7 @@ from models.tables import (
     RESOLVED,
     Case,
     CaseEvent,
+    CaseFollower,
     CasePart,
     Department,
     ExtensionRequest,
@@ -352,8 +353,29 @@ async def status_notices(session: AsyncSession, *, after_id: int, limit: int = 5
             .order_by(col(CaseEvent.id)).limit(limit))
     rows = (await session.exec(stmt)).all()
     versions = await _versions_after(session, [event for event, *_ in rows])
-    return [StatusNotice(event, case, chat if reachable else None, versions[event.id])
-            for event, case, chat, reachable in rows]
+    following = await _followers(session, {case.id for _, case, *_ in rows})
+    found = []
+    for event, case, chat, reachable in rows:
+        found.append(StatusNotice(event, case, chat if reachable else None, versions[event.id]))
+        # 关注该案件: a follower is told of the changes after they started to follow it.
+        found += [StatusNotice(event, case, follower, versions[event.id])
+                  for follower, since in following.get(case.id, ()) if since <= event.at]
+    return found
+
+
+async def _followers(session: AsyncSession, case_ids: set[int]
+                     ) -> dict[int, list[tuple[int, datetime]]]:
+    """case id → (chat, following since) of its reachable followers."""
+    if not case_ids:
+        return {}
+    stmt = (select(CaseFollower.case_id, Reporter.telegram_id, CaseFollower.at)
+            .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+            .where(col(CaseFollower.case_id).in_(sorted(case_ids)),
+                   col(Reporter.reachable).is_(True)))
+    found: dict[int, list[tuple[int, datetime]]] = {}
+    for case_id, chat, since in (await session.exec(stmt)).all():
+        found.setdefault(case_id, []).append((chat, since))
+    return found
 
 
 async def _versions_after(session: AsyncSession, events: list[CaseEvent]) -> dict[int, int]:

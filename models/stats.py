@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models import learning
 from models.deadlines import GREEN, LIGHT_NAMES, RED, YELLOW, Rules, WorkCalendar, case_light
 from models.engine import session_scope
 from models.lifecycle import (
@@ -60,6 +61,7 @@ from models.tables import (
     UNSATISFIED,
     URGENT,
     Case,
+    CaseFollower,
     Department,
     Enterprise,
     Grid,
@@ -77,6 +79,7 @@ SATISFACTION_NAMES = {
 PRIORITY_NAMES = {URGENT: "紧急"}
 NO_DEPARTMENT = "未派单"
 NO_GRID = "未关联网格"
+LEARNING_WEEKS = 12  # how far back the dashboard's learning curve goes
 
 
 # ---------------------------------------------------------------- lights
@@ -473,6 +476,52 @@ async def by_grid(
     ]
 
 
+async def repeat_reports(
+    session: AsyncSession, *, start: datetime, end: datetime, level: str = "community",
+    top: int = 5,
+) -> dict[str, Any]:
+    """重复反映 in [start, end): reports (every case opened, merged ones included, plus every
+    关注该案件) against distinct cases (those not merged), and the grids (rolled up to `level`)
+    where the same problem was reported most often: a merged case or a follower counts one
+    repeat where the case it joined is."""
+    created = (await session.exec(select(func.count()).select_from(Case).where(
+        Case.created_at >= start, Case.created_at < end))).one()
+    merged = (await session.exec(select(func.count()).select_from(Case).where(
+        Case.created_at >= start, Case.created_at < end, Case.status == MERGED))).one()
+    kept = Case.__table__.alias("kept")
+    repeats = (await session.exec(
+        select(kept.c.grid_code, func.count())
+        .select_from(Case.__table__.join(kept, kept.c.id == Case.merged_into_id))
+        .where(Case.created_at >= start, Case.created_at < end, Case.status == MERGED)
+        .group_by(kept.c.grid_code))).all()
+    following = (await session.exec(
+        select(Case.grid_code, func.count())
+        .select_from(CaseFollower).join(Case, Case.id == CaseFollower.case_id)
+        .where(CaseFollower.at >= start, CaseFollower.at < end,
+               CaseFollower.merged_from_id.is_(None))  # a merged case counts once, above
+        .group_by(Case.grid_code))).all()
+    grids = {g.code: g for g in (await session.exec(select(Grid))).all()}
+    counts: Counter = Counter()
+    for code, n in [*repeats, *following]:
+        counts[_ancestor_at(code, level, grids) if code else None] += n
+    return {
+        "reports": created + sum(n for _, n in following),
+        "distinct": created - merged,
+        "hotspots": [
+            {"code": code, "name": grids[code].name if code in grids else (code or NO_GRID),
+             "repeats": n}
+            for code, n in sorted(counts.items(), key=lambda i: (-i[1], i[0] or "~"))[:top]],
+    }
+
+
+async def learning_curve(session: AsyncSession, *, since: datetime) -> list[dict[str, Any]]:
+    """The share of suggestions staff kept, per week (Monday) and model version, oldest first:
+    is the learning loop making routing better? (models/learning.acceptance_by_week)"""
+    return [{"week": week.isoformat(), "model_version": version, "reviewed": a.reviewed,
+             "accepted": a.accepted, "acceptance_rate": a.rate}
+            for week, version, a in await learning.acceptance_by_week(session, since)]
+
+
 async def red_cases(
     session: AsyncSession, *, now: datetime, rules: Rules, limit: int = 20
 ) -> list[dict[str, Any]]:
@@ -550,7 +599,7 @@ async def dashboard_data(
         return departments, await _period_tallies(session, *today)
 
     (period, current, (departments, today_tallies), trend, grids, reds, recent,
-     version, hard) = await asyncio.gather(
+     version, hard, repeats, curve) = await asyncio.gather(
         read(_period_tallies, *month),
         read(_open_tallies, now, rules.yellow_ratio),
         read(reference),
@@ -560,6 +609,8 @@ async def dashboard_data(
         read(recent_corrections, corrections),
         read(latest_model_version),
         read(hard_cases, now=now, rules=rules, limit=red_limit),
+        read(repeat_reports, start=month[0], end=month[1]),
+        read(learning_curve, since=now - timedelta(weeks=LEARNING_WEEKS)),
     )
     month_total = _total(period)
     overall = month_total + _total(current)
@@ -590,7 +641,9 @@ async def dashboard_data(
             ],
         },
         "grids": grids,
-        "classifier": _classifier_summary(period, version, recent),
+        "classifier": _classifier_summary(period, version, recent) | {
+            "learning_curve": curve},
+        "repeats": repeats,
         "red_cases": reds,
         "hard_cases": hard,
     }

@@ -326,3 +326,45 @@ class CaseCounter(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     day: str = Field(max_length=8)  # YYYYMMDD in district time
     last: int = 0
+
+
+# Model registry statuses (the learning loop, #16): the one serving, one trained and not (yet)
+# judged, one that served before, one the gate refused.
+CHAMPION, CHALLENGER, RETIRED, REFUSED = "champion", "challenger", "retired", "refused"
+MODEL_STATUSES = (CHAMPION, CHALLENGER, RETIRED, REFUSED)
+
+
+class ModelVersion(SQLModel, table=True):
+    """A classifier model the learning loop kept (its file lives under [learning] models_dir):
+    data counts and held-out metrics, never a message."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(max_length=80, unique=True)
+    file: str = Field(max_length=300)
+    status: str = Field(default=CHALLENGER, max_length=20)
+    counts: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    gate: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The newest LabelCorrection id its training saw: later ones are "new corrections".
+    corrections_seen: int = 0
+    created_at: NaiveDatetime
+    promoted_at: NaiveDatetime | None = None
+
+
+class CaseFollower(SQLModel, table=True):
+    """A reporter who said a case is the problem they wanted to report (关注该案件): they get its
+    progress notices and 回访 like its reporter; the case counts them as its reporters."""
+
+    __table_args__ = (UniqueConstraint("case_id", "reporter_id",
+                                       name="uq_casefollower_case_reporter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    reporter_id: int = Field(foreign_key="reporter.id")
+    at: NaiveDatetime
+    # Set when a merge (合并) made them follow: the merged case they reported or followed, so
+    # the dashboard counts that report once (as the merged case), not again as a follower.
+    merged_from_id: int | None = Field(default=None, foreign_key="case.id")
+    # Their own 回访 answer (the reporter's decides the case's course; a follower's is heard).
+    satisfaction: str | None = Field(default=None, max_length=20)
+    rated_at: NaiveDatetime | None = None

@@ -1,4 +1,4 @@
-"""The `whistle` console command: run, demo, migrate, dashboard, worker, check.
+"""The `whistle` console command: run, demo, migrate, dashboard, worker, check, model.
 
 Every command checks what it needs first (whistle/preflight.py) and stops with one line per
 problem and exit code 2; the dashboard (web.app, Starlette) is imported only when it is served.
@@ -185,6 +185,52 @@ def _failure_lines(exc: BaseException) -> list[str] | None:
     return None
 
 
+def cmd_model(args, settings) -> int:
+    """`whistle model list|promote VERSION|rollback|train`: the learning loop's models (counts
+    and scores, never a message). A running bot picks up a change at its next reload check."""
+    from models.migrate import upgrade_sync
+
+    preflight.before_start(settings)
+    upgrade_sync(settings.database_url)
+    return asyncio.run(_model(args, settings))
+
+
+async def _model(args, settings) -> int:
+    from bot.duties import learning as duty
+    from bot.services import utc_now
+    from classifier.learning import LearningError
+    from classifier.registry import RegistryError
+    from models.engine import make_engine, session_scope
+
+    engine = make_engine(settings.database_url)
+
+    def session():
+        return session_scope(engine)
+
+    try:
+        if args.action == "list":
+            serving = duty.registry_of(settings).champion_version() or "—"
+            print(await duty.model_overview(settings, session, serving, limit=args.limit))
+        elif args.action == "train":
+            print("正在训练挑战模型（独立进程）……")
+            outcome = await duty.retrain_now(settings, session, utc_now(), trigger="manual")
+            verdict = "已启用" if outcome.promoted else "未通过门槛，未启用"
+            print(f"模型 {outcome.result.version}：{verdict}")
+            for reason in outcome.decision.reasons:
+                print(f"  {reason}")
+        elif args.action == "promote":
+            version = await duty.promote_version(settings, session, args.version, utc_now())
+            print(f"已启用模型 {version}")
+        else:
+            print(f"已回滚到模型 {await duty.rollback(settings, session, utc_now())}")
+    except (RegistryError, LearningError) as exc:
+        _warn(str(exc))
+        return 1
+    finally:
+        await engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="whistle", description="吹哨报到 Telegram 受理与派单服务")
     p.add_argument("--config", help="config.toml 路径（默认 WHISTLE_CONFIG 或仓库内的 config.toml）")
@@ -224,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="列出客户端")
     keys.add_parser("revoke", help="吊销客户端的密钥").add_argument("name")
     apikey.set_defaults(func=cmd_apikey)
+
+    model = sub.add_parser(
+        "model", help="学习闭环的模型：list 查看、promote 启用、rollback 回滚、train 训练")
+    model_actions = model.add_subparsers(dest="action", required=True)
+    listing = model_actions.add_parser("list", help="列出模型：版本、数据量、留出评测、采纳率")
+    listing.add_argument("--limit", type=int, default=20, help="最多列出几个（默认 20）")
+    model_actions.add_parser("promote", help="启用某个版本").add_argument("version")
+    model_actions.add_parser("rollback", help="回滚到上一个在用模型")
+    model_actions.add_parser("train", help="立即训练一个挑战模型并经门槛评判")
+    model.set_defaults(func=cmd_model)
     sub.add_parser(
         "check", help="检查配置、数据库、模型、指挥大屏端口与 Telegram 设置"
     ).set_defaults(func=cmd_check)

@@ -172,19 +172,52 @@ class Open311Settings:
     callback_timeout_seconds: float = setting(10.0, positive=True)
 
 
+@dataclass(frozen=True)
+class LearningSettings:
+    """The learning loop (#16, bot/duties/learning.py; classifier.learning.LearningParams)."""
+
+    enabled: bool = True
+    retrain_after_corrections: int = setting(50, low=1)  # new corrections that start a retraining
+    retrain_at: str = "02:30"  # HH:MM district time: retrain then if any correction is new ("": never)
+    check_seconds: float = setting(300.0, positive=True)  # how often the duty looks
+    models_dir: str = "var/models"  # every model kept, relative to config.toml's folder
+    timeout_minutes: float = setting(30.0, positive=True)  # a training that runs longer is stopped
+    margin: float = setting(0.02, low=0, high=1)  # macro-F1 a challenger may lose and still win
+    department_margin: float = setting(0.05, low=0, high=1)
+    min_cases: int = setting(20, low=1)  # a department is judged where it has this many cases
+    holdout_every: int = setting(10, low=2)
+    recent_decisions: int = setting(200, low=1)
+    reference_share: float = setting(0.1, positive=True, high=0.49)
+    department_cap: int = setting(5, low=0)
+
+
+@dataclass(frozen=True)
+class DuplicateSettings:
+    """Likely duplicates (重复件) of a report among the open cases (classifier.similar)."""
+
+    enabled: bool = True
+    threshold: float = setting(0.50, positive=True, high=1)  # cosine, same grid or near
+    text_only_threshold: float = setting(0.55, positive=True, high=1)  # place unknown
+    distance_m: float = setting(300.0, low=0)
+    window_days: float = setting(30.0, positive=True)
+    k: int = setting(3, low=1)
+
+
 # [section] -> its dataclass; [limits] is a table of limit names (models/deadlines.py).
 SECTIONS: dict[str, type] = {
     "district": DistrictSettings, "telegram": TelegramSettings, "database": DatabaseSettings,
     "classifier": ClassifierSettings, "conversation": ConversationSettings,
     "followup": FollowupSettings, "delivery": DeliverySettings, "calendar": CalendarSettings,
     "dashboard": DashboardSettings, "open311": Open311Settings,
+    "learning": LearningSettings, "duplicates": DuplicateSettings,
 }
 LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
 # Every section config.toml may have. [district], [telegram] and [[departments]] are required
 # (no default fits another district); the others fall back to the defaults above.
 KNOWN_SECTIONS = (*SECTIONS, "limits", *ENTRY_SECTIONS)
-TIME_OF_DAY = {("followup", "digest_time"), ("calendar", "workday_start"),
+TIME_OF_DAY = {("followup", "digest_time"), ("learning", "retrain_at"), ("calendar", "workday_start"),
                ("calendar", "workday_end")}
+OPTIONAL_TIMES = {("learning", "retrain_at")}  # "" switches the daily time off
 DATES = {("calendar", "holidays"), ("calendar", "adjusted_workdays")}
 
 
@@ -231,10 +264,12 @@ class Settings:
     calendar: CalendarSettings
     limits: dict[str, str]  # only the limits config.toml sets (models/deadlines.py: defaults)
     dashboard: DashboardSettings
-    open311: Open311Settings
+    open311: Open311Settings = field(default_factory=Open311Settings)
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]
     grids: tuple[GridConfig, ...]
+    learning: LearningSettings = field(default_factory=LearningSettings)
+    duplicates: DuplicateSettings = field(default_factory=DuplicateSettings)
     telegram_token: str | None = None
     telegram_base_url: str | None = None
     webhook_secret: str | None = None
@@ -251,6 +286,10 @@ class Settings:
     @property
     def model_path(self) -> Path:
         return self.path(self.classifier.model_path)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path(self.learning.models_dir)
 
     @property
     def corpus_dir(self) -> Path:
@@ -375,6 +414,8 @@ def _range_problem(value: Any, meta: dict) -> str | None:
 
 def _format_problem(section: str, key: str, value: Any) -> str | None:
     """Times of day must read HH:MM, dates YYYY-MM-DD."""
+    if (section, key) in OPTIONAL_TIMES and value == "":
+        return None
     if (section, key) in TIME_OF_DAY and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
         return "应写成 HH:MM（time of day），例如 08:30"
     if (section, key) in DATES:
@@ -520,6 +561,8 @@ def read_settings(path: str | os.PathLike | None = None,
         limits={k: v for k, v in limits.items() if isinstance(v, str)},
         dashboard=sections["dashboard"],
         open311=sections["open311"],
+        learning=sections["learning"],
+        duplicates=sections["duplicates"],
         departments=tuple(departments),
         staff=tuple(staff),
         grids=tuple(grids),

@@ -9,13 +9,14 @@ import logging
 from collections import Counter
 from datetime import datetime
 
+from bot import callbacks as cb
 from bot import delivery, notices, survey
 from bot.common import fit
 from bot.duties.config import FollowupConfig
 from bot.services import Services
 from bot.texts import followup as texts
 from bot.texts import intake
-from models import cases, drafts, outbox
+from models import cases, drafts, followers, outbox
 from models import followup as fq
 from models.lifecycle import CaseError
 from models.tables import UNSATISFIED, Case
@@ -69,6 +70,14 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
         await outbox.enqueue(session, key=notices.case_key(case, event, chat_id), chat_id=chat_id,
                              text=fit(text, delivery.MAX_TEXT), kind=event, now=now,
                              case_id=case.id, reply_markup=survey.survey_keyboard(case).to_dict())
+        if not reminder:  # 关注该案件: followers are asked too (once; their answer is heard)
+            follower_keyboard = survey.survey_keyboard(case, cb.RATE_FOLLOWER).to_dict()
+            asked = texts.FOLLOWER_SURVEY.format(ref=case.ref)
+            for follower in await followers.follower_chats(session, case.id):
+                await outbox.enqueue(session, key=notices.case_key(case, event, follower),
+                                     chat_id=follower, text=asked,
+                                     kind=event, now=now, case_id=case.id,
+                                     reply_markup=follower_keyboard)
     return 1
 
 

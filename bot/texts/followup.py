@@ -67,6 +67,11 @@ SURVEY = (
     "📋 回访｜请对{subject} {ref} 的办理结果进行评价。\n"
     "办理结果见办结通知，也可发送 /case {ref} 查看。"
 )
+# A follower (关注该案件) cannot open /case: the case's text and photos are its reporter's.
+FOLLOWER_SURVEY = (
+    "📋 回访｜请对您关注的问题 {ref} 的办理结果进行评价。\n"
+    "办理结果见办结通知。"
+)
 SURVEY_REMINDER = (
     "📋 温馨提醒｜{subject} {ref} 已办结，还没有收到您的评价。\n"
     "办理结果可发送 /case {ref} 查看。请点击下方按钮评价；{days} 天内未评价将自动结案。"
@@ -79,6 +84,7 @@ SURVEY_ASK_COMMENT = (
 )
 BTN_SUBMIT_RATING = "直接提交"
 SURVEY_THANKS = "感谢您的评价（{rating}）！案件 {ref} 已结案。"
+FOLLOWER_RATED = "感谢您的评价（{rating}）！您关注的案件 {ref} 的回访意见已记录。"
 SURVEY_ANSWERED = "您的评价：{rating}"
 SURVEY_SUBMITTED_NO_COMMENT = "您的评价：不满意（未填写意见）"
 SURVEY_ALREADY_DONE = "该案件已经评价或已结案，无需重复评价。"

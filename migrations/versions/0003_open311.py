@@ -1,7 +1,7 @@
 """Open311: API clients, and a case's channel, client and external id
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 """
 
 from collections.abc import Sequence

@@ -134,6 +134,45 @@
     });
   }
 
+  // 学习曲线: the share of suggestions staff kept, per week, one line per model version.
+  function renderLearning(curve) {
+    const weeks = Array.from(new Set(curve.map(function (p) { return p.week; }))).sort();
+    const versions = Array.from(new Set(curve.map(function (p) { return p.model_version; })));
+    showEmpty("learning", curve.length === 0);
+    drawChart("learning", "learning-chart", {
+      type: "line",
+      data: {
+        labels: weeks.map(function (w) { return w.slice(5) + "周"; }),
+        datasets: versions.map(function (v, i) {
+          const rates = {};
+          curve.forEach(function (p) {
+            if (p.model_version === v) rates[p.week] = p.acceptance_rate;
+          });
+          return { label: v, borderColor: PALETTE[i % PALETTE.length], pointRadius: 3,
+            backgroundColor: PALETTE[i % PALETTE.length], spanGaps: false,
+            data: weeks.map(function (w) {
+              return rates[w] == null ? null : Math.round(rates[w] * 1000) / 10;
+            }) };
+        }),
+      },
+      options: {
+        maintainAspectRatio: false, animation: false,
+        plugins: { legend: { position: "bottom", labels: { color: "#cfe3ff", boxWidth: 10,
+          font: { size: 11 } } } },
+        scales: { x: axisStyle(), y: Object.assign(axisStyle(), { min: 0, max: 100,
+          title: { display: true, text: "采纳率 %", color: "#8fb0d9" } }) },
+      },
+    });
+  }
+
+  function renderRepeats(r) {
+    setText("reports", number(r.reports));
+    setText("distinct", number(r.distinct));
+    setText("hotspots", r.hotspots.length ? r.hotspots.map(function (h) {
+      return h.name + "（" + h.repeats + "）";
+    }).join("、") : "—");
+  }
+
   function axisStyle() {
     return {
       ticks: { color: "#8fb0d9", font: { size: 13 } },
@@ -205,6 +244,8 @@
     renderReds(data.red_cases, data.headline.red);
     renderHard(data.hard_cases);
     renderClassifier(data.classifier, data.departments);
+    renderLearning(data.classifier.learning_curve);
+    renderRepeats(data.repeats);
     renderTrend(data.trend);
     renderGrids(data.grids);
     setText("updated", "数据更新于 " + data.updated_at);
