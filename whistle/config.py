@@ -264,7 +264,7 @@ class Settings:
     calendar: CalendarSettings
     limits: dict[str, str]  # only the limits config.toml sets (models/deadlines.py: defaults)
     dashboard: DashboardSettings
-    open311: Open311Settings = field(default_factory=Open311Settings)
+    open311: Open311Settings
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]
     grids: tuple[GridConfig, ...]
