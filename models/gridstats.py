@@ -1,0 +1,345 @@
+"""Figures grid by grid (网格): the league table per level, the map's colours and red points,
+the counts per channel (雷锋哨 / 热线哨 / …) and each department's 报到 time.
+
+The rules are models/stats.py's (Tally, period_aggregates, light_sql): a case counts in the
+grid it lies in and in every grid above it, so a street's figures are the sum of its
+communities' plus the cases placed on the street itself. Cases without a grid, or on a grid
+code no longer in the Grid table, count for the district as a whole only (未关联网格).
+Two queries (cases created in the period, open cases now) grouped by grid_code, whatever the
+number of grids; the roll-up along the tree runs in Python over the grid table.
+
+Columns another part of #13 adds are read when the table has them: Case.channel (热线哨,
+the Open311 intake) and Case.whistled_at (雷锋哨, a grid's whistle); without them those
+channels are left out rather than shown as zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.db import session_scope
+from models.stats import (
+    DISPATCHED,
+    LIT_STATUSES,
+    NO_GRID,
+    Tally,
+    _count_if,
+    _dialect,
+    _millis,
+    _rate,
+    department_light,
+    department_names,
+    light_sql,
+    month_bounds,
+    period_aggregates,
+    period_tally,
+    worst_first,
+)
+from models.store import Rules
+from models.tables import ENTERPRISE, MERGED, OPEN_STATUSES, RESIDENT, Case, Grid
+
+# Chinese names of the levels as the league table's headings use them.
+LEVEL_TITLES = {"district": "区", "street": "街道（镇）", "community": "社区（村）",
+                "area": "片区", "grid": "网格", "micro": "微网格"}
+RED_POINTS_LIMIT = 2000  # the map shows at most this many red cases (most overdue first)
+
+# Channels (哨): (key, name). The bot's own two always exist; the others only with their column.
+CHANNEL_NAMES = {"leifeng": "雷锋哨", "hotline": "热线哨", "resident": "随手拍",
+                 "enterprise": "企业吹哨", "api": "其他平台"}
+
+
+# ---------------------------------------------------------------- the grid tree
+
+
+@dataclass
+class GridIndex:
+    """The Grid table as a tree: names, levels, parents and children (in code order)."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    levels: dict[str, str] = field(default_factory=dict)
+    parents: dict[str, str | None] = field(default_factory=dict)
+    children: dict[str | None, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def from_rows(cls, rows) -> GridIndex:
+        index = cls()
+        for code, name, level, parent in sorted(rows):
+            index.names[code], index.levels[code] = name, level
+            index.parents[code] = parent
+        for code, parent in index.parents.items():
+            # A parent that is not a grid (a broken row) makes its child a root, not an orphan.
+            index.children[parent if parent in index.names else None].append(code)
+        return index
+
+    def __contains__(self, code: object) -> bool:
+        return code in self.names
+
+    def lineage(self, code: str) -> list[str]:
+        """The code and every grid above it, up to its root."""
+        out, seen = [], set()
+        while code in self.names and code not in seen:  # `seen`: a cycle cannot hang us
+            out.append(code)
+            seen.add(code)
+            code = self.parents[code]
+        return out
+
+    def top(self) -> tuple[str | None, list[str]]:
+        """(the district's code or None, the codes of the first league table: its streets)."""
+        roots = self.children[None]
+        if len(roots) == 1 and self.levels[roots[0]] == "district":
+            return roots[0], list(self.children[roots[0]])
+        return None, list(roots)
+
+    def path(self, code: str | None) -> list[dict[str, str]]:
+        """[{code, name}] from below the district down to `code`: the drill-down breadcrumb."""
+        if code is None or code not in self:
+            return []
+        chain = reversed(self.lineage(code))
+        return [{"code": c, "name": self.names[c]} for c in chain if self.levels[c] != "district"]
+
+    def subtree(self, code: str) -> set[str]:
+        out, stack = set(), [code]
+        while stack:
+            current = stack.pop()
+            out.add(current)
+            stack.extend(self.children.get(current, ()))
+        return out
+
+
+async def grid_index(session: AsyncSession) -> GridIndex:
+    return GridIndex.from_rows((await session.exec(
+        select(Grid.code, Grid.name, Grid.level, Grid.parent_code))).all())
+
+
+# ---------------------------------------------------------------- tallies per grid
+
+
+async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime
+                          ) -> dict[str | None, Tally]:
+    """Cases created in [start, end), per the grid_code they carry (None = no grid)."""
+    stmt = (
+        select(Case.grid_code, Case.status, func.count(), *period_aggregates(_dialect(session)))
+        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
+        .group_by(Case.grid_code, Case.status)
+    )
+    tallies: dict[str | None, Tally] = defaultdict(Tally)
+    for code, status, n, *aggregates in await session.exec(stmt):
+        tallies[code] = tallies[code] + period_tally(status, n, aggregates)
+    return tallies
+
+
+async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: float
+                        ) -> dict[str | None, Tally]:
+    """Open cases now with their yellow and red counts, per grid_code."""
+    is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
+    stmt = (
+        select(Case.grid_code, func.count(), _count_if(is_yellow), _count_if(is_red))
+        .where(Case.status.in_(OPEN_STATUSES))
+        .group_by(Case.grid_code)
+    )
+    return {code: Tally(open=n, yellow=int(yellow or 0), red=int(red or 0))
+            for code, n, yellow, red in await session.exec(stmt)}
+
+
+def roll_up(index: GridIndex, own: dict[str | None, Tally]) -> tuple[dict[str, Tally], Tally, Tally]:
+    """(tally per grid including everything below it, the whole district, the unplaced cases)."""
+    rolled: dict[str, Tally] = defaultdict(Tally)
+    total, unplaced = Tally(), Tally()
+    for code, tally in own.items():
+        total = total + tally
+        if code not in index:
+            unplaced = unplaced + tally
+            continue
+        for above in index.lineage(code):
+            rolled[above] = rolled[above] + tally
+    return rolled, total, unplaced
+
+
+# ---------------------------------------------------------------- red points for the map
+
+
+async def red_points(session: AsyncSession, *, now: datetime, rules: Rules,
+                     limit: int = RED_POINTS_LIMIT) -> list[dict[str, Any]]:
+    """Red cases that have a location, most overdue first: where the map puts its red dots."""
+    is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
+    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    stmt = (
+        select(Case.ref, Case.grid_code, Case.latitude, Case.longitude, Case.department_code,
+               deadline)
+        .where(Case.status.in_(LIT_STATUSES), is_red, Case.latitude.is_not(None),
+               Case.longitude.is_not(None))
+        .order_by(deadline).limit(limit)
+    )
+    names = await department_names(session)
+    return [
+        {"ref": ref, "grid_code": code, "lat": lat, "lon": lon,
+         "department": names.get(dept, dept or ""),
+         "hours_overdue": round((now - due).total_seconds() / 3600, 1)}
+        for ref, code, lat, lon, dept, due in await session.exec(stmt)
+    ]
+
+
+# ---------------------------------------------------------------- channels and 报到
+
+
+def _channel_key():
+    """The SQL expression naming a case's channel (see CHANNEL_NAMES), from what exists."""
+    whens = []
+    if "whistled_at" in Case.__table__.c:  # a grid blew the whistle: 雷锋哨
+        whens.append((Case.__table__.c.whistled_at.is_not(None), "leifeng"))
+    if "channel" in Case.__table__.c:  # the 12345 hotline and other platforms (Open311)
+        column = Case.__table__.c.channel
+        whens += [(column == "hotline", "hotline"), (column == "api", "api")]
+    whens.append((Case.kind == ENTERPRISE, "enterprise"))
+    return case(*whens, else_=RESIDENT)
+
+
+async def by_channel(session: AsyncSession, *, start: datetime, end: datetime
+                     ) -> list[dict[str, Any]]:
+    """Cases created in [start, end) per channel (哨), most first; existing channels only."""
+    key = _channel_key()
+    stmt = (select(key, func.count())
+            .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
+            .group_by(key))
+    counts = dict((await session.exec(stmt)).all())
+    rows = [{"channel": k, "name": CHANNEL_NAMES[k], "count": counts.get(k, 0)}
+            for k in channel_keys()]
+    return sorted(rows, key=lambda r: -r["count"])
+
+
+def channel_keys() -> list[str]:
+    """The channels this store can tell apart (its columns decide)."""
+    keys = ["resident", "enterprise"]
+    if "channel" in Case.__table__.c:
+        keys += ["hotline", "api"]
+    if "whistled_at" in Case.__table__.c:
+        keys.insert(0, "leifeng")
+    return keys
+
+
+async def report_times(session: AsyncSession, *, start: datetime, end: datetime
+                       ) -> list[dict[str, Any]]:
+    """报到 per department: how long from being called (派单 or a grid's 吹哨) to 签收.
+
+    Over cases created in [start, end) that the department has signed for: how many, the mean
+    hours, and the share signed within the sign-for limit (signed_at ≤ sign_by). Slowest first.
+    """
+    dialect = _dialect(session)
+    signed = and_(Case.signed_at.is_not(None), Case.dispatched_at.is_not(None),
+                  Case.department_code.is_not(None))
+    hours = (_millis(Case.signed_at, dialect) - _millis(Case.dispatched_at, dialect)) / 3600000.0
+    stmt = (
+        select(Case.department_code, func.count(), func.sum(hours),
+               _count_if(Case.signed_at <= Case.sign_by), _count_if(Case.sign_by.is_not(None)))
+        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED, signed)
+        .group_by(Case.department_code)
+    )
+    names = await department_names(session)
+    rows = [
+        {"code": code, "name": names.get(code, code), "reported": n,
+         "avg_report_hours": round(float(total or 0) / n, 2) if n else None,
+         "report_on_time_rate": _rate(int(on_time or 0), int(limited or 0))}
+        for code, n, total, on_time, limited in await session.exec(stmt)
+    ]
+    return sorted(rows, key=lambda r: (-(r["avg_report_hours"] or 0), r["code"]))
+
+
+# ---------------------------------------------------------------- the league, grid by grid
+
+
+@dataclass
+class GridLeague:
+    """Figures of every grid (rolled up), with the tree to walk them level by level."""
+
+    index: GridIndex
+    rolled: dict[str, Tally]
+    total: Tally
+    unplaced: Tally
+    reds: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self, code: str) -> dict[str, Any]:
+        tally = self.rolled.get(code, Tally())
+        row = tally.figures()
+        del row["by_status"], row["suggested"], row["accepted"], row["acceptance_rate"]
+        row.update(code=code, name=self.index.names[code], level=self.index.levels[code],
+                   light=department_light(tally.red, tally.yellow),
+                   has_children=bool(self.index.children.get(code)))
+        return row
+
+    def view(self, code: str | None = None) -> dict[str, Any]:
+        """One drill-down step: the grid `code` (None = the district), its path, and the
+        league table of the grids right below it, worst first. Raises KeyError for an
+        unknown code."""
+        district, top = self.index.top()
+        if code is not None and code != district and code not in self.index:
+            raise KeyError(code)
+        at_top = code is None or code == district
+        below = top if at_top else list(self.index.children.get(code, ()))
+        rows = sorted((self.row(c) for c in below), key=worst_first)
+        if at_top:
+            node = self.total.figures()
+            node.update(code=district, name=self.index.names.get(district, ""),
+                        level="district", unplaced={"name": NO_GRID,
+                                                    "received": self.unplaced.created,
+                                                    "open": self.unplaced.open})
+            area = None
+        else:
+            node, area = self.row(code), self.index.subtree(code)
+        node.pop("by_status", None)
+        levels = {r["level"] for r in rows}
+        return {
+            "node": node,
+            "path": self.index.path(None if at_top else code),
+            "level": levels.pop() if len(levels) == 1 else None,
+            "level_title": "、".join(sorted({LEVEL_TITLES.get(r["level"], r["level"])
+                                            for r in rows})),
+            "rows": rows,
+            "red_points": [p for p in self.reds if area is None or p["grid_code"] in area],
+        }
+
+
+async def grid_league(
+    engine: AsyncEngine, *, now: datetime, rules: Rules,
+    start: datetime | None = None, end: datetime | None = None,
+) -> GridLeague:
+    """Every grid's figures for cases created in [start, end) (this month by default) plus
+    open/yellow/red now, and the red cases to put on the map. Queries run side by side."""
+    if start is None or end is None:
+        start, end = month_bounds(now, rules.calendar)
+
+    async def read(query, *args, **kwargs):
+        async with session_scope(engine) as session:
+            return await query(session, *args, **kwargs)
+
+    index, period, current, reds = await asyncio.gather(
+        read(grid_index), read(_period_by_grid, start, end),
+        read(_open_by_grid, now, rules.yellow_ratio),
+        read(red_points, now=now, rules=rules),
+    )
+    own: dict[str | None, Tally] = defaultdict(Tally)
+    for tallies in (period, current):
+        for code, tally in tallies.items():
+            own[code] = own[code] + tally
+    rolled, total, unplaced = roll_up(index, own)
+    return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced, reds=reds)
+
+
+async def grid_extras(engine: AsyncEngine, *, now: datetime, rules: Rules) -> dict[str, Any]:
+    """This month's counts per channel and 报到 time per department, for the dashboard."""
+    start, end = month_bounds(now, rules.calendar)
+
+    async def read(query):
+        async with session_scope(engine) as session:
+            return await query(session, start=start, end=end)
+
+    channels, reports = await asyncio.gather(read(by_channel), read(report_times))
+    return {"channels": channels, "report_times": reports}
