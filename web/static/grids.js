@@ -245,20 +245,25 @@
     return out;
   }
 
-  // Class limits for the level's counts: five equal steps up to the largest (at least 1 each).
-  function limits() {
+  // Colour classes for the level's counts: up to five equal steps to the largest, each step
+  // {high, colour}; the largest count always gets the brightest colour of the ramp.
+  function classes() {
     const values = (state.step ? state.step.rows : []).map(function (r) { return r[state.colour]; });
     const top = Math.max(1, Math.max.apply(null, values.concat([0])));
+    const ramp = RAMPS[state.colour];
     const out = [];
-    for (let i = 1; i <= 5; i++) out.push(Math.max(i, Math.ceil(top * i / 5)));
+    for (let i = 1; i <= ramp.length; i++) {
+      const high = Math.ceil(top * i / ramp.length);
+      if (out.length && out[out.length - 1].high === high) out[out.length - 1].colour = ramp[i - 1];
+      else out.push({ high: high, colour: ramp[i - 1] });
+    }
     return out;
   }
 
-  function colourOf(value, bounds) {
+  function colourOf(value, steps) {
     if (!value) return ZERO;
-    const ramp = RAMPS[state.colour];
-    for (let i = 0; i < bounds.length; i++) if (value <= bounds[i]) return ramp[i];
-    return ramp[ramp.length - 1];
+    for (let i = 0; i < steps.length; i++) if (value <= steps[i].high) return steps[i].colour;
+    return steps[steps.length - 1].colour;
   }
 
   function drawShapes(collection) {
@@ -284,12 +289,12 @@
   function paint() {
     if (!state.shapes) return;
     const figures = figuresByCode();
-    const bounds = limits();
+    const steps = classes();
     state.shapes.eachLayer(function (layer) {
       const p = layer.feature.properties;
       const row = figures[p.code] || { open: 0, red: 0, created: 0 };
       const value = row[state.colour];
-      layer.setStyle({ color: "#7dd3fc", weight: 1.2, fillColor: colourOf(value, bounds),
+      layer.setStyle({ color: "#7dd3fc", weight: 1.2, fillColor: colourOf(value, steps),
         fillOpacity: 0.85 });
       layer.unbindTooltip();
       layer.bindTooltip(p.name + "：在办 " + number(row.open) + "，红灯 " + number(row.red) +
@@ -297,12 +302,12 @@
       const el = layer.getElement();
       if (el) el.dataset.value = String(value);
     });
-    drawLegend(bounds);
+    drawLegend(steps);
     drawPoints();
     $("grid-map-title").textContent = "（按" + MEASURE_NAMES[state.colour] + "案件着色）";
   }
 
-  function drawLegend(bounds) {
+  function drawLegend(steps) {
     const legend = $("grid-legend");
     legend.replaceChildren();
     const swatch = function (colour, text) {
@@ -315,10 +320,9 @@
     };
     swatch(ZERO, "0");
     let low = 1;
-    bounds.forEach(function (high, k) {
-      if (high < low) return;
-      swatch(RAMPS[state.colour][k], low === high ? String(low) : low + "–" + high);
-      low = high + 1;
+    steps.forEach(function (step) {
+      swatch(step.colour, low === step.high ? String(low) : low + "–" + step.high);
+      low = step.high + 1;
     });
   }
 
@@ -342,6 +346,13 @@
       }
       showView(button.dataset.view);
     });
+  });
+  // A link typed or followed while the page is open changes only the hash: follow it too.
+  window.addEventListener("hashchange", function () {
+    if (!location.hash.startsWith("#grids")) { showView("overview"); return; }
+    const code = codeFromHash();
+    showView("grids");
+    if (code !== state.code) load(code);
   });
   if (location.hash.startsWith("#grids")) showView("grids");
 })();
