@@ -123,12 +123,18 @@ async def grid_index(session: AsyncSession) -> GridIndex:
 # ---------------------------------------------------------------- tallies per grid
 
 
-async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime
-                          ) -> dict[str | None, Tally]:
+def _in_area(area: set[str] | None) -> list:
+    """Only the cases in these grids (None: all cases, with a grid or not)."""
+    return [] if area is None else [Case.grid_code.in_(sorted(area))]
+
+
+async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime,
+                          area: set[str] | None = None) -> dict[str | None, Tally]:
     """Cases created in [start, end), per the grid_code they carry (None = no grid)."""
     stmt = (
         select(Case.grid_code, Case.status, func.count(), *period_aggregates(_dialect(session)))
-        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
+        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED,
+               *_in_area(area))
         .group_by(Case.grid_code, Case.status)
     )
     tallies: dict[str | None, Tally] = defaultdict(Tally)
@@ -137,13 +143,13 @@ async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime
     return tallies
 
 
-async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: float
-                        ) -> dict[str | None, Tally]:
+async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: float,
+                        area: set[str] | None = None) -> dict[str | None, Tally]:
     """Open cases now with their yellow and red counts, per grid_code."""
     is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
     stmt = (
         select(Case.grid_code, func.count(), _count_if(is_yellow), _count_if(is_red))
-        .where(Case.status.in_(OPEN_STATUSES))
+        .where(Case.status.in_(OPEN_STATUSES), *_in_area(area))
         .group_by(Case.grid_code)
     )
     return {code: Tally(open=n, yellow=int(yellow or 0), red=int(red or 0))
@@ -325,12 +331,32 @@ async def grid_league(
         read(_open_by_grid, now, rules.yellow_ratio),
         read(red_points, now=now, rules=rules),
     )
-    own: dict[str | None, Tally] = defaultdict(Tally)
-    for tallies in (period, current):
-        for code, tally in tallies.items():
-            own[code] = own[code] + tally
-    rolled, total, unplaced = roll_up(index, own)
+    rolled, total, unplaced = roll_up(index, _merged(period, current))
     return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced, reds=reds)
+
+
+def _merged(*tallies: dict[str | None, Tally]) -> dict[str | None, Tally]:
+    own: dict[str | None, Tally] = defaultdict(Tally)
+    for by_code in tallies:
+        for code, tally in by_code.items():
+            own[code] = own[code] + tally
+    return own
+
+
+async def area_view(
+    session: AsyncSession, code: str, *, start: datetime, end: datetime, now: datetime,
+    rules: Rules,
+) -> dict[str, Any] | None:
+    """GridLeague.view(code) counting only the cases in that grid and below it (what grid
+    staff's /stats shows); None when the grid is not in the Grid table (any more)."""
+    index = await grid_index(session)
+    if code not in index:
+        return None
+    area = index.subtree(code)
+    period = await _period_by_grid(session, start, end, area)
+    current = await _open_by_grid(session, now, rules.yellow_ratio, area)
+    rolled, total, unplaced = roll_up(index, _merged(period, current))
+    return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced).view(code)
 
 
 async def grid_extras(engine: AsyncEngine, *, now: datetime, rules: Rules) -> dict[str, Any]:

@@ -138,3 +138,19 @@ async def test_a_grid_no_longer_in_the_table_counts_for_the_district_only(engine
     assert (rolled["S"].created, rolled["D"].created, total.created, unplaced.created) == (
         2, 2, 8, 6)
     assert index.top() == (None, ["D", "X"])  # a row whose parent is gone becomes a root
+
+
+async def test_area_view_counts_only_the_grid_and_below(engine, rules, known):
+    """Grid staff's /stats: the community 新城社区 sees its grids; C5 on the street is not its."""
+    month = stats.month_bounds(NOW, rules.calendar)
+    async with session_scope(engine) as s:
+        view = await gridstats.area_view(s, "WC-GTL-XC", start=month[0], end=month[1], now=NOW,
+                                         rules=rules)
+        gone = await gridstats.area_view(s, "WC-GONE", start=month[0], end=month[1], now=NOW,
+                                         rules=rules)
+    assert gone is None
+    assert [p["name"] for p in view["path"]] == ["高塘岭街道", "新城社区"]
+    assert pick(view["node"], "created", "done", "open", "on_time_rate") == {
+        "created": 2, "done": 2, "open": 0, "on_time_rate": 0.5}
+    assert [(r["code"], r["created"]) for r in view["rows"]][:1] == [("WC-GTL-XC-01", 2)]
+    assert len(view["rows"]) == 6 and view["level_title"] == "网格"  # WC-GTL-XC-01 … 06
