@@ -1,0 +1,245 @@
+"""Grid dashboard benchmark: the dashboard's data with a Wangcheng-sized grid tree and a
+million cases.
+
+    python bench/grid_dashboard_bench.py [--cases 1000000] [--runs 7] [--regenerate]
+
+Builds (once, kept under var/bench/grids_4411/) the synthetic district of bench/grid_bench.py
+(11 streets / 127 communities / 605 片 / 4,411 grids + micro-grids, made-up polygons) and a
+SQLite store with --cases synthetic cases (bench/dashboard_bench.py's generator) spread over
+those grids (60 % of cases have a grid); open cases get a point inside their grid so that red
+cases are drawn on the map. Then measures, uncached: the grid figures (models/gridstats.py)
+query by query and whole, and over real HTTP on 127.0.0.1: GET /api/data, GET /api/grids at
+the district, a street and a community, GET /api/grid_shapes cold (the boundaries loaded and
+a street's outline made) and warm. Prints a table and writes bench/results/grid_dashboard.json.
+Target: each data request ≤ 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from dashboard_bench import describe_store, generate_store, summarize, timed  # noqa: E402
+from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson  # noqa: E402
+
+from geo import GridTree, write_gazetteer  # noqa: E402
+from geo.demo.synth import blob, partition  # noqa: E402
+from models import gridstats, stats  # noqa: E402
+from models.db import make_engine, session_scope  # noqa: E402
+from models.store import Rules  # noqa: E402
+from web.app import EmbeddedServer, create_app  # noqa: E402
+from whistle.config import DEFAULT_CONFIG, GridConfig, load_settings  # noqa: E402
+
+TARGET_MS = 300.0
+HERE = ROOT / "var" / "bench" / "grids_4411"
+RESULTS = ROOT / "bench" / "results" / "grid_dashboard.json"
+TOKEN = "bench-screen-token-0123456789"
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def district(regenerate: bool) -> tuple[GridTree, Path, Path]:
+    """The synthetic district's gazetteer and boundaries (generated once, ~1 minute)."""
+    csv, geojson = HERE / "grids.csv", HERE / "boundaries.geojson"
+    rng = random.Random(0)
+    tree = GridTree(district_records(rng, 2_000))
+    if regenerate or not geojson.exists():
+        HERE.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        shapes = partition(tree, blob((112.80, 28.375), 0.17, 64, rng), seed=0,
+                           vertices_per_leaf=VERTICES_PER_LEAF)
+        write_gazetteer(csv, tree)
+        write_geojson(geojson, shapes)
+        say(f"generated {len(tree):,} grid polygons in {time.perf_counter() - t0:.0f} s")
+    return tree, csv, geojson
+
+
+def synthetic_settings(settings, tree: GridTree, geojson: Path):
+    """config.toml with the synthetic grids instead of the demo's (and no grid staff)."""
+    grids = tuple(GridConfig(code=r.code, name=r.name, level=r.level, parent=r.parent)
+                  for r in tree)
+    district_options = {k: v for k, v in settings.district.items() if k != "gazetteer"}
+    district_options["grid_boundaries"] = str(geojson)
+    district_options.pop("bbox", None)
+    staff = tuple(s for s in settings.staff if not getattr(s, "grid", None))
+    return replace(settings, grids=grids, district=district_options, staff=staff)
+
+
+def place_open_cases(db_path: Path, geojson: Path) -> int:
+    """Open cases with a grid get a point inside it (the map's red dots need coordinates)."""
+    from shapely.geometry import shape
+
+    features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+    points = []
+    for f in features:
+        p = shape(f["geometry"]).representative_point()
+        points.append((f["properties"]["code"], p.y, p.x))
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TEMP TABLE point (code TEXT PRIMARY KEY, lat REAL, lon REAL)")
+    db.executemany("INSERT INTO point VALUES (?, ?, ?)", points)
+    changed = db.execute(
+        'UPDATE "case" SET latitude = (SELECT lat FROM point WHERE code = grid_code),'
+        ' longitude = (SELECT lon FROM point WHERE code = grid_code)'
+        " WHERE status IN ('dispatched', 'signed') AND grid_code IS NOT NULL").rowcount
+    db.commit()
+    db.execute("ANALYZE")
+    db.close()
+    return changed
+
+
+async def measure_queries(engine, rules, now, runs: int) -> dict:
+    month = stats.month_bounds(now, rules.calendar)
+
+    def in_session(call):
+        async def one():
+            async with session_scope(engine) as s:
+                return await call(s)
+        return one
+
+    parts = {
+        "grid table (tree)": gridstats.grid_index,
+        "month by grid": lambda s: gridstats._period_by_grid(s, *month),
+        "open by grid (lights now)": lambda s: gridstats._open_by_grid(s, now, rules.yellow_ratio),
+        "red points": lambda s: gridstats.red_points(s, now=now, rules=rules),
+        "channels": lambda s: gridstats.by_channel(s, start=month[0], end=month[1]),
+        "报到 per department": lambda s: gridstats.report_times(s, start=month[0], end=month[1]),
+    }
+    out = {name: await timed(in_session(call), runs) for name, call in parts.items()}
+    index = await in_session(gridstats.grid_index)()
+    period = await in_session(parts["month by grid"])()
+    current = await in_session(parts["open by grid (lights now)"])()
+
+    async def roll():
+        gridstats.roll_up(index, gridstats._merged(period, current))
+    out["roll-up along the tree (Python)"] = await timed(roll, runs)
+
+    async def league():
+        await gridstats.grid_league(engine, now=now, rules=rules)
+    out["grid_league (queries at once + roll-up)"] = await timed(league, runs)
+    return out
+
+
+async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict:
+    street = tree.children("WC")[0]
+    community = tree.children(street)[0]
+    out = {}
+    for cache_seconds in (0, 5):
+        dash = {**settings.dashboard, "screen_tokens": [TOKEN], "cache_seconds": cache_seconds}
+        app = create_app(replace(settings, dashboard=dash), engine=engine, clock=lambda: now)
+        server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                               log_level="warning", lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        suffix = "uncached" if cache_seconds == 0 else "cached"
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+                await http.post("/login", data={"credential": TOKEN})
+                if cache_seconds == 0:
+                    t0 = time.perf_counter()
+                    first = await http.get("/api/grid_shapes")
+                    first.raise_for_status()
+                    cold_ms = (time.perf_counter() - t0) * 1000
+                    out["GET /api/grid_shapes, first (load boundaries)"] = summarize([cold_ms])
+                    t0 = time.perf_counter()
+                    (await http.get("/api/grid_shapes", params={"code": street})).raise_for_status()
+                    out["GET /api/grid_shapes street, first"] = summarize(
+                        [(time.perf_counter() - t0) * 1000])
+                for label, path, params in (
+                        ("/api/data", "/api/data", {}),
+                        ("/api/grids district", "/api/grids", {}),
+                        ("/api/grids street", "/api/grids", {"code": street}),
+                        ("/api/grids community", "/api/grids", {"code": community}),
+                        ("/api/grid_shapes district (kept)", "/api/grid_shapes", {})):
+                    if cache_seconds and "grid_shapes" in path:
+                        continue
+                    await http.get(path, params=params)  # warm
+
+                    async def get(path=path, params=params):
+                        (await http.get(path, params=params)).raise_for_status()
+
+                    out[f"GET {label} {suffix}"] = await timed(get, runs)
+                sizes = {"district": len((await http.get("/api/grids")).content),
+                         "shapes_district": len((await http.get("/api/grid_shapes")).content)}
+        finally:
+            server.should_exit = True
+            await task
+    out["bytes"] = sizes
+    return out
+
+
+async def run(db: Path, settings, tree: GridTree, runs: int) -> dict:
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    rules = Rules.from_settings(settings)
+    try:
+        now, cases, open_cases = await describe_store(engine)
+        queries = await measure_queries(engine, rules, now, runs)
+        http = await measure_http(settings, engine, now, runs, tree)
+        async with session_scope(engine) as s:
+            grids = len((await gridstats.grid_index(s)).names)
+    finally:
+        await engine.dispose()
+    return {"store": str(db.relative_to(ROOT)), "cases": cases, "open_cases": open_cases,
+            "grids": grids, "now": now.isoformat(), "queries": queries, "http": http}
+
+
+def print_table(result: dict) -> None:
+    print(f"\nSQLite store {result['store']}: {result['cases']:,} cases, "
+          f"{result['open_cases']:,} open, {result['grids']:,} grids, now {result['now']}")
+    print(f"{'measurement':<48} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}")
+    for section in ("queries", "http"):
+        for name, r in result[section].items():
+            if "median_ms" in r:
+                print(f"{name:<48} {r['runs']:>5} {r['min_ms']:>8.1f} {r['median_ms']:>8.1f} "
+                      f"{r['p95_ms']:>8.1f} {r['max_ms']:>8.1f}")
+    sizes = result["http"]["bytes"]
+    print(f"answer sizes: /api/grids district {sizes['district']:,} B, "
+          f"/api/grid_shapes district {sizes['shapes_district']:,} B")
+    for name, r in result["http"].items():
+        if name.startswith("GET /api/") and "uncached" in name:
+            verdict = "OK" if r["p95_ms"] <= TARGET_MS else "over"
+            print(f"{name}: p95 {r['p95_ms']} ms (target ≤ {TARGET_MS:.0f} ms): {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--regenerate", action="store_true")
+    args = parser.parse_args()
+    tree, _, geojson = district(args.regenerate)
+    settings = synthetic_settings(load_settings(DEFAULT_CONFIG, env={}), tree, geojson)
+    db = HERE / f"store_{args.cases // 1000}k.db"
+    if args.regenerate or not db.exists():
+        say(f"generating {args.cases:,} synthetic cases in {db} ...")
+        t0 = time.perf_counter()
+        generate_store(db, args.cases, settings)
+        placed = place_open_cases(db, geojson)
+        say(f"  done in {time.perf_counter() - t0:.0f} s ({placed:,} open cases placed)")
+    result = asyncio.run(run(db, settings, tree, args.runs))
+    print_table(result)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"target_ms": TARGET_MS, **result}, ensure_ascii=False,
+                                  indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
