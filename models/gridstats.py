@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -106,6 +106,13 @@ class GridIndex:
         chain = reversed(self.lineage(code))
         return [{"code": c, "name": self.names[c]} for c in chain if self.levels[c] != "district"]
 
+    def top_down(self) -> list[str]:
+        """Every grid reachable from a root, each after the grid above it."""
+        order = list(self.children.get(None, ()))
+        for code in order:  # the list grows as it is walked: breadth first
+            order.extend(self.children.get(code, ()))
+        return order
+
     def subtree(self, code: str) -> set[str]:
         out, stack = set(), [code]
         while stack:
@@ -156,18 +163,41 @@ async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: floa
             for code, n, yellow, red in await session.exec(stmt)}
 
 
+# Tally's counts as a plain vector: adding thousands of grids up the tree stays cheap.
+_COUNTS = [f.name for f in fields(Tally) if f.name != "by_status"]
+
+
+def _vector(tally: Tally) -> list:
+    return [getattr(tally, name) for name in _COUNTS]
+
+
+def _add(a: list, b: list) -> list:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _tally(vector: list) -> Tally:
+    return Tally(**dict(zip(_COUNTS, vector, strict=True)))
+
+
 def roll_up(index: GridIndex, own: dict[str | None, Tally]) -> tuple[dict[str, Tally], Tally, Tally]:
-    """(tally per grid including everything below it, the whole district, the unplaced cases)."""
-    rolled: dict[str, Tally] = defaultdict(Tally)
-    total, unplaced = Tally(), Tally()
+    """(tally per grid including everything below it, the whole district, the unplaced cases).
+
+    by_status is not rolled up (no grid figure uses it)."""
+    zero = [0] * len(_COUNTS)
+    rolled: dict[str, list] = {}
+    total, unplaced = zero, zero
     for code, tally in own.items():
-        total = total + tally
-        if code not in index:
-            unplaced = unplaced + tally
-            continue
-        for above in index.lineage(code):
-            rolled[above] = rolled[above] + tally
-    return rolled, total, unplaced
+        vector = _vector(tally)
+        total = _add(total, vector)
+        if code in index:
+            rolled[code] = _add(rolled.get(code, zero), vector)
+        else:
+            unplaced = _add(unplaced, vector)
+    for code in reversed(index.top_down()):  # every grid before the grid above it
+        parent = index.parents[code]
+        if code in rolled and parent in index:
+            rolled[parent] = _add(rolled.get(parent, zero), rolled[code])
+    return {c: _tally(v) for c, v in rolled.items()}, _tally(total), _tally(unplaced)
 
 
 # ---------------------------------------------------------------- red points for the map
