@@ -33,16 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard_bench import describe_store, generate_store, summarize, timed  # noqa: E402
-from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson  # noqa: E402
+from dashboard_bench import describe_store, generate_store, summarize, timed
+from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson
 
-from geo import GridTree, write_gazetteer  # noqa: E402
-from geo.demo.synth import blob, partition  # noqa: E402
-from models import gridstats, stats  # noqa: E402
-from models.db import make_engine, session_scope  # noqa: E402
-from models.store import Rules  # noqa: E402
-from web.app import EmbeddedServer, create_app  # noqa: E402
-from whistle.config import DEFAULT_CONFIG, GridConfig, load_settings  # noqa: E402
+from geo import GridTree, write_gazetteer
+from geo.demo.synth import blob, partition
+from models import gridstats, stats
+from models.db import make_engine, session_scope
+from models.store import Rules
+from web.app import EmbeddedServer, create_app
+from whistle.config import DEFAULT_CONFIG, GridConfig, load_settings
 
 TARGET_MS = 300.0
 HERE = ROOT / "var" / "bench" / "grids_4411"
@@ -126,11 +126,11 @@ async def measure_queries(engine, rules, now, runs: int) -> dict:
     current = await in_session(parts["open by grid (lights now)"])()
 
     async def roll():
-        gridstats.roll_up(index, gridstats._merged(period, current))
+        gridstats.roll_up(index, period, current)
     out["roll-up along the tree (Python)"] = await timed(roll, runs)
 
     async def league():
-        await gridstats.grid_league(engine, now=now, rules=rules)
+        await gridstats.grid_league(engine, now=now, rules=rules, index=index)
     out["grid_league (queries at once + roll-up)"] = await timed(league, runs)
     return out
 
@@ -218,6 +218,15 @@ def print_table(result: dict) -> None:
             print(f"{name}: p95 {r['p95_ms']} ms (target ≤ {TARGET_MS:.0f} ms): {verdict}")
 
 
+def _cases_in(db: Path) -> int:
+    """Cases in an earlier run's store (0 when there is none or it was left half-made)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute('SELECT count(*) FROM "case"').fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=1_000_000)
@@ -227,7 +236,7 @@ def main() -> None:
     tree, _, geojson = district(args.regenerate)
     settings = synthetic_settings(load_settings(DEFAULT_CONFIG, env={}), tree, geojson)
     db = HERE / f"store_{args.cases // 1000}k.db"
-    if args.regenerate or not db.exists():
+    if args.regenerate or _cases_in(db) < args.cases:
         say(f"generating {args.cases:,} synthetic cases in {db} ...")
         t0 = time.perf_counter()
         generate_store(db, args.cases, settings)

@@ -29,8 +29,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.db import session_scope
 from models.stats import (
     DISPATCHED,
+    DONE_STATUSES,
     LIT_STATUSES,
     NO_GRID,
+    PERIOD_FIELDS,
     Tally,
     _count_if,
     _dialect,
@@ -41,7 +43,6 @@ from models.stats import (
     light_sql,
     month_bounds,
     period_aggregates,
-    period_tally,
     worst_first,
 )
 from models.store import Rules
@@ -50,7 +51,7 @@ from models.tables import ENTERPRISE, MERGED, OPEN_STATUSES, RESIDENT, Case, Gri
 # Chinese names of the levels as the league table's headings use them.
 LEVEL_TITLES = {"district": "区", "street": "街道（镇）", "community": "社区（村）",
                 "area": "片区", "grid": "网格", "micro": "微网格"}
-RED_POINTS_LIMIT = 2000  # the map shows at most this many red cases (most overdue first)
+RED_POINTS_LIMIT = 1000  # the map shows at most this many red cases (most overdue first)
 
 # Channels (哨): (key, name). The bot's own two always exist; the others only with their column.
 CHANNEL_NAMES = {"leifeng": "雷锋哨", "hotline": "热线哨", "resident": "随手拍",
@@ -129,6 +130,21 @@ async def grid_index(session: AsyncSession) -> GridIndex:
 
 # ---------------------------------------------------------------- tallies per grid
 
+# A grid's counts travel as a plain vector in Tally's field order (by_status left out: no grid
+# figure uses it): thousands of grids are added up the tree in a few milliseconds, and only
+# the rows shown become Tally objects.
+COUNTS = tuple(f.name for f in fields(Tally) if f.name != "by_status")
+_AT = {name: i for i, name in enumerate(COUNTS)}
+_ZERO = (0,) * len(COUNTS)
+
+
+def _add(a, b) -> list:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def as_tally(vector) -> Tally:
+    return Tally(**dict(zip(COUNTS, vector, strict=True)))
+
 
 def _in_area(area: set[str] | None) -> list:
     """Only the cases in these grids (None: all cases, with a grid or not)."""
@@ -136,22 +152,27 @@ def _in_area(area: set[str] | None) -> list:
 
 
 async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime,
-                          area: set[str] | None = None) -> dict[str | None, Tally]:
+                          area: set[str] | None = None) -> dict[str | None, list]:
     """Cases created in [start, end), per the grid_code they carry (None = no grid)."""
+    done = _count_if(Case.status.in_(DONE_STATUSES))  # Tally.done: 办结 (see stats)
     stmt = (
-        select(Case.grid_code, Case.status, func.count(), *period_aggregates(_dialect(session)))
+        select(Case.grid_code, func.count(), done, *period_aggregates(_dialect(session)))
         .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED,
                *_in_area(area))
-        .group_by(Case.grid_code, Case.status)
+        .group_by(Case.grid_code)
     )
-    tallies: dict[str | None, Tally] = defaultdict(Tally)
-    for code, status, n, *aggregates in await session.exec(stmt):
-        tallies[code] = tallies[code] + period_tally(status, n, aggregates)
-    return tallies
+    slots = [_AT["created"], _AT["done"], *(_AT[name] for name in PERIOD_FIELDS)]
+    out = {}
+    for code, *values in await session.exec(stmt):
+        vector = list(_ZERO)
+        for slot, value in zip(slots, values, strict=True):
+            vector[slot] = value or 0
+        out[code] = vector
+    return out
 
 
 async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: float,
-                        area: set[str] | None = None) -> dict[str | None, Tally]:
+                        area: set[str] | None = None) -> dict[str | None, list]:
     """Open cases now with their yellow and red counts, per grid_code."""
     is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
     stmt = (
@@ -159,45 +180,32 @@ async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: floa
         .where(Case.status.in_(OPEN_STATUSES), *_in_area(area))
         .group_by(Case.grid_code)
     )
-    return {code: Tally(open=n, yellow=int(yellow or 0), red=int(red or 0))
-            for code, n, yellow, red in await session.exec(stmt)}
+    out = {}
+    for code, n, yellow, red in await session.exec(stmt):
+        vector = list(_ZERO)
+        vector[_AT["open"]], vector[_AT["yellow"]], vector[_AT["red"]] = n, yellow or 0, red or 0
+        out[code] = vector
+    return out
 
 
-# Tally's counts as a plain vector: adding thousands of grids up the tree stays cheap.
-_COUNTS = [f.name for f in fields(Tally) if f.name != "by_status"]
-
-
-def _vector(tally: Tally) -> list:
-    return [getattr(tally, name) for name in _COUNTS]
-
-
-def _add(a: list, b: list) -> list:
-    return [x + y for x, y in zip(a, b, strict=True)]
-
-
-def _tally(vector: list) -> Tally:
-    return Tally(**dict(zip(_COUNTS, vector, strict=True)))
-
-
-def roll_up(index: GridIndex, own: dict[str | None, Tally]) -> tuple[dict[str, Tally], Tally, Tally]:
-    """(tally per grid including everything below it, the whole district, the unplaced cases).
-
-    by_status is not rolled up (no grid figure uses it)."""
-    zero = [0] * len(_COUNTS)
+def roll_up(index: GridIndex, *own: dict[str | None, list]
+            ) -> tuple[dict[str, list], Tally, Tally]:
+    """(counts per grid including everything below it, the whole district, the unplaced
+    cases) from counts per grid_code (several dicts are added together)."""
     rolled: dict[str, list] = {}
-    total, unplaced = zero, zero
-    for code, tally in own.items():
-        vector = _vector(tally)
-        total = _add(total, vector)
-        if code in index:
-            rolled[code] = _add(rolled.get(code, zero), vector)
-        else:
-            unplaced = _add(unplaced, vector)
+    total = unplaced = _ZERO
+    for by_code in own:
+        for code, vector in by_code.items():
+            total = _add(total, vector)
+            if code in index:
+                rolled[code] = _add(rolled.get(code, _ZERO), vector)
+            else:
+                unplaced = _add(unplaced, vector)
     for code in reversed(index.top_down()):  # every grid before the grid above it
         parent = index.parents[code]
         if code in rolled and parent in index:
-            rolled[parent] = _add(rolled.get(parent, zero), rolled[code])
-    return {c: _tally(v) for c, v in rolled.items()}, _tally(total), _tally(unplaced)
+            rolled[parent] = _add(rolled.get(parent, _ZERO), rolled[code])
+    return rolled, as_tally(total), as_tally(unplaced)
 
 
 # ---------------------------------------------------------------- red points for the map
@@ -217,7 +225,7 @@ async def red_points(session: AsyncSession, *, now: datetime, rules: Rules,
     )
     names = await department_names(session)
     return [
-        {"ref": ref, "grid_code": code, "lat": lat, "lon": lon,
+        {"ref": ref, "grid_code": code, "lat": round(lat, 6), "lon": round(lon, 6),
          "department": names.get(dept, dept or ""),
          "hours_overdue": round((now - due).total_seconds() / 3600, 1)}
         for ref, code, lat, lon, dept, due in await session.exec(stmt)
@@ -297,13 +305,13 @@ class GridLeague:
     """Figures of every grid (rolled up), with the tree to walk them level by level."""
 
     index: GridIndex
-    rolled: dict[str, Tally]
+    rolled: dict[str, list]  # COUNTS vectors
     total: Tally
     unplaced: Tally
     reds: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self, code: str) -> dict[str, Any]:
-        tally = self.rolled.get(code, Tally())
+        tally = as_tally(self.rolled.get(code, _ZERO))
         row = tally.figures()
         del row["by_status"], row["suggested"], row["accepted"], row["acceptance_rate"]
         row.update(code=code, name=self.index.names[code], level=self.index.levels[code],
@@ -345,10 +353,11 @@ class GridLeague:
 
 async def grid_league(
     engine: AsyncEngine, *, now: datetime, rules: Rules,
-    start: datetime | None = None, end: datetime | None = None,
+    start: datetime | None = None, end: datetime | None = None, index: GridIndex | None = None,
 ) -> GridLeague:
     """Every grid's figures for cases created in [start, end) (this month by default) plus
-    open/yellow/red now, and the red cases to put on the map. Queries run side by side."""
+    open/yellow/red now, and the red cases to put on the map. Queries run side by side;
+    `index` is the grid table when the caller keeps it (it changes only with the config)."""
     if start is None or end is None:
         start, end = month_bounds(now, rules.calendar)
 
@@ -356,21 +365,16 @@ async def grid_league(
         async with session_scope(engine) as session:
             return await query(session, *args, **kwargs)
 
+    async def kept_index() -> GridIndex:
+        return index
+
     index, period, current, reds = await asyncio.gather(
-        read(grid_index), read(_period_by_grid, start, end),
-        read(_open_by_grid, now, rules.yellow_ratio),
+        kept_index() if index is not None else read(grid_index),
+        read(_period_by_grid, start, end), read(_open_by_grid, now, rules.yellow_ratio),
         read(red_points, now=now, rules=rules),
     )
-    rolled, total, unplaced = roll_up(index, _merged(period, current))
+    rolled, total, unplaced = roll_up(index, period, current)
     return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced, reds=reds)
-
-
-def _merged(*tallies: dict[str | None, Tally]) -> dict[str | None, Tally]:
-    own: dict[str | None, Tally] = defaultdict(Tally)
-    for by_code in tallies:
-        for code, tally in by_code.items():
-            own[code] = own[code] + tally
-    return own
 
 
 async def area_view(
@@ -385,7 +389,7 @@ async def area_view(
     area = index.subtree(code)
     period = await _period_by_grid(session, start, end, area)
     current = await _open_by_grid(session, now, rules.yellow_ratio, area)
-    rolled, total, unplaced = roll_up(index, _merged(period, current))
+    rolled, total, unplaced = roll_up(index, period, current)
     return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced).view(code)
 
 

@@ -246,15 +246,17 @@ def period_aggregates(dialect: str) -> list:
     ]
 
 
+# The Tally fields that period_aggregates() computes, in its order.
+PERIOD_FIELDS = ("dispatched", "timed", "on_time", "handled", "handling_hours", "rated",
+                 "content", "suggested", "accepted")
+
+
 def period_tally(status: str, n: int, aggregates) -> Tally:
     """The Tally of `n` cases in `status` from the values of period_aggregates()."""
-    disp, timed, on_time, hnd, hrs, rated, content, sug, acc = aggregates
-    return Tally(
-        created=n, dispatched=int(disp or 0), done=n if status in DONE_STATUSES else 0,
-        timed=int(timed or 0), on_time=int(on_time or 0), handled=int(hnd or 0),
-        handling_hours=float(hrs or 0), rated=int(rated or 0), content=int(content or 0),
-        suggested=int(sug or 0), accepted=int(acc or 0), by_status=Counter({status: n}),
-    )
+    counts = {name: value or 0 for name, value in zip(PERIOD_FIELDS, aggregates, strict=True)}
+    counts = {name: float(v) if name == "handling_hours" else int(v) for name, v in counts.items()}
+    return Tally(created=n, done=n if status in DONE_STATUSES else 0,
+                 by_status=Counter({status: n}), **counts)
 
 
 async def _period_tallies(

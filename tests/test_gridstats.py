@@ -132,11 +132,16 @@ async def test_a_grid_no_longer_in_the_table_counts_for_the_district_only(engine
     index = gridstats.GridIndex.from_rows([
         ("D", "区", "district", None), ("S", "街道", "street", "D"),
         ("G", "网格", "grid", "S"), ("X", "孤儿", "grid", "MISSING")])
-    own = {"G": stats.Tally(created=2, open=1), "GONE": stats.Tally(created=5),
-           None: stats.Tally(created=1)}
-    rolled, total, unplaced = gridstats.roll_up(index, own)
-    assert (rolled["S"].created, rolled["D"].created, total.created, unplaced.created) == (
-        2, 2, 8, 6)
+    def counts(**values):
+        return [values.get(name, 0) for name in gridstats.COUNTS]
+
+    period = {"G": counts(created=2), "GONE": counts(created=5), None: counts(created=1)}
+    current = {"G": counts(open=1), "X": counts(open=4)}
+    rolled, total, unplaced = gridstats.roll_up(index, period, current)
+    street, district = gridstats.as_tally(rolled["S"]), gridstats.as_tally(rolled["D"])
+    assert (street.created, street.open, district.created, district.open) == (2, 1, 2, 1)
+    assert (total.created, total.open, unplaced.created, unplaced.open) == (8, 5, 6, 0)
+    assert gridstats.as_tally(rolled["X"]).open == 4
     assert index.top() == (None, ["D", "X"])  # a row whose parent is gone becomes a root
 
 

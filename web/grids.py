@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,8 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from geo import GridError, GridTree, load_boundaries
+from models.db import session_scope
 from models.gridmap import BOUNDARIES_KEY, grid_records
-from models.gridstats import GridLeague, grid_extras, grid_league
+from models.gridstats import GridIndex, GridLeague, grid_extras, grid_index, grid_league
 from models.store import Rules
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ UNKNOWN_GRID = "没有编码为 {code} 的网格，请返回上一级重新选�
 NO_BOUNDARIES = "未配置网格边界（config.toml 的 [district] grid_boundaries），地图暂不可用。"
 # ~1 m: plenty for a wall screen, and a street's outline stays small on the wire.
 SIMPLIFY_DEGREES = 0.00001
+INDEX_SECONDS = 300
 
 
 class GridShapes:
@@ -124,11 +127,22 @@ class GridView:
                  clock: Callable[[], datetime], cache) -> None:
         self.engine, self.rules, self.clock, self.cache = engine, rules, clock, cache
         self.shapes = GridShapes(settings)
+        self._index: GridIndex | None = None
+        self._index_until = 0.0
+
+    async def index(self) -> GridIndex:
+        """The grid table, read again every INDEX_SECONDS (it changes only when the
+        configuration is synced at start; thousands of rows are not worth reading each time)."""
+        if self._index is None or time.monotonic() >= self._index_until:
+            async with session_scope(self.engine) as session:
+                self._index = await grid_index(session)
+            self._index_until = time.monotonic() + INDEX_SECONDS
+        return self._index
 
     async def figures(self) -> dict[str, Any]:
         now = self.clock()
         league, extras = await asyncio.gather(
-            grid_league(self.engine, now=now, rules=self.rules),
+            grid_league(self.engine, now=now, rules=self.rules, index=await self.index()),
             grid_extras(self.engine, now=now, rules=self.rules))
         return {"now": now, "league": league, **extras}
 
