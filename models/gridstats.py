@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, case, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -69,6 +70,10 @@ class GridIndex:
     levels: dict[str, str] = field(default_factory=dict)
     parents: dict[str, str | None] = field(default_factory=dict)
     children: dict[str | None, list[str]] = field(default_factory=lambda: defaultdict(list))
+    order: list[str] = field(default_factory=list)  # top down (see _number_rows)
+    row_of: dict[str, int] = field(default_factory=dict)
+    parent_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rows_by_depth: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def from_rows(cls, rows) -> GridIndex:
@@ -79,7 +84,19 @@ class GridIndex:
         for code, parent in index.parents.items():
             # A parent that is not a grid (a broken row) makes its child a root, not an orphan.
             index.children[parent if parent in index.names else None].append(code)
+        index._number_rows()
         return index
+
+    def _number_rows(self) -> None:
+        """Rows for roll_up's matrix, top down, with each row's parent row and depth."""
+        self.order = self.top_down()
+        self.row_of = {code: i for i, code in enumerate(self.order)}
+        parents = [self.row_of.get(self.parents[c], -1) for c in self.order]
+        depth = np.zeros(len(self.order), dtype=np.int64)
+        for i, parent in enumerate(parents):  # a parent's row always comes first
+            depth[i] = depth[parent] + 1 if parent >= 0 else 0
+        self.parent_row = np.array(parents, dtype=np.int64)
+        self.rows_by_depth = [np.flatnonzero(depth == d) for d in range(int(depth.max(initial=0)) + 1)]
 
     def __contains__(self, code: object) -> bool:
         return code in self.names
@@ -131,19 +148,16 @@ async def grid_index(session: AsyncSession) -> GridIndex:
 # ---------------------------------------------------------------- tallies per grid
 
 # A grid's counts travel as a plain vector in Tally's field order (by_status left out: no grid
-# figure uses it): thousands of grids are added up the tree in a few milliseconds, and only
+# figure uses it); the roll-up adds them up the tree as one matrix, a level at a time, and only
 # the rows shown become Tally objects.
 COUNTS = tuple(f.name for f in fields(Tally) if f.name != "by_status")
 _AT = {name: i for i, name in enumerate(COUNTS)}
 _ZERO = (0,) * len(COUNTS)
 
 
-def _add(a, b) -> list:
-    return [x + y for x, y in zip(a, b, strict=True)]
-
-
 def as_tally(vector) -> Tally:
-    return Tally(**dict(zip(COUNTS, vector, strict=True)))
+    return Tally(**{name: float(v) if name == "handling_hours" else round(float(v))
+                    for name, v in zip(COUNTS, vector, strict=True)})
 
 
 def _in_area(area: set[str] | None) -> list:
@@ -189,23 +203,26 @@ async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: floa
 
 
 def roll_up(index: GridIndex, *own: dict[str | None, list]
-            ) -> tuple[dict[str, list], Tally, Tally]:
+            ) -> tuple[dict[str, np.ndarray], Tally, Tally]:
     """(counts per grid including everything below it, the whole district, the unplaced
-    cases) from counts per grid_code (several dicts are added together)."""
-    rolled: dict[str, list] = {}
-    total = unplaced = _ZERO
+    cases) from counts per grid_code (several dicts are added together). A code that is not
+    in the tree counts for the district only."""
+    matrix = np.zeros((len(index.order), len(COUNTS)))
+    total, unplaced = np.zeros(len(COUNTS)), np.zeros(len(COUNTS))
     for by_code in own:
-        for code, vector in by_code.items():
-            total = _add(total, vector)
-            if code in index:
-                rolled[code] = _add(rolled.get(code, _ZERO), vector)
-            else:
-                unplaced = _add(unplaced, vector)
-    for code in reversed(index.top_down()):  # every grid before the grid above it
-        parent = index.parents[code]
-        if code in rolled and parent in index:
-            rolled[parent] = _add(rolled.get(parent, _ZERO), rolled[code])
-    return rolled, as_tally(total), as_tally(unplaced)
+        if not by_code:
+            continue
+        codes = list(by_code)
+        values = np.array([by_code[c] for c in codes], dtype=float)
+        rows = np.array([index.row_of.get(c, -1) for c in codes], dtype=np.int64)
+        known = rows >= 0
+        np.add.at(matrix, rows[known], values[known])
+        total += values.sum(axis=0)
+        unplaced += values[~known].sum(axis=0)
+    for rows in reversed(index.rows_by_depth[1:]):  # the deepest level first, up to the roots
+        np.add.at(matrix, index.parent_row[rows], matrix[rows])
+    return ({code: matrix[i] for code, i in index.row_of.items()}, as_tally(total),
+            as_tally(unplaced))
 
 
 # ---------------------------------------------------------------- red points for the map
@@ -247,19 +264,6 @@ def _channel_key():
     return case(*whens, else_=RESIDENT)
 
 
-async def by_channel(session: AsyncSession, *, start: datetime, end: datetime
-                     ) -> list[dict[str, Any]]:
-    """Cases created in [start, end) per channel (哨), most first; existing channels only."""
-    key = _channel_key()
-    stmt = (select(key, func.count())
-            .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
-            .group_by(key))
-    counts = dict((await session.exec(stmt)).all())
-    rows = [{"channel": k, "name": CHANNEL_NAMES[k], "count": counts.get(k, 0)}
-            for k in channel_keys()]
-    return sorted(rows, key=lambda r: -r["count"])
-
-
 def channel_keys() -> list[str]:
     """The channels this store can tell apart (its columns decide)."""
     keys = ["resident", "enterprise"]
@@ -270,31 +274,45 @@ def channel_keys() -> list[str]:
     return keys
 
 
-async def report_times(session: AsyncSession, *, start: datetime, end: datetime
-                       ) -> list[dict[str, Any]]:
-    """报到 per department: how long from being called (派单 or a grid's 吹哨) to 签收.
-
-    Over cases created in [start, end) that the department has signed for: how many, the mean
-    hours, and the share signed within the sign-for limit (signed_at ≤ sign_by). Slowest first.
-    """
+async def channels_and_report_times(session: AsyncSession, *, start: datetime, end: datetime
+                                    ) -> dict[str, list[dict[str, Any]]]:
+    """Cases created in [start, end), in one scan: the count per channel (哨, most first;
+    existing channels only) and 报到 per department — how long from being called (派单 or a
+    grid's 吹哨) to 签收 over the cases it signed for: how many, the mean hours and the share
+    within the sign-for limit (signed_at ≤ sign_by), slowest first."""
     dialect = _dialect(session)
+    key = _channel_key()
     signed = and_(Case.signed_at.is_not(None), Case.dispatched_at.is_not(None),
                   Case.department_code.is_not(None))
     hours = (_millis(Case.signed_at, dialect) - _millis(Case.dispatched_at, dialect)) / 3600000.0
     stmt = (
-        select(Case.department_code, func.count(), func.sum(hours),
-               _count_if(Case.signed_at <= Case.sign_by), _count_if(Case.sign_by.is_not(None)))
-        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED, signed)
-        .group_by(Case.department_code)
+        select(key, Case.department_code, func.count(), _count_if(signed),
+               func.sum(case((signed, hours), else_=0.0)),
+               _count_if(and_(signed, Case.signed_at <= Case.sign_by)),
+               _count_if(and_(signed, Case.sign_by.is_not(None))))
+        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
+        .group_by(key, Case.department_code)
     )
+    counts: dict[str, int] = defaultdict(int)
+    reports: dict[str, list] = {}
+    for channel, dept, n, reported, total, on_time, limited in await session.exec(stmt):
+        counts[channel] += n
+        if reported:
+            sums = reports.setdefault(dept, [0, 0.0, 0, 0])
+            for i, value in enumerate((reported, total, on_time, limited)):
+                sums[i] += value or 0
     names = await department_names(session)
-    rows = [
+    channels = [{"channel": k, "name": CHANNEL_NAMES[k], "count": counts.get(k, 0)}
+                for k in channel_keys()]
+    report_rows = [
         {"code": code, "name": names.get(code, code), "reported": n,
-         "avg_report_hours": round(float(total or 0) / n, 2) if n else None,
-         "report_on_time_rate": _rate(int(on_time or 0), int(limited or 0))}
-        for code, n, total, on_time, limited in await session.exec(stmt)
+         "avg_report_hours": round(float(total) / n, 2),
+         "report_on_time_rate": _rate(int(on_time), int(limited))}
+        for code, (n, total, on_time, limited) in reports.items()
     ]
-    return sorted(rows, key=lambda r: (-(r["avg_report_hours"] or 0), r["code"]))
+    return {"channels": sorted(channels, key=lambda r: -r["count"]),
+            "report_times": sorted(report_rows,
+                                   key=lambda r: (-r["avg_report_hours"], r["code"]))}
 
 
 # ---------------------------------------------------------------- the league, grid by grid
@@ -305,7 +323,7 @@ class GridLeague:
     """Figures of every grid (rolled up), with the tree to walk them level by level."""
 
     index: GridIndex
-    rolled: dict[str, list]  # COUNTS vectors
+    rolled: dict[str, np.ndarray]  # COUNTS vectors
     total: Tally
     unplaced: Tally
     reds: list[dict[str, Any]] = field(default_factory=list)
@@ -396,10 +414,5 @@ async def area_view(
 async def grid_extras(engine: AsyncEngine, *, now: datetime, rules: Rules) -> dict[str, Any]:
     """This month's counts per channel and 报到 time per department, for the dashboard."""
     start, end = month_bounds(now, rules.calendar)
-
-    async def read(query):
-        async with session_scope(engine) as session:
-            return await query(session, start=start, end=end)
-
-    channels, reports = await asyncio.gather(read(by_channel), read(report_times))
-    return {"channels": channels, "report_times": reports}
+    async with session_scope(engine) as session:
+        return await channels_and_report_times(session, start=start, end=end)
