@@ -80,6 +80,8 @@ def view(driver) -> dict:
             By.CSS_SELECTOR, "#grid-league tbody td:nth-child(2)")],
         "shapes": shapes(driver),
         "points": len(driver.find_elements(By.CSS_SELECTOR, "#grid-map path.red-case")),
+        "labels": sorted(e.text for e in driver.find_elements(
+            By.CSS_SELECTOR, "#grid-map .grid-label")),
     }
 
 
@@ -166,6 +168,7 @@ async def test_grid_view_in_headless_chromium(tmp_path, settings, monkeypatch):
     assert district["shapes"]["WC-BLH"]["fill"] == ZERO_FILL
     assert district["shapes"]["WC-GTL"]["fill"] != district["shapes"]["WC-YLD"]["fill"]
     assert district["points"] == 2
+    assert district["labels"] == ["月亮岛街道 1", "白鹭湖街道 0", "高塘岭街道 2"]
     assert "未关联网格 5 件（在办 5）" in seen["node"]
     assert "随手拍" in seen["channels"] and "企业吹哨" in seen["channels"]
     assert seen["fits_screen"] is True

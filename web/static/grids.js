@@ -10,6 +10,7 @@
     red: ["#7f1d1d", "#b91c1c", "#dc2626", "#f87171", "#fecaca"],
   };
   const ZERO = "#10243f";
+  const LABELLED = 20;  // up to this many grids on the map are labelled with their names
   const MEASURE_NAMES = { open: "在办", red: "红灯" };
   const LIGHT_NAMES = { green: "绿灯", yellow: "黄灯", red: "红灯" };
   const state = { code: null, colour: "open", step: null, map: null, shapes: null,
@@ -239,6 +240,8 @@
     });
   }
 
+  function figuresCount(figures) { return Object.keys(figures).length; }
+
   function figuresByCode() {
     const out = {};
     (state.step ? state.step.rows : []).forEach(function (r) { out[r.code] = r; });
@@ -297,8 +300,14 @@
       layer.setStyle({ color: "#7dd3fc", weight: 1.2, fillColor: colourOf(value, steps),
         fillOpacity: 0.85 });
       layer.unbindTooltip();
-      layer.bindTooltip(p.name + "：在办 " + number(row.open) + "，红灯 " + number(row.red) +
-        "，本月受理 " + number(row.created), { sticky: true });
+      // A few grids carry their name and figure on the map (a wall screen has no mouse);
+      // many get it when pointed at.
+      const few = figuresCount(figures) <= LABELLED;
+      const text = few ? p.name + " " + number(value)
+        : p.name + "：在办 " + number(row.open) + "，红灯 " + number(row.red) +
+          "，本月受理 " + number(row.created);
+      layer.bindTooltip(text, few ? { permanent: true, direction: "center",
+        className: "grid-label" } : { sticky: true });
       const el = layer.getElement();
       if (el) el.dataset.value = String(value);
     });
