@@ -2,6 +2,7 @@
 million cases.
 
     python bench/grid_dashboard_bench.py [--cases 1000000] [--runs 7] [--regenerate]
+                                        [--pg-url postgresql+asyncpg://...]
 
 Builds (once, kept under var/bench/grids_4411/) the synthetic district of bench/grid_bench.py
 (11 streets / 127 communities / 605 片 / 4,411 grids + micro-grids, made-up polygons) and a
@@ -10,8 +11,10 @@ those grids (60 % of cases have a grid); open cases get a point inside their gri
 cases are drawn on the map. Then measures, uncached: the grid figures (models/gridstats.py)
 query by query and whole, and over real HTTP on 127.0.0.1: GET /api/data, GET /api/grids at
 the district, a street and a community, GET /api/grid_shapes cold (the boundaries loaded and
-a street's outline made) and warm. Prints a table and writes bench/results/grid_dashboard.json.
-Target: each data request ≤ 300 ms.
+a street's outline made) and warm; wall time and the process's CPU time (server, SQLite
+threads and client share the process). With --pg-url (default TEST_DATABASE_URL) the store is
+copied into PostgreSQL database whistle_grids_<N>k (kept) and measured there too. Prints a
+table and writes bench/results/grid_dashboard.json. Target: each data request ≤ 300 ms.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import sqlite3
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import uvicorn
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,8 +46,8 @@ from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson
 from geo import GridTree, write_gazetteer
 from geo.demo.synth import blob, partition
 from models import gridstats, stats
-from models.db import make_engine, session_scope
-from models.store import Rules
+from models.db import create_all, make_engine, session_scope
+from models.store import Rules, sync_reference_data
 from web.app import EmbeddedServer, create_app
 from whistle.config import DEFAULT_CONFIG, GridConfig, load_settings
 
@@ -199,8 +205,81 @@ async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict
     return out
 
 
-async def run(db: Path, settings, tree: GridTree, runs: int) -> dict:
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+# ---------------------------------------------------------------- PostgreSQL copy
+
+CASE_COLUMNS = ("ref", "kind", "reporter_id", "text", "photos", "suggestions", "grid_code",
+                "suggested_department", "suggested_confidence", "model_version",
+                "department_code", "status", "priority", "created_at", "dispatched_at",
+                "signed_at", "resolved_at", "closed_at", "sign_by", "resolve_by", "satisfaction",
+                "reopen_count", "out_of_area", "version", "out_of_grid", "latitude", "longitude")
+DATES = {"created_at", "dispatched_at", "signed_at", "resolved_at", "closed_at", "sign_by",
+         "resolve_by"}
+FLAGS = {"out_of_area", "out_of_grid"}
+
+
+def _converted(rows, columns):
+    """SQLite's text datetimes and 0/1 flags as asyncpg's binary COPY wants them."""
+    dates = [i for i, c in enumerate(columns) if c in DATES]
+    flags = [i for i, c in enumerate(columns) if c in FLAGS]
+    for row in rows:
+        row = list(row)
+        for i in dates:
+            if row[i] is not None:
+                row[i] = datetime.fromisoformat(row[i])
+        for i in flags:
+            row[i] = bool(row[i])
+        yield row
+
+
+async def pg_copy(base_url: str, db: Path, settings, wanted: int) -> str:
+    """The SQLite store copied into PostgreSQL database whistle_grids_<N>k (kept for later
+    runs); returns its URL."""
+    name = f"whistle_grids_{wanted // 1000}k"
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin_dsn = make_url(dsn).set(database="postgres").render_as_string(hide_password=False)
+    try:
+        conn = await asyncpg.connect(dsn)
+        have = await conn.fetchval('SELECT count(*) FROM "case"')
+        await conn.close()
+        if have >= wanted:
+            return url
+    except (OSError, asyncpg.PostgresError):
+        pass
+    say(f"copying the store into PostgreSQL {name} ...")
+    t0 = time.perf_counter()
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    engine = make_engine(url)
+    await create_all(engine)
+    async with session_scope(engine) as s:
+        await sync_reference_data(s, settings)
+    await engine.dispose()
+    source = sqlite3.connect(db)
+    conn = await asyncpg.connect(dsn)
+    reporter_columns = ("id", "telegram_id", "kind", "display_name", "phone_consent",
+                        "reachable", "created_at")
+    reporters = source.execute(f"SELECT {', '.join(reporter_columns)} FROM reporter").fetchall()
+    await conn.copy_records_to_table("reporter", columns=reporter_columns, records=[
+        (*r[:4], bool(r[4]), bool(r[5]), datetime.fromisoformat(r[6])) for r in reporters])
+    cursor = source.execute(f'SELECT {", ".join(CASE_COLUMNS)} FROM "case" ORDER BY id')
+    while rows := cursor.fetchmany(50_000):
+        await conn.copy_records_to_table("case", columns=CASE_COLUMNS,
+                                         records=list(_converted(rows, CASE_COLUMNS)))
+    await conn.execute("ANALYZE")
+    await conn.close()
+    source.close()
+    say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return url
+
+
+# ---------------------------------------------------------------- a run
+
+
+async def run(url: str, label: str, settings, tree: GridTree, runs: int) -> dict:
+    engine = make_engine(url)
     rules = Rules.from_settings(settings)
     load_before = round(os.getloadavg()[0], 2)
     try:
@@ -211,13 +290,14 @@ async def run(db: Path, settings, tree: GridTree, runs: int) -> dict:
             grids = len((await gridstats.grid_index(s)).names)
     finally:
         await engine.dispose()
-    return {"store": str(db.relative_to(ROOT)), "cases": cases, "open_cases": open_cases,
+    return {"store": label, "database": engine.dialect.name, "cases": cases,
+            "open_cases": open_cases,
             "grids": grids, "now": now.isoformat(), "queries": queries, "http": http,
             "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
 
 
 def print_table(result: dict) -> None:
-    print(f"\nSQLite store {result['store']}: {result['cases']:,} cases, "
+    print(f"\n{result['database']} store {result['store']}: {result['cases']:,} cases, "
           f"{result['open_cases']:,} open, {result['grids']:,} grids, now {result['now']}")
     print(f"load average before / after: {result['load_before']} / {result['load_after']}")
     print(f"{'measurement (ms)':<48} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}"
@@ -250,6 +330,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL"),
+                        help="a PostgreSQL server to copy the store to and measure as well")
     args = parser.parse_args()
     tree, _, geojson = district(args.regenerate)
     settings = synthetic_settings(load_settings(DEFAULT_CONFIG, env={}), tree, geojson)
@@ -260,11 +342,18 @@ def main() -> None:
         generate_store(db, args.cases, settings)
         placed = place_open_cases(db, geojson)
         say(f"  done in {time.perf_counter() - t0:.0f} s ({placed:,} open cases placed)")
-    result = asyncio.run(run(db, settings, tree, args.runs))
-    print_table(result)
+    results = [asyncio.run(run(f"sqlite+aiosqlite:///{db}", str(db.relative_to(ROOT)),
+                               settings, tree, args.runs))]
+    if args.pg_url:
+        pg = asyncio.run(pg_copy(args.pg_url, db, settings, args.cases))
+        results.append(asyncio.run(run(pg, make_url(pg).database, settings, tree, args.runs)))
+    else:
+        print("PostgreSQL: no --pg-url (or TEST_DATABASE_URL): measured on SQLite only")
+    for result in results:
+        print_table(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"target_ms": TARGET_MS, **result}, ensure_ascii=False,
-                                  indent=2) + "\n", encoding="utf-8")
+    RESULTS.write_text(json.dumps({"target_ms": TARGET_MS, "stores": results},
+                                  ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
