@@ -29,8 +29,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.db import session_scope
+from models.followup import _deadline_sql as running_deadline_sql
 from models.stats import (
-    DISPATCHED,
     DONE_STATUSES,
     LIT_STATUSES,
     NO_GRID,
@@ -240,7 +240,8 @@ async def red_points(session: AsyncSession, *, now: datetime, rules: Rules,
                      limit: int = RED_POINTS_LIMIT) -> list[dict[str, Any]]:
     """Red cases that have a location, most overdue first: where the map puts its red dots."""
     is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
-    deadline = case((Case.status == DISPATCHED, Case.sign_by), else_=Case.resolve_by)
+    # The running deadline's SQL twin (after the #12 redesign: lifecycle.running_deadline_sql).
+    deadline = running_deadline_sql()
     stmt = (
         select(Case.ref, Case.grid_code, Case.latitude, Case.longitude, Case.department_code,
                deadline)
