@@ -73,16 +73,17 @@ def clickable_shape(driver, code: str):
 
 
 def view(driver) -> dict:
-    return {
-        "path": driver.find_element(By.ID, "grid-path").text,
-        "level": driver.find_element(By.ID, "grid-level-title").text,
-        "rows": [e.text for e in driver.find_elements(
-            By.CSS_SELECTOR, "#grid-league tbody td:nth-child(2)")],
-        "shapes": shapes(driver),
-        "points": len(driver.find_elements(By.CSS_SELECTOR, "#grid-map path.red-case")),
-        "labels": sorted(e.text for e in driver.find_elements(
-            By.CSS_SELECTOR, "#grid-map .grid-label")),
-    }
+    """What the grid view shows, read in one script (nothing can change half-way through)."""
+    seen = driver.execute_script("""
+        const texts = sel => Array.from(document.querySelectorAll(sel), e => e.innerText);
+        return {
+          path: document.getElementById('grid-path').innerText,
+          level: document.getElementById('grid-level-title').innerText,
+          rows: texts('#grid-league tbody td:nth-child(2)'),
+          points: document.querySelectorAll('#grid-map path.red-case').length,
+          labels: texts('#grid-map .grid-label').sort(),
+        };""")
+    return {**seen, "shapes": shapes(driver)}
 
 
 def browse(url: str, shots: Path, profile: Path) -> dict:

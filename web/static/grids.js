@@ -226,8 +226,11 @@
   // ---------------------------------------------------------------- map
 
   function createMap() {
+    // No animations: each drill-down redraws the map at once (a wall screen needs no zoom
+    // effect), so what is shown is settled as soon as the data is.
     state.map = L.map("grid-map", { attributionControl: false, zoomSnap: 0.25,
-      scrollWheelZoom: false });
+      scrollWheelZoom: false, zoomAnimation: false, fadeAnimation: false,
+      markerZoomAnimation: false });
     state.map.setView([0, 0], 2);  // until the first boundaries arrive
     document.querySelectorAll(".map-tools .colour").forEach(function (button) {
       button.addEventListener("click", function () {
@@ -285,7 +288,9 @@
         });
       },
     }).addTo(map);
-    if (collection.features.length) map.fitBounds(state.shapes.getBounds(), { padding: [12, 12] });
+    if (collection.features.length) {
+      map.fitBounds(state.shapes.getBounds(), { padding: [12, 12], animate: false });
+    }
     paint();
   }
 
