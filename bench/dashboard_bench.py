@@ -103,7 +103,7 @@ def _case_rows(n: int, settings, rng: random.Random):
         yield (f"B{i:07d}", kind, rng.randint(1, 50_000), "基准测试合成案件", "[]", "[]",
                grid, suggested, 0.5 + rng.random() / 2, version, dept, status, "normal",
                _ts(created), _ts(dispatched), _ts(signed), _ts(resolved), _ts(closed),
-               _ts(sign_by), _ts(resolve_by), satisfaction, 0, 0, 0)
+               _ts(sign_by), _ts(resolve_by), satisfaction, 0, 0, 0, 0)
 
 
 def generate_store(path: Path, n: int, settings) -> None:
@@ -131,7 +131,8 @@ def generate_store(path: Path, n: int, settings) -> None:
     columns = ("ref, kind, reporter_id, text, photos, suggestions, grid_code, "
                "suggested_department, suggested_confidence, model_version, department_code, "
                "status, priority, created_at, dispatched_at, signed_at, resolved_at, closed_at, "
-               "sign_by, resolve_by, satisfaction, reopen_count, out_of_area, version")
+               "sign_by, resolve_by, satisfaction, reopen_count, out_of_area, version, "
+               "out_of_grid")
     marks = ", ".join("?" * len(columns.split(", ")))
     db.executemany(f"INSERT INTO \"case\" ({columns}) VALUES ({marks})",
                    _case_rows(n, settings, rng))

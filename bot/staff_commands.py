@@ -16,9 +16,10 @@ from bot.common import alert, department_name, fit, local_time, snippet, stage_n
 from bot.context import Context
 from bot.services import Services
 from bot.texts import followup as texts
+from bot.texts import grids as grid_texts
 from bot.texts import intake
 from bot.texts.errors import error_text
-from models import auth, outbox, people, policy, stats
+from models import auth, gridstats, outbox, people, policy, stats
 from models import followup as fq
 from models.deadlines import LIGHT_EMOJI, RED, YELLOW, WorkCalendar
 from models.lifecycle import CaseError, running_deadline
@@ -26,6 +27,8 @@ from models.tables import Case, CasePart, Staff
 
 OVERDUE_LINES = 30  # cases listed at most; the counts above them are exact
 ALL_DEPARTMENTS_ROLES = ("triage", "admin", "leader")
+# Staff who answer for a grid and everything below it (a street's staff: a street-level grid).
+GRID_ROLES = ("grid", "street")
 _MONTH = re.compile(r"^(\d{4})(?:-|年)(\d{1,2})月?$")
 _DAY = r"(\d{4})-(\d{1,2})-(\d{1,2})"
 _DAYS = re.compile(rf"^{_DAY}(?:\s*[~～至到]\s*{_DAY})?$")
@@ -68,7 +71,7 @@ async def overdue_command(update: Update, context: Context) -> None:
         return
     now = services.clock()
     department = staff.department_code if staff.role == "department" else None
-    grid = staff.grid_code if staff.role == "grid" else None
+    grid = staff.grid_code if staff.role in GRID_ROLES else None
     async with services.read_session() as session:  # a scan: never on the loop's thread
         counts = await fq.light_counts(session, now, services.rules, department=department,
                                        grid=grid)
@@ -84,28 +87,36 @@ async def overdue_command(update: Update, context: Context) -> None:
     else:
         scope = texts.OVERDUE_SCOPE_ALL
     text = overdue_text(services, scope, counts, cases, now,
-                        grouped=staff.role in ALL_DEPARTMENTS_ROLES, parts=parts)
+                        grouped=staff.role in ALL_DEPARTMENTS_ROLES, parts=parts,
+                        by_grid=grid is not None)
     await update.effective_message.reply_text(text)
 
 
 def overdue_text(services: Services, scope: str, counts: dict[str, int],
                  cases: list[tuple[Case, str]], now: datetime, *, grouped: bool,
-                 parts: Sequence[tuple[CasePart, Case, str]] = ()) -> str:
-    """The /overdue answer: totals, then the most urgent cases (by department if grouped),
-    then the 攻坚哨 parts that are red or yellow."""
+                 parts: Sequence[tuple[CasePart, Case, str]] = (),
+                 by_grid: bool = False) -> str:
+    """The /overdue answer: totals, then the most urgent cases (by department if grouped,
+    by the grid each lies in for grid staff), most urgent group first, then the 攻坚哨 parts
+    that are red or yellow."""
     if not counts[RED] and not counts[YELLOW] and not parts:
         return texts.OVERDUE_NONE.format(scope=scope)
     lines = [texts.OVERDUE_TITLE.format(scope=scope, time=local_time(services, now),
                                         red=counts[RED], yellow=counts[YELLOW])]
-    by_department: dict[str | None, list[tuple[Case, str]]] = {}
+    groups: dict[str | None, list[tuple[Case, str]]] = {}
     for case, light in cases:
-        by_department.setdefault(case.department_code if grouped else None, []).append(
-            (case, light))
-    for code, items in by_department.items():
+        key = case.department_code if grouped else case.grid_code if by_grid else None
+        groups.setdefault(key, []).append((case, light))
+    for code, items in groups.items():
+        red = sum(1 for _, light in items if light == RED)
         if grouped:
-            red = sum(1 for _, light in items if light == RED)
             lines.append(texts.OVERDUE_DEPARTMENT.format(
                 department=department_name(services, code), red=red, yellow=len(items) - red))
+        elif by_grid:
+            name = (services.gridmap.name(code)
+                    or grid_texts.OVERDUE_NO_GRID_NAME.format(code=code))
+            lines.append(grid_texts.OVERDUE_GRID.format(grid=name, red=red,
+                                                        yellow=len(items) - red))
         lines.extend(_overdue_line(case, light, now) for case, light in items)
     if counts[RED] + counts[YELLOW] > len(cases):
         lines.append(texts.OVERDUE_TRUNCATED.format(count=len(cases)))
@@ -191,7 +202,8 @@ async def stats_command(update: Update, context: Context) -> None:
     """/stats [period]: 办结率, on-time rate and 满意率, by department (see stats_period)."""
     services = context.services
     message = update.effective_message
-    if await _staff(services, update.effective_user.id) is None:
+    staff = await _staff(services, update.effective_user.id)
+    if staff is None:
         await message.reply_text(texts.STATS_NOT_STAFF)
         return
     now = services.clock()
@@ -205,11 +217,51 @@ async def stats_command(update: Update, context: Context) -> None:
         period_name = name or texts.STATS_RANGE_FROM.format(start=first)
         await message.reply_text(texts.STATS_NOT_STARTED.format(period=period_name))
         return
+    if staff.role in GRID_ROLES and staff.grid_code:
+        await message.reply_text(await _grid_stats(services, staff.grid_code, name, start, end,
+                                                   now))
+        return
     async with services.read_session() as session:  # ~0.2 s on a year of cases: threaded
         total = await stats.summary(session, start=start, end=end, now=now, rules=services.rules)
         rows = await stats.by_department(session, start=start, end=end, now=now,
                                          rules=services.rules)
     await message.reply_text(stats_text(services, name, start, end, total, rows))
+
+
+async def _grid_stats(services: Services, code: str, name: str, start: datetime,
+                      end: datetime, now: datetime) -> str:
+    """Grid staff's /stats: their grid and everything below it, the grids below by name."""
+    async with services.read_session() as session:
+        view = await gridstats.area_view(session, code, start=start, end=end, now=now,
+                                         rules=services.rules)
+    if view is None:
+        return grid_texts.STATS_GRID_GONE.format(code=code)
+    return grid_stats_text(services, name, start, end, view)
+
+
+def grid_stats_text(services: Services, name: str, start: datetime, end: datetime,
+                    view: dict) -> str:
+    calendar = services.rules.calendar
+    first = calendar.to_local(start).date()
+    last = calendar.to_local(end).date() - timedelta(days=1)
+    node = view["node"]
+    path = " › ".join(p["name"] for p in view["path"]) or node["name"]
+    lines = [texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
+             grid_texts.STATS_GRID_TOTAL.format(
+                 path=path, created=node["created"], dispatched=node["dispatched"],
+                 done=node["done"], completion=texts.percent(node["completion_rate"]),
+                 on_time=texts.percent(node["on_time_rate"]),
+                 satisfaction=texts.percent(node["satisfaction_rate"]),
+                 open=node["open"], red=node["red"], yellow=node["yellow"])]
+    if view["rows"]:
+        lines.append(grid_texts.STATS_GRID_BELOW.format(level=view["level_title"]))
+    for row in view["rows"]:
+        lines.append(grid_texts.STATS_GRID_ROW.format(
+            light=LIGHT_EMOJI.get(row["light"], ""), name=row["name"], created=row["created"],
+            open=row["open"], red=row["red"], completion=texts.percent(row["completion_rate"]),
+            on_time=texts.percent(row["on_time_rate"]),
+            satisfaction=texts.percent(row["satisfaction_rate"])))
+    return fit("\n".join(lines), delivery.MAX_TEXT)
 
 
 def stats_text(services: Services, name: str, start: datetime, end: datetime, total: dict,

@@ -231,44 +231,57 @@ def _filters(department: str | None, kind: str | None) -> list:
     return conditions
 
 
-async def _period_tallies(
-    session: AsyncSession, start: datetime, end: datetime, *,
-    department: str | None = None, kind: str | None = None,
-) -> dict[tuple, Tally]:
-    """Tallies of cases created in [start, end), keyed (department_code, kind, model_version)."""
-    dialect = _dialect(session)
+def period_aggregates(dialect: str) -> list:
+    """The aggregate columns behind a Tally of created cases, in period_tally()'s order.
+
+    Put them after (status, count()) in a query grouped by status and anything else."""
     done = Case.status.in_(DONE_STATUSES)
     hours = (_millis(Case.resolved_at, dialect) - _millis(Case.dispatched_at, dialect)) / 3600000.0
     handled = and_(done, Case.resolved_at.is_not(None), Case.dispatched_at.is_not(None))
     dispatched = Case.dispatched_at.is_not(None)
     with_suggestion = and_(dispatched, Case.suggested_department.is_not(None))
+    return [
+        _count_if(dispatched),
+        _count_if(and_(done, Case.resolved_at.is_not(None), Case.resolve_by.is_not(None))),
+        _count_if(and_(done, Case.resolved_at <= Case.resolve_by)),
+        _count_if(handled),
+        func.sum(case((handled, hours), else_=0.0)),
+        _count_if(Case.satisfaction.in_(RATED)),
+        _count_if(Case.satisfaction.in_(CONTENT)),
+        _count_if(with_suggestion),
+        _count_if(and_(with_suggestion, Case.department_code == Case.suggested_department)),
+    ]
+
+
+# The Tally fields that period_aggregates() computes, in its order.
+PERIOD_FIELDS = ("dispatched", "timed", "on_time", "handled", "handling_hours", "rated",
+                 "content", "suggested", "accepted")
+
+
+def period_tally(status: str, n: int, aggregates) -> Tally:
+    """The Tally of `n` cases in `status` from the values of period_aggregates()."""
+    counts = {name: value or 0 for name, value in zip(PERIOD_FIELDS, aggregates, strict=True)}
+    counts = {name: float(v) if name == "handling_hours" else int(v) for name, v in counts.items()}
+    return Tally(created=n, done=n if status in DONE_STATUSES else 0,
+                 by_status=Counter({status: n}), **counts)
+
+
+async def _period_tallies(
+    session: AsyncSession, start: datetime, end: datetime, *,
+    department: str | None = None, kind: str | None = None,
+) -> dict[tuple, Tally]:
+    """Tallies of cases created in [start, end), keyed (department_code, kind, model_version)."""
     stmt = (
         select(
             Case.department_code, Case.kind, Case.model_version, Case.status,
-            func.count(),
-            _count_if(dispatched),
-            _count_if(and_(done, Case.resolved_at.is_not(None), Case.resolve_by.is_not(None))),
-            _count_if(and_(done, Case.resolved_at <= Case.resolve_by)),
-            _count_if(handled),
-            func.sum(case((handled, hours), else_=0.0)),
-            _count_if(Case.satisfaction.in_(RATED)),
-            _count_if(Case.satisfaction.in_(CONTENT)),
-            _count_if(with_suggestion),
-            _count_if(and_(with_suggestion, Case.department_code == Case.suggested_department)),
+            func.count(), *period_aggregates(_dialect(session)),
         )
         .where(Case.created_at >= start, Case.created_at < end, *_filters(department, kind))
         .group_by(Case.department_code, Case.kind, Case.model_version, Case.status)
     )
     tallies: dict[tuple, Tally] = {}
-    for dept, kind_, version, status, n, disp, timed, on_time, hnd, hrs, rated, content, sug, acc in (
-        await session.exec(stmt)
-    ):
-        tally = Tally(
-            created=n, dispatched=int(disp or 0), done=n if status in DONE_STATUSES else 0,
-            timed=int(timed or 0), on_time=int(on_time or 0), handled=int(hnd or 0),
-            handling_hours=float(hrs or 0), rated=int(rated or 0), content=int(content or 0),
-            suggested=int(sug or 0), accepted=int(acc or 0), by_status=Counter({status: n}),
-        )
+    for dept, kind_, version, status, n, *aggregates in await session.exec(stmt):
+        tally = period_tally(status, n, aggregates)
         key = (dept, kind_, version)
         tallies[key] = tallies[key] + tally if key in tallies else tally
     return tallies
@@ -330,12 +343,14 @@ def _league(
                    light=department_light(tally.red, tally.yellow))
         rows.append(row)
 
-    def worst_first(row):
-        on_time = row["on_time_rate"] if row["on_time_rate"] is not None else 1.0
-        content = row["satisfaction_rate"] if row["satisfaction_rate"] is not None else 1.0
-        return (-row["red"], -row["yellow"], on_time, content, -row["open"], row["code"])
-
     return sorted(rows, key=worst_first)
+
+
+def worst_first(row: dict[str, Any]) -> tuple:
+    """League order: most red, then most yellow, then lowest on-time and satisfaction rates."""
+    on_time = row["on_time_rate"] if row["on_time_rate"] is not None else 1.0
+    content = row["satisfaction_rate"] if row["satisfaction_rate"] is not None else 1.0
+    return (-row["red"], -row["yellow"], on_time, content, -row["open"], row["code"])
 
 
 async def by_department(

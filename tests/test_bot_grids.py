@@ -175,3 +175,33 @@ async def test_the_dashboards_community_panel_counts_located_cases_by_community(
         {"code": "WC-GTL-MY", "name": "梅园社区", "count": 2},
         {"code": "WC-YLD-YX", "name": "银星村", "count": 1},
     ]
+
+
+async def test_grid_staffs_overdue_and_stats_cover_their_grid_and_below_by_name(make_bot):
+    bot = await located_bot(make_bot, auto_dispatch())
+    own = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    below = await bot.report(RESIDENT, "汉王陵公园旁边的自来水管破了，一直在漏水")
+    elsewhere = await bot.report(RESIDENT, "梅园路上的自来水管破了，水流了一地")
+    assert [(await bot.case(ref)).grid_code for ref in (own, below, elsewhere)] == [
+        "WC-YLD-YX-01", "WC-YLD-YX-01-A", "WC-GTL-MY-01"]
+    assert {(await bot.case(ref)).status for ref in (own, below, elsewhere)} == {"dispatched"}
+    bot.clock.advance(days=5)  # past the 1-working-day sign-for limit: all three are red
+
+    overdue = (await bot.say(GRID_STAFF, "/overdue")).content
+    assert "🔴 2 件" in overdue and own in overdue and below in overdue
+    assert elsewhere not in overdue
+    # Each case under the name of the grid it lies in: the worker's own and the micro-grid.
+    assert "【银星村第一网格】🔴 1" in overdue and "【汉王陵片区微网格】🔴 1" in overdue
+
+    report = (await bot.say(GRID_STAFF, "/stats")).content
+    assert "月亮岛街道 › 银星村 › 银星村第一网格：受理 2 件，派单 2 件，办结 0 件" in report
+    assert "当前在办 2 件：🔴 2　🟡 0" in report
+    assert "下辖微网格（按红黄灯排序）：" in report
+    lines = report.splitlines()
+    below_lines = lines[lines.index("下辖微网格（按红黄灯排序）：") + 1:]
+    assert below_lines == [
+        "🔴 汉王陵片区微网格：受理 1，在办 1（🔴 1），办结率 0.0%，按时 —，满意率 —",
+        "🟢 银星新苑微网格：受理 0，在办 0（🔴 0），办结率 —，按时 —，满意率 —",
+    ]
+    assert "梅园" not in report and "全区" not in report
+

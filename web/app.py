@@ -1,7 +1,8 @@
 """The command dashboard (指挥大屏): a read-only Starlette app served beside the bot.
 
 Routes: GET / (page; /?token=SCREEN_TOKEN signs a wall screen in), GET /api/data (JSON the
-page polls), GET /export.csv?from=&to= (staff only), GET/POST /login, POST /logout, GET /healthz,
+page polls), GET /api/grids and /api/grid_shapes (the grid view, web/grids.py),
+GET /export.csv?from=&to= (staff only), GET/POST /login, POST /logout, GET /healthz,
 GET /favicon.ico; the Open311 API under /open311/v2 (web/open311, its own API keys).
 Everything else but /login, /healthz and the static files needs a login.
 """
@@ -54,6 +55,7 @@ from web.access import (
     session_secret,
 )
 from web.export import PeriodError, csv_chunks, parse_period
+from web.grids import GridView, grid_routes
 from web.model_file import ModelFile
 from whistle.preflight import DashboardPortError, bind_port, dashboard_address
 
@@ -282,7 +284,7 @@ async def favicon(request: Request) -> Response:
 async def database_unavailable(request: Request, exc: Exception) -> Response:
     log.error("指挥大屏读取数据库失败: %s", exc)
     message = "数据暂时无法读取，请稍后重试。"
-    if request.url.path == "/api/data":
+    if request.url.path.startswith("/api/"):
         return JSONResponse({"error": message}, status_code=503, headers=NO_STORE)
     return PlainTextResponse(message, status_code=503, headers=NO_STORE)
 
@@ -360,6 +362,7 @@ def create_app(
             Route("/logout", logout, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/favicon.ico", favicon),
+            *grid_routes(),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
             open311_api,
         ],
@@ -378,6 +381,9 @@ def create_app(
         templates=Jinja2Templates(directory=HERE / "templates"),
         model=ModelFile(settings.model_path),
     )
+    dash = app.state.dashboard
+    app.state.grids = GridView(settings, engine, dash.rules, dash.clock,
+                               DataCache(dash.cache.seconds))
     return app
 
 

@@ -32,3 +32,18 @@ HOME_UNAVAILABLE = "本区暂未配置网格信息，暂时无法登记小区或
 HOME_OFFER = ("这次没能确定问题发生在哪个网格，分拨员会人工核实。\n"
               "告诉我您住的小区或村，以后没有定位的问题也能直接交到所在网格：")
 BTN_HOME = "🏠 登记我的小区/村"
+
+# ---------------------------------------------------------------- grid staff's /overdue and /stats
+
+OVERDUE_GRID = "【{grid}】🔴 {red}　🟡 {yellow}"
+OVERDUE_NO_GRID_NAME = "未知网格 {code}"
+STATS_GRID_TOTAL = (
+    "{path}：受理 {created} 件，派单 {dispatched} 件，办结 {done} 件\n"
+    "办结率 {completion}　按时办结率 {on_time}　满意率 {satisfaction}\n"
+    "当前在办 {open} 件：🔴 {red}　🟡 {yellow}"
+)
+STATS_GRID_BELOW = "下辖{level}（按红黄灯排序）："
+STATS_GRID_ROW = ("{light} {name}：受理 {created}，在办 {open}（🔴 {red}），办结率 {completion}，"
+                  "按时 {on_time}，满意率 {satisfaction}")
+STATS_GRID_GONE = ("您登记的网格（{code}）已不在本区网格配置中，暂时无法统计。"
+                   "请联系系统管理员重新登记您的网格。")
