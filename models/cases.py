@@ -282,6 +282,16 @@ def _fixed(columns: dict) -> Callable:
     return effect
 
 
+async def _start_grid_deadlines(session, case, now, rules, values) -> dict:
+    sign_by, resolve_by = rules.grid_deadlines(now)
+    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by,
+            "resolve_by": resolve_by}
+
+
+async def _start_verify(session, case, now, rules, values) -> dict:
+    return {"verify_by": rules.verify_deadline(now)}
+
+
 async def _count_reopen(session, case, now, rules, values) -> dict:
     return {"reopen_count": case.reopen_count + 1}
 
@@ -301,6 +311,9 @@ _EFFECTS: dict[str, Callable] = {
     lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
                                      "survey_sent_at": None, "survey_reminded_at": None}),
     lifecycle.COUNT_REOPEN: _count_reopen,
+    lifecycle.START_GRID_DEADLINES: _start_grid_deadlines,
+    lifecycle.STAMP_WHISTLED: _fixed({"whistled_at": _NOW}),
+    lifecycle.START_VERIFY: _start_verify,
 }
 
 
@@ -375,7 +388,7 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
 # ---------------------------------------------------------------- convenience moves
 
 
-async def _active_department(session: AsyncSession, code: str) -> Department:
+async def active_department(session: AsyncSession, code: str) -> Department:
     dept = await get_department(session, code)
     if dept is None or not dept.active:
         raise InvalidInput("department_inactive", department=code)
@@ -417,7 +430,7 @@ async def dispatch(session: AsyncSession, case_id: int, department_code: str, ac
                    now: datetime, *, rules: Rules, priority: str | None = None,
                    expected_version: int | None = None, current: Case | None = None) -> Case:
     """派单 from submitted/triage: sets the department, dispatched_at, sign_by and resolve_by."""
-    await _active_department(session, department_code)
+    await active_department(session, department_code)
     changes: dict[str, Any] = {"department_code": department_code}
     if priority is not None:
         changes["priority"] = _check_priority(priority)
@@ -432,7 +445,7 @@ async def dispatch(session: AsyncSession, case_id: int, department_code: str, ac
 async def redispatch(session: AsyncSession, case_id: int, department_code: str, actor: Actor,
                      now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """重新分派 by triage of a dispatched or signed case to another department."""
-    await _active_department(session, department_code)
+    await active_department(session, department_code)
     previous = (await get_case(session, case_id)).department_code
     if previous == department_code:
         raise InvalidInput("same_department")
@@ -468,12 +481,22 @@ async def add_progress_note(session: AsyncSession, case_id: int, actor: Actor, n
 
 async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str,
                   now: datetime, *, rules: Rules, photo: str | None = None,
-                  expected_version: int | None = None) -> Case:
-    """办结 with the result told to the reporter (and an optional photo file id)."""
+                  expected_version: int | None = None, verify_grid: str | None = None) -> Case:
+    """办结 with the result told to the reporter (and an optional photo file id); with
+    `verify_grid` the grid's staff verify it first (核查, models/gridwork.py)."""
     result = clean_text(result, field="resolution", min_len=2, max_len=2000)
+    if verify_grid is not None:
+        return await transition(session, case_id, "to_verify", actor, now, rules=rules,
+                                permission="resolve", expected_version=expected_version,
+                                resolution=result, resolution_photo=photo,
+                                handling_grid_code=verify_grid,
+                                details={"result": result, "photo": bool(photo),
+                                         "grid": verify_grid,
+                                         **({"photo_file": photo} if photo else {})})
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
+                            resolved_level="department",
                             details={"result": result, "photo": bool(photo),
                                      # each 办结's photo stays in /case after a reopening
                                      **({"photo_file": photo} if photo else {})})

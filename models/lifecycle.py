@@ -18,6 +18,8 @@ from models.tables import (
     CLOSED,
     DISPATCHED,
     ENTERPRISE,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
     MERGED,
     NOT_ACCEPTED,
     RESIDENT,
@@ -25,6 +27,7 @@ from models.tables import (
     SIGNED,
     SUBMITTED,
     TRIAGE,
+    VERIFYING,
     Case,
 )
 
@@ -75,8 +78,14 @@ STAMP_RESOLVED = "stamp_resolved"      # resolved_at = now
 STAMP_CLOSED = "stamp_closed"          # closed_at = now
 RESET_OUTCOME = "reset_outcome"        # resolved/closed times and the survey (回访) forgotten
 COUNT_REOPEN = "count_reopen"          # reopen_count + 1
+# 吹哨报到 in the grid ([routing] limits): the grid's sign/resolve deadlines, the whistle's
+# stamp, the 核查 deadline.
+START_GRID_DEADLINES = "start_grid_deadlines"  # dispatched_at = now; grid sign_by/resolve_by
+STAMP_WHISTLED = "stamp_whistled"      # whistled_at = now (whistled_by/level: the caller's)
+START_VERIFY = "start_verify"          # verify_by counted from now
 EFFECTS = (START_DEADLINES, RECOUNT_DEADLINES, CLEAR_DEADLINES, FRESH_ALERTS, STAMP_SIGNED,
-           STAMP_RESOLVED, STAMP_CLOSED, RESET_OUTCOME, COUNT_REOPEN)
+           STAMP_RESOLVED, STAMP_CLOSED, RESET_OUTCOME, COUNT_REOPEN, START_GRID_DEADLINES,
+           STAMP_WHISTLED, START_VERIFY)
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,10 @@ class Transition:
     notifies_reporter: bool = False
 
 
-_OPEN = frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED})
+_OPEN = frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED, GRID_ASSIGNED, GRID_SIGNED,
+                   VERIFYING})
 _HANDLED = frozenset({DISPATCHED, SIGNED})  # a department has the case
+_IN_GRID = frozenset({GRID_ASSIGNED, GRID_SIGNED})  # a grid's (or the street's) staff have it
 
 TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     # low confidence → 分拨
@@ -127,10 +138,35 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
                (START_DEADLINES, RESET_OUTCOME, COUNT_REOPEN, FRESH_ALERTS),
                notifies_reporter=True),
     Transition("close", frozenset({RESOLVED}), CLOSED, "closed", (STAMP_CLOSED,)),
+    # 吹哨报到. 交网格办理 (triage, or [routing] grid_first at intake; a 雷锋哨 from the field
+    # starts here too): the deepest grid with staff has it, on the grid's own limits.
+    Transition("to_grid", frozenset({SUBMITTED, TRIAGE}), GRID_ASSIGNED, "to_grid",
+               (START_GRID_DEADLINES, FRESH_ALERTS), notifies_reporter=True),
+    Transition("grid_sign", frozenset({GRID_ASSIGNED}), GRID_SIGNED, "grid_signed",
+               (STAMP_SIGNED, FRESH_ALERTS)),
+    # 小事不出网格 (or 大事不出街镇): resolved where it is; the 回访 follows as for a department.
+    Transition("grid_resolve", _IN_GRID, RESOLVED, "resolved", (STAMP_RESOLVED,),
+               notifies_reporter=True),
+    # 吹哨: up to the street's staff, or straight to a district department, whose 签收 is
+    # its 报到 (timed against its sign limit from the whistle).
+    Transition("whistle_street", _IN_GRID, GRID_ASSIGNED, "whistled",
+               (STAMP_WHISTLED, START_GRID_DEADLINES, FRESH_ALERTS)),
+    Transition("whistle_department", _IN_GRID, DISPATCHED, "whistled",
+               (STAMP_WHISTLED, START_DEADLINES, FRESH_ALERTS)),
+    # 核查: a department's 办结 of a case in a grid waits for the grid's staff to check it on
+    # site ([[departments]] verify_by_grid); passed → resolved (the 回访), failed → back to
+    # the department, still signed, its resolve deadline running on.
+    Transition("to_verify", frozenset({SIGNED}), VERIFYING, "to_verify",
+               (START_VERIFY, FRESH_ALERTS)),
+    Transition("verify_pass", frozenset({VERIFYING}), RESOLVED, "verified", (STAMP_RESOLVED,),
+               notifies_reporter=True),
+    Transition("verify_fail", frozenset({VERIFYING}), SIGNED, "verify_failed",
+               (FRESH_ALERTS,)),
     Transition("merge", _OPEN, MERGED, "merged"),
     # 不予受理 by triage. Not once signed: the department owns the case then and 退回 it
     # first. Nobody handles it any more: no department, no deadlines, no reminders.
-    Transition("not_accept", frozenset({SUBMITTED, TRIAGE, DISPATCHED}), NOT_ACCEPTED,
+    Transition("not_accept", frozenset({SUBMITTED, TRIAGE, DISPATCHED, GRID_ASSIGNED}),
+               NOT_ACCEPTED,
                "not_accepted", (CLEAR_DEADLINES, STAMP_CLOSED, FRESH_ALERTS)),
 )}
 
@@ -141,7 +177,8 @@ NOTICE_EVENTS = tuple(dict.fromkeys(t.event for t in TRANSITIONS.values() if t.n
 
 # Which deadline runs in each status (sign-for while dispatched, resolve once signed); the
 # statuses listed here are the ones lit red/yellow/green. running_deadline_sql() is its twin.
-RUNNING_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
+RUNNING_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by", GRID_ASSIGNED: "sign_by",
+                    GRID_SIGNED: "resolve_by", VERIFYING: "verify_by"}
 LIT_STATUSES = tuple(RUNNING_DEADLINE)
 
 
@@ -159,7 +196,8 @@ def running_deadline_sql() -> ColumnElement:
 
 def running_stage(status: str) -> str | None:
     """"sign" or "resolve": which duty the running deadline is for, or None (not lit)."""
-    return {"sign_by": "sign", "resolve_by": "resolve"}.get(RUNNING_DEADLINE.get(status, ""))
+    return {"sign_by": "sign", "resolve_by": "resolve",
+            "verify_by": "verify"}.get(RUNNING_DEADLINE.get(status, ""))
 
 
 STATUS_NAMES = {
@@ -171,6 +209,9 @@ STATUS_NAMES = {
     CLOSED: "已结案",
     MERGED: "已合并",
     NOT_ACCEPTED: "不予受理",
+    GRID_ASSIGNED: "网格办理中",
+    GRID_SIGNED: "网格已签收",
+    VERIFYING: "待网格核查",
 }
 
 # Display names of the two channels a case comes in by: in full (the bot's posts and
@@ -211,12 +252,18 @@ EVENT_NAMES = {
     "merged": "合并",
     "not_accepted": "不予受理",
     "escalated": "督办",
+    "to_grid": "交网格办理",
+    "grid_signed": "网格签收",
+    "whistled": "吹哨",
+    "to_verify": "部门办结待核查",
+    "verified": "核查通过",
+    "verify_failed": "核查不通过",
 }
 
 # Moves whose repetition has its own wording (error code "already_<action>"); any other
 # repeat is "already_in_status".
 ALREADY_DONE_ACTIONS = frozenset({"sign", "dispatch", "resolve", "close", "merge", "not_accept",
-                                  "to_triage"})
+                                  "to_triage", "to_grid", "grid_sign"})
 
 
 def target_status(action: str, current: str) -> str:

@@ -43,6 +43,7 @@ ROLE_NAMES = {
     "triage": "分拨员",
     "department": "部门工作人员",
     "grid": "网格员",
+    "street": "街镇工作人员",
     "leader": "督办领导",
     "admin": "管理员",
 }
