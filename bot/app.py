@@ -34,6 +34,7 @@ from bot import (
     delivery,
     department,
     duties,
+    grid,
     guards,
     home,
     reporter,
@@ -179,6 +180,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         # The conversations: staff replies in groups, then the reporter's intake.
         department.build(idle),
         triage.build(idle),
+        grid.build(idle),
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
         # Triage (分拨中心) buttons.
@@ -190,11 +192,17 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(triage.show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
         CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
         CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
+        CallbackQueryHandler(triage.to_grid, pattern=cb.pattern(cb.TO_GRID)),
         CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
         CallbackQueryHandler(triage.decide_extension,
                              pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
         # Department (工作群) buttons.
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
+        # Grid and street staff's buttons (吹哨报到), in their private chats.
+        CallbackQueryHandler(grid.sign, pattern=cb.pattern(cb.GRID_SIGN)),
+        CallbackQueryHandler(grid.verify_passed, pattern=cb.pattern(cb.VERIFY_OK)),
+        CallbackQueryHandler(grid.show_whistle_targets, pattern=cb.pattern(cb.WHISTLE)),
+        CallbackQueryHandler(grid.hide_whistle_targets, pattern=cb.pattern(cb.GRID_BACK)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
         CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
         MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),

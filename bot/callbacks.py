@@ -33,6 +33,14 @@ RATE = "rate"  # reporter, 回访: rating <arg> satisfied|basic|unsatisfied (bot
 RATE_NOW = "ratenow"  # reporter, 回访: 直接提交 a 不满意 without a comment, <arg> unsatisfied
 GRID = "grid"  # triage: 修改网格, show the grids below <arg> (the streets without one)
 SET_GRID = "gset"  # triage: place the case in grid <arg>
+TO_GRID = "tg"  # triage: 交网格办理 (the deepest grid with staff)
+GRID_SIGN = "gsign"  # grid/street staff: 签收
+GRID_RESOLVE = "gres"  # grid/street staff: 办结 (asks for the result, then a photo)
+WHISTLE = "wh"  # grid/street staff: 吹哨, show where to
+WHISTLE_TO = "whto"  # grid/street staff: 吹哨 to <arg> "street" or a department (asks why)
+GRID_BACK = "gback"  # grid/street staff: back to the post's own buttons
+VERIFY_OK = "vok"  # grid staff: 核查通过
+VERIFY_FAIL = "vno"  # grid staff: 核查不通过 (asks why)
 # Buttons that are not about a stored case: case_id 0, a nonce or an id in the version field.
 DRAFT = "dr"  # reporter: draft summary, <arg> submit|edit|cancel|text|photo|location|back
 OFFER = "of"  # reporter: start a report with a free message (nonce), <arg> yes|no
@@ -41,10 +49,13 @@ HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report
 NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID})
+                          NOT_ACCEPT_OTHER, DUPLICATE, APPROVE_EXT, REJECT_EXT, GRID, SET_GRID,
+                          TO_GRID})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND})
 REPORTER_VERBS = frozenset({RATE, RATE_NOW, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
-VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS
+GRID_VERBS = frozenset({GRID_SIGN, GRID_RESOLVE, WHISTLE, WHISTLE_TO, GRID_BACK, VERIFY_OK,
+                        VERIFY_FAIL})
+VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS | GRID_VERBS
 # parse() still reads a well-formed verb that is not in the table (a button from an older
 # version of the bot): the catch-all answers it as expired; make() refuses one.
 

@@ -87,6 +87,13 @@ def notice_text(services: Services, case: Case, event: str,
                                               else None)
         result = details.get("result") or case.resolution or ""
         return texts.NOTICE_RESOLVED.format(**fields, result=result), photo
+    if event == "verified":  # 核查通过: the department's 办结, now confirmed on site
+        return (texts.NOTICE_RESOLVED.format(**fields, result=case.resolution or ""),
+                case.resolution_photo)
+    if event == "to_grid":
+        grid = details.get("grid") or case.handling_grid_code
+        name = services.gridmap.name(grid) or grid or ""
+        return texts.NOTICE_TO_GRID.format(**fields, grid=name), None
     if event == "extended":
         deadline = details.get("resolve_by")
         when = local_time(services, datetime.fromisoformat(deadline) if deadline

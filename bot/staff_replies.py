@@ -74,6 +74,7 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
     message = query.message
     set_pending(context, key, message.chat.id, {
         "verb": button.verb, "case_id": button.case_id, "version": button.version,
+        "arg": button.arg,  # e.g. where a 吹哨 goes (bot/grid.py)
         "ref": acted.case.ref, "message_id": message.message_id,
         "photo_post": bool(getattr(message, "photo", None)),
         # The 申请延期 prompt's example date counts from the deadline the presser saw.
@@ -97,7 +98,8 @@ async def finish(update: Update, context: Context, *, key: str, audience: str, a
     waiting = pending(context, key, chat_id)
     if waiting is None:
         return END
-    button = cb.Callback(waiting["verb"], waiting["case_id"], waiting["version"])
+    button = cb.Callback(waiting["verb"], waiting["case_id"], waiting["version"],
+                         waiting.get("arg"))
     try:
         acted = await action(services, update.effective_user.id, button)
     except InvalidInput as exc:

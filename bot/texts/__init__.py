@@ -3,4 +3,5 @@
 from .errors import *
 from .followup import *
 from .grids import *
+from .gridwork import *
 from .intake import *
