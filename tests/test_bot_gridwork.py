@@ -1,0 +1,250 @@
+"""End to end through the bot against the emulator: 吹哨报到 in the grid — 交网格办理, the grid
+worker's 签收 and 吹哨 to 水务局, its 报到 (签收) told to the worker, 办结, 核查通过 → 回访;
+核查不通过, a grid without staff (walk up), the street, forged button data, a second press."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlmodel import select
+
+from bot import callbacks as cb
+from bot import texts
+from models.gridmap import GridMap
+from models.tables import (
+    DISPATCHED,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
+    RESOLVED,
+    SIGNED,
+    TRIAGE,
+    VERIFYING,
+    CaseEvent,
+)
+from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, base_settings, to_triage
+
+pytest_plugins = ["tests.test_bot_kit"]
+
+WATER_TEXT = "小区停水两天了还没来水，自来水管道一直没人来修"
+GRID_STAFF = 9004  # 网格员陈姐, WC-YLD-YX-01
+COMMUNITY_STAFF = 9013  # 银星村片长老刘, WC-YLD-YX (the community above YX-01 … YX-05)
+STREET_STAFF = 9014  # 月亮岛街道周主任, WC-YLD
+IN_YINXING_01 = (28.37, 112.82)
+
+
+def settings_with(*, verify: bool = True, grid_first: tuple[str, ...] = ()):
+    settings = to_triage(base_settings())
+    departments = tuple(replace(d, verify_by_grid=verify and d.code == "water")
+                        for d in settings.departments)
+    return replace(settings, departments=departments,
+                   routing=replace(settings.routing, grid_first=grid_first))
+
+
+async def grid_bot(make_bot, settings=None):
+    bot = await make_bot(settings or settings_with())
+    bot.services.gridmap = GridMap.from_settings(bot.settings)
+    return bot
+
+
+async def events(bot, case_id: int) -> list[CaseEvent]:
+    async with bot.services.session() as session:
+        stmt = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
+        return list((await session.exec(stmt)).all())
+
+
+async def hand_to_grid(bot, ref: str):
+    """Triage presses 交网格办理 on the case's post."""
+    post = await bot.group_post(bot.triage_chat, ref)
+    answer = await bot.press(TRIAGE_STAFF, post, "交网格办理")
+    await bot.settle()
+    return post, answer
+
+
+async def answer_prompt(bot, user: int, chat: int, words: str):
+    """Answer the ForceReply the bot just asked `user` in `chat`; the bot's reply."""
+    ask = await bot.reply(user, chat)
+    assert ask.asks(user), ask.content
+    return await bot.say(user, words, chat=chat)
+
+
+async def resolve_with(bot, user: int, chat: int, result: str):
+    """办结 after the press: the result, no photo; the bot's last reply."""
+    await answer_prompt(bot, user, chat, result)  # → 办结照片?
+    return await bot.say(user, "/skip", chat=chat)
+
+
+async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_verifies(make_bot):
+    bot = await grid_bot(make_bot)
+    ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    assert (await bot.case(ref)).status == TRIAGE
+
+    triage_post, answer = await hand_to_grid(bot, ref)
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code, case.started_in_grid) == (
+        GRID_ASSIGNED, "WC-YLD-YX-01", True)
+    assert "已交 银星村第一网格 办理" in triage_post.content
+    told = await bot.emu.wait_for_message(RESIDENT, lambda m: "就近办理" in m.content, timeout=5)
+    assert "银星村第一网格" in told.content
+
+    # The grid worker gets it in private, signs, then blows the whistle to 水务局.
+    post = await bot.group_post(GRID_STAFF, ref)
+    assert [t for t, _ in post.buttons] == ["✍️ 签收", "📣 吹哨"]
+    assert "办理网格：月亮岛街道 › 银星村 › 银星村第一网格" in post.content
+    await bot.press(GRID_STAFF, post, "签收")
+    assert (await bot.case(ref)).status == GRID_SIGNED
+    assert [t for t, _ in post.buttons] == ["✅ 办结", "📣 吹哨"]
+    await bot.press(GRID_STAFF, post, "吹哨")
+    labels = [t for t, _ in post.buttons]
+    assert labels[0] == "🏛 吹哨至 月亮岛街道" and "水务局" in labels and labels[-1] == "↩️ 返回"
+    await bot.press(GRID_STAFF, post, "水务局")
+    ok = await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "主管道破裂，需要水务局抢修")
+    assert ok.content == texts.WHISTLED_OK.format(ref=ref, target="水务局")
+    await bot.settle()
+
+    case = await bot.case(ref)
+    assert (case.status, case.department_code, case.whistled_by, case.whistle_level) == (
+        DISPATCHED, "water", GRID_STAFF, "grid")
+    assert case.whistled_at == bot.clock() and case.sign_by is not None
+    [whistled] = [e for e in await events(bot, case.id) if e.action == "whistled"]
+    assert whistled.details["reason"] == "主管道破裂，需要水务局抢修"
+    assert whistled.details["from_level"] == "grid"
+
+    # 水务局 reports for duty (签收): the worker who whistled is told, with the time it took.
+    water = bot.department_chat("water")
+    dept_post = await bot.group_post(water, "网格吹哨")
+    assert "网格员陈姐" in dept_post.content and "主管道破裂" in dept_post.content
+    bot.clock.advance(minutes=30)
+    await bot.press(WATER_STAFF, dept_post, "签收")
+    await bot.settle()
+    reported = await bot.emu.wait_for_message(GRID_STAFF, lambda m: "已报到" in m.content,
+                                              timeout=5)
+    assert reported.content == texts.NOTICE_REPORTED.format(department="水务局", ref=ref,
+                                                            span="30分钟")
+    assert (await bot.case(ref)).status == SIGNED
+
+    # 办结 by 水务局 waits for the grid's 核查.
+    await bot.press(WATER_STAFF, dept_post, "办结")
+    await resolve_with(bot, WATER_STAFF, water, "已更换破裂管段，恢复供水")
+    await bot.settle()
+    case = await bot.case(ref)
+    assert case.status == VERIFYING and case.verify_by is not None
+    assert case.handling_grid_code == "WC-YLD-YX-01"
+    assert not any("已办结" in m.content for m in bot.emu.messages(RESIDENT))
+    check = await bot.group_post(GRID_STAFF, "待核查")
+    assert "已更换破裂管段" in check.content
+    assert [t for t, _ in check.buttons] == ["✅ 核查通过", "❌ 核查不通过"]
+
+    # 核查通过: resolved by the department, the reporter hears the result (then the 回访).
+    pressed = check.button_data("核查通过")
+    await bot.press(GRID_STAFF, check, "核查通过")
+    await bot.settle()
+    case = await bot.case(ref)
+    assert (case.status, case.resolved_level) == (RESOLVED, "department")
+    done = await bot.emu.wait_for_message(RESIDENT, lambda m: "已办结" in m.content, timeout=5)
+    assert "已更换破裂管段" in done.content
+    actions = [e.action for e in await events(bot, case.id)]
+    assert actions[actions.index("to_grid"):] == [
+        "to_grid", "grid_signed", "whistled", "signed", "to_verify", "verified"]
+
+    # A second press of the old button: refused, nothing changes.
+    again = await bot.press_data(GRID_STAFF, check, pressed)
+    assert again.get("show_alert") and again.get("text") == texts.BUTTON_EXPIRED
+    assert (await bot.case(ref)).status == RESOLVED
+
+
+async def test_failed_verification_goes_back_to_the_department(make_bot):
+    bot = await grid_bot(make_bot)
+    ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    post = await bot.group_post(bot.triage_chat, ref)
+    await bot.press(TRIAGE_STAFF, post, "确认派至 水务局")
+    await bot.settle()
+    water = bot.department_chat("water")
+    dept_post = await bot.group_post(water, ref)
+    await bot.press(WATER_STAFF, dept_post, "签收")
+    await bot.press(WATER_STAFF, dept_post, "办结")
+    await resolve_with(bot, WATER_STAFF, water, "已修好")
+    await bot.settle()
+    check = await bot.group_post(GRID_STAFF, "待核查")
+
+    await bot.press(GRID_STAFF, check, "核查不通过")
+    short = await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "好")  # too short: asked again
+    assert short.content == texts.REASON_TOO_SHORT.format(min=2)
+    back = await bot.say(GRID_STAFF, "现场仍然没有水，阀门未打开", chat=GRID_STAFF)
+    assert back.content == texts.VERIFY_FAILED_OK.format(ref=ref)
+    await bot.settle()
+    case = await bot.case(ref)
+    assert case.status == SIGNED and case.department_code == "water"
+    back = await bot.group_post(water, "核查不通过")
+    assert "阀门未打开" in back.content and [t for t, _ in back.buttons][0] == "✅ 办结"
+    assert not any("已办结" in m.content for m in bot.emu.messages(RESIDENT))
+
+
+async def test_a_grid_without_staff_walks_up_and_nobody_anywhere_stays_with_triage(make_bot):
+    bot = await grid_bot(make_bot)
+    # 清溪菜市场 lies in 银星村第二网格, which has no staff: the community's 片长 gets it.
+    ref = await bot.report(RESIDENT, "清溪菜市场门口水管爆了，水流了一地")
+    assert (await bot.case(ref)).grid_code == "WC-YLD-YX-02"
+    await hand_to_grid(bot, ref)
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code) == (GRID_ASSIGNED, "WC-YLD-YX")
+    post = await bot.group_post(COMMUNITY_STAFF, ref)
+    assert not any(ref in m.content for m in bot.emu.messages(GRID_STAFF))
+
+    # The 片长 whistles up to the street, which resolves it (大事不出街镇).
+    await bot.press(COMMUNITY_STAFF, post, "吹哨")
+    await bot.press(COMMUNITY_STAFF, post, "吹哨至 月亮岛街道")
+    await answer_prompt(bot, COMMUNITY_STAFF, COMMUNITY_STAFF, "涉及多个村，需要街道协调")
+    await bot.settle()
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code, case.whistle_level) == (
+        GRID_ASSIGNED, "WC-YLD", "community")
+    street_post = await bot.group_post(STREET_STAFF, "请街道（镇）签收办理")
+    assert "涉及多个村" in street_post.content
+    await bot.press(STREET_STAFF, street_post, "吹哨")
+    assert not any("吹哨至" in t for t, _ in street_post.buttons)  # the street is the top
+    await bot.press(STREET_STAFF, street_post, "返回")
+    await bot.press(STREET_STAFF, street_post, "签收")
+    await bot.press(STREET_STAFF, street_post, "办结")
+    await resolve_with(bot, STREET_STAFF, STREET_STAFF, "街道协调抢修，已恢复")
+    await bot.settle()
+    case = await bot.case(ref)
+    assert (case.status, case.resolved_level) == (RESOLVED, "street")
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "街道协调抢修" in m.content, timeout=5)
+
+    # 梅园社区 (高塘岭街道) has no grid staff at all: the case stays with triage, who is told.
+    ref = await bot.report(RESIDENT, "石门苑小区停水两天了，自来水一直没来")
+    assert (await bot.case(ref)).grid_code == "WC-GTL-MY-02"
+    _, answer = await hand_to_grid(bot, ref)
+    assert answer.get("show_alert") and answer.get("text") == texts.ERROR_TEXTS["grid_no_staff"]
+    assert (await bot.case(ref)).status == TRIAGE
+
+
+async def test_grid_first_at_intake_forged_buttons_and_strangers_are_refused(make_bot):
+    bot = await grid_bot(make_bot, settings_with(grid_first=("water",)))
+    ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code) == (GRID_ASSIGNED, "WC-YLD-YX-01")
+    post = await bot.group_post(GRID_STAFF, ref)
+    triage_post = await bot.group_post(bot.triage_chat, ref)
+    assert "网格事项，已交 银星村第一网格 办理" in triage_post.content
+
+    # Another grid's 片长 above may act; the street's staff too; a department may not.
+    refused = await bot.press(WATER_STAFF, post, "签收")
+    assert refused.get("show_alert") and (await bot.case(ref)).status == GRID_ASSIGNED
+    # Forged data: malformed, an unknown verb, another case's id, a whistle to nowhere.
+    for data in ("gsign:xx:1", "zzz:1:1", cb.make(cb.GRID_SIGN, case.id + 999, case.version)):
+        answer = await bot.press_data(GRID_STAFF, post, data)
+        assert answer.get("show_alert") or answer.get("text"), data
+    await bot.press(GRID_STAFF, post, "签收")
+    bogus = cb.make(cb.WHISTLE_TO, case.id, (await bot.case(ref)).version, "nowhere")
+    await bot.press_data(GRID_STAFF, post, bogus)
+    refusal = await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "需要部门支援处理")
+    assert refusal.content == "部门“nowhere”不存在或已停用"
+    case = await bot.case(ref)
+    assert case.status == GRID_SIGNED and case.department_code is None
+
+    # A second 签收 with the same (now old) button: refused politely, nothing changes.
+    first = cb.make(cb.GRID_SIGN, case.id, case.version - 1)
+    second = await bot.press_data(GRID_STAFF, post, first)
+    assert second.get("show_alert")
+    assert (await bot.case(ref)).status == GRID_SIGNED
