@@ -25,8 +25,17 @@ from models import cases, drafts, gridwork, locating, outbox, people, reference
 from models import followup as fq
 from models.cases import Actor
 from models.lifecycle import CaseError, NotPermitted, StaleVersion
-from models.permissions import DEPARTMENT_ACTIONS, can
-from models.tables import SUBMITTED, TRIAGE, URGENT, Case, ExtensionRequest, Grid, Staff
+from models.permissions import DEPARTMENT_ACTIONS, GRID_ROLES, can
+from models.tables import (
+    GRID_REPORT,
+    SUBMITTED,
+    TRIAGE,
+    URGENT,
+    Case,
+    ExtensionRequest,
+    Grid,
+    Staff,
+)
 from models.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -608,3 +617,42 @@ async def verify(services: Services, user_id: int, button: cb.Callback, passed: 
                 session, case.department_code), text, "department", now,
                 markup=posts.department_keyboard(case))
         return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def field_reporter(services: Services, user_id: int) -> Staff:
+    """The grid or street staff member who may blow a 雷锋哨 (/whistle), or a CaseError."""
+    async with services.session() as session:
+        staff = await people.get_staff(session, user_id)
+    if staff is None or staff.role not in GRID_ROLES:
+        raise NotPermitted("field_report_grid_only")
+    if staff.grid_code is None or staff.grid_code not in services.gridmap:
+        raise CaseError("field_report_no_grid")
+    return staff
+
+
+async def field_report(services: Services, user_id: int, display_name: str, text: str,
+                       nonce: int) -> tuple[Case, gridwork.Handler]:
+    """雷锋哨 from the field: a case located in the staff member's own grid (channel
+    grid_report) that starts with the grid's staff at once; the same message twice is one
+    case (`nonce`: its message id)."""
+    staff = await field_reporter(services, user_id)
+    suggestion = suggest(services, text)
+    now = services.clock()
+    settings = services.settings
+    async with services.session() as session:
+        case = await cases.create_case(
+            session, reporter_telegram_id=user_id, text=text, now=now,
+            grid_code=staff.grid_code, located_by=locating.STAFF,
+            suggestions=list(suggestion.top), model_version=suggestion.model_version,
+            idempotency_key=f"field:{user_id}:{nonce}", display_name=display_name,
+            ref_prefix=settings.district.case_prefix, timezone=settings.district.timezone,
+            max_text_chars=settings.conversation.max_text_chars, channel=GRID_REPORT)
+        if case.status != SUBMITTED:  # this message made its case before
+            return case, await gridwork.handler_for(session, case.handling_grid_code)
+        case, handler = await gridwork.to_grid(session, case.id, Actor.SYSTEM, now,
+                                               rules=services.rules, current=case)
+        enterprise = await _enterprise_name(session, case)
+        await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
+                                           enterprise=enterprise),
+                     _triage_post(services, case, now, enterprise=enterprise))
+        return case, handler

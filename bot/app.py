@@ -181,6 +181,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         department.build(idle),
         triage.build(idle),
         grid.build(idle),
+        grid.build_field_report(idle),
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
         # Triage (分拨中心) buttons.

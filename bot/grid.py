@@ -7,6 +7,10 @@ asked with a ForceReply as in bot/department.py:
     办结 ─▶ RESOLVE_RESULT ─▶ RESOLVE_PHOTO (/skip) ─▶ resolved, reporter told
     吹哨 ─▶ 吹哨至 X ─▶ WHISTLE_REASON ─▶ the street's staff or X's 工作群 get it
     核查不通过 ─▶ VERIFY_REASON ─▶ back to the department
+
+and 我要吹哨 (/whistle): a grid worker's own 雷锋哨 from the field, one message long:
+
+    /whistle ─▶ FIELD_TEXT ─▶ a case in their grid, with the grid's staff at once
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from telegram.ext import (
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
 from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, buttons_start_conversations, edit_post
+from bot.common import alert, buttons_start_conversations, edit_post, kick_delivery
 from bot.context import Context
+from bot.conversation import description_problem
 from models.lifecycle import CaseError
 
 GRID = posts.GRID_AUDIENCE
-RESOLVE_RESULT, RESOLVE_PHOTO, WHISTLE_REASON, VERIFY_REASON = range(40, 44)
+RESOLVE_RESULT, RESOLVE_PHOTO, WHISTLE_REASON, VERIFY_REASON, FIELD_TEXT = range(40, 45)
+FIELD_NAME = "field_report"
 END = ConversationHandler.END
 NAME = "grid_staff"
 PENDING = "grid_action"  # user_data key: {chat id: what the staff member is in the middle of}
@@ -245,3 +251,69 @@ def build(idle_minutes: float) -> ConversationHandler:
             allow_reentry=True,
             conversation_timeout=timedelta(minutes=idle_minutes),
         )
+
+
+# ---------------------------------------------------------------- 我要吹哨 (/whistle)
+
+
+async def start_field_report(update: Update, context: Context) -> int:
+    """/whistle: grid and street staff only; ask for the one message that describes it."""
+    try:
+        await actions.field_reporter(context.services, update.effective_user.id)
+    except CaseError as exc:
+        await update.message.reply_text(texts.error_text(exc))
+        return END
+    await update.message.reply_text(texts.ASK_FIELD_REPORT)
+    return FIELD_TEXT
+
+
+async def got_field_report(update: Update, context: Context) -> int | None:
+    text = update.message.text.strip()
+    problem = description_problem(context, text)  # the same rule as a resident's report
+    if problem:
+        await update.message.reply_text(problem)
+        return None
+    user = update.effective_user
+    try:
+        case, handler = await actions.field_report(context.services, user.id, user.full_name,
+                                                   text, update.message.message_id)
+    except CaseError as exc:
+        await update.message.reply_text(texts.error_text(exc))
+        return None
+    kick_delivery(context.application)
+    grid = context.services.gridmap.name(handler.grid_code) if handler else "—"
+    await update.message.reply_text(texts.FIELD_REPORT_OK.format(ref=case.ref, grid=grid))
+    return END
+
+
+async def field_report_not_text(update: Update, context: Context) -> None:
+    await update.effective_message.reply_text(texts.FIELD_REPORT_TEXT_ONLY)
+
+
+async def cancel_field_report(update: Update, context: Context) -> int:
+    await update.effective_message.reply_text(texts.FIELD_REPORT_CANCELLED)
+    return END
+
+
+def build_field_report(idle_minutes: float) -> ConversationHandler:
+    """我要吹哨: /whistle (or the words 我要吹哨) in a private chat, then one message."""
+    private = filters.ChatType.PRIVATE
+    words = filters.UpdateType.MESSAGE & private & filters.TEXT & ~filters.COMMAND
+    return ConversationHandler(
+        entry_points=[
+            CommandHandler("whistle", start_field_report, filters=private),
+            MessageHandler(words & filters.Text([texts.MENU_WHISTLE]), start_field_report),
+        ],
+        states={
+            FIELD_TEXT: [
+                MessageHandler(words, got_field_report),
+                MessageHandler(filters.UpdateType.MESSAGE & private & ~filters.COMMAND,
+                               field_report_not_text),
+            ],
+        },
+        fallbacks=[CommandHandler("cancel", cancel_field_report)],
+        name=FIELD_NAME,
+        persistent=True,
+        allow_reentry=True,
+        conversation_timeout=timedelta(minutes=idle_minutes),
+    )

@@ -164,7 +164,7 @@ async def create_case(
     suggestions: Sequence[tuple[str, float]] = (),
     model_version: str | None = None, idempotency_key: str | None = None,
     display_name: str = "", ref_prefix: str = "WC", timezone: str = "Asia/Shanghai",
-    max_text_chars: int = 5000,
+    max_text_chars: int = 5000, channel: str | None = None,
 ) -> Case:
     """A new case in status "submitted" with events "created" and "classified".
 
@@ -191,7 +191,8 @@ async def create_case(
         photos=list(photos), latitude=latitude, longitude=longitude,
         address=(address or None) and address[:300], out_of_area=out_of_area,
         grid_code=grid_code, located_by=located_by if grid_code else None,
-        out_of_grid=out_of_grid, suggested_department=ranked[0][0] if ranked else None,
+        out_of_grid=out_of_grid, channel=channel,
+        suggested_department=ranked[0][0] if ranked else None,
         suggested_confidence=ranked[0][1] if ranked else None,
         suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
     )
@@ -204,7 +205,8 @@ async def create_case(
                          to_status=case.status,
                          details={"ref": ref, "kind": kind, "photos": len(case.photos),
                                   "grid": case.grid_code, "located_by": case.located_by,
-                                  "out_of_grid": case.out_of_grid})]
+                                  "out_of_grid": case.out_of_grid,
+                                  **({"channel": channel} if channel else {})})]
     if ranked or model_version:
         events.append(_event_row(case.id, Actor.SYSTEM, "classified", now,
                                  details={"suggestions": case.suggestions,

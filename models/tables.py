@@ -30,6 +30,7 @@ VERIFYING = "verifying"
 OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, GRID_ASSIGNED, GRID_SIGNED, VERIFYING)
 
 RESIDENT, ENTERPRISE = "resident", "enterprise"
+GRID_REPORT = "grid_report"  # Case.channel of a 雷锋哨 blown by grid staff from the field
 NORMAL, URGENT = "normal", "urgent"
 
 # Satisfaction (回访) answers; UNRATED = closed without an answer (未评价).

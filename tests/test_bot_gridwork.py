@@ -78,7 +78,7 @@ async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_v
     ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
     assert (await bot.case(ref)).status == TRIAGE
 
-    triage_post, answer = await hand_to_grid(bot, ref)
+    triage_post, _ = await hand_to_grid(bot, ref)
     case = await bot.case(ref)
     assert (case.status, case.handling_grid_code, case.started_in_grid) == (
         GRID_ASSIGNED, "WC-YLD-YX-01", True)
@@ -175,7 +175,7 @@ async def test_failed_verification_goes_back_to_the_department(make_bot):
     case = await bot.case(ref)
     assert case.status == SIGNED and case.department_code == "water"
     back = await bot.group_post(water, "核查不通过")
-    assert "阀门未打开" in back.content and [t for t, _ in back.buttons][0] == "✅ 办结"
+    assert "阀门未打开" in back.content and back.buttons[0][0] == "✅ 办结"
     assert not any("已办结" in m.content for m in bot.emu.messages(RESIDENT))
 
 
@@ -248,3 +248,23 @@ async def test_grid_first_at_intake_forged_buttons_and_strangers_are_refused(mak
     second = await bot.press_data(GRID_STAFF, post, first)
     assert second.get("show_alert")
     assert (await bot.case(ref)).status == GRID_SIGNED
+
+
+async def test_grid_staff_blow_the_whistle_from_the_field(make_bot):
+    bot = await grid_bot(make_bot)
+    refused = await bot.say(RESIDENT, "/whistle")
+    assert refused.content == texts.FIELD_REPORT_NOT_GRID
+    assert (await bot.say(GRID_STAFF, "/whistle")).content == texts.ASK_FIELD_REPORT
+    short = await bot.say(GRID_STAFF, "漏")
+    assert short.content == texts.DESCRIPTION_TOO_SHORT.format(min=4) and not await bot.cases()
+    ok = await bot.say(GRID_STAFF, "福临巷路口井盖破损，晚上有行人绊倒的危险")
+    [case] = await bot.cases()
+    assert ok.content == texts.FIELD_REPORT_OK.format(ref=case.ref, grid="银星村第一网格")
+    assert (case.channel, case.grid_code, case.located_by) == (
+        "grid_report", "WC-YLD-YX-01", "staff")
+    assert (case.status, case.handling_grid_code, case.started_in_grid) == (
+        GRID_ASSIGNED, "WC-YLD-YX-01", True)
+    await bot.settle()
+    post = await bot.group_post(GRID_STAFF, "请签收办理")
+    assert case.ref in post.content and [t for t, _ in post.buttons] == ["✍️ 签收", "📣 吹哨"]
+    await bot.group_post(bot.triage_chat, case.ref)  # triage sees every case

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from models.lifecycle import STATUS_NAMES, CaseError
 
+from .gridwork import FIELD_REPORT_NO_GRID, FIELD_REPORT_NOT_GRID
 from .intake import (
     ALREADY_HANDLING,
     BUTTON_EXPIRED,
@@ -82,6 +83,8 @@ ERROR_TEXTS = {
     "grid_unknown": "该案件还没有确定所在网格，请先点“修改网格”指定",
     "grid_no_staff": "该网格及其上级（直至街道）都没有配置网格工作人员，请派至部门办理",
     "street_no_staff": "所在街道（镇）没有配置工作人员，请直接向区直部门吹哨",
+    "field_report_grid_only": FIELD_REPORT_NOT_GRID,
+    "field_report_no_grid": FIELD_REPORT_NO_GRID,
     "whistle_already_street": "案件已在街道（镇）办理，请向区直部门吹哨",
     "stale_version": BUTTON_EXPIRED,
     "busy": "案件正在被他人处理，请稍后再试",

@@ -60,3 +60,4 @@ FIELD_REPORT_NOT_GRID = "只有网格员和街镇工作人员可以用 /whistle 
 FIELD_REPORT_NO_GRID = "您的账号没有关联网格，请联系管理员在 config.toml 中设置 grid。"
 FIELD_REPORT_TEXT_ONLY = "请用文字描述问题，或发送 /cancel 取消。"
 FIELD_REPORT_CANCELLED = "已取消吹哨。"
+MENU_WHISTLE = "我要吹哨"
