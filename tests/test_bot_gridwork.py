@@ -8,8 +8,10 @@ from dataclasses import replace
 
 from sqlmodel import select
 
+from datetime import timedelta
+
 from bot import callbacks as cb
-from bot import texts
+from bot import duties, texts
 from models.gridmap import GridMap
 from models.tables import (
     DISPATCHED,
@@ -142,6 +144,10 @@ async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_v
     assert (case.status, case.resolved_level) == (RESOLVED, "department")
     done = await bot.emu.wait_for_message(RESIDENT, lambda m: "已办结" in m.content, timeout=5)
     assert "已更换破裂管段" in done.content
+    await duties.run_followup_pass(bot.app, bot.clock())  # the 回访 of a verified case
+    await bot.settle()
+    survey = await bot.emu.wait_for_message(RESIDENT, lambda m: "回访" in m.content, timeout=5)
+    assert ref in survey.content and survey.buttons[0][0] == "😊 满意"
     actions = [e.action for e in await events(bot, case.id)]
     assert actions[actions.index("to_grid"):] == [
         "to_grid", "grid_signed", "whistled", "signed", "to_verify", "verified"]
@@ -268,3 +274,21 @@ async def test_grid_staff_blow_the_whistle_from_the_field(make_bot):
     post = await bot.group_post(GRID_STAFF, "请签收办理")
     assert case.ref in post.content and [t for t, _ in post.buttons] == ["✍️ 签收", "📣 吹哨"]
     await bot.group_post(bot.triage_chat, case.ref)  # triage sees every case
+
+
+async def test_the_grid_gets_its_own_lights_in_private(make_bot):
+    bot = await grid_bot(make_bot)
+    for job in bot.app.job_queue.get_jobs_by_name("followup"):
+        job.schedule_removal()  # the test drives the passes with its clock
+    ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    await hand_to_grid(bot, ref)
+    case = await bot.case(ref)
+    assert case.sign_by == bot.services.rules.grid_deadlines(case.dispatched_at)[0]
+    bot.clock.now = case.sign_by + timedelta(minutes=5)
+    await duties.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    alarm = await bot.emu.wait_for_message(GRID_STAFF, lambda m: "超时报警" in m.content,
+                                           timeout=5)
+    assert ref in alarm.content and "签收已超时" in alarm.content
+    assert [t for t, _ in alarm.buttons] == ["✍️ 签收", "📣 吹哨"]
+    assert not any("超时报警" in m.content for m in bot.emu.messages(COMMUNITY_STAFF))
