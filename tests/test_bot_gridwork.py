@@ -5,10 +5,9 @@ worker's 签收 and 吹哨 to 水务局, its 报到 (签收) told to the worker,
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from sqlmodel import select
-
-from datetime import timedelta
 
 from bot import callbacks as cb
 from bot import duties, texts
