@@ -504,12 +504,16 @@ async def to_grid(services: Services, user_id: int, button: cb.Callback) -> Acte
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
+        old_chat = await _department_chat(session, case.department_code)
         case, handler = await gridwork.to_grid(session, case.id, Actor.staff(user_id), now,
                                                rules=services.rules,
                                                expected_version=button.version)
         enterprise = await _enterprise_name(session, case)
+        moved = texts.NOTICE_MOVED_AWAY.format(ref=case.ref,
+                                               department=_grid_name(services, handler.grid_code))
         await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
                                            enterprise=enterprise),
+                     _released(case, "moved_away", old_chat, moved, now),
                      await notices.reporter_notice(session, services, case, "to_grid", now,
                                                    details={"grid": handler.grid_code}))
         return Acted(case, staff, enterprise)

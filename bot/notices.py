@@ -40,7 +40,7 @@ RECENT_VERSIONS = 20
 SUPERSEDED = "superseded by a later change"
 # Changes after which the department a waiting 派单 notice names no longer has the case: the
 # notice is dropped, not sent first (a 退回 drops it itself: the reporter is not told of it).
-ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged"})
+ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged", "to_grid"})
 
 
 def notice_key(case_id: int, event: str, version: int, chat_id: int) -> str:

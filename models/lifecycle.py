@@ -140,7 +140,8 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     Transition("close", frozenset({RESOLVED}), CLOSED, "closed", (STAMP_CLOSED,)),
     # 吹哨报到. 交网格办理 (triage, or [routing] grid_first at intake; a 雷锋哨 from the field
     # starts here too): the deepest grid with staff has it, on the grid's own limits.
-    Transition("to_grid", frozenset({SUBMITTED, TRIAGE}), GRID_ASSIGNED, "to_grid",
+    # (a case dispatched but not yet signed too: triage may take it back to the grid)
+    Transition("to_grid", frozenset({SUBMITTED, TRIAGE, DISPATCHED}), GRID_ASSIGNED, "to_grid",
                (START_GRID_DEADLINES, FRESH_ALERTS), notifies_reporter=True),
     Transition("grid_sign", frozenset({GRID_ASSIGNED}), GRID_SIGNED, "grid_signed",
                (STAMP_SIGNED, FRESH_ALERTS)),

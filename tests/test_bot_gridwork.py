@@ -4,6 +4,8 @@ worker's 签收 and 吹哨 to 水务局, its 报到 (签收) told to the worker,
 
 from __future__ import annotations
 
+import asyncio
+import io
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,6 +13,7 @@ from sqlmodel import select
 
 from bot import callbacks as cb
 from bot import duties, texts
+from bot.run import run_demo
 from models.gridmap import GridMap
 from models.tables import (
     DISPATCHED,
@@ -23,6 +26,7 @@ from models.tables import (
     CaseEvent,
 )
 from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, base_settings, to_triage
+from tests.test_terminal import TIMEOUT, demo_cases, demo_settings, in_order
 
 pytest_plugins = ["tests.test_bot_kit"]
 
@@ -291,3 +295,33 @@ async def test_the_grid_gets_its_own_lights_in_private(make_bot):
     assert ref in alarm.content and "签收已超时" in alarm.content
     assert [t for t, _ in alarm.buttons] == ["✍️ 签收", "📣 吹哨"]
     assert not any("超时报警" in m.content for m in bot.emu.messages(COMMUNITY_STAFF))
+
+
+async def test_the_demo_plays_the_grid_path_of_the_readme(tmp_path, model_path):
+    """README's grid walkthrough through `whistle demo`: 交网格办理 → 签收 → 吹哨 市政局 → 报到 →
+    办结 → 核查通过 → 回访 (市政局 has verify_by_grid in config.toml)."""
+    settings = await demo_settings(tmp_path, model_path)
+    text = "福临巷路口的井盖破损了，晚上有人绊倒"
+    script = [
+        "/report", f":wait {texts.ASK_DESCRIPTION}", text, f":wait {texts.ASK_PHOTO}",
+        "/skip", ":wait 位置", ":loc 28.37 112.82", f":wait {texts.SUMMARY_TITLE}",
+        "1", ":wait 已受理",
+        ":as 分拨员小李", f":wait {text}", "6", ":wait 已交 银星村第一网格 办理",
+        ":as 网格员陈姐", ":wait 请签收办理", "1", ":wait 已签收",
+        "2", ":wait 2", ":press 3", ":wait 吹哨理由",
+        "井盖需要市政更换", ":wait 已吹哨",
+        ":as 市政局李工", ":wait 网格吹哨", "1", ":wait 已签收",
+        "1", f":wait {texts.ASK_RESOLUTION}", "已更换新井盖", f":wait {texts.ASK_RESOLUTION_PHOTO}",
+        "/skip", ":wait 已办结",
+        ":as 网格员陈姐", ":wait 待核查", "1", ":wait 核查通过",
+        ":as 居民王阿姨", ":wait 回访", ":quit",
+    ]
+    out = io.StringIO()
+    await asyncio.wait_for(run_demo(settings, input_lines=script, out=out), TIMEOUT)
+    shown = out.getvalue()
+    assert "（等待" not in shown, shown  # every :wait saw what it waited for
+    in_order(shown, "（已点击“🏘 交网格办理”）", "（已点击“✍️ 签收”）", "（已点击“市政局”）",
+             "市政局 已报到", "（已点击“✅ 核查通过”）", "办理结果：已更换新井盖")
+    [case] = await demo_cases(settings)
+    assert (case.department_code, case.resolved_level, case.whistle_level) == (
+        "municipal", "department", "grid")
