@@ -9,6 +9,7 @@ import io
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlmodel import select
 
 from bot import callbacks as cb
@@ -29,6 +30,13 @@ from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, base_setting
 from tests.test_terminal import TIMEOUT, demo_cases, demo_settings, in_order
 
 pytest_plugins = ["tests.test_bot_kit"]
+
+
+@pytest.fixture
+def bot_engine(engine):
+    """Each test on both stores: SQLite, and PostgreSQL when TEST_DATABASE_URL is set."""
+    return engine
+
 
 WATER_TEXT = "小区停水两天了还没来水，自来水管道一直没人来修"
 GRID_STAFF = 9004  # 网格员陈姐, WC-YLD-YX-01
