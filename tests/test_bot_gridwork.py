@@ -333,3 +333,16 @@ async def test_the_demo_plays_the_grid_path_of_the_readme(tmp_path, model_path):
     [case] = await demo_cases(settings)
     assert (case.department_code, case.resolved_level, case.whistle_level) == (
         "municipal", "department", "grid")
+
+
+async def test_street_staff_must_belong_to_a_street(engine):
+    from models import reference
+    from models.engine import session_scope
+    from whistle.config import ConfigError, StaffConfig
+
+    settings = base_settings()
+    wrong = StaffConfig(telegram_id=9099, name="街道新人", role="street", grid="WC-YLD-YX")
+    settings = replace(settings, staff=(*settings.staff, wrong))
+    with pytest.raises(ConfigError, match="9099 的 grid 应为街道（镇）级网格编码，而不是 WC-YLD-YX"):
+        async with session_scope(engine) as session:
+            await reference.sync_reference_data(session, settings)
