@@ -311,7 +311,8 @@ _EFFECTS: dict[str, Callable] = {
     lifecycle.STAMP_RESOLVED: _fixed({"resolved_at": _NOW}),
     lifecycle.STAMP_CLOSED: _fixed({"closed_at": _NOW}),
     lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
-                                     "survey_sent_at": None, "survey_reminded_at": None}),
+                                     "resolved_level": None, "survey_sent_at": None,
+                                     "survey_reminded_at": None}),
     lifecycle.COUNT_REOPEN: _count_reopen,
     lifecycle.START_GRID_DEADLINES: _start_grid_deadlines,
     lifecycle.STAMP_WHISTLED: _fixed({"whistled_at": _NOW}),
@@ -498,7 +499,7 @@ async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
-                            resolved_level="department",
+                            resolved_level=lifecycle.DEPARTMENT_LEVEL,
                             details={"result": result, "photo": bool(photo),
                                      # each 办结's photo stays in /case after a reopening
                                      **({"photo_file": photo} if photo else {})})
@@ -593,8 +594,10 @@ async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
                             satisfaction_comment=comment,
                             details={"rating": rating, "comment": comment})
     if rating == UNSATISFIED:
-        return await transition(session, case_id, "reopen", actor, now, rules=rules,
-                                details={"comment": comment})
+        back_to_grid = case.resolved_level in lifecycle.RESOLVED_IN_GRID and \
+            case.handling_grid_code is not None
+        return await transition(session, case_id, "reopen_grid" if back_to_grid else "reopen",
+                                actor, now, rules=rules, details={"comment": comment})
     return await transition(session, case_id, "close", actor, now, rules=rules)
 
 

@@ -18,15 +18,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.cases import Actor, active_department, get_case, transition
 from models.deadlines import Rules
-from models.lifecycle import CaseError
+from models.lifecycle import DEPARTMENT_LEVEL, GRID_LEVEL, STREET_LEVEL, CaseError
 from models.permissions import GRID_ROLES
 from models.tables import Case, Grid, Staff
 from models.validation import clean_text
 
 STREET = "street"
-# Where a case was resolved (Case.resolved_level): 小事不出网格率 counts "grid", 大事不出街镇率
-# "grid" and "street".
-GRID_LEVEL, STREET_LEVEL, DEPARTMENT_LEVEL = "grid", "street", "department"
 MAX_WALK = 12  # grid levels walked up at most (a parent loop in the data never hangs)
 
 

@@ -76,7 +76,7 @@ FRESH_ALERTS = "fresh_alerts"          # reminders sent for the old deadline are
 STAMP_SIGNED = "stamp_signed"          # signed_at = now
 STAMP_RESOLVED = "stamp_resolved"      # resolved_at = now
 STAMP_CLOSED = "stamp_closed"          # closed_at = now
-RESET_OUTCOME = "reset_outcome"        # resolved/closed times and the survey (回访) forgotten
+RESET_OUTCOME = "reset_outcome"        # resolved/closed times, level and the 回访 forgotten
 COUNT_REOPEN = "count_reopen"          # reopen_count + 1
 # 吹哨报到 in the grid ([routing] limits): the grid's sign/resolve deadlines, the whistle's
 # stamp, the 核查 deadline.
@@ -163,6 +163,10 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
                notifies_reporter=True),
     Transition("verify_fail", frozenset({VERIFYING}), SIGNED, "verify_failed",
                (FRESH_ALERTS,)),
+    # 不满意 with a case the grid (or street) resolved: back to that grid's staff
+    Transition("reopen_grid", frozenset({RESOLVED, CLOSED}), GRID_ASSIGNED, "reopened",
+               (START_GRID_DEADLINES, RESET_OUTCOME, COUNT_REOPEN, FRESH_ALERTS),
+               notifies_reporter=True),
     Transition("merge", _OPEN, MERGED, "merged"),
     # 不予受理 by triage. Not once signed: the department owns the case then and 退回 it
     # first. Nobody handles it any more: no department, no deadlines, no reminders.
@@ -175,6 +179,11 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
 # the reporter is told about.
 TRANSITION_EVENTS = frozenset(t.event for t in TRANSITIONS.values())
 NOTICE_EVENTS = tuple(dict.fromkeys(t.event for t in TRANSITIONS.values() if t.notifies_reporter))
+
+# Where a case was resolved (Case.resolved_level): in the grid (小事不出网格), at the street
+# (大事不出街镇) or by a district department. A case the grid or street resolved reopens there.
+GRID_LEVEL, STREET_LEVEL, DEPARTMENT_LEVEL = "grid", "street", "department"
+RESOLVED_IN_GRID = frozenset({GRID_LEVEL, STREET_LEVEL})
 
 # Which deadline runs in each status (sign-for while dispatched, resolve once signed); the
 # statuses listed here are the ones lit red/yellow/green. running_deadline_sql() is its twin.

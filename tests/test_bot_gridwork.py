@@ -346,3 +346,38 @@ async def test_street_staff_must_belong_to_a_street(engine):
     with pytest.raises(ConfigError, match="9099 的 grid 应为街道（镇）级网格编码，而不是 WC-YLD-YX"):
         async with session_scope(engine) as session:
             await reference.sync_reference_data(session, settings)
+
+
+async def test_resolved_in_the_grid_and_unsatisfied_goes_back_to_the_grid(make_bot):
+    bot = await grid_bot(make_bot, settings_with(grid_first=("water",)))
+    for job in bot.app.job_queue.get_jobs_by_name("followup"):
+        job.schedule_removal()
+    ref = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    post = await bot.group_post(GRID_STAFF, "请签收办理")
+    await bot.press(GRID_STAFF, post, "签收")
+    await bot.press(GRID_STAFF, post, "办结")
+    ask = await bot.reply(GRID_STAFF)
+    assert ask.asks(GRID_STAFF) and ask.content.endswith(texts.ASK_RESOLUTION)
+    assert (await bot.say(GRID_STAFF, "已联系物业关闭总阀并修好")).content.endswith(
+        texts.ASK_RESOLUTION_PHOTO)
+    bot.emu.send_photo(GRID_STAFF)
+    assert (await bot.reply(GRID_STAFF)).content == texts.GRID_RESOLVED_OK.format(ref=ref)
+    await bot.settle()
+    case = await bot.case(ref)
+    assert (case.status, case.resolved_level, case.department_code) == (RESOLVED, "grid", None)
+    assert case.resolution_photo
+    done = await bot.emu.wait_for_message(RESIDENT, lambda m: "已办结" in m.content, timeout=5)
+    assert "已联系物业关闭总阀并修好" in done.content and done.photo
+
+    await duties.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    survey = await bot.emu.wait_for_message(RESIDENT, lambda m: "回访" in m.content, timeout=5)
+    await bot.press(RESIDENT, survey, "不满意")
+    await bot.reply(RESIDENT)  # 说说哪里不满意
+    bot.emu.send_text(RESIDENT, "还是没有水")
+    again = await bot.emu.wait_for_message(GRID_STAFF, lambda m: "重新办理" in m.content,
+                                           timeout=5)
+    assert "还是没有水" in again.content and again.buttons[0][0] == "✍️ 签收"
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code, case.resolved_level, case.reopen_count) == (
+        GRID_ASSIGNED, "WC-YLD-YX-01", None, 1)

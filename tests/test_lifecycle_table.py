@@ -39,7 +39,7 @@ WRITES = {
     lifecycle.STAMP_SIGNED: {"signed_at"},
     lifecycle.STAMP_RESOLVED: {"resolved_at"},
     lifecycle.STAMP_CLOSED: {"closed_at"},
-    lifecycle.RESET_OUTCOME: {"resolved_at", "closed_at", *_SURVEY},
+    lifecycle.RESET_OUTCOME: {"resolved_at", "closed_at", "resolved_level", *_SURVEY},
     lifecycle.COUNT_REOPEN: {"reopen_count"},
     lifecycle.START_GRID_DEADLINES: {"dispatched_at", "signed_at", "sign_by", "resolve_by"},
     lifecycle.STAMP_WHISTLED: {"whistled_at"},

@@ -61,3 +61,7 @@ FIELD_REPORT_NO_GRID = "您的账号没有关联网格，请联系管理员在 c
 FIELD_REPORT_TEXT_ONLY = "请用文字描述问题，或发送 /cancel 取消。"
 FIELD_REPORT_CANCELLED = "已取消吹哨。"
 MENU_WHISTLE = "我要吹哨"
+
+# ---------------------------------------------------------------- 不满意 with the grid's 办结
+
+POST_GRID_REOPENED = "🔁 重新办理 {ref}：反映人不满意，请重新签收办理\n反映人意见：{comment}"
