@@ -159,6 +159,10 @@ async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_v
     await bot.settle()
     survey = await bot.emu.wait_for_message(RESIDENT, lambda m: "回访" in m.content, timeout=5)
     assert ref in survey.content and survey.buttons[0][0] == "😊 满意"
+    timeline = await bot.say(GRID_STAFF, f"/case {ref}")
+    assert "交网格办理：月亮岛街道 › 银星村 › 银星村第一网格" in timeline.content
+    assert "吹哨：至 水务局，理由：主管道破裂，需要水务局抢修" in timeline.content
+    assert "核查通过" in timeline.content
     actions = [e.action for e in await events(bot, case.id)]
     assert actions[actions.index("to_grid"):] == [
         "to_grid", "grid_signed", "whistled", "signed", "to_verify", "verified"]
