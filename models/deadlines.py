@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from models.lifecycle import running_deadline
+from models.lifecycle import light_start, running_deadline
 from models.tables import URGENT, Case, Department
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
@@ -185,7 +185,7 @@ class Rules:
 
 def case_light(case: Case, now: datetime, rules: Rules) -> str | None:
     """红黄灯 of an open case against its current deadline (sign-for, then resolve); else None."""
-    deadline = running_deadline(case)
-    if deadline is None or case.dispatched_at is None:
+    deadline, start = running_deadline(case), light_start(case)
+    if deadline is None or start is None:
         return None
-    return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)
+    return traffic_light(now, start, deadline, rules.yellow_ratio)

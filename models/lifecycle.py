@@ -157,12 +157,13 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     # 核查: a department's 办结 of a case in a grid waits for the grid's staff to check it on
     # site ([[departments]] verify_by_grid); passed → resolved (the 回访), failed → back to
     # the department, still signed, its resolve deadline running on.
+    # resolved_at is the department's 办结 (its handling time; the 核查 light starts there).
     Transition("to_verify", frozenset({SIGNED}), VERIFYING, "to_verify",
-               (START_VERIFY, FRESH_ALERTS)),
-    Transition("verify_pass", frozenset({VERIFYING}), RESOLVED, "verified", (STAMP_RESOLVED,),
+               (STAMP_RESOLVED, START_VERIFY, FRESH_ALERTS)),
+    Transition("verify_pass", frozenset({VERIFYING}), RESOLVED, "verified",
                notifies_reporter=True),
     Transition("verify_fail", frozenset({VERIFYING}), SIGNED, "verify_failed",
-               (FRESH_ALERTS,)),
+               (RESET_OUTCOME, FRESH_ALERTS)),
     # 不满意 with a case the grid (or street) resolved: back to that grid's staff
     Transition("reopen_grid", frozenset({RESOLVED, CLOSED}), GRID_ASSIGNED, "reopened",
                (START_GRID_DEADLINES, RESET_OUTCOME, COUNT_REOPEN, FRESH_ALERTS),
@@ -202,6 +203,22 @@ def running_deadline_sql() -> ColumnElement:
     """running_deadline() as a SQL expression over the case table (NULL where not lit)."""
     return sql_case(*((col(Case.status) == status, col(getattr(Case, name)))
                       for status, name in RUNNING_DEADLINE.items()), else_=null())
+
+
+# When the running deadline's window opened (the light's start): the dispatch (to a
+# department or a grid), except for 核查, which opens with the department's 办结.
+LIGHT_START = {VERIFYING: "resolved_at"}
+
+
+def light_start(case: Case) -> datetime | None:
+    """The start of the window the case's light is measured in (see LIGHT_START)."""
+    return getattr(case, LIGHT_START.get(case.status, "dispatched_at"))
+
+
+def light_start_sql() -> ColumnElement:
+    """light_start() as a SQL expression over the case table."""
+    return sql_case(*((col(Case.status) == status, col(getattr(Case, name)))
+                      for status, name in LIGHT_START.items()), else_=col(Case.dispatched_at))
 
 
 def running_stage(status: str) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlmodel import select
@@ -24,6 +24,7 @@ from models.tables import (
     SIGNED,
     TRIAGE,
     VERIFYING,
+    Case,
     CaseEvent,
 )
 from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, base_settings, to_triage
@@ -385,3 +386,31 @@ async def test_resolved_in_the_grid_and_unsatisfied_goes_back_to_the_grid(make_b
     case = await bot.case(ref)
     assert (case.status, case.handling_grid_code, case.resolved_level, case.reopen_count) == (
         GRID_ASSIGNED, "WC-YLD-YX-01", None, 1)
+
+
+async def test_the_verify_light_runs_from_the_departments_resolution(seeded):
+    """核查's window opens at the department's 办结 (resolved_at), and its SQL twin agrees."""
+    from sqlalchemy import update
+
+    from models import stats
+    from models.deadlines import GREEN, RED, YELLOW, case_light
+    from models.engine import session_scope
+
+    now = datetime(2026, 11, 24, 2, 0)
+    case = await seeded.case_in(VERIFYING, now)
+    async with session_scope(seeded.engine) as session:  # dispatched three days before
+        await session.exec(update(Case).where(Case.id == case.id)
+                           .values(dispatched_at=now - timedelta(days=3)))
+    async with session_scope(seeded.engine) as session:
+        case = await session.get(Case, case.id)
+    assert case.resolved_at == now and case.verify_by == seeded.rules.verify_deadline(now)
+    window = case.verify_by - now
+    for offset, light in ((window * 0.5, GREEN), (window * 0.9, YELLOW),
+                          (window + timedelta(minutes=1), RED)):
+        at = now + offset
+        assert case_light(case, at, seeded.rules) == light
+        is_red, is_yellow = stats.light_sql(at, seeded.rules.yellow_ratio, seeded.dialect)
+        async with session_scope(seeded.engine) as session:
+            row = (await session.exec(select(is_red, is_yellow).where(
+                Case.id == case.id))).one()
+        assert (bool(row[0]), bool(row[1])) == (light == RED, light == YELLOW), offset
