@@ -22,12 +22,22 @@ from bot import callbacks as cb
 from bot import notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
-from models import cases, drafts, locating, outbox, parts, people, reference
+from models import cases, drafts, gridwork, locating, outbox, parts, people, reference
 from models import followup as fq
 from models.cases import Actor
 from models.lifecycle import CaseError, CaseNotFound, NotPermitted, StaleVersion
-from models.permissions import DEPARTMENT_ACTIONS, can, can_on_part
-from models.tables import SUBMITTED, TRIAGE, URGENT, Case, CasePart, ExtensionRequest, Staff
+from models.permissions import DEPARTMENT_ACTIONS, GRID_ROLES, can, can_on_part
+from models.tables import (
+    GRID_REPORT,
+    SUBMITTED,
+    TRIAGE,
+    URGENT,
+    Case,
+    CasePart,
+    ExtensionRequest,
+    Grid,
+    Staff,
+)
 from models.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -158,6 +168,8 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         enterprise = await _enterprise_name(session, case)
         # A location outside the district, or outside every grid, is for a person to judge
         # (不属于本区职责? which grid?), however sure the classifier is of the department.
+        if await _start_in_grid(session, services, case, suggestion, now):
+            return case, True
         auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
         target = draft.department or (suggestion.label if auto else None)
         dept = await reference.get_department(session, target) if target else None
@@ -179,6 +191,35 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
     return case, True
 
 
+def _grid_first(services: Services, case: Case, suggestion) -> bool:
+    """[routing] grid_first: a confident kind of case that starts with its grid's staff."""
+    return (suggestion.confident and suggestion.label in services.settings.routing.grid_first
+            and case.grid_code is not None and not (case.out_of_area or case.out_of_grid))
+
+
+async def _start_in_grid(session: AsyncSession, services: Services, case: Case, suggestion,
+                         now: datetime) -> bool:
+    """小事不出网格: hand a grid matter to its grid's staff at intake (False: nobody there,
+    or not a grid matter; it is routed as any other case)."""
+    if not _grid_first(services, case, suggestion):
+        return False
+    try:
+        moved, handler = await gridwork.to_grid(session, case.id, Actor.SYSTEM, now,
+                                                rules=services.rules, current=case)
+    except CaseError:
+        return False  # no grid staff up to the street: triage or the department decides
+    enterprise = await _enterprise_name(session, moved)
+    headline = texts.POST_GRID_FIRST.format(grid=_grid_name(services, handler.grid_code))
+    reporter = await fq.reporter_chat(session, moved)
+    await _queue(session, *_grid_posts(services, moved, "to_grid", handler.staff, now,
+                                       enterprise=enterprise),
+                 await notices.reporter_notice(session, services, moved, "to_grid", now,
+                                               chat_id=reporter, new_case=True,
+                                               details={"grid": handler.grid_code}),
+                 _triage_post(services, moved, now, enterprise=enterprise, headline=headline))
+    return True
+
+
 # ---------------------------------------------------------------- staff buttons
 
 
@@ -194,6 +235,14 @@ def permission_for(verb: str, case: Case) -> str:
         cb.URGENT: "set_priority",
         cb.GRID: "set_grid",
         cb.SET_GRID: "set_grid",
+        cb.TO_GRID: "to_grid",
+        cb.GRID_SIGN: "grid_sign",
+        cb.GRID_RESOLVE: "grid_resolve",
+        cb.WHISTLE: "whistle",
+        cb.WHISTLE_TO: "whistle",
+        cb.GRID_BACK: "view",
+        cb.VERIFY_OK: "verify",
+        cb.VERIFY_FAIL: "verify",
         cb.NOT_ACCEPT: "not_accept",
         cb.NOT_ACCEPT_AS: "not_accept",
         cb.NOT_ACCEPT_OTHER: "not_accept",
@@ -402,7 +451,8 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
         staff, case = await _authorize(session, user_id, button)
         case = await cases.sign_for(session, case.id, Actor.staff(user_id), now,
                                     rules=services.rules, expected_version=button.version)
-        await _queue(session, await notices.reporter_notice(session, services, case, "signed", now))
+        await _queue(session, await notices.reporter_notice(session, services, case, "signed", now),
+                     _reported(services, case, now))
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -432,12 +482,19 @@ async def resolve_case(services: Services, user_id: int, button: cb.Callback, re
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
+        verifier = await _verifier(session, services, case)
         case = await cases.resolve(session, case.id, Actor.staff(user_id), result, now,
                                    rules=services.rules, photo=photo,
-                                   expected_version=button.version)
-        await _queue(session, await notices.reporter_notice(
-            session, services, case, "resolved", now, details={"photo_file": photo}))
-        return Acted(case, staff, await _enterprise_name(session, case))
+                                   expected_version=button.version,
+                                   verify_grid=verifier.grid_code if verifier else None)
+        enterprise = await _enterprise_name(session, case)
+        if verifier is not None:  # 核查 first; the reporter hears of the 办结 once it passes
+            await _queue(session, *_grid_posts(services, case, "to_verify", verifier.staff, now,
+                                               enterprise=enterprise))
+        else:
+            await _queue(session, await notices.reporter_notice(
+                session, services, case, "resolved", now, details={"photo_file": photo}))
+        return Acted(case, staff, enterprise)
 
 
 async def ask_extension(services: Services, user_id: int, button: cb.Callback, reason: str,
@@ -612,3 +669,204 @@ async def override_parts(services: Services, user_id: int, ref: str, reason: str
                     ref=case.ref, reason=reason), "department", now))
         await _queue(session, *rows)
         return Acted(case, staff, parts=tuple(waived))
+
+
+# ---------------------------------------------------------------- 吹哨报到 in the grid
+
+
+def _grid_name(services: Services, code: str | None) -> str:
+    return services.gridmap.name(code) or code or "—"
+
+
+def _grid_posts(services: Services, case: Case, event: str, staff: tuple[int, ...],
+                now: datetime, *, enterprise: str | None, headline: str | None = None
+                ) -> list[dict | None]:
+    """The case's post to each grid (or street) staff member, in their private chat."""
+    text = posts.grid_text(case, services, enterprise=enterprise, headline=headline)
+    photo = case.photos[0] if case.photos else None
+    return [notices.push_row(case, event, chat_id, text, "grid", now,
+                             markup=posts.grid_keyboard(case), photo=photo)
+            for chat_id in staff]
+
+
+def _reported(services: Services, case: Case, now: datetime) -> dict | None:
+    """报到: the grid worker who blew the whistle hears that the department signed, and how
+    long after the whistle."""
+    if case.whistled_by is None or case.whistled_at is None:
+        return None
+    span = texts.span((now - case.whistled_at).total_seconds())
+    text = texts.NOTICE_REPORTED.format(
+        department=department_name(services, case.department_code), ref=case.ref, span=span)
+    return notices.push_row(case, "reported", case.whistled_by, text, "grid", now)
+
+
+async def _verifier(session: AsyncSession, services: Services,
+                    case: Case) -> gridwork.Handler | None:
+    """Who verifies this department's 办结 on site (核查), if its department wants it."""
+    dept = services.settings.department(case.department_code or "")
+    if dept is None or not dept.verify_by_grid:
+        return None
+    return await gridwork.verifier_for(session, case)
+
+
+async def to_grid(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Triage 交网格办理: the case goes to the deepest grid with staff; they get its post."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        old_chat = await _department_chat(session, case.department_code)
+        case, handler = await gridwork.to_grid(session, case.id, Actor.staff(user_id), now,
+                                               rules=services.rules,
+                                               expected_version=button.version)
+        enterprise = await _enterprise_name(session, case)
+        moved = texts.NOTICE_MOVED_AWAY.format(ref=case.ref,
+                                               department=_grid_name(services, handler.grid_code))
+        await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
+                                           enterprise=enterprise),
+                     _released(case, "moved_away", old_chat, moved, now),
+                     await notices.reporter_notice(session, services, case, "to_grid", now,
+                                                   details={"grid": handler.grid_code}))
+        return Acted(case, staff, enterprise)
+
+
+async def grid_sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """The grid's (or street's) 签收."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await gridwork.grid_sign(session, case.id, Actor.staff(user_id), now,
+                                        rules=services.rules, expected_version=button.version)
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def grid_resolve(services: Services, user_id: int, button: cb.Callback, result: str,
+                       photo: str | None) -> Acted:
+    """办结 in the grid or at the street: the reporter is told the result (then the 回访)."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await gridwork.grid_resolve(session, case.id, Actor.staff(user_id), result, now,
+                                           rules=services.rules, photo=photo,
+                                           expected_version=button.version)
+        await _queue(session, await notices.reporter_notice(
+            session, services, case, "resolved", now, details={"photo_file": photo}))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def whistle_street(services: Services, user_id: int, button: cb.Callback) -> str | None:
+    """The name of the street a grid may whistle up to (None: not offered), after checking
+    the presser may whistle on this case now."""
+    async with services.session() as session:
+        _staff, case = await _authorize(session, user_id, button)
+        grid = await session.get(Grid, case.handling_grid_code) if case.handling_grid_code \
+            else None
+        if grid is None or grid.level == gridwork.STREET:
+            return None
+        street = await gridwork.street_handler(session, case.handling_grid_code)
+        return _grid_name(services, street.grid_code) if street else None
+
+
+def whistle_target_name(services: Services, target: str | None) -> str:
+    """街道（镇） or the department's name, for the prompts."""
+    if target == gridwork.STREET:
+        return texts.LEVEL_NAMES[gridwork.STREET]
+    return department_name(services, target)
+
+
+async def whistle(services: Services, user_id: int, button: cb.Callback, reason: str) -> Acted:
+    """吹哨 to the street's staff or to a department (button.arg), with the reason; they get the
+    case's post, the department's 签收 being its 报到."""
+    if not button.arg:
+        raise CaseError("button_invalid")
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        level = texts.LEVEL_NAMES.get(await _level_of(session, case.handling_grid_code), "")
+        from_grid = _grid_name(services, case.handling_grid_code)
+        case, street = await gridwork.whistle(session, case.id, Actor.staff(user_id),
+                                              button.arg, reason, now, rules=services.rules,
+                                              expected_version=button.version)
+        enterprise = await _enterprise_name(session, case)
+        kind = texts.KIND_NAMES.get(case.kind, case.kind)
+        if street is not None:
+            headline = texts.POST_WHISTLED_TO_STREET.format(grid=from_grid, ref=case.ref,
+                                                            kind=kind, reason=reason.strip())
+            await _queue(session, *_grid_posts(services, case, "whistled", street.staff, now,
+                                               enterprise=enterprise, headline=headline))
+        else:
+            headline = texts.POST_WHISTLED.format(ref=case.ref, kind=kind, reason=reason.strip(),
+                                                  who=staff.name or staff.telegram_id,
+                                                  level=f"{from_grid}·{level}")
+            text = posts.department_text(case, services, enterprise=enterprise,
+                                         headline=headline)
+            await _push(session, case, "whistled", await _department_chat(
+                session, case.department_code), text, "department", now,
+                markup=posts.department_keyboard(case),
+                photo=case.photos[0] if case.photos else None)
+        return Acted(case, staff, enterprise)
+
+
+async def _level_of(session: AsyncSession, code: str | None) -> str:
+    grid = await session.get(Grid, code) if code else None
+    return grid.level if grid else ""
+
+
+async def verify(services: Services, user_id: int, button: cb.Callback, passed: bool,
+                 reason: str | None = None) -> Acted:
+    """核查通过 (the reporter hears of the 办结, the 回访 follows) or 核查不通过 with a reason
+    (the department is told and resolves it again)."""
+    now = services.clock()
+    async with services.session() as session:
+        staff, case = await _authorize(session, user_id, button)
+        case = await gridwork.verify(session, case.id, Actor.staff(user_id), passed, now,
+                                     rules=services.rules, reason=reason,
+                                     expected_version=button.version)
+        if passed:
+            await _queue(session, await notices.reporter_notice(
+                session, services, case, "verified", now,
+                details={"photo_file": case.resolution_photo}))
+        else:
+            text = texts.NOTICE_VERIFY_FAILED_DEPT.format(ref=case.ref, reason=reason.strip())
+            await _push(session, case, "verify_failed", await _department_chat(
+                session, case.department_code), text, "department", now,
+                markup=posts.department_keyboard(case))
+        return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def field_reporter(services: Services, user_id: int) -> Staff:
+    """The grid or street staff member who may blow a 雷锋哨 (/whistle), or a CaseError."""
+    async with services.session() as session:
+        staff = await people.get_staff(session, user_id)
+    if staff is None or staff.role not in GRID_ROLES:
+        raise NotPermitted("field_report_grid_only")
+    if staff.grid_code is None or staff.grid_code not in services.gridmap:
+        raise CaseError("field_report_no_grid")
+    return staff
+
+
+async def field_report(services: Services, user_id: int, display_name: str, text: str,
+                       nonce: int) -> tuple[Case, gridwork.Handler]:
+    """雷锋哨 from the field: a case located in the staff member's own grid (channel
+    grid_report) that starts with the grid's staff at once; the same message twice is one
+    case (`nonce`: its message id)."""
+    staff = await field_reporter(services, user_id)
+    suggestion = suggest(services, text)
+    now = services.clock()
+    settings = services.settings
+    async with services.session() as session:
+        case = await cases.create_case(
+            session, reporter_telegram_id=user_id, text=text, now=now,
+            grid_code=staff.grid_code, located_by=locating.STAFF,
+            suggestions=list(suggestion.top), model_version=suggestion.model_version,
+            idempotency_key=f"field:{user_id}:{nonce}", display_name=display_name,
+            ref_prefix=settings.district.case_prefix, timezone=settings.district.timezone,
+            max_text_chars=settings.conversation.max_text_chars, channel=GRID_REPORT)
+        if case.status != SUBMITTED:  # this message made its case before
+            return case, await gridwork.handler_for(session, case.handling_grid_code)
+        case, handler = await gridwork.to_grid(session, case.id, Actor.SYSTEM, now,
+                                               rules=services.rules, current=case)
+        enterprise = await _enterprise_name(session, case)
+        await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
+                                           enterprise=enterprise),
+                     _triage_post(services, case, now, enterprise=enterprise))
+        return case, handler

@@ -35,6 +35,7 @@ from bot import (
     department,
     duplicates,
     duties,
+    grid,
     guards,
     hard,
     home,
@@ -187,6 +188,8 @@ def register_handlers(application: Application, settings: Settings) -> None:
         department.build(idle),
         triage.build(idle),
         hard.build(idle),
+        grid.build(idle),
+        grid.build_field_report(idle),
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
         # Triage (分拨中心) buttons.
@@ -198,6 +201,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(triage.show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
         CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
         CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
+        CallbackQueryHandler(triage.to_grid, pattern=cb.pattern(cb.TO_GRID)),
         CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
         CallbackQueryHandler(triage.merge_into_similar, pattern=cb.pattern(cb.MERGE)),
         CallbackQueryHandler(triage.decide_extension,
@@ -208,6 +212,11 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CallbackQueryHandler(hard.sign_part, pattern=cb.pattern(cb.PART_SIGN)),
         # Department (工作群) buttons.
         CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
+        # Grid and street staff's buttons (吹哨报到), in their private chats.
+        CallbackQueryHandler(grid.sign, pattern=cb.pattern(cb.GRID_SIGN)),
+        CallbackQueryHandler(grid.verify_passed, pattern=cb.pattern(cb.VERIFY_OK)),
+        CallbackQueryHandler(grid.show_whistle_targets, pattern=cb.pattern(cb.WHISTLE)),
+        CallbackQueryHandler(grid.hide_whistle_targets, pattern=cb.pattern(cb.GRID_BACK)),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
         CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
         CallbackQueryHandler(survey.on_follower_rate, pattern=cb.pattern(cb.RATE_FOLLOWER)),

@@ -34,6 +34,9 @@ def post_for(acted: actions.Acted, services: Services, audience: str,
         return (posts.triage_text(case, services, enterprise=acted.enterprise, footer=footer,
                                   parts=acted.parts),
                 posts.triage_keyboard(case, services))
+    if audience == posts.GRID_AUDIENCE:
+        return (posts.grid_text(case, services, enterprise=acted.enterprise, footer=footer),
+                posts.grid_keyboard(case))
     return (posts.department_text(case, services, enterprise=acted.enterprise, footer=footer,
                                   parts=acted.parts),
             posts.department_keyboard(case))

@@ -44,6 +44,14 @@ HARD_TEXT = "hjt"  # <arg = "lead-mask">: 下一步, asks for the 专题会议 d
 # A 攻坚哨 part: the case's id, the PART's version, <arg = the part's id>.
 PART_SIGN = "psg"  # co-department: 签收 its part
 PART_RESOLVE = "prs"  # co-department: 办结 its part (asks for the result)
+TO_GRID = "tg"  # triage: 交网格办理 (the deepest grid with staff)
+GRID_SIGN = "gsign"  # grid/street staff: 签收
+GRID_RESOLVE = "gres"  # grid/street staff: 办结 (asks for the result, then a photo)
+WHISTLE = "wh"  # grid/street staff: 吹哨, show where to
+WHISTLE_TO = "whto"  # grid/street staff: 吹哨 to <arg> "street" or a department (asks why)
+GRID_BACK = "gback"  # grid/street staff: back to the post's own buttons
+VERIFY_OK = "vok"  # grid staff: 核查通过
+VERIFY_FAIL = "vno"  # grid staff: 核查不通过 (asks why)
 # Buttons that are not about a stored case: case_id 0, a nonce or an id in the version field.
 DRAFT = "dr"  # reporter: draft summary, <arg> submit|edit|cancel|text|photo|location|back
 OFFER = "of"  # reporter: start a report with a free message (nonce), <arg> yes|no
@@ -53,12 +61,14 @@ NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsu
 
 TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
                           NOT_ACCEPT_OTHER, DUPLICATE, MERGE, APPROVE_EXT, REJECT_EXT, GRID,
-                          SET_GRID, HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
+                          SET_GRID, TO_GRID, HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
 HARD_VERBS = frozenset({HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
 PART_VERBS = frozenset({PART_SIGN, PART_RESOLVE})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND}) | PART_VERBS
 REPORTER_VERBS = frozenset({RATE, RATE_NOW, RATE_FOLLOWER, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
-VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS
+GRID_VERBS = frozenset({GRID_SIGN, GRID_RESOLVE, WHISTLE, WHISTLE_TO, GRID_BACK, VERIFY_OK,
+                        VERIFY_FAIL})
+VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS | GRID_VERBS
 # parse() still reads a well-formed verb that is not in the table (a button from an older
 # version of the bot): the catch-all answers it as expired; make() refuses one.
 

@@ -40,7 +40,7 @@ RECENT_VERSIONS = 20
 SUPERSEDED = "superseded by a later change"
 # Changes after which the department a waiting 派单 notice names no longer has the case: the
 # notice is dropped, not sent first (a 退回 drops it itself: the reporter is not told of it).
-ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged"})
+ENDS_WAITING_DISPATCH = frozenset({DISPATCHED, "not_accepted", "merged", "to_grid"})
 
 
 def notice_key(case_id: int, event: str, version: int, chat_id: int) -> str:
@@ -87,6 +87,13 @@ def notice_text(services: Services, case: Case, event: str,
                                               else None)
         result = details.get("result") or case.resolution or ""
         return texts.NOTICE_RESOLVED.format(**fields, result=result), photo
+    if event == "verified":  # 核查通过: the department's 办结, now confirmed on site
+        return (texts.NOTICE_RESOLVED.format(**fields, result=case.resolution or ""),
+                case.resolution_photo)
+    if event == "to_grid":
+        grid = details.get("grid") or case.handling_grid_code
+        name = services.gridmap.name(grid) or grid or ""
+        return texts.NOTICE_TO_GRID.format(**fields, grid=name), None
     if event == "extended":
         deadline = details.get("resolve_by")
         when = local_time(services, datetime.fromisoformat(deadline) if deadline

@@ -23,9 +23,20 @@ from models.lifecycle import (
     STATUS_NAMES,
     TRANSITIONS,
 )
-from models.tables import DISPATCHED, SIGNED, SUBMITTED, TRIAGE, URGENT, Case, CasePart
+from models.tables import (
+    DISPATCHED,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
+    SIGNED,
+    SUBMITTED,
+    TRIAGE,
+    URGENT,
+    VERIFYING,
+    Case,
+    CasePart,
+)
 
-TRIAGE_AUDIENCE, DEPARTMENT_AUDIENCE = "triage", "department"
+TRIAGE_AUDIENCE, DEPARTMENT_AUDIENCE, GRID_AUDIENCE = "triage", "department", "grid"
 
 
 def _button(label: str, verb: str, case: Case, arg: str | None = None) -> InlineKeyboardButton:
@@ -155,9 +166,10 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
 
 
 def department_text(case: Case, services: Services, *, enterprise: str | None = None,
-                    footer: str | None = None, parts: Sequence[CasePart] = ()) -> str:
+                    footer: str | None = None, parts: Sequence[CasePart] = (),
+                    headline: str | None = None) -> str:
     """The department group's post of a dispatched case: content, location, deadlines."""
-    head = _headline(case, texts.POST_DISPATCHED_TO_YOU)
+    head = [headline] if headline else _headline(case, texts.POST_DISPATCHED_TO_YOU)
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
     tail = _location_lines(case) + _state_lines(case, services) + hard_lines(case, parts,
@@ -222,7 +234,10 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
     if last:
         rows.append(last)
     if services.gridmap.tree is not None and case.status in TRANSITIONS["set_grid"].from_statuses:
-        rows.append([_button(texts.BTN_SET_GRID, cb.GRID, case)])  # last: the others keep their places
+        row = [_button(texts.BTN_SET_GRID, cb.GRID, case)]  # last: the others keep their places
+        if case.grid_code and case.status in TRANSITIONS["to_grid"].from_statuses:
+            row.append(_button(texts.BTN_TO_GRID, cb.TO_GRID, case))
+        rows.append(row)
     if not case.is_hard:
         rows.append([_button(texts.BTN_HARD, cb.HARD, case)])  # after all: numbers stay put
     return InlineKeyboardMarkup(rows)
@@ -325,6 +340,74 @@ def department_keyboard(case: Case) -> InlineKeyboardMarkup | None:
                                       _button(texts.BTN_EXTEND, cb.EXTEND, case)],
                                      [_button(texts.BTN_RETURN, cb.RETURN, case)]])
     return None
+
+
+# ---------------------------------------------------------------- the grid's (and street's) posts
+
+
+def _grid_state_lines(case: Case, services: Services) -> list[str]:
+    lines = [texts.POST_STATUS.format(status=STATUS_NAMES.get(case.status, case.status))]
+    handler = services.gridmap.path_names(case.handling_grid_code) or case.handling_grid_code
+    if handler:
+        lines.append(texts.POST_HANDLER.format(path=handler))
+    if case.status in (GRID_ASSIGNED, GRID_SIGNED):
+        lines.append(texts.POST_GRID_DEADLINES.format(
+            sign_by=local_time(services, case.sign_by),
+            resolve_by=local_time(services, case.resolve_by)))
+    elif case.status == VERIFYING:
+        lines.append(texts.POST_RESULT.format(result=case.resolution or ""))
+        lines.append(texts.POST_VERIFY_DEADLINE.format(
+            verify_by=local_time(services, case.verify_by)))
+    elif case.department_code:
+        lines.append(texts.POST_DEPARTMENT.format(
+            department=department_name(services, case.department_code)))
+    return lines
+
+
+def grid_text(case: Case, services: Services, *, enterprise: str | None = None,
+              headline: str | None = None, footer: str | None = None) -> str:
+    """A grid (or street) staff member's post of a case: content, place, what to do by when."""
+    if headline:
+        head = [headline]
+    elif case.status == VERIFYING:
+        head = [texts.POST_TO_VERIFY.format(
+            ref=case.ref, department=department_name(services, case.department_code))]
+    else:
+        head = _headline(case, texts.POST_TO_GRID)
+    if enterprise:
+        head.append(texts.POST_ENTERPRISE.format(name=enterprise))
+    tail = _location_lines(case) + grid_lines(case, services) + _grid_state_lines(case, services)
+    if footer:
+        tail.append(footer)
+    return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
+
+
+def grid_keyboard(case: Case) -> InlineKeyboardMarkup | None:
+    """签收 / 吹哨 when handed over; 办结 / 吹哨 once signed; 核查通过 / 不通过 to verify."""
+    if case.status == GRID_ASSIGNED:
+        return InlineKeyboardMarkup([[_button(texts.BTN_GRID_SIGN, cb.GRID_SIGN, case),
+                                      _button(texts.BTN_WHISTLE, cb.WHISTLE, case)]])
+    if case.status == GRID_SIGNED:
+        return InlineKeyboardMarkup([[_button(texts.BTN_GRID_RESOLVE, cb.GRID_RESOLVE, case),
+                                      _button(texts.BTN_WHISTLE, cb.WHISTLE, case)]])
+    if case.status == VERIFYING:
+        return InlineKeyboardMarkup([[_button(texts.BTN_VERIFY_OK, cb.VERIFY_OK, case),
+                                      _button(texts.BTN_VERIFY_FAIL, cb.VERIFY_FAIL, case)]])
+    return None
+
+
+def whistle_picker(case: Case, services: Services, street: str | None) -> InlineKeyboardMarkup:
+    """吹哨 to the street (`street` its name; None: not offered) or to a district department
+    (config.toml's order, three a row), and 返回."""
+    rows = []
+    if street:
+        rows.append([_button(texts.BTN_WHISTLE_STREET.format(street=street), cb.WHISTLE_TO,
+                             case, "street")])
+    buttons = [_button(texts.BTN_WHISTLE_DEPARTMENT.format(department=d.name), cb.WHISTLE_TO,
+                       case, d.code) for d in services.settings.departments]
+    rows += [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    rows.append([_button(texts.BTN_BACK, cb.GRID_BACK, case)])
+    return InlineKeyboardMarkup(rows)
 
 
 def extension_keyboard(case: Case, request_id: int) -> InlineKeyboardMarkup:

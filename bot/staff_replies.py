@@ -74,7 +74,8 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
     message = query.message
     set_pending(context, key, message.chat.id, {
         "verb": button.verb, "case_id": button.case_id, "version": button.version,
-        "arg": button.arg, "ref": acted.case.ref, "message_id": message.message_id,
+        "arg": button.arg,  # e.g. where a 吹哨 goes (bot/grid.py)
+        "ref": acted.case.ref, "message_id": message.message_id,
         "photo_post": bool(getattr(message, "photo", None)),
         # The 申请延期 prompt's example date counts from the deadline the presser saw.
         "resolve_by": acted.case.resolve_by.isoformat() if acted.case.resolve_by else None,

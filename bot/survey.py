@@ -19,12 +19,13 @@ from bot.common import alert, department_name, fit, local_time, snippet
 from bot.context import Context
 from bot.services import Services, services_of
 from bot.texts import followup as texts
+from bot.texts import gridwork as grid_texts
 from bot.texts import intake
 from bot.texts.errors import error_text
-from models import cases, drafts, followers, outbox, reference
+from models import cases, drafts, followers, gridwork, outbox, reference
 from models.cases import Actor
 from models.lifecycle import CaseError, IllegalTransition, NotPermitted, StaleVersion
-from models.tables import RESOLVED, UNSATISFIED, Case
+from models.tables import GRID_ASSIGNED, RESOLVED, UNSATISFIED, Case
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ async def on_follower_rate(update: Update, context: Context) -> None:
 
 async def submit_rating(session, services: Services, user_id: int, case_id: int, version: int,
                         rating: str, comment: str | None, now: datetime) -> Case:
-    """The reporter's answer; 不满意 reopens the case and sends it back to the department
-    with the comment (department post + reporter notice, in the same transaction). The
+    """The reporter's answer; 不满意 reopens the case and sends it back to the department (or
+    the grid that resolved it) with the comment (department post + reporter notice, in the same transaction). The
     notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
     case = await cases.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
                             rules=services.rules, expected_version=version)
@@ -77,7 +78,15 @@ async def submit_rating(session, services: Services, user_id: int, case_id: int,
 async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
                           now: datetime) -> None:
     dept = await reference.get_department(session, case.department_code)
-    if dept is not None and dept.chat_id:
+    if case.status == GRID_ASSIGNED:  # resolved in the grid: back to the grid's staff
+        headline = grid_texts.POST_GRID_REOPENED.format(ref=case.ref,
+                                                   comment=comment or texts.NO_COMMENT)
+        staff = await gridwork.staff_of_grid(session, case.handling_grid_code)
+        text = posts.grid_text(case, services, headline=headline)
+        await outbox.enqueue_many(session, [
+            notices.push_row(case, "reopened", chat_id, text, "grid", now,
+                             markup=posts.grid_keyboard(case)) for chat_id in staff])
+    elif dept is not None and dept.chat_id:
         text = texts.POST_REOPENED.format(
             ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
             sign_by=local_time(services, case.sign_by),

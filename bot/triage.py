@@ -192,6 +192,17 @@ async def set_grid(update: Update, context: Context) -> None:
         await done(update.callback_query)
 
 
+async def to_grid(update: Update, context: Context) -> None:
+    """🏘 交网格办理: the grid's staff (the deepest grid with any) get the case."""
+    result = await press(update, context, actions.to_grid, TRIAGE)
+    if result:
+        services = context.services
+        grid = services.gridmap.name(result[1].case.handling_grid_code)
+        await edit_post(update.callback_query, *post_for(
+            result[1], services, TRIAGE, texts.DONE_TO_GRID.format(grid=grid)))
+        await done(update.callback_query)
+
+
 async def show_reasons(update: Update, context: Context) -> None:
     """🚫 不予受理: the reasons to choose from."""
     await swap_keyboard(update, context, _reasons)

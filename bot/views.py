@@ -94,6 +94,22 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
         return "，".join(parts)
     if for_staff and action == "progress_note":
         return details.get("note", "")
+    return _grid_event_detail(action, details, services)
+
+
+def _grid_event_detail(action: str, details: dict, services: Services) -> str:
+    """吹哨报到's events: which grid got it, where the whistle went and why, 核查."""
+    if action == "to_grid" and details.get("grid"):
+        return services.gridmap.path_names(details["grid"]) or details["grid"]
+    if action == "whistled":
+        target = (services.gridmap.name(details.get("grid")) or details.get("grid", "")
+                  if details.get("to") == "street" else department_name(services, details.get("to")))
+        reason = details.get("reason")
+        return texts.CASE_WHISTLED.format(target=target, reason=reason) if reason else target
+    if action == "to_verify":
+        return details.get("result", "")
+    if action == "verify_failed" and details.get("reason"):
+        return texts.CASE_REASON.format(reason=details["reason"])
     return ""
 
 

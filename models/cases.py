@@ -46,6 +46,7 @@ from models.tables import (
     NORMAL,
     RESIDENT,
     SATISFIED,
+    TELEGRAM,
     UNRATED,
     UNSATISFIED,
     URGENT,
@@ -173,7 +174,7 @@ async def create_case(
     suggestions: Sequence[tuple[str, float]] = (),
     model_version: str | None = None, idempotency_key: str | None = None,
     display_name: str = "", ref_prefix: str = "WC", timezone: str = "Asia/Shanghai",
-    max_text_chars: int = 5000, origin: dict | None = None,
+    max_text_chars: int = 5000, origin: dict | None = None, channel: str | None = None,
 ) -> Case:
     """A new case in status "submitted" with events "created" and "classified".
 
@@ -201,10 +202,11 @@ async def create_case(
         photos=list(photos), latitude=latitude, longitude=longitude,
         address=(address or None) and address[:300], out_of_area=out_of_area,
         grid_code=grid_code, located_by=located_by if grid_code else None,
-        out_of_grid=out_of_grid, suggested_department=ranked[0][0] if ranked else None,
+        out_of_grid=out_of_grid,
+        suggested_department=ranked[0][0] if ranked else None,
         suggested_confidence=ranked[0][1] if ranked else None,
         suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
-        **(origin or {}),
+        **{"channel": channel or TELEGRAM, **(origin or {})},
     )
     case = (await session.exec(_insert_case(session), params=draft.model_dump(exclude={"id"}))
             ).scalars().one_or_none()
@@ -215,7 +217,8 @@ async def create_case(
                          to_status=case.status,
                          details={"ref": ref, "kind": kind, "photos": len(case.photos),
                                   "grid": case.grid_code, "located_by": case.located_by,
-                                  "out_of_grid": case.out_of_grid})]
+                                  "out_of_grid": case.out_of_grid,
+                                  **({"channel": channel} if channel else {})})]
     if ranked or model_version:
         events.append(_event_row(case.id, Actor.SYSTEM, "classified", now,
                                  details={"suggestions": case.suggestions,
@@ -298,6 +301,16 @@ def _fixed(columns: dict) -> Callable:
     return effect
 
 
+async def _start_grid_deadlines(session, case, now, rules, values) -> dict:
+    sign_by, resolve_by = rules.grid_deadlines(now)
+    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by,
+            "resolve_by": resolve_by}
+
+
+async def _start_verify(session, case, now, rules, values) -> dict:
+    return {"verify_by": rules.verify_deadline(now)}
+
+
 async def _count_reopen(session, case, now, rules, values) -> dict:
     return {"reopen_count": case.reopen_count + 1}
 
@@ -315,8 +328,12 @@ _EFFECTS: dict[str, Callable] = {
     lifecycle.STAMP_RESOLVED: _fixed({"resolved_at": _NOW}),
     lifecycle.STAMP_CLOSED: _fixed({"closed_at": _NOW}),
     lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
-                                     "survey_sent_at": None, "survey_reminded_at": None}),
+                                     "resolved_level": None, "survey_sent_at": None,
+                                     "survey_reminded_at": None}),
     lifecycle.COUNT_REOPEN: _count_reopen,
+    lifecycle.START_GRID_DEADLINES: _start_grid_deadlines,
+    lifecycle.STAMP_WHISTLED: _fixed({"whistled_at": _NOW}),
+    lifecycle.START_VERIFY: _start_verify,
 }
 
 
@@ -415,10 +432,6 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
 
 async def active_department(session: AsyncSession, code: str) -> Department:
     """The department, or InvalidInput when it is unknown or no longer active."""
-    return await _active_department(session, code)
-
-
-async def _active_department(session: AsyncSession, code: str) -> Department:
     dept = await get_department(session, code)
     if dept is None or not dept.active:
         raise InvalidInput("department_inactive", department=code)
@@ -460,7 +473,7 @@ async def dispatch(session: AsyncSession, case_id: int, department_code: str, ac
                    now: datetime, *, rules: Rules, priority: str | None = None,
                    expected_version: int | None = None, current: Case | None = None) -> Case:
     """派单 from submitted/triage: sets the department, dispatched_at, sign_by and resolve_by."""
-    await _active_department(session, department_code)
+    await active_department(session, department_code)
     changes: dict[str, Any] = {"department_code": department_code}
     if priority is not None:
         changes["priority"] = _check_priority(priority)
@@ -475,7 +488,7 @@ async def dispatch(session: AsyncSession, case_id: int, department_code: str, ac
 async def redispatch(session: AsyncSession, case_id: int, department_code: str, actor: Actor,
                      now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
     """重新分派 by triage of a dispatched or signed case to another department."""
-    await _active_department(session, department_code)
+    await active_department(session, department_code)
     previous = (await get_case(session, case_id)).department_code
     if previous == department_code:
         raise InvalidInput("same_department")
@@ -511,12 +524,22 @@ async def add_progress_note(session: AsyncSession, case_id: int, actor: Actor, n
 
 async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str,
                   now: datetime, *, rules: Rules, photo: str | None = None,
-                  expected_version: int | None = None) -> Case:
-    """办结 with the result told to the reporter (and an optional photo file id)."""
+                  expected_version: int | None = None, verify_grid: str | None = None) -> Case:
+    """办结 with the result told to the reporter (and an optional photo file id); with
+    `verify_grid` the grid's staff verify it first (核查, models/gridwork.py)."""
     result = clean_text(result, field="resolution", min_len=2, max_len=2000)
+    if verify_grid is not None:
+        return await transition(session, case_id, "to_verify", actor, now, rules=rules,
+                                permission="resolve", expected_version=expected_version,
+                                resolution=result, resolution_photo=photo,
+                                handling_grid_code=verify_grid,
+                                details={"result": result, "photo": bool(photo),
+                                         "grid": verify_grid,
+                                         **({"photo_file": photo} if photo else {})})
     return await transition(session, case_id, "resolve", actor, now, rules=rules,
                             permission="resolve", expected_version=expected_version,
                             resolution=result, resolution_photo=photo,
+                            resolved_level=lifecycle.DEPARTMENT_LEVEL,
                             details={"result": result, "photo": bool(photo),
                                      # each 办结's photo stays in /case after a reopening
                                      **({"photo_file": photo} if photo else {})})
@@ -611,8 +634,10 @@ async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
                             satisfaction_comment=comment,
                             details={"rating": rating, "comment": comment})
     if rating == UNSATISFIED:
-        return await transition(session, case_id, "reopen", actor, now, rules=rules,
-                                details={"comment": comment})
+        back_to_grid = case.resolved_level in lifecycle.RESOLVED_IN_GRID and \
+            case.handling_grid_code is not None
+        return await transition(session, case_id, "reopen_grid" if back_to_grid else "reopen",
+                                actor, now, rules=rules, details={"comment": comment})
     return await transition(session, case_id, "close", actor, now, rules=rules)
 
 

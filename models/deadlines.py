@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from models.lifecycle import running_deadline
+from models.lifecycle import light_start, running_deadline
 from models.tables import URGENT, Case, CasePart, Department
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
@@ -140,14 +140,31 @@ class Rules:
     calendar: WorkCalendar
     default_limits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     yellow_ratio: float = 0.75
+    # 吹哨报到 in the grid ([routing]): a grid's (or the street's) sign and resolve limits,
+    # and the 核查 limit counted from a department's 办结.
+    grid_limits: tuple[str, str] = ("1d", "3wd")
+    verify_limit: str = "2wd"
 
     @classmethod
     def from_settings(cls, settings) -> Rules:
+        routing = settings.routing
         return cls(
             calendar=WorkCalendar.from_settings(settings),
             default_limits={**DEFAULT_LIMITS, **dict(settings.limits)},
             yellow_ratio=settings.followup.yellow_ratio,
+            grid_limits=(routing.grid_sign_limit, routing.grid_resolve_limit),
+            verify_limit=routing.verify_limit,
         )
+
+    def grid_deadlines(self, start: datetime) -> tuple[datetime, datetime]:
+        """(sign_by, resolve_by) of a case handed to a grid's staff at `start`."""
+        sign_limit, resolve_limit = self.grid_limits
+        return (deadline_after(start, sign_limit, self.calendar),
+                deadline_after(start, resolve_limit, self.calendar))
+
+    def verify_deadline(self, start: datetime) -> datetime:
+        """verify_by of a department's 办结 at `start` that the grid's staff check (核查)."""
+        return deadline_after(start, self.verify_limit, self.calendar)
 
     def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:
         """(sign-for limit, resolve limit) of a department for a priority, e.g. ('1wd', '5wd')."""
@@ -168,8 +185,8 @@ class Rules:
 
 def case_light(case: Case | CasePart, now: datetime, rules: Rules) -> str | None:
     """红黄灯 of an open case (or a 攻坚哨 part, which has the same columns) against its current
-    deadline (sign-for, then resolve); else None."""
-    deadline = running_deadline(case)
-    if deadline is None or case.dispatched_at is None:
+    deadline (sign-for, then resolve; a grid's or 核查's in those stages); else None."""
+    deadline, start = running_deadline(case), light_start(case)
+    if deadline is None or start is None:
         return None
-    return traffic_light(now, case.dispatched_at, deadline, rules.yellow_ratio)
+    return traffic_light(now, start, deadline, rules.yellow_ratio)

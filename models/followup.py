@@ -117,10 +117,10 @@ _WINDOW_LOOKBACK_DAYS = 62
 
 
 async def _limits_in_use(session: AsyncSession, rules: Rules) -> tuple[str, ...]:
-    """Every limit string a department (or the defaults) can give a case."""
+    """Every limit string a department, a grid's staff (and 核查) or the defaults can give."""
     columns = (Department.sign_limit_normal, Department.sign_limit_urgent,
                Department.resolve_limit_normal, Department.resolve_limit_urgent)
-    limits = set(rules.default_limits.values())
+    limits = {*rules.default_limits.values(), *rules.grid_limits, rules.verify_limit}
     for row in (await session.exec(select(*columns))).all():
         limits.update(row)
     return tuple(sorted(limits))

@@ -18,6 +18,8 @@ from models.tables import (
     CLOSED,
     DISPATCHED,
     ENTERPRISE,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
     MERGED,
     NOT_ACCEPTED,
     RESIDENT,
@@ -25,6 +27,7 @@ from models.tables import (
     SIGNED,
     SUBMITTED,
     TRIAGE,
+    VERIFYING,
     Case,
 )
 
@@ -76,10 +79,16 @@ FRESH_ALERTS = "fresh_alerts"          # reminders sent for the old deadline are
 STAMP_SIGNED = "stamp_signed"          # signed_at = now
 STAMP_RESOLVED = "stamp_resolved"      # resolved_at = now
 STAMP_CLOSED = "stamp_closed"          # closed_at = now
-RESET_OUTCOME = "reset_outcome"        # resolved/closed times and the survey (回访) forgotten
+RESET_OUTCOME = "reset_outcome"        # resolved/closed times, level and the 回访 forgotten
 COUNT_REOPEN = "count_reopen"          # reopen_count + 1
+# 吹哨报到 in the grid ([routing] limits): the grid's sign/resolve deadlines, the whistle's
+# stamp, the 核查 deadline.
+START_GRID_DEADLINES = "start_grid_deadlines"  # dispatched_at = now; grid sign_by/resolve_by
+STAMP_WHISTLED = "stamp_whistled"      # whistled_at = now (whistled_by/level: the caller's)
+START_VERIFY = "start_verify"          # verify_by counted from now
 EFFECTS = (START_DEADLINES, RECOUNT_DEADLINES, CLEAR_DEADLINES, FRESH_ALERTS, STAMP_SIGNED,
-           STAMP_RESOLVED, STAMP_CLOSED, RESET_OUTCOME, COUNT_REOPEN)
+           STAMP_RESOLVED, STAMP_CLOSED, RESET_OUTCOME, COUNT_REOPEN, START_GRID_DEADLINES,
+           STAMP_WHISTLED, START_VERIFY)
 
 
 # Guards: a move that its status allows may still wait for something else.
@@ -103,8 +112,10 @@ class Transition:
     guards: tuple[str, ...] = ()  # conditions beyond the status (models.cases._GUARDS)
 
 
-_OPEN = frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED})
+_OPEN = frozenset({SUBMITTED, TRIAGE, DISPATCHED, SIGNED, GRID_ASSIGNED, GRID_SIGNED,
+                   VERIFYING})
 _HANDLED = frozenset({DISPATCHED, SIGNED})  # a department has the case
+_IN_GRID = frozenset({GRID_ASSIGNED, GRID_SIGNED})  # a grid's (or the street's) staff have it
 
 TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     # low confidence → 分拨
@@ -137,10 +148,41 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
                (START_DEADLINES, RESET_OUTCOME, COUNT_REOPEN, FRESH_ALERTS),
                notifies_reporter=True),
     Transition("close", frozenset({RESOLVED}), CLOSED, "closed", (STAMP_CLOSED,)),
+    # 吹哨报到. 交网格办理 (triage, or [routing] grid_first at intake; a 雷锋哨 from the field
+    # starts here too): the deepest grid with staff has it, on the grid's own limits.
+    # (a case dispatched but not yet signed too: triage may take it back to the grid)
+    Transition("to_grid", frozenset({SUBMITTED, TRIAGE, DISPATCHED}), GRID_ASSIGNED, "to_grid",
+               (START_GRID_DEADLINES, FRESH_ALERTS), notifies_reporter=True),
+    Transition("grid_sign", frozenset({GRID_ASSIGNED}), GRID_SIGNED, "grid_signed",
+               (STAMP_SIGNED, FRESH_ALERTS)),
+    # 小事不出网格 (or 大事不出街镇): resolved where it is; the 回访 follows as for a department.
+    Transition("grid_resolve", _IN_GRID, RESOLVED, "resolved", (STAMP_RESOLVED,),
+               notifies_reporter=True),
+    # 吹哨: up to the street's staff, or straight to a district department, whose 签收 is
+    # its 报到 (timed against its sign limit from the whistle).
+    Transition("whistle_street", _IN_GRID, GRID_ASSIGNED, "whistled",
+               (STAMP_WHISTLED, START_GRID_DEADLINES, FRESH_ALERTS)),
+    Transition("whistle_department", _IN_GRID, DISPATCHED, "whistled",
+               (STAMP_WHISTLED, START_DEADLINES, FRESH_ALERTS)),
+    # 核查: a department's 办结 of a case in a grid waits for the grid's staff to check it on
+    # site ([[departments]] verify_by_grid); passed → resolved (the 回访), failed → back to
+    # the department, still signed, its resolve deadline running on.
+    # resolved_at is the department's 办结 (its handling time; the 核查 light starts there).
+    Transition("to_verify", frozenset({SIGNED}), VERIFYING, "to_verify",
+               (STAMP_RESOLVED, START_VERIFY, FRESH_ALERTS)),
+    Transition("verify_pass", frozenset({VERIFYING}), RESOLVED, "verified",
+               notifies_reporter=True),
+    Transition("verify_fail", frozenset({VERIFYING}), SIGNED, "verify_failed",
+               (RESET_OUTCOME, FRESH_ALERTS)),
+    # 不满意 with a case the grid (or street) resolved: back to that grid's staff
+    Transition("reopen_grid", frozenset({RESOLVED, CLOSED}), GRID_ASSIGNED, "reopened",
+               (START_GRID_DEADLINES, RESET_OUTCOME, COUNT_REOPEN, FRESH_ALERTS),
+               notifies_reporter=True),
     Transition("merge", _OPEN, MERGED, "merged"),
     # 不予受理 by triage. Not once signed: the department owns the case then and 退回 it
     # first. Nobody handles it any more: no department, no deadlines, no reminders.
-    Transition("not_accept", frozenset({SUBMITTED, TRIAGE, DISPATCHED}), NOT_ACCEPTED,
+    Transition("not_accept", frozenset({SUBMITTED, TRIAGE, DISPATCHED, GRID_ASSIGNED}),
+               NOT_ACCEPTED,
                "not_accepted", (CLEAR_DEADLINES, STAMP_CLOSED, FRESH_ALERTS)),
 )}
 
@@ -160,9 +202,15 @@ PART_DONE_STATUSES = frozenset({RESOLVED, WAIVED})
 TRANSITION_EVENTS = frozenset(t.event for t in TRANSITIONS.values())
 NOTICE_EVENTS = tuple(dict.fromkeys(t.event for t in TRANSITIONS.values() if t.notifies_reporter))
 
+# Where a case was resolved (Case.resolved_level): in the grid (小事不出网格), at the street
+# (大事不出街镇) or by a district department. A case the grid or street resolved reopens there.
+GRID_LEVEL, STREET_LEVEL, DEPARTMENT_LEVEL = "grid", "street", "department"
+RESOLVED_IN_GRID = frozenset({GRID_LEVEL, STREET_LEVEL})
+
 # Which deadline runs in each status (sign-for while dispatched, resolve once signed); the
 # statuses listed here are the ones lit red/yellow/green. running_deadline_sql() is its twin.
-RUNNING_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by"}
+RUNNING_DEADLINE = {DISPATCHED: "sign_by", SIGNED: "resolve_by", GRID_ASSIGNED: "sign_by",
+                    GRID_SIGNED: "resolve_by", VERIFYING: "verify_by"}
 LIT_STATUSES = tuple(RUNNING_DEADLINE)
 
 
@@ -178,9 +226,26 @@ def running_deadline_sql() -> ColumnElement:
                       for status, name in RUNNING_DEADLINE.items()), else_=null())
 
 
+# When the running deadline's window opened (the light's start): the dispatch (to a
+# department or a grid), except for 核查, which opens with the department's 办结.
+LIGHT_START = {VERIFYING: "resolved_at"}
+
+
+def light_start(case: Case) -> datetime | None:
+    """The start of the window the case's light is measured in (see LIGHT_START)."""
+    return getattr(case, LIGHT_START.get(case.status, "dispatched_at"))
+
+
+def light_start_sql() -> ColumnElement:
+    """light_start() as a SQL expression over the case table."""
+    return sql_case(*((col(Case.status) == status, col(getattr(Case, name)))
+                      for status, name in LIGHT_START.items()), else_=col(Case.dispatched_at))
+
+
 def running_stage(status: str) -> str | None:
     """"sign" or "resolve": which duty the running deadline is for, or None (not lit)."""
-    return {"sign_by": "sign", "resolve_by": "resolve"}.get(RUNNING_DEADLINE.get(status, ""))
+    return {"sign_by": "sign", "resolve_by": "resolve",
+            "verify_by": "verify"}.get(RUNNING_DEADLINE.get(status, ""))
 
 
 STATUS_NAMES = {
@@ -193,6 +258,9 @@ STATUS_NAMES = {
     MERGED: "已合并",
     NOT_ACCEPTED: "不予受理",
     WAIVED: "领导决定不再等待",  # a 攻坚哨 part's only status of its own
+    GRID_ASSIGNED: "网格办理中",
+    GRID_SIGNED: "网格已签收",
+    VERIFYING: "待网格核查",
 }
 # A 攻坚哨 part's statuses as people read them.
 PART_STATUS_NAMES = {DISPATCHED: "待签收", SIGNED: "办理中", RESOLVED: "已办结",
@@ -240,12 +308,18 @@ EVENT_NAMES = {
     "part_signed": "协同部门签收",
     "part_resolved": "协同部门办结",
     "part_waived": "领导决定不再等待协同部门",
+    "to_grid": "交网格办理",
+    "grid_signed": "网格签收",
+    "whistled": "吹哨",
+    "to_verify": "部门办结待核查",
+    "verified": "核查通过",
+    "verify_failed": "核查不通过",
 }
 
 # Moves whose repetition has its own wording (error code "already_<action>"); any other
 # repeat is "already_in_status".
 ALREADY_DONE_ACTIONS = frozenset({"sign", "dispatch", "resolve", "close", "merge", "not_accept",
-                                  "to_triage"})
+                                  "to_triage", "to_grid", "grid_sign"})
 
 
 def target_status(action: str, current: str,

@@ -12,23 +12,27 @@ from models.tables import Case, CasePart, Staff
 
 TRIAGE_ACTIONS = frozenset(
     {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge",
-     "not_accept", "set_grid", "mark_hard"}
+     "not_accept", "set_grid", "mark_hard", "to_grid"}
 )
 DEPARTMENT_ACTIONS = frozenset(
     {"view", "sign", "return", "progress_note", "resolve", "request_extension"}
 )
 LEADER_ACTIONS = frozenset({"view", "set_priority", "mark_hard", "override_parts"})
-GRID_ACTIONS = frozenset({"view", "progress_note"})
+# 吹哨报到: what grid (and street) staff do with the cases their grid handles.
+HANDLING_ACTIONS = frozenset({"grid_sign", "grid_resolve", "whistle", "verify"})
+GRID_ACTIONS = frozenset({"view", "progress_note"}) | HANDLING_ACTIONS
 
 # Every staff role and what it may do; ROLES is the one list of roles (config, /staff_add).
 ROLE_ACTIONS = {
     "triage": TRIAGE_ACTIONS,
     "department": DEPARTMENT_ACTIONS,
-    "grid": GRID_ACTIONS,
+    "grid": GRID_ACTIONS,  # 网格员, 片长, 组长, 邻长: by the level of their grid
+    "street": GRID_ACTIONS,  # 街镇: a grid code of level street
     "leader": LEADER_ACTIONS,
     "admin": TRIAGE_ACTIONS,
 }
 ROLES = tuple(ROLE_ACTIONS)
+GRID_ROLES = ("grid", "street")  # staff who belong to a grid, and get its cases
 
 
 def in_grid(grid_code: str | None, staff_grid: str | None) -> bool:
@@ -50,8 +54,11 @@ def can(staff: Staff | None, action: str, case: Case) -> bool:
         return False
     if staff.role == "department":
         return bool(staff.department_code) and case.department_code == staff.department_code
-    if staff.role == "grid":
-        return in_grid(case.grid_code, staff.grid_code)
+    if staff.role in GRID_ROLES:
+        # Acting needs the case to be with their grid (or one below it); seeing it, only
+        # that it lies there.
+        where = case.handling_grid_code if action in HANDLING_ACTIONS else case.grid_code
+        return in_grid(where, staff.grid_code)
     return True
 
 

@@ -91,9 +91,14 @@ async def sync_reference_data(session: AsyncSession, settings) -> None:
         session.add(grid)
         await session.flush()
 
+    levels = {g.code: g.level for g in grids}
     for s in settings.staff:
         if s.grid and s.grid not in codes and await session.get(Grid, s.grid) is None:
             raise ConfigError(f"工作人员 {s.telegram_id} 的网格 {s.grid} 不存在")
+        if s.role == "street" and levels.get(s.grid or "") != "street":
+            # 街镇 staff take what the grids below whistle up: they belong to a street.
+            raise ConfigError(f"街镇工作人员 {s.telegram_id} 的 grid 应为街道（镇）级网格编码，"
+                              f"而不是 {s.grid or '（未设置）'}")
         await upsert_staff(session, s.telegram_id, s.name, s.role,
                            department_code=s.department, grid_code=s.grid)
     await session.flush()

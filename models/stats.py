@@ -44,6 +44,7 @@ from models.lifecycle import (
     PART_STATUS_NAMES,
     RUNNING_DEADLINE,
     STATUS_NAMES,
+    light_start_sql,
     running_deadline,
     running_deadline_sql,
 )
@@ -210,7 +211,7 @@ def light_sql(now: datetime, yellow_ratio: float, dialect: str):
         raise ValueError(f"yellow_ratio must be in (0, 1], got {yellow_ratio!r}")
     now_v = literal(now, DateTime)
     lit = Case.status.in_(LIT_STATUSES)
-    start = Case.dispatched_at
+    start = light_start_sql()  # the dispatch, or the 办结 for 核查 (models/lifecycle.py)
     deadline = running_deadline_sql()
     # traffic_light: red only past the deadline; a window of no length is yellow until then.
     is_red = and_(lit, now_v > deadline)

@@ -22,12 +22,18 @@ RESOLVED = "resolved"
 CLOSED = "closed"
 MERGED = "merged"
 NOT_ACCEPTED = "not_accepted"  # 不予受理: refused by triage with a reason
-OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED)
+# 吹哨报到 in the grid (models/lifecycle.py): the grid's (or the street's) staff have the case
+# (交网格办理 / 雷锋哨), have signed it, or verify a department's work on site (核查).
+GRID_ASSIGNED = "grid"
+GRID_SIGNED = "grid_signed"
+VERIFYING = "verifying"
+OPEN_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, GRID_ASSIGNED, GRID_SIGNED, VERIFYING)
 
 RESIDENT, ENTERPRISE = "resident", "enterprise"
-# Intake channels: the bot, the 12345 hotline (热线哨) and other systems through Open311.
-TELEGRAM, HOTLINE, API = "telegram", "hotline", "api"
-CHANNELS = (TELEGRAM, HOTLINE, API)
+# Intake channels: the bot, the 12345 hotline (热线哨) and other systems through Open311, and
+# a 雷锋哨 blown by grid staff from the field (/whistle).
+TELEGRAM, HOTLINE, API, GRID_REPORT = "telegram", "hotline", "api", "grid_report"
+CHANNELS = (TELEGRAM, HOTLINE, API, GRID_REPORT)
 NORMAL, URGENT = "normal", "urgent"
 
 # Satisfaction (回访) answers; UNRATED = closed without an answer (未评价).
@@ -146,6 +152,16 @@ class Case(SQLModel, table=True):
     # The reporter's location lies outside every grid's boundary: flagged for triage, which
     # places it by hand (修改网格); such a case is never dispatched automatically.
     out_of_grid: bool = False
+    # 吹哨报到: the grid whose staff have the case now (grid, community or street level: the
+    # deepest one with staff), whether it started in a grid (小事不出网格), the whistle up to
+    # a department or the street (who, when, from which grid level), and where it was
+    # resolved (grid | street | department) for 小事不出网格率 / 大事不出街镇率.
+    handling_grid_code: str | None = Field(default=None, foreign_key="grid.code")
+    started_in_grid: bool = False
+    whistled_at: NaiveDatetime | None = None
+    whistled_by: int | None = Field(default=None, sa_column=_big(nullable=True))
+    whistle_level: str | None = Field(default=None, max_length=20)
+    resolved_level: str | None = Field(default=None, max_length=20)
 
     suggested_department: str | None = Field(default=None, max_length=40)
     suggested_confidence: float | None = None
@@ -162,6 +178,7 @@ class Case(SQLModel, table=True):
     closed_at: NaiveDatetime | None = None
     sign_by: NaiveDatetime | None = None
     resolve_by: NaiveDatetime | None = None
+    verify_by: NaiveDatetime | None = None  # 核查: the grid's staff check a department's work
 
     resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     resolution_photo: str | None = Field(default=None, max_length=200)
@@ -184,7 +201,8 @@ class Case(SQLModel, table=True):
     survey_sent_at: NaiveDatetime | None = None
     survey_reminded_at: NaiveDatetime | None = None
 
-    # Where the case came from (热线哨 = hotline) and, for API cases, the client and its own id;
+    # Where the case came from (CHANNELS: the bot, 热线哨 = hotline, other systems, or a grid's
+    # own 雷锋哨) and, for API cases, the client and its own id;
     # `caller` is the API caller's contact (personal data: never in public answers).
     channel: str = Field(default=TELEGRAM, max_length=20)
     api_client_id: int | None = Field(

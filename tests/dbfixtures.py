@@ -25,12 +25,15 @@ from models.reference import sync_reference_data
 from models.tables import (
     CLOSED,
     DISPATCHED,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
     MERGED,
     NOT_ACCEPTED,
     RESOLVED,
     SIGNED,
     SUBMITTED,
     TRIAGE,
+    VERIFYING,
     Case,
 )
 from whistle.config import DEFAULT_CONFIG, load_settings
@@ -172,13 +175,22 @@ class Seeded:
             if status == NOT_ACCEPTED:
                 case = await cases.not_accept(s, case.id, Actor.staff(self.triage), now,
                                               rules=self.rules, category="remit")
-            if status in (DISPATCHED, SIGNED, RESOLVED, CLOSED):
+            if status in (GRID_ASSIGNED, GRID_SIGNED):
+                case = await cases.transition(s, case.id, "to_grid", Actor.SYSTEM, now,
+                                              rules=self.rules)
+            if status == GRID_SIGNED:
+                case = await cases.transition(s, case.id, "grid_sign", Actor.SYSTEM, now,
+                                              rules=self.rules)
+            if status in (DISPATCHED, SIGNED, RESOLVED, CLOSED, VERIFYING):
                 case = await cases.dispatch(s, case.id, department, Actor.SYSTEM, now,
                                             rules=self.rules)
-            if status in (SIGNED, RESOLVED, CLOSED):
+            if status in (SIGNED, RESOLVED, CLOSED, VERIFYING):
                 case = await cases.sign_for(s, case.id, staff, now, rules=self.rules)
             if status in (RESOLVED, CLOSED):
                 case = await cases.resolve(s, case.id, staff, "已修复", now, rules=self.rules)
+            if status == VERIFYING:
+                case = await cases.transition(s, case.id, "to_verify", Actor.SYSTEM, now,
+                                              rules=self.rules, resolution="已修复")
             if status == CLOSED:
                 case = await cases.rate(s, case.id, Actor.reporter(reporter), "satisfied", None,
                                         now, rules=self.rules)

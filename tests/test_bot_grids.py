@@ -42,9 +42,9 @@ async def test_a_located_case_shows_its_grid_and_triage_moves_it_street_by_stree
     post = await bot.group_post(bot.triage_chat, ref)
     assert "🏘 网格：月亮岛街道 › 银星村 › 银星村第一网格（按定位）" in post.content
     labels = [text for text, _ in post.buttons]
-    # The grid button comes last but 攻坚哨 (added later still): the others keep their places.
+    # The grid buttons come last but 攻坚哨 (added later still): the others keep their places.
     assert labels == ["✅ 确认派至 水务局", "🔀 改派其他部门", "🚨 标记紧急", "🚫 不予受理",
-                      "🗺 修改网格", "🧩 攻坚哨"]
+                      "🗺 修改网格", "🏘 交网格办理", "🧩 攻坚哨"]
 
     answer = await bot.press(TRIAGE_STAFF, post, "修改网格")
     assert answer.get("text") == texts.PICK_STREET
@@ -61,7 +61,7 @@ async def test_a_located_case_shows_its_grid_and_triage_moves_it_street_by_stree
     assert (case.grid_code, case.located_by, case.status) == ("WC-GTL-MY-02", "staff", TRIAGE)
     assert "高塘岭街道 › 梅园社区 › 梅园社区第二网格（分拨员指定）" in post.content
     assert "网格改为 高塘岭街道 › 梅园社区 › 梅园社区第二网格" in post.content
-    assert [t for t, _ in post.buttons][-2:] == ["🗺 修改网格", "🧩 攻坚哨"]  # its own buttons
+    assert [t for t, _ in post.buttons][-3:] == ["🗺 修改网格", "🏘 交网格办理", "🧩 攻坚哨"]
     [moved] = await events(bot, case.id, "grid_changed")
     assert moved.actor_id == TRIAGE_STAFF
     assert moved.details["from"] == "WC-YLD-YX-01" and moved.details["to"] == "WC-GTL-MY-02"

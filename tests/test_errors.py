@@ -108,7 +108,8 @@ def test_roles_and_channels_are_named_from_one_list():
     from models.permissions import ROLE_ACTIONS, ROLES
     from models.tables import ENTERPRISE, RESIDENT
 
-    assert ROLES == ("triage", "department", "grid", "leader", "admin") == tuple(ROLE_ACTIONS)
+    assert ROLES == ("triage", "department", "grid", "street", "leader", "admin") == tuple(
+        ROLE_ACTIONS)
     assert tuple(texts.ROLE_NAMES) == ROLES
     assert texts.KIND_NAMES is KIND_NAMES
     assert set(KIND_NAMES) == set(KIND_SHORT_NAMES) == {RESIDENT, ENTERPRISE}

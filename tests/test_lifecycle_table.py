@@ -39,8 +39,11 @@ WRITES = {
     lifecycle.STAMP_SIGNED: {"signed_at"},
     lifecycle.STAMP_RESOLVED: {"resolved_at"},
     lifecycle.STAMP_CLOSED: {"closed_at"},
-    lifecycle.RESET_OUTCOME: {"resolved_at", "closed_at", *_SURVEY},
+    lifecycle.RESET_OUTCOME: {"resolved_at", "closed_at", "resolved_level", *_SURVEY},
     lifecycle.COUNT_REOPEN: {"reopen_count"},
+    lifecycle.START_GRID_DEADLINES: {"dispatched_at", "signed_at", "sign_by", "resolve_by"},
+    lifecycle.STAMP_WHISTLED: {"whistled_at"},
+    lifecycle.START_VERIFY: {"verify_by"},
 }
 _BOOKKEEPING = {"status", "version"}
 
@@ -75,9 +78,16 @@ async def _expected(seeded, before: Case, effect: str, changes: dict) -> dict:
         sign_by, resolve_by = seeded.rules.deadlines(dept, priority, before.dispatched_at)
         return {"sign_by": sign_by if before.status == DISPATCHED else before.sign_by,
                 "resolve_by": resolve_by, **dict.fromkeys(_ALERTS)}
+    if effect == lifecycle.START_GRID_DEADLINES:
+        sign_by, resolve_by = seeded.rules.grid_deadlines(LATER)
+        return {"dispatched_at": LATER, "signed_at": None, "sign_by": sign_by,
+                "resolve_by": resolve_by}
+    if effect == lifecycle.START_VERIFY:
+        return {"verify_by": seeded.rules.verify_deadline(LATER)}
     if effect == lifecycle.COUNT_REOPEN:
         return {"reopen_count": before.reopen_count + 1}
-    stamps = {lifecycle.STAMP_SIGNED, lifecycle.STAMP_RESOLVED, lifecycle.STAMP_CLOSED}
+    stamps = {lifecycle.STAMP_SIGNED, lifecycle.STAMP_RESOLVED, lifecycle.STAMP_CLOSED,
+              lifecycle.STAMP_WHISTLED}
     return {name: LATER if effect in stamps else None for name in WRITES[effect]}
 
 

@@ -23,6 +23,8 @@ from models.lifecycle import (
 from models.tables import (
     CLOSED,
     DISPATCHED,
+    GRID_ASSIGNED,
+    GRID_SIGNED,
     MERGED,
     NOT_ACCEPTED,
     RESOLVED,
@@ -30,6 +32,7 @@ from models.tables import (
     SUBMITTED,
     TRIAGE,
     UNSATISFIED,
+    VERIFYING,
     CaseEvent,
     ExtensionRequest,
     LabelCorrection,
@@ -38,7 +41,8 @@ from models.validation import InvalidInput
 from tests.worded import raises_worded
 
 NOW = datetime(2026, 11, 24, 2, 0)  # Tuesday 10:00 in Changsha
-ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED, NOT_ACCEPTED)
+ALL_STATUSES = (SUBMITTED, TRIAGE, DISPATCHED, SIGNED, RESOLVED, CLOSED, MERGED, NOT_ACCEPTED,
+                GRID_ASSIGNED, GRID_SIGNED, VERIFYING)
 
 
 async def events_of(seeded, case_id) -> list[CaseEvent]:
@@ -53,7 +57,7 @@ async def fresh(seeded, case_id):
 
 async def changes_for(seeded, action: str) -> dict:
     """The column values an action needs when called through transition() directly."""
-    if action in ("dispatch", "redispatch"):
+    if action in ("dispatch", "redispatch", "whistle_department"):
         return {"department_code": "housing"}
     if action == "extend":
         return {"resolve_by": NOW + timedelta(days=30)}

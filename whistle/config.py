@@ -203,13 +203,23 @@ class DuplicateSettings:
     k: int = setting(3, low=1)
 
 
+@dataclass(frozen=True)
+class RoutingSettings:
+    # 小事不出网格: the kinds of case (department codes = the classifier's labels) that start
+    # with the grid's staff instead of a department, when the case lies in a grid with staff.
+    grid_first: tuple[str, ...] = ()
+    grid_sign_limit: str = "1d"      # a grid's (or the street's) 签收 ...
+    grid_resolve_limit: str = "3wd"  # ... and 办结, counted from the hand-over
+    verify_limit: str = "2wd"        # 核查 by the grid's staff after a department's 办结
+
+
 # [section] -> its dataclass; [limits] is a table of limit names (models/deadlines.py).
 SECTIONS: dict[str, type] = {
     "district": DistrictSettings, "telegram": TelegramSettings, "database": DatabaseSettings,
     "classifier": ClassifierSettings, "conversation": ConversationSettings,
     "followup": FollowupSettings, "delivery": DeliverySettings, "calendar": CalendarSettings,
     "dashboard": DashboardSettings, "open311": Open311Settings,
-    "learning": LearningSettings, "duplicates": DuplicateSettings,
+    "learning": LearningSettings, "duplicates": DuplicateSettings, "routing": RoutingSettings,
 }
 LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
 # Every section config.toml may have. [district], [telegram] and [[departments]] are required
@@ -228,13 +238,15 @@ class DepartmentConfig:
     description: str = ""
     chat_id: int | None = None
     limits: dict[str, str] = field(default_factory=dict)
+    # 核查: a 办结 of a case in a grid with staff waits for them to verify it on site.
+    verify_by_grid: bool = False
 
 
 @dataclass(frozen=True)
 class StaffConfig:
     telegram_id: int
     name: str
-    role: str  # triage | department | grid | leader | admin
+    role: str  # triage | department | grid | street | leader | admin
     department: str | None = None
     grid: str | None = None
 
@@ -265,6 +277,7 @@ class Settings:
     limits: dict[str, str]  # only the limits config.toml sets (models/deadlines.py: defaults)
     dashboard: DashboardSettings
     open311: Open311Settings
+    routing: RoutingSettings
     departments: tuple[DepartmentConfig, ...]
     staff: tuple[StaffConfig, ...]
     grids: tuple[GridConfig, ...]
@@ -512,6 +525,23 @@ def _structure_problems(raw: dict, where: Path) -> list[str]:
     return problems
 
 
+def _routing_problems(routing: RoutingSettings, codes: list[str], where: Path) -> list[str]:
+    """[routing]: its limits must read as limits and grid_first name departments."""
+    from models.deadlines import parse_limit  # the deadline rules own the limit syntax
+
+    problems = []
+    for key in ("grid_sign_limit", "grid_resolve_limit", "verify_limit"):
+        try:
+            parse_limit(getattr(routing, key))
+        except ValueError as exc:
+            problems.append(f"{where}: [routing] {key}: {exc}")
+    unknown = [code for code in routing.grid_first if code not in codes]
+    if unknown:
+        problems.append(f"{where}: [routing] grid_first 中的 {', '.join(unknown)} 不是已配置的部门"
+                        f"编码（可用: {', '.join(codes)}）")
+    return problems
+
+
 def read_settings(path: str | os.PathLike | None = None,
                   env: dict | None = None) -> tuple[Settings, list[str]]:
     """The settings and every problem in them, one line each (`whistle check` goes on with
@@ -542,6 +572,7 @@ def read_settings(path: str | os.PathLike | None = None,
         sections[name], bad = _section(raw, name, config_path)
         problems += bad
     problems += _order_problems(sections, config_path)
+    problems += _routing_problems(sections["routing"], codes, config_path)
     limits = raw.get("limits", {}) if isinstance(raw.get("limits", {}), dict) else {}
     problems += [f"{config_path}: [limits] {key} 应为文字（string），例如 \"5wd\"，而不是 {value!r}"
                  for key, value in limits.items() if not isinstance(value, str)]
@@ -563,6 +594,7 @@ def read_settings(path: str | os.PathLike | None = None,
         open311=sections["open311"],
         learning=sections["learning"],
         duplicates=sections["duplicates"],
+        routing=sections["routing"],
         departments=tuple(departments),
         staff=tuple(staff),
         grids=tuple(grids),

@@ -59,8 +59,9 @@ def demo_roles(settings: Settings, residents: dict[int, str] | None = None) -> d
     places = {("department", d.code): d.name for d in settings.departments}
     places.update({("grid", g.code): g.name for g in settings.grids})
     for staff in settings.staff:
-        where = staff.department if staff.role == "department" else staff.grid
-        place = places.get((staff.role, where), where or "") if where else ""
+        kind = "department" if staff.role == "department" else "grid"
+        where = staff.department if kind == "department" else staff.grid
+        place = places.get((kind, where), where or "") if where else ""
         roles[staff.telegram_id] = role_of(staff.role, place)
     order = list(t.ROLE_TITLES)
     return dict(sorted(roles.items(), key=lambda item: (

@@ -17,11 +17,14 @@ from bot.duties.config import FollowupConfig
 from bot.services import Services
 from bot.texts import followup as texts
 from models import followup as fq
-from models import outbox
+from models import gridwork, outbox
 from models.lifecycle import running_deadline
-from models.tables import URGENT, Case, CasePart
+from models.tables import GRID_ASSIGNED, GRID_SIGNED, URGENT, VERIFYING, Case, CasePart
 
 log = logging.getLogger(__name__)
+
+# Statuses in which the case's light is the grid's (or street's) duty, not a department's.
+GRID_DUTY = frozenset({GRID_ASSIGNED, GRID_SIGNED, VERIFYING})
 
 
 async def queue_deadline_alerts(services: Services, config: FollowupConfig,
@@ -38,8 +41,10 @@ async def queue_deadline_alerts(services: Services, config: FollowupConfig,
             async with services.session() as session:
                 if not await fq.claim_alert(session, case, kind, now):
                     continue  # another worker did it, or the case moved: next pass decides
+                grid_staff = (await gridwork.staff_of_grid(session, case.handling_grid_code)
+                              if case.status in GRID_DUTY and case.handling_grid_code else None)
                 for chat_id, text, markup in _alert_pushes(kind, case, services, config, chats,
-                                                          now):
+                                                          now, grid_staff):
                     await outbox.enqueue(session, key=notices.case_key(case, kind, chat_id), chat_id=chat_id,
                                          text=text, kind=kind, now=now, case_id=case.id,
                                          reply_markup=posts.as_dict(markup))
@@ -79,10 +84,13 @@ def _overdue_hours(case: Case | CasePart, now: datetime) -> float:
 
 
 def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
-                  chats: dict[str, tuple[str, int | None]], now: datetime, *,
-                  part: CasePart | None = None):
-    """(chat id, text, keyboard) of each push an alert makes; of a 攻坚哨 part's, to the
-    part's department with the part's deadline and buttons."""
+                  chats: dict[str, tuple[str, int | None]], now: datetime,
+                  grid_staff: tuple[int, ...] | None = None, *, part: CasePart | None = None):
+    """(chat id, text, keyboard) of each push an alert makes: to the department's group, or
+    to each grid (street) staff member while the case is their duty (签收/办结/核查); of a
+    攻坚哨 part's, to the part's department with the part's deadline and buttons."""
+    if grid_staff is not None:
+        return _grid_alert_pushes(kind, case, services, config, now, grid_staff)
     lit = part or case
     name, dept_chat = chats.get(lit.department_code, (lit.department_code or "", None))
     deadline = running_deadline(lit)
@@ -107,3 +115,26 @@ def _alert_pushes(kind: str, case: Case, services: Services, config: FollowupCon
         if chat_id is None:
             log.warning("%s of %s: no chat configured, push skipped", kind, case.ref)
     return [p for p in pushes if p[0] is not None]
+
+
+def _grid_alert_pushes(kind: str, case: Case, services: Services, config: FollowupConfig,
+                       now: datetime, grid_staff: tuple[int, ...]):
+    """The grid's own lights: each of its staff in private; 督办 to the leaders as well."""
+    deadline = running_deadline(case)
+    name = services.gridmap.name(case.handling_grid_code) or case.handling_grid_code or ""
+    fields = {"ref": case.ref, "stage": stage_name(case), "snippet": snippet(case),
+              "deadline": local_time(services, deadline), "department": name,
+              "left": texts.span((deadline - now).total_seconds()),
+              "over": texts.span((now - deadline).total_seconds()),
+              "escalate_hours": f"{config.escalate_after.total_seconds() / 3600:g}",
+              "urgent": texts.ESCALATION_URGENT if case.priority == URGENT else ""}
+    template = {"yellow": texts.REMINDER_YELLOW, "red": texts.ALARM_RED,
+                "escalation": texts.ESCALATION_DEPARTMENT}[kind]
+    keyboard = posts.grid_keyboard(case)
+    pushes = [(chat_id, template.format(**fields), keyboard) for chat_id in grid_staff]
+    if kind == "escalation" and config.leader_chat is not None:
+        pushes.append((config.leader_chat, texts.ESCALATION_LEADER.format(**fields), None))
+    if not pushes:
+        log.warning("%s of %s: nobody in grid %s, push skipped", kind, case.ref,
+                    case.handling_grid_code)
+    return pushes

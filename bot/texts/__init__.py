@@ -4,6 +4,7 @@ from .duplicates import *
 from .errors import *
 from .followup import *
 from .grids import *
+from .gridwork import *
 from .hard import *
 from .intake import *
 from .learning import *

@@ -17,6 +17,7 @@ ROLE_TITLES = {
     "triage": "分拨员（分拨中心）",
     "department": "部门办事员（各部门工作群）",
     "grid": "网格员",
+    "street": "街镇工作人员",
     "leader": "督办领导（督办室）",
     "admin": "系统管理员",
 }

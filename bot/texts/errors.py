@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from models.lifecycle import STATUS_NAMES, CaseError
 
+from .gridwork import FIELD_REPORT_NO_GRID, FIELD_REPORT_NOT_GRID
 from .intake import (
     ALREADY_HANDLING,
     BUTTON_EXPIRED,
@@ -31,6 +32,8 @@ FIELD_NAMES = {
     "resolution": "办理结果",
     "extension_reason": "延期理由",
     "not_accepted_reason": "不予受理理由",
+    "whistle_reason": "吹哨理由",
+    "verify_reason": "核查不通过的理由",
     "policy_title": "政策标题",
     "policy_summary": "政策摘要",
     "hard_decision": "会议决定",
@@ -83,6 +86,14 @@ ERROR_TEXTS = {
     "already_merge": "该案件已被合并",
     "already_not_accept": "该案件已不予受理",
     "already_to_triage": "该案件已在待分拨队列中",
+    "already_to_grid": "该案件已交网格办理",
+    "already_grid_sign": "该案件已被签收，无需重复签收",
+    "grid_unknown": "该案件还没有确定所在网格，请先点“修改网格”指定",
+    "grid_no_staff": "该网格及其上级（直至街道）都没有配置网格工作人员，请派至部门办理",
+    "street_no_staff": "所在街道（镇）没有配置工作人员，请直接向区直部门吹哨",
+    "field_report_grid_only": FIELD_REPORT_NOT_GRID,
+    "field_report_no_grid": FIELD_REPORT_NO_GRID,
+    "whistle_already_street": "案件已在街道（镇）办理，请向区直部门吹哨",
     "stale_version": BUTTON_EXPIRED,
     "busy": "案件正在被他人处理，请稍后再试",
     "same_department": "案件已在该部门办理，无需重新分派",

@@ -8,7 +8,7 @@ with bot/texts/intake.py (tests check that).
 from __future__ import annotations
 
 # ---------------------------------------------------------------- shared pieces
-STAGE_NAMES = {"sign": "签收", "resolve": "办结"}
+STAGE_NAMES = {"sign": "签收", "resolve": "办结", "verify": "核查"}
 RATING_NAMES = {"satisfied": "满意", "basic": "基本满意", "unsatisfied": "不满意",
                 "unrated": "未评价"}
 RATE_NONE = "—"

@@ -22,7 +22,7 @@ WELCOME = (
     "• 企业遇到难题，点「企业吹哨」（/enterprise）"
 )
 WELCOME_DRAFT_PENDING = "您有一份尚未提交的反映，可继续填写，或发送 /cancel 放弃。"
-WELCOME_STAFF = "您好，{name}（{role}）。案件会推送到所在工作群，点按钮即可处理。"
+WELCOME_STAFF = "您好，{name}（{role}）。案件会推送到所在工作群（网格员、街镇推送到私聊），点按钮即可处理。"
 HELP = (
     "可用命令：\n"
     "/report 反映问题\n"
@@ -38,12 +38,14 @@ STAFF_HELP = (
     "/overdue 红黄灯案件；/stats [今天|本周|上周|本月|上个月|今年|2026-11] 办结率、按时率、满意率\n"
     "/policy 发布惠企政策；/dashboard 获取指挥大屏登录码\n"
     "/gongjian 编号 列为攻坚哨（分拨员、领导）；/override 编号 理由 不再等待未办结的协同部门（领导）\n"
+    "网格员、街镇：/whistle 我要吹哨（从网格上报问题，直接交网格办理）\n"
     "管理员：/reload_model 重新加载分类模型；/staff_add ID 角色 [部门或网格] 添加工作人员"
 )
 ROLE_NAMES = {
     "triage": "分拨员",
     "department": "部门工作人员",
     "grid": "网格员",
+    "street": "街镇工作人员",
     "leader": "督办领导",
     "admin": "管理员",
 }
