@@ -17,7 +17,7 @@ from classifier.labels import LabelMap
 from models.engine import session_scope
 from tests.startup_kit import clean_env
 from tests.test_bot_kit import model_path  # noqa: F401  (the session's trained model)
-from tests.test_bot_kit import RESIDENT, base_settings, to_triage, with_classifier
+from tests.test_bot_kit import RESIDENT, START, base_settings, to_triage, with_classifier
 from tests.test_learning import NEW_TOPIC, TOPICS, make_corpus, message
 from tests.test_learning_loop import correct_to, start_bot
 from tests.test_settings import config_with
@@ -113,3 +113,76 @@ def test_the_shipped_model_answers_in_the_districts_departments(model_path):  # 
         assert answer.model_version == plain.model_version
     assert mapped.suggest("小区停水两天了，水压也很低").label == "municipal"
     assert plain.suggest("小区停水两天了，水压也很低").label == "water"
+
+
+# ---- the learning loop with the district's departments --------------------------------------
+
+# The synthetic corpus of tests/test_learning.py keeps its own labels; the district merges
+# roads and school into 市政局, water and clinic keep a department each (水务局 by default,
+# 卫健局 by name), and 生态环境局 (garbage) is in no corpus: it learns from corrections alone.
+DISTRICT = {"municipal": ["roads", "school"], "health": ["clinic"], "environment": []}
+GARBAGE = [message(random.Random(200 + i), NEW_TOPIC, topic_words=4) for i in range(10)]
+
+
+@pytest.fixture
+def district(tmp_path):
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    with open(corpus_dir / "seed.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(make_corpus(30))
+    settings = with_classifier(to_triage(base_settings()), corpus_dir=str(corpus_dir),
+                               model_path=str(tmp_path / "serving" / "model.npz"))
+    learning = replace(settings.learning, retrain_after_corrections=6, check_seconds=3600,
+                       models_dir=str(tmp_path / "models"), margin=0.1, department_margin=0.3)
+    return merged(replace(settings, learning=learning), **DISTRICT)
+
+
+async def test_a_merged_department_and_a_new_one_learned_from_corrections(
+        make_bot, bot_engine, district):
+    assert set(TOPICS) == {"water", "roads", "school", "clinic"}
+    # The shipped model (corpus labels) until the loop has trained one: answered in the
+    # district's departments.
+    build_default_model(district)
+    bot = await start_bot(make_bot, district)
+    assert set(bot.services.suggester.labels) == set(TOPICS)
+    rng = random.Random(7)
+    for topic, department in [("roads", "municipal"), ("school", "municipal"),
+                              ("water", "water"), ("clinic", "health")]:
+        ref = await bot.report(RESIDENT, message(rng, TOPICS[topic]))
+        assert (await bot.case(ref)).suggested_department == department, topic
+
+    # Garbage: never 生态环境局 (no corpus label) until triage has corrected enough of it.
+    for text in GARBAGE[:8]:
+        ref = await bot.report(RESIDENT, text)
+        assert (await bot.case(ref)).suggested_department != "environment"
+        await correct_to(bot, ref, "生态环境局")
+    outcome = await duty.run_learning_pass(bot.services, {})
+    assert outcome is not None and outcome.promoted, outcome and outcome.decision.reasons
+    counts = outcome.result.counts["per_department"]
+    assert counts["municipal"]["corpus"] > counts["water"]["corpus"] > 0  # two labels, one
+    assert counts["environment"]["corpus"] == 0 and counts["environment"]["decisions"] >= 5
+    assert counts["education"] == {"corpus": 0, "decisions": 0, "decision_weight": 1.0}
+
+    # The retrained model gives department codes and the bot serves it without a restart.
+    suggester = bot.services.suggester
+    assert suggester.model_version == outcome.result.version
+    assert set(suggester.labels) == {"municipal", "water", "health", "environment"}
+    assert not suggester.folds(suggester.model)
+    for text, department in [(GARBAGE[8], "environment"), (GARBAGE[9], "environment"),
+                             (message(rng, TOPICS["school"]), "municipal"),
+                             (message(rng, TOPICS["roads"]), "municipal")]:
+        ref = await bot.report(RESIDENT, text)
+        assert (await bot.case(ref)).suggested_department == department, text
+
+
+async def test_the_loops_baseline_is_trained_in_the_districts_departments(bot_engine, district):
+    outcome = await duty.retrain_now(district, lambda: session_scope(bot_engine),
+                                     START,
+                                     trigger="manual")
+    served = Suggester.from_settings(district)
+    assert outcome.promoted and served.model_version == outcome.result.version
+    assert set(served.labels) == {"municipal", "water", "health"}
+    assert outcome.result.counts["departments_too_few_examples"] == sorted(
+        d.code for d in district.departments if d.code not in ("municipal", "water", "health"))
