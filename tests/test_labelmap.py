@@ -16,8 +16,14 @@ from classifier import text as textmod
 from classifier.labels import LabelMap
 from models.engine import session_scope
 from tests.startup_kit import clean_env
-from tests.test_bot_kit import model_path  # noqa: F401  (the session's trained model)
-from tests.test_bot_kit import RESIDENT, START, base_settings, to_triage, with_classifier
+from tests.test_bot_kit import (
+    RESIDENT,
+    START,
+    base_settings,
+    model_path,  # noqa: F401  (the session's trained model)
+    to_triage,
+    with_classifier,
+)
 from tests.test_learning import NEW_TOPIC, TOPICS, make_corpus, message
 from tests.test_learning_loop import correct_to, start_bot
 from tests.test_settings import config_with
@@ -52,20 +58,21 @@ def test_a_merged_department_takes_several_labels_and_the_others_keep_their_own(
     assert set(label_map.without_corpus) == {"water", "housing"}
 
 
-@pytest.mark.parametrize("value, line", [
-    ('["water", "drains"]', "部门 water 的 corpus_labels 中的 drains 不是语料的标签"),
-    ('"water"', "部门 water 的 corpus_labels 应为语料标签的列表（可为空列表 []），而不是 'water'"),
-    ('["water", 3]', "部门 water 的 corpus_labels 应为语料标签的列表"),
-    ('["water", " "]', "部门 water 的 corpus_labels 应为语料标签的列表"),
-    ('["water", "municipal"]', "语料标签 municipal 只能归入一个部门，corpus_labels 中却同时归入 "
-                               "water、municipal"),
+@pytest.mark.parametrize("water, municipal, line", [
+    ('["water", "drains"]', None, "部门 water 的 corpus_labels 中的 drains 不是语料的标签"),
+    ('"water"', None, "corpus_labels 应为语料标签的列表（可为空列表 []），而不是 'water'"),
+    ('["water", 3]', None, "部门 water 的 corpus_labels 应为语料标签的列表"),
+    ('["water", " "]', None, "部门 water 的 corpus_labels 应为语料标签的列表"),
+    ('["water", "municipal"]', '["municipal"]',
+     "语料标签 municipal 只能归入一个部门，corpus_labels 中却同时归入 water、municipal"),
 ])
-def test_bad_corpus_labels_are_refused_with_a_line_naming_the_setting(tmp_path, value, line):
-    extra = '\ncorpus_labels = ["municipal"]\n' if "同时归入" in line else "\n"
-    path = config_with(tmp_path, (WATER_BLOCK, WATER_BLOCK + f"corpus_labels = {value}\n"),
-                       (MUNICIPAL_BLOCK, MUNICIPAL_BLOCK + extra.lstrip("\n")))
+def test_bad_corpus_labels_are_refused_with_a_line_naming_the_setting(tmp_path, water,
+                                                                      municipal, line):
+    changes = [(WATER_BLOCK, WATER_BLOCK + f"corpus_labels = {water}\n")]
+    if municipal:
+        changes.append((MUNICIPAL_BLOCK, MUNICIPAL_BLOCK + f"corpus_labels = {municipal}\n"))
     with pytest.raises(ConfigError) as error:
-        load_settings(path, env={})
+        load_settings(config_with(tmp_path, *changes), env={})
     assert [p for p in error.value.problems if line in p], error.value.problems
 
 
