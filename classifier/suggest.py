@@ -108,6 +108,9 @@ class Suggester:
         # corpus when config.toml was read).
         suggester.label_map = LabelMap.from_settings(settings, known_labels=suggester.labels)
         unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
+        if suggester.folds(suggester.model) and suggester.label_map.without_corpus:
+            log.info("部门 %s 没有语料标签：学习闭环用足够的人工改派训练后才会被建议",
+                     ", ".join(suggester.label_map.without_corpus))
         if unknown and model_path is None and not suggester.folds(suggester.model):
             log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,
                         ", ".join(unknown))
