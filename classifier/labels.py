@@ -6,8 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from classifier.data import DataError
+
+if TYPE_CHECKING:
+    from whistle.config import Settings
 
 # A department learned from staff decisions alone is trained (and suggested) once it has this
 # many examples. Fewer cannot be cross-validated fairly (the 5 calibration folds each need one
@@ -15,6 +21,13 @@ from classifier.data import DataError
 # department known from one to four messages is mostly their words: suggested for any message
 # that shares one of them, which costs the other departments more than it gains.
 MIN_DEPARTMENT_EXAMPLES = 5
+
+# Which labels a model file gives, in its meta: the learning loop's models give department
+# codes, the model built from the shipped corpus gives corpus labels. Older files say
+# nothing: theirs are department codes when each is a department's code.
+LABEL_SPACE = "label_space"
+CORPUS_LABELS = "corpus"
+DEPARTMENT_CODES = "departments"
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,14 @@ class LabelMap:
                                 f"（语料的标签: {', '.join(sorted(known_labels))}）")
         return cls(departments, taken)
 
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      known_labels: Collection[str] | None = None) -> LabelMap:
+        """The district's map: each department's `corpus_labels` in config.toml (default: its
+        own code, when known_labels has it)."""
+        table = settings.corpus_label_table(known_labels)
+        return cls.from_table({d: list(labs) for d, labs in table.items()}, list(table))
+
     def department_of(self, corpus_label: str) -> str | None:
         for department, labels in self.corpus_labels.items():
             if corpus_label in labels:
@@ -64,6 +85,27 @@ class LabelMap:
         left out."""
         to_department = {lab: d for d, labs in self.corpus_labels.items() for lab in labs}
         return [(text, to_department[lab]) for text, lab in examples if lab in to_department]
+
+    def gives_corpus_labels(self, meta: Mapping[str, object], labels: Sequence[str]) -> bool:
+        """Whether a model (its meta and labels) gives corpus labels, to be folded."""
+        space = meta.get(LABEL_SPACE)
+        if space in (CORPUS_LABELS, DEPARTMENT_CODES):
+            return space == CORPUS_LABELS
+        return not set(labels) <= set(self.departments)
+
+    def fold(self, labels: Sequence[str], proba: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+        """A corpus-label model's probabilities as the departments': a department's is the sum
+        of its labels' (the chance the message is any of them). Labels no department takes
+        are dropped, their share is not spread over the rest (that would overstate the
+        others); departments that take none of `labels` are not among the answers."""
+        index = {lab: i for i, lab in enumerate(labels)}
+        departments, folded = [], []
+        for department in self.departments:
+            taken = [index[lab] for lab in self.corpus_labels.get(department, ()) if lab in index]
+            if taken:
+                departments.append(department)
+                folded.append(float(np.sum(proba[taken])))
+        return tuple(departments), np.asarray(folded, dtype=float)
 
     @property
     def without_corpus(self) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ import numpy as np
 from classifier import text as textmod
 from classifier.data import DataError
 from classifier.dedupe import near_duplicate_groups
-from classifier.labels import MIN_DEPARTMENT_EXAMPLES, LabelMap
+from classifier.labels import DEPARTMENT_CODES, LABEL_SPACE, MIN_DEPARTMENT_EXAMPLES, LabelMap
 from classifier.model import LinearModel, load_model
 from classifier.registry import ModelRegistry
 from classifier.suggest import Suggester
@@ -371,6 +371,7 @@ def run_challenger(job: ChallengerJob) -> ChallengerResult:
     result = train(plan.training.examples, job.train_params,
                    userdict_words=job.userdict_words, analyzed=plan.training.analyzed,
                    weights=plan.training.weights, progress=log.info)
+    result.model.meta[LABEL_SPACE] = DEPARTMENT_CODES  # served as is, never folded
     registry = ModelRegistry(job.models_dir, job.served)
     champion = registry.champion()
     judged = job.params.min_cases

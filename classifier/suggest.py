@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classifier import text as textmod
+from classifier.labels import CORPUS_LABELS, LABEL_SPACE, LabelMap
 from classifier.model import FORMAT_VERSION, LinearModel, ModelError, load_model
 from whistle.config import ClassifierSettings
 
@@ -62,6 +63,9 @@ class Suggester:
     path: Path | None = None
     confidence_threshold: float = DEFAULT_CONFIDENCE
     auto_dispatch_threshold: float = DEFAULT_AUTO_DISPATCH
+    # The district's departments: a model that gives corpus labels (the shipped one, until
+    # the learning loop has trained one) is answered in departments through it.
+    label_map: LabelMap | None = None
     _stamp: tuple | None = field(default=None, repr=False)
     _refused_stamp: tuple | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -100,8 +104,14 @@ class Suggester:
             model_path or settings.model_path,
             confidence_threshold=cfg.confidence_threshold,
             auto_dispatch_threshold=cfg.auto_dispatch_threshold)
+        # The model's own labels stand for the corpus's (the map was checked against the
+        # corpus when config.toml was read).
+        suggester.label_map = LabelMap.from_settings(settings, known_labels=suggester.labels)
         unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
-        if unknown and model_path is None:
+        if suggester.folds(suggester.model) and suggester.label_map.without_corpus:
+            log.info("部门 %s 没有语料标签：学习闭环用足够的人工改派训练后才会被建议",
+                     ", ".join(suggester.label_map.without_corpus))
+        if unknown and model_path is None and not suggester.folds(suggester.model):
             log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,
                         ", ".join(unknown))
         return suggester
@@ -112,7 +122,13 @@ class Suggester:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """What the model gives (corpus labels, for a model that folds)."""
         return self.model.labels
+
+    def folds(self, model: LinearModel) -> bool:
+        """Whether `model`'s labels are corpus labels answered through the label map."""
+        return self.label_map is not None and self.label_map.gives_corpus_labels(
+            model.meta, model.labels)
 
     def suggest(self, text: str | None) -> Suggestion:
         """Top-3 (label, probability) for a message, or an "unsure" suggestion with a reason."""
@@ -139,8 +155,13 @@ class Suggester:
         proba, known = model.probabilities(analyzed)
         if not known:
             return self._unsure(model, NO_KNOWN_WORDS)
+        labels = model.labels
+        if self.folds(model):
+            labels, proba = self.label_map.fold(labels, proba)
+            if not labels:
+                return self._unsure(model, NO_KNOWN_WORDS)
         order = np.argsort(-proba)[:TOP_K]
-        top = tuple((model.labels[i], float(proba[i])) for i in order)
+        top = tuple((labels[i], float(proba[i])) for i in order)
         best = float(proba[order[0]])
         return Suggestion(top=top, confident=best >= self.confidence_threshold,
                           auto_dispatch=best >= self.auto_dispatch_threshold,
@@ -198,4 +219,5 @@ def build_default_model(settings: Settings, *, progress=None) -> Path:
     # One process: this may run inside the bot, where forking workers is unwelcome.
     result = train_from_files(files, TrainParams(n_jobs=1), userdict=userdict,
                               progress=progress)
+    result.model.meta[LABEL_SPACE] = CORPUS_LABELS  # answered through the district's label map
     return result.model.save(settings.model_path)

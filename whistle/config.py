@@ -8,12 +8,15 @@ unknown_settings() every section or key it does not know. Code reads attributes
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import difflib
 import os
 import re
 import tomllib
 import types
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -240,6 +243,9 @@ class DepartmentConfig:
     limits: dict[str, str] = field(default_factory=dict)
     # 核查: a 办结 of a case in a grid with staff waits for them to verify it on site.
     verify_by_grid: bool = False
+    # The shipped corpus's labels this department takes (several, or [] = learned from staff
+    # decisions alone); None: its own code, if the corpus has it (see corpus_label_table).
+    corpus_labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,25 @@ class Settings:
 
     def department_names(self) -> dict[str, str]:
         return {d.code: d.name for d in self.departments}
+
+    def corpus_label_table(self, known_labels: Collection[str] | None = None
+                           ) -> dict[str, tuple[str, ...]]:
+        """department code → the corpus labels it takes (classifier.labels.LabelMap)."""
+        return corpus_label_table(self.departments, known_labels)
+
+
+def corpus_label_table(departments: Sequence[DepartmentConfig],
+                       known_labels: Collection[str] | None = None
+                       ) -> dict[str, tuple[str, ...]]:
+    """department code → the corpus labels it takes. A department without `corpus_labels`
+    takes the label spelled like its code, if the corpus has it (known_labels None: assumed)
+    and no department lists it: a district that merges water into 城乡建设 need not also
+    write `corpus_labels = []` for a 水务局 it kept for other work."""
+    listed = {lab for d in departments for lab in (d.corpus_labels or ())}
+    return {d.code: tuple(d.corpus_labels) if d.corpus_labels is not None
+            else ((d.code,) if d.code not in listed
+                  and (known_labels is None or d.code in known_labels) else ())
+            for d in departments}
 
 
 def _resolve_sqlite_url(url: str, base: Path) -> str:
@@ -542,6 +567,50 @@ def _routing_problems(routing: RoutingSettings, codes: list[str], where: Path) -
     return problems
 
 
+def corpus_labels_in(corpus_dir: Path) -> set[str] | None:
+    """The labels of a corpus folder's *.csv files (their `label` column); None when it cannot
+    be read: the classifier names that problem when it trains, and a label map is then not
+    checked against it."""
+    files = sorted(Path(corpus_dir).glob("*.csv"))
+    labels: set[str] = set()
+    try:
+        for path in files:
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                labels |= {(row.get("label") or "").strip() for row in csv.DictReader(fh)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    labels.discard("")
+    return labels if files else None
+
+
+def _corpus_label_problems(departments: list[DepartmentConfig],
+                           known: set[str] | None, where: Path) -> tuple[list, list[str]]:
+    """[[departments]] corpus_labels: a list of corpus labels, each known and taken by one
+    department. Departments with a wrong value keep the default (so `whistle check` goes on)."""
+    problems, fixed = [], []
+    for d in departments:
+        value = d.corpus_labels
+        if value is not None and (not isinstance(value, list) or not all(
+                isinstance(v, str) and v.strip() for v in value)):
+            problems.append(f"{where}: 部门 {d.code} 的 corpus_labels 应为语料标签的列表"
+                            f"（可为空列表 []），而不是 {value!r}")
+            value = None
+        elif value is not None:
+            value = tuple(v.strip() for v in value)
+            unknown = [v for v in value if known is not None and v not in known]
+            if unknown:
+                problems.append(f"{where}: 部门 {d.code} 的 corpus_labels 中的 {', '.join(unknown)}"
+                                f" 不是语料的标签（语料的标签: {', '.join(sorted(known))}）")
+                value = tuple(v for v in value if v not in unknown)
+        fixed.append(dataclasses.replace(d, corpus_labels=value))
+    counts = Counter(lab for d in fixed for lab in (d.corpus_labels or ()))
+    for label in sorted(lab for lab, n in counts.items() if n > 1):
+        owners = "、".join(d.code for d in fixed if label in (d.corpus_labels or ()))
+        problems.append(f"{where}: 语料标签 {label} 只能归入一个部门，corpus_labels 中"
+                        f"却同时归入 {owners}")
+    return fixed, problems
+
+
 def read_settings(path: str | os.PathLike | None = None,
                   env: dict | None = None) -> tuple[Settings, list[str]]:
     """The settings and every problem in them, one line each (`whistle check` goes on with
@@ -573,6 +642,11 @@ def read_settings(path: str | os.PathLike | None = None,
         problems += bad
     problems += _order_problems(sections, config_path)
     problems += _routing_problems(sections["routing"], codes, config_path)
+    corpus_dir = Path(sections["classifier"].corpus_dir)
+    known_labels = corpus_labels_in(corpus_dir if corpus_dir.is_absolute()
+                                    else config_path.parent / corpus_dir)
+    departments, bad = _corpus_label_problems(departments, known_labels, config_path)
+    problems += bad
     limits = raw.get("limits", {}) if isinstance(raw.get("limits", {}), dict) else {}
     problems += [f"{config_path}: [limits] {key} 应为文字（string），例如 \"5wd\"，而不是 {value!r}"
                  for key, value in limits.items() if not isinstance(value, str)]

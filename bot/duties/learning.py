@@ -75,8 +75,9 @@ def challenger_job(settings: Settings, decisions: list[learning.Decision]) -> Ch
     corpus = [pair for path in corpus_files(settings.corpus_dir) for pair in read_examples(path)]
     userdict = settings.userdict_path
     words = tuple(textmod.read_userdict(userdict)) if userdict.exists() else ()
-    # A department's code is its corpus label; one the corpus lacks learns from decisions.
-    label_map = LabelMap.identity([d.code for d in settings.departments])
+    # config.toml's corpus_labels (default: the label spelled like the code); a department
+    # that takes none learns from decisions alone.
+    label_map = LabelMap.from_settings(settings, known_labels={lab for _, lab in corpus})
     return ChallengerJob(
         corpus=corpus,
         decisions=[StaffDecision(str(d.case_id), d.text, d.department, d.at, d.corrected)
