@@ -65,9 +65,14 @@ async def drop_duplicates(update: object, context: Context) -> None:
         recent.popitem(last=False)
     try:
         seen = await checks.seen(update.update_id)
-    except Exception:
+    except Exception as exc:
         recent.pop(update.update_id, None)  # not handled: a redelivery must get through
-        raise
+        # The store is unreachable (a database restart): no handler may run unguarded — PTB
+        # would go on to the next group after an error — so apologize and stop here.
+        log.error("update %s not handled: the store is unreachable", update.update_id,
+                  exc_info=exc)
+        await apologize(update, context, texts.STORE_UNAVAILABLE)
+        raise ApplicationHandlerStop from exc
     if seen:
         log.info("duplicate update %s ignored (seen before restart)", update.update_id)
         raise ApplicationHandlerStop
@@ -93,12 +98,17 @@ async def record_handled(update: object, context: Context) -> None:
 async def on_error(update: object, context: Context) -> None:
     """Log the error and say sorry to the person whose update failed (never a traceback)."""
     log.error("error while handling update", exc_info=context.error)
-    if not isinstance(update, Update):
-        return
+    if isinstance(update, Update):
+        await apologize(update, context, texts.SORRY_ERROR)
+
+
+async def apologize(update: Update, context: Context, text: str) -> None:
+    """Say sorry to the person whose update failed: an alert on a button press, a message in
+    a private chat (never in a group)."""
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(texts.SORRY_ERROR[:200], show_alert=True)
+            await update.callback_query.answer(text[:200], show_alert=True)
         elif update.effective_chat is not None and update.effective_chat.type == "private":
-            await context.bot.send_message(update.effective_chat.id, texts.SORRY_ERROR)
+            await context.bot.send_message(update.effective_chat.id, text)
     except TelegramError:
         log.warning("could not tell the user about the error", exc_info=True)
