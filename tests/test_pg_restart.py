@@ -107,6 +107,24 @@ async def test_a_postgresql_restart_is_told_to_retry_and_the_bot_recovers_by_its
     assert len(keys) == len(set(keys))
 
 
+async def test_a_quick_restart_between_two_steps_goes_unnoticed(make_bot, cluster):
+    """The pool's connections died with the server: each is checked before use and replaced,
+    so the next step of the conversation works at once, with no apology."""
+    bot = await make_bot(to_triage())
+    await bot.say(RESIDENT, "/report")
+    await bot.say(RESIDENT, WATER_TEXT)
+    await asyncio.sleep(0.5)  # the conversation step is stored
+    await asyncio.to_thread(cluster.stop)
+    await asyncio.to_thread(cluster.start)
+    assert (await bot.say(RESIDENT, "/skip")).content == texts.ASK_LOCATION
+    summary = await bot.say(RESIDENT, "/skip")
+    await bot.press(RESIDENT, summary, "确认提交")
+    await bot.settle()
+    [case] = await bot.cases()
+    assert confirmations(bot, RESIDENT) == [texts.SUBMITTED.format(ref=case.ref)]
+    assert not [m for m in bot.emu.messages(RESIDENT) if "稍后再试" in m.content]
+
+
 async def leased_rows(bot):
     return [row for row in await bot.outbox() if row.key.startswith(LEASE_KEY)]
 
