@@ -125,6 +125,32 @@ async def test_a_quick_restart_between_two_steps_goes_unnoticed(make_bot, cluste
     assert not [m for m in bot.emu.messages(RESIDENT) if "稍后再试" in m.content]
 
 
+async def test_a_restart_right_after_the_reference_went_out_sends_it_once(make_bot, cluster):
+    """The reply with the reference is on its way when the server goes down, so the queued
+    copy cannot be marked sent at once: it is marked once the server is back, and the
+    resident gets the reference once (not again from the outbox GRACE later)."""
+    bot = await make_bot(to_triage())
+    summary = await summary_of(bot, RESIDENT, WATER_TEXT)
+    bot.emu.fail_next("sendMessage", "late", hold=3)  # the reply arrives, its answer is slow
+    press = bot.emu.press(RESIDENT, summary, "确认提交")
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "已受理" in m.content, timeout=WAIT)
+    await asyncio.to_thread(cluster.stop)  # before the bot hears that the reply went out
+    try:
+        await asyncio.sleep(4)
+    finally:
+        await asyncio.to_thread(cluster.start)
+    answer = await bot.emu.wait_for_callback_answer(press, timeout=WAIT * 3)
+    assert "稍后再试" not in (answer.get("text") or "")  # the report was stored: no apology
+    await asyncio.sleep(1)
+    bot.clock.advance(seconds=60)  # long past the queued copy's grace
+    kick_delivery(bot.app)
+    await bot.settle()
+    [case] = await bot.cases()
+    assert confirmations(bot, RESIDENT) == [texts.SUBMITTED.format(ref=case.ref)]
+    [copy] = [row for row in await bot.outbox() if row.key == f"submitted:{case.id}"]
+    assert copy.status == "sent"
+
+
 async def leased_rows(bot):
     return [row for row in await bot.outbox() if row.key.startswith(LEASE_KEY)]
 
