@@ -14,13 +14,13 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import DBAPIError
 from telegram import ReplyKeyboardMarkup
 from telegram.error import TelegramError
 
 from bot import delivery, texts
 from bot.context import Context
 from models import outbox
+from models.engine import STORE_DOWN
 from models.followup import bring_forward
 from models.tables import ENTERPRISE, Case
 
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 
 GRACE = timedelta(seconds=10)  # > the reply's send timeout: the queued copy waits for it
 MARK_RETRY_SECONDS = 0.5  # how often a copy is marked sent again while the store is away
-# What an unreachable store raises: the driver's errors wrapped by SQLAlchemy, and a refused
-# connection (asyncpg's connect raises the OSError itself).
-STORE_DOWN = (DBAPIError, OSError)
 
 
 def key_of(case: Case) -> str:

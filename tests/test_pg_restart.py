@@ -151,6 +151,46 @@ async def test_a_restart_right_after_the_reference_went_out_sends_it_once(make_b
     assert copy.status == "sent"
 
 
+async def test_a_restart_while_the_sender_waits_for_telegram_sends_each_row_once(
+        make_bot, cluster):
+    """The bot's sender leased rows and sent them; the server went down before it could mark
+    them sent: it marks them once the server is back, within the lease, so nobody sends them
+    again after the lease."""
+    bot = await make_bot(to_triage())
+    await bot.settle()
+    chats = [RESIDENT, ADMIN, HOUSING_STAFF]
+    await queue_lease_rows(bot, chats)
+    bot.emu.fail_next("sendMessage", "late", count=len(chats), hold=3)
+    kick_delivery(bot.app)
+    for chat in chats:
+        await bot.emu.wait_for_message(chat, lambda m: "租约测试" in m.content, timeout=WAIT)
+    await asyncio.to_thread(cluster.stop)  # before the sender hears that they went out
+    try:
+        await asyncio.sleep(4)
+    finally:
+        await asyncio.to_thread(cluster.start)
+    await asyncio.sleep(2)
+    bot.clock.advance(seconds=bot.settings.delivery.lease_seconds + 1)
+    kick_delivery(bot.app)
+    await bot.settle()
+    await asyncio.sleep(1)
+    assert_each_sent_once(bot, chats)
+    assert {row.status for row in await leased_rows(bot)} == {"sent"}
+
+
+async def queue_lease_rows(bot, chats: list[int]) -> None:
+    async with session_scope(bot.services.engine) as session:
+        for i, chat in enumerate(chats):
+            await outbox.enqueue(session, key=f"{LEASE_KEY}{i}", chat_id=chat,
+                                 text=f"租约测试消息 {i}", kind="notice", now=bot.clock())
+
+
+def assert_each_sent_once(bot, chats: list[int]) -> None:
+    for i, chat in enumerate(chats):
+        got = [m.content for m in bot.emu.messages(chat) if "租约测试" in m.content]
+        assert got == [f"租约测试消息 {i}"]
+
+
 async def leased_rows(bot):
     return [row for row in await bot.outbox() if row.key.startswith(LEASE_KEY)]
 
@@ -162,10 +202,7 @@ async def test_a_restart_while_a_worker_holds_leased_rows_loses_none_and_sends_e
     now = bot.clock()
     lease = bot.settings.delivery.lease_seconds
     chats = [RESIDENT, ADMIN, HOUSING_STAFF]
-    async with session_scope(bot.services.engine) as session:
-        for i, chat in enumerate(chats):
-            await outbox.enqueue(session, key=f"{LEASE_KEY}{i}", chat_id=chat,
-                                 text=f"租约测试消息 {i}", kind="notice", now=now)
+    await queue_lease_rows(bot, chats)
     async with session_scope(bot.services.engine) as session:  # another worker leases them…
         leased = await outbox.claim_due(session, now, worker="worker-b", lease_seconds=lease)
     assert len(leased) == len(chats)
@@ -183,9 +220,7 @@ async def test_a_restart_while_a_worker_holds_leased_rows_loses_none_and_sends_e
     bot.clock.advance(seconds=lease + 1)  # the lease runs out: the bot's sender takes them
     kick_delivery(bot.app)
     await bot.settle()
-    for i, chat in enumerate(chats):
-        got = [m.content for m in bot.emu.messages(chat) if "租约测试" in m.content]
-        assert got == [f"租约测试消息 {i}"]
+    assert_each_sent_once(bot, chats)
     rows = await leased_rows(bot)
     assert len(rows) == len(chats) and {row.status for row in rows} == {"sent"}
     assert all(row.lease_owner != "worker-b" for row in rows)
