@@ -14,7 +14,7 @@ from bot import failpoints, persistence, texts
 from bot.context import Context
 from bot.services import Services
 from models import drafts
-from models.engine import Gathered
+from models.engine import STORE_DOWN, Gathered
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,11 @@ async def record_handled(update: object, context: Context) -> None:
 
 async def on_error(update: object, context: Context) -> None:
     """Log the error and say sorry to the person whose update failed (never a traceback)."""
+    if update is None and isinstance(context.error, STORE_DOWN):
+        # A background job while the database restarts: one line each time, not a traceback
+        # every poll; the job runs again at its next tick.
+        log.warning("background job skipped, the store is unreachable: %r", context.error)
+        return
     log.error("error while handling update", exc_info=context.error)
     if isinstance(update, Update):
         await apologize(update, context, texts.SORRY_ERROR)
