@@ -10,6 +10,7 @@ answer as fast as any other (the sender's 30 a second would queue a busy bot's a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -19,12 +20,14 @@ from telegram.error import TelegramError
 from bot import delivery, texts
 from bot.context import Context
 from models import outbox
+from models.engine import STORE_DOWN
 from models.followup import bring_forward
 from models.tables import ENTERPRISE, Case
 
 log = logging.getLogger(__name__)
 
 GRACE = timedelta(seconds=10)  # > the reply's send timeout: the queued copy waits for it
+MARK_RETRY_SECONDS = 0.5  # how often a copy is marked sent again while the store is away
 
 
 def key_of(case: Case) -> str:
@@ -54,8 +57,31 @@ async def send(context: Context, case: Case, *, chat_id: int,
         log.warning("confirmation of %s not sent (%s): the outbox retries it", case.ref, exc)
         await hurry(context, case)
         return
+    try:
+        await _mark_sent(services, case, message.message_id)
+    except STORE_DOWN as exc:
+        # The reference went out but the store went away (a database restart): the report
+        # is stored, so no apology; the copy is marked sent as soon as the store is back.
+        log.warning("confirmation of %s sent, not yet marked (%s): retrying", case.ref, exc)
+        context.application.create_task(_mark_sent_when_back(context, case, message.message_id))
+
+
+async def _mark_sent(services, case: Case, message_id: int) -> None:
     await services.gathered.run(lambda session: outbox.mark_sent_by_key(
-        session, key_of(case), message_id=message.message_id, now=services.clock()))
+        session, key_of(case), message_id=message_id, now=services.clock()))
+
+
+async def _mark_sent_when_back(context: Context, case: Case, message_id: int) -> None:
+    """Retry marking the queued copy sent while the bot runs. The copy is due GRACE after
+    the case, and the sender needs the store to claim it too: after an outage shorter than
+    GRACE this always wins; after a longer one it races the sender's first pass."""
+    while context.application.running:
+        await asyncio.sleep(MARK_RETRY_SECONDS)
+        try:
+            await _mark_sent(context.services, case, message_id)
+            return
+        except STORE_DOWN:
+            continue
 
 
 async def hurry(context: Context, case: Case) -> None:

@@ -49,6 +49,7 @@ from bot.context import Context
 from bot.flood import OUTBOX, FloodControl, retry_after_seconds
 from bot.services import Services, services_of
 from models import outbox, people
+from models.engine import STORE_DOWN
 from models.followup import postpone_push, postpone_pushes, unreachable_chats
 from models.tables import Outbox
 
@@ -60,6 +61,7 @@ MAX_TEXT, MAX_CAPTION = 4096, 1024  # Telegram's limits: a message, a photo capt
 HORIZON_SECONDS = 2.0
 # No send starts this close to the end of the row's lease.
 LEASE_MARGIN_SECONDS = 10.0
+MARK_RETRY_SECONDS = 0.5  # how often a sent push is marked again while the store is away
 
 
 # ---------------------------------------------------------------- flood limits
@@ -342,9 +344,27 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     except Exception as exc:  # noqa: BLE001 - network, timeout, 5xx, anything else: retry later
         await _on_transient(services, state, clock, row, exc)
         return 0
-    await _record(services, outbox.mark_sent, row.id, message_id=message_id, now=clock())
+    await _record_sent(services, state, clock, row, message_id, claimed_at)
     state.stats["sent"] += 1
     return 1
+
+
+async def _record_sent(services: Services, state: DeliveryState, clock: Callable[[], datetime],
+                       row: Outbox, message_id: int, claimed_at: float) -> None:
+    """Mark a sent push sent. If the store went away meanwhile (a database restart), keep
+    trying while the lease is ours: a row left pending would be sent again by whoever
+    claims it after the lease."""
+    while True:
+        try:
+            await _record(services, outbox.mark_sent, row.id, message_id=message_id,
+                          now=clock())
+            return
+        except STORE_DOWN as exc:
+            lease_left = state.lease_seconds - LEASE_MARGIN_SECONDS - (
+                time.monotonic() - claimed_at)
+            if lease_left < MARK_RETRY_SECONDS or not await state.pause(MARK_RETRY_SECONDS):
+                raise
+            log.warning("outbox %s sent, not yet marked (%s): retrying", row.id, exc)
 
 
 def _markup(stored: dict | None, bot: Bot) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:

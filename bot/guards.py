@@ -14,7 +14,7 @@ from bot import failpoints, persistence, texts
 from bot.context import Context
 from bot.services import Services
 from models import drafts
-from models.engine import Gathered
+from models.engine import STORE_DOWN, Gathered
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,14 @@ async def drop_duplicates(update: object, context: Context) -> None:
         recent.popitem(last=False)
     try:
         seen = await checks.seen(update.update_id)
-    except Exception:
+    except Exception as exc:
         recent.pop(update.update_id, None)  # not handled: a redelivery must get through
-        raise
+        # The store is unreachable (a database restart): no handler may run unguarded — PTB
+        # would go on to the next group after an error — so apologize and stop here.
+        log.error("update %s not handled: the store is unreachable", update.update_id,
+                  exc_info=exc)
+        await apologize(update, context, texts.STORE_UNAVAILABLE)
+        raise ApplicationHandlerStop from exc
     if seen:
         log.info("duplicate update %s ignored (seen before restart)", update.update_id)
         raise ApplicationHandlerStop
@@ -92,13 +97,23 @@ async def record_handled(update: object, context: Context) -> None:
 
 async def on_error(update: object, context: Context) -> None:
     """Log the error and say sorry to the person whose update failed (never a traceback)."""
-    log.error("error while handling update", exc_info=context.error)
-    if not isinstance(update, Update):
+    if update is None and isinstance(context.error, STORE_DOWN):
+        # A background job while the database restarts: one line each time, not a traceback
+        # every poll; the job runs again at its next tick.
+        log.warning("background job skipped, the store is unreachable: %r", context.error)
         return
+    log.error("error while handling update", exc_info=context.error)
+    if isinstance(update, Update):
+        await apologize(update, context, texts.SORRY_ERROR)
+
+
+async def apologize(update: Update, context: Context, text: str) -> None:
+    """Say sorry to the person whose update failed: an alert on a button press, a message in
+    a private chat (never in a group)."""
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(texts.SORRY_ERROR[:200], show_alert=True)
+            await update.callback_query.answer(text[:200], show_alert=True)
         elif update.effective_chat is not None and update.effective_chat.type == "private":
-            await context.bot.send_message(update.effective_chat.id, texts.SORRY_ERROR)
+            await context.bot.send_message(update.effective_chat.id, text)
     except TelegramError:
         log.warning("could not tell the user about the error", exc_info=True)

@@ -15,6 +15,7 @@ after a crash Telegram's redelivery of it is handled again rather than dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -23,6 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import BasePersistence, PersistenceInput
 
 from models import drafts
+
+log = logging.getLogger(__name__)
 
 SAVE_SECONDS = 0.2
 # Telegram redelivers an update within minutes to hours; after a week without updates it may
@@ -80,6 +83,17 @@ class StorePersistence(BasePersistence):
         self._fallback = None
         if self._handled and self._batch is None:
             self._batch = asyncio.ensure_future(self._write_batch())
+            self._batch.add_done_callback(self._after_fallback)
+
+    def _after_fallback(self, batch: asyncio.Future) -> None:
+        # Nobody awaits a fallback round: a failure (the database restarting) is logged here
+        # and the round tried again later, or the ids would wait for the next update.
+        if batch.cancelled() or batch.exception() is None:
+            return
+        log.warning("could not record handled updates, trying again: %s", batch.exception())
+        if self._fallback is None:
+            self._fallback = asyncio.get_running_loop().call_later(
+                2 * self.update_interval, self._fallback_round)
 
     # ---------------------------------------------------------------- writing, batched
     async def _put(self, key: str, value: dict | None) -> None:

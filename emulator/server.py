@@ -55,7 +55,7 @@ SEND_METHODS = frozenset({"sendmessage", "sendphoto", "sendmediagroup", "sendloc
 CHAT_ACTIONS = frozenset({"typing", "upload_photo", "record_video", "upload_video",
                           "record_voice", "upload_voice", "upload_document", "choose_sticker",
                           "find_location", "record_video_note", "upload_video_note"})
-FAULT_KINDS = frozenset({"429", "500", "502", "timeout", "blocked"})
+FAULT_KINDS = frozenset({"429", "500", "502", "timeout", "blocked", "late"})
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 _COMMAND_RE = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
@@ -1121,11 +1121,13 @@ class TelegramEmulator:
         """Make the next `count` calls of `method` fail.
 
         kind: "429" (RetryAfter), "500"/"502" (NetworkError), "timeout" (held `hold` seconds,
-        default `timeout_hold`, so the client times out), "blocked" (403 Forbidden).
+        default `timeout_hold`, so the client times out), "blocked" (403 Forbidden), "late"
+        (performed at once, the success answered only after `hold` seconds: a slow network).
         processed=True performs the call before failing, like an answer lost on the way back.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"未知故障类型 {kind!r}，可选: {sorted(FAULT_KINDS)}")
+        processed = processed or kind == "late"
         queue = self._faults.setdefault(method.lower(), deque())
         queue.extend(_Fault(kind, retry_after, hold, processed) for _ in range(count))
 
@@ -1188,7 +1190,9 @@ class TelegramEmulator:
             result = await handler(params)
         except ApiError as exc:
             return _error(exc)
-        if fault is not None:
+        if fault is not None and fault.kind == "late":
+            await self._sleep_unless_stopped(fault.hold or self.timeout_hold)
+        elif fault is not None:
             return await self._fault_response(fault)
         return _ok(result)
 

@@ -308,6 +308,9 @@ STAFF_ADDED = "已添加工作人员 {telegram_id}{name}（{role}{where}）。"
 
 # ---------------------------------------------------------------- errors
 SORRY_ERROR = "抱歉，系统开了个小差，请稍后再试。您填写的内容已保存。"
+# The store could not be reached before anything was done (e.g. the database restarting):
+# this message or button press had no effect, so it must be sent or pressed again.
+STORE_UNAVAILABLE = "抱歉，系统暂时繁忙，刚才的操作没有完成，请稍后再试一次。之前填写的内容已保存。"
 
 
 def summary(

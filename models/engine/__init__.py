@@ -7,6 +7,7 @@ bot's units of work for SQLite's one writer and batches small writes.
 """
 
 from models.engine.db import (
+    STORE_DOWN,
     WAL_AUTOCHECKPOINT_PAGES,
     create_all,
     is_sqlite,
@@ -18,6 +19,6 @@ from models.engine.db import (
 )
 from models.engine.turns import Gathered, GatheredWrites, TurnLock
 
-__all__ = ["WAL_AUTOCHECKPOINT_PAGES", "Gathered", "GatheredWrites", "TurnLock", "create_all",
+__all__ = ["STORE_DOWN", "WAL_AUTOCHECKPOINT_PAGES", "Gathered", "GatheredWrites", "TurnLock", "create_all",
            "is_sqlite", "is_sqlite_file", "make_engine", "session_scope", "sessionmaker",
            "wal_checkpointer"]

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,6 +28,11 @@ from models.engine.one_trip import one_trip_creator
 # checkpoints instead, and the commit-time checkpoint stays only as the bound on the log.
 CHECKPOINT_INTERVAL_S = 0.2  # an idle PASSIVE checkpoint costs ~10 µs; fsyncs only after writes
 WAL_AUTOCHECKPOINT_PAGES = 10_000  # 40 MB of log; reached only if the checkpointer falls behind
+
+
+# What a store that cannot be reached raises (a PostgreSQL restart): the driver's errors wrapped
+# by SQLAlchemy, and a refused connection (asyncpg's connect raises the OSError itself).
+STORE_DOWN = (DBAPIError, OSError)
 
 
 def is_sqlite(url: str) -> bool:
