@@ -31,7 +31,7 @@ from starlette.routing import Route
 from geo import GridError, GridTree, load_boundaries
 from models.deadlines import Rules
 from models.engine import session_scope
-from models.gridmap import BOUNDARIES_KEY, grid_records
+from models.gridmap import grid_records
 from models.gridstats import GridIndex, GridLeague, grid_extras, grid_index, grid_league
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class GridShapes:
         self._answers: dict[str | None, str] = {}
 
     def _load(self) -> None:
-        path = self.settings.district.get(BOUNDARIES_KEY)
+        path = self.settings.district.grid_boundaries
         try:
             self._tree = GridTree(grid_records(self.settings))
         except GridError:
@@ -67,7 +67,7 @@ class GridShapes:
             self._message = NO_BOUNDARIES
             return
         boundaries = load_boundaries(self.settings.path(path), self._tree,
-                                     bbox=self.settings.district.get("bbox") or None)
+                                     bbox=self.settings.district.bbox or None)
         self._shapes = dict(boundaries.shapes)
         if not self._shapes:
             self._message = NO_BOUNDARIES
