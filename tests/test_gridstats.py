@@ -9,6 +9,9 @@ cases of tests/test_stats.py (NOW is 2026-03-18 14:00 district time) placed in t
 
 Every other case has no grid: March has 12 cases (C1–C12 less the merged C9, plus B1), 8 open
 (2 yellow, 3 red), so 7 received and 7 open are 未关联网格.
+
+GRID_WORK (below) then runs the grid workflow over some of them for 小事不出网格率 /
+大事不出街镇率, the channels (哨) and 报到 from a whistle.
 """
 
 from __future__ import annotations
@@ -170,34 +173,34 @@ async def test_area_view_counts_only_the_grid_and_below(engine, rules, known):
 # signed_at, so the department's 签收 is its 报到.
 GRID_WORK = {
     # 小事不出网格: resolved by the micro-grid's staff.
-    "C1": dict(started_in_grid=True, department_code=None, signed_at=at(3, 2, 3),
-               resolved_level=GRID_LEVEL),
+    "C1": {"started_in_grid": True, "department_code": None, "signed_at": at(3, 2, 3),
+           "resolved_level": GRID_LEVEL},
     # 大事不出街镇: the grid whistled up to the street, whose staff signed and resolved it.
-    "C3": dict(started_in_grid=True, department_code=None, whistled_at=at(3, 10, 1),
-               whistle_level="grid", dispatched_at=at(3, 10, 1), signed_at=at(3, 10, 2),
-               resolved_level=STREET_LEVEL),
+    "C3": {"started_in_grid": True, "department_code": None, "whistled_at": at(3, 10, 1),
+           "whistle_level": "grid", "dispatched_at": at(3, 10, 1),
+           "signed_at": at(3, 10, 2), "resolved_level": STREET_LEVEL},
     # Whistled to 水务局 at 02:00, which reported (签收) at 05:00: 3 h, within sign_by 09:00;
     # resolved by the department and 核查通过 by the grid.
-    "C2": dict(started_in_grid=True, whistled_at=at(3, 3, 2), whistle_level="grid",
-               dispatched_at=at(3, 3, 2), signed_at=at(3, 3, 5),
-               resolved_level=DEPARTMENT_LEVEL),
+    "C2": {"started_in_grid": True, "whistled_at": at(3, 3, 2), "whistle_level": "grid",
+           "dispatched_at": at(3, 3, 2), "signed_at": at(3, 3, 5),
+           "resolved_level": DEPARTMENT_LEVEL},
     # Resolved in its grid on the first of the month.
-    "B1": dict(started_in_grid=True, department_code=None, resolved_level=GRID_LEVEL),
+    "B1": {"started_in_grid": True, "department_code": None, "resolved_level": GRID_LEVEL},
     # Whistled to 水务局 at 02:00, 退回 and dispatched again at 06:00 (the seed's dispatch),
     # signed at 10:00: 报到 counts from the later call, 4 h. Still open.
-    "C12": dict(started_in_grid=True, whistled_at=at(3, 14, 2), whistle_level="grid",
-                signed_at=at(3, 14, 10)),
+    "C12": {"started_in_grid": True, "whistled_at": at(3, 14, 2), "whistle_level": "grid",
+            "signed_at": at(3, 14, 10)},
     # Whistled up by the street, not signed yet: open, so in no rate's denominator.
-    "C5": dict(started_in_grid=True, whistled_at=at(3, 18), whistle_level="street"),
+    "C5": {"started_in_grid": True, "whistled_at": at(3, 18), "whistle_level": "street"},
     # A grid worker's own report from the field (雷锋哨), still with triage.
-    "C8": dict(channel=GRID_REPORT),
+    "C8": {"channel": GRID_REPORT},
     # February: resolved in a grid, outside March's figures.
-    "P2": dict(started_in_grid=True, grid_code="WC-YLD-YX-02", department_code=None,
-               resolved_level=GRID_LEVEL),
-    "C4": dict(channel=HOTLINE),
-    "C10": dict(channel=HOTLINE),
-    "C7": dict(channel=API),
-    "C6": dict(is_hard=True),  # 攻坚哨, whatever it came in by (an enterprise's report)
+    "P2": {"started_in_grid": True, "grid_code": "WC-YLD-YX-02", "department_code": None,
+           "resolved_level": GRID_LEVEL},
+    "C4": {"channel": HOTLINE},
+    "C10": {"channel": HOTLINE},
+    "C7": {"channel": API},
+    "C6": {"is_hard": True},  # 攻坚哨, whatever it came in by (an enterprise's report)
 }
 
 
