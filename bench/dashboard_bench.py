@@ -100,10 +100,19 @@ def _case_rows(n: int, settings, rng: random.Random):
         if status in ("triage", "merged"):
             dispatched = sign_by = resolve_by = None
             dept = None if status == "triage" else dept
+        # 吹哨报到 (#13): half the cases with a grid start there; of those done, most stay in
+        # the grid or the street (resolved_level), the rest were whistled up to a department.
+        in_grid = grid is not None and rng.random() < 0.5
+        level = whistled = None
+        if in_grid and status in ("resolved", "closed"):
+            level = rng.choices(("grid", "street", "department"), (70, 15, 15))[0]
+            whistled = dispatched if level != "grid" else None
+        channel = "hotline" if not in_grid and rng.random() < 0.4 else "telegram"
         yield (f"B{i:07d}", kind, rng.randint(1, 50_000), "基准测试合成案件", "[]", "[]",
                grid, suggested, 0.5 + rng.random() / 2, version, dept, status, "normal",
                _ts(created), _ts(dispatched), _ts(signed), _ts(resolved), _ts(closed),
-               _ts(sign_by), _ts(resolve_by), satisfaction, 0, 0, 0, 0)
+               _ts(sign_by), _ts(resolve_by), satisfaction, 0, 0, 0, 0,
+               int(in_grid), _ts(whistled), level, int(rng.random() < 0.001), channel)
 
 
 def generate_store(path: Path, n: int, settings) -> None:
@@ -132,7 +141,7 @@ def generate_store(path: Path, n: int, settings) -> None:
                "suggested_department, suggested_confidence, model_version, department_code, "
                "status, priority, created_at, dispatched_at, signed_at, resolved_at, closed_at, "
                "sign_by, resolve_by, satisfaction, reopen_count, out_of_area, version, "
-               "out_of_grid")
+               "out_of_grid, started_in_grid, whistled_at, resolved_level, is_hard, channel")
     marks = ", ".join("?" * len(columns.split(", ")))
     db.executemany(f"INSERT INTO \"case\" ({columns}) VALUES ({marks})",
                    _case_rows(n, settings, rng))

@@ -95,9 +95,8 @@ def synthetic_settings(settings, tree: GridTree, geojson: Path):
     """config.toml with the synthetic grids instead of the demo's (and no grid staff)."""
     grids = tuple(GridConfig(code=r.code, name=r.name, level=r.level, parent=r.parent)
                   for r in tree)
-    district_options = {k: v for k, v in settings.district.items() if k != "gazetteer"}
-    district_options["grid_boundaries"] = str(geojson)
-    district_options.pop("bbox", None)
+    district_options = replace(settings.district, gazetteer="", grid_boundaries=str(geojson),
+                               bbox=None)
     staff = tuple(s for s in settings.staff if not getattr(s, "grid", None))
     return replace(settings, grids=grids, district=district_options, staff=staff)
 
@@ -161,7 +160,7 @@ async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict
     community = tree.children(street)[0]
     out = {}
     for cache_seconds in (0, 5):
-        dash = {**settings.dashboard, "screen_tokens": [TOKEN], "cache_seconds": cache_seconds}
+        dash = replace(settings.dashboard, screen_tokens=(TOKEN,), cache_seconds=cache_seconds)
         app = create_app(replace(settings, dashboard=dash), engine=engine, clock=lambda: now)
         server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
                                                log_level="warning", lifespan="on"))

@@ -9,9 +9,10 @@ Two queries (cases created in the period, open cases now) grouped by grid_code, 
 number of grids; the roll-up along the tree adds one numpy matrix up a level at a time
 (4,411 grids and a million cases: see bench/grid_dashboard_bench.py).
 
-Columns another part of #13 adds are read when the table has them: Case.channel (热线哨,
-the Open311 intake) and Case.whistled_at (雷锋哨, a grid's whistle); without them those
-channels are left out rather than shown as zero.
+小事不出网格率 and 大事不出街镇率 (#13 §3) are counted over the cases that started in a grid
+(Case.started_in_grid) and are done (办结: resolved or closed): the share resolved in the grid
+(Case.resolved_level == grid), and the share resolved in the grid or at the street. They roll
+up like every other count: a street's rate covers all the grid-started cases in its grids.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, func
+from sqlalchemy import and_, case, func, or_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.deadlines import Rules
 from models.engine import session_scope
-from models.lifecycle import running_deadline_sql
+from models.lifecycle import GRID_LEVEL, RESOLVED_IN_GRID, running_deadline_sql
 from models.stats import (
     DONE_STATUSES,
     LIT_STATUSES,
@@ -48,16 +49,29 @@ from models.stats import (
     period_aggregates,
     worst_first,
 )
-from models.tables import ENTERPRISE, MERGED, OPEN_STATUSES, RESIDENT, Case, Grid
+from models.tables import (
+    API,
+    ENTERPRISE,
+    GRID_REPORT,
+    HOTLINE,
+    MERGED,
+    OPEN_STATUSES,
+    RESIDENT,
+    Case,
+    Grid,
+)
 
 # Chinese names of the levels as the league table's headings use them.
 LEVEL_TITLES = {"district": "区", "street": "街道（镇）", "community": "社区（村）",
                 "area": "片区", "grid": "网格", "micro": "微网格"}
 RED_POINTS_LIMIT = 1000  # the map shows at most this many red cases (most overdue first)
 
-# Channels (哨): (key, name). The bot's own two always exist; the others only with their column.
-CHANNEL_NAMES = {"leifeng": "雷锋哨", "hotline": "热线哨", "resident": "随手拍",
-                 "enterprise": "企业吹哨", "api": "其他平台"}
+# Channels (哨) as the seed reports them: each case counts in exactly one, the first of this
+# order it belongs to (see _channel_key), so the counts add up to the cases received. A 攻坚哨
+# is named by what it became (a hard case handled jointly), whatever its intake; a case a grid
+# whistled up, or a grid's own report from the field, is a 雷锋哨 even if the hotline brought it.
+CHANNEL_NAMES = {"hard": "攻坚哨", "leifeng": "雷锋哨", "hotline": "热线哨", "api": "其他平台",
+                 "enterprise": "企业吹哨", "resident": "随手拍"}
 
 
 # ---------------------------------------------------------------- the grid tree
@@ -151,7 +165,12 @@ async def grid_index(session: AsyncSession) -> GridIndex:
 # A grid's counts travel as a plain vector in Tally's field order (by_status left out: no grid
 # figure uses it); the roll-up adds them up the tree as one matrix, a level at a time, and only
 # the rows shown become Tally objects.
-COUNTS = tuple(f.name for f in fields(Tally) if f.name != "by_status")
+TALLY_COUNTS = tuple(f.name for f in fields(Tally) if f.name != "by_status")
+# Behind 小事不出网格率 / 大事不出街镇率, after Tally's counts in the same vector: cases that
+# started in a grid and are done, and of those the ones resolved in the grid, and in the grid
+# or at the street.
+GRID_COUNTS = ("grid_done", "in_grid", "in_street")
+COUNTS = TALLY_COUNTS + GRID_COUNTS
 _AT = {name: i for i, name in enumerate(COUNTS)}
 _ZERO = (0,) * len(COUNTS)
 # What the grid league shows needs only these of period_aggregates(): the handling time and
@@ -163,8 +182,25 @@ HIDDEN = ("by_status", "handled", "handling_hours", "avg_handling_hours", "sugge
 
 
 def as_tally(vector) -> Tally:
+    """Tally's part of a COUNTS vector (the grid counts: see grid_rates)."""
     return Tally(**{name: float(v) if name == "handling_hours" else round(float(v))
-                    for name, v in zip(COUNTS, vector, strict=True)})
+                    for name, v in zip(TALLY_COUNTS, vector, strict=False)})
+
+
+def grid_rates(vector) -> dict[str, Any]:
+    """小事不出网格率 (in_grid_rate) and 大事不出街镇率 (in_street_rate) of a COUNTS vector,
+    with the grid-started cases done that both are counted over (None: no such case)."""
+    done, in_grid, in_street = (round(float(vector[_AT[name]])) for name in GRID_COUNTS)
+    return {"grid_done": done, "in_grid": in_grid, "in_street": in_street,
+            "in_grid_rate": _rate(in_grid, done), "in_street_rate": _rate(in_street, done)}
+
+
+def _grid_aggregates() -> list:
+    """The SQL sums behind GRID_COUNTS, in their order."""
+    grid_done = and_(Case.started_in_grid.is_(True), Case.status.in_(DONE_STATUSES))
+    return [_count_if(grid_done),
+            _count_if(and_(grid_done, Case.resolved_level == GRID_LEVEL)),
+            _count_if(and_(grid_done, Case.resolved_level.in_(sorted(RESOLVED_IN_GRID))))]
 
 
 def _in_area(area: set[str] | None) -> list:
@@ -178,12 +214,14 @@ async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime,
     done = _count_if(Case.status.in_(DONE_STATUSES))  # Tally.done: 办结 (see stats)
     aggregates = dict(zip(PERIOD_FIELDS, period_aggregates(_dialect(session)), strict=True))
     stmt = (
-        select(Case.grid_code, func.count(), done, *(aggregates[f] for f in GRID_FIELDS))
+        select(Case.grid_code, func.count(), done, *(aggregates[f] for f in GRID_FIELDS),
+               *_grid_aggregates())
         .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED,
                *_in_area(area))
         .group_by(Case.grid_code)
     )
-    slots = [_AT["created"], _AT["done"], *(_AT[name] for name in GRID_FIELDS)]
+    slots = [_AT["created"], _AT["done"], *(_AT[name] for name in GRID_FIELDS),
+             *(_AT[name] for name in GRID_COUNTS)]
     out = {}
     for code, *values in await session.exec(stmt):
         vector = list(_ZERO)
@@ -211,10 +249,11 @@ async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: floa
 
 
 def roll_up(index: GridIndex, *own: dict[str | None, list]
-            ) -> tuple[dict[str, np.ndarray], Tally, Tally]:
+            ) -> tuple[dict[str | None, np.ndarray], Tally, Tally]:
     """(counts per grid including everything below it, the whole district, the unplaced
     cases) from counts per grid_code (several dicts are added together). A code that is not
-    in the tree counts for the district only."""
+    in the tree counts for the district only. The first result's None key holds the
+    whole district's vector too (its grid counts are not in a Tally)."""
     matrix = np.zeros((len(index.order), len(COUNTS)))
     total, unplaced = np.zeros(len(COUNTS)), np.zeros(len(COUNTS))
     for by_code in own:
@@ -229,8 +268,9 @@ def roll_up(index: GridIndex, *own: dict[str | None, list]
         unplaced += values[~known].sum(axis=0)
     for rows in reversed(index.rows_by_depth[1:]):  # the deepest level first, up to the roots
         np.add.at(matrix, index.parent_row[rows], matrix[rows])
-    return ({code: matrix[i] for code, i in index.row_of.items()}, as_tally(total),
-            as_tally(unplaced))
+    rolled: dict[str | None, np.ndarray] = {code: matrix[i] for code, i in index.row_of.items()}
+    rolled[None] = total
+    return rolled, as_tally(total), as_tally(unplaced)
 
 
 # ---------------------------------------------------------------- red points for the map
@@ -262,63 +302,66 @@ async def red_points(session: AsyncSession, *, now: datetime, rules: Rules,
 
 
 def _channel_key():
-    """The SQL expression naming a case's channel (see CHANNEL_NAMES), from what exists."""
-    whens = []
-    if "whistled_at" in Case.__table__.c:  # a grid blew the whistle: 雷锋哨
-        whens.append((Case.__table__.c.whistled_at.is_not(None), "leifeng"))
-    if "channel" in Case.__table__.c:  # the 12345 hotline and other platforms (Open311)
-        column = Case.__table__.c.channel
-        whens += [(column == "hotline", "hotline"), (column == "api", "api")]
-    whens.append((Case.kind == ENTERPRISE, "enterprise"))
-    return case(*whens, else_=RESIDENT)
+    """The SQL expression naming a case's channel (CHANNEL_NAMES, in its order)."""
+    return case(
+        (Case.is_hard.is_(True), "hard"),
+        (or_(Case.whistled_at.is_not(None), Case.channel == GRID_REPORT), "leifeng"),
+        (Case.channel == HOTLINE, "hotline"),
+        (Case.channel == API, "api"),
+        (Case.kind == ENTERPRISE, "enterprise"),
+        else_=RESIDENT)
 
 
-def channel_keys() -> list[str]:
-    """The channels this store can tell apart (its columns decide)."""
-    keys = ["resident", "enterprise"]
-    if "channel" in Case.__table__.c:
-        keys += ["hotline", "api"]
-    if "whistled_at" in Case.__table__.c:
-        keys.insert(0, "leifeng")
-    return keys
+def _called_at():
+    """When the department was called to 报到: the whistle for a case a grid (or street)
+    whistled up, else the dispatch (派单). A later dispatch (a reopen, or a redispatch after
+    退回) is a new call and wins: the department signs for that one."""
+    return case((and_(Case.whistled_at.is_not(None),
+                      or_(Case.dispatched_at.is_(None), Case.whistled_at >= Case.dispatched_at)),
+                 Case.whistled_at), else_=Case.dispatched_at)
 
 
 async def channels_and_report_times(session: AsyncSession, *, start: datetime, end: datetime
                                     ) -> dict[str, list[dict[str, Any]]]:
     """Cases created in [start, end), in one scan: the count per channel (哨, most first;
-    existing channels only) and 报到 per department — how long from being called (派单 or a
-    grid's 吹哨) to 签收 over the cases it signed for: how many, the mean hours and the share
-    within the sign-for limit (signed_at ≤ sign_by), slowest first."""
+    only channels that received cases) and 报到 per department — how long from being called
+    (a grid's 吹哨, else 派单) to 签收 over the cases it signed for: how many (and how many
+    of them were whistled up), the mean hours and the share within the sign-for limit
+    (signed_at ≤ sign_by), slowest first."""
     dialect = _dialect(session)
-    key = _channel_key()
-    signed = and_(Case.signed_at.is_not(None), Case.dispatched_at.is_not(None),
+    key, called = _channel_key(), _called_at()
+    # A grid's own 签收 stamps signed_at too, but only while no department has the case: a
+    # department's dispatch or whistle clears it (models/cases.py), so what is left is its 报到.
+    signed = and_(Case.signed_at.is_not(None), called.is_not(None),
                   Case.department_code.is_not(None))
-    hours = (_millis(Case.signed_at, dialect) - _millis(Case.dispatched_at, dialect)) / 3600000.0
+    hours = (_millis(Case.signed_at, dialect) - _millis(called, dialect)) / 3600000.0
     stmt = (
         select(key, Case.department_code, func.count(), _count_if(signed),
                func.sum(case((signed, hours), else_=0.0)),
                _count_if(and_(signed, Case.signed_at <= Case.sign_by)),
-               _count_if(and_(signed, Case.sign_by.is_not(None))))
+               _count_if(and_(signed, Case.sign_by.is_not(None))),
+               _count_if(and_(signed, Case.whistled_at.is_not(None))))
         .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
         .group_by(key, Case.department_code)
     )
     counts: dict[str, int] = defaultdict(int)
     reports: dict[str, list] = {}
-    for channel, dept, n, reported, total, on_time, limited in await session.exec(stmt):
+    for channel, dept, n, reported, *sums_of_group in await session.exec(stmt):
         counts[channel] += n
         if reported:
-            sums = reports.setdefault(dept, [0, 0.0, 0, 0])
-            for i, value in enumerate((reported, total, on_time, limited)):
+            sums = reports.setdefault(dept, [0, 0.0, 0, 0, 0])
+            for i, value in enumerate((reported, *sums_of_group)):
                 sums[i] += value or 0
     names = await department_names(session)
-    channels = [{"channel": k, "name": CHANNEL_NAMES[k], "count": counts.get(k, 0)}
-                for k in channel_keys()]
+    channels = [{"channel": k, "name": name, "count": counts[k]}
+                for k, name in CHANNEL_NAMES.items() if counts.get(k)]
     report_rows = [
-        {"code": code, "name": names.get(code, code), "reported": n,
+        {"code": code, "name": names.get(code, code), "reported": n, "whistled": int(whistled),
          "avg_report_hours": round(float(total) / n, 2),
          "report_on_time_rate": _rate(int(on_time), int(limited))}
-        for code, (n, total, on_time, limited) in reports.items()
+        for code, (n, total, on_time, limited, whistled) in reports.items()
     ]
+    # Most first; a tie keeps CHANNEL_NAMES' order (sorted is stable).
     return {"channels": sorted(channels, key=lambda r: -r["count"]),
             "report_times": sorted(report_rows,
                                    key=lambda r: (-r["avg_report_hours"], r["code"]))}
@@ -332,14 +375,15 @@ class GridLeague:
     """Figures of every grid (rolled up), with the tree to walk them level by level."""
 
     index: GridIndex
-    rolled: dict[str, np.ndarray]  # COUNTS vectors
+    rolled: dict[str | None, np.ndarray]  # COUNTS vectors; None = the whole district
     total: Tally
     unplaced: Tally
     reds: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self, code: str) -> dict[str, Any]:
-        tally = as_tally(self.rolled.get(code, _ZERO))
-        row = tally.figures()
+        vector = self.rolled.get(code, _ZERO)
+        tally = as_tally(vector)
+        row = tally.figures() | grid_rates(vector)
         for name in HIDDEN:
             del row[name]
         row.update(code=code, name=self.index.names[code], level=self.index.levels[code],
@@ -358,7 +402,7 @@ class GridLeague:
         below = top if at_top else list(self.index.children.get(code, ()))
         rows = sorted((self.row(c) for c in below), key=worst_first)
         if at_top:
-            node = self.total.figures()
+            node = self.total.figures() | grid_rates(self.rolled.get(None, _ZERO))
             node.update(code=district, name=self.index.names.get(district, ""),
                         level="district", unplaced={"name": NO_GRID,
                                                     "received": self.unplaced.created,

@@ -18,6 +18,7 @@ from tests.test_dashboard import (
     running,
     site,  # noqa: F401 (fixture)
 )
+from tests.test_gridstats import seed_grid_work
 from tests.test_stats import NOW, seed_known_cases
 from web.app import create_app
 
@@ -97,3 +98,23 @@ async def test_red_points_follow_the_drill_down(site, engine):  # noqa: F811
         assert [(p["ref"], p["grid_code"]) for p in top["red_points"]] == [("C6", "WC-YLD-YX-02")]
         other = (await http.get("/api/grids", params={"code": "WC-GTL"})).json()["step"]
         assert other["red_points"] == []
+
+
+async def test_grid_rates_channels_and_whistled_reports_over_http(site, engine):  # noqa: F811
+    await seed_grid_work(engine)  # tests/test_gridstats.py: the figures worked out there
+    async with client(site) as http:
+        await login(http, SCREEN_TOKEN)
+        top = (await http.get("/api/grids")).json()
+        node = top["step"]["node"]
+        assert (node["in_grid_rate"], node["in_street_rate"], node["grid_done"]) == (0.5, 0.75, 4)
+        assert {r["code"]: (r["in_grid_rate"], r["in_street_rate"]) for r in top["step"]["rows"]
+                } == {"WC-GTL": (0.5, 0.5), "WC-YLD": (0.5, 1.0), "WC-BLH": (None, None)}
+        assert [(c["name"], c["count"]) for c in top["channels"]] == [
+            ("雷锋哨", 5), ("随手拍", 3), ("热线哨", 2), ("攻坚哨", 1), ("其他平台", 1)]
+        assert top["report_times"][0] == {
+            "code": "water", "name": "水务局", "reported": 2, "whistled": 2,
+            "avg_report_hours": 3.5, "report_on_time_rate": 1.0}
+        community = (await http.get("/api/grids", params={"code": "WC-GTL-XC"})).json()["step"]
+        assert community["node"]["in_grid_rate"] == 0.5
+        assert community["rows"][0]["code"] == "WC-GTL-XC-01"
+        assert community["rows"][0]["in_street_rate"] == 0.5

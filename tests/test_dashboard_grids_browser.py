@@ -29,6 +29,7 @@ from tests.test_dashboard_browser import (  # skips this module too without Chro
     start_chromium,
     wait_for_data,
 )
+from tests.test_gridstats import seed_grid_work
 from tests.test_stats import NOW, seed_known_cases
 from web.app import create_app
 
@@ -102,6 +103,9 @@ def browse(url: str, shots: Path, profile: Path) -> dict:
         seen["district"] = view(driver)
         seen["node"] = driver.find_element(By.ID, "grid-node").text
         seen["channels"] = driver.find_element(By.ID, "grid-channels").text
+        seen["league_head"] = driver.find_element(By.CSS_SELECTOR, "#grid-league thead").text
+        seen["yld_row"] = driver.find_element(
+            By.CSS_SELECTOR, "#grid-league tr[data-code='WC-YLD']").text
         seen["overview_shown"] = driver.find_element(By.ID, "overview-view").is_displayed()
         seen["fits_screen"] = driver.execute_script(
             "return document.documentElement.scrollHeight <= window.innerHeight + 1;")
@@ -145,6 +149,7 @@ async def test_grid_view_in_headless_chromium(tmp_path, settings, monkeypatch):
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'whistle.db'}")
     await create_all(engine)
     await seed_known_cases(engine, settings)
+    await seed_grid_work(engine)
     # Two red cases get a place on the map: C6 in 银星村第二网格, C10 in 新城社区第二网格.
     async with session_scope(engine) as s:
         for ref, code in (("C6", "WC-YLD-YX-02"), ("C10", "WC-GTL-XC-02")):
@@ -171,7 +176,11 @@ async def test_grid_view_in_headless_chromium(tmp_path, settings, monkeypatch):
     assert district["points"] == 2
     assert district["labels"] == ["月亮岛街道 1", "白鹭湖街道 0", "高塘岭街道 2"]
     assert "未关联网格 5 件（在办 5）" in seen["node"]
-    assert "随手拍" in seen["channels"] and "企业吹哨" in seen["channels"]
+    # 小事不出网格率 / 大事不出街镇率 (tests/test_gridstats.py's GRID_WORK): district and league.
+    assert "小事不出网格率 50.0%" in seen["node"] and "大事不出街镇率 75.0%" in seen["node"]
+    assert "不出网格" in seen["league_head"] and "不出街镇" in seen["league_head"]
+    assert seen["yld_row"].split()[-2:] == ["50.0%", "100.0%"]
+    assert seen["channels"].split()[2:6] == ["雷锋哨", "5", "随手拍", "3"]
     assert seen["fits_screen"] is True
 
     street = seen["street"]

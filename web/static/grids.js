@@ -140,7 +140,9 @@
     const parts = [["本月受理", number(node.created)], ["在办", number(node.open)],
       ["黄灯", number(node.yellow)], ["红灯", number(node.red)],
       ["办结率", percent(node.completion_rate)], ["按时率", percent(node.on_time_rate)],
-      ["满意率", percent(node.satisfaction_rate)]];
+      ["满意率", percent(node.satisfaction_rate)],
+      // Over the cases that started in a grid and are done (grid_done), see models/gridstats.py.
+      ["小事不出网格率", percent(node.in_grid_rate)], ["大事不出街镇率", percent(node.in_street_rate)]];
     if (node.unplaced) {
       parts.push([node.unplaced.name, number(node.unplaced.received) + " 件（在办 " +
         number(node.unplaced.open) + "）"]);
@@ -192,6 +194,8 @@
       cell(tr, percent(row.completion_rate));
       cell(tr, percent(row.on_time_rate));
       cell(tr, percent(row.satisfaction_rate));
+      cell(tr, percent(row.in_grid_rate)).title = "始于网格且已办结 " + number(row.grid_done) + " 件";
+      cell(tr, percent(row.in_street_rate));
       body.appendChild(tr);
     });
     $("grid-league-empty").hidden = rows.length > 0;
@@ -206,6 +210,7 @@
       cell(tr, number(c.count));
       body.appendChild(tr);
     });
+    $("grid-channels-empty").hidden = channels.length > 0;
   }
 
   function renderReportTimes(rows) {
@@ -215,6 +220,7 @@
       const tr = document.createElement("tr");
       cell(tr, r.name);
       cell(tr, number(r.reported));
+      cell(tr, number(r.whistled));
       cell(tr, r.avg_report_hours === null ? "—" : r.avg_report_hours.toFixed(1));
       cell(tr, percent(r.report_on_time_rate), r.report_on_time_rate !== null &&
         r.report_on_time_rate < 0.9 ? "warn" : "");
