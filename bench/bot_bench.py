@@ -203,6 +203,13 @@ def _has(text: str):
     return lambda m: text in m.content
 
 
+def _has_button(label: str):
+    return lambda m: any(label in text for text, _ in m.buttons)
+
+
+CONFIRM, NOT_SAME = "确认提交", "不是，继续提交"
+
+
 class Quota:
     """Reports still to be made. Residents keep reporting until it is used up, so nearly
     all of them are busy until the end instead of a few stragglers finishing alone."""
@@ -234,8 +241,14 @@ async def resident(emu: TelegramEmulator, rec: Recorder, user: int, quota: Quota
             if summary is None:
                 return
             await asyncio.sleep(rng.uniform(0, 2 * think))
+        if _has_button(NOT_SAME)(summary):
+            # 附近已有人反映 (#16): these residents report a problem of their own all the same.
+            summary = await rec.step(user, lambda s=summary: emu.press(user, s, NOT_SAME),
+                                     _has_button(CONFIRM), NOT_SAME)
+            if summary is None:
+                return
         started = time.perf_counter()
-        reply = await rec.step(user, lambda s=summary: emu.press(user, s, "确认提交"),
+        reply = await rec.step(user, lambda s=summary: emu.press(user, s, CONFIRM),
                                _has("已受理"), "确认提交")
         if reply is None:
             return
