@@ -16,18 +16,13 @@ from datetime import date, datetime, time, timedelta
 
 from telegram import Update
 from telegram.ext import (
-    CallbackQueryHandler,
-    CommandHandler,
     ConversationHandler,
-    MessageHandler,
-    TypeHandler,
-    filters,
 )
 
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
 from bot.buttons import done, post_for, press
-from bot.common import buttons_start_conversations, edit_post, local_time, now_of
+from bot.common import edit_post, local_time, now_of
 from bot.context import Context
 from bot.services import Services
 from models.deadlines import deadline_after
@@ -246,41 +241,17 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- cancel, timeout, assembly
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The staff ConversationHandler, one conversation per (group, staff member)."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_return, pattern=cb.pattern(cb.RETURN)),
-                CallbackQueryHandler(begin_resolve, pattern=cb.pattern(cb.RESOLVE)),
-                CallbackQueryHandler(begin_extension, pattern=cb.pattern(cb.EXTEND)),
-            ],
-            states={
-                RETURN_REASON: [MessageHandler(words, got_return_reason)],
-                RESOLVE_RESULT: [MessageHandler(words, got_resolution)],
-                RESOLVE_PHOTO: [
-                    MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_resolution_photo),
-                    CommandHandler("skip", skip_resolution_photo),
-                ],
-                EXTENSION_REASON: [MessageHandler(words, got_extension_reason)],
-                EXTENSION_DATE: [MessageHandler(words, got_extension_date)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            # Staff conversations are few, so PTB's timer job per update costs nothing here;
-            # the reporters' conversation ends idle reports by a sweep instead
-            # (conversation.end_idle_conversations).
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.RETURN, begin_return), (cb.RESOLVE, begin_resolve),
+                 (cb.EXTEND, begin_extension)],
+        states={
+            RETURN_REASON: staff_replies.typed(got_return_reason),
+            RESOLVE_RESULT: staff_replies.typed(got_resolution),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
+                                                       skip_resolution_photo),
+            EXTENSION_REASON: staff_replies.typed(got_extension_reason),
+            EXTENSION_DATE: staff_replies.typed(got_extension_date),
+        })

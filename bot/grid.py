@@ -19,18 +19,16 @@ from datetime import timedelta
 
 from telegram import Update
 from telegram.ext import (
-    CallbackQueryHandler,
     CommandHandler,
     ConversationHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
 from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, buttons_start_conversations, edit_post, kick_delivery
+from bot.common import alert, edit_post, kick_delivery
 from bot.context import Context
 from bot.conversation import description_problem
 from models.lifecycle import CaseError
@@ -216,41 +214,19 @@ async def got_verify_reason(update: Update, context: Context) -> int | None:
         answer=lambda acted: texts.VERIFY_FAILED_OK.format(ref=acted.case.ref))
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The grid staff's ConversationHandler, one conversation per (chat, staff member)."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_resolve, pattern=cb.pattern(cb.GRID_RESOLVE)),
-                CallbackQueryHandler(begin_whistle, pattern=cb.pattern(cb.WHISTLE_TO)),
-                CallbackQueryHandler(begin_verify_fail, pattern=cb.pattern(cb.VERIFY_FAIL)),
-            ],
-            states={
-                RESOLVE_RESULT: [MessageHandler(words, got_resolution)],
-                RESOLVE_PHOTO: [
-                    MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO,
-                                   got_resolution_photo),
-                    CommandHandler("skip", skip_resolution_photo),
-                ],
-                WHISTLE_REASON: [MessageHandler(words, got_whistle_reason)],
-                VERIFY_REASON: [MessageHandler(words, got_verify_reason)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.GRID_RESOLVE, begin_resolve), (cb.WHISTLE_TO, begin_whistle),
+                 (cb.VERIFY_FAIL, begin_verify_fail)],
+        states={
+            RESOLVE_RESULT: staff_replies.typed(got_resolution),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
+                                                       skip_resolution_photo),
+            WHISTLE_REASON: staff_replies.typed(got_whistle_reason),
+            VERIFY_REASON: staff_replies.typed(got_verify_reason),
+        })
 
 
 # ---------------------------------------------------------------- 我要吹哨 (/whistle)

@@ -3,23 +3,33 @@
 The bot asks with a ForceReply addressed to the presser (mention + selective); what the button
 was about waits in user_data under `key`, per group, until the answer completes the action,
 /cancel drops it or the conversation times out. Used by the department's 退回 / 办结 / 申请延期
-(bot/department.py) and triage's 不予受理 其他 / 重复反映 (bot/triage.py), each from a small
-ConversationHandler per (group, staff member).
+(bot/department.py), triage's 不予受理 其他 / 重复反映 (bot/triage.py), the 攻坚哨's decision and
+part results (bot/hard.py) and the grid staff's 办结 / 吹哨 / 核查 (bot/grid.py), each from a small
+ConversationHandler per (chat, staff member) that `conversation` assembles the same way for all.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from telegram import ForceReply, Update
 from telegram.constants import ParseMode
-from telegram.ext import ConversationHandler
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
 from bot import actions, texts
 from bot import callbacks as cb
 from bot.buttons import post_for, refuse
-from bot.common import MAX_CAPTION, MAX_TEXT, alert, fit, kick_delivery
+from bot.common import MAX_CAPTION, MAX_TEXT, alert, buttons_start_conversations, fit, kick_delivery
 from bot.context import Context
 from bot.services import Services
 from models.lifecycle import CaseError, StaleVersion
@@ -28,6 +38,10 @@ from models.validation import InvalidInput
 END = ConversationHandler.END
 Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
 Check = Callable[[actions.Acted], None]
+Step = Callable[[Update, Context], Awaitable[int | None]]
+
+# What a staff member types in answer: words, not a command (/cancel, /skip are handled apart).
+WORDS = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 
 
 def pending(context: Context, key: str, chat_id: int) -> dict | None:
@@ -147,3 +161,45 @@ async def timed_out(update: Update, context: Context, key: str) -> None:
     set_pending(context, key, chat.id, None)
     minutes = context.services.settings.conversation.idle_timeout_minutes
     await context.bot.send_message(chat.id, texts.STAFF_TIMED_OUT.format(minutes=int(minutes)))
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def typed(step: Step) -> list[BaseHandler]:
+    """A state that waits for the staff member's typed words."""
+    return [MessageHandler(WORDS, step)]
+
+
+def photo_or_skip(got_photo: Step, skip: Step) -> list[BaseHandler]:
+    """A state that waits for a photo of the result, or /skip."""
+    return [MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_photo),
+            CommandHandler("skip", skip)]
+
+
+def conversation(*, name: str, key: str, idle_minutes: float,
+                 buttons: Sequence[tuple[str, Step]],
+                 states: dict[int, list[BaseHandler]]) -> ConversationHandler:
+    """One staff ConversationHandler per (chat, staff member): each (verb, step) button starts
+    it, `states` wait for the words; /cancel and the idle timeout drop what waits under `key`."""
+
+    async def cancel_step(update: Update, context: Context) -> int:
+        return await cancel(update, context, key)
+
+    async def timed_out_step(update: Update, context: Context) -> None:
+        await timed_out(update, context, key)
+
+    with buttons_start_conversations():
+        return ConversationHandler(
+            entry_points=[CallbackQueryHandler(step, pattern=cb.pattern(verb))
+                          for verb, step in buttons],
+            states={**states, ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out_step)]},
+            fallbacks=[CommandHandler("cancel", cancel_step)],
+            name=name,
+            persistent=True,
+            allow_reentry=True,
+            # Staff conversations are few, so PTB's timer job per update costs nothing here;
+            # the reporters' conversation ends idle reports by a sweep instead
+            # (conversation.end_idle_conversations).
+            conversation_timeout=timedelta(minutes=idle_minutes),
+        )
