@@ -33,8 +33,6 @@ END = ConversationHandler.END
 NAME = "staff"
 PENDING = "staff_action"  # user_data key: {chat id: what the staff member is in the middle of}
 
-REASON_MIN, REASON_MAX = 2, 500
-RESULT_MAX = 2000
 
 
 # ---------------------------------------------------------------- 签收 (one press)
@@ -76,15 +74,6 @@ async def begin_extension(update: Update, context: Context) -> int | None:
     return await _begin(update, context, EXTENSION_REASON, texts.ASK_EXTENSION_REASON)
 
 
-def _words_problem(text: str, high: int) -> str | None:
-    text = text.strip()
-    if len(text) < REASON_MIN:
-        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
-    if len(text) > high:
-        return texts.REASON_TOO_LONG.format(max=high)
-    return None
-
-
 async def _finish(update: Update, context: Context, action, done: str, ok_text: str) -> int | None:
     """Run the action for the pending button; update the original post; end the conversation.
 
@@ -99,14 +88,12 @@ async def _finish(update: Update, context: Context, action, done: str, ok_text: 
 
 
 async def got_return_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _words_problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
 
     async def action(services, user_id, button):
-        return await actions.return_to_triage(services, user_id, button, reason.strip())
+        return await actions.return_to_triage(services, user_id, button, reason)
 
     return await _finish(update, context, action, texts.DONE_RETURNED, texts.RETURNED_OK)
 
@@ -114,22 +101,14 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- 办结
 
 
-async def _keep_words(update: Update, context: Context, key: str, max_chars: int,
+async def _keep_words(update: Update, context: Context, field: str, high: int,
                       next_prompt: str, next_state: int) -> int | None:
-    """Store a staff member's short text (a result, a reason) and ask the next question;
-    a text that is empty or too long is answered and asked again (state unchanged)."""
-    words = update.message.text
-    problem = _words_problem(words, max_chars)
-    if problem:
-        await update.message.reply_text(problem)
-        return None
-    _pending(context, update.effective_chat.id)[key] = words.strip()
-    await staff_replies.ask(update, next_prompt)
-    return next_state
+    return await staff_replies.keep_words(update, context, key=PENDING, field=field, high=high,
+                                          next_prompt=next_prompt, next_state=next_state)
 
 
 async def got_resolution(update: Update, context: Context) -> int | None:
-    return await _keep_words(update, context, "result", RESULT_MAX,
+    return await _keep_words(update, context, "result", staff_replies.RESULT_MAX,
                              texts.ASK_RESOLUTION_PHOTO, RESOLVE_PHOTO)
 
 
@@ -213,7 +192,8 @@ async def got_extension_reason(update: Update, context: Context) -> int | None:
     prompt = texts.ASK_EXTENSION_DATE.format(
         deadline=local_time(context.services, _current_deadline(context, chat_id)),
         example=example.isoformat(), short=f"{example:%m-%d}")
-    return await _keep_words(update, context, "reason", REASON_MAX, prompt, EXTENSION_DATE)
+    return await _keep_words(update, context, "reason", staff_replies.REASON_MAX, prompt,
+                             EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:

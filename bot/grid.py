@@ -39,7 +39,6 @@ FIELD_NAME = "field_report"
 END = ConversationHandler.END
 NAME = "grid_staff"
 PENDING = "grid_action"  # user_data key: {chat id: what the staff member is in the middle of}
-REASON_MIN, REASON_MAX, RESULT_MAX = 2, 500, 2000
 
 
 # ---------------------------------------------------------------- one press
@@ -104,15 +103,6 @@ async def hide_whistle_targets(update: Update, context: Context) -> None:
 # ---------------------------------------------------------------- the words
 
 
-def _problem(text: str, high: int) -> str | None:
-    text = text.strip()
-    if len(text) < REASON_MIN:
-        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
-    if len(text) > high:
-        return texts.REASON_TOO_LONG.format(max=high)
-    return None
-
-
 async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
     return await staff_replies.begin(update, context, key=PENDING, audience=GRID, state=state,
                                      prompt=prompt)
@@ -138,16 +128,9 @@ def _pending(context: Context, chat_id: int) -> dict | None:
 
 
 async def got_resolution(update: Update, context: Context) -> int | None:
-    problem = _problem(update.message.text, RESULT_MAX)
-    if problem:
-        await update.message.reply_text(problem)
-        return None
-    waiting = _pending(context, update.effective_chat.id)
-    if waiting is None:
-        return END
-    waiting["result"] = update.message.text.strip()
-    await staff_replies.ask(update, texts.ASK_RESOLUTION_PHOTO)
-    return RESOLVE_PHOTO
+    return await staff_replies.keep_words(
+        update, context, key=PENDING, field="result", high=staff_replies.RESULT_MAX,
+        next_prompt=texts.ASK_RESOLUTION_PHOTO, next_state=RESOLVE_PHOTO)
 
 
 async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
@@ -174,15 +157,13 @@ async def skip_resolution_photo(update: Update, context: Context) -> int | None:
 
 
 async def got_whistle_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
     services = context.services
 
     async def action(services, user_id, button):
-        return await actions.whistle(services, user_id, button, reason.strip())
+        return await actions.whistle(services, user_id, button, reason)
 
     def target(acted) -> str:
         street = acted.case.department_code is None
@@ -196,16 +177,14 @@ async def got_whistle_reason(update: Update, context: Context) -> int | None:
 
 
 async def got_verify_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
     services = context.services
 
     async def action(services, user_id, button):
         return await actions.verify(services, user_id, button, passed=False,
-                                    reason=reason.strip())
+                                    reason=reason)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=GRID, action=action,

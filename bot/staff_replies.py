@@ -42,6 +42,9 @@ Step = Callable[[Update, Context], Awaitable[int | None]]
 
 # What a staff member types in answer: words, not a command (/cancel, /skip are handled apart).
 WORDS = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
+# How long a typed reason or result may be: checked here so that a bad answer is asked again
+# in the same conversation (the store checks again when it writes).
+REASON_MIN, REASON_MAX, RESULT_MAX = 2, 500, 2000
 
 
 def pending(context: Context, key: str, chat_id: int) -> dict | None:
@@ -66,6 +69,42 @@ async def ask(update: Update, prompt: str) -> None:
     await update.effective_chat.send_message(
         f"{mention} {html.escape(prompt)}", parse_mode=ParseMode.HTML,
         reply_markup=ForceReply(selective=True))
+
+
+def words_problem(text: str, high: int) -> str | None:
+    """Why these typed words cannot be a reason or result (at most `high` characters), or None."""
+    text = text.strip()
+    if len(text) < REASON_MIN:
+        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
+    if len(text) > high:
+        return texts.REASON_TOO_LONG.format(max=high)
+    return None
+
+
+async def typed_words(update: Update, high: int) -> str | None:
+    """The words the staff member typed, stripped; None, once told why, when they are too
+    short or too long (the conversation stays in its state to be answered again)."""
+    words = update.message.text.strip()
+    problem = words_problem(words, high)
+    if problem:
+        await update.message.reply_text(problem)
+        return None
+    return words
+
+
+async def keep_words(update: Update, context: Context, *, key: str, field: str, high: int,
+                     next_prompt: str, next_state: int) -> int | None:
+    """Store typed words (a result, a reason) under `field` of what waits under `key`, then ask
+    the next question; bad words are answered and asked again (state unchanged)."""
+    words = await typed_words(update, high)
+    if words is None:
+        return None
+    waiting = pending(context, key, update.effective_chat.id)
+    if waiting is None:  # dropped meanwhile (/cancel in another update, a timeout)
+        return END
+    waiting[field] = words
+    await ask(update, next_prompt)
+    return next_state
 
 
 async def begin(update: Update, context: Context, *, key: str, audience: str, state: int,
