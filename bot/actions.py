@@ -12,7 +12,7 @@ retried transaction or a redelivered update never queues a push twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -444,16 +444,35 @@ async def _merge(session: AsyncSession, services: Services, staff: Staff, case: 
     return Acted(case, staff, await _enterprise_name(session, case))
 
 
-async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
-    """Department 签收; the reporter is told."""
+# A store step a button makes with nothing but the case: (session, case id, actor, now, *,
+# rules, expected_version) -> the case after it.
+Step = Callable[..., Awaitable[Case]]
+# The pushes a step queues in the same transaction: (session, case after it, now) -> rows.
+Pushes = Callable[[AsyncSession, Case, datetime], Awaitable[Sequence[dict | None]]]
+
+
+async def _step(services: Services, user_id: int, button: cb.Callback, step: Step,
+                pushes: Pushes | None = None) -> Acted:
+    """A button's store step in one transaction: the presser checked, the step made at the
+    button's version, then what it tells others queued with it."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await cases.sign_for(session, case.id, Actor.staff(user_id), now,
-                                    rules=services.rules, expected_version=button.version)
-        await _queue(session, await notices.reporter_notice(session, services, case, "signed", now),
-                     _reported(services, case, now))
+        case = await step(session, case.id, Actor.staff(user_id), now,
+                          rules=services.rules, expected_version=button.version)
+        if pushes is not None:
+            await _queue(session, *await pushes(session, case, now))
         return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Department 签收; the reporter is told."""
+
+    async def pushes(session: AsyncSession, case: Case, now: datetime) -> list[dict | None]:
+        return [await notices.reporter_notice(session, services, case, "signed", now),
+                _reported(services, case, now)]
+
+    return await _step(services, user_id, button, cases.sign_for, pushes)
 
 
 async def return_to_triage(services: Services, user_id: int, button: cb.Callback,
@@ -731,12 +750,7 @@ async def to_grid(services: Services, user_id: int, button: cb.Callback) -> Acte
 
 async def grid_sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
     """The grid's (or street's) 签收."""
-    now = services.clock()
-    async with services.session() as session:
-        staff, case = await _authorize(session, user_id, button)
-        case = await gridwork.grid_sign(session, case.id, Actor.staff(user_id), now,
-                                        rules=services.rules, expected_version=button.version)
-        return Acted(case, staff, await _enterprise_name(session, case))
+    return await _step(services, user_id, button, gridwork.grid_sign)
 
 
 async def grid_resolve(services: Services, user_id: int, button: cb.Callback, result: str,
