@@ -181,6 +181,15 @@ async def timed(fn, runs: int) -> dict:
     return summarize(samples)
 
 
+def in_session_of(engine, call):
+    """A no-argument coroutine function that runs `call(session)` in a session of its own,
+    so that each timed run pays for its session as a request does."""
+    async def one():
+        async with session_scope(engine) as s:
+            return await call(s)
+    return one
+
+
 async def describe_store(engine) -> tuple[datetime, int, int]:
     """(now, cases, open cases): "now" is the minute after the newest case in the store."""
     async with engine.connect() as conn:
@@ -201,10 +210,7 @@ async def measure_queries(engine, rules, now: datetime, runs: int) -> dict:
     trend = stats.last_days_bounds(now, cal, 30)
 
     def in_session(call):
-        async def one():
-            async with session_scope(engine) as s:
-                return await call(s)
-        return one
+        return in_session_of(engine, call)
 
     parts = {
         "month tallies (办结率, 满意率, league...)": lambda s: stats._period_tallies(s, *month),

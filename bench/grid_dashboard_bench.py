@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard_bench import describe_store, generate_store, summarize
+from dashboard_bench import describe_store, generate_store, in_session_of, summarize
 from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson
 
 from geo import GridTree, write_gazetteer
@@ -128,10 +128,7 @@ async def measure_queries(engine, rules, now, runs: int) -> dict:
     month = stats.month_bounds(now, rules.calendar)
 
     def in_session(call):
-        async def one():
-            async with session_scope(engine) as s:
-                return await call(s)
-        return one
+        return in_session_of(engine, call)
 
     parts = {
         "grid table (tree)": gridstats.grid_index,
