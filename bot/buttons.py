@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from telegram import CallbackQuery, Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, Update
 
 from bot import actions, posts, texts
 from bot import callbacks as cb
@@ -17,6 +17,10 @@ from models.lifecycle import CaseError, CaseNotFound, StaleVersion
 log = logging.getLogger(__name__)
 
 Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
+# Another set of buttons for the post: (services, presser, button) -> (keyboard, hint to the
+# presser or None); raises a CaseError saying why not.
+KeyboardOf = Callable[[Services, int, cb.Callback],
+                      Awaitable[tuple[InlineKeyboardMarkup | None, str | None]]]
 
 
 def post_for(acted: actions.Acted, services: Services, audience: str,
@@ -85,6 +89,25 @@ async def press(update: Update, context: Context, action: Action,
         return None
     kick_delivery(context.application)
     return button, acted
+
+
+async def swap_keyboard(update: Update, context: Context, audience: str,
+                        keyboard_of: KeyboardOf) -> None:
+    """Show another set of buttons on the pressed post (a picker, or its own buttons again);
+    nothing is changed, so a refusal only answers the presser (and redraws a stale post)."""
+    query = update.callback_query
+    services = context.services
+    button = cb.parse(query.data)
+    if button is None:
+        await alert(query, texts.BUTTON_INVALID)
+        return
+    try:
+        keyboard, hint = await keyboard_of(services, query.from_user.id, button)
+    except CaseError as exc:
+        await refuse(query, services, button, exc, audience)
+        return
+    await query.edit_message_reply_markup(reply_markup=keyboard)
+    await query.answer(hint)
 
 
 async def done(query: CallbackQuery) -> None:

@@ -27,10 +27,11 @@ from telegram.ext import (
 
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, edit_post, kick_delivery
+from bot.buttons import done, post_for, press, swap_keyboard
+from bot.common import edit_post, kick_delivery
 from bot.context import Context
 from bot.conversation import description_problem
+from bot.services import Services
 from models.lifecycle import CaseError
 
 GRID = posts.GRID_AUDIENCE
@@ -68,36 +69,23 @@ async def verify_passed(update: Update, context: Context) -> None:
 
 async def show_whistle_targets(update: Update, context: Context) -> None:
     """📣 吹哨: the street (if it has staff and the case is below it) and every department."""
-    query = update.callback_query
-    services = context.services
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        street = await actions.whistle_street(services, query.from_user.id, button)
+
+    async def targets(services: Services, user_id: int, button: cb.Callback):
+        street = await actions.whistle_street(services, user_id, button)
         case, _ = await actions.current_case(services, button.case_id)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, GRID)
-        return
-    await query.edit_message_reply_markup(posts.whistle_picker(case, services, street))
-    await query.answer(texts.PICK_WHISTLE_TARGET)
+        return posts.whistle_picker(case, services, street), texts.PICK_WHISTLE_TARGET
+
+    await swap_keyboard(update, context, GRID, targets)
 
 
 async def hide_whistle_targets(update: Update, context: Context) -> None:
     """↩️ 返回: the post's own buttons again."""
-    query = update.callback_query
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        case, _ = await actions.current_case(context.services, button.case_id)
-    except CaseError as exc:
-        await refuse(query, context.services, button, exc, GRID)
-        return
-    await query.edit_message_reply_markup(posts.grid_keyboard(case))
-    await query.answer()
+
+    async def own_buttons(services: Services, user_id: int, button: cb.Callback):
+        case, _ = await actions.current_case(services, button.case_id)
+        return posts.grid_keyboard(case), None
+
+    await swap_keyboard(update, context, GRID, own_buttons)
 
 
 # ---------------------------------------------------------------- the words

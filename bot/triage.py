@@ -17,10 +17,10 @@ from telegram.ext import (
     ConversationHandler,
 )
 
-from bot import actions, posts, staff_replies, texts
+from bot import actions, buttons, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, department_name, edit_post, local_time
+from bot.buttons import done, post_for, press
+from bot.common import department_name, edit_post, local_time
 from bot.context import Context
 from bot.services import Services
 from models import cases
@@ -100,22 +100,14 @@ Screen = Callable[[Case, Services, cb.Callback], tuple[InlineKeyboardMarkup | No
 
 
 async def swap_keyboard(update: Update, context: Context, screen: Screen) -> None:
-    """Show another set of buttons on the post; `screen` gives them and the presser's hint,
-    or raises a CaseError saying why not."""
-    query = update.callback_query
-    services = context.services
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        acted = await actions.check_button(services, query.from_user.id, button)
-        keyboard, hint = screen(acted.case, services, button)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, TRIAGE)
-        return
-    await query.edit_message_reply_markup(reply_markup=keyboard)
-    await query.answer(hint)
+    """Show another set of buttons on the post, once the presser may act on it now; `screen`
+    gives them and the presser's hint, or raises a CaseError saying why not."""
+
+    async def keyboard_of(services: Services, user_id: int, button: cb.Callback):
+        acted = await actions.check_button(services, user_id, button)
+        return screen(acted.case, services, button)
+
+    await buttons.swap_keyboard(update, context, TRIAGE, keyboard_of)
 
 
 def _picker(case: Case, services: Services, button: cb.Callback):
