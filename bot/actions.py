@@ -608,15 +608,23 @@ async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead:
         return Acted(case, staff, enterprise, parts=tuple(made))
 
 
+async def _staff_and_case(session: AsyncSession, user_id: int, ref: str) -> tuple[Staff, Case]:
+    """The staff member typing a command about case `ref`, and the case (NotPermitted for
+    anyone not staff, CaseNotFound for an unknown reference); what they may do is checked
+    by the caller."""
+    staff = await people.get_staff(session, user_id)
+    if staff is None:
+        raise NotPermitted("not_staff")
+    case = await cases.get_case_by_ref(session, ref)
+    if case is None:
+        raise CaseNotFound("case_not_found")
+    return staff, case
+
+
 async def case_to_mark_hard(services: Services, user_id: int, ref: str) -> Case:
     """/gongjian REF: the case, if this staff member may make it a 攻坚哨 now."""
     async with services.session() as session:
-        staff = await people.get_staff(session, user_id)
-        if staff is None:
-            raise NotPermitted("not_staff")
-        case = await cases.get_case_by_ref(session, ref)
-        if case is None:
-            raise CaseNotFound("case_not_found")
+        staff, case = await _staff_and_case(session, user_id, ref)
         if not can(staff, "mark_hard", case):
             raise NotPermitted("no_permission")
         parts.check_markable(case)
@@ -667,12 +675,7 @@ async def override_parts(services: Services, user_id: int, ref: str, reason: str
     with the reason, its department and the lead department are told."""
     now = services.clock()
     async with services.session() as session:
-        staff = await people.get_staff(session, user_id)
-        if staff is None:
-            raise NotPermitted("not_staff")
-        case = await cases.get_case_by_ref(session, ref)
-        if case is None:
-            raise CaseNotFound("case_not_found")
+        staff, case = await _staff_and_case(session, user_id, ref)
         case, waived = await parts.waive_open_parts(session, case.id, Actor.staff(user_id),
                                                     reason, now, rules=services.rules)
         reason = waived[0].result
