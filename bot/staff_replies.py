@@ -28,8 +28,8 @@ from telegram.ext import (
 
 from bot import actions, texts
 from bot import callbacks as cb
-from bot.buttons import post_for, refuse
-from bot.common import MAX_CAPTION, MAX_TEXT, alert, buttons_start_conversations, fit, kick_delivery
+from bot.buttons import attempt, post_for
+from bot.common import MAX_CAPTION, MAX_TEXT, buttons_start_conversations, fit, kick_delivery
 from bot.context import Context
 from bot.services import Services
 from models.lifecycle import CaseError, StaleVersion
@@ -111,19 +111,18 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
                 prompt: str, check: Check | None = None) -> int | None:
     """Entry of a button that needs words: check the presser may act now (and `check`, which
     raises a CaseError when the case cannot take this action), then ask for the words."""
-    query = update.callback_query
-    services = context.services
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return None
-    try:
-        acted = await actions.check_button(services, query.from_user.id, button)
+
+    async def checked(services: Services, user_id: int, button: cb.Callback) -> actions.Acted:
+        acted = await actions.check_button(services, user_id, button)
         if check is not None:
             check(acted)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, audience)
+        return acted
+
+    result = await attempt(update, context, audience, checked)
+    if result is None:
         return None
+    button, acted = result
+    query = update.callback_query
     message = query.message
     set_pending(context, key, message.chat.id, {
         "verb": button.verb, "case_id": button.case_id, "version": button.version,
