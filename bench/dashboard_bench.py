@@ -24,6 +24,8 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,6 +192,15 @@ async def timed(fn, runs: int) -> dict:
     return summarize(samples)
 
 
+def in_session_of(engine, call):
+    """A no-argument coroutine function that runs `call(session)` in a session of its own,
+    so that each timed run pays for its session as a request does."""
+    async def one():
+        async with session_scope(engine) as s:
+            return await call(s)
+    return one
+
+
 async def describe_store(engine) -> tuple[datetime, int, int]:
     """(now, cases, open cases): "now" is the minute after the newest case in the store."""
     async with engine.connect() as conn:
@@ -210,10 +221,7 @@ async def measure_queries(engine, rules, now: datetime, runs: int) -> dict:
     trend = stats.last_days_bounds(now, cal, 30)
 
     def in_session(call):
-        async def one():
-            async with session_scope(engine) as s:
-                return await call(s)
-        return one
+        return in_session_of(engine, call)
 
     parts = {
         "month tallies (办结率, 满意率, league...)": lambda s: stats._period_tallies(s, *month),
@@ -248,6 +256,22 @@ async def staff_code(settings, engine, now: datetime) -> str:
         return await issue_login_code(s, leader, now)
 
 
+@asynccontextmanager
+async def serving(app) -> AsyncIterator[str]:
+    """`app` served by uvicorn on a free port of 127.0.0.1 for the block: its base URL."""
+    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def measure_http(settings, engine, now: datetime, runs: int) -> dict:
     """GET /api/data over real HTTP on 127.0.0.1, uncached and cached, plus a month's CSV."""
     out = {}
@@ -255,38 +279,28 @@ async def measure_http(settings, engine, now: datetime, runs: int) -> dict:
         token = "bench-screen-token-0123456789"
         dash = replace(settings.dashboard, screen_tokens=(token,), cache_seconds=cache_seconds)
         app = create_app(replace(settings, dashboard=dash), engine=engine, clock=lambda: now)
-        server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                               log_level="warning", lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-                await http.post("/login", data={"credential": token})
-                await http.get("/api/data")  # warm
+        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=60) as http:
+            await http.post("/login", data={"credential": token})
+            await http.get("/api/data")  # warm
 
-                async def get():
-                    answer = await http.get("/api/data")
-                    answer.raise_for_status()
+            async def get():
+                answer = await http.get("/api/data")
+                answer.raise_for_status()
 
-                out[label] = await timed(get, runs)
-                if cache_seconds == 0:
-                    await http.post("/login",
-                                    data={"credential": await staff_code(settings, engine, now)})
-                    today = Rules.from_settings(settings).calendar.to_local(now).date()
-                    t0 = time.perf_counter()
-                    answer = await http.get("/export.csv", params={
-                        "from": today.replace(day=1).isoformat(), "to": today.isoformat()})
-                    seconds = time.perf_counter() - t0
-                    answer.raise_for_status()
-                    rows = answer.content.count(b"\n") - 1
-                    out["GET /export.csv (this month)"] = {
-                        "rows": rows, "seconds": round(seconds, 2),
-                        "rows_per_s": round(rows / seconds), "bytes": len(answer.content)}
-        finally:
-            server.should_exit = True
-            await task
+            out[label] = await timed(get, runs)
+            if cache_seconds == 0:
+                await http.post("/login",
+                                data={"credential": await staff_code(settings, engine, now)})
+                today = Rules.from_settings(settings).calendar.to_local(now).date()
+                t0 = time.perf_counter()
+                answer = await http.get("/export.csv", params={
+                    "from": today.replace(day=1).isoformat(), "to": today.isoformat()})
+                seconds = time.perf_counter() - t0
+                answer.raise_for_status()
+                rows = answer.content.count(b"\n") - 1
+                out["GET /export.csv (this month)"] = {
+                    "rows": rows, "seconds": round(seconds, 2),
+                    "rows_per_s": round(rows / seconds), "bytes": len(answer.content)}
     return out
 
 

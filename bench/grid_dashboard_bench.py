@@ -33,14 +33,13 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import uvicorn
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard_bench import describe_store, generate_store, summarize
+from dashboard_bench import describe_store, generate_store, in_session_of, serving, summarize
 from grid_bench import VERTICES_PER_LEAF, district_records, write_geojson
 
 from geo import GridTree, write_gazetteer
@@ -49,7 +48,7 @@ from models import gridstats, stats
 from models.deadlines import Rules
 from models.engine import create_all, make_engine, session_scope
 from models.reference import sync_reference_data
-from web.app import EmbeddedServer, create_app
+from web.app import create_app
 from whistle.config import DEFAULT_CONFIG, GridConfig, load_settings
 
 TARGET_MS = 300.0
@@ -127,10 +126,7 @@ async def measure_queries(engine, rules, now, runs: int) -> dict:
     month = stats.month_bounds(now, rules.calendar)
 
     def in_session(call):
-        async def one():
-            async with session_scope(engine) as s:
-                return await call(s)
-        return one
+        return in_session_of(engine, call)
 
     parts = {
         "grid table (tree)": gridstats.grid_index,
@@ -162,45 +158,35 @@ async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict
     for cache_seconds in (0, 5):
         dash = replace(settings.dashboard, screen_tokens=(TOKEN,), cache_seconds=cache_seconds)
         app = create_app(replace(settings, dashboard=dash), engine=engine, clock=lambda: now)
-        server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                               log_level="warning", lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
         suffix = "uncached" if cache_seconds == 0 else "cached"
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-                await http.post("/login", data={"credential": TOKEN})
-                if cache_seconds == 0:
-                    t0 = time.perf_counter()
-                    first = await http.get("/api/grid_shapes")
-                    first.raise_for_status()
-                    cold_ms = (time.perf_counter() - t0) * 1000
-                    out["GET /api/grid_shapes, first (load boundaries)"] = summarize([cold_ms])
-                    t0 = time.perf_counter()
-                    (await http.get("/api/grid_shapes", params={"code": street})).raise_for_status()
-                    out["GET /api/grid_shapes street, first"] = summarize(
-                        [(time.perf_counter() - t0) * 1000])
-                for label, path, params in (
-                        ("/api/data", "/api/data", {}),
-                        ("/api/grids district", "/api/grids", {}),
-                        ("/api/grids street", "/api/grids", {"code": street}),
-                        ("/api/grids community", "/api/grids", {"code": community}),
-                        ("/api/grid_shapes district (kept)", "/api/grid_shapes", {})):
-                    if cache_seconds and "grid_shapes" in path:
-                        continue
-                    await http.get(path, params=params)  # warm
+        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=120) as http:
+            await http.post("/login", data={"credential": TOKEN})
+            if cache_seconds == 0:
+                t0 = time.perf_counter()
+                first = await http.get("/api/grid_shapes")
+                first.raise_for_status()
+                cold_ms = (time.perf_counter() - t0) * 1000
+                out["GET /api/grid_shapes, first (load boundaries)"] = summarize([cold_ms])
+                t0 = time.perf_counter()
+                (await http.get("/api/grid_shapes", params={"code": street})).raise_for_status()
+                out["GET /api/grid_shapes street, first"] = summarize(
+                    [(time.perf_counter() - t0) * 1000])
+            for label, path, params in (
+                    ("/api/data", "/api/data", {}),
+                    ("/api/grids district", "/api/grids", {}),
+                    ("/api/grids street", "/api/grids", {"code": street}),
+                    ("/api/grids community", "/api/grids", {"code": community}),
+                    ("/api/grid_shapes district (kept)", "/api/grid_shapes", {})):
+                if cache_seconds and "grid_shapes" in path:
+                    continue
+                await http.get(path, params=params)  # warm
 
-                    async def get(path=path, params=params):
-                        (await http.get(path, params=params)).raise_for_status()
+                async def get(path=path, params=params):
+                    (await http.get(path, params=params)).raise_for_status()
 
-                    out[f"GET {label} {suffix}"] = await timed(get, runs)
-                sizes = {"district": len((await http.get("/api/grids")).content),
-                         "shapes_district": len((await http.get("/api/grid_shapes")).content)}
-        finally:
-            server.should_exit = True
-            await task
+                out[f"GET {label} {suffix}"] = await timed(get, runs)
+            sizes = {"district": len((await http.get("/api/grids")).content),
+                     "shapes_district": len((await http.get("/api/grid_shapes")).content)}
     out["bytes"] = sizes
     return out
 

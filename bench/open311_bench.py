@@ -213,18 +213,6 @@ async def _new_client(url: str) -> str:
     return key
 
 
-async def _fresh_schema(url: str, settings) -> None:
-    from models import reference
-    from models.engine import make_engine, session_scope
-    from models.migrate import upgrade
-
-    await upgrade(url)
-    engine = make_engine(url)
-    async with session_scope(engine) as s:
-        await reference.sync_reference_data(s, settings)
-    await engine.dispose()
-
-
 async def _some_refs(url: str) -> list[str]:
     from sqlalchemy import text
 
@@ -243,7 +231,7 @@ async def bench_engine(name: str, fresh_url: str, big_url: str | None, args, mod
                        load) -> dict:
     settings = _settings(fresh_url, model)
     result: dict = {}
-    await _fresh_schema(fresh_url, settings)
+    await _store_bench().fresh_schema(fresh_url, settings)
     key = await _new_client(fresh_url)
     async with Server(fresh_url, model) as server:
         await post_open_loop(server.base, key, 20, 1)  # warm-up (model loaded, pools filled)

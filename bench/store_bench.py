@@ -274,11 +274,19 @@ def _secondary_indexes():
                 yield index
 
 
-async def _prepare_schema(url: str, settings) -> None:
+async def fresh_schema(url: str, settings) -> None:
+    """The schema by the migrations and the reference data (departments, grids) in an empty
+    database, as `whistle run` leaves it (bench/open311_bench.py too)."""
     await upgrade(url)
     engine = make_engine(url)
     async with session_scope(engine) as s:
         await reference.sync_reference_data(s, settings)
+    await engine.dispose()
+
+
+async def _prepare_schema(url: str, settings) -> None:
+    await fresh_schema(url, settings)
+    engine = make_engine(url)
     async with engine.begin() as conn:
         for index in _secondary_indexes():
             await conn.execute(text(f'DROP INDEX IF EXISTS "{index.name}"'))

@@ -12,7 +12,7 @@ retried transaction or a redelivered update never queues a push twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -444,16 +444,35 @@ async def _merge(session: AsyncSession, services: Services, staff: Staff, case: 
     return Acted(case, staff, await _enterprise_name(session, case))
 
 
-async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
-    """Department 签收; the reporter is told."""
+# A store step a button makes with nothing but the case: (session, case id, actor, now, *,
+# rules, expected_version) -> the case after it.
+Step = Callable[..., Awaitable[Case]]
+# The pushes a step queues in the same transaction: (session, case after it, now) -> rows.
+Pushes = Callable[[AsyncSession, Case, datetime], Awaitable[Sequence[dict | None]]]
+
+
+async def _step(services: Services, user_id: int, button: cb.Callback, step: Step,
+                pushes: Pushes | None = None) -> Acted:
+    """A button's store step in one transaction: the presser checked, the step made at the
+    button's version, then what it tells others queued with it."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await cases.sign_for(session, case.id, Actor.staff(user_id), now,
-                                    rules=services.rules, expected_version=button.version)
-        await _queue(session, await notices.reporter_notice(session, services, case, "signed", now),
-                     _reported(services, case, now))
+        case = await step(session, case.id, Actor.staff(user_id), now,
+                          rules=services.rules, expected_version=button.version)
+        if pushes is not None:
+            await _queue(session, *await pushes(session, case, now))
         return Acted(case, staff, await _enterprise_name(session, case))
+
+
+async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
+    """Department 签收; the reporter is told."""
+
+    async def pushes(session: AsyncSession, case: Case, now: datetime) -> list[dict | None]:
+        return [await notices.reporter_notice(session, services, case, "signed", now),
+                _reported(services, case, now)]
+
+    return await _step(services, user_id, button, cases.sign_for, pushes)
 
 
 async def return_to_triage(services: Services, user_id: int, button: cb.Callback,
@@ -589,15 +608,23 @@ async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead:
         return Acted(case, staff, enterprise, parts=tuple(made))
 
 
+async def _staff_and_case(session: AsyncSession, user_id: int, ref: str) -> tuple[Staff, Case]:
+    """The staff member typing a command about case `ref`, and the case (NotPermitted for
+    anyone not staff, CaseNotFound for an unknown reference); what they may do is checked
+    by the caller."""
+    staff = await people.get_staff(session, user_id)
+    if staff is None:
+        raise NotPermitted("not_staff")
+    case = await cases.get_case_by_ref(session, ref)
+    if case is None:
+        raise CaseNotFound("case_not_found")
+    return staff, case
+
+
 async def case_to_mark_hard(services: Services, user_id: int, ref: str) -> Case:
     """/gongjian REF: the case, if this staff member may make it a 攻坚哨 now."""
     async with services.session() as session:
-        staff = await people.get_staff(session, user_id)
-        if staff is None:
-            raise NotPermitted("not_staff")
-        case = await cases.get_case_by_ref(session, ref)
-        if case is None:
-            raise CaseNotFound("case_not_found")
+        staff, case = await _staff_and_case(session, user_id, ref)
         if not can(staff, "mark_hard", case):
             raise NotPermitted("no_permission")
         parts.check_markable(case)
@@ -648,12 +675,7 @@ async def override_parts(services: Services, user_id: int, ref: str, reason: str
     with the reason, its department and the lead department are told."""
     now = services.clock()
     async with services.session() as session:
-        staff = await people.get_staff(session, user_id)
-        if staff is None:
-            raise NotPermitted("not_staff")
-        case = await cases.get_case_by_ref(session, ref)
-        if case is None:
-            raise CaseNotFound("case_not_found")
+        staff, case = await _staff_and_case(session, user_id, ref)
         case, waived = await parts.waive_open_parts(session, case.id, Actor.staff(user_id),
                                                     reason, now, rules=services.rules)
         reason = waived[0].result
@@ -731,12 +753,7 @@ async def to_grid(services: Services, user_id: int, button: cb.Callback) -> Acte
 
 async def grid_sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
     """The grid's (or street's) 签收."""
-    now = services.clock()
-    async with services.session() as session:
-        staff, case = await _authorize(session, user_id, button)
-        case = await gridwork.grid_sign(session, case.id, Actor.staff(user_id), now,
-                                        rules=services.rules, expected_version=button.version)
-        return Acted(case, staff, await _enterprise_name(session, case))
+    return await _step(services, user_id, button, gridwork.grid_sign)
 
 
 async def grid_resolve(services: Services, user_id: int, button: cb.Callback, result: str,

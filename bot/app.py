@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
@@ -161,6 +161,12 @@ async def run_worker(settings: Settings, *, token: str | None = None,
             await services_of(application).dispose()
 
 
+def _button(callback: Callable[[Update, Context], Awaitable[object]],
+            *verbs: str) -> CallbackQueryHandler:
+    """The handler of the buttons whose callback data starts with one of these verbs."""
+    return CallbackQueryHandler(callback, pattern=cb.pattern(*verbs))
+
+
 def register_handlers(application: Application, settings: Settings) -> None:
     """Every handler of the bot, in the order that matters: the first match in a group wins."""
     idle = settings.conversation.idle_timeout_minutes
@@ -193,33 +199,32 @@ def register_handlers(application: Application, settings: Settings) -> None:
         conversation.build(),
         home.build(),  # after the report: a report under way keeps the messages typed into it
         # Triage (分拨中心) buttons.
-        CallbackQueryHandler(triage.confirm, pattern=cb.pattern(cb.CONFIRM)),
-        CallbackQueryHandler(triage.ask_to_confirm, pattern=cb.pattern(cb.TO)),
-        CallbackQueryHandler(triage.urgent, pattern=cb.pattern(cb.URGENT)),
-        CallbackQueryHandler(triage.show_picker, pattern=cb.pattern(cb.PICK)),
-        CallbackQueryHandler(triage.hide_picker, pattern=cb.pattern(cb.BACK)),
-        CallbackQueryHandler(triage.show_reasons, pattern=cb.pattern(cb.NOT_ACCEPT)),
-        CallbackQueryHandler(triage.show_grids, pattern=cb.pattern(cb.GRID)),
-        CallbackQueryHandler(triage.set_grid, pattern=cb.pattern(cb.SET_GRID)),
-        CallbackQueryHandler(triage.to_grid, pattern=cb.pattern(cb.TO_GRID)),
-        CallbackQueryHandler(triage.not_accept_as, pattern=cb.pattern(cb.NOT_ACCEPT_AS)),
-        CallbackQueryHandler(triage.merge_into_similar, pattern=cb.pattern(cb.MERGE)),
-        CallbackQueryHandler(triage.decide_extension,
-                             pattern=cb.pattern(cb.APPROVE_EXT, cb.REJECT_EXT)),
+        _button(triage.confirm, cb.CONFIRM),
+        _button(triage.ask_to_confirm, cb.TO),
+        _button(triage.urgent, cb.URGENT),
+        _button(triage.show_picker, cb.PICK),
+        _button(triage.hide_picker, cb.BACK),
+        _button(triage.show_reasons, cb.NOT_ACCEPT),
+        _button(triage.show_grids, cb.GRID),
+        _button(triage.set_grid, cb.SET_GRID),
+        _button(triage.to_grid, cb.TO_GRID),
+        _button(triage.not_accept_as, cb.NOT_ACCEPT_AS),
+        _button(triage.merge_into_similar, cb.MERGE),
+        _button(triage.decide_extension, cb.APPROVE_EXT, cb.REJECT_EXT),
         # 攻坚哨: choosing the departments (triage, leaders); a co-department's 签收 of its part.
-        CallbackQueryHandler(hard.show_leads, pattern=cb.pattern(cb.HARD)),
-        CallbackQueryHandler(hard.show_co_departments, pattern=cb.pattern(cb.HARD_LEAD, cb.HARD_CO)),
-        CallbackQueryHandler(hard.sign_part, pattern=cb.pattern(cb.PART_SIGN)),
+        _button(hard.show_leads, cb.HARD),
+        _button(hard.show_co_departments, cb.HARD_LEAD, cb.HARD_CO),
+        _button(hard.sign_part, cb.PART_SIGN),
         # Department (工作群) buttons.
-        CallbackQueryHandler(department.sign, pattern=cb.pattern(cb.SIGN)),
+        _button(department.sign, cb.SIGN),
         # Grid and street staff's buttons (吹哨报到), in their private chats.
-        CallbackQueryHandler(grid.sign, pattern=cb.pattern(cb.GRID_SIGN)),
-        CallbackQueryHandler(grid.verify_passed, pattern=cb.pattern(cb.VERIFY_OK)),
-        CallbackQueryHandler(grid.show_whistle_targets, pattern=cb.pattern(cb.WHISTLE)),
-        CallbackQueryHandler(grid.hide_whistle_targets, pattern=cb.pattern(cb.GRID_BACK)),
+        _button(grid.sign, cb.GRID_SIGN),
+        _button(grid.verify_passed, cb.VERIFY_OK),
+        _button(grid.show_whistle_targets, cb.WHISTLE),
+        _button(grid.hide_whistle_targets, cb.GRID_BACK),
         # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
-        CallbackQueryHandler(survey.on_rate_button, pattern=cb.pattern(cb.RATE, cb.RATE_NOW)),
-        CallbackQueryHandler(survey.on_follower_rate, pattern=cb.pattern(cb.RATE_FOLLOWER)),
+        _button(survey.on_rate_button, cb.RATE, cb.RATE_NOW),
+        _button(survey.on_follower_rate, cb.RATE_FOLLOWER),
         MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
         ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
         # Staff and enterprise commands.
@@ -231,7 +236,7 @@ def register_handlers(application: Application, settings: Settings) -> None:
         CommandHandler("override", hard.override_command),
         CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
         CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
-        CallbackQueryHandler(staff_commands.on_news_button, pattern=cb.pattern(cb.NEWS)),
+        _button(staff_commands.on_news_button, cb.NEWS),
         # Whatever nobody claimed: a clear answer, never silence or a traceback.
         CommandHandler("cancel", reporter.nothing_to_cancel, filters=private),
         MessageHandler(private_text, conversation.offer_report),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from telegram import CallbackQuery, Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, Update
 
 from bot import actions, posts, texts
 from bot import callbacks as cb
@@ -16,7 +17,13 @@ from models.lifecycle import CaseError, CaseNotFound, StaleVersion
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
+# Another set of buttons for the post: (services, presser, button) -> (keyboard, hint to the
+# presser or None); raises a CaseError saying why not.
+KeyboardOf = Callable[[Services, int, cb.Callback],
+                      Awaitable[tuple[InlineKeyboardMarkup | None, str | None]]]
 
 
 def post_for(acted: actions.Acted, services: Services, audience: str,
@@ -65,13 +72,11 @@ async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, 
     await alert(query, texts.error_text(exc))
 
 
-async def press(update: Update, context: Context, action: Action,
-                audience: str) -> tuple[cb.Callback, actions.Acted] | None:
-    """Run `action` for the pressed button; on any refusal answer politely and return None.
-
-    On success the caller redraws the post and then calls `done(query)`: answering last
-    means the presser's spinner stops once everything they see is up to date.
-    """
+async def attempt(update: Update, context: Context, audience: str,
+                  work: Callable[[Services, int, cb.Callback], Awaitable[T]]
+                  ) -> tuple[cb.Callback, T] | None:
+    """Parse the pressed button and run `work` for the presser: (button, what it returned),
+    or None once a bad button or a refusal (CaseError) is answered politely."""
     query = update.callback_query
     services = context.services
     button = cb.parse(query.data)
@@ -79,12 +84,35 @@ async def press(update: Update, context: Context, action: Action,
         await alert(query, texts.BUTTON_INVALID)
         return None
     try:
-        acted = await action(services, query.from_user.id, button)
+        return button, await work(services, query.from_user.id, button)
     except CaseError as exc:
         await refuse(query, services, button, exc, audience)
         return None
-    kick_delivery(context.application)
-    return button, acted
+
+
+async def press(update: Update, context: Context, action: Action,
+                audience: str) -> tuple[cb.Callback, actions.Acted] | None:
+    """Run `action` for the pressed button; on any refusal answer politely and return None.
+
+    On success the caller redraws the post and then calls `done(query)`: answering last
+    means the presser's spinner stops once everything they see is up to date.
+    """
+    result = await attempt(update, context, audience, action)
+    if result is not None:
+        kick_delivery(context.application)
+    return result
+
+
+async def swap_keyboard(update: Update, context: Context, audience: str,
+                        keyboard_of: KeyboardOf) -> None:
+    """Show another set of buttons on the pressed post (a picker, or its own buttons again);
+    nothing is changed, so a refusal only answers the presser (and redraws a stale post)."""
+    result = await attempt(update, context, audience, keyboard_of)
+    if result is None:
+        return
+    keyboard, hint = result[1]
+    await update.callback_query.edit_message_reply_markup(reply_markup=keyboard)
+    await update.callback_query.answer(hint)
 
 
 async def done(query: CallbackQuery) -> None:

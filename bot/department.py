@@ -16,18 +16,13 @@ from datetime import date, datetime, time, timedelta
 
 from telegram import Update
 from telegram.ext import (
-    CallbackQueryHandler,
-    CommandHandler,
     ConversationHandler,
-    MessageHandler,
-    TypeHandler,
-    filters,
 )
 
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
 from bot.buttons import done, post_for, press
-from bot.common import buttons_start_conversations, edit_post, local_time, now_of
+from bot.common import edit_post, local_time, now_of
 from bot.context import Context
 from bot.services import Services
 from models.deadlines import deadline_after
@@ -38,8 +33,6 @@ END = ConversationHandler.END
 NAME = "staff"
 PENDING = "staff_action"  # user_data key: {chat id: what the staff member is in the middle of}
 
-REASON_MIN, REASON_MAX = 2, 500
-RESULT_MAX = 2000
 
 
 # ---------------------------------------------------------------- 签收 (one press)
@@ -81,15 +74,6 @@ async def begin_extension(update: Update, context: Context) -> int | None:
     return await _begin(update, context, EXTENSION_REASON, texts.ASK_EXTENSION_REASON)
 
 
-def _words_problem(text: str, high: int) -> str | None:
-    text = text.strip()
-    if len(text) < REASON_MIN:
-        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
-    if len(text) > high:
-        return texts.REASON_TOO_LONG.format(max=high)
-    return None
-
-
 async def _finish(update: Update, context: Context, action, done: str, ok_text: str) -> int | None:
     """Run the action for the pending button; update the original post; end the conversation.
 
@@ -104,14 +88,12 @@ async def _finish(update: Update, context: Context, action, done: str, ok_text: 
 
 
 async def got_return_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _words_problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
 
     async def action(services, user_id, button):
-        return await actions.return_to_triage(services, user_id, button, reason.strip())
+        return await actions.return_to_triage(services, user_id, button, reason)
 
     return await _finish(update, context, action, texts.DONE_RETURNED, texts.RETURNED_OK)
 
@@ -119,22 +101,14 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- 办结
 
 
-async def _keep_words(update: Update, context: Context, key: str, max_chars: int,
+async def _keep_words(update: Update, context: Context, field: str, high: int,
                       next_prompt: str, next_state: int) -> int | None:
-    """Store a staff member's short text (a result, a reason) and ask the next question;
-    a text that is empty or too long is answered and asked again (state unchanged)."""
-    words = update.message.text
-    problem = _words_problem(words, max_chars)
-    if problem:
-        await update.message.reply_text(problem)
-        return None
-    _pending(context, update.effective_chat.id)[key] = words.strip()
-    await staff_replies.ask(update, next_prompt)
-    return next_state
+    return await staff_replies.keep_words(update, context, key=PENDING, field=field, high=high,
+                                          next_prompt=next_prompt, next_state=next_state)
 
 
 async def got_resolution(update: Update, context: Context) -> int | None:
-    return await _keep_words(update, context, "result", RESULT_MAX,
+    return await _keep_words(update, context, "result", staff_replies.RESULT_MAX,
                              texts.ASK_RESOLUTION_PHOTO, RESOLVE_PHOTO)
 
 
@@ -218,7 +192,8 @@ async def got_extension_reason(update: Update, context: Context) -> int | None:
     prompt = texts.ASK_EXTENSION_DATE.format(
         deadline=local_time(context.services, _current_deadline(context, chat_id)),
         example=example.isoformat(), short=f"{example:%m-%d}")
-    return await _keep_words(update, context, "reason", REASON_MAX, prompt, EXTENSION_DATE)
+    return await _keep_words(update, context, "reason", staff_replies.REASON_MAX, prompt,
+                             EXTENSION_DATE)
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
@@ -246,41 +221,17 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- cancel, timeout, assembly
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The staff ConversationHandler, one conversation per (group, staff member)."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_return, pattern=cb.pattern(cb.RETURN)),
-                CallbackQueryHandler(begin_resolve, pattern=cb.pattern(cb.RESOLVE)),
-                CallbackQueryHandler(begin_extension, pattern=cb.pattern(cb.EXTEND)),
-            ],
-            states={
-                RETURN_REASON: [MessageHandler(words, got_return_reason)],
-                RESOLVE_RESULT: [MessageHandler(words, got_resolution)],
-                RESOLVE_PHOTO: [
-                    MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_resolution_photo),
-                    CommandHandler("skip", skip_resolution_photo),
-                ],
-                EXTENSION_REASON: [MessageHandler(words, got_extension_reason)],
-                EXTENSION_DATE: [MessageHandler(words, got_extension_date)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            # Staff conversations are few, so PTB's timer job per update costs nothing here;
-            # the reporters' conversation ends idle reports by a sweep instead
-            # (conversation.end_idle_conversations).
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.RETURN, begin_return), (cb.RESOLVE, begin_resolve),
+                 (cb.EXTEND, begin_extension)],
+        states={
+            RETURN_REASON: staff_replies.typed(got_return_reason),
+            RESOLVE_RESULT: staff_replies.typed(got_resolution),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
+                                                       skip_resolution_photo),
+            EXTENSION_REASON: staff_replies.typed(got_extension_reason),
+            EXTENSION_DATE: staff_replies.typed(got_extension_date),
+        })

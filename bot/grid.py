@@ -19,20 +19,19 @@ from datetime import timedelta
 
 from telegram import Update
 from telegram.ext import (
-    CallbackQueryHandler,
     CommandHandler,
     ConversationHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
 from bot import actions, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, buttons_start_conversations, edit_post, kick_delivery
+from bot.buttons import done, post_for, press, swap_keyboard
+from bot.common import edit_post, kick_delivery
 from bot.context import Context
 from bot.conversation import description_problem
+from bot.services import Services
 from models.lifecycle import CaseError
 
 GRID = posts.GRID_AUDIENCE
@@ -41,7 +40,6 @@ FIELD_NAME = "field_report"
 END = ConversationHandler.END
 NAME = "grid_staff"
 PENDING = "grid_action"  # user_data key: {chat id: what the staff member is in the middle of}
-REASON_MIN, REASON_MAX, RESULT_MAX = 2, 500, 2000
 
 
 # ---------------------------------------------------------------- one press
@@ -71,48 +69,26 @@ async def verify_passed(update: Update, context: Context) -> None:
 
 async def show_whistle_targets(update: Update, context: Context) -> None:
     """📣 吹哨: the street (if it has staff and the case is below it) and every department."""
-    query = update.callback_query
-    services = context.services
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        street = await actions.whistle_street(services, query.from_user.id, button)
+
+    async def targets(services: Services, user_id: int, button: cb.Callback):
+        street = await actions.whistle_street(services, user_id, button)
         case, _ = await actions.current_case(services, button.case_id)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, GRID)
-        return
-    await query.edit_message_reply_markup(posts.whistle_picker(case, services, street))
-    await query.answer(texts.PICK_WHISTLE_TARGET)
+        return posts.whistle_picker(case, services, street), texts.PICK_WHISTLE_TARGET
+
+    await swap_keyboard(update, context, GRID, targets)
 
 
 async def hide_whistle_targets(update: Update, context: Context) -> None:
     """↩️ 返回: the post's own buttons again."""
-    query = update.callback_query
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        case, _ = await actions.current_case(context.services, button.case_id)
-    except CaseError as exc:
-        await refuse(query, context.services, button, exc, GRID)
-        return
-    await query.edit_message_reply_markup(posts.grid_keyboard(case))
-    await query.answer()
+
+    async def own_buttons(services: Services, user_id: int, button: cb.Callback):
+        case, _ = await actions.current_case(services, button.case_id)
+        return posts.grid_keyboard(case), None
+
+    await swap_keyboard(update, context, GRID, own_buttons)
 
 
 # ---------------------------------------------------------------- the words
-
-
-def _problem(text: str, high: int) -> str | None:
-    text = text.strip()
-    if len(text) < REASON_MIN:
-        return texts.REASON_TOO_SHORT.format(min=REASON_MIN)
-    if len(text) > high:
-        return texts.REASON_TOO_LONG.format(max=high)
-    return None
 
 
 async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
@@ -140,16 +116,9 @@ def _pending(context: Context, chat_id: int) -> dict | None:
 
 
 async def got_resolution(update: Update, context: Context) -> int | None:
-    problem = _problem(update.message.text, RESULT_MAX)
-    if problem:
-        await update.message.reply_text(problem)
-        return None
-    waiting = _pending(context, update.effective_chat.id)
-    if waiting is None:
-        return END
-    waiting["result"] = update.message.text.strip()
-    await staff_replies.ask(update, texts.ASK_RESOLUTION_PHOTO)
-    return RESOLVE_PHOTO
+    return await staff_replies.keep_words(
+        update, context, key=PENDING, field="result", high=staff_replies.RESULT_MAX,
+        next_prompt=texts.ASK_RESOLUTION_PHOTO, next_state=RESOLVE_PHOTO)
 
 
 async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
@@ -176,15 +145,13 @@ async def skip_resolution_photo(update: Update, context: Context) -> int | None:
 
 
 async def got_whistle_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
     services = context.services
 
     async def action(services, user_id, button):
-        return await actions.whistle(services, user_id, button, reason.strip())
+        return await actions.whistle(services, user_id, button, reason)
 
     def target(acted) -> str:
         street = acted.case.department_code is None
@@ -198,16 +165,14 @@ async def got_whistle_reason(update: Update, context: Context) -> int | None:
 
 
 async def got_verify_reason(update: Update, context: Context) -> int | None:
-    reason = update.message.text
-    problem = _problem(reason, REASON_MAX)
-    if problem:
-        await update.message.reply_text(problem)
+    reason = await staff_replies.typed_words(update, staff_replies.REASON_MAX)
+    if reason is None:
         return None
     services = context.services
 
     async def action(services, user_id, button):
         return await actions.verify(services, user_id, button, passed=False,
-                                    reason=reason.strip())
+                                    reason=reason)
 
     return await staff_replies.finish(
         update, context, key=PENDING, audience=GRID, action=action,
@@ -216,41 +181,19 @@ async def got_verify_reason(update: Update, context: Context) -> int | None:
         answer=lambda acted: texts.VERIFY_FAILED_OK.format(ref=acted.case.ref))
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The grid staff's ConversationHandler, one conversation per (chat, staff member)."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_resolve, pattern=cb.pattern(cb.GRID_RESOLVE)),
-                CallbackQueryHandler(begin_whistle, pattern=cb.pattern(cb.WHISTLE_TO)),
-                CallbackQueryHandler(begin_verify_fail, pattern=cb.pattern(cb.VERIFY_FAIL)),
-            ],
-            states={
-                RESOLVE_RESULT: [MessageHandler(words, got_resolution)],
-                RESOLVE_PHOTO: [
-                    MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO,
-                                   got_resolution_photo),
-                    CommandHandler("skip", skip_resolution_photo),
-                ],
-                WHISTLE_REASON: [MessageHandler(words, got_whistle_reason)],
-                VERIFY_REASON: [MessageHandler(words, got_verify_reason)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.GRID_RESOLVE, begin_resolve), (cb.WHISTLE_TO, begin_whistle),
+                 (cb.VERIFY_FAIL, begin_verify_fail)],
+        states={
+            RESOLVE_RESULT: staff_replies.typed(got_resolution),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
+                                                       skip_resolution_photo),
+            WHISTLE_REASON: staff_replies.typed(got_whistle_reason),
+            VERIFY_REASON: staff_replies.typed(got_verify_reason),
+        })
 
 
 # ---------------------------------------------------------------- 我要吹哨 (/whistle)

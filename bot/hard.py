@@ -11,22 +11,15 @@ The rules (who may, in which status, when the case may be resolved) are the stor
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from telegram import Update
 from telegram.ext import (
-    CallbackQueryHandler,
-    CommandHandler,
     ConversationHandler,
-    MessageHandler,
-    TypeHandler,
-    filters,
 )
 
 from bot import actions, posts, staff_replies, texts, triage
 from bot import callbacks as cb
 from bot.buttons import done, post_for, press
-from bot.common import buttons_start_conversations, department_name, edit_post, kick_delivery
+from bot.common import department_name, edit_post, kick_delivery
 from bot.context import Context
 from bot.services import Services
 from models import cases, parts
@@ -198,32 +191,13 @@ async def override_command(update: Update, context: Context) -> None:
 # ---------------------------------------------------------------- assembly
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The 攻坚哨 buttons that need words (the decision, a part's result), one conversation per
     (chat, person): a leader may mark a case from a private chat as well as from a group."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_decision, pattern=cb.pattern(cb.HARD_TEXT)),
-                CallbackQueryHandler(begin_part_result, pattern=cb.pattern(cb.PART_RESOLVE)),
-            ],
-            states={
-                DECISION: [MessageHandler(words, got_decision)],
-                PART_RESULT: [MessageHandler(words, got_part_result)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.HARD_TEXT, begin_decision), (cb.PART_RESOLVE, begin_part_result)],
+        states={
+            DECISION: staff_replies.typed(got_decision),
+            PART_RESULT: staff_replies.typed(got_part_result),
+        })

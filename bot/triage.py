@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
 
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import (
-    CallbackQueryHandler,
-    CommandHandler,
     ConversationHandler,
-    MessageHandler,
-    TypeHandler,
-    filters,
 )
 
-from bot import actions, posts, staff_replies, texts
+from bot import actions, buttons, posts, staff_replies, texts
 from bot import callbacks as cb
-from bot.buttons import done, post_for, press, refuse
-from bot.common import alert, buttons_start_conversations, department_name, edit_post, local_time
+from bot.buttons import done, post_for, press
+from bot.common import department_name, edit_post, local_time
 from bot.context import Context
 from bot.services import Services
 from models import cases
@@ -106,22 +100,14 @@ Screen = Callable[[Case, Services, cb.Callback], tuple[InlineKeyboardMarkup | No
 
 
 async def swap_keyboard(update: Update, context: Context, screen: Screen) -> None:
-    """Show another set of buttons on the post; `screen` gives them and the presser's hint,
-    or raises a CaseError saying why not."""
-    query = update.callback_query
-    services = context.services
-    button = cb.parse(query.data)
-    if button is None:
-        await alert(query, texts.BUTTON_INVALID)
-        return
-    try:
-        acted = await actions.check_button(services, query.from_user.id, button)
-        keyboard, hint = screen(acted.case, services, button)
-    except CaseError as exc:
-        await refuse(query, services, button, exc, TRIAGE)
-        return
-    await query.edit_message_reply_markup(reply_markup=keyboard)
-    await query.answer(hint)
+    """Show another set of buttons on the post, once the presser may act on it now; `screen`
+    gives them and the presser's hint, or raises a CaseError saying why not."""
+
+    async def keyboard_of(services: Services, user_id: int, button: cb.Callback):
+        acted = await actions.check_button(services, user_id, button)
+        return screen(acted.case, services, button)
+
+    await buttons.swap_keyboard(update, context, TRIAGE, keyboard_of)
 
 
 def _picker(case: Case, services: Services, button: cb.Callback):
@@ -282,31 +268,12 @@ async def merge_into_similar(update: Update, context: Context) -> None:
         await done(update.callback_query)
 
 
-async def cancel(update: Update, context: Context) -> int:
-    return await staff_replies.cancel(update, context, PENDING)
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    await staff_replies.timed_out(update, context, PENDING)
-
-
 def build(idle_minutes: float) -> ConversationHandler:
     """The triage ConversationHandler for the buttons that need words, one per (group, person)."""
-    words = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-    with buttons_start_conversations():
-        return ConversationHandler(
-            entry_points=[
-                CallbackQueryHandler(begin_other, pattern=cb.pattern(cb.NOT_ACCEPT_OTHER)),
-                CallbackQueryHandler(begin_duplicate, pattern=cb.pattern(cb.DUPLICATE)),
-            ],
-            states={
-                NOT_ACCEPT_REASON: [MessageHandler(words, got_other_reason)],
-                DUPLICATE_REF: [MessageHandler(words, got_duplicate_ref)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[CommandHandler("cancel", cancel)],
-            name=NAME,
-            persistent=True,
-            allow_reentry=True,
-            conversation_timeout=timedelta(minutes=idle_minutes),
-        )
+    return staff_replies.conversation(
+        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        buttons=[(cb.NOT_ACCEPT_OTHER, begin_other), (cb.DUPLICATE, begin_duplicate)],
+        states={
+            NOT_ACCEPT_REASON: staff_replies.typed(got_other_reason),
+            DUPLICATE_REF: staff_replies.typed(got_duplicate_ref),
+        })
