@@ -37,6 +37,7 @@ def say(message: str) -> None:
 
 # ---- fit -------------------------------------------------------------------------------------
 
+
 def cmd_fit(args, settings) -> int:
     from classifier.data import corpus_files
     from classifier.training import TrainParams, train_from_files
@@ -46,8 +47,11 @@ def cmd_fit(args, settings) -> int:
     check_fit_paths(paths, out, args.report)
     extra = load_corrections(settings) if args.corrections else []
     params = TrainParams(cv_folds=args.cv_folds, n_jobs=args.jobs)
-    say("训练数据: " + ", ".join(str(p) for p in paths)
-        + (f" + {len(extra)} 条人工更正" if extra else ""))
+    say(
+        "训练数据: "
+        + ", ".join(str(p) for p in paths)
+        + (f" + {len(extra)} 条人工更正" if extra else "")
+    )
     userdict = settings.userdict_path if settings.userdict_path.exists() else None
     result = train_from_files(paths, params, userdict=userdict, extra=extra, progress=say)
     result.model.save(out)
@@ -56,10 +60,17 @@ def cmd_fit(args, settings) -> int:
         say(result.report.table())
     if args.report and result.report is not None:
         proba = result.oof_probabilities
-        write_report(Path(args.report), result.report, proba.max(1),
-                     proba.argmax(1) == result.truth, "交叉验证")
-    say(f"模型已保存: {out}  (版本 {result.model.model_version}, "
-        f"标签 {', '.join(result.model.labels)})")
+        write_report(
+            Path(args.report),
+            result.report,
+            proba.max(1),
+            proba.argmax(1) == result.truth,
+            "交叉验证",
+        )
+    say(
+        f"模型已保存: {out}  (版本 {result.model.model_version}, "
+        f"标签 {', '.join(result.model.labels)})"
+    )
     return 0
 
 
@@ -79,8 +90,9 @@ def check_fit_paths(paths: list[Path], out: Path, report: str | None) -> None:
         raise DataError(f"--report {report} 已存在且不是目录；请给出一个目录")
 
 
-def write_report(folder: Path, report, confidences: np.ndarray, correct: np.ndarray,
-                 title: str) -> None:
+def write_report(
+    folder: Path, report, confidences: np.ndarray, correct: np.ndarray, title: str
+) -> None:
     """The plots and report.json (the report, ECE and reliability bins) into folder."""
     from classifier.metrics import reliability, write_plots
 
@@ -129,6 +141,7 @@ def load_corrections(settings) -> list[tuple[str, str]]:
 
 # ---- evaluate / predict ----------------------------------------------------------------------
 
+
 def open_suggester(args, settings):
     """The Suggester for --model, or the default model (trained first if missing)."""
     from classifier import Suggester
@@ -170,8 +183,9 @@ def cmd_evaluate(args, settings) -> int:
     predicted = [label for label, _ in mapped]
     confidences = np.array([p for _, p in mapped])
     correct = np.array([label == r.label for label, r in zip(predicted, rows)])
-    report = classification_report([r.label for r in rows], predicted,
-                                   list(dict.fromkeys(as_file.values())))
+    report = classification_report(
+        [r.label for r in rows], predicted, list(dict.fromkeys(as_file.values()))
+    )
     report.ece = expected_calibration_error(confidences, correct)
     auto = np.array([s.auto_dispatch for s in suggestions])
     result = report.as_dict() | {
@@ -190,26 +204,33 @@ def cmd_evaluate(args, settings) -> int:
         print(json.dumps(result, ensure_ascii=False))
     else:
         print(report.table())
-        print(f"每条耗时: p50 {result['latency_ms_p50']:.3f} ms, "
-              f"p99 {result['latency_ms_p99']:.3f} ms；无法判断 {result['unsure']} 条；"
-              f"模型 {result['model_version']}")
+        print(
+            f"每条耗时: p50 {result['latency_ms_p50']:.3f} ms, "
+            f"p99 {result['latency_ms_p99']:.3f} ms；无法判断 {result['unsure']} 条；"
+            f"模型 {result['model_version']}"
+        )
         if result["auto_dispatch_precision"] is not None:
-            print(f"自动派单（概率 ≥ {suggester.auto_dispatch_threshold}）: "
-                  f"{result['auto_dispatch_share']:.1%} 的留言，其中 "
-                  f"{result['auto_dispatch_precision']:.1%} 判对")
+            print(
+                f"自动派单（概率 ≥ {suggester.auto_dispatch_threshold}）: "
+                f"{result['auto_dispatch_share']:.1%} 的留言，其中 "
+                f"{result['auto_dispatch_precision']:.1%} 判对"
+            )
     return 0
 
 
-def file_terms(args, file_labels: set[str], model_labels: tuple[str, ...],
-               to_file: dict[str, str]) -> dict[str, str]:
+def file_terms(
+    args, file_labels: set[str], model_labels: tuple[str, ...], to_file: dict[str, str]
+) -> dict[str, str]:
     """Each model label → the label it counts as in the file (itself, or by --map); a clear
     error when no label the model gives is in the file."""
     from classifier.data import DataError
 
     unknown = sorted(set(to_file) - set(model_labels))
     if unknown:
-        raise DataError(f"映射文件 {args.map} 中的模型标签 {listing(unknown)} 不在模型中；"
-                        f"模型的标签: {listing(model_labels)}")
+        raise DataError(
+            f"映射文件 {args.map} 中的模型标签 {listing(unknown)} 不在模型中；"
+            f"模型的标签: {listing(model_labels)}"
+        )
     as_file = {lab: to_file.get(lab, lab) for lab in model_labels}
     shared = file_labels & set(as_file.values())
     if not shared:
@@ -219,12 +240,15 @@ def file_terms(args, file_labels: set[str], model_labels: tuple[str, ...],
             f"文件中的标签: {listing(sorted(file_labels))}；"
             f"模型{'映射后' if args.map else ''}的标签: {listing(list(dict.fromkeys(as_file.values())))}。"
             "请用 --map 映射文件把文件的标签对应到模型的标签（CSV 列 label,model_label；"
-            '或 TOML：\"文件标签\" = [\"模型标签\", …]），'
-            f"例如 --map {shown_path(EXAMPLE_MAP)}")
+            '或 TOML："文件标签" = ["模型标签", …]），'
+            f"例如 --map {shown_path(EXAMPLE_MAP)}"
+        )
     missing = sorted(file_labels - shared)
     if missing:
-        say(f"警告: {args.file} 中的标签 {listing(missing)} 模型给不出，这些行都会算作判错"
-            + ("" if args.map else "（可用 --map 映射标签）"))
+        say(
+            f"警告: {args.file} 中的标签 {listing(missing)} 模型给不出，这些行都会算作判错"
+            + ("" if args.map else "（可用 --map 映射标签）")
+        )
     return as_file
 
 
@@ -262,18 +286,26 @@ def cmd_predict(args, settings) -> int:
 
 # ---- command line ----------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train.py", description="训练和评估部门分类模型")
     parser.add_argument("--config", help="config.toml 路径（默认 WHISTLE_CONFIG 或仓库自带）")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fit = sub.add_parser("fit", help="训练模型")
-    fit.add_argument("--data", action="extend", nargs="+", default=[], metavar="CSV",
-                     help="训练数据（可给多个、可重复）；不给则用语料目录中的全部 CSV")
+    fit.add_argument(
+        "--data",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="训练数据（可给多个、可重复）；不给则用语料目录中的全部 CSV",
+    )
     fit.add_argument("--corrections", action="store_true", help="加入案件库中的人工更正")
     fit.add_argument("--out", help="模型输出路径（默认 config.toml 的 model_path）")
-    fit.add_argument("--report", metavar="DIR",
-                     help="写出混淆矩阵、可靠性图和 report.json（含校准误差 ECE）")
+    fit.add_argument(
+        "--report", metavar="DIR", help="写出混淆矩阵、可靠性图和 report.json（含校准误差 ECE）"
+    )
     fit.add_argument("--cv-folds", type=int, default=5, help="交叉验证折数（默认 5）")
     fit.add_argument("--jobs", type=int, default=2, help="并行进程数（默认 2）")
 
@@ -281,16 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("file", metavar="FILE.csv")
     ev.add_argument("--model", help="模型路径（默认 config.toml 的 model_path）")
     ev.add_argument("--json", action="store_true", help="以一个 JSON 对象输出到 stdout")
-    ev.add_argument("--map", metavar="MAP",
-                    help="标签映射文件（CSV 列 label,model_label，或 TOML），"
-                         "把文件的标签对应到模型的标签")
-    ev.add_argument("--report", metavar="DIR",
-                    help="写出混淆矩阵、可靠性图和 report.json（含校准误差 ECE）")
+    ev.add_argument(
+        "--map",
+        metavar="MAP",
+        help="标签映射文件（CSV 列 label,model_label，或 TOML），把文件的标签对应到模型的标签",
+    )
+    ev.add_argument(
+        "--report", metavar="DIR", help="写出混淆矩阵、可靠性图和 report.json（含校准误差 ECE）"
+    )
 
     pr = sub.add_parser("predict", help="为 CSV 中的每条文本预测标签")
     pr.add_argument("file", metavar="FILE.csv")
     pr.add_argument("--model", help="模型路径（默认 config.toml 的 model_path）")
-    pr.add_argument("--out", required=True, metavar="OUT.csv", help="输出 CSV（id,label,confidence）")
+    pr.add_argument(
+        "--out", required=True, metavar="OUT.csv", help="输出 CSV（id,label,confidence）"
+    )
     return parser
 
 

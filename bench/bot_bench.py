@@ -51,13 +51,30 @@ TARGET_P99_MS = 100.0
 RESULTS = ROOT / "bench" / "results" / "bot.json"
 
 # Synthetic reports (written for this benchmark; no real citizen messages).
-PLACES = ["高塘岭街道新城社区", "月亮岛街道银星村", "金星北路与普瑞大道交叉口", "腾飞路口",
-          "滨水新城小区", "雷锋大道旁", "郭亮路菜市场", "黄金园街道", "白沙洲工业园"]
+PLACES = [
+    "高塘岭街道新城社区",
+    "月亮岛街道银星村",
+    "金星北路与普瑞大道交叉口",
+    "腾飞路口",
+    "滨水新城小区",
+    "雷锋大道旁",
+    "郭亮路菜市场",
+    "黄金园街道",
+    "白沙洲工业园",
+]
 PROBLEMS = [
-    "停水两天了还没来水，水压也很低", "路灯坏了好几天，晚上一片漆黑", "井盖松动，车辆经过咚咚响",
-    "物业不管电梯故障，老人上下楼困难", "工地夜间施工噪声太大，影响休息", "餐馆油烟直排进居民楼",
-    "公司拖欠工资三个月还没发", "公交车班次太少，早上等车要四十分钟", "学校门口道路积水严重",
-    "药店卖过期药品", "排水管道堵塞，污水漫到路面", "垃圾桶满了好几天没人清运",
+    "停水两天了还没来水，水压也很低",
+    "路灯坏了好几天，晚上一片漆黑",
+    "井盖松动，车辆经过咚咚响",
+    "物业不管电梯故障，老人上下楼困难",
+    "工地夜间施工噪声太大，影响休息",
+    "餐馆油烟直排进居民楼",
+    "公司拖欠工资三个月还没发",
+    "公交车班次太少，早上等车要四十分钟",
+    "学校门口道路积水严重",
+    "药店卖过期药品",
+    "排水管道堵塞，污水漫到路面",
+    "垃圾桶满了好几天没人清运",
 ]
 
 
@@ -68,9 +85,14 @@ def report_text(rng: random.Random) -> str:
 # ---------------------------------------------------------------- the bot process
 
 
-def bench_settings(db_url: str, model_path: str, concurrency: int,
-                   http_client: str | None, followup: bool,
-                   poll_interval: float | None = None) -> Settings:
+def bench_settings(
+    db_url: str,
+    model_path: str,
+    concurrency: int,
+    http_client: str | None,
+    followup: bool,
+    poll_interval: float | None = None,
+) -> Settings:
     settings = load_settings(DEFAULT_CONFIG, env={})
     telegram = replace(settings.telegram, concurrent_updates=concurrency)
     if poll_interval is not None:
@@ -80,8 +102,13 @@ def bench_settings(db_url: str, model_path: str, concurrency: int,
     follow = settings.followup
     if not followup:  # diagnostic: the follow-up scan runs once at start, then not again
         follow = replace(follow, poll_seconds=10**6)
-    return replace(settings, database_url=db_url, telegram=telegram, followup=follow,
-                   classifier=replace(settings.classifier, model_path=str(model_path)))
+    return replace(
+        settings,
+        database_url=db_url,
+        telegram=telegram,
+        followup=follow,
+        classifier=replace(settings.classifier, model_path=str(model_path)),
+    )
 
 
 async def _serve(port: int, settings: Settings, ready, stop) -> None:
@@ -145,8 +172,9 @@ async def count_cases(settings: Settings) -> tuple[int, int]:
     try:
         async with session_scope(engine) as session:
             cases = (await session.exec(select(func.count()).select_from(Case))).one()
-            keys = (await session.exec(select(func.count(func.distinct(Case.idempotency_key)))
-                                       )).one()
+            keys = (
+                await session.exec(select(func.count(func.distinct(Case.idempotency_key))))
+            ).one()
             return cases, keys
     finally:
         await engine.dispose()
@@ -224,8 +252,15 @@ class Quota:
         return True
 
 
-async def resident(emu: TelegramEmulator, rec: Recorder, user: int, quota: Quota,
-                   think: float, rng: random.Random, done: list[int]) -> None:
+async def resident(
+    emu: TelegramEmulator,
+    rec: Recorder,
+    user: int,
+    quota: Quota,
+    think: float,
+    rng: random.Random,
+    done: list[int],
+) -> None:
     await asyncio.sleep(rng.uniform(0, 2 * think))  # residents don't all start at once
     while quota.take():
         text = report_text(rng)
@@ -243,13 +278,15 @@ async def resident(emu: TelegramEmulator, rec: Recorder, user: int, quota: Quota
             await asyncio.sleep(rng.uniform(0, 2 * think))
         if _has_button(NOT_SAME)(summary):
             # 附近已有人反映 (#16): these residents report a problem of their own all the same.
-            summary = await rec.step(user, lambda s=summary: emu.press(user, s, NOT_SAME),
-                                     _has_button(CONFIRM), NOT_SAME)
+            summary = await rec.step(
+                user, lambda s=summary: emu.press(user, s, NOT_SAME), _has_button(CONFIRM), NOT_SAME
+            )
             if summary is None:
                 return
         started = time.perf_counter()
-        reply = await rec.step(user, lambda s=summary: emu.press(user, s, CONFIRM),
-                               _has("已受理"), "确认提交")
+        reply = await rec.step(
+            user, lambda s=summary: emu.press(user, s, CONFIRM), _has("已受理"), "确认提交"
+        )
         if reply is None:
             return
         rec.submit_latencies.append(time.perf_counter() - started)
@@ -306,21 +343,33 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     cpu_before = _cpu_seconds(bot_pid)
     own_cpu_before = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(
-        resident(emu, rec, user, quota, think, random.Random(user), done)
-        for user in residents))
+    await asyncio.gather(
+        *(resident(emu, rec, user, quota, think, random.Random(user), done) for user in residents)
+    )
     elapsed = time.perf_counter() - started
     freezer.cancel()
-    return (rec, done, started, elapsed, _cpu_seconds(bot_pid) - cpu_before,
-            time.process_time() - own_cpu_before)
+    return (
+        rec,
+        done,
+        started,
+        elapsed,
+        _cpu_seconds(bot_pid) - cpu_before,
+        time.process_time() - own_cpu_before,
+    )
 
 
 async def run(args) -> dict:
     db_path = Path(args.db).resolve()
     db_path.parent.mkdir(parents=True, exist_ok=True)
     model_path = str(Path(args.model).resolve())
-    settings = bench_settings(f"sqlite+aiosqlite:///{db_path}", model_path, args.concurrency,
-                              args.http_client, not args.without_followup, args.poll_interval)
+    settings = bench_settings(
+        f"sqlite+aiosqlite:///{db_path}",
+        model_path,
+        args.concurrency,
+        args.http_client,
+        not args.without_followup,
+        args.poll_interval,
+    )
     ensure_model(settings)
     await prepare_store(settings, db_path)
 
@@ -336,7 +385,9 @@ async def run(args) -> dict:
     try:
         if not await asyncio.to_thread(_wait_ready, ready, proc):
             raise SystemExit("机器人进程未能启动")
-        rec, done, started, elapsed, cpu_used, emulator_cpu = await drive(emu, proc.pid, residents, args)
+        rec, done, started, elapsed, cpu_used, emulator_cpu = await drive(
+            emu, proc.pid, residents, args
+        )
     finally:
         stop.set()
         await asyncio.to_thread(proc.join, 60)
@@ -378,10 +429,12 @@ async def run(args) -> dict:
         # Other work on the machine competes for the same 2 cores: recorded for context.
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    result["meets_target"] = (result["updates_per_s_steady"] >= TARGET_UPDATES_PER_S
-                              and result["latency_ms"]["p99"] <= TARGET_P99_MS
-                              and result["errors"] == 0
-                              and result["cases_in_store"] == args.reports)
+    result["meets_target"] = (
+        result["updates_per_s_steady"] >= TARGET_UPDATES_PER_S
+        and result["latency_ms"]["p99"] <= TARGET_P99_MS
+        and result["errors"] == 0
+        and result["cases_in_store"] == args.reports
+    )
     return result
 
 
@@ -391,8 +444,10 @@ def timeline(replied: list[tuple[float, float]], started: float) -> list[list[fl
     seconds: dict[int, list[float]] = {}
     for sent, latency in replied:
         seconds.setdefault(int(sent - started), []).append(latency * 1000)
-    return [[second, len(lat), round(percentile(lat, 0.99), 1)]
-            for second, lat in sorted(seconds.items())]
+    return [
+        [second, len(lat), round(percentile(lat, 0.99), 1)]
+        for second, lat in sorted(seconds.items())
+    ]
 
 
 def _wait_ready(ready, proc, timeout: float = 120.0) -> bool:
@@ -441,8 +496,10 @@ def print_table(r: dict) -> None:
     for key, value in rows:
         print(f"  {key:<{width}}{value}")
     worst = sorted(r["timeline"], key=lambda row: -row[2])[:5]
-    print("  最慢的几秒（秒, 更新数, p99 ms）: "
-          + "  ".join(f"{sec}s/{n}/{p99:.0f}" for sec, n, p99 in sorted(worst)))
+    print(
+        "  最慢的几秒（秒, 更新数, p99 ms）: "
+        + "  ".join(f"{sec}s/{n}/{p99:.0f}" for sec, n, p99 in sorted(worst))
+    )
     for sample in r["error_samples"]:
         print(f"  ! {sample}")
 
@@ -451,19 +508,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--residents", type=int, default=1000)
     parser.add_argument("--reports", type=int, default=5000)
-    parser.add_argument("--rate", type=float, default=330.0,
-                        help="updates per second the residents aim to send in total")
-    parser.add_argument("--concurrency", type=int, default=64,
-                        help="ApplicationBuilder.concurrent_updates")
-    parser.add_argument("--http-client", default=None, choices=["httpx", "aiohttp"],
-                        help="the bot's HTTP client (default: config.toml's)")
-    parser.add_argument("--poll-interval", type=float, default=None,
-                        help="telegram.poll_interval for the bot (default: config.toml's)")
-    parser.add_argument("--without-followup", action="store_true",
-                        help="diagnostic: don't run the follow-up engine's periodic pass")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=330.0,
+        help="updates per second the residents aim to send in total",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="ApplicationBuilder.concurrent_updates"
+    )
+    parser.add_argument(
+        "--http-client",
+        default=None,
+        choices=["httpx", "aiohttp"],
+        help="the bot's HTTP client (default: config.toml's)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="telegram.poll_interval for the bot (default: config.toml's)",
+    )
+    parser.add_argument(
+        "--without-followup",
+        action="store_true",
+        help="diagnostic: don't run the follow-up engine's periodic pass",
+    )
     parser.add_argument("--db", default=str(ROOT / "var" / "bench" / "bot_bench.db"))
-    parser.add_argument("--model", default=str(ROOT / "var" / "bench" / "bot_model.skops"),
-                        help="classifier model (trained from the built-in corpus if missing)")
+    parser.add_argument(
+        "--model",
+        default=str(ROOT / "var" / "bench" / "bot_model.skops"),
+        help="classifier model (trained from the built-in corpus if missing)",
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print_table(result)

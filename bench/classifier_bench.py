@@ -61,8 +61,14 @@ SEGMENTED = DATA / "teddy2020c_segmented_train.csv"
 RESULTS = REPO / "bench" / "results"
 
 DEPARTMENT_TO_CATEGORY = read_label_map(REPO / "classifier" / "teddy2020c_map.toml")
-TARGETS = {"macro_f1": 0.94, "latency_ms_p50": 1.0, "train_seconds": 60.0,
-           "cold_start_seconds": 2.0, "default_mapped_accuracy": 0.85, "ece": 0.05}
+TARGETS = {
+    "macro_f1": 0.94,
+    "latency_ms_p50": 1.0,
+    "train_seconds": 60.0,
+    "cold_start_seconds": 2.0,
+    "default_mapped_accuracy": 0.85,
+    "ece": 0.05,
+}
 THRESHOLDS = (0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)  # swept for the default model
 
 
@@ -83,8 +89,11 @@ def load_raw() -> tuple[list[str], list[str], list[str | None]]:
         recs = list(csv.DictReader(fh))
     rows = read_rows(RAW, need_label=True)
     keep = [i for i, r in enumerate(rows) if r.text and r.label]
-    return ([rows[i].text for i in keep], [rows[i].label for i in keep],
-            [norm_id(recs[i]["id"]) for i in keep])
+    return (
+        [rows[i].text for i in keep],
+        [rows[i].label for i in keep],
+        [norm_id(recs[i]["id"]) for i in keep],
+    )
 
 
 def load_segmented() -> tuple[list[str], list[str], list[str | None]]:
@@ -102,8 +111,7 @@ def message_groups(raw_an, seg_an, raw_ids, seg_ids, copies: str = "near") -> np
     other (an edited repost); copies="exact" leaves those apart, as the held-back test set
     was drawn (it holds no message of these files and no exact copy of one)."""
     position = {rid: i for i, rid in enumerate(raw_ids) if rid is not None}
-    same_id = [(position[sid], len(raw_an) + j) for j, sid in enumerate(seg_ids)
-               if sid in position]
+    same_id = [(position[sid], len(raw_an) + j) for j, sid in enumerate(seg_ids) if sid in position]
     n_raw = len(raw_an)
     near_pair = None if copies == "near" else (lambda i, j: i >= n_raw or j >= n_raw)
     return near_duplicate_groups(raw_an + seg_an, same_id, near_pair)
@@ -117,31 +125,41 @@ def cross_validate(raw, seg, groups, folds, params, seed: int = 0) -> dict:
     (raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an) = raw, seg
     truth, pred, excluded = [], [], []
     y = np.array(raw_y)
-    raw_groups, seg_groups = groups[:len(y)], groups[len(y):]
+    raw_groups, seg_groups = groups[: len(y)], groups[len(y) :]
     for k, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, raw_groups), start=1):
         leak = np.isin(seg_groups, raw_groups[te])
         seg_keep = np.flatnonzero(~leak)
         excluded.append(int(leak.sum()))
         docs = [raw_an[i] for i in tr] + [seg_an[j] for j in seg_keep]
-        examples = ([(raw_texts[i], raw_y[i]) for i in tr]
-                    + [(seg_texts[j], seg_y[j]) for j in seg_keep])
+        examples = [(raw_texts[i], raw_y[i]) for i in tr] + [
+            (seg_texts[j], seg_y[j]) for j in seg_keep
+        ]
         # Calibration is skipped here: it does not change which label ranks first. The model
         # (its neighbour memory too) holds only this fold's training messages.
-        model = train(examples, params, calibrate=False, analyzed=docs,
-                      progress=lambda m: None).model
+        model = train(
+            examples, params, calibrate=False, analyzed=docs, progress=lambda m: None
+        ).model
         for i in te:
             scores, _ = model.scores(raw_an[i])
             pred.append(model.labels[int(np.argmax(scores))])
             truth.append(raw_y[i])
-        say(f"  fold {k}: train {len(docs)} (segmented rows withheld as test copies: "
-            f"{excluded[-1]}), test {len(te)}")
+        say(
+            f"  fold {k}: train {len(docs)} (segmented rows withheld as test copies: "
+            f"{excluded[-1]}), test {len(te)}"
+        )
     report = classification_report(truth, pred)
-    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n": report.n,
-            "per_class": report.per_class, "segmented_rows_withheld_per_fold": excluded}
+    return {
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_f1,
+        "n": report.n,
+        "per_class": report.per_class,
+        "segmented_rows_withheld_per_fold": excluded,
+    }
 
 
-def time_training(raw_texts, raw_y, seg_texts, seg_y, params,
-                  folder: Path) -> tuple[float, int, float, Path]:
+def time_training(
+    raw_texts, raw_y, seg_texts, seg_y, params, folder: Path
+) -> tuple[float, int, float, Path]:
     """Train the final model from text (tokenisation included); seconds, peak RSS KiB, the
     held-out calibration error of its cross-validation, path."""
     out = folder / "teddy.model"
@@ -160,12 +178,19 @@ def time_training(raw_texts, raw_y, seg_texts, seg_y, params,
         "peak=max(int(hwm.split()[1]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "print('RESULT', json.dumps({'seconds': s, 'peak_kib': peak, 'ece': r.report.ece}))\n"
     )
-    payload = json.dumps({"texts": raw_texts + seg_texts, "labels": raw_y + seg_y,
-                          "params": _params_dict(params), "out": str(out)})
-    proc = subprocess.run([sys.executable, "-c", code], input=payload, text=True,
-                          capture_output=True, check=True)
+    payload = json.dumps(
+        {
+            "texts": raw_texts + seg_texts,
+            "labels": raw_y + seg_y,
+            "params": _params_dict(params),
+            "out": str(out),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=payload, text=True, capture_output=True, check=True
+    )
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     return result["seconds"], result["peak_kib"], result["ece"], out
 
 
@@ -185,8 +210,10 @@ def parse_params(overrides: list[str], jobs: int) -> TrainParams:
     for item in overrides:
         name, sep, value = item.partition("=")
         if not sep or name not in known:
-            raise SystemExit(f"--param {item!r}: expected NAME=VALUE with NAME one of "
-                             + ", ".join(sorted(known)))
+            raise SystemExit(
+                f"--param {item!r}: expected NAME=VALUE with NAME one of "
+                + ", ".join(sorted(known))
+            )
         try:
             values[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -208,8 +235,11 @@ def latency_one_core(model_path: Path, texts: list[str]) -> dict:
             seconds.append(time.perf_counter() - t0)
     finally:
         os.sched_setaffinity(0, before)
-    return {"latency_ms_p50": percentile_ms(seconds, 50),
-            "latency_ms_p99": percentile_ms(seconds, 99), "messages": len(seconds)}
+    return {
+        "latency_ms_p50": percentile_ms(seconds, 50),
+        "latency_ms_p99": percentile_ms(seconds, 99),
+        "messages": len(seconds),
+    }
 
 
 def cold_start(model_path: Path, runs: int = 3) -> dict:
@@ -228,27 +258,41 @@ def cold_start(model_path: Path, runs: int = 3) -> dict:
     walls, inner, rss = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
         walls.append(time.perf_counter() - t0)
         seconds, kib = out.stdout.split()
         inner.append(float(seconds))
         rss.append(int(kib))
-    return {"cold_start_seconds": min(walls), "cold_start_in_process_seconds": min(inner),
-            "cold_start_peak_rss_mb": max(rss) / 1024}
+    return {
+        "cold_start_seconds": min(walls),
+        "cold_start_in_process_seconds": min(inner),
+        "cold_start_peak_rss_mb": max(rss) / 1024,
+    }
 
 
 def default_model_on_raw(raw_texts, raw_y, folder: Path, params: TrainParams) -> dict:
     """The seed-corpus model, its departments mapped to the seven categories."""
     examples = [ex for p in corpus_files(REPO / "classifier" / "corpus") for ex in read_examples(p)]
-    result = train(examples, params, progress=lambda m: None,
-                   userdict_words=textmod.read_userdict(textmod.DEFAULT_USERDICT))
+    result = train(
+        examples,
+        params,
+        progress=lambda m: None,
+        userdict_words=textmod.read_userdict(textmod.DEFAULT_USERDICT),
+    )
     path = folder / "default.model"
     result.model.save(path)
     cfg = load_settings().classifier
     suggester = Suggester.from_path(
-        path, confidence_threshold=float(cfg["confidence_threshold"]),
-        auto_dispatch_threshold=float(cfg["auto_dispatch_threshold"]))
+        path,
+        confidence_threshold=float(cfg["confidence_threshold"]),
+        auto_dispatch_threshold=float(cfg["auto_dispatch_threshold"]),
+    )
     suggestions = [suggester.suggest(text) for text in raw_texts]
     mapped = [in_file_terms(s.top, DEPARTMENT_TO_CATEGORY) for s in suggestions]
     pred = [label for label, _ in mapped]
@@ -256,29 +300,37 @@ def default_model_on_raw(raw_texts, raw_y, folder: Path, params: TrainParams) ->
     correct = np.array([p == t for p, t in zip(pred, raw_y)])
     shown = np.array([s.probability for s in suggestions])  # the top department's
     report.ece = expected_calibration_error(np.array([p for _, p in mapped]), correct)
-    return {"default_mapped_accuracy": report.accuracy, "default_mapped_macro_f1": report.macro_f1,
-            "default_mapped_ece": report.ece,
-            "default_mapped_ece_top_department": expected_calibration_error(shown, correct),
-            "default_confidence_threshold": suggester.confidence_threshold,
-            "default_auto_dispatch_threshold": suggester.auto_dispatch_threshold,
-            **_share_and_precision("default_confident",
-                                   np.array([s.confident for s in suggestions]), correct),
-            **_share_and_precision("default_auto_dispatch",
-                                   np.array([s.auto_dispatch for s in suggestions]), correct),
-            "default_thresholds": {str(t): _share_and_precision("", shown >= t, correct)
-                                   for t in THRESHOLDS},
-            "default_mapped_report": report,
-            "default_corpus_rows": len(examples),
-            "default_cv_macro_f1": result.report.macro_f1 if result.report else None,
-            "default_cv_ece": result.report.ece if result.report else None,
-            "default_train_seconds": result.seconds}
+    return {
+        "default_mapped_accuracy": report.accuracy,
+        "default_mapped_macro_f1": report.macro_f1,
+        "default_mapped_ece": report.ece,
+        "default_mapped_ece_top_department": expected_calibration_error(shown, correct),
+        "default_confidence_threshold": suggester.confidence_threshold,
+        "default_auto_dispatch_threshold": suggester.auto_dispatch_threshold,
+        **_share_and_precision(
+            "default_confident", np.array([s.confident for s in suggestions]), correct
+        ),
+        **_share_and_precision(
+            "default_auto_dispatch", np.array([s.auto_dispatch for s in suggestions]), correct
+        ),
+        "default_thresholds": {
+            str(t): _share_and_precision("", shown >= t, correct) for t in THRESHOLDS
+        },
+        "default_mapped_report": report,
+        "default_corpus_rows": len(examples),
+        "default_cv_macro_f1": result.report.macro_f1 if result.report else None,
+        "default_cv_ece": result.report.ece if result.report else None,
+        "default_train_seconds": result.seconds,
+    }
 
 
 def _share_and_precision(prefix: str, chosen: np.ndarray, correct: np.ndarray) -> dict:
     """Which share of the messages `chosen` holds, and the share of those that are right."""
     key = f"{prefix}_" if prefix else ""
-    return {f"{key}share": float(chosen.mean()),
-            f"{key}precision": float(correct[chosen].mean()) if chosen.any() else None}
+    return {
+        f"{key}share": float(chosen.mean()),
+        f"{key}precision": float(correct[chosen].mean()) if chosen.any() else None,
+    }
 
 
 def main() -> int:
@@ -286,16 +338,28 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="skip cross-validation")
-    parser.add_argument("--default-only", action="store_true",
-                        help="only the default model on the raw messages, with its per-category "
-                             "table and confusion matrix (seconds; writes no results file)")
+    parser.add_argument(
+        "--default-only",
+        action="store_true",
+        help="only the default model on the raw messages, with its per-category "
+        "table and confusion matrix (seconds; writes no results file)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split")
-    parser.add_argument("--copies", choices=["near", "exact"], default="near",
-                        help="which copies of a test message cross-validation withholds from "
-                             "training: near (default: also edited reposts) or exact (as the "
-                             "held-back set was drawn; see message_groups)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a TrainParams field (repeatable)")
+    parser.add_argument(
+        "--copies",
+        choices=["near", "exact"],
+        default="near",
+        help="which copies of a test message cross-validation withholds from "
+        "training: near (default: also edited reposts) or exact (as the "
+        "held-back set was drawn; see message_groups)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a TrainParams field (repeatable)",
+    )
     args = parser.parse_args()
     if not RAW.exists() or not SEGMENTED.exists():
         print(f"跳过: 找不到 {DATA} 中的真实留言数据（需要 {RAW.name} 和 {SEGMENTED.name}）")
@@ -303,8 +367,7 @@ def main() -> int:
     params = parse_params(args.param, args.jobs)
     if args.default_only:
         return default_only(params)
-    results: dict = {"params": _params_dict(params), "cv_seed": args.seed,
-                     "cv_copies": args.copies}
+    results: dict = {"params": _params_dict(params), "cv_seed": args.seed, "cv_copies": args.copies}
 
     raw_texts, raw_y, raw_ids = load_raw()
     seg_texts, seg_y, seg_ids = load_segmented()
@@ -312,12 +375,16 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         say("training the final model on raw + segmented (timed, fresh process) …")
-        seconds, peak_kib, ece, model_path = time_training(raw_texts, raw_y, seg_texts, seg_y,
-                                                           params, Path(tmp))
-        results |= {"train_seconds": seconds, "train_peak_rss_mb": peak_kib / 1024,
-                    "train_cv_ece": ece,
-                    "train_examples": len(raw_texts) + len(seg_texts),
-                    "model_file_mb": model_path.stat().st_size / 2**20}
+        seconds, peak_kib, ece, model_path = time_training(
+            raw_texts, raw_y, seg_texts, seg_y, params, Path(tmp)
+        )
+        results |= {
+            "train_seconds": seconds,
+            "train_peak_rss_mb": peak_kib / 1024,
+            "train_cv_ece": ece,
+            "train_examples": len(raw_texts) + len(seg_texts),
+            "model_file_mb": model_path.stat().st_size / 2**20,
+        }
 
         say("latency and cold start …")
         results |= latency_one_core(model_path, raw_texts)
@@ -334,9 +401,16 @@ def main() -> int:
         seg_an = textmod.analyze_many(seg_texts, args.jobs)
         groups = message_groups(raw_an, seg_an, raw_ids, seg_ids, args.copies)
         results["raw_messages_with_a_copy_in_raw"] = int(
-            len(raw_an) - len(set(groups[:len(raw_an)].tolist())))
-        cv = cross_validate((raw_texts, raw_y, raw_an), (seg_texts, seg_y, seg_an), groups,
-                            args.folds, params, args.seed)
+            len(raw_an) - len(set(groups[: len(raw_an)].tolist()))
+        )
+        cv = cross_validate(
+            (raw_texts, raw_y, raw_an),
+            (seg_texts, seg_y, seg_an),
+            groups,
+            args.folds,
+            params,
+            args.seed,
+        )
         results |= {"cv_" + k: v for k, v in cv.items()}
     results["peak_rss_bench_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -360,8 +434,11 @@ def default_only(params: TrainParams) -> int:
 
 def print_table(r: dict) -> None:
     rows = [
-        (f"CV macro-F1, raw messages (copies withheld: {r.get('cv_copies')})",
-         r.get("cv_macro_f1"), "≥ 0.94"),
+        (
+            f"CV macro-F1, raw messages (copies withheld: {r.get('cv_copies')})",
+            r.get("cv_macro_f1"),
+            "≥ 0.94",
+        ),
         ("CV accuracy, raw messages", r.get("cv_accuracy"), ""),
         ("training seconds (raw+segmented, 2 cores)", r["train_seconds"], "≤ 60"),
         ("training peak RSS MB", r["train_peak_rss_mb"], ""),
@@ -373,14 +450,23 @@ def print_table(r: dict) -> None:
         ("default model → 7 categories, accuracy", r["default_mapped_accuracy"], "≥ 0.85"),
         ("default model → 7 categories, macro-F1", r["default_mapped_macro_f1"], ""),
         ("default model → 7 categories, ECE", r["default_mapped_ece"], "≤ 0.05"),
-        ("default model → 7 categories, ECE (top department)",
-         r["default_mapped_ece_top_department"], ""),
+        (
+            "default model → 7 categories, ECE (top department)",
+            r["default_mapped_ece_top_department"],
+            "",
+        ),
         ("default model, seed corpus CV, ECE", r["default_cv_ece"], "≤ 0.05"),
-        (f"confident (≥ {r['default_confidence_threshold']}): share",
-         r["default_confident_share"], ""),
+        (
+            f"confident (≥ {r['default_confidence_threshold']}): share",
+            r["default_confident_share"],
+            "",
+        ),
         ("  … right (category)", r["default_confident_precision"], ""),
-        (f"auto-dispatched (≥ {r['default_auto_dispatch_threshold']}): share",
-         r["default_auto_dispatch_share"], ""),
+        (
+            f"auto-dispatched (≥ {r['default_auto_dispatch_threshold']}): share",
+            r["default_auto_dispatch_share"],
+            "",
+        ),
         ("  … right (category)", r["default_auto_dispatch_precision"], ""),
         ("default model training seconds", r["default_train_seconds"], ""),
     ]

@@ -81,13 +81,28 @@ def _case_rows(n: int, settings, rng: random.Random):
         signed = resolved = closed = satisfaction = None
         roll = rng.random()
         if age_days > 30:
-            status = ("closed" if roll < 0.95 else "resolved" if roll < 0.985
-                      else "merged" if roll < 0.99 else "signed")
+            status = (
+                "closed"
+                if roll < 0.95
+                else "resolved"
+                if roll < 0.985
+                else "merged"
+                if roll < 0.99
+                else "signed"
+            )
         else:
             finished = min(0.9, age_days / 12)
-            status = ("closed" if roll < finished * 0.8 else "resolved" if roll < finished
-                      else "signed" if roll < finished + 0.5 * (1 - finished)
-                      else "dispatched" if roll < 0.97 else "triage")
+            status = (
+                "closed"
+                if roll < finished * 0.8
+                else "resolved"
+                if roll < finished
+                else "signed"
+                if roll < finished + 0.5 * (1 - finished)
+                else "dispatched"
+                if roll < 0.97
+                else "triage"
+            )
         if status in ("signed", "resolved", "closed"):
             signed = dispatched + timedelta(hours=rng.uniform(0.2, 30))
         if status in ("resolved", "closed"):
@@ -97,8 +112,15 @@ def _case_rows(n: int, settings, rng: random.Random):
         if status == "closed":
             closed = resolved + timedelta(days=rng.uniform(0, 3))
             r = rng.random()
-            satisfaction = ("satisfied" if r < 0.7 else "basic" if r < 0.85
-                            else "unsatisfied" if r < 0.9 else "unrated")
+            satisfaction = (
+                "satisfied"
+                if r < 0.7
+                else "basic"
+                if r < 0.85
+                else "unsatisfied"
+                if r < 0.9
+                else "unrated"
+            )
         if status in ("triage", "merged"):
             dispatched = sign_by = resolve_by = None
             dept = None if status == "triage" else dept
@@ -110,11 +132,38 @@ def _case_rows(n: int, settings, rng: random.Random):
             level = rng.choices(("grid", "street", "department"), (70, 15, 15))[0]
             whistled = dispatched if level != "grid" else None
         channel = "hotline" if not in_grid and rng.random() < 0.4 else "telegram"
-        yield (f"B{i:07d}", kind, rng.randint(1, 50_000), "基准测试合成案件", "[]", "[]",
-               grid, suggested, 0.5 + rng.random() / 2, version, dept, status, "normal",
-               _ts(created), _ts(dispatched), _ts(signed), _ts(resolved), _ts(closed),
-               _ts(sign_by), _ts(resolve_by), satisfaction, 0, 0, 0, 0,
-               int(in_grid), _ts(whistled), level, int(rng.random() < 0.001), channel)
+        yield (
+            f"B{i:07d}",
+            kind,
+            rng.randint(1, 50_000),
+            "基准测试合成案件",
+            "[]",
+            "[]",
+            grid,
+            suggested,
+            0.5 + rng.random() / 2,
+            version,
+            dept,
+            status,
+            "normal",
+            _ts(created),
+            _ts(dispatched),
+            _ts(signed),
+            _ts(resolved),
+            _ts(closed),
+            _ts(sign_by),
+            _ts(resolve_by),
+            satisfaction,
+            0,
+            0,
+            0,
+            0,
+            int(in_grid),
+            _ts(whistled),
+            level,
+            int(rng.random() < 0.001),
+            channel,
+        )
 
 
 def generate_store(path: Path, n: int, settings) -> None:
@@ -138,21 +187,24 @@ def generate_store(path: Path, n: int, settings) -> None:
     db.executemany(
         "INSERT INTO reporter (telegram_id, kind, display_name, phone_consent, reachable,"
         " created_at) VALUES (?, 'resident', '', 0, 1, ?)",
-        ((100_000 + i, made) for i in range(1, 50_001)))
-    columns = ("ref, kind, reporter_id, text, photos, suggestions, grid_code, "
-               "suggested_department, suggested_confidence, model_version, department_code, "
-               "status, priority, created_at, dispatched_at, signed_at, resolved_at, closed_at, "
-               "sign_by, resolve_by, satisfaction, reopen_count, out_of_area, version, "
-               "out_of_grid, started_in_grid, whistled_at, resolved_level, is_hard, channel")
+        ((100_000 + i, made) for i in range(1, 50_001)),
+    )
+    columns = (
+        "ref, kind, reporter_id, text, photos, suggestions, grid_code, "
+        "suggested_department, suggested_confidence, model_version, department_code, "
+        "status, priority, created_at, dispatched_at, signed_at, resolved_at, closed_at, "
+        "sign_by, resolve_by, satisfaction, reopen_count, out_of_area, version, "
+        "out_of_grid, started_in_grid, whistled_at, resolved_level, is_hard, channel"
+    )
     marks = ", ".join("?" * len(columns.split(", ")))
-    db.executemany(f"INSERT INTO \"case\" ({columns}) VALUES ({marks})",
-                   _case_rows(n, settings, rng))
+    db.executemany(f'INSERT INTO "case" ({columns}) VALUES ({marks})', _case_rows(n, settings, rng))
     # Staff corrections: one per case dispatched away from the suggestion.
     db.execute(
         "INSERT INTO labelcorrection (case_id, text, suggested_label, corrected_label,"
         " staff_telegram_id, model_version, at) SELECT id, text, suggested_department,"
-        " department_code, 9001, model_version, COALESCE(dispatched_at, created_at) FROM \"case\""
-        " WHERE department_code IS NOT NULL AND department_code != suggested_department")
+        ' department_code, 9001, model_version, COALESCE(dispatched_at, created_at) FROM "case"'
+        " WHERE department_code IS NOT NULL AND department_code != suggested_department"
+    )
     db.commit()
     db.execute("ANALYZE")
     db.close()
@@ -177,10 +229,13 @@ def find_store(wanted: int) -> Path | None:
 
 def summarize(samples_ms: list[float]) -> dict:
     ordered = sorted(samples_ms)
-    return {"runs": len(ordered), "min_ms": round(ordered[0], 1),
-            "median_ms": round(statistics.median(ordered), 1),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-            "max_ms": round(ordered[-1], 1)}
+    return {
+        "runs": len(ordered),
+        "min_ms": round(ordered[0], 1),
+        "median_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
 async def timed(fn, runs: int) -> dict:
@@ -195,20 +250,28 @@ async def timed(fn, runs: int) -> dict:
 def in_session_of(engine, call):
     """A no-argument coroutine function that runs `call(session)` in a session of its own,
     so that each timed run pays for its session as a request does."""
+
     async def one():
         async with session_scope(engine) as s:
             return await call(s)
+
     return one
 
 
 async def describe_store(engine) -> tuple[datetime, int, int]:
     """(now, cases, open cases): "now" is the minute after the newest case in the store."""
     async with engine.connect() as conn:
-        newest, cases = (await conn.execute(
-            text('SELECT max(created_at), count(*) FROM "case"'))).one()
-        open_cases = (await conn.execute(text(
-            "SELECT count(*) FROM \"case\" WHERE status IN "
-            "('submitted', 'triage', 'dispatched', 'signed')"))).scalar_one()
+        newest, cases = (
+            await conn.execute(text('SELECT max(created_at), count(*) FROM "case"'))
+        ).one()
+        open_cases = (
+            await conn.execute(
+                text(
+                    'SELECT count(*) FROM "case" WHERE status IN '
+                    "('submitted', 'triage', 'dispatched', 'signed')"
+                )
+            )
+        ).scalar_one()
     if isinstance(newest, str):  # SQLite hands back the stored text
         newest = datetime.fromisoformat(newest)
     return newest.replace(second=0, microsecond=0) + timedelta(minutes=1), cases, open_cases
@@ -228,7 +291,8 @@ async def measure_queries(engine, rules, now: datetime, runs: int) -> dict:
         "open cases and lights now": lambda s: stats._open_tallies(s, now, rules.yellow_ratio),
         "today": lambda s: stats._period_tallies(s, *stats.today_bounds(now, cal)),
         "30-day trend by department": lambda s: stats.daily_counts(
-            s, start=trend[0], end=trend[1], calendar=cal),
+            s, start=trend[0], end=trend[1], calendar=cal
+        ),
         "cases by community": lambda s: stats.by_grid(s, start=month[0], end=month[1]),
         "red cases (top 20)": lambda s: stats.red_cases(s, now=now, rules=rules),
         "recent corrections + model": lambda s: stats.recent_corrections(s),
@@ -241,7 +305,8 @@ async def measure_queries(engine, rules, now: datetime, runs: int) -> dict:
     results = {name: await timed(in_session(call), runs) for name, call in parts.items()}
     results["sum of the parts (one after another)"] = {
         key: round(sum(r[key] for r in results.values()), 1)
-        for key in ("min_ms", "median_ms", "p95_ms", "max_ms")} | {"runs": runs}
+        for key in ("min_ms", "median_ms", "p95_ms", "max_ms")
+    } | {"runs": runs}
     results["dashboard_data (parts run at once)"] = await timed(everything, runs)
     results["dashboard_data, first run (cold)"] = cold
     return results
@@ -259,8 +324,9 @@ async def staff_code(settings, engine, now: datetime) -> str:
 @asynccontextmanager
 async def serving(app) -> AsyncIterator[str]:
     """`app` served by uvicorn on a free port of 127.0.0.1 for the block: its base URL."""
-    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
+    server = EmbeddedServer(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -289,18 +355,24 @@ async def measure_http(settings, engine, now: datetime, runs: int) -> dict:
 
             out[label] = await timed(get, runs)
             if cache_seconds == 0:
-                await http.post("/login",
-                                data={"credential": await staff_code(settings, engine, now)})
+                await http.post(
+                    "/login", data={"credential": await staff_code(settings, engine, now)}
+                )
                 today = Rules.from_settings(settings).calendar.to_local(now).date()
                 t0 = time.perf_counter()
-                answer = await http.get("/export.csv", params={
-                    "from": today.replace(day=1).isoformat(), "to": today.isoformat()})
+                answer = await http.get(
+                    "/export.csv",
+                    params={"from": today.replace(day=1).isoformat(), "to": today.isoformat()},
+                )
                 seconds = time.perf_counter() - t0
                 answer.raise_for_status()
                 rows = answer.content.count(b"\n") - 1
                 out["GET /export.csv (this month)"] = {
-                    "rows": rows, "seconds": round(seconds, 2),
-                    "rows_per_s": round(rows / seconds), "bytes": len(answer.content)}
+                    "rows": rows,
+                    "seconds": round(seconds, 2),
+                    "rows_per_s": round(rows / seconds),
+                    "bytes": len(answer.content),
+                }
     return out
 
 
@@ -313,9 +385,16 @@ async def run(url: str, label: str, runs: int, settings) -> dict:
         http = await measure_http(settings, engine, now, runs)
     finally:
         await engine.dispose()
-    return {"store": label, "database": engine.dialect.name, "cases": cases,
-            "open_cases": open_cases, "now": now.isoformat(), "queries": queries, "http": http,
-            "api_uncached_p95_ms": http["GET /api/data uncached"]["p95_ms"]}
+    return {
+        "store": label,
+        "database": engine.dialect.name,
+        "cases": cases,
+        "open_cases": open_cases,
+        "now": now.isoformat(),
+        "queries": queries,
+        "http": http,
+        "api_uncached_p95_ms": http["GET /api/data uncached"]["p95_ms"],
+    }
 
 
 async def pg_store(url: str | None, wanted: int) -> str | None:
@@ -336,17 +415,23 @@ async def pg_store(url: str | None, wanted: int) -> str | None:
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['database']} store {result['store']}: {result['cases']:,} cases, "
-          f"{result['open_cases']:,} open, now {result['now']}")
+    print(
+        f"\n{result['database']} store {result['store']}: {result['cases']:,} cases, "
+        f"{result['open_cases']:,} open, now {result['now']}"
+    )
     print(f"{'measurement':<46} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}")
     for section in ("queries", "http"):
         for name, r in result[section].items():
             if "median_ms" in r:
-                print(f"{name:<46} {r['runs']:>5} {r['min_ms']:>8.1f} {r['median_ms']:>8.1f} "
-                      f"{r['p95_ms']:>8.1f} {r['max_ms']:>8.1f}")
+                print(
+                    f"{name:<46} {r['runs']:>5} {r['min_ms']:>8.1f} {r['median_ms']:>8.1f} "
+                    f"{r['p95_ms']:>8.1f} {r['max_ms']:>8.1f}"
+                )
             else:
-                print(f"{name:<46} {r['rows']:>,} rows in {r['seconds']} s "
-                      f"({r['rows_per_s']:,} rows/s)")
+                print(
+                    f"{name:<46} {r['rows']:>,} rows in {r['seconds']} s "
+                    f"({r['rows_per_s']:,} rows/s)"
+                )
     cached = result["http"]["GET /api/data cached"]["p95_ms"]
     for what, ms in (("uncached", result["api_uncached_p95_ms"]), ("cached", cached)):
         verdict = "OK" if ms <= TARGET_MS else "over"
@@ -359,8 +444,11 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--regenerate", action="store_true")
-    parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL"),
-                        help="PostgreSQL server holding store_bench.py's whistle_bench_<N>")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("TEST_DATABASE_URL"),
+        help="PostgreSQL server holding store_bench.py's whistle_bench_<N>",
+    )
     args = parser.parse_args()
     settings = load_settings(DEFAULT_CONFIG, env={})
 
@@ -377,14 +465,18 @@ def main() -> None:
     if pg:
         results.append(asyncio.run(run(pg, make_url(pg).database, args.runs, settings)))
     else:
-        print("PostgreSQL: no whistle_bench_<N> database loaded (run bench/store_bench.py); "
-              "measured on SQLite only")
+        print(
+            "PostgreSQL: no whistle_bench_<N> database loaded (run bench/store_bench.py); "
+            "measured on SQLite only"
+        )
     for result in results:
         print_table(result)
     out = ROOT / "bench" / "results" / "dashboard.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"target_ms": TARGET_MS, "stores": results}, ensure_ascii=False,
-                              indent=2), encoding="utf-8")
+    out.write_text(
+        json.dumps({"target_ms": TARGET_MS, "stores": results}, ensure_ascii=False, indent=2),
+        encoding="utf-8",
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

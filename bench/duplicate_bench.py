@@ -69,8 +69,11 @@ from classifier.similar import DuplicateFinder, DuplicateRules
 from whistle.config import load_settings
 
 DATA = Path(os.environ.get("WHISTLE_SHARED_DATA", REPO.parent / "shared" / "data"))
-FILES = ("teddy2020c_raw_train.csv", "teddy2020c_unlabeled_messages.csv",
-         "teddy2020c_messages_with_replies.csv")
+FILES = (
+    "teddy2020c_raw_train.csv",
+    "teddy2020c_unlabeled_messages.csv",
+    "teddy2020c_messages_with_replies.csv",
+)
 RESULTS = REPO / "bench" / "results"
 
 RARE_SHINGLE_DF = 40  # a character 4-gram in at most this many messages is "rare"
@@ -125,12 +128,13 @@ def _time(value: str) -> datetime | None:
 
 # ---- labels (no use of the detector's vectors) ------------------------------------------------
 
+
 def normalised(text: str) -> str:
     return textmod.chars_of(textmod.prepare(text))
 
 
 def _bigrams(text: str) -> set[str]:
-    return {text[i:i + 2] for i in range(len(text) - 1)}
+    return {text[i : i + 2] for i in range(len(text) - 1)}
 
 
 def title_similarity(a: Message, b: Message, a_chars: str, b_chars: str) -> float:
@@ -147,7 +151,7 @@ def title_similarity(a: Message, b: Message, a_chars: str, b_chars: str) -> floa
     if len(title) < MIN_TITLE:
         return float("nan")
     x = _bigrams(title)
-    return len(x & _bigrams(other[:len(title) + 10])) / len(x)
+    return len(x & _bigrams(other[: len(title) + 10])) / len(x)
 
 
 @dataclass
@@ -177,15 +181,20 @@ def label_pairs(messages: list[Message]) -> Pairs:
     from sklearn.feature_extraction.text import CountVectorizer
 
     chars = [normalised(m.text) for m in messages]
-    vec = CountVectorizer(analyzer="char", ngram_range=(4, 4), binary=True,
-                          max_df=RARE_SHINGLE_DF, dtype=np.float32)
+    vec = CountVectorizer(
+        analyzer="char", ngram_range=(4, 4), binary=True, max_df=RARE_SHINGLE_DF, dtype=np.float32
+    )
     shingles = vec.fit_transform(chars).tocsr()
     sizes = np.asarray(shingles.sum(axis=1)).ravel()
     i, j, shared = _upper_pairs(shingles, 0.5)
     smaller = np.minimum(sizes[i], sizes[j])
     overlap = np.where(smaller >= MIN_SHINGLES, shared / np.maximum(smaller, 1), 0.0)
-    title_sim = np.array([title_similarity(messages[a], messages[b], chars[a], chars[b])
-                          for a, b in zip(i.tolist(), j.tolist())])
+    title_sim = np.array(
+        [
+            title_similarity(messages[a], messages[b], chars[a], chars[b])
+            for a, b in zip(i.tolist(), j.tolist())
+        ]
+    )
     same = np.array([chars[a] == chars[b] for a, b in zip(i.tolist(), j.tolist())])
     ts = np.nan_to_num(title_sim, nan=0.0)
     tier = np.full(len(i), NEGATIVE, dtype=np.int8)
@@ -204,7 +213,7 @@ def _upper_pairs(matrix: sp.csr_matrix, lowest: float, chunk: int = 1000):
     rows, cols, values = [], [], []
     t = matrix.T.tocsc()
     for start in range(0, matrix.shape[0], chunk):
-        block = (matrix[start:start + chunk] @ t).tocoo()
+        block = (matrix[start : start + chunk] @ t).tocoo()
         r = block.row + start
         keep = (r < block.col) & (block.data >= lowest)
         rows.append(r[keep])
@@ -217,23 +226,33 @@ def hard_negatives(analyzed, departments, counties, pairs: Pairs) -> tuple:
     """(i, j) of negatives with the same department, the same county and a rare word."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    vec = CountVectorizer(analyzer=lambda a: [w for w in a.words if len(w) >= 2],
-                          binary=True, max_df=RARE_WORD_DF, dtype=np.float32)
+    vec = CountVectorizer(
+        analyzer=lambda a: [w for w in a.words if len(w) >= 2],
+        binary=True,
+        max_df=RARE_WORD_DF,
+        dtype=np.float32,
+    )
     words = vec.fit_transform(analyzed).tocsr()
     i, j, _ = _upper_pairs(words, 1.0)
-    keep = ((departments[i] == departments[j]) & (counties[i] == counties[j])
-            & (counties[i] != "") & (pairs.lookup(i, j) == NEGATIVE))
+    keep = (
+        (departments[i] == departments[j])
+        & (counties[i] == counties[j])
+        & (counties[i] != "")
+        & (pairs.lookup(i, j) == NEGATIVE)
+    )
     return i[keep], j[keep]
 
 
 # ---- scores and metrics --------------------------------------------------------------------
 
+
 def vectors(finder: DuplicateFinder, analyzed) -> sp.csr_matrix:
     rows = [finder.vector(a) for a in analyzed]
     indptr = np.concatenate([[0], np.cumsum([len(i) for i, _ in rows])])
-    return sp.csr_matrix((np.concatenate([v for _, v in rows]),
-                          np.concatenate([i for i, _ in rows]), indptr),
-                         shape=(len(rows), finder.n_features))
+    return sp.csr_matrix(
+        (np.concatenate([v for _, v in rows]), np.concatenate([i for i, _ in rows]), indptr),
+        shape=(len(rows), finder.n_features),
+    )
 
 
 def view_variants(model, finder: DuplicateFinder, analyzed) -> dict[str, sp.csr_matrix]:
@@ -242,19 +261,28 @@ def view_variants(model, finder: DuplicateFinder, analyzed) -> dict[str, sp.csr_
     rows = [model.vectors(a) for a in analyzed]
     index = [np.concatenate([i for i, _ in r]) for r in rows]
     values = [np.concatenate([v for _, v in r]) for r in rows]
-    union = sp.csr_matrix((np.concatenate(values), np.concatenate(index),
-                           np.concatenate([[0], np.cumsum([len(i) for i in index])])),
-                          shape=(len(rows), finder.n_features))
+    union = sp.csr_matrix(
+        (
+            np.concatenate(values),
+            np.concatenate(index),
+            np.concatenate([[0], np.cumsum([len(i) for i in index])]),
+        ),
+        shape=(len(rows), finder.n_features),
+    )
     n_word, n_char = len(model.word.vocab), len(model.char.vocab)
     column = np.arange(finder.n_features)
     word, lead = column < n_word, column >= n_word + n_char
     char = ~word & ~lead
     single = np.zeros(finder.n_features, dtype=bool)
-    single[n_word:n_word + n_char] = model.char.vocab <= textmod.ngram_key("\U0010ffff")
-    masks = {"words": word, "characters (1-2)": char, "words + characters": word | char,
-             "words + characters + lead (all)": word | char | lead,
-             "all but single characters": ~single,
-             "… and without the lead": ~single & ~lead}
+    single[n_word : n_word + n_char] = model.char.vocab <= textmod.ngram_key("\U0010ffff")
+    masks = {
+        "words": word,
+        "characters (1-2)": char,
+        "words + characters": word | char,
+        "words + characters + lead (all)": word | char | lead,
+        "all but single characters": ~single,
+        "… and without the lead": ~single & ~lead,
+    }
     out = {name: _rows_normalised(_columns(union, mask)) for name, mask in masks.items()}
     out["… and without common features (used)"] = vectors(finder, analyzed)
     return out
@@ -286,10 +314,12 @@ def ranking(matrix: sp.csr_matrix, pairs: Pairs) -> dict:
     recall = hits / pairs.n_positive
     good = np.flatnonzero(precision >= TARGET_PRECISION)
     best = good[np.argmax(recall[good])] if len(good) else None
-    return {"average_precision": float(precision[labels > 0].sum() / pairs.n_positive),
-            "recall_at_target": float(recall[best]) if best is not None else 0.0,
-            "its_threshold": float(scores[best]) if best is not None else None,
-            "features_per_message": float(matrix.getnnz() / matrix.shape[0])}
+    return {
+        "average_precision": float(precision[labels > 0].sum() / pairs.n_positive),
+        "recall_at_target": float(recall[best]) if best is not None else 0.0,
+        "its_threshold": float(scores[best]) if best is not None else None,
+        "features_per_message": float(matrix.getnnz() / matrix.shape[0]),
+    }
 
 
 def sweep(scores: np.ndarray, labels: np.ndarray, n_positive: int) -> list[dict]:
@@ -302,9 +332,17 @@ def sweep(scores: np.ndarray, labels: np.ndarray, n_positive: int) -> list[dict]
         precision = tp / (tp + fp) if tp + fp else 1.0
         recall = tp / n_positive if n_positive else 0.0
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-        out.append({"threshold": float(t), "precision": precision, "recall": recall, "f1": f1,
-                    "true_positives": tp, "false_positives": fp,
-                    "grey_flagged": int((flagged & (labels == GREY)).sum())})
+        out.append(
+            {
+                "threshold": float(t),
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "true_positives": tp,
+                "false_positives": fp,
+                "grey_flagged": int((flagged & (labels == GREY)).sum()),
+            }
+        )
     return out
 
 
@@ -320,8 +358,10 @@ def chosen_threshold(rows: list[dict]) -> float:
 
 def tier_recall(tiers: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     """Share of each tier's positive pairs (their tiers and scores) scoring ≥ threshold."""
-    return {name: float((scores[tiers == k] >= threshold).mean()) if (tiers == k).any() else None
-            for k, name in enumerate(TIERS, start=1)}
+    return {
+        name: float((scores[tiers == k] >= threshold).mean()) if (tiers == k).any() else None
+        for k, name in enumerate(TIERS, start=1)
+    }
 
 
 def window_shares(messages: list[Message], pairs: Pairs) -> dict:
@@ -333,11 +373,14 @@ def window_shares(messages: list[Message], pairs: Pairs) -> dict:
         if a and b:
             gaps.append(abs((a - b).total_seconds()) / 86400)
     gaps = np.array(gaps)
-    return {"dated_pairs": len(gaps),
-            **{f"within_{d}_days": float((gaps <= d).mean()) for d in WINDOW_DAYS}}
+    return {
+        "dated_pairs": len(gaps),
+        **{f"within_{d}_days": float((gaps <= d).mean()) for d in WINDOW_DAYS},
+    }
 
 
 # ---- detection time ------------------------------------------------------------------------
+
 
 class Timer:
     """Wall and CPU (this thread's) seconds of each timed call: on a shared machine the wall
@@ -355,14 +398,17 @@ class Timer:
         return out
 
     def summary(self, name: str) -> dict:
-        return {f"{name}_ms_p50": percentile_ms(self.wall, 50),
-                f"{name}_ms_p99": percentile_ms(self.wall, 99),
-                f"{name}_cpu_ms_p50": percentile_ms(self.cpu, 50),
-                f"{name}_cpu_ms_p99": percentile_ms(self.cpu, 99)}
+        return {
+            f"{name}_ms_p50": percentile_ms(self.wall, 50),
+            f"{name}_ms_p99": percentile_ms(self.wall, 99),
+            f"{name}_cpu_ms_p50": percentile_ms(self.cpu, 50),
+            f"{name}_cpu_ms_p99": percentile_ms(self.cpu, 99),
+        }
 
 
-def time_detection(model, messages: list[Message], analyzed, rules: DuplicateRules,
-                   seed: int) -> dict:
+def time_detection(
+    model, messages: list[Message], analyzed, rules: DuplicateRules, seed: int
+) -> dict:
     """10,000 open cases from real texts; queries with churn (one case opens and one closes
     before each query)."""
     rng = np.random.default_rng(seed)
@@ -370,7 +416,7 @@ def time_detection(model, messages: list[Message], analyzed, rules: DuplicateRul
     spliced = []
     for _ in range(max(0, OPEN_CASES - len(texts))):
         a, b = rng.choice(len(texts), 2, replace=False)
-        spliced.append(texts[a][:len(texts[a]) // 2] + texts[b][len(texts[b]) // 2:])
+        spliced.append(texts[a][: len(texts[a]) // 2] + texts[b][len(texts[b]) // 2 :])
     pool = texts + spliced
     pool_an = list(analyzed) + textmod.analyze_many(spliced)
     start = datetime(2024, 1, 1)
@@ -407,16 +453,21 @@ def time_detection(model, messages: list[Message], analyzed, rules: DuplicateRul
         if n % 4 == 0:  # cutting into words is the same work as the classifier's
             end_to_end(finder.candidates, pool[k], at, grid, lat, lon)
     return {
-        "open_cases": len(finder), "queries": len(search.wall),
-        **search.summary("search"), **end_to_end.summary("with_jieba"),
-        **adds.summary("add"), **removes.summary("remove"),
-        "build_seconds": build, "index_mb": finder.nbytes() / 2**20,
+        "open_cases": len(finder),
+        "queries": len(search.wall),
+        **search.summary("search"),
+        **end_to_end.summary("with_jieba"),
+        **adds.summary("add"),
+        **removes.summary("remove"),
+        "build_seconds": build,
+        "index_mb": finder.nbytes() / 2**20,
         "index_traced_mb": traced,
         "features_per_case": float(np.mean([len(finder.vector(a)[0]) for a in pool_an[:2000]])),
     }
 
 
 # ---- main ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Scored:
@@ -453,16 +504,25 @@ def _pair_scores(matrix: sp.csr_matrix, i: np.ndarray, j: np.ndarray) -> np.ndar
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="model file (default: the default model, "
-                        "trained afresh from the seed corpus)")
-    parser.add_argument("--show", nargs="+", choices=[*TIERS, "grey", "hard", "flagged",
-                                                     "missed"],
-                        help="print a random sample of these pairs to read (nothing written)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="model file (default: the default model, trained afresh from the seed corpus)",
+    )
+    parser.add_argument(
+        "--show",
+        nargs="+",
+        choices=[*TIERS, "grey", "hard", "flagged", "missed"],
+        help="print a random sample of these pairs to read (nothing written)",
+    )
     parser.add_argument("--sample", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-speed", action="store_true", help="skip the detection timing")
-    parser.add_argument("--no-views", action="store_true",
-                        help="skip the comparison of views (which features make the vector)")
+    parser.add_argument(
+        "--no-views",
+        action="store_true",
+        help="skip the comparison of views (which features make the vector)",
+    )
     args = parser.parse_args()
     missing = [name for name in FILES if not (DATA / name).exists()]
     if missing:
@@ -479,8 +539,9 @@ def main() -> int:
     say("cutting into words …")
     analyzed = textmod.analyze_many([m.text for m in messages], n_jobs=2)
     counties = np.array([(COUNTY.findall(m.text) or [""])[0] for m in messages])
-    departments = np.array([model.labels[int(np.argmax(model.probabilities(a)[0]))]
-                            for a in analyzed])
+    departments = np.array(
+        [model.labels[int(np.argmax(model.probabilities(a)[0]))] for a in analyzed]
+    )
     hard = hard_negatives(analyzed, departments, counties, pairs)
     positive = pairs.tier > 0
     pos_i, pos_j = pairs.keys[positive] // pairs.n, pairs.keys[positive] % pairs.n
@@ -491,16 +552,21 @@ def main() -> int:
     scored = {}
     for length in LENGTHS:
         say(f"scoring every pair, messages {'whole' if length is None else f'cut to {length}'} …")
-        cut = analyzed if length is None else textmod.analyze_many(
-            [m.text[:length] for m in messages], n_jobs=2)
-        scored[length] = score_pairs(finder, cut, pairs, counties, (pos_i, pos_j, pos_county),
-                                     hard)
+        cut = (
+            analyzed
+            if length is None
+            else textmod.analyze_many([m.text[:length] for m in messages], n_jobs=2)
+        )
+        scored[length] = score_pairs(finder, cut, pairs, counties, (pos_i, pos_j, pos_county), hard)
     if not args.no_views and not args.show:
         say("comparing choices of views …")
         views = {}
         for length in (None, 50):
-            cut = analyzed if length is None else textmod.analyze_many(
-                [m.text[:length] for m in messages], n_jobs=2)
+            cut = (
+                analyzed
+                if length is None
+                else textmod.analyze_many([m.text[:length] for m in messages], n_jobs=2)
+            )
             for name, matrix in view_variants(model, finder, cut).items():
                 views.setdefault(name, {})[_length_name(length)] = ranking(matrix, pairs)
     # A threshold must keep its precision for short reports too (a report in the bot is
@@ -517,26 +583,38 @@ def main() -> int:
     located = counties[counties != ""]
     county_sizes = np.unique(located, return_counts=True)[1]
     results = {
-        "model_version": model.model_version, "model_examples": model.meta.get("n_examples"),
+        "model_version": model.model_version,
+        "model_examples": model.meta.get("n_examples"),
         "messages": len(messages),
         "message_chars_p50": float(np.median([len(m.text) for m in messages])),
         "pairs": {name: pairs.count(k) for k, name in enumerate(TIERS, start=1)}
-        | {"grey": pairs.count(GREY), "hard_negatives": len(hard[0]),
-           "same_county_positives": int(pos_county.sum())},
+        | {
+            "grey": pairs.count(GREY),
+            "hard_negatives": len(hard[0]),
+            "same_county_positives": int(pos_county.sum()),
+        },
         # How many others a located message has in its county: the candidates a query
         # competes with in the same-place setting (a grid's open cases in the product).
-        "same_county_others_mean": float((county_sizes * (county_sizes - 1)).sum()
-                                         / max(1, len(located))),
+        "same_county_others_mean": float(
+            (county_sizes * (county_sizes - 1)).sum() / max(1, len(located))
+        ),
         "target_precision": TARGET_PRECISION,
         "chosen": {"threshold": county_t, "text_only_threshold": text_t},
-        "lengths": {_length_name(length): {
-            "chosen": {"threshold": chosen_threshold(s.same_county),
-                       "text_only_threshold": chosen_threshold(s.text_only)},
-            "tier_recall_same_place": tier_recall(pos_tiers[pos_county],
-                                                  s.pos_scores[pos_county], county_t),
-            "tier_recall_text_only": tier_recall(pos_tiers, s.pos_scores, text_t),
-            "same_county": s.same_county, "text_only": s.text_only,
-        } for length, s in scored.items()},
+        "lengths": {
+            _length_name(length): {
+                "chosen": {
+                    "threshold": chosen_threshold(s.same_county),
+                    "text_only_threshold": chosen_threshold(s.text_only),
+                },
+                "tier_recall_same_place": tier_recall(
+                    pos_tiers[pos_county], s.pos_scores[pos_county], county_t
+                ),
+                "tier_recall_text_only": tier_recall(pos_tiers, s.pos_scores, text_t),
+                "same_county": s.same_county,
+                "text_only": s.text_only,
+            }
+            for length, s in scored.items()
+        },
         "window": window_shares(messages, pairs),
     }
     if not args.no_views:
@@ -559,8 +637,9 @@ def _length_name(length: int | None) -> str:
 def default_model(folder: Path) -> Path:
     say("training the default model (seed corpus) …")
     base = load_settings()
-    settings = replace(base, classifier=replace(base.classifier,
-                                                model_path=str(folder / "model.npz")))
+    settings = replace(
+        base, classifier=replace(base.classifier, model_path=str(folder / "model.npz"))
+    )
     return build_default_model(settings)
 
 
@@ -581,7 +660,7 @@ def show(kind, args, messages, pairs, whole: Scored, hard, text_t) -> None:
         if wanted is None:
             chosen = [p for p in chosen if score_of.get(p, 0.0) < text_t]
     print(f"##### {kind}: {len(chosen)} pairs")
-    for n in rng.permutation(len(chosen))[:args.sample].tolist():
+    for n in rng.permutation(len(chosen))[: args.sample].tolist():
         a, b = chosen[n]
         score = score_of.get((a, b))
         print(f"=== score {'< ' + str(LOWEST_SCORE) if score is None else f'{score:.3f}'}")
@@ -590,56 +669,84 @@ def show(kind, args, messages, pairs, whole: Scored, hard, text_t) -> None:
 
 
 def print_table(r: dict) -> None:
-    print(f"{r['messages']} messages (median {r['message_chars_p50']:.0f} characters); "
-          f"pairs: {r['pairs']}; others in a message's county: "
-          f"{r['same_county_others_mean']:.0f} on average")
+    print(
+        f"{r['messages']} messages (median {r['message_chars_p50']:.0f} characters); "
+        f"pairs: {r['pairs']}; others in a message's county: "
+        f"{r['same_county_others_mean']:.0f} on average"
+    )
     names = list(r["lengths"])
-    for setting, key in (("same place (same county)", "same_county"),
-                         ("text only (every pair)", "text_only")):
-        print(f"\n{setting}: precision / recall, messages whole or cut to their first "
-              "characters")
-        print(f"{'t':>6} " + "".join(f"{name:>15}" for name in names)
-              + ("   hard-neg FPR whole / first_50" if key == "text_only" else ""))
+    for setting, key in (
+        ("same place (same county)", "same_county"),
+        ("text only (every pair)", "text_only"),
+    ):
+        print(f"\n{setting}: precision / recall, messages whole or cut to their first characters")
+        print(
+            f"{'t':>6} "
+            + "".join(f"{name:>15}" for name in names)
+            + ("   hard-neg FPR whole / first_50" if key == "text_only" else "")
+        )
         rows = zip(*(r["lengths"][name][key] for name in names))
         for row in rows:
-            cells = "".join(f"{x['precision']:>8.3f}/{x['recall']:.3f}"[-15:].rjust(15)
-                            for x in row)
-            extra = (f"   {row[0]['hard_negative_fpr']:.4f} / {row[-1]['hard_negative_fpr']:.4f}"
-                     if key == "text_only" else "")
+            cells = "".join(
+                f"{x['precision']:>8.3f}/{x['recall']:.3f}"[-15:].rjust(15) for x in row
+            )
+            extra = (
+                f"   {row[0]['hard_negative_fpr']:.4f} / {row[-1]['hard_negative_fpr']:.4f}"
+                if key == "text_only"
+                else ""
+            )
             print(f"{row[0]['threshold']:>6.3f} {cells}{extra}")
-        print("chosen (lowest with precision ≥ "
-              f"{r['target_precision']} from there up): "
-              + ", ".join(f"{name} {r['lengths'][name]['chosen'][_CHOSEN[key]]}"
-                          for name in names))
+        print(
+            "chosen (lowest with precision ≥ "
+            f"{r['target_precision']} from there up): "
+            + ", ".join(f"{name} {r['lengths'][name]['chosen'][_CHOSEN[key]]}" for name in names)
+        )
     c = r["chosen"]
-    print(f"\n→ threshold = {c['threshold']}, text_only_threshold = "
-          f"{c['text_only_threshold']} (the strictest length)")
+    print(
+        f"\n→ threshold = {c['threshold']}, text_only_threshold = "
+        f"{c['text_only_threshold']} (the strictest length)"
+    )
     for name in names:
         x = r["lengths"][name]
-        print(f"recall per tier, {name}: same place {_rounded(x['tier_recall_same_place'])}; "
-              f"text only {_rounded(x['tier_recall_text_only'])}")
+        print(
+            f"recall per tier, {name}: same place {_rounded(x['tier_recall_same_place'])}; "
+            f"text only {_rounded(x['tier_recall_text_only'])}"
+        )
     print(f"positive pairs within d days: {_rounded(r['window'])}")
     if "views" in r:
-        print("\nwhich features: text only, every pair; average precision, recall at precision "
-              f"≥ {r['target_precision']} (its threshold), whole / first 50 characters")
+        print(
+            "\nwhich features: text only, every pair; average precision, recall at precision "
+            f"≥ {r['target_precision']} (its threshold), whole / first 50 characters"
+        )
         for name, m in r["views"].items():
             w, f = m["whole"], m["first_50"]
-            print(f"  {name:<40} AP {w['average_precision']:.3f} / {f['average_precision']:.3f}"
-                  f"   R {w['recall_at_target']:.3f} ({w['its_threshold'] or 0:.2f}) / "
-                  f"{f['recall_at_target']:.3f} ({f['its_threshold'] or 0:.2f})"
-                  f"   {w['features_per_message']:.0f} features")
+            print(
+                f"  {name:<40} AP {w['average_precision']:.3f} / {f['average_precision']:.3f}"
+                f"   R {w['recall_at_target']:.3f} ({w['its_threshold'] or 0:.2f}) / "
+                f"{f['recall_at_target']:.3f} ({f['its_threshold'] or 0:.2f})"
+                f"   {w['features_per_message']:.0f} features"
+            )
     if "speed" in r:
         s = r["speed"]
-        print(f"\n{s['open_cases']} open cases, {s['queries']} queries with churn; ms p50 / p99, "
-              "wall (CPU of the thread)")
-        for name, what in (("search", "candidates(), words cut (target p99 ≤ 5)"),
-                           ("with_jieba", "candidates(), raw text"),
-                           ("add", "add()"), ("remove", "remove()")):
-            print(f"  {what:<42} {s[name + '_ms_p50']:7.3f} / {s[name + '_ms_p99']:7.3f}"
-                  f"   ({s[name + '_cpu_ms_p50']:.3f} / {s[name + '_cpu_ms_p99']:.3f})")
-        print(f"  built in {s['build_seconds']:.1f} s; index {s['index_mb']:.1f} MB of arrays, "
-              f"{s['index_traced_mb']:.1f} MB allocated in all; "
-              f"{s['features_per_case']:.0f} features per case")
+        print(
+            f"\n{s['open_cases']} open cases, {s['queries']} queries with churn; ms p50 / p99, "
+            "wall (CPU of the thread)"
+        )
+        for name, what in (
+            ("search", "candidates(), words cut (target p99 ≤ 5)"),
+            ("with_jieba", "candidates(), raw text"),
+            ("add", "add()"),
+            ("remove", "remove()"),
+        ):
+            print(
+                f"  {what:<42} {s[name + '_ms_p50']:7.3f} / {s[name + '_ms_p99']:7.3f}"
+                f"   ({s[name + '_cpu_ms_p50']:.3f} / {s[name + '_cpu_ms_p99']:.3f})"
+            )
+        print(
+            f"  built in {s['build_seconds']:.1f} s; index {s['index_mb']:.1f} MB of arrays, "
+            f"{s['index_traced_mb']:.1f} MB allocated in all; "
+            f"{s['features_per_case']:.0f} features per case"
+        )
 
 
 _CHOSEN = {"same_county": "threshold", "text_only": "text_only_threshold"}

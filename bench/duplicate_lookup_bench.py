@@ -56,21 +56,36 @@ async def seed(engine, settings, texts: list[str], n: int, rng: random.Random) -
     async with session_scope(engine) as session:
         await reference.sync_reference_data(session, settings)
         now = utc_now()
-        reporters = [{"telegram_id": 50_000 + i, "display_name": "", "kind": "resident",
-                      "created_at": now} for i in range(500)]
+        reporters = [
+            {"telegram_id": 50_000 + i, "display_name": "", "kind": "resident", "created_at": now}
+            for i in range(500)
+        ]
         await session.exec(insert(Reporter), params=reporters)
         rows = []
         for i in range(n):
             lat = CENTRE[0] + rng.uniform(-0.05, 0.05)
             lon = CENTRE[1] + rng.uniform(-0.05, 0.05)
-            rows.append({"ref": f"WC-B-{i:06d}", "kind": "resident", "reporter_id": 1 + i % 500,
-                         "text": variant(rng, rng.choice(texts)), "photos": [],
-                         "suggestions": [], "latitude": lat, "longitude": lon,
-                         "status": TRIAGE, "priority": "normal", "out_of_area": False,
-                         "out_of_grid": False, "reopen_count": 0, "version": 0,
-                         "created_at": now - timedelta(days=rng.uniform(0, 29))})
+            rows.append(
+                {
+                    "ref": f"WC-B-{i:06d}",
+                    "kind": "resident",
+                    "reporter_id": 1 + i % 500,
+                    "text": variant(rng, rng.choice(texts)),
+                    "photos": [],
+                    "suggestions": [],
+                    "latitude": lat,
+                    "longitude": lon,
+                    "status": TRIAGE,
+                    "priority": "normal",
+                    "out_of_area": False,
+                    "out_of_grid": False,
+                    "reopen_count": 0,
+                    "version": 0,
+                    "created_at": now - timedelta(days=rng.uniform(0, 29)),
+                }
+            )
         for start in range(0, n, 2000):
-            await session.exec(insert(Case), params=rows[start:start + 2000])
+            await session.exec(insert(Case), params=rows[start : start + 2000])
 
 
 async def run(args) -> dict:
@@ -88,9 +103,13 @@ async def run(args) -> dict:
     read_engine = make_engine(url, checkpoint_interval=None)
     await create_all(engine)
     await seed(engine, settings, texts, args.cases, rng)
-    services = Services(settings=settings, engine=engine, read_engine=read_engine,
-                        rules=deadlines.Rules.from_settings(settings),
-                        suggester=Suggester.from_settings(settings))
+    services = Services(
+        settings=settings,
+        engine=engine,
+        read_engine=read_engine,
+        rules=deadlines.Rules.from_settings(settings),
+        suggester=Suggester.from_settings(settings),
+    )
     index = duplicates.index_of(services)
     started = time.perf_counter()
     await index.refresh(services)
@@ -101,12 +120,21 @@ async def run(args) -> dict:
         # A case opens elsewhere before each report (the index reads it at the next look).
         async with services.session() as session:
             case = await cases.create_case(
-                session, reporter_telegram_id=60_000 + q, text=variant(rng, rng.choice(texts)),
-                now=utc_now(), latitude=CENTRE[0], longitude=CENTRE[1])
+                session,
+                reporter_telegram_id=60_000 + q,
+                text=variant(rng, rng.choice(texts)),
+                now=utc_now(),
+                latitude=CENTRE[0],
+                longitude=CENTRE[1],
+            )
         if q % 50 == 0:
             index.swept_at = 0.0  # the sweep of closed cases, due every REFRESH_SECONDS
-        draft = {"text": variant(rng, rng.choice(texts)), "lat": CENTRE[0] + 0.001,
-                 "lon": CENTRE[1] + 0.001, "address": None}
+        draft = {
+            "text": variant(rng, rng.choice(texts)),
+            "lat": CENTRE[0] + 0.001,
+            "lon": CENTRE[1] + 0.001,
+            "address": None,
+        }
         t0 = time.perf_counter()
         similar = await duplicates.similar_to_draft(services, 70_000 + q, draft)
         asks.append((time.perf_counter() - t0) * 1000)
@@ -116,12 +144,20 @@ async def run(args) -> dict:
         hints.append((time.perf_counter() - t0) * 1000)
     await engine.dispose()
     await read_engine.dispose()
-    return {"open_cases": args.cases, "queries": args.queries, "index_build_s": round(build, 2),
-            "ask_ms": {"p50": round(statistics.median(asks), 2),
-                       "p99": round(percentile(asks, 0.99), 2)},
-            "hint_ms": {"p50": round(statistics.median(hints), 2),
-                        "p99": round(percentile(hints, 0.99), 2)},
-            "reports_asked": found}
+    return {
+        "open_cases": args.cases,
+        "queries": args.queries,
+        "index_build_s": round(build, 2),
+        "ask_ms": {
+            "p50": round(statistics.median(asks), 2),
+            "p99": round(percentile(asks, 0.99), 2),
+        },
+        "hint_ms": {
+            "p50": round(statistics.median(hints), 2),
+            "p99": round(percentile(hints, 0.99), 2),
+        },
+        "reports_asked": found,
+    }
 
 
 def main() -> int:
@@ -132,10 +168,14 @@ def main() -> int:
     result = asyncio.run(run(parser.parse_args()))
     print(f"open cases {result['open_cases']:,}, index built in {result['index_build_s']} s")
     print("| step | p50 ms | p99 ms |\n|---|---|---|")
-    print(f"| resident's question (similar_to_draft) | {result['ask_ms']['p50']} | "
-          f"{result['ask_ms']['p99']} |")
-    print(f"| triage's hint (after_submit) | {result['hint_ms']['p50']} | "
-          f"{result['hint_ms']['p99']} |")
+    print(
+        f"| resident's question (similar_to_draft) | {result['ask_ms']['p50']} | "
+        f"{result['ask_ms']['p99']} |"
+    )
+    print(
+        f"| triage's hint (after_submit) | {result['hint_ms']['p50']} | "
+        f"{result['hint_ms']['p99']} |"
+    )
     print(f"reports that were asked: {result['reports_asked']} of {result['queries']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2), encoding="utf-8")

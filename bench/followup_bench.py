@@ -72,13 +72,28 @@ async def bench_delivery(settings, pushes: int, chats: int) -> dict:
         async with session_scope(engine) as session:
             for i in range(pushes):
                 chat = chat_ids[i % chats]
-                await outbox.enqueue(session, key=f"bench:{i}", chat_id=chat, kind="bench",
-                                     text=f"惠企政策推送 第{i}条", now=now)
-        app = (Application.builder().token(TOKEN).base_url(emu.base_url)
-               .base_file_url(emu.base_file_url).build())
-        app.bot_data["services"] = Services(settings=settings, engine=engine,
-                                            read_engine=read_engine,
-                                            rules=Rules.from_settings(settings), suggester=None)
+                await outbox.enqueue(
+                    session,
+                    key=f"bench:{i}",
+                    chat_id=chat,
+                    kind="bench",
+                    text=f"惠企政策推送 第{i}条",
+                    now=now,
+                )
+        app = (
+            Application.builder()
+            .token(TOKEN)
+            .base_url(emu.base_url)
+            .base_file_url(emu.base_file_url)
+            .build()
+        )
+        app.bot_data["services"] = Services(
+            settings=settings,
+            engine=engine,
+            read_engine=read_engine,
+            rules=Rules.from_settings(settings),
+            suggester=None,
+        )
         await app.initialize()
         started = time.monotonic()
         try:
@@ -100,16 +115,23 @@ async def bench_delivery(settings, pushes: int, chats: int) -> dict:
     rate = (len(sends) - 1) / span if len(sends) > 1 else 0.0
     state = delivery_state(app)
     return {
-        "pushes": pushes, "chats": chats, "ceiling_per_second": ceiling,
-        "delivered": emu.stats["sent"], "send_requests": len(sends),
-        "answers_429": emu.stats["429"], "wall_seconds": round(wall, 2),
+        "pushes": pushes,
+        "chats": chats,
+        "ceiling_per_second": ceiling,
+        "delivered": emu.stats["sent"],
+        "send_requests": len(sends),
+        "answers_429": emu.stats["429"],
+        "wall_seconds": round(wall, 2),
         "first_to_last_send_seconds": round(span, 2),
         "messages_per_second": round(rate, 2),
         "share_of_ceiling": round(rate / ceiling, 4),
         "postponed_by_limiter": state.stats["postponed"],
         "target": f">= {THROUGHPUT_TARGET:.0%} of ceiling, 0 x 429",
-        "meets_target": (rate >= THROUGHPUT_TARGET * ceiling and emu.stats["429"] == 0
-                         and emu.stats["sent"] == pushes),
+        "meets_target": (
+            rate >= THROUGHPUT_TARGET * ceiling
+            and emu.stats["429"] == 0
+            and emu.stats["sent"] == pushes
+        ),
     }
 
 
@@ -120,8 +142,10 @@ def store_file(cases: int, settings) -> Path:
     """The store benchmark's SQLite file with `cases` cases, built with its loader if absent."""
     path = BENCH_DIR / f"store_{cases}.db"
     if not path.exists():
-        print(f"{path} not found: building it with bench/store_bench.py's loader "
-              "(several minutes for 1,000,000 cases)")
+        print(
+            f"{path} not found: building it with bench/store_bench.py's loader "
+            "(several minutes for 1,000,000 cases)"
+        )
         sys.path.insert(0, str(ROOT / "bench"))
         import store_bench
 
@@ -151,10 +175,15 @@ async def bench_scan(settings, cases: int, runs: int) -> dict:
                 reminders = await fq.survey_reminders_due(session, SCAN_NOW, after=remind)
                 expired = await fq.surveys_expired(session, SCAN_NOW, after=close)
                 events = await fq.status_events(session, after_id=cursor)
-            found.update(yellow=len(alerts.yellow), red=len(alerts.red),
-                         escalation=len(alerts.escalation), surveys=len(new),
-                         survey_reminders=len(reminders), surveys_to_close=len(expired),
-                         status_events=len(events))
+            found.update(
+                yellow=len(alerts.yellow),
+                red=len(alerts.red),
+                escalation=len(alerts.escalation),
+                surveys=len(new),
+                survey_reminders=len(reminders),
+                surveys_to_close=len(expired),
+                status_events=len(events),
+            )
 
         for _ in range(3):  # warm the page cache
             await scan()
@@ -168,10 +197,15 @@ async def bench_scan(settings, cases: int, runs: int) -> dict:
     samples.sort()
     p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
     return {
-        "store_file": str(path.relative_to(ROOT)), "cases": total, "runs": runs,
-        "now": SCAN_NOW.isoformat(), "found": found,
-        "median_ms": round(statistics.median(samples), 2), "p95_ms": round(p95, 2),
-        "max_ms": round(samples[-1], 2), "target": f"<= {SCAN_TARGET_MS:g} ms",
+        "store_file": str(path.relative_to(ROOT)),
+        "cases": total,
+        "runs": runs,
+        "now": SCAN_NOW.isoformat(),
+        "found": found,
+        "median_ms": round(statistics.median(samples), 2),
+        "p95_ms": round(p95, 2),
+        "max_ms": round(samples[-1], 2),
+        "target": f"<= {SCAN_TARGET_MS:g} ms",
         "meets_target": statistics.median(samples) <= SCAN_TARGET_MS,
     }
 
@@ -192,8 +226,10 @@ def print_table(report: dict) -> None:
         share = f"{d['share_of_ceiling']:.1%}"
         rows += [
             ("delivery: pushes / chats", f"{d['pushes']} / {d['chats']}"),
-            ("delivery: messages per second",
-             f"{d['messages_per_second']} ({share} of the {d['ceiling_per_second']:g}/s ceiling)"),
+            (
+                "delivery: messages per second",
+                f"{d['messages_per_second']} ({share} of the {d['ceiling_per_second']:g}/s ceiling)",
+            ),
             ("delivery: 429 answers", str(d["answers_429"])),
             ("delivery: delivered", str(d["delivered"])),
             ("delivery: wall time", f"{d['wall_seconds']} s"),
@@ -203,8 +239,10 @@ def print_table(report: dict) -> None:
     if s:
         rows += [
             ("due scan: cases in store", f"{s['cases']:,}"),
-            ("due scan: median / p95 / max",
-             f"{s['median_ms']} / {s['p95_ms']} / {s['max_ms']} ms"),
+            (
+                "due scan: median / p95 / max",
+                f"{s['median_ms']} / {s['p95_ms']} / {s['max_ms']} ms",
+            ),
             ("due scan: found", ", ".join(f"{k} {v}" for k, v in s["found"].items())),
             ("due scan: meets target", "yes" if s["meets_target"] else "NO"),
         ]
@@ -226,8 +264,12 @@ def main() -> None:
     settings = load_settings(DEFAULT_CONFIG, env={})
     # A part that is skipped keeps its figures from the previous run.
     report: dict = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
-    report["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                         "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    report["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
     stamp = utc_now().isoformat(timespec="seconds")
     if not args.skip_delivery:
         report["delivery"] = asyncio.run(bench_delivery(settings, args.pushes, args.chats))

@@ -55,12 +55,32 @@ MICRO_GRIDS = 200  # grids that have 2–4 micro-grids each
 VERTICES_PER_LEAF = 50  # grids get about 60 vertices (median), most between 30 and 100
 TARGET_P99_MS = 1.0
 # Common characters for made-up place names and report texts.
-CHARS = ("东南西北中新老大小上下金银玉石山水河湖江塘桥湾坪岭园林花草竹松柏梅兰桂荷莲星月阳光明华"
-         "安康宁和平福寿兴旺隆昌盛丰泰祥瑞嘉美锦绣龙凤鹤鹭雁燕春夏秋冬晴雨云霞田坝沙洲港口"
-         "家住在这里那边附近旁边门口楼下路上我们你他她有没是的了不在很多少都也还就要说去来看"
-         "问题反映投诉希望尽快处理解决已经几天一直没有人管理物业水电路灯垃圾噪音车辆施工")
-SUFFIXES = ("小区", "花园", "家园", "苑", "路", "街", "大道", "巷", "村", "组", "市场", "小学",
-            "中学", "幼儿园", "广场", "公寓", "新村", "商业街")
+CHARS = (
+    "东南西北中新老大小上下金银玉石山水河湖江塘桥湾坪岭园林花草竹松柏梅兰桂荷莲星月阳光明华"
+    "安康宁和平福寿兴旺隆昌盛丰泰祥瑞嘉美锦绣龙凤鹤鹭雁燕春夏秋冬晴雨云霞田坝沙洲港口"
+    "家住在这里那边附近旁边门口楼下路上我们你他她有没是的了不在很多少都也还就要说去来看"
+    "问题反映投诉希望尽快处理解决已经几天一直没有人管理物业水电路灯垃圾噪音车辆施工"
+)
+SUFFIXES = (
+    "小区",
+    "花园",
+    "家园",
+    "苑",
+    "路",
+    "街",
+    "大道",
+    "巷",
+    "村",
+    "组",
+    "市场",
+    "小学",
+    "中学",
+    "幼儿园",
+    "广场",
+    "公寓",
+    "新村",
+    "商业街",
+)
 
 
 def say(msg: str) -> None:
@@ -124,10 +144,11 @@ def report_texts(n: int, places: list[str], rng: random.Random) -> list[str]:
 
 
 def write_geojson(path: Path, shapes: dict) -> int:
-    features = [{"type": "Feature", "properties": {"code": code}, "geometry": mapping(geom)}
-                for code, geom in sorted(shapes.items())]
-    text = json.dumps({"type": "FeatureCollection", "features": features},
-                      separators=(",", ":"))
+    features = [
+        {"type": "Feature", "properties": {"code": code}, "geometry": mapping(geom)}
+        for code, geom in sorted(shapes.items())
+    ]
+    text = json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
     path.write_text(text, encoding="utf-8")
     return len(text)
 
@@ -149,17 +170,27 @@ def timed(fn, inputs) -> tuple[list, np.ndarray]:
 
 def percentiles_ms(seconds: np.ndarray) -> dict:
     ms = seconds * 1000
-    return {"p50": round(float(np.percentile(ms, 50)), 4),
-            "p99": round(float(np.percentile(ms, 99)), 4), "max": round(float(ms.max()), 3)}
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 4),
+        "p99": round(float(np.percentile(ms, 99)), 4),
+        "max": round(float(ms.max()), 3),
+    }
 
 
 def vertex_stats(tree: GridTree, shapes: dict) -> dict:
     out = {}
     for level in ("street", "community", "area", "grid", "micro"):
-        counts = [int(shapely.get_num_coordinates(g)) for c, g in shapes.items()
-                  if tree.level_of(c) == level]
-        out[level] = {"polygons": len(counts), "min": min(counts),
-                      "median": int(np.median(counts)), "max": max(counts)}
+        counts = [
+            int(shapely.get_num_coordinates(g))
+            for c, g in shapes.items()
+            if tree.level_of(c) == level
+        ]
+        out[level] = {
+            "polygons": len(counts),
+            "min": min(counts),
+            "median": int(np.median(counts)),
+            "max": max(counts),
+        }
     return out
 
 
@@ -184,20 +215,28 @@ def startup(directory: Path) -> dict:
     for _ in range(20_000):
         locator.locate(rng.uniform(y0, y1), rng.uniform(x0, x1))
     return {
-        "gazetteer_seconds": round(t1 - t0, 3), "load_check_seconds": round(t2 - t1, 2),
-        "problems": len(boundaries.problems), "locator_build_seconds": round(t3 - t2, 3),
-        "locator_parts": len(locator), "matcher_build_seconds": round(t4 - t3, 3),
+        "gazetteer_seconds": round(t1 - t0, 3),
+        "load_check_seconds": round(t2 - t1, 2),
+        "problems": len(boundaries.problems),
+        "locator_build_seconds": round(t3 - t2, 3),
+        "locator_parts": len(locator),
+        "matcher_build_seconds": round(t4 - t3, 3),
         "places": len(matcher),
         "rss_mb": round((after_start - base) / 1e6, 1),
         "rss_in_use_mb": round((rss().rss - base) / 1e6, 1),
-        "peak_rss_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-                             / 1e6, 1),
+        "peak_rss_mb": round(
+            (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 1e6, 1
+        ),
     }
 
 
 def startup_in_subprocess(directory: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--startup", str(directory)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--startup", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -205,8 +244,12 @@ def run(args) -> dict:
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
     tree = GridTree(district_records(rng, args.places))
-    shapes = partition(tree, blob((112.80, 28.375), 0.17, 64, rng), seed=args.seed,
-                       vertices_per_leaf=VERTICES_PER_LEAF)
+    shapes = partition(
+        tree,
+        blob((112.80, 28.375), 0.17, 64, rng),
+        seed=args.seed,
+        vertices_per_leaf=VERTICES_PER_LEAF,
+    )
     say(f"generated {len(tree)} grids in {time.perf_counter() - t0:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -232,8 +275,8 @@ def run(args) -> dict:
         levels[r.level] = levels.get(r.level, 0) + 1
     return {
         "machine": f"{platform.machine()} {psutil.cpu_count()} cores, Python "
-                   f"{platform.python_version()}, shapely {shapely.__version__} "
-                   f"(GEOS {'.'.join(map(str, shapely.geos_version))})",
+        f"{platform.python_version()}, shapely {shapely.__version__} "
+        f"(GEOS {'.'.join(map(str, shapely.geos_version))})",
         "grids": levels,
         "vertices": vertex_stats(tree, shapes),
         "geojson_mb": round(geojson_bytes / 1e6, 1),
@@ -253,26 +296,48 @@ def run(args) -> dict:
 def print_table(r: dict) -> None:
     loc, mat, start = r["locate_ms"], r["match_ms"], r["startup"]
     grids = " / ".join(f"{r['grids'].get(k, 0):,} {k}" for k in (*COUNTS, "micro"))
-    verts = ", ".join(f"{k} {v['min']}–{v['max']} (median {v['median']})"
-                      for k, v in r["vertices"].items())
+    verts = ", ".join(
+        f"{k} {v['min']}–{v['max']} (median {v['median']})" for k, v in r["vertices"].items()
+    )
     rows = [
         ("grids", grids),
         ("vertices per polygon", verts),
         ("gazetteer CSV load", f"{start['gazetteer_seconds']} s"),
-        ("GeoJSON load + check", (f"{start['load_check_seconds']} s for {r['geojson_mb']} MB, "
-                                  f"{start['problems']} problems")),
-        ("GridLocator build", (f"{start['locator_build_seconds']} s, "
-                               f"{start['locator_parts']:,} polygon parts")),
+        (
+            "GeoJSON load + check",
+            (
+                f"{start['load_check_seconds']} s for {r['geojson_mb']} MB, "
+                f"{start['problems']} problems"
+            ),
+        ),
+        (
+            "GridLocator build",
+            (f"{start['locator_build_seconds']} s, {start['locator_parts']:,} polygon parts"),
+        ),
         ("PlaceMatcher build", f"{start['matcher_build_seconds']} s, {start['places']:,} places"),
-        ("memory (RSS growth)", (f"+{start['rss_mb']} MB after start, +{start['peak_rss_mb']} MB "
-                                 f"peak, +{start['rss_in_use_mb']} MB after 20,000 lookups")),
-        ("locate p50 / p99 / max", (f"{loc['p50']} / {loc['p99']} / {loc['max']} ms "
-                                    f"(target p99 ≤ {TARGET_P99_MS} ms)")),
-        ("locate: inside a grid", (f"{r['located_share']:.1%} of {r['points']:,} points, "
-                                   f"{r['brute_force_mismatches']} mismatches with brute force "
-                                   f"in {r['brute_force_checked']}")),
-        ("match p50 / p99 / max", (f"{mat['p50']} / {mat['p99']} / {mat['max']} ms "
-                                   f"(target p99 ≤ {TARGET_P99_MS} ms)")),
+        (
+            "memory (RSS growth)",
+            (
+                f"+{start['rss_mb']} MB after start, +{start['peak_rss_mb']} MB "
+                f"peak, +{start['rss_in_use_mb']} MB after 20,000 lookups"
+            ),
+        ),
+        (
+            "locate p50 / p99 / max",
+            (f"{loc['p50']} / {loc['p99']} / {loc['max']} ms (target p99 ≤ {TARGET_P99_MS} ms)"),
+        ),
+        (
+            "locate: inside a grid",
+            (
+                f"{r['located_share']:.1%} of {r['points']:,} points, "
+                f"{r['brute_force_mismatches']} mismatches with brute force "
+                f"in {r['brute_force_checked']}"
+            ),
+        ),
+        (
+            "match p50 / p99 / max",
+            (f"{mat['p50']} / {mat['p99']} / {mat['max']} ms (target p99 ≤ {TARGET_P99_MS} ms)"),
+        ),
         ("match: a place found", f"{r['matched_share']:.1%} of {r['texts']:,} texts"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -297,8 +362,11 @@ def main() -> None:
     print_table(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    ok = (result["locate_ms"]["p99"] <= TARGET_P99_MS and result["match_ms"]["p99"]
-          <= TARGET_P99_MS and result["brute_force_mismatches"] == 0)
+    ok = (
+        result["locate_ms"]["p99"] <= TARGET_P99_MS
+        and result["match_ms"]["p99"] <= TARGET_P99_MS
+        and result["brute_force_mismatches"] == 0
+    )
     sys.exit(0 if ok else 1)
 
 

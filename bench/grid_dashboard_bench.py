@@ -82,8 +82,9 @@ def district(regenerate: bool) -> tuple[GridTree, Path, Path]:
     if regenerate or not geojson.exists():
         HERE.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        shapes = partition(tree, blob((112.80, 28.375), 0.17, 64, rng), seed=0,
-                           vertices_per_leaf=VERTICES_PER_LEAF)
+        shapes = partition(
+            tree, blob((112.80, 28.375), 0.17, 64, rng), seed=0, vertices_per_leaf=VERTICES_PER_LEAF
+        )
         write_gazetteer(csv, tree)
         write_geojson(geojson, shapes)
         say(f"generated {len(tree):,} grid polygons in {time.perf_counter() - t0:.0f} s")
@@ -92,10 +93,12 @@ def district(regenerate: bool) -> tuple[GridTree, Path, Path]:
 
 def synthetic_settings(settings, tree: GridTree, geojson: Path):
     """config.toml with the synthetic grids instead of the demo's (and no grid staff)."""
-    grids = tuple(GridConfig(code=r.code, name=r.name, level=r.level, parent=r.parent)
-                  for r in tree)
-    district_options = replace(settings.district, gazetteer="", grid_boundaries=str(geojson),
-                               bbox=None)
+    grids = tuple(
+        GridConfig(code=r.code, name=r.name, level=r.level, parent=r.parent) for r in tree
+    )
+    district_options = replace(
+        settings.district, gazetteer="", grid_boundaries=str(geojson), bbox=None
+    )
     staff = tuple(s for s in settings.staff if not getattr(s, "grid", None))
     return replace(settings, grids=grids, district=district_options, staff=staff)
 
@@ -114,8 +117,9 @@ def place_open_cases(db_path: Path, geojson: Path) -> int:
     db.executemany("INSERT INTO point VALUES (?, ?, ?)", points)
     changed = db.execute(
         'UPDATE "case" SET latitude = (SELECT lat FROM point WHERE code = grid_code),'
-        ' longitude = (SELECT lon FROM point WHERE code = grid_code)'
-        " WHERE status IN ('dispatched', 'signed') AND grid_code IS NOT NULL").rowcount
+        " longitude = (SELECT lon FROM point WHERE code = grid_code)"
+        " WHERE status IN ('dispatched', 'signed') AND grid_code IS NOT NULL"
+    ).rowcount
     db.commit()
     db.execute("ANALYZE")
     db.close()
@@ -134,7 +138,8 @@ async def measure_queries(engine, rules, now, runs: int) -> dict:
         "open by grid (lights now)": lambda s: gridstats._open_by_grid(s, now, rules.yellow_ratio),
         "red points": lambda s: gridstats.red_points(s, now=now, rules=rules),
         "channels and 报到 per department": lambda s: gridstats.channels_and_report_times(
-            s, start=month[0], end=month[1]),
+            s, start=month[0], end=month[1]
+        ),
     }
     out = {name: await timed(in_session(call), runs) for name, call in parts.items()}
     index = await in_session(gridstats.grid_index)()
@@ -143,10 +148,12 @@ async def measure_queries(engine, rules, now, runs: int) -> dict:
 
     async def roll():
         gridstats.roll_up(index, period, current)
+
     out["roll-up along the tree (Python)"] = await timed(roll, runs)
 
     async def league():
         await gridstats.grid_league(engine, now=now, rules=rules, index=index)
+
     out["grid_league (queries at once + roll-up)"] = await timed(league, runs)
     return out
 
@@ -170,13 +177,15 @@ async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict
                 t0 = time.perf_counter()
                 (await http.get("/api/grid_shapes", params={"code": street})).raise_for_status()
                 out["GET /api/grid_shapes street, first"] = summarize(
-                    [(time.perf_counter() - t0) * 1000])
+                    [(time.perf_counter() - t0) * 1000]
+                )
             for label, path, params in (
-                    ("/api/data", "/api/data", {}),
-                    ("/api/grids district", "/api/grids", {}),
-                    ("/api/grids street", "/api/grids", {"code": street}),
-                    ("/api/grids community", "/api/grids", {"code": community}),
-                    ("/api/grid_shapes district (kept)", "/api/grid_shapes", {})):
+                ("/api/data", "/api/data", {}),
+                ("/api/grids district", "/api/grids", {}),
+                ("/api/grids street", "/api/grids", {"code": street}),
+                ("/api/grids community", "/api/grids", {"code": community}),
+                ("/api/grid_shapes district (kept)", "/api/grid_shapes", {}),
+            ):
                 if cache_seconds and "grid_shapes" in path:
                     continue
                 await http.get(path, params=params)  # warm
@@ -185,21 +194,54 @@ async def measure_http(settings, engine, now, runs: int, tree: GridTree) -> dict
                     (await http.get(path, params=params)).raise_for_status()
 
                 out[f"GET {label} {suffix}"] = await timed(get, runs)
-            sizes = {"district": len((await http.get("/api/grids")).content),
-                     "shapes_district": len((await http.get("/api/grid_shapes")).content)}
+            sizes = {
+                "district": len((await http.get("/api/grids")).content),
+                "shapes_district": len((await http.get("/api/grid_shapes")).content),
+            }
     out["bytes"] = sizes
     return out
 
 
 # ---------------------------------------------------------------- PostgreSQL copy
 
-CASE_COLUMNS = ("ref", "kind", "reporter_id", "text", "photos", "suggestions", "grid_code",
-                "suggested_department", "suggested_confidence", "model_version",
-                "department_code", "status", "priority", "created_at", "dispatched_at",
-                "signed_at", "resolved_at", "closed_at", "sign_by", "resolve_by", "satisfaction",
-                "reopen_count", "out_of_area", "version", "out_of_grid", "latitude", "longitude")
-DATES = {"created_at", "dispatched_at", "signed_at", "resolved_at", "closed_at", "sign_by",
-         "resolve_by"}
+CASE_COLUMNS = (
+    "ref",
+    "kind",
+    "reporter_id",
+    "text",
+    "photos",
+    "suggestions",
+    "grid_code",
+    "suggested_department",
+    "suggested_confidence",
+    "model_version",
+    "department_code",
+    "status",
+    "priority",
+    "created_at",
+    "dispatched_at",
+    "signed_at",
+    "resolved_at",
+    "closed_at",
+    "sign_by",
+    "resolve_by",
+    "satisfaction",
+    "reopen_count",
+    "out_of_area",
+    "version",
+    "out_of_grid",
+    "latitude",
+    "longitude",
+)
+DATES = {
+    "created_at",
+    "dispatched_at",
+    "signed_at",
+    "resolved_at",
+    "closed_at",
+    "sign_by",
+    "resolve_by",
+}
 FLAGS = {"out_of_area", "out_of_grid"}
 
 
@@ -245,15 +287,26 @@ async def pg_copy(base_url: str, db: Path, settings, wanted: int) -> str:
     await engine.dispose()
     source = sqlite3.connect(db)
     conn = await asyncpg.connect(dsn)
-    reporter_columns = ("id", "telegram_id", "kind", "display_name", "phone_consent",
-                        "reachable", "created_at")
+    reporter_columns = (
+        "id",
+        "telegram_id",
+        "kind",
+        "display_name",
+        "phone_consent",
+        "reachable",
+        "created_at",
+    )
     reporters = source.execute(f"SELECT {', '.join(reporter_columns)} FROM reporter").fetchall()
-    await conn.copy_records_to_table("reporter", columns=reporter_columns, records=[
-        (*r[:4], bool(r[4]), bool(r[5]), datetime.fromisoformat(r[6])) for r in reporters])
+    await conn.copy_records_to_table(
+        "reporter",
+        columns=reporter_columns,
+        records=[(*r[:4], bool(r[4]), bool(r[5]), datetime.fromisoformat(r[6])) for r in reporters],
+    )
     cursor = source.execute(f'SELECT {", ".join(CASE_COLUMNS)} FROM "case" ORDER BY id')
     while rows := cursor.fetchmany(50_000):
-        await conn.copy_records_to_table("case", columns=CASE_COLUMNS,
-                                         records=list(_converted(rows, CASE_COLUMNS)))
+        await conn.copy_records_to_table(
+            "case", columns=CASE_COLUMNS, records=list(_converted(rows, CASE_COLUMNS))
+        )
     await conn.execute("ANALYZE")
     await conn.close()
     source.close()
@@ -276,26 +329,42 @@ async def run(url: str, label: str, settings, tree: GridTree, runs: int) -> dict
             grids = len((await gridstats.grid_index(s)).names)
     finally:
         await engine.dispose()
-    return {"store": label, "database": engine.dialect.name, "cases": cases,
-            "open_cases": open_cases,
-            "grids": grids, "now": now.isoformat(), "queries": queries, "http": http,
-            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
+    return {
+        "store": label,
+        "database": engine.dialect.name,
+        "cases": cases,
+        "open_cases": open_cases,
+        "grids": grids,
+        "now": now.isoformat(),
+        "queries": queries,
+        "http": http,
+        "load_before": load_before,
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['database']} store {result['store']}: {result['cases']:,} cases, "
-          f"{result['open_cases']:,} open, {result['grids']:,} grids, now {result['now']}")
+    print(
+        f"\n{result['database']} store {result['store']}: {result['cases']:,} cases, "
+        f"{result['open_cases']:,} open, {result['grids']:,} grids, now {result['now']}"
+    )
     print(f"load average before / after: {result['load_before']} / {result['load_after']}")
-    print(f"{'measurement (ms)':<48} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}"
-          f" {'CPU':>8}")
+    print(
+        f"{'measurement (ms)':<48} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}"
+        f" {'CPU':>8}"
+    )
     for section in ("queries", "http"):
         for name, r in result[section].items():
             if "median_ms" in r:
-                print(f"{name:<48} {r['runs']:>5} {r['min_ms']:>8.1f} {r['median_ms']:>8.1f} "
-                      f"{r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} {r.get('cpu_median_ms', ''):>8}")
+                print(
+                    f"{name:<48} {r['runs']:>5} {r['min_ms']:>8.1f} {r['median_ms']:>8.1f} "
+                    f"{r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} {r.get('cpu_median_ms', ''):>8}"
+                )
     sizes = result["http"]["bytes"]
-    print(f"answer sizes: /api/grids district {sizes['district']:,} B, "
-          f"/api/grid_shapes district {sizes['shapes_district']:,} B")
+    print(
+        f"answer sizes: /api/grids district {sizes['district']:,} B, "
+        f"/api/grid_shapes district {sizes['shapes_district']:,} B"
+    )
     for name, r in result["http"].items():
         if name.startswith("GET /api/") and "uncached" in name:
             verdict = "OK" if r["p95_ms"] <= TARGET_MS else "over"
@@ -316,8 +385,11 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--regenerate", action="store_true")
-    parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL"),
-                        help="a PostgreSQL server to copy the store to and measure as well")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("TEST_DATABASE_URL"),
+        help="a PostgreSQL server to copy the store to and measure as well",
+    )
     args = parser.parse_args()
     tree, _, geojson = district(args.regenerate)
     settings = synthetic_settings(load_settings(DEFAULT_CONFIG, env={}), tree, geojson)
@@ -328,8 +400,11 @@ def main() -> None:
         generate_store(db, args.cases, settings)
         placed = place_open_cases(db, geojson)
         say(f"  done in {time.perf_counter() - t0:.0f} s ({placed:,} open cases placed)")
-    results = [asyncio.run(run(f"sqlite+aiosqlite:///{db}", str(db.relative_to(ROOT)),
-                               settings, tree, args.runs))]
+    results = [
+        asyncio.run(
+            run(f"sqlite+aiosqlite:///{db}", str(db.relative_to(ROOT)), settings, tree, args.runs)
+        )
+    ]
     if args.pg_url:
         pg = asyncio.run(pg_copy(args.pg_url, db, settings, args.cases))
         results.append(asyncio.run(run(pg, make_url(pg).database, settings, tree, args.runs)))
@@ -338,8 +413,11 @@ def main() -> None:
     for result in results:
         print_table(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"target_ms": TARGET_MS, "stores": results},
-                                  ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    RESULTS.write_text(
+        json.dumps({"target_ms": TARGET_MS, "stores": results}, ensure_ascii=False, indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

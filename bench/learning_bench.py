@@ -84,8 +84,9 @@ def load_stream() -> list[Row]:
     out = []
     for r in rows:
         seen[r.id] += 1
-        out.append(Row(id=r.id if seen[r.id] == 1 else f"{r.id}#{seen[r.id]}", text=r.text,
-                       label=r.label))
+        out.append(
+            Row(id=r.id if seen[r.id] == 1 else f"{r.id}#{seen[r.id]}", text=r.text, label=r.label)
+        )
     return out
 
 
@@ -111,17 +112,30 @@ def district_map(no_corpus: str | None = None) -> LabelMap:
 class Replay:
     """The clerk, the loop and the running model, for one district."""
 
-    def __init__(self, name: str, label_map: LabelMap, corpus, test: list[Row],
-                 params: LearningParams, train_params: TrainParams, folder: Path,
-                 watch: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        label_map: LabelMap,
+        corpus,
+        test: list[Row],
+        params: LearningParams,
+        train_params: TrainParams,
+        folder: Path,
+        watch: str | None = None,
+    ):
         self.name, self.test, self.watch, self.folder = name, test, watch, folder
         self.probe: dict | None = None
         self.watched: list[dict] = []  # the running model at the watched department's marks
         self.trained: dict[str, int] = {}  # version → its decisions of that department
         self.job = ChallengerJob(
-            corpus=corpus, decisions=[], label_map=label_map, models_dir=folder / "models",
-            params=params, train_params=train_params,
-            userdict_words=tuple(textmod.read_userdict(textmod.DEFAULT_USERDICT)))
+            corpus=corpus,
+            decisions=[],
+            label_map=label_map,
+            models_dir=folder / "models",
+            params=params,
+            train_params=train_params,
+            userdict_words=tuple(textmod.read_userdict(textmod.DEFAULT_USERDICT)),
+        )
         self.registry = ModelRegistry(self.job.models_dir)
         self.scores: dict[str, dict] = {}  # version → test metrics
         self.events: list[dict] = []
@@ -130,18 +144,23 @@ class Replay:
     def test_metrics(self, suggester: Suggester) -> dict:
         version = suggester.model_version
         if version not in self.scores:
-            self.scores[version] = evaluate(suggester.model, [(r.text, r.label)
-                                                              for r in self.test])
+            self.scores[version] = evaluate(suggester.model, [(r.text, r.label) for r in self.test])
         return self.scores[version]
 
     def point(self, suggester, decisions: int, corrections: int, watched: int) -> dict:
         m = self.test_metrics(suggester)
-        row = {"decisions": decisions, "corrections": corrections,
-               "version": suggester.model_version, "accuracy": m["accuracy"],
-               "macro_f1": m["macro_f1"]}
+        row = {
+            "decisions": decisions,
+            "corrections": corrections,
+            "version": suggester.model_version,
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+        }
         if self.watch:
-            row |= {"watched_corrections": watched,
-                    "watched_recall": m["departments"].get(self.watch, {}).get("recall", 0.0)}
+            row |= {
+                "watched_corrections": watched,
+                "watched_recall": m["departments"].get(self.watch, {}).get("recall", 0.0),
+            }
         return row
 
     def run(self, stream: list[Row]) -> dict:
@@ -149,15 +168,17 @@ class Replay:
         first, _ = retrain(self.job)
         suggester = Suggester.from_path(self.registry.served)
         self.points.append(self.point(suggester, 0, 0, 0))
-        say(f"[{self.name}] start {first.version}: test accuracy "
-            f"{self.points[0]['accuracy']:.4f}")
+        say(f"[{self.name}] start {first.version}: test accuracy {self.points[0]['accuracy']:.4f}")
         decisions: list[StaffDecision] = []
         corrections = since = watched = 0
         by_decisions, by_corrections = set(CHECKPOINTS), set(CHECKPOINTS)
         for i, row in enumerate(stream, start=1):
             right = suggester.suggest(row.text).label == row.label
-            decisions.append(StaffDecision(row.id, row.text, row.label,
-                                           START + timedelta(minutes=10 * i), not right))
+            decisions.append(
+                StaffDecision(
+                    row.id, row.text, row.label, START + timedelta(minutes=10 * i), not right
+                )
+            )
             corrections += not right
             since += not right
             new_watched = not right and row.label == self.watch
@@ -168,9 +189,10 @@ class Replay:
                 self.retrain(decisions, suggester, corrections, watched)
                 since = 0
             if new_watched and watched in WATCH_MARKS:
-                self.watched.append(self.point(suggester, i, corrections, watched)
-                                    | {"in_training": self.trained.get(
-                                        suggester.model_version, 0)})
+                self.watched.append(
+                    self.point(suggester, i, corrections, watched)
+                    | {"in_training": self.trained.get(suggester.model_version, 0)}
+                )
             crossed = {c for c in by_corrections if c <= corrections}
             if i in by_decisions or crossed:
                 self.points.append(self.point(suggester, i, corrections, watched))
@@ -178,65 +200,97 @@ class Replay:
                 by_corrections -= crossed
         self.points.append(self.point(suggester, len(stream), corrections, watched))
         in_service = {p["version"] for p in self.points} | {
-            e["version"] for e in self.events if e["promoted"]}
-        return {"points": self.points, "events": self.events, "probe": self.probe,
-                "watched": self.watched,
-                "start_accuracy": self.points[0]["accuracy"],
-                "lowest_accuracy_in_service": min(self.scores[v]["accuracy"]
-                                                  for v in in_service if v in self.scores),
-                "decisions": len(stream), "corrections": corrections,
-                "seconds": round(time.perf_counter() - started, 1)}
+            e["version"] for e in self.events if e["promoted"]
+        }
+        return {
+            "points": self.points,
+            "events": self.events,
+            "probe": self.probe,
+            "watched": self.watched,
+            "start_accuracy": self.points[0]["accuracy"],
+            "lowest_accuracy_in_service": min(
+                self.scores[v]["accuracy"] for v in in_service if v in self.scores
+            ),
+            "decisions": len(stream),
+            "corrections": corrections,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
     def probe_at(self, decisions: list[StaffDecision]) -> dict:
         """A challenger trained right at this point, outside the loop (its own folder): what
         the watched department's recall would be had the loop retrained just then."""
-        result = train_challenger(replace(self.job, decisions=list(decisions),
-                                          models_dir=self.folder / "probe"))
+        result = train_challenger(
+            replace(self.job, decisions=list(decisions), models_dir=self.folder / "probe")
+        )
         m = evaluate(load_model(result.path), [(r.text, r.label) for r in self.test])
         mine = m["departments"].get(self.watch, {})
-        return {"decisions": len(decisions),
-                "in_training": result.counts["per_department"][self.watch]["decisions"],
-                "recall": mine.get("recall", 0.0), "precision": mine.get("precision", 0.0),
-                "accuracy": m["accuracy"]}
+        return {
+            "decisions": len(decisions),
+            "in_training": result.counts["per_department"][self.watch]["decisions"],
+            "recall": mine.get("recall", 0.0),
+            "precision": mine.get("precision", 0.0),
+            "accuracy": m["accuracy"],
+        }
 
     def retrain(self, decisions, suggester: Suggester, corrections: int, watched: int) -> None:
         result, decision = retrain(replace(self.job, decisions=list(decisions)))
         champion = self.test_metrics(suggester)
-        challenger = evaluate(Suggester.from_path(result.path).model,
-                              [(r.text, r.label) for r in self.test])
+        challenger = evaluate(
+            Suggester.from_path(result.path).model, [(r.text, r.label) for r in self.test]
+        )
         self.scores.setdefault(result.version, challenger)
         suggester.reload_if_changed()  # the promotion replaced the served file
-        event = {"decisions": len(decisions), "corrections": corrections,
-                 "version": result.version, "promoted": decision.promote,
-                 "reasons": list(decision.reasons),
-                 "challenger_test_accuracy": challenger["accuracy"],
-                 "champion_test_accuracy": champion["accuracy"],
-                 "recent": [result.champion_metrics["recent"]["macro_f1"],
-                            result.metrics["recent"]["macro_f1"], result.metrics["recent"]["n"]],
-                 "reference": [result.champion_metrics["reference"]["macro_f1"],
-                               result.metrics["reference"]["macro_f1"],
-                               result.metrics["reference"]["n"]],
-                 "training": {k: result.counts[k] for k in (
-                     "training_examples", "training_corrections", "training_confirmed")},
-                 "seconds": result.seconds}
+        event = {
+            "decisions": len(decisions),
+            "corrections": corrections,
+            "version": result.version,
+            "promoted": decision.promote,
+            "reasons": list(decision.reasons),
+            "challenger_test_accuracy": challenger["accuracy"],
+            "champion_test_accuracy": champion["accuracy"],
+            "recent": [
+                result.champion_metrics["recent"]["macro_f1"],
+                result.metrics["recent"]["macro_f1"],
+                result.metrics["recent"]["n"],
+            ],
+            "reference": [
+                result.champion_metrics["reference"]["macro_f1"],
+                result.metrics["reference"]["macro_f1"],
+                result.metrics["reference"]["n"],
+            ],
+            "training": {
+                k: result.counts[k]
+                for k in ("training_examples", "training_corrections", "training_confirmed")
+            },
+            "seconds": result.seconds,
+        }
         if self.watch:
-            self.trained[result.version] = result.counts["per_department"][self.watch][
-                "decisions"]
-            event |= {"watched_corrections": watched,
-                      "watched_in_training": result.counts["per_department"][self.watch][
-                          "decisions"],
-                      "watched_recall": challenger["departments"].get(self.watch, {}).get(
-                          "recall", 0.0)}
+            self.trained[result.version] = result.counts["per_department"][self.watch]["decisions"]
+            event |= {
+                "watched_corrections": watched,
+                "watched_in_training": result.counts["per_department"][self.watch]["decisions"],
+                "watched_recall": challenger["departments"].get(self.watch, {}).get("recall", 0.0),
+            }
         self.events.append(event)
-        say(f"[{self.name}] {len(decisions)} decisions, {corrections} corrections: "
+        say(
+            f"[{self.name}] {len(decisions)} decisions, {corrections} corrections: "
             f"challenger {challenger['accuracy']:.4f} vs champion {champion['accuracy']:.4f} → "
-            + ("promoted" if decision.promote else "refused: " + " / ".join(decision.reasons)))
+            + ("promoted" if decision.promote else "refused: " + " / ".join(decision.reasons))
+        )
 
 
 # ---- the "why both sets" finding and the reference slice's cost ------------------------------
 
-def naive_retrain(corpus, label_map: LabelMap, stream: list[Row], test: list[Row],
-                  params: LearningParams, train_params: TrainParams, words) -> dict:
+
+def naive_retrain(
+    corpus,
+    label_map: LabelMap,
+    stream: list[Row],
+    test: list[Row],
+    params: LearningParams,
+    train_params: TrainParams,
+    words,
+) -> dict:
     """The issue's finding: the starting model retrained by hand on the first n stream
     messages (whole mapped corpus plus those messages, unweighted, no gate). Then the gate's
     view of the first 300: champion = the loop's first model, challenger = it retrained on the
@@ -247,46 +301,65 @@ def naive_retrain(corpus, label_map: LabelMap, stream: list[Row], test: list[Row
     quiet = {"userdict_words": words, "progress": lambda m: None}
     test_pairs = [(r.text, r.label) for r in test]
     mapped = label_map.apply(corpus)
-    out: dict = {"start": _accuracy_and_share(
-        train(mapped, train_params, calibrate=False, **quiet).model, test_pairs)}
+    out: dict = {
+        "start": _accuracy_and_share(
+            train(mapped, train_params, calibrate=False, **quiet).model, test_pairs
+        )
+    }
     for n in (100, 300):
-        model = train(mapped + [(r.text, r.label) for r in stream[:n]], train_params,
-                      calibrate=False, **quiet).model
+        model = train(
+            mapped + [(r.text, r.label) for r in stream[:n]], train_params, calibrate=False, **quiet
+        ).model
         out[f"first_{n}"] = _accuracy_and_share(model, test_pairs) | {
-            "stream_labels": dict(Counter(r.label for r in stream[:n]))}
+            "stream_labels": dict(Counter(r.label for r in stream[:n]))
+        }
 
     plan0 = plan_training(corpus, [], label_map, params, n_jobs=train_params.n_jobs)
-    champion = train(plan0.training.examples, train_params, analyzed=plan0.training.analyzed,
-                     **quiet).model
+    champion = train(
+        plan0.training.examples, train_params, analyzed=plan0.training.analyzed, **quiet
+    ).model
     every = params.holdout_every
     burst, history = stream[:300], stream[300:]
     trained = [r for r in burst if not held_out(r.id, every)]
-    sets = {"recent": [(r.text, r.label) for r in burst if held_out(r.id, every)],
-            "reference_cold": plan0.reference,
-            "reference_history": plan0.reference + [(r.text, r.label) for r in history
-                                                    if held_out(r.id, every)]}
+    sets = {
+        "recent": [(r.text, r.label) for r in burst if held_out(r.id, every)],
+        "reference_cold": plan0.reference,
+        "reference_history": plan0.reference
+        + [(r.text, r.label) for r in history if held_out(r.id, every)],
+    }
     counts = Counter(r.label for r in trained)
     weight_of = decision_weights(dict(counts), label_map.departments, params.department_cap)
     before = {k: evaluate(champion, v, params.min_cases) for k, v in sets.items()}
     results = {}
-    for name, weigh in (("unweighted", lambda r: 1.0), ("weighted", lambda r: weight_of[
-            r.label])):
-        model = train(plan0.training.examples + [(r.text, r.label) for r in trained],
-                      train_params, weights=plan0.training.weights + [weigh(r) for r in trained],
-                      **quiet).model
+    for name, weigh in (("unweighted", lambda r: 1.0), ("weighted", lambda r: weight_of[r.label])):
+        model = train(
+            plan0.training.examples + [(r.text, r.label) for r in trained],
+            train_params,
+            weights=plan0.training.weights + [weigh(r) for r in trained],
+            **quiet,
+        ).model
         after = {k: evaluate(model, v, params.min_cases) for k, v in sets.items()}
         gates = {}
-        for view, names in (("recent_only", ("recent",)),
-                            ("cold_start", ("recent", "reference_cold")),
-                            ("with_history", ("recent", "reference_history"))):
+        for view, names in (
+            ("recent_only", ("recent",)),
+            ("cold_start", ("recent", "reference_cold")),
+            ("with_history", ("recent", "reference_history")),
+        ):
             as_sets = dict(zip(("recent", "reference"), names))
-            gates[view] = gate({k: before[v] for k, v in as_sets.items()},
-                               {k: after[v] for k, v in as_sets.items()}, params.margin,
-                               params.min_cases, params.department_margin).as_dict()
-        results[name] = {"test": _accuracy_and_share(model, test_pairs),
-                         "macro_f1": {k: [before[k]["macro_f1"], after[k]["macro_f1"],
-                                          after[k]["n"]] for k in sets},
-                         "gate": gates}
+            gates[view] = gate(
+                {k: before[v] for k, v in as_sets.items()},
+                {k: after[v] for k, v in as_sets.items()},
+                params.margin,
+                params.min_cases,
+                params.department_margin,
+            ).as_dict()
+        results[name] = {
+            "test": _accuracy_and_share(model, test_pairs),
+            "macro_f1": {
+                k: [before[k]["macro_f1"], after[k]["macro_f1"], after[k]["n"]] for k in sets
+            },
+            "gate": gates,
+        }
     out["champion_test"] = _accuracy_and_share(champion, test_pairs)
     out["gate_on_first_300"] = results
     return out
@@ -297,8 +370,11 @@ def _accuracy_and_share(model, pairs) -> dict:
     predicted = [suggester.suggest(t).label for t, _ in pairs]
     top, count = Counter(predicted).most_common(1)[0]
     right = sum(p == t for p, (_, t) in zip(predicted, pairs))
-    return {"accuracy": round(right / len(pairs), 4), "top_department": top,
-            "top_share": round(count / len(pairs), 4)}
+    return {
+        "accuracy": round(right / len(pairs), 4),
+        "top_department": top,
+        "top_share": round(count / len(pairs), 4),
+    }
 
 
 def reference_cost(corpus, label_map, test: list[Row], params, train_params, words) -> dict:
@@ -307,24 +383,33 @@ def reference_cost(corpus, label_map, test: list[Row], params, train_params, wor
     textmod.add_words(list(words))
     pairs = [(r.text, r.label) for r in test]
     plan = plan_training(corpus, [], label_map, params, n_jobs=train_params.n_jobs)
-    held = train(plan.training.examples, train_params, userdict_words=words,
-                 analyzed=plan.training.analyzed, progress=lambda m: None).model
-    full = train(label_map.apply(corpus), train_params, userdict_words=words,
-                 progress=lambda m: None).model
-    default = train(list(corpus), train_params, userdict_words=words,
-                    progress=lambda m: None).model
+    held = train(
+        plan.training.examples,
+        train_params,
+        userdict_words=words,
+        analyzed=plan.training.analyzed,
+        progress=lambda m: None,
+    ).model
+    full = train(
+        label_map.apply(corpus), train_params, userdict_words=words, progress=lambda m: None
+    ).model
+    default = train(list(corpus), train_params, userdict_words=words, progress=lambda m: None).model
     to_category = read_label_map(TEDDY_MAP)
     suggester = Suggester(default)
     mapped = [in_file_terms(suggester.suggest(t).top, to_category)[0] for t, _ in pairs]
-    return {"without_reference_slice": evaluate(held, pairs)["accuracy"],
-            "whole_corpus": evaluate(full, pairs)["accuracy"],
-            "default_9_departments_mapped": round(
-                sum(p == t for p, (_, t) in zip(mapped, pairs)) / len(pairs), 4),
-            "reference_slice_examples": plan.counts["corpus_reference"]}
+    return {
+        "without_reference_slice": evaluate(held, pairs)["accuracy"],
+        "whole_corpus": evaluate(full, pairs)["accuracy"],
+        "default_9_departments_mapped": round(
+            sum(p == t for p, (_, t) in zip(mapped, pairs)) / len(pairs), 4
+        ),
+        "reference_slice_examples": plan.counts["corpus_reference"],
+    }
 
 
-def ceiling(corpus, label_map: LabelMap, stream: list[Row], test: list[Row], train_params,
-            words) -> dict:
+def ceiling(
+    corpus, label_map: LabelMap, stream: list[Row], test: list[Row], train_params, words
+) -> dict:
     """What training on stream messages can reach at all, order aside: the mapped corpus plus
     every stream message, or plus 1,000 drawn at random (all departments by then),
     unweighted, nothing held out."""
@@ -333,13 +418,18 @@ def ceiling(corpus, label_map: LabelMap, stream: list[Row], test: list[Row], tra
     drawn = random.Random(0).sample(stream, 1000)
     out = {}
     for name, rows in (("all_stream", stream), ("random_1000", drawn)):
-        model = train(mapped + [(r.text, r.label) for r in rows], train_params,
-                      userdict_words=words, progress=lambda m: None).model
+        model = train(
+            mapped + [(r.text, r.label) for r in rows],
+            train_params,
+            userdict_words=words,
+            progress=lambda m: None,
+        ).model
         out[name] = evaluate(model, pairs)["accuracy"]
     return out
 
 
 # ---- report ------------------------------------------------------------------------------------
+
 
 def checkpoint_rows(run: dict, key: str) -> list[tuple]:
     """(count, accuracy, version) at each checkpoint the stream reached, by decisions or
@@ -353,65 +443,90 @@ def checkpoint_rows(run: dict, key: str) -> list[tuple]:
 
 def print_report(r: dict) -> None:
     main = r["main"]
-    print(f"stream {r['stream']} messages (file order), test {r['test']} held out; "
-          f"retrain after {r['params']['retrain_after_corrections']} corrections, margin "
-          f"{r['params']['margin']}, department margin {r['params']['department_margin']}")
-    print(f"first model: {main['start_accuracy']:.4f} on the test messages "
-          f"(whole corpus: {r['reference_cost']['whole_corpus']:.4f}; shipped 9-department "
-          f"default mapped: {r['reference_cost']['default_9_departments_mapped']:.4f})")
+    print(
+        f"stream {r['stream']} messages (file order), test {r['test']} held out; "
+        f"retrain after {r['params']['retrain_after_corrections']} corrections, margin "
+        f"{r['params']['margin']}, department margin {r['params']['department_margin']}"
+    )
+    print(
+        f"first model: {main['start_accuracy']:.4f} on the test messages "
+        f"(whole corpus: {r['reference_cost']['whole_corpus']:.4f}; shipped 9-department "
+        f"default mapped: {r['reference_cost']['default_9_departments_mapped']:.4f})"
+    )
     for key, title in (("decisions", "decisions"), ("corrections", "corrections")):
         print(f"running model after N {title}:")
         for mark, p in checkpoint_rows(main, key):
-            shown = "(stream ended: " + f"{main[key]} in all)" if p is None else \
-                f"{p['accuracy']:.4f}  ({p['decisions']} decisions, {p['corrections']} " \
+            shown = (
+                "(stream ended: " + f"{main[key]} in all)"
+                if p is None
+                else f"{p['accuracy']:.4f}  ({p['decisions']} decisions, {p['corrections']} "
                 f"corrections, model {p['version']})"
+            )
             print(f"  {mark:>5}  {shown}")
     c = r["ceiling"]
-    print(f"ceiling, order aside (corpus + stream messages, unweighted, none held out): all "
-          f"{c['all_stream']:.4f}, 1,000 drawn at random {c['random_1000']:.4f}")
-    print(f"lowest accuracy of any model in service: {main['lowest_accuracy_in_service']:.4f} "
-          f"(start {main['start_accuracy']:.4f})")
+    print(
+        f"ceiling, order aside (corpus + stream messages, unweighted, none held out): all "
+        f"{c['all_stream']:.4f}, 1,000 drawn at random {c['random_1000']:.4f}"
+    )
+    print(
+        f"lowest accuracy of any model in service: {main['lowest_accuracy_in_service']:.4f} "
+        f"(start {main['start_accuracy']:.4f})"
+    )
     print("gate decisions:")
     for e in main["events"]:
         verdict = "promoted" if e["promoted"] else "refused"
-        print(f"  {e['decisions']:>5} dec {e['corrections']:>4} corr  challenger "
-              f"{e['challenger_test_accuracy']:.4f} vs {e['champion_test_accuracy']:.4f}  "
-              f"recent {e['recent'][0]:.3f}→{e['recent'][1]:.3f} ({e['recent'][2]})  "
-              f"reference {e['reference'][0]:.3f}→{e['reference'][1]:.3f}  {verdict}")
+        print(
+            f"  {e['decisions']:>5} dec {e['corrections']:>4} corr  challenger "
+            f"{e['challenger_test_accuracy']:.4f} vs {e['champion_test_accuracy']:.4f}  "
+            f"recent {e['recent'][0]:.3f}→{e['recent'][1]:.3f} ({e['recent'][2]})  "
+            f"reference {e['reference'][0]:.3f}→{e['reference'][1]:.3f}  {verdict}"
+        )
         for reason in e["reasons"]:
             print(f"        {reason}")
     if "new_department" in r:
         nd = r["new_department"]
-        print(f"new department {nd['department']} (no corpus label): start accuracy "
-              f"{nd['run']['start_accuracy']:.4f}, lowest in service "
-              f"{nd['run']['lowest_accuracy_in_service']:.4f}")
+        print(
+            f"new department {nd['department']} (no corpus label): start accuracy "
+            f"{nd['run']['start_accuracy']:.4f}, lowest in service "
+            f"{nd['run']['lowest_accuracy_in_service']:.4f}"
+        )
         for e in nd["run"]["events"]:
-            print(f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
-                  f"(in training {e['watched_in_training']:>4})  its recall "
-                  f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
-                  + ("promoted" if e["promoted"] else "refused"))
+            print(
+                f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
+                f"(in training {e['watched_in_training']:>4})  its recall "
+                f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
+                + ("promoted" if e["promoted"] else "refused")
+            )
         probe = nd["run"]["probe"]
         if probe:
-            print(f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
-                  f"({probe['in_training']} of them trained on, the rest held out): recall "
-                  f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
-                  f"{probe['accuracy']:.4f}")
+            print(
+                f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
+                f"({probe['in_training']} of them trained on, the rest held out): recall "
+                f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
+                f"{probe['accuracy']:.4f}"
+            )
         for p in nd["run"]["watched"]:
-            print(f"  running model at its {p['watched_corrections']}th correction: recall "
-                  f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
-                  f"decisions), accuracy {p['accuracy']:.4f}")
+            print(
+                f"  running model at its {p['watched_corrections']}th correction: recall "
+                f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
+                f"decisions), accuracy {p['accuracy']:.4f}"
+            )
     n = r["naive"]
-    print(f"naive retrain (whole corpus + first n messages, unweighted, no gate): start "
-          f"{n['start']['accuracy']:.4f}; first 100 → {n['first_100']['accuracy']:.4f} "
-          f"({n['first_100']['top_share']:.0%} to {n['first_100']['top_department']}); "
-          f"first 300 → {n['first_300']['accuracy']:.4f} "
-          f"({n['first_300']['top_share']:.0%} to {n['first_300']['top_department']})")
+    print(
+        f"naive retrain (whole corpus + first n messages, unweighted, no gate): start "
+        f"{n['start']['accuracy']:.4f}; first 100 → {n['first_100']['accuracy']:.4f} "
+        f"({n['first_100']['top_share']:.0%} to {n['first_100']['top_department']}); "
+        f"first 300 → {n['first_300']['accuracy']:.4f} "
+        f"({n['first_300']['top_share']:.0%} to {n['first_300']['top_department']})"
+    )
     for name, g in n["gate_on_first_300"].items():
         f1 = g["macro_f1"]
-        print(f"  first model retrained on the first 300 ({name}): test "
-              f"{g['test']['accuracy']:.4f} ({g['test']['top_share']:.0%} to "
-              f"{g['test']['top_department']}); macro-F1 "
-              + ", ".join(f"{k} {v[0]:.3f}→{v[1]:.3f} ({v[2]})" for k, v in f1.items()))
+        print(
+            f"  first model retrained on the first 300 ({name}): test "
+            f"{g['test']['accuracy']:.4f} ({g['test']['top_share']:.0%} to "
+            f"{g['test']['top_department']}); macro-F1 "
+            + ", ".join(f"{k} {v[0]:.3f}→{v[1]:.3f} ({v[2]})" for k, v in f1.items())
+        )
         for view, d in g["gate"].items():
             print(f"    gate {view}: {'promote' if d['promote'] else 'refuse'}")
             for reason in d["reasons"]:
@@ -425,8 +540,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--retrain-after", type=int, default=50)
     parser.add_argument("--margin", type=float, default=LearningParams.margin)
-    parser.add_argument("--department-margin", type=float,
-                        default=LearningParams.department_margin)
+    parser.add_argument("--department-margin", type=float, default=LearningParams.department_margin)
     parser.add_argument("--holdout-every", type=int, default=LearningParams.holdout_every)
     parser.add_argument("--department-cap", type=int, default=LearningParams.department_cap)
     parser.add_argument("--skip-new", action="store_true", help="skip the new-department replay")
@@ -435,35 +549,52 @@ def main() -> int:
     if not RAW.exists():
         print(f"跳过: 找不到 {RAW}（真实留言数据）")
         return 0
-    params = LearningParams(retrain_after_corrections=args.retrain_after, margin=args.margin,
-                            department_margin=args.department_margin,
-                            holdout_every=args.holdout_every,
-                            department_cap=args.department_cap)
+    params = LearningParams(
+        retrain_after_corrections=args.retrain_after,
+        margin=args.margin,
+        department_margin=args.department_margin,
+        holdout_every=args.holdout_every,
+        department_cap=args.department_cap,
+    )
     train_params = replace(CHALLENGER_PARAMS, n_jobs=args.jobs)
     words = textmod.read_userdict(textmod.DEFAULT_USERDICT)
     textmod.add_words(words)
     corpus = [ex for p in corpus_files(REPO / "classifier" / "corpus") for ex in read_examples(p)]
     stream, test = split_test(load_stream(), args.test_every, args.jobs)
     say(f"stream {len(stream)}, test {len(test)} {dict(Counter(r.label for r in test))}")
-    results: dict = {"params": vars(params) | {"test_every": args.test_every},
-                     "stream": len(stream), "test": len(test)}
+    results: dict = {
+        "params": vars(params) | {"test_every": args.test_every},
+        "stream": len(stream),
+        "test": len(test),
+    }
     label_map = district_map()
     with tempfile.TemporaryDirectory() as tmp:
         say("reference slice cost …")
-        results["reference_cost"] = reference_cost(corpus, label_map, test, params,
-                                                   train_params, words)
+        results["reference_cost"] = reference_cost(
+            corpus, label_map, test, params, train_params, words
+        )
         say("naive retrain …")
-        results["naive"] = naive_retrain(corpus, label_map, stream, test, params,
-                                         train_params, words)
+        results["naive"] = naive_retrain(
+            corpus, label_map, stream, test, params, train_params, words
+        )
         say("ceiling …")
         results["ceiling"] = ceiling(corpus, label_map, stream, test, train_params, words)
         say("replay …")
-        results["main"] = Replay("7 categories", label_map, corpus, test, params,
-                                 train_params, Path(tmp) / "main").run(stream)
+        results["main"] = Replay(
+            "7 categories", label_map, corpus, test, params, train_params, Path(tmp) / "main"
+        ).run(stream)
         if not args.skip_new:
             new = args.new_department
-            run = Replay(f"new {new}", district_map(new), corpus, test, params, train_params,
-                         Path(tmp) / "new", watch=new).run(stream)
+            run = Replay(
+                f"new {new}",
+                district_map(new),
+                corpus,
+                test,
+                params,
+                train_params,
+                Path(tmp) / "new",
+                watch=new,
+            ).run(stream)
             results["new_department"] = {"department": new, "run": run}
     print_report(results)
     out = Path(args.out)

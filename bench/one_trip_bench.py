@@ -30,8 +30,14 @@ from models.engine import db
 from whistle.config import DEFAULT_CONFIG, load_settings
 
 RESULTS = ROOT / "bench" / "results" / "one_trip.json"
-OPERATIONS = ("baseline_select_1", "create_case", "transition_sign", "due_scan",
-              "monthly_stats_summary", "monthly_stats_by_department")
+OPERATIONS = (
+    "baseline_select_1",
+    "create_case",
+    "transition_sign",
+    "due_scan",
+    "monthly_stats_summary",
+    "monthly_stats_by_department",
+)
 SPIN_S = 0.001  # CPU per loop turn on the busy loop
 
 
@@ -76,8 +82,7 @@ def main() -> None:
                 store_bench.load_sqlite(path, args.cases, settings, rules)
                 timings = asyncio.run(_measure(url, settings, rules, args.runs, loop == "busy"))
                 results.setdefault(loop, {}).setdefault(variant, []).append(timings)
-                print(loop, variant, {k: timings[k]["median_ms"] for k in OPERATIONS},
-                      flush=True)
+                print(loop, variant, {k: timings[k]["median_ms"] for k in OPERATIONS}, flush=True)
     db.one_trip_creator = one_trip
     print(f"\nmedian ms per round ({args.cases} cases, {args.runs} runs)")
     for loop, variants in results.items():
@@ -85,8 +90,14 @@ def main() -> None:
             cells = ["/".join(f"{r[k]['median_ms']:g}" for r in rounds) for k in OPERATIONS]
             print(f"{loop:5} {variant:9} " + " | ".join(cells))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"cases": args.cases, "runs": args.runs, "results": results},
-                                  ensure_ascii=False, indent=2, default=str))
+    RESULTS.write_text(
+        json.dumps(
+            {"cases": args.cases, "runs": args.runs, "results": results},
+            ensure_ascii=False,
+            indent=2,
+            default=str,
+        )
+    )
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
 
 

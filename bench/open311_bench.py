@@ -53,11 +53,15 @@ def _settings(url: str, model_path: Path):
     from whistle.config import DEFAULT_CONFIG, load_settings
 
     base = load_settings(DEFAULT_CONFIG, env={})
-    open311 = dataclasses.replace(base.open311, rate_per_second=100_000, rate_burst=100_000,
-                                  callbacks=False)
-    return dataclasses.replace(base, database_url=url, open311=open311,
-                               classifier=dataclasses.replace(base.classifier,
-                                                              model_path=str(model_path)))
+    open311 = dataclasses.replace(
+        base.open311, rate_per_second=100_000, rate_burst=100_000, callbacks=False
+    )
+    return dataclasses.replace(
+        base,
+        database_url=url,
+        open311=open311,
+        classifier=dataclasses.replace(base.classifier, model_path=str(model_path)),
+    )
 
 
 def _serve(url: str, model_path: str, port: int) -> None:
@@ -107,28 +111,45 @@ def summarize(samples: list[float]) -> dict:
     if not ordered:
         return {"n": 0}
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-    return {"n": len(ordered), "p50_ms": round(pick(0.50) * 1000, 2),
-            "p99_ms": round(pick(0.99) * 1000, 2), "max_ms": round(ordered[-1] * 1000, 2),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
+    return {
+        "n": len(ordered),
+        "p50_ms": round(pick(0.50) * 1000, 2),
+        "p99_ms": round(pick(0.99) * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
 
 
-DESCRIPTIONS = ["小区自来水管爆裂，路面积水严重", "道路井盖缺失，夜间行人容易摔倒",
-                "工地夜间施工噪音扰民", "学校门口交通拥堵，缺少交警疏导",
-                "菜市场占道经营，环境脏乱", "路灯不亮已经一周"]
+DESCRIPTIONS = [
+    "小区自来水管爆裂，路面积水严重",
+    "道路井盖缺失，夜间行人容易摔倒",
+    "工地夜间施工噪音扰民",
+    "学校门口交通拥堵，缺少交警疏导",
+    "菜市场占道经营，环境脏乱",
+    "路灯不亮已经一周",
+]
 
 
 def _order(key: str, i: int, run: str) -> dict:
-    return {"api_key": key, "description": DESCRIPTIONS[i % len(DESCRIPTIONS)] + f"（{i}）",
-            "lat": "28.37", "long": "112.82", "attribute[external_id]": f"{run}-{i}",
-            "first_name": "来电人", "phone": "13912345678"}
+    return {
+        "api_key": key,
+        "description": DESCRIPTIONS[i % len(DESCRIPTIONS)] + f"（{i}）",
+        "lat": "28.37",
+        "long": "112.82",
+        "attribute[external_id]": f"{run}-{i}",
+        "first_name": "来电人",
+        "phone": "13912345678",
+    }
 
 
 async def post_open_loop(base: str, key: str, rate: float, seconds: float) -> dict:
     """Work orders arriving at `rate` per second whatever the answers: latency and rate."""
     latencies, failures = [], 0
     tag = f"open{rate:g}-{time.time_ns()}"  # fresh external ids: every POST makes a case
-    async with httpx.AsyncClient(base_url=base, timeout=30,
-                                 limits=httpx.Limits(max_connections=256)) as http:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, limits=httpx.Limits(max_connections=256)
+    ) as http:
+
         async def one(i: int) -> None:
             nonlocal failures
             t0 = time.perf_counter()
@@ -148,8 +169,12 @@ async def post_open_loop(base: str, key: str, rate: float, seconds: float) -> di
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return {"offered_per_s": rate, "achieved_per_s": round(len(latencies) / elapsed, 1),
-            "failures": failures, **summarize(latencies)}
+    return {
+        "offered_per_s": rate,
+        "achieved_per_s": round(len(latencies) / elapsed, 1),
+        "failures": failures,
+        **summarize(latencies),
+    }
 
 
 async def post_closed_loop(base: str, key: str, clients: int, seconds: float) -> dict:
@@ -163,16 +188,19 @@ async def post_closed_loop(base: str, key: str, clients: int, seconds: float) ->
             nonlocal failures
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                response = await http.post("/requests.json",
-                                           data=_order(key, next(counter), tag))
+                response = await http.post("/requests.json", data=_order(key, next(counter), tag))
                 latencies.append(time.perf_counter() - t0)
                 failures += response.status_code != 201
 
         start = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return {"clients": clients, "per_s": round(len(latencies) / elapsed, 1),
-            "failures": failures, **summarize(latencies)}
+    return {
+        "clients": clients,
+        "per_s": round(len(latencies) / elapsed, 1),
+        "failures": failures,
+        **summarize(latencies),
+    }
 
 
 async def get_queries(base: str, samples: int, refs: list[str]) -> dict:
@@ -181,8 +209,10 @@ async def get_queries(base: str, samples: int, refs: list[str]) -> dict:
         "latest 50": ("/requests.json", {}),
         "status=open": ("/requests.json", {"status": "open"}),
         "service_code=water": ("/requests.json", {"service_code": "water"}),
-        "one month": ("/requests.json", {"start_date": "2026-06-01T00:00:00+08:00",
-                                         "end_date": "2026-06-30T23:59:59+08:00"}),
+        "one month": (
+            "/requests.json",
+            {"start_date": "2026-06-01T00:00:00+08:00", "end_date": "2026-06-30T23:59:59+08:00"},
+        ),
         "page 100": ("/requests.json", {"page": "100"}),
         "by id (list)": ("/requests.json", {"service_request_id": ",".join(refs[:10])}),
         "requests/{id}": (None, {}),
@@ -207,8 +237,9 @@ async def _new_client(url: str) -> str:
 
     engine = make_engine(url)
     async with session_scope(engine) as s:
-        _, key = await apiclients.add_client(s, f"bench-{time.time_ns()}",
-                                             datetime.now(UTC).replace(tzinfo=None))
+        _, key = await apiclients.add_client(
+            s, f"bench-{time.time_ns()}", datetime.now(UTC).replace(tzinfo=None)
+        )
     await engine.dispose()
     return key
 
@@ -220,24 +251,34 @@ async def _some_refs(url: str) -> list[str]:
 
     engine = make_engine(url)
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT ref FROM \"case\" WHERE status != 'merged' ORDER BY id DESC LIMIT 200")
-                 )).scalars().all()
+        rows = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT ref FROM \"case\" WHERE status != 'merged' ORDER BY id DESC LIMIT 200"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
     await engine.dispose()
     return list(rows)
 
 
-async def bench_engine(name: str, fresh_url: str, big_url: str | None, args, model: Path,
-                       load) -> dict:
+async def bench_engine(
+    name: str, fresh_url: str, big_url: str | None, args, model: Path, load
+) -> dict:
     settings = _settings(fresh_url, model)
     result: dict = {}
     await _store_bench().fresh_schema(fresh_url, settings)
     key = await _new_client(fresh_url)
     async with Server(fresh_url, model) as server:
         await post_open_loop(server.base, key, 20, 1)  # warm-up (model loaded, pools filled)
-        result["post_open_loop"] = [await post_open_loop(server.base, key, float(rate),
-                                                         args.seconds)
-                                    for rate in args.rate.split(",")]
+        result["post_open_loop"] = [
+            await post_open_loop(server.base, key, float(rate), args.seconds)
+            for rate in args.rate.split(",")
+        ]
         result["post_closed_loop"] = await post_closed_loop(server.base, key, 16, args.seconds)
     if big_url:
         result["load"] = await asyncio.to_thread(load)  # the loaders run their own loops
@@ -253,11 +294,15 @@ def print_table(report: dict) -> None:
     for engine, r in report["engines"].items():
         c = r["post_closed_loop"]
         for o in r["post_open_loop"]:
-            print(f"[{engine}] POST open loop {o['offered_per_s']}/s offered → "
-                  f"{o['achieved_per_s']}/s, p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, "
-                  f"failures {o['failures']}")
-        print(f"[{engine}] POST 16 clients → {c['per_s']}/s, p50 {c['p50_ms']} ms, "
-              f"p99 {c['p99_ms']} ms")
+            print(
+                f"[{engine}] POST open loop {o['offered_per_s']}/s offered → "
+                f"{o['achieved_per_s']}/s, p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, "
+                f"failures {o['failures']}"
+            )
+        print(
+            f"[{engine}] POST 16 clients → {c['per_s']}/s, p50 {c['p50_ms']} ms, "
+            f"p99 {c['p99_ms']} ms"
+        )
         for query, s in r.get("get", {}).items():
             print(f"[{engine}] GET {query:<20} p50 {s['p50_ms']:>8} ms  p99 {s['p99_ms']:>8} ms")
 
@@ -277,8 +322,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
-    ap.add_argument("--pg-url", default=os.environ.get(
-        "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+    )
     args = ap.parse_args()
 
     from classifier import build_default_model
@@ -292,18 +341,27 @@ def main() -> None:
         build_default_model(_settings("sqlite://", model))
     settings = _settings("sqlite://", model)
     rules = Rules.from_settings(settings)
-    report = {"cases": args.cases, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "engines": {}}
+    report = {
+        "cases": args.cases,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_avg": list(os.getloadavg()),
+        "engines": {},
+    }
     for engine in args.engines.split(","):
         if engine == "sqlite":
             fresh = f"sqlite+aiosqlite:///{work / 'post.db'}"
             # The big store is kept (var/bench, like store_bench's) and reused next time.
             big_path = ROOT / "var" / "bench" / f"open311_get_{args.cases}.db"
             big = f"sqlite+aiosqlite:///{big_path}" if args.cases else None
-            load = functools.partial(_cached, big_path, functools.partial(
-                sb.load_sqlite, big_path, args.cases, settings, rules))
+            load = functools.partial(
+                _cached,
+                big_path,
+                functools.partial(sb.load_sqlite, big_path, args.cases, settings, rules),
+            )
             report["engines"]["sqlite"] = asyncio.run(
-                bench_engine("sqlite", fresh, big, args, model, load))
+                bench_engine("sqlite", fresh, big, args, model, load)
+            )
         else:
             names = ("whistle_o311bench_post", "whistle_o311bench_get")
 
@@ -316,11 +374,15 @@ def main() -> None:
                 asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             asyncio.run(admin(f'CREATE DATABASE "{names[0]}"'))
             big = sb._pg_url(args.pg_url, names[1]) if args.cases else None
-            load = functools.partial(asyncio.run, sb.load_postgres(
-                args.pg_url, names[1], args.cases, settings, rules))
+            load = functools.partial(
+                asyncio.run, sb.load_postgres(args.pg_url, names[1], args.cases, settings, rules)
+            )
             try:
-                report["engines"]["postgresql"] = asyncio.run(bench_engine(
-                    "postgresql", sb._pg_url(args.pg_url, names[0]), big, args, model, load))
+                report["engines"]["postgresql"] = asyncio.run(
+                    bench_engine(
+                        "postgresql", sb._pg_url(args.pg_url, names[0]), big, args, model, load
+                    )
+                )
             finally:
                 for db in names:
                     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))

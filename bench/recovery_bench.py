@@ -48,10 +48,25 @@ TOKEN = "7000000098:RECOVERY-local-emulator"
 FIRST_RESIDENT = 300_001
 PROBE = 399_999
 RESULTS = ROOT / "bench" / "results" / "recovery.json"
-GROUPS = [-1000000000101, -1000000000102, -1000000000103, -1000000000104,
-          -1000000000105, -1000000000106, -1000000000107, -1000000000108, -1000000000109]
-PROBLEMS = ["停水两天了还没来水", "路灯坏了好几天，晚上一片漆黑", "井盖松动，车辆经过咚咚响",
-            "工地夜间施工噪声太大，影响休息", "垃圾桶满了好几天没人清运", "排水管道堵塞，污水漫到路面"]
+GROUPS = [
+    -1000000000101,
+    -1000000000102,
+    -1000000000103,
+    -1000000000104,
+    -1000000000105,
+    -1000000000106,
+    -1000000000107,
+    -1000000000108,
+    -1000000000109,
+]
+PROBLEMS = [
+    "停水两天了还没来水",
+    "路灯坏了好几天，晚上一片漆黑",
+    "井盖松动，车辆经过咚咚响",
+    "工地夜间施工噪声太大，影响休息",
+    "垃圾桶满了好几天没人清运",
+    "排水管道堵塞，污水漫到路面",
+]
 REFERENCE_PREFIXES = ("已受理，编号 ", "这份反映已经提交过了，编号 ")
 
 
@@ -64,9 +79,15 @@ class Bot:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            str(whistle_script()), "run", "--no-dashboard", env=self.env, cwd=self.cwd,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            str(whistle_script()),
+            "run",
+            "--no-dashboard",
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -94,8 +115,15 @@ async def answered_probe(emu: TelegramEmulator, timeout: float = 60.0) -> float:
     raise TimeoutError("the bot did not come back")
 
 
-async def resident(emu: TelegramEmulator, user: int, reports: int, rng: random.Random,
-                   step_timeout: float, deadline: float, pressed: Counter) -> None:
+async def resident(
+    emu: TelegramEmulator,
+    user: int,
+    reports: int,
+    rng: random.Random,
+    step_timeout: float,
+    deadline: float,
+    pressed: Counter,
+) -> None:
     """Make `reports` reports, each step driven by the bot's last message."""
     done = 0
     action = ("text", "/report")
@@ -136,10 +164,14 @@ async def resident(emu: TelegramEmulator, user: int, reports: int, rng: random.R
 
 def store_counts(db: Path) -> tuple[dict[int, list[str]], dict[str, int]]:
     with sqlite3.connect(db) as con:
-        rows = con.execute('SELECT r.telegram_id, c.ref FROM "case" c '
-                           "JOIN reporter r ON r.id = c.reporter_id").fetchall()
-        outbox = dict(con.execute("SELECT status, count(*) FROM outbox "
-                                  "WHERE key LIKE 'backlog:%' GROUP BY status").fetchall())
+        rows = con.execute(
+            'SELECT r.telegram_id, c.ref FROM "case" c JOIN reporter r ON r.id = c.reporter_id'
+        ).fetchall()
+        outbox = dict(
+            con.execute(
+                "SELECT status, count(*) FROM outbox WHERE key LIKE 'backlog:%' GROUP BY status"
+            ).fetchall()
+        )
     cases: dict[int, list[str]] = {}
     for telegram_id, ref in rows:
         cases.setdefault(int(telegram_id), []).append(ref)
@@ -151,7 +183,7 @@ def references_seen(emu: TelegramEmulator, user: int) -> Counter:
     for message in emu.messages(user):
         for prefix in REFERENCE_PREFIXES:
             if message.content.startswith(prefix):
-                ref = message.content[len(prefix):].split("，")[0].split("。")[0]
+                ref = message.content[len(prefix) :].split("，")[0].split("。")[0]
                 seen[(prefix, ref)] += 1
     return seen
 
@@ -164,9 +196,19 @@ async def queue_backlog(db_url: str, count: int) -> None:
     try:
         async with session_scope(engine) as session:
             now = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
-            await outbox.enqueue_many(session, [outbox.push_row(
-                key=f"backlog:{i}", chat_id=GROUPS[i % len(GROUPS)], text=f"积压通知 {i}",
-                kind="department", now=now) for i in range(count)])
+            await outbox.enqueue_many(
+                session,
+                [
+                    outbox.push_row(
+                        key=f"backlog:{i}",
+                        chat_id=GROUPS[i % len(GROUPS)],
+                        text=f"积压通知 {i}",
+                        kind="department",
+                        now=now,
+                    )
+                    for i in range(count)
+                ],
+            )
     finally:
         await engine.dispose()
 
@@ -183,8 +225,9 @@ async def run(args: argparse.Namespace) -> dict:
     residents = {FIRST_RESIDENT + i: f"居民{i}" for i in range(args.residents)}
     add_people_from_settings(emu, settings, residents={**residents, PROBE: "探针"})
     await emu.start()
-    env = clean_env(WHISTLE_CONFIG=str(config), TELEGRAM_TOKEN=TOKEN,
-                    TELEGRAM_BASE_URL=emu.base_url)
+    env = clean_env(
+        WHISTLE_CONFIG=str(config), TELEGRAM_TOKEN=TOKEN, TELEGRAM_BASE_URL=emu.base_url
+    )
     bot = Bot(env, folder)
     recoveries: list[float] = []
     try:
@@ -193,17 +236,27 @@ async def run(args: argparse.Namespace) -> dict:
         rng = random.Random(15)
         pressed: Counter = Counter()
         deadline = time.monotonic() + args.max_seconds
-        people = [asyncio.create_task(resident(emu, user, args.reports, random.Random(user),
-                                               args.step_timeout, deadline, pressed))
-                  for user in residents]
+        people = [
+            asyncio.create_task(
+                resident(
+                    emu,
+                    user,
+                    args.reports,
+                    random.Random(user),
+                    args.step_timeout,
+                    deadline,
+                    pressed,
+                )
+            )
+            for user in residents
+        ]
         for _ in range(args.kills):
             await asyncio.sleep(args.kill_every * rng.uniform(0.7, 1.3))
             await bot.kill()
             await bot.start()
             recoveries.append(await answered_probe(emu))
         await asyncio.gather(*people)
-        await queue_backlog(f"sqlite+aiosqlite:///{folder / 'var' / 'whistle.db'}",
-                            args.backlog)
+        await queue_backlog(f"sqlite+aiosqlite:///{folder / 'var' / 'whistle.db'}", args.backlog)
         await asyncio.sleep(7)  # the sender's next pass is busy with the backlog
         stop_seconds = await bot.terminate()
     finally:
@@ -220,20 +273,27 @@ async def run(args: argparse.Namespace) -> dict:
         confirmed += len(refs)
         lost += len(refs - set(stored))
         duplicated += max(0, len(stored) - len(set(stored))) + max(0, len(set(stored)) - len(refs))
-        double_refs += sum(n - 1 for (prefix, _), n in seen.items()
-                           if prefix == REFERENCE_PREFIXES[0] and n > 1)
+        double_refs += sum(
+            n - 1 for (prefix, _), n in seen.items() if prefix == REFERENCE_PREFIXES[0] and n > 1
+        )
         unconfirmed += max(0, args.reports - len(refs))
     return {
-        "residents": args.residents, "reports_each": args.reports, "kills": args.kills,
-        "reports_confirmed": confirmed, "cases_stored": sum(len(v) for v in cases.values()),
-        "lost": lost, "stored_twice_or_unconfirmed": duplicated,
-        "reference_sent_twice": double_refs, "reports_not_finished": unconfirmed,
+        "residents": args.residents,
+        "reports_each": args.reports,
+        "kills": args.kills,
+        "reports_confirmed": confirmed,
+        "cases_stored": sum(len(v) for v in cases.values()),
+        "lost": lost,
+        "stored_twice_or_unconfirmed": duplicated,
+        "reference_sent_twice": double_refs,
+        "reports_not_finished": unconfirmed,
         "presses": sum(pressed.values()),
         "first_start_s": round(first_start, 2),
         "recovery_s": [round(r, 2) for r in recoveries],
         "recovery_median_s": round(statistics.median(recoveries), 2) if recoveries else None,
         "stop_s_with_backlog": round(stop_seconds, 2),
-        "backlog": args.backlog, "backlog_after_stop": backlog,
+        "backlog": args.backlog,
+        "backlog_after_stop": backlog,
     }
 
 

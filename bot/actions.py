@@ -98,28 +98,67 @@ async def _queue(session: AsyncSession, *rows: dict | None) -> None:
     await outbox.enqueue_many(session, [row for row in rows if row is not None])
 
 
-async def _push(session: AsyncSession, case: Case, event: str, chat_id: int | None, text: str,
-                kind: str, now: datetime, *, markup=None, photo: str | None = None) -> None:
-    await _queue(session, notices.push_row(case, event, chat_id, text, kind, now, markup=markup,
-                                    photo=photo))
+async def _push(
+    session: AsyncSession,
+    case: Case,
+    event: str,
+    chat_id: int | None,
+    text: str,
+    kind: str,
+    now: datetime,
+    *,
+    markup=None,
+    photo: str | None = None,
+) -> None:
+    await _queue(
+        session, notices.push_row(case, event, chat_id, text, kind, now, markup=markup, photo=photo)
+    )
 
 
-def _triage_post(services: Services, case: Case, now: datetime, *, enterprise: str | None,
-                 headline: str | None = None, auto_dispatched: bool = False) -> dict | None:
-    text = posts.triage_text(case, services, enterprise=enterprise, headline=headline,
-                             auto_dispatched=auto_dispatched)
-    return notices.push_row(case, "triage", _triage_chat(services), text, "triage", now,
-                     markup=posts.triage_keyboard(case, services),
-                     photo=case.photos[0] if case.photos else None)
+def _triage_post(
+    services: Services,
+    case: Case,
+    now: datetime,
+    *,
+    enterprise: str | None,
+    headline: str | None = None,
+    auto_dispatched: bool = False,
+) -> dict | None:
+    text = posts.triage_text(
+        case, services, enterprise=enterprise, headline=headline, auto_dispatched=auto_dispatched
+    )
+    return notices.push_row(
+        case,
+        "triage",
+        _triage_chat(services),
+        text,
+        "triage",
+        now,
+        markup=posts.triage_keyboard(case, services),
+        photo=case.photos[0] if case.photos else None,
+    )
 
 
-async def _department_post(session: AsyncSession, services: Services, case: Case,
-                           now: datetime, *, enterprise: str | None,
-                           case_parts: Sequence[CasePart] = ()) -> dict | None:
+async def _department_post(
+    session: AsyncSession,
+    services: Services,
+    case: Case,
+    now: datetime,
+    *,
+    enterprise: str | None,
+    case_parts: Sequence[CasePart] = (),
+) -> dict | None:
     text = posts.department_text(case, services, enterprise=enterprise, parts=case_parts)
-    return notices.push_row(case, "dispatched", await _department_chat(session, case.department_code),
-                     text, "department", now, markup=posts.department_keyboard(case),
-                     photo=case.photos[0] if case.photos else None)
+    return notices.push_row(
+        case,
+        "dispatched",
+        await _department_chat(session, case.department_code),
+        text,
+        "department",
+        now,
+        markup=posts.department_keyboard(case),
+        photo=case.photos[0] if case.photos else None,
+    )
 
 
 # ---------------------------------------------------------------- intake
@@ -130,10 +169,14 @@ def suggest(services: Services, text: str):
     return services.suggester.suggest(text)
 
 
-async def submit_report(services: Services, *, telegram_id: int, display_name: str,
-                        draft: ReportDraft,
-                        confirmation: Callable[[Case, datetime], dict] | None = None,
-                        ) -> tuple[Case, bool]:
+async def submit_report(
+    services: Services,
+    *,
+    telegram_id: int,
+    display_name: str,
+    draft: ReportDraft,
+    confirmation: Callable[[Case, datetime], dict] | None = None,
+) -> tuple[Case, bool]:
     """Store a report and route it in one transaction; returns (case, newly stored).
 
     Confident enough → dispatched at once (the triage group still sees it, with 重新分派);
@@ -146,17 +189,33 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
     settings = services.settings
     async with services.session() as session:
         where = await locating.locate_new_case(
-            session, services.gridmap, telegram_id=telegram_id, latitude=draft.latitude,
-            longitude=draft.longitude, text=draft.text, address=draft.address)
+            session,
+            services.gridmap,
+            telegram_id=telegram_id,
+            latitude=draft.latitude,
+            longitude=draft.longitude,
+            text=draft.text,
+            address=draft.address,
+        )
         case = await cases.create_case(
-            session, reporter_telegram_id=telegram_id, text=draft.text, now=now,
-            kind=draft.kind, photos=draft.photos, latitude=draft.latitude,
-            longitude=draft.longitude, address=draft.address, out_of_area=draft.out_of_area,
-            grid_code=where.grid_code, located_by=where.located_by,
+            session,
+            reporter_telegram_id=telegram_id,
+            text=draft.text,
+            now=now,
+            kind=draft.kind,
+            photos=draft.photos,
+            latitude=draft.latitude,
+            longitude=draft.longitude,
+            address=draft.address,
+            out_of_area=draft.out_of_area,
+            grid_code=where.grid_code,
+            located_by=where.located_by,
             out_of_grid=where.out_of_grid,
-            suggestions=list(suggestion.top), model_version=suggestion.model_version,
+            suggestions=list(suggestion.top),
+            model_version=suggestion.model_version,
             idempotency_key=draft.idempotency_key or drafts.draft_key(telegram_id, draft.nonce),
-            display_name=display_name, origin=draft.origin or None,
+            display_name=display_name,
+            origin=draft.origin or None,
             ref_prefix=settings.district.case_prefix,
             timezone=settings.district.timezone,
             max_text_chars=settings.conversation.max_text_chars,
@@ -174,49 +233,74 @@ async def submit_report(services: Services, *, telegram_id: int, display_name: s
         target = draft.department or (suggestion.label if auto else None)
         dept = await reference.get_department(session, target) if target else None
         if dept is not None and dept.active:
-            case = await cases.dispatch(session, case.id, dept.code, Actor.SYSTEM, now,
-                                        rules=services.rules, current=case)
-            await _queue(session,
-                         await _department_post(session, services, case, now,
-                                                enterprise=enterprise),
-                         None if draft.origin else await notices.reporter_notice(
-                             session, services, case, notices.DISPATCHED, now,
-                             chat_id=telegram_id, new_case=True),
-                         _triage_post(services, case, now, enterprise=enterprise,
-                                      auto_dispatched=True))
+            case = await cases.dispatch(
+                session, case.id, dept.code, Actor.SYSTEM, now, rules=services.rules, current=case
+            )
+            await _queue(
+                session,
+                await _department_post(session, services, case, now, enterprise=enterprise),
+                None
+                if draft.origin
+                else await notices.reporter_notice(
+                    session,
+                    services,
+                    case,
+                    notices.DISPATCHED,
+                    now,
+                    chat_id=telegram_id,
+                    new_case=True,
+                ),
+                _triage_post(services, case, now, enterprise=enterprise, auto_dispatched=True),
+            )
         else:
-            case = await cases.send_to_triage(session, case.id, now, rules=services.rules,
-                                              current=case)
+            case = await cases.send_to_triage(
+                session, case.id, now, rules=services.rules, current=case
+            )
             await _queue(session, _triage_post(services, case, now, enterprise=enterprise))
     return case, True
 
 
 def _grid_first(services: Services, case: Case, suggestion) -> bool:
     """[routing] grid_first: a confident kind of case that starts with its grid's staff."""
-    return (suggestion.confident and suggestion.label in services.settings.routing.grid_first
-            and case.grid_code is not None and not (case.out_of_area or case.out_of_grid))
+    return (
+        suggestion.confident
+        and suggestion.label in services.settings.routing.grid_first
+        and case.grid_code is not None
+        and not (case.out_of_area or case.out_of_grid)
+    )
 
 
-async def _start_in_grid(session: AsyncSession, services: Services, case: Case, suggestion,
-                         now: datetime) -> bool:
+async def _start_in_grid(
+    session: AsyncSession, services: Services, case: Case, suggestion, now: datetime
+) -> bool:
     """小事不出网格: hand a grid matter to its grid's staff at intake (False: nobody there,
     or not a grid matter; it is routed as any other case)."""
     if not _grid_first(services, case, suggestion):
         return False
     try:
-        moved, handler = await gridwork.to_grid(session, case.id, Actor.SYSTEM, now,
-                                                rules=services.rules, current=case)
+        moved, handler = await gridwork.to_grid(
+            session, case.id, Actor.SYSTEM, now, rules=services.rules, current=case
+        )
     except CaseError:
         return False  # no grid staff up to the street: triage or the department decides
     enterprise = await _enterprise_name(session, moved)
     headline = texts.POST_GRID_FIRST.format(grid=_grid_name(services, handler.grid_code))
     reporter = await fq.reporter_chat(session, moved)
-    await _queue(session, *_grid_posts(services, moved, "to_grid", handler.staff, now,
-                                       enterprise=enterprise),
-                 await notices.reporter_notice(session, services, moved, "to_grid", now,
-                                               chat_id=reporter, new_case=True,
-                                               details={"grid": handler.grid_code}),
-                 _triage_post(services, moved, now, enterprise=enterprise, headline=headline))
+    await _queue(
+        session,
+        *_grid_posts(services, moved, "to_grid", handler.staff, now, enterprise=enterprise),
+        await notices.reporter_notice(
+            session,
+            services,
+            moved,
+            "to_grid",
+            now,
+            chat_id=reporter,
+            new_case=True,
+            details={"grid": handler.grid_code},
+        ),
+        _triage_post(services, moved, now, enterprise=enterprise, headline=headline),
+    )
     return True
 
 
@@ -257,8 +341,9 @@ def permission_for(verb: str, case: Case) -> str:
     }[verb]
 
 
-async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
-                     *, check_version: bool = True) -> tuple[Staff, Case]:
+async def _authorize(
+    session: AsyncSession, user_id: int, button: cb.Callback, *, check_version: bool = True
+) -> tuple[Staff, Case]:
     """The acting staff member and the case, or a polite CaseError saying why not.
 
     Order matters for the message: not staff → not yours → stale button.
@@ -277,8 +362,9 @@ async def _authorize(session: AsyncSession, user_id: int, button: cb.Callback,
     return staff, case
 
 
-async def _authorize_part(session: AsyncSession, user_id: int, button: cb.Callback
-                          ) -> tuple[Staff, Case, CasePart]:
+async def _authorize_part(
+    session: AsyncSession, user_id: int, button: cb.Callback
+) -> tuple[Staff, Case, CasePart]:
     """The acting staff member, the case and the 攻坚哨 part a part button is about, or a
     polite CaseError: a button naming a part of another case is a forged one."""
     staff = await people.get_staff(session, user_id)
@@ -290,8 +376,7 @@ async def _authorize_part(session: AsyncSession, user_id: int, button: cb.Callba
     if part.case_id != button.case_id:
         raise CaseError("button_invalid")
     if not can_on_part(staff, permission_for(button.verb, None), part):
-        raise NotPermitted("not_your_department" if staff.role == "department"
-                           else "no_permission")
+        raise NotPermitted("not_your_department" if staff.role == "department" else "no_permission")
     if part.version != button.version:
         raise StaleVersion("stale_version")
     return staff, await cases.get_case(session, part.case_id), part
@@ -324,8 +409,9 @@ async def current_case(services: Services, case_id: int) -> tuple[Case, str | No
         return case, await _enterprise_name(session, case)
 
 
-async def choose_department(services: Services, user_id: int, button: cb.Callback,
-                            department_code: str | None = None) -> Acted:
+async def choose_department(
+    services: Services, user_id: int, button: cb.Callback, department_code: str | None = None
+) -> Acted:
     """Triage 确认 (department_code None: the suggested one) / 改派 / 重新分派."""
     now = services.clock()
     actor = Actor.staff(user_id)
@@ -335,19 +421,36 @@ async def choose_department(services: Services, user_id: int, button: cb.Callbac
         if not department_code:
             raise CaseError("no_suggestion")
         if case.status in (SUBMITTED, TRIAGE):
-            case = await cases.dispatch(session, case.id, department_code, actor, now,
-                                        rules=services.rules, expected_version=button.version)
+            case = await cases.dispatch(
+                session,
+                case.id,
+                department_code,
+                actor,
+                now,
+                rules=services.rules,
+                expected_version=button.version,
+            )
         else:
             old_chat = await _department_chat(session, case.department_code)
-            case = await cases.redispatch(session, case.id, department_code, actor, now,
-                                          rules=services.rules, expected_version=button.version)
+            case = await cases.redispatch(
+                session,
+                case.id,
+                department_code,
+                actor,
+                now,
+                rules=services.rules,
+                expected_version=button.version,
+            )
             moved = texts.NOTICE_MOVED_AWAY.format(
-                ref=case.ref, department=department_name(services, department_code))
+                ref=case.ref, department=department_name(services, department_code)
+            )
             await _push(session, case, "moved_away", old_chat, moved, "department", now)
         enterprise = await _enterprise_name(session, case)
-        await _queue(session,
-                     await _department_post(session, services, case, now, enterprise=enterprise),
-                     await notices.reporter_notice(session, services, case, notices.DISPATCHED, now))
+        await _queue(
+            session,
+            await _department_post(session, services, case, now, enterprise=enterprise),
+            await notices.reporter_notice(session, services, case, notices.DISPATCHED, now),
+        )
         return Acted(case, staff, enterprise)
 
 
@@ -356,15 +459,31 @@ async def mark_urgent(services: Services, user_id: int, button: cb.Callback) -> 
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await cases.set_priority(session, case.id, URGENT, Actor.staff(user_id), now,
-                                        rules=services.rules, expected_version=button.version)
+        case = await cases.set_priority(
+            session,
+            case.id,
+            URGENT,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         if case.department_code:
             notice = texts.NOTICE_URGENT_DEPT.format(
-                ref=case.ref, sign_by=local_time(services, case.sign_by),
-                resolve_by=local_time(services, case.resolve_by))
-            await _push(session, case, "urgent", await _department_chat(
-                session, case.department_code), notice, "department", now,
-                markup=posts.department_keyboard(case))
+                ref=case.ref,
+                sign_by=local_time(services, case.sign_by),
+                resolve_by=local_time(services, case.resolve_by),
+            )
+            await _push(
+                session,
+                case,
+                "urgent",
+                await _department_chat(session, case.department_code),
+                notice,
+                "department",
+                now,
+                markup=posts.department_keyboard(case),
+            )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -375,19 +494,26 @@ async def set_grid(services: Services, user_id: int, button: cb.Callback) -> Act
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await locating.set_grid(session, case.id, button.arg, Actor.staff(user_id), now,
-                                       rules=services.rules, expected_version=button.version)
+        case = await locating.set_grid(
+            session,
+            case.id,
+            button.arg,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
-def _released(case: Case, event: str, chat_id: int | None, text: str,
-              now: datetime) -> dict | None:
+def _released(case: Case, event: str, chat_id: int | None, text: str, now: datetime) -> dict | None:
     """Tell the department that had the case that it need not act (none had it: nothing)."""
     return notices.push_row(case, event, chat_id, text, "department", now) if chat_id else None
 
 
-async def not_accept(services: Services, user_id: int, button: cb.Callback, category: str,
-                     note: str | None = None) -> Acted:
+async def not_accept(
+    services: Services, user_id: int, button: cb.Callback, category: str, note: str | None = None
+) -> Acted:
     """Triage 不予受理: the case ends; the reporter is told why and where to turn instead, and a
     department that already had it is told it need not act."""
     now = services.clock()
@@ -395,19 +521,38 @@ async def not_accept(services: Services, user_id: int, button: cb.Callback, cate
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         old_chat = await _department_chat(session, case.department_code)
-        case = await cases.not_accept(session, case.id, Actor.staff(user_id), now,
-                                      rules=services.rules, category=category, note=note,
-                                      expected_version=button.version)
-        await _queue(session,
-                     await notices.reporter_notice(session, services, case, "not_accepted", now,
-                                                   details={"category": category, "note": note}),
-                     _released(case, "not_accepted", old_chat,
-                               texts.NOTICE_NOT_ACCEPTED_DEPT.format(ref=case.ref), now))
+        case = await cases.not_accept(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            category=category,
+            note=note,
+            expected_version=button.version,
+        )
+        await _queue(
+            session,
+            await notices.reporter_notice(
+                session,
+                services,
+                case,
+                "not_accepted",
+                now,
+                details={"category": category, "note": note},
+            ),
+            _released(
+                case,
+                "not_accepted",
+                old_chat,
+                texts.NOTICE_NOT_ACCEPTED_DEPT.format(ref=case.ref),
+                now,
+            ),
+        )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
-async def merge_duplicate(services: Services, user_id: int, button: cb.Callback,
-                          ref: str) -> Acted:
+async def merge_duplicate(services: Services, user_id: int, button: cb.Callback, ref: str) -> Acted:
     """Triage 重复反映: the case is merged into the open case `ref` (cases.merge); the reporter
     and a department that already had it are told."""
     async with services.session() as session:
@@ -429,18 +574,40 @@ async def merge_into_similar(services: Services, user_id: int, button: cb.Callba
         return await _merge(session, services, staff, case, target, user_id, None)
 
 
-async def _merge(session: AsyncSession, services: Services, staff: Staff, case: Case,
-                 target: Case, user_id: int, expected_version: int | None) -> Acted:
+async def _merge(
+    session: AsyncSession,
+    services: Services,
+    staff: Staff,
+    case: Case,
+    target: Case,
+    user_id: int,
+    expected_version: int | None,
+) -> Acted:
     """The merge and its pushes: the reporter is told, and a department that had the case."""
     now = services.clock()
     old_chat = await _department_chat(session, case.department_code)
-    case = await cases.merge(session, case.id, target.id, Actor.staff(user_id), now,
-                             rules=services.rules, expected_version=expected_version)
-    await _queue(session,
-                 await notices.reporter_notice(session, services, case, "merged", now,
-                                               details={"into": target.ref}),
-                 _released(case, "merged", old_chat,
-                           texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref), now))
+    case = await cases.merge(
+        session,
+        case.id,
+        target.id,
+        Actor.staff(user_id),
+        now,
+        rules=services.rules,
+        expected_version=expected_version,
+    )
+    await _queue(
+        session,
+        await notices.reporter_notice(
+            session, services, case, "merged", now, details={"into": target.ref}
+        ),
+        _released(
+            case,
+            "merged",
+            old_chat,
+            texts.NOTICE_MERGED_DEPT.format(ref=case.ref, into=target.ref),
+            now,
+        ),
+    )
     return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -451,15 +618,22 @@ Step = Callable[..., Awaitable[Case]]
 Pushes = Callable[[AsyncSession, Case, datetime], Awaitable[Sequence[dict | None]]]
 
 
-async def _step(services: Services, user_id: int, button: cb.Callback, step: Step,
-                pushes: Pushes | None = None) -> Acted:
+async def _step(
+    services: Services, user_id: int, button: cb.Callback, step: Step, pushes: Pushes | None = None
+) -> Acted:
     """A button's store step in one transaction: the presser checked, the step made at the
     button's version, then what it tells others queued with it."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await step(session, case.id, Actor.staff(user_id), now,
-                          rules=services.rules, expected_version=button.version)
+        case = await step(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         if pushes is not None:
             await _queue(session, *await pushes(session, case, now))
         return Acted(case, staff, await _enterprise_name(session, case))
@@ -469,71 +643,113 @@ async def sign(services: Services, user_id: int, button: cb.Callback) -> Acted:
     """Department 签收; the reporter is told."""
 
     async def pushes(session: AsyncSession, case: Case, now: datetime) -> list[dict | None]:
-        return [await notices.reporter_notice(session, services, case, "signed", now),
-                _reported(services, case, now)]
+        return [
+            await notices.reporter_notice(session, services, case, "signed", now),
+            _reported(services, case, now),
+        ]
 
     return await _step(services, user_id, button, cases.sign_for, pushes)
 
 
-async def return_to_triage(services: Services, user_id: int, button: cb.Callback,
-                           reason: str) -> Acted:
+async def return_to_triage(
+    services: Services, user_id: int, button: cb.Callback, reason: str
+) -> Acted:
     """Department 退回 with a reason: the case goes back to the triage group."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         department = department_name(services, case.department_code)
-        case = await cases.return_case(session, case.id, Actor.staff(user_id), reason, now,
-                                       rules=services.rules, expected_version=button.version)
+        case = await cases.return_case(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            reason,
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         if (chat_id := await fq.reporter_chat(session, case)) is not None:
             # The department a waiting 派单 notice names no longer has the case.
             await notices.drop_waiting_dispatch(session, case, chat_id, now)
         enterprise = await _enterprise_name(session, case)
-        headline = texts.POST_RETURNED.format(department=department, ref=case.ref,
-                                              reason=reason.strip())
-        await _queue(session, _triage_post(services, case, now, enterprise=enterprise,
-                                           headline=headline))
+        headline = texts.POST_RETURNED.format(
+            department=department, ref=case.ref, reason=reason.strip()
+        )
+        await _queue(
+            session, _triage_post(services, case, now, enterprise=enterprise, headline=headline)
+        )
         return Acted(case, staff, enterprise)
 
 
-async def resolve_case(services: Services, user_id: int, button: cb.Callback, result: str,
-                       photo: str | None) -> Acted:
+async def resolve_case(
+    services: Services, user_id: int, button: cb.Callback, result: str, photo: str | None
+) -> Acted:
     """Department 办结 with the result (and a photo); the reporter is told the result."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         verifier = await _verifier(session, services, case)
-        case = await cases.resolve(session, case.id, Actor.staff(user_id), result, now,
-                                   rules=services.rules, photo=photo,
-                                   expected_version=button.version,
-                                   verify_grid=verifier.grid_code if verifier else None)
+        case = await cases.resolve(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            result,
+            now,
+            rules=services.rules,
+            photo=photo,
+            expected_version=button.version,
+            verify_grid=verifier.grid_code if verifier else None,
+        )
         enterprise = await _enterprise_name(session, case)
         if verifier is not None:  # 核查 first; the reporter hears of the 办结 once it passes
-            await _queue(session, *_grid_posts(services, case, "to_verify", verifier.staff, now,
-                                               enterprise=enterprise))
+            await _queue(
+                session,
+                *_grid_posts(
+                    services, case, "to_verify", verifier.staff, now, enterprise=enterprise
+                ),
+            )
         else:
-            await _queue(session, await notices.reporter_notice(
-                session, services, case, "resolved", now, details={"photo_file": photo}))
+            await _queue(
+                session,
+                await notices.reporter_notice(
+                    session, services, case, "resolved", now, details={"photo_file": photo}
+                ),
+            )
         return Acted(case, staff, enterprise)
 
 
-async def ask_extension(services: Services, user_id: int, button: cb.Callback, reason: str,
-                        new_resolve_by: datetime) -> tuple[Acted, ExtensionRequest]:
+async def ask_extension(
+    services: Services, user_id: int, button: cb.Callback, reason: str, new_resolve_by: datetime
+) -> tuple[Acted, ExtensionRequest]:
     """Department 申请延期: the request goes to the triage group to approve or reject."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        request = await cases.request_extension(session, case.id, Actor.staff(user_id), reason,
-                                                new_resolve_by, now)
+        request = await cases.request_extension(
+            session, case.id, Actor.staff(user_id), reason, new_resolve_by, now
+        )
         text = texts.POST_EXTENSION_REQUEST.format(
-            department=department_name(services, case.department_code), ref=case.ref,
-            reason=request.reason, date=local_time(services, new_resolve_by))
-        await _push(session, case, f"extension{request.id}", _triage_chat(services), text,
-                    "extension", now, markup=posts.extension_keyboard(case, request.id))
+            department=department_name(services, case.department_code),
+            ref=case.ref,
+            reason=request.reason,
+            date=local_time(services, new_resolve_by),
+        )
+        await _push(
+            session,
+            case,
+            f"extension{request.id}",
+            _triage_chat(services),
+            text,
+            "extension",
+            now,
+            markup=posts.extension_keyboard(case, request.id),
+        )
         return Acted(case, staff), request
 
 
-async def decide_extension(services: Services, user_id: int, button: cb.Callback,
-                           approve: bool) -> Acted:
+async def decide_extension(
+    services: Services, user_id: int, button: cb.Callback, approve: bool
+) -> Acted:
     """Triage 同意 / 不同意 an extension; the department is told the deadline that holds.
 
     The version is not checked: asking for an extension does not change the case, and the
@@ -544,33 +760,55 @@ async def decide_extension(services: Services, user_id: int, button: cb.Callback
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button, check_version=False)
-        case = await cases.decide_extension(session, int(button.arg), Actor.staff(user_id),
-                                            approve, now, rules=services.rules)
+        case = await cases.decide_extension(
+            session, int(button.arg), Actor.staff(user_id), approve, now, rules=services.rules
+        )
         template = texts.NOTICE_EXT_APPROVED_DEPT if approve else texts.NOTICE_EXT_REJECTED_DEPT
         notice = template.format(ref=case.ref, resolve_by=local_time(services, case.resolve_by))
-        await _push(session, case, f"extension{button.arg}decided", await _department_chat(
-            session, case.department_code), notice, "department", now,
-            markup=posts.department_keyboard(case))
+        await _push(
+            session,
+            case,
+            f"extension{button.arg}decided",
+            await _department_chat(session, case.department_code),
+            notice,
+            "department",
+            now,
+            markup=posts.department_keyboard(case),
+        )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
 # ---------------------------------------------------------------- 攻坚哨
 
 
-def _part_post(services: Services, case: Case, part: CasePart, chat_id: int | None,
-               now: datetime) -> dict | None:
+def _part_post(
+    services: Services, case: Case, part: CasePart, chat_id: int | None, now: datetime
+) -> dict | None:
     """A co-department's post of its part (签收 / 办结 buttons)."""
-    return notices.push_row(case, f"part{part.id}", chat_id, posts.part_text(case, part, services),
-                            "department", now, markup=posts.part_keyboard(case, part),
-                            photo=case.photos[0] if case.photos else None)
+    return notices.push_row(
+        case,
+        f"part{part.id}",
+        chat_id,
+        posts.part_text(case, part, services),
+        "department",
+        now,
+        markup=posts.part_keyboard(case, part),
+        photo=case.photos[0] if case.photos else None,
+    )
 
 
 def _names(services: Services, codes: Sequence[str]) -> str:
     return "、".join(department_name(services, code) for code in codes)
 
 
-async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead: str,
-                    co: Sequence[str], decision: str) -> Acted:
+async def mark_hard(
+    services: Services,
+    user_id: int,
+    button: cb.Callback,
+    lead: str,
+    co: Sequence[str],
+    decision: str,
+) -> Acted:
     """列为攻坚哨 (triage or a leader): the lead department gets the case (a new post if it did
     not have it, else a notice), each co-department a post of its part, the reporter a notice."""
     now = services.clock()
@@ -579,31 +817,65 @@ async def mark_hard(services: Services, user_id: int, button: cb.Callback, lead:
         staff, case = await _authorize(session, user_id, button)
         had = case.department_code  # read now: the store's moves refresh the same object
         old_chat = await _department_chat(session, had)
-        case, made = await parts.mark_hard(session, case.id, lead=lead, co_departments=co,
-                                           decision=decision, actor=actor, now=now,
-                                           rules=services.rules,
-                                           expected_version=button.version)
+        case, made = await parts.mark_hard(
+            session,
+            case.id,
+            lead=lead,
+            co_departments=co,
+            decision=decision,
+            actor=actor,
+            now=now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         enterprise = await _enterprise_name(session, case)
         lead_chat = await _department_chat(session, lead)
-        rows = [await notices.reporter_notice(session, services, case, "marked_hard", now,
-                                              details={"co": list(co)})]
+        rows = [
+            await notices.reporter_notice(
+                session, services, case, "marked_hard", now, details={"co": list(co)}
+            )
+        ]
         if had == lead:
-            rows.append(notices.push_row(
-                case, "marked_hard", lead_chat,
-                texts.NOTICE_HARD_LEAD.format(ref=case.ref, co=_names(services, co),
-                                              decision=case.hard_decision),
-                "department", now, markup=posts.department_keyboard(case)))
+            rows.append(
+                notices.push_row(
+                    case,
+                    "marked_hard",
+                    lead_chat,
+                    texts.NOTICE_HARD_LEAD.format(
+                        ref=case.ref, co=_names(services, co), decision=case.hard_decision
+                    ),
+                    "department",
+                    now,
+                    markup=posts.department_keyboard(case),
+                )
+            )
         else:
             if had and old_chat is not None:
-                rows.append(_released(case, "moved_away", old_chat, texts.NOTICE_MOVED_AWAY.format(
-                    ref=case.ref, department=department_name(services, lead)), now))
-            rows.append(await _department_post(session, services, case, now,
-                                               enterprise=enterprise, case_parts=made))
-            rows.append(await notices.reporter_notice(session, services, case,
-                                                      notices.DISPATCHED, now))
+                rows.append(
+                    _released(
+                        case,
+                        "moved_away",
+                        old_chat,
+                        texts.NOTICE_MOVED_AWAY.format(
+                            ref=case.ref, department=department_name(services, lead)
+                        ),
+                        now,
+                    )
+                )
+            rows.append(
+                await _department_post(
+                    session, services, case, now, enterprise=enterprise, case_parts=made
+                )
+            )
+            rows.append(
+                await notices.reporter_notice(session, services, case, notices.DISPATCHED, now)
+            )
         for part in made:
-            rows.append(_part_post(services, case, part,
-                                   await _department_chat(session, part.department_code), now))
+            rows.append(
+                _part_post(
+                    services, case, part, await _department_chat(session, part.department_code), now
+                )
+            )
         await _queue(session, *rows)
         return Acted(case, staff, enterprise, parts=tuple(made))
 
@@ -631,18 +903,31 @@ async def case_to_mark_hard(services: Services, user_id: int, ref: str) -> Case:
         return case
 
 
-async def _tell_lead(session: AsyncSession, services: Services, case: Case, part: CasePart,
-                     event: str, now: datetime) -> dict | None:
+async def _tell_lead(
+    session: AsyncSession, services: Services, case: Case, part: CasePart, event: str, now: datetime
+) -> dict | None:
     """The lead department hears of each part's 签收 and 办结, and what is still open."""
     waiting = await cases.open_parts(session, case.id)
-    left = (texts.PARTS_LEFT.format(departments="、".join(name for name, _ in waiting))
-            if waiting else texts.PARTS_ALL_DONE)
-    text = texts.NOTICE_PART_LEAD.format(ref=case.ref,
-                                         department=department_name(services, part.department_code),
-                                         what=texts.PART_WHAT[event], left=left)
-    return notices.push_row(case, f"part{part.id}:{event}", await _department_chat(
-        session, case.department_code), text, "department", now,
-        markup=None if waiting else posts.department_keyboard(case))
+    left = (
+        texts.PARTS_LEFT.format(departments="、".join(name for name, _ in waiting))
+        if waiting
+        else texts.PARTS_ALL_DONE
+    )
+    text = texts.NOTICE_PART_LEAD.format(
+        ref=case.ref,
+        department=department_name(services, part.department_code),
+        what=texts.PART_WHAT[event],
+        left=left,
+    )
+    return notices.push_row(
+        case,
+        f"part{part.id}:{event}",
+        await _department_chat(session, case.department_code),
+        text,
+        "department",
+        now,
+        markup=None if waiting else posts.department_keyboard(case),
+    )
 
 
 async def sign_part(services: Services, user_id: int, button: cb.Callback) -> Acted:
@@ -650,23 +935,33 @@ async def sign_part(services: Services, user_id: int, button: cb.Callback) -> Ac
     now = services.clock()
     async with services.session() as session:
         staff, case, part = await _authorize_part(session, user_id, button)
-        case, part = await parts.sign_part(session, part.id, Actor.staff(user_id), now,
-                                           rules=services.rules, expected_version=button.version)
+        case, part = await parts.sign_part(
+            session,
+            part.id,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         await _queue(session, await _tell_lead(session, services, case, part, "part_signed", now))
         return Acted(case, staff, part=part)
 
 
-async def resolve_part(services: Services, user_id: int, button: cb.Callback,
-                       result: str) -> Acted:
+async def resolve_part(services: Services, user_id: int, button: cb.Callback, result: str) -> Acted:
     """A co-department's 办结 of its 攻坚哨 part; the lead department is told what is left."""
     now = services.clock()
     async with services.session() as session:
         staff, case, part = await _authorize_part(session, user_id, button)
-        case, part = await parts.resolve_part(session, part.id, Actor.staff(user_id), result,
-                                              now, rules=services.rules,
-                                              expected_version=button.version)
-        await _queue(session,
-                     await _tell_lead(session, services, case, part, "part_resolved", now))
+        case, part = await parts.resolve_part(
+            session,
+            part.id,
+            Actor.staff(user_id),
+            result,
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
+        await _queue(session, await _tell_lead(session, services, case, part, "part_resolved", now))
         return Acted(case, staff, part=part)
 
 
@@ -676,19 +971,33 @@ async def override_parts(services: Services, user_id: int, ref: str, reason: str
     now = services.clock()
     async with services.session() as session:
         staff, case = await _staff_and_case(session, user_id, ref)
-        case, waived = await parts.waive_open_parts(session, case.id, Actor.staff(user_id),
-                                                    reason, now, rules=services.rules)
+        case, waived = await parts.waive_open_parts(
+            session, case.id, Actor.staff(user_id), reason, now, rules=services.rules
+        )
         reason = waived[0].result
         names = _names(services, [p.department_code for p in waived])
-        rows = [notices.push_row(case, f"override{waived[0].version}:{waived[0].id}",
-                                 await _department_chat(session, case.department_code),
-                                 texts.NOTICE_OVERRIDE_LEAD.format(ref=case.ref, departments=names,
-                                                                   reason=reason),
-                                 "department", now, markup=posts.department_keyboard(case))]
+        rows = [
+            notices.push_row(
+                case,
+                f"override{waived[0].version}:{waived[0].id}",
+                await _department_chat(session, case.department_code),
+                texts.NOTICE_OVERRIDE_LEAD.format(ref=case.ref, departments=names, reason=reason),
+                "department",
+                now,
+                markup=posts.department_keyboard(case),
+            )
+        ]
         for part in waived:
-            rows.append(notices.push_row(case, f"part{part.id}:waived", await _department_chat(
-                session, part.department_code), texts.NOTICE_OVERRIDE_PART.format(
-                    ref=case.ref, reason=reason), "department", now))
+            rows.append(
+                notices.push_row(
+                    case,
+                    f"part{part.id}:waived",
+                    await _department_chat(session, part.department_code),
+                    texts.NOTICE_OVERRIDE_PART.format(ref=case.ref, reason=reason),
+                    "department",
+                    now,
+                )
+            )
         await _queue(session, *rows)
         return Acted(case, staff, parts=tuple(waived))
 
@@ -700,15 +1009,25 @@ def _grid_name(services: Services, code: str | None) -> str:
     return services.gridmap.name(code) or code or "—"
 
 
-def _grid_posts(services: Services, case: Case, event: str, staff: tuple[int, ...],
-                now: datetime, *, enterprise: str | None, headline: str | None = None
-                ) -> list[dict | None]:
+def _grid_posts(
+    services: Services,
+    case: Case,
+    event: str,
+    staff: tuple[int, ...],
+    now: datetime,
+    *,
+    enterprise: str | None,
+    headline: str | None = None,
+) -> list[dict | None]:
     """The case's post to each grid (or street) staff member, in their private chat."""
     text = posts.grid_text(case, services, enterprise=enterprise, headline=headline)
     photo = case.photos[0] if case.photos else None
-    return [notices.push_row(case, event, chat_id, text, "grid", now,
-                             markup=posts.grid_keyboard(case), photo=photo)
-            for chat_id in staff]
+    return [
+        notices.push_row(
+            case, event, chat_id, text, "grid", now, markup=posts.grid_keyboard(case), photo=photo
+        )
+        for chat_id in staff
+    ]
 
 
 def _reported(services: Services, case: Case, now: datetime) -> dict | None:
@@ -718,12 +1037,14 @@ def _reported(services: Services, case: Case, now: datetime) -> dict | None:
         return None
     span = texts.span((now - case.whistled_at).total_seconds())
     text = texts.NOTICE_REPORTED.format(
-        department=department_name(services, case.department_code), ref=case.ref, span=span)
+        department=department_name(services, case.department_code), ref=case.ref, span=span
+    )
     return notices.push_row(case, "reported", case.whistled_by, text, "grid", now)
 
 
-async def _verifier(session: AsyncSession, services: Services,
-                    case: Case) -> gridwork.Handler | None:
+async def _verifier(
+    session: AsyncSession, services: Services, case: Case
+) -> gridwork.Handler | None:
     """Who verifies this department's 办结 on site (核查), if its department wants it."""
     dept = services.settings.department(case.department_code or "")
     if dept is None or not dept.verify_by_grid:
@@ -737,17 +1058,26 @@ async def to_grid(services: Services, user_id: int, button: cb.Callback) -> Acte
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
         old_chat = await _department_chat(session, case.department_code)
-        case, handler = await gridwork.to_grid(session, case.id, Actor.staff(user_id), now,
-                                               rules=services.rules,
-                                               expected_version=button.version)
+        case, handler = await gridwork.to_grid(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         enterprise = await _enterprise_name(session, case)
-        moved = texts.NOTICE_MOVED_AWAY.format(ref=case.ref,
-                                               department=_grid_name(services, handler.grid_code))
-        await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
-                                           enterprise=enterprise),
-                     _released(case, "moved_away", old_chat, moved, now),
-                     await notices.reporter_notice(session, services, case, "to_grid", now,
-                                                   details={"grid": handler.grid_code}))
+        moved = texts.NOTICE_MOVED_AWAY.format(
+            ref=case.ref, department=_grid_name(services, handler.grid_code)
+        )
+        await _queue(
+            session,
+            *_grid_posts(services, case, "to_grid", handler.staff, now, enterprise=enterprise),
+            _released(case, "moved_away", old_chat, moved, now),
+            await notices.reporter_notice(
+                session, services, case, "to_grid", now, details={"grid": handler.grid_code}
+            ),
+        )
         return Acted(case, staff, enterprise)
 
 
@@ -756,17 +1086,29 @@ async def grid_sign(services: Services, user_id: int, button: cb.Callback) -> Ac
     return await _step(services, user_id, button, gridwork.grid_sign)
 
 
-async def grid_resolve(services: Services, user_id: int, button: cb.Callback, result: str,
-                       photo: str | None) -> Acted:
+async def grid_resolve(
+    services: Services, user_id: int, button: cb.Callback, result: str, photo: str | None
+) -> Acted:
     """办结 in the grid or at the street: the reporter is told the result (then the 回访)."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await gridwork.grid_resolve(session, case.id, Actor.staff(user_id), result, now,
-                                           rules=services.rules, photo=photo,
-                                           expected_version=button.version)
-        await _queue(session, await notices.reporter_notice(
-            session, services, case, "resolved", now, details={"photo_file": photo}))
+        case = await gridwork.grid_resolve(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            result,
+            now,
+            rules=services.rules,
+            photo=photo,
+            expected_version=button.version,
+        )
+        await _queue(
+            session,
+            await notices.reporter_notice(
+                session, services, case, "resolved", now, details={"photo_file": photo}
+            ),
+        )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -775,8 +1117,7 @@ async def whistle_street(services: Services, user_id: int, button: cb.Callback) 
     the presser may whistle on this case now."""
     async with services.session() as session:
         _staff, case = await _authorize(session, user_id, button)
-        grid = await session.get(Grid, case.handling_grid_code) if case.handling_grid_code \
-            else None
+        grid = await session.get(Grid, case.handling_grid_code) if case.handling_grid_code else None
         if grid is None or grid.level == gridwork.STREET:
             return None
         street = await gridwork.street_handler(session, case.handling_grid_code)
@@ -800,26 +1141,54 @@ async def whistle(services: Services, user_id: int, button: cb.Callback, reason:
         staff, case = await _authorize(session, user_id, button)
         level = texts.LEVEL_NAMES.get(await _level_of(session, case.handling_grid_code), "")
         from_grid = _grid_name(services, case.handling_grid_code)
-        case, street = await gridwork.whistle(session, case.id, Actor.staff(user_id),
-                                              button.arg, reason, now, rules=services.rules,
-                                              expected_version=button.version)
+        case, street = await gridwork.whistle(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            button.arg,
+            reason,
+            now,
+            rules=services.rules,
+            expected_version=button.version,
+        )
         enterprise = await _enterprise_name(session, case)
         kind = texts.KIND_NAMES.get(case.kind, case.kind)
         if street is not None:
-            headline = texts.POST_WHISTLED_TO_STREET.format(grid=from_grid, ref=case.ref,
-                                                            kind=kind, reason=reason.strip())
-            await _queue(session, *_grid_posts(services, case, "whistled", street.staff, now,
-                                               enterprise=enterprise, headline=headline))
+            headline = texts.POST_WHISTLED_TO_STREET.format(
+                grid=from_grid, ref=case.ref, kind=kind, reason=reason.strip()
+            )
+            await _queue(
+                session,
+                *_grid_posts(
+                    services,
+                    case,
+                    "whistled",
+                    street.staff,
+                    now,
+                    enterprise=enterprise,
+                    headline=headline,
+                ),
+            )
         else:
-            headline = texts.POST_WHISTLED.format(ref=case.ref, kind=kind, reason=reason.strip(),
-                                                  who=staff.name or staff.telegram_id,
-                                                  level=f"{from_grid}·{level}")
-            text = posts.department_text(case, services, enterprise=enterprise,
-                                         headline=headline)
-            await _push(session, case, "whistled", await _department_chat(
-                session, case.department_code), text, "department", now,
+            headline = texts.POST_WHISTLED.format(
+                ref=case.ref,
+                kind=kind,
+                reason=reason.strip(),
+                who=staff.name or staff.telegram_id,
+                level=f"{from_grid}·{level}",
+            )
+            text = posts.department_text(case, services, enterprise=enterprise, headline=headline)
+            await _push(
+                session,
+                case,
+                "whistled",
+                await _department_chat(session, case.department_code),
+                text,
+                "department",
+                now,
                 markup=posts.department_keyboard(case),
-                photo=case.photos[0] if case.photos else None)
+                photo=case.photos[0] if case.photos else None,
+            )
         return Acted(case, staff, enterprise)
 
 
@@ -828,25 +1197,48 @@ async def _level_of(session: AsyncSession, code: str | None) -> str:
     return grid.level if grid else ""
 
 
-async def verify(services: Services, user_id: int, button: cb.Callback, passed: bool,
-                 reason: str | None = None) -> Acted:
+async def verify(
+    services: Services, user_id: int, button: cb.Callback, passed: bool, reason: str | None = None
+) -> Acted:
     """核查通过 (the reporter hears of the 办结, the 回访 follows) or 核查不通过 with a reason
     (the department is told and resolves it again)."""
     now = services.clock()
     async with services.session() as session:
         staff, case = await _authorize(session, user_id, button)
-        case = await gridwork.verify(session, case.id, Actor.staff(user_id), passed, now,
-                                     rules=services.rules, reason=reason,
-                                     expected_version=button.version)
+        case = await gridwork.verify(
+            session,
+            case.id,
+            Actor.staff(user_id),
+            passed,
+            now,
+            rules=services.rules,
+            reason=reason,
+            expected_version=button.version,
+        )
         if passed:
-            await _queue(session, await notices.reporter_notice(
-                session, services, case, "verified", now,
-                details={"photo_file": case.resolution_photo}))
+            await _queue(
+                session,
+                await notices.reporter_notice(
+                    session,
+                    services,
+                    case,
+                    "verified",
+                    now,
+                    details={"photo_file": case.resolution_photo},
+                ),
+            )
         else:
             text = texts.NOTICE_VERIFY_FAILED_DEPT.format(ref=case.ref, reason=reason.strip())
-            await _push(session, case, "verify_failed", await _department_chat(
-                session, case.department_code), text, "department", now,
-                markup=posts.department_keyboard(case))
+            await _push(
+                session,
+                case,
+                "verify_failed",
+                await _department_chat(session, case.department_code),
+                text,
+                "department",
+                now,
+                markup=posts.department_keyboard(case),
+            )
         return Acted(case, staff, await _enterprise_name(session, case))
 
 
@@ -861,8 +1253,9 @@ async def field_reporter(services: Services, user_id: int) -> Staff:
     return staff
 
 
-async def field_report(services: Services, user_id: int, display_name: str, text: str,
-                       nonce: int) -> tuple[Case, gridwork.Handler]:
+async def field_report(
+    services: Services, user_id: int, display_name: str, text: str, nonce: int
+) -> tuple[Case, gridwork.Handler]:
     """雷锋哨 from the field: a case located in the staff member's own grid (channel
     grid_report) that starts with the grid's staff at once; the same message twice is one
     case (`nonce`: its message id)."""
@@ -872,18 +1265,30 @@ async def field_report(services: Services, user_id: int, display_name: str, text
     settings = services.settings
     async with services.session() as session:
         case = await cases.create_case(
-            session, reporter_telegram_id=user_id, text=text, now=now,
-            grid_code=staff.grid_code, located_by=locating.STAFF,
-            suggestions=list(suggestion.top), model_version=suggestion.model_version,
-            idempotency_key=f"field:{user_id}:{nonce}", display_name=display_name,
-            ref_prefix=settings.district.case_prefix, timezone=settings.district.timezone,
-            max_text_chars=settings.conversation.max_text_chars, channel=GRID_REPORT)
+            session,
+            reporter_telegram_id=user_id,
+            text=text,
+            now=now,
+            grid_code=staff.grid_code,
+            located_by=locating.STAFF,
+            suggestions=list(suggestion.top),
+            model_version=suggestion.model_version,
+            idempotency_key=f"field:{user_id}:{nonce}",
+            display_name=display_name,
+            ref_prefix=settings.district.case_prefix,
+            timezone=settings.district.timezone,
+            max_text_chars=settings.conversation.max_text_chars,
+            channel=GRID_REPORT,
+        )
         if case.status != SUBMITTED:  # this message made its case before
             return case, await gridwork.handler_for(session, case.handling_grid_code)
-        case, handler = await gridwork.to_grid(session, case.id, Actor.SYSTEM, now,
-                                               rules=services.rules, current=case)
+        case, handler = await gridwork.to_grid(
+            session, case.id, Actor.SYSTEM, now, rules=services.rules, current=case
+        )
         enterprise = await _enterprise_name(session, case)
-        await _queue(session, *_grid_posts(services, case, "to_grid", handler.staff, now,
-                                           enterprise=enterprise),
-                     _triage_post(services, case, now, enterprise=enterprise))
+        await _queue(
+            session,
+            *_grid_posts(services, case, "to_grid", handler.staff, now, enterprise=enterprise),
+            _triage_post(services, case, now, enterprise=enterprise),
+        )
         return case, handler

@@ -78,7 +78,7 @@ def _parse_staff_add(args: list[str], grids: set[str]) -> tuple[int, str, str | 
     where = args[2] if needs_place else None
     if role == "grid" and where not in grids:
         return None
-    name = " ".join(args[3 if needs_place else 2:])[:100]
+    name = " ".join(args[3 if needs_place else 2 :])[:100]
     return int(args[0]), role, where, name
 
 
@@ -96,15 +96,24 @@ async def staff_add(update: Update, context: Context) -> None:
         async with context.services.session() as session:
             existing = await people.get_staff(session, telegram_id)
             await people.upsert_staff(
-                session, telegram_id, name=name or (existing.name if existing else ""),
-                role=role, department_code=where if role == "department" else None,
-                grid_code=where if role == "grid" else None)
+                session,
+                telegram_id,
+                name=name or (existing.name if existing else ""),
+                role=role,
+                department_code=where if role == "department" else None,
+                grid_code=where if role == "grid" else None,
+            )
     except CaseError as exc:
         await update.effective_message.reply_text(texts.error_text(exc))
         return
-    await update.effective_message.reply_text(texts.STAFF_ADDED.format(
-        telegram_id=telegram_id, name=f" {name}" if name else "", role=texts.ROLE_NAMES[role],
-        where=f"，{where}" if where else ""))
+    await update.effective_message.reply_text(
+        texts.STAFF_ADDED.format(
+            telegram_id=telegram_id,
+            name=f" {name}" if name else "",
+            role=texts.ROLE_NAMES[role],
+            where=f"，{where}" if where else "",
+        )
+    )
 
 
 @admin_only
@@ -114,8 +123,11 @@ async def model_command(update: Update, context: Context) -> None:
     services, args = context.services, context.args or []
     reply = update.effective_message.reply_text
     if not args:
-        await reply(await learning.model_overview(services.settings, services.session,
-                                                  model_version(services.suggester)))
+        await reply(
+            await learning.model_overview(
+                services.settings, services.session, model_version(services.suggester)
+            )
+        )
         return
     verb = args[0].lower()
     if (verb, len(args)) not in (("promote", 2), ("rollback", 1)):
@@ -123,11 +135,11 @@ async def model_command(update: Update, context: Context) -> None:
         return
     try:
         if verb == "promote":
-            version = await learning.promote_version(services.settings, services.session,
-                                                     args[1], services.clock())
+            version = await learning.promote_version(
+                services.settings, services.session, args[1], services.clock()
+            )
         else:
-            version = await learning.rollback(services.settings, services.session,
-                                              services.clock())
+            version = await learning.rollback(services.settings, services.session, services.clock())
     except RegistryError as exc:
         await reply(texts.MODEL_CHANGE_FAILED.format(reason=exc))
         return

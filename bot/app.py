@@ -81,15 +81,17 @@ def api_urls(base_url: str) -> tuple[str, str]:
     return root + "/bot", root + "/file/bot"
 
 
-def _builder(settings: Settings, *, token: str, base_url: str | None,
-             base_file_url: str | None = None) -> ApplicationBuilder:
+def _builder(
+    settings: Settings, *, token: str, base_url: str | None, base_file_url: str | None = None
+) -> ApplicationBuilder:
     """What the bot and a worker share: the token, the HTTP client and the Bot API address."""
     tg = settings.telegram
     builder = Application.builder().token(token).context_types(CONTEXT_TYPES)
     connections = tg.connection_pool_size
     if tg.http_client == "aiohttp":
-        builder = (builder.request(AiohttpRequest(connection_pool_size=connections))
-                   .get_updates_request(AiohttpRequest(connection_pool_size=1)))
+        builder = builder.request(
+            AiohttpRequest(connection_pool_size=connections)
+        ).get_updates_request(AiohttpRequest(connection_pool_size=1))
     else:
         builder = builder.connection_pool_size(connections)
     api = base_url or settings.telegram_base_url
@@ -130,8 +132,13 @@ def build_application(
     return application
 
 
-def build_worker(settings: Settings, *, token: str | None = None, base_url: str | None = None,
-                 services: Services | None = None) -> Application:
+def build_worker(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    base_url: str | None = None,
+    services: Services | None = None,
+) -> Application:
     """An Application that only runs the background duties and the outbox sender: no handlers
     read updates. Start any number of them next to the bot against one PostgreSQL database
     (`run_worker`); the compare-and-set claims and SKIP LOCKED keep every push single."""
@@ -140,16 +147,25 @@ def build_worker(settings: Settings, *, token: str | None = None, base_url: str 
         raise ValueError("a worker needs the bot's token (TELEGRAM_TOKEN)")
     # No classifier: a worker never reads a report.
     services = services or Services(
-        settings=settings, engine=make_engine(settings.database_url, settings.database_echo),
-        rules=Rules.from_settings(settings), suggester=None, owns_engine=True)
+        settings=settings,
+        engine=make_engine(settings.database_url, settings.database_echo),
+        rules=Rules.from_settings(settings),
+        suggester=None,
+        owns_engine=True,
+    )
     application = _builder(settings, token=token, base_url=base_url).build()
     application.bot_data[SERVICES_KEY] = services
     schedule_background_duties(application, settings)
     return application
 
 
-async def run_worker(settings: Settings, *, token: str | None = None,
-                     base_url: str | None = None, services: Services | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    base_url: str | None = None,
+    services: Services | None = None,
+) -> None:
     """Run a background worker until cancelled."""
     application = build_worker(settings, token=token, base_url=base_url, services=services)
     async with application:
@@ -161,8 +177,9 @@ async def run_worker(settings: Settings, *, token: str | None = None,
             await services_of(application).dispose()
 
 
-def _button(callback: Callable[[Update, Context], Awaitable[object]],
-            *verbs: str) -> CallbackQueryHandler:
+def _button(
+    callback: Callable[[Update, Context], Awaitable[object]], *verbs: str
+) -> CallbackQueryHandler:
     """The handler of the buttons whose callback data starts with one of these verbs."""
     return CallbackQueryHandler(callback, pattern=cb.pattern(*verbs))
 
@@ -177,75 +194,77 @@ def register_handlers(application: Application, settings: Settings) -> None:
     # Group -1 runs first for every update: drop updates delivered twice.
     application.add_handler(TypeHandler(Update, guards.drop_duplicates), group=-1)
 
-    application.add_handlers([
-        # Edited messages, and the read-only commands that must not disturb a conversation.
-        MessageHandler(filters.UpdateType.EDITED, reporter.edited),
-        CommandHandler("start", reporter.start),
-        CommandHandler("help", reporter.help_command),
-        MessageHandler(new_private & filters.Text([texts.MENU_HELP]), reporter.help_command),
-        CommandHandler("my", views.my_cases, filters=private),
-        MessageHandler(new_private & filters.Text([texts.MENU_MY]), views.my_cases),
-        CommandHandler("case", views.case_timeline),
-        # Administrators.
-        CommandHandler("reload_model", admin.reload_model_command),
-        CommandHandler("model", admin.model_command),
-        CommandHandler("staff_add", admin.staff_add),
-        # The conversations: staff replies in groups, then the reporter's intake.
-        department.build(idle),
-        triage.build(idle),
-        hard.build(idle),
-        grid.build(idle),
-        grid.build_field_report(idle),
-        conversation.build(),
-        home.build(),  # after the report: a report under way keeps the messages typed into it
-        # Triage (分拨中心) buttons.
-        _button(triage.confirm, cb.CONFIRM),
-        _button(triage.ask_to_confirm, cb.TO),
-        _button(triage.urgent, cb.URGENT),
-        _button(triage.show_picker, cb.PICK),
-        _button(triage.hide_picker, cb.BACK),
-        _button(triage.show_reasons, cb.NOT_ACCEPT),
-        _button(triage.show_grids, cb.GRID),
-        _button(triage.set_grid, cb.SET_GRID),
-        _button(triage.to_grid, cb.TO_GRID),
-        _button(triage.not_accept_as, cb.NOT_ACCEPT_AS),
-        _button(triage.merge_into_similar, cb.MERGE),
-        _button(triage.decide_extension, cb.APPROVE_EXT, cb.REJECT_EXT),
-        # 攻坚哨: choosing the departments (triage, leaders); a co-department's 签收 of its part.
-        _button(hard.show_leads, cb.HARD),
-        _button(hard.show_co_departments, cb.HARD_LEAD, cb.HARD_CO),
-        _button(hard.sign_part, cb.PART_SIGN),
-        # Department (工作群) buttons.
-        _button(department.sign, cb.SIGN),
-        # Grid and street staff's buttons (吹哨报到), in their private chats.
-        _button(grid.sign, cb.GRID_SIGN),
-        _button(grid.verify_passed, cb.VERIFY_OK),
-        _button(grid.show_whistle_targets, cb.WHISTLE),
-        _button(grid.hide_whistle_targets, cb.GRID_BACK),
-        # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
-        _button(survey.on_rate_button, cb.RATE, cb.RATE_NOW),
-        _button(survey.on_follower_rate, cb.RATE_FOLLOWER),
-        MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
-        ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
-        # Staff and enterprise commands.
-        CommandHandler("dashboard", staff_commands.dashboard_command, filters=private),
-        CommandHandler("overdue", staff_commands.overdue_command),
-        CommandHandler("stats", staff_commands.stats_command),
-        CommandHandler("policy", staff_commands.policy_command),
-        CommandHandler("gongjian", hard.gongjian_command),
-        CommandHandler("override", hard.override_command),
-        CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
-        CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
-        _button(staff_commands.on_news_button, cb.NEWS),
-        # Whatever nobody claimed: a clear answer, never silence or a traceback.
-        CommandHandler("cancel", reporter.nothing_to_cancel, filters=private),
-        MessageHandler(private_text, conversation.offer_report),
-        MessageHandler(new_private & filters.PHOTO, conversation.offer_report),
-        MessageHandler(new_private & filters.LOCATION, reporter.location_outside),
-        MessageHandler(new_private & filters.COMMAND, reporter.unknown_command),
-        MessageHandler(new_private, reporter.unsupported),
-        CallbackQueryHandler(reporter.stray_button),
-    ])
+    application.add_handlers(
+        [
+            # Edited messages, and the read-only commands that must not disturb a conversation.
+            MessageHandler(filters.UpdateType.EDITED, reporter.edited),
+            CommandHandler("start", reporter.start),
+            CommandHandler("help", reporter.help_command),
+            MessageHandler(new_private & filters.Text([texts.MENU_HELP]), reporter.help_command),
+            CommandHandler("my", views.my_cases, filters=private),
+            MessageHandler(new_private & filters.Text([texts.MENU_MY]), views.my_cases),
+            CommandHandler("case", views.case_timeline),
+            # Administrators.
+            CommandHandler("reload_model", admin.reload_model_command),
+            CommandHandler("model", admin.model_command),
+            CommandHandler("staff_add", admin.staff_add),
+            # The conversations: staff replies in groups, then the reporter's intake.
+            department.build(idle),
+            triage.build(idle),
+            hard.build(idle),
+            grid.build(idle),
+            grid.build_field_report(idle),
+            conversation.build(),
+            home.build(),  # after the report: a report under way keeps the messages typed into it
+            # Triage (分拨中心) buttons.
+            _button(triage.confirm, cb.CONFIRM),
+            _button(triage.ask_to_confirm, cb.TO),
+            _button(triage.urgent, cb.URGENT),
+            _button(triage.show_picker, cb.PICK),
+            _button(triage.hide_picker, cb.BACK),
+            _button(triage.show_reasons, cb.NOT_ACCEPT),
+            _button(triage.show_grids, cb.GRID),
+            _button(triage.set_grid, cb.SET_GRID),
+            _button(triage.to_grid, cb.TO_GRID),
+            _button(triage.not_accept_as, cb.NOT_ACCEPT_AS),
+            _button(triage.merge_into_similar, cb.MERGE),
+            _button(triage.decide_extension, cb.APPROVE_EXT, cb.REJECT_EXT),
+            # 攻坚哨: choosing the departments (triage, leaders); a co-department's 签收 of its part.
+            _button(hard.show_leads, cb.HARD),
+            _button(hard.show_co_departments, cb.HARD_LEAD, cb.HARD_CO),
+            _button(hard.sign_part, cb.PART_SIGN),
+            # Department (工作群) buttons.
+            _button(department.sign, cb.SIGN),
+            # Grid and street staff's buttons (吹哨报到), in their private chats.
+            _button(grid.sign, cb.GRID_SIGN),
+            _button(grid.verify_passed, cb.VERIFY_OK),
+            _button(grid.show_whistle_targets, cb.WHISTLE),
+            _button(grid.hide_whistle_targets, cb.GRID_BACK),
+            # 回访: the survey's buttons and the 不满意 comment; blocked / unblocked bot.
+            _button(survey.on_rate_button, cb.RATE, cb.RATE_NOW),
+            _button(survey.on_follower_rate, cb.RATE_FOLLOWER),
+            MessageHandler(private_text & survey.pending_filter(application), survey.on_comment),
+            ChatMemberHandler(reporter.on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
+            # Staff and enterprise commands.
+            CommandHandler("dashboard", staff_commands.dashboard_command, filters=private),
+            CommandHandler("overdue", staff_commands.overdue_command),
+            CommandHandler("stats", staff_commands.stats_command),
+            CommandHandler("policy", staff_commands.policy_command),
+            CommandHandler("gongjian", hard.gongjian_command),
+            CommandHandler("override", hard.override_command),
+            CommandHandler("unsubscribe", staff_commands.unsubscribe_command, filters=private),
+            CommandHandler("subscribe", staff_commands.subscribe_command, filters=private),
+            _button(staff_commands.on_news_button, cb.NEWS),
+            # Whatever nobody claimed: a clear answer, never silence or a traceback.
+            CommandHandler("cancel", reporter.nothing_to_cancel, filters=private),
+            MessageHandler(private_text, conversation.offer_report),
+            MessageHandler(new_private & filters.PHOTO, conversation.offer_report),
+            MessageHandler(new_private & filters.LOCATION, reporter.location_outside),
+            MessageHandler(new_private & filters.COMMAND, reporter.unknown_command),
+            MessageHandler(new_private, reporter.unsupported),
+            CallbackQueryHandler(reporter.stray_button),
+        ]
+    )
     application.add_error_handler(guards.on_error)
     # Last of all: the update is handled (recorded with its conversation step, bot/guards.py).
     application.add_handler(TypeHandler(Update, guards.record_handled), group=guards.AFTER_ALL)
@@ -281,16 +300,26 @@ def register_jobs(application: Application, settings: Settings) -> None:
     jobs.run_repeating(admin.reload_model_job, interval=every, first=every, name="reload_model")
     idle = settings.conversation.idle_timeout_minutes
     sweep = conversation.idle_sweep_seconds(idle)
-    jobs.run_repeating(conversation.end_idle_conversations, interval=sweep, first=sweep,
-                       name="end_idle_conversations")
-    jobs.run_repeating(prune_processed_updates, interval=6 * 3600, first=60,
-                       name="prune_processed_updates")
+    jobs.run_repeating(
+        conversation.end_idle_conversations,
+        interval=sweep,
+        first=sweep,
+        name="end_idle_conversations",
+    )
+    jobs.run_repeating(
+        prune_processed_updates, interval=6 * 3600, first=60, name="prune_processed_updates"
+    )
     if settings.duplicates.enabled:
         jobs.run_once(duplicates.warm_up, when=1, name="duplicate_index")
     if settings.learning.enabled:  # the bot only: it serves the model the duty promotes
         check = settings.learning.check_seconds
-        jobs.run_repeating(learning.learning_job, interval=check, first=check, name="learning",
-                           job_kwargs=delivery.OVERLAP_ALLOWED)
+        jobs.run_repeating(
+            learning.learning_job,
+            interval=check,
+            first=check,
+            name="learning",
+            job_kwargs=delivery.OVERLAP_ALLOWED,
+        )
 
 
 def schedule_background_duties(application: Application, settings: Settings) -> None:
@@ -298,10 +327,20 @@ def schedule_background_duties(application: Application, settings: Settings) -> 
     each worker alike). A pass may outlast the interval: the overlapping tick returns at once."""
     jobs = _job_queue(application)
     poll = settings.followup.poll_seconds
-    jobs.run_repeating(duties.followup_job, interval=poll, first=1, name="followup",
-                       job_kwargs=delivery.OVERLAP_ALLOWED)
-    jobs.run_repeating(delivery.delivery_job, interval=poll, first=0.5, name="outbox-delivery",
-                       job_kwargs=delivery.OVERLAP_ALLOWED)
+    jobs.run_repeating(
+        duties.followup_job,
+        interval=poll,
+        first=1,
+        name="followup",
+        job_kwargs=delivery.OVERLAP_ALLOWED,
+    )
+    jobs.run_repeating(
+        delivery.delivery_job,
+        interval=poll,
+        first=0.5,
+        name="outbox-delivery",
+        job_kwargs=delivery.OVERLAP_ALLOWED,
+    )
 
 
 async def set_bot_commands(application: Application) -> None:

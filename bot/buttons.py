@@ -22,35 +22,49 @@ T = TypeVar("T")
 Action = Callable[[Services, int, cb.Callback], Awaitable[actions.Acted]]
 # Another set of buttons for the post: (services, presser, button) -> (keyboard, hint to the
 # presser or None); raises a CaseError saying why not.
-KeyboardOf = Callable[[Services, int, cb.Callback],
-                      Awaitable[tuple[InlineKeyboardMarkup | None, str | None]]]
+KeyboardOf = Callable[
+    [Services, int, cb.Callback], Awaitable[tuple[InlineKeyboardMarkup | None, str | None]]
+]
 
 
-def post_for(acted: actions.Acted, services: Services, audience: str,
-             done: str | None = None) -> tuple[str, object]:
+def post_for(
+    acted: actions.Acted, services: Services, audience: str, done: str | None = None
+) -> tuple[str, object]:
     """(text, keyboard) of a triage or department post after an action."""
     footer = None
     if done:
-        footer = posts.footer(done, acted.staff.name if acted.staff else "",
-                              local_time(services, services.clock()))
+        footer = posts.footer(
+            done, acted.staff.name if acted.staff else "", local_time(services, services.clock())
+        )
     case = acted.case
     if acted.part is not None:  # a co-department's post of its 攻坚哨 part
-        return (posts.part_text(case, acted.part, services, footer=footer),
-                posts.part_keyboard(case, acted.part))
+        return (
+            posts.part_text(case, acted.part, services, footer=footer),
+            posts.part_keyboard(case, acted.part),
+        )
     if audience == posts.TRIAGE_AUDIENCE:
-        return (posts.triage_text(case, services, enterprise=acted.enterprise, footer=footer,
-                                  parts=acted.parts),
-                posts.triage_keyboard(case, services))
+        return (
+            posts.triage_text(
+                case, services, enterprise=acted.enterprise, footer=footer, parts=acted.parts
+            ),
+            posts.triage_keyboard(case, services),
+        )
     if audience == posts.GRID_AUDIENCE:
-        return (posts.grid_text(case, services, enterprise=acted.enterprise, footer=footer),
-                posts.grid_keyboard(case))
-    return (posts.department_text(case, services, enterprise=acted.enterprise, footer=footer,
-                                  parts=acted.parts),
-            posts.department_keyboard(case))
+        return (
+            posts.grid_text(case, services, enterprise=acted.enterprise, footer=footer),
+            posts.grid_keyboard(case),
+        )
+    return (
+        posts.department_text(
+            case, services, enterprise=acted.enterprise, footer=footer, parts=acted.parts
+        ),
+        posts.department_keyboard(case),
+    )
 
 
-async def redraw(query: CallbackQuery, services: Services, button: cb.Callback,
-                 audience: str) -> None:
+async def redraw(
+    query: CallbackQuery, services: Services, button: cb.Callback, audience: str
+) -> None:
     """Show the case (or the 攻坚哨 part) as it is now on the message whose button went stale."""
     try:
         if button.verb in cb.PART_VERBS:
@@ -64,17 +78,21 @@ async def redraw(query: CallbackQuery, services: Services, button: cb.Callback,
     await edit_post(query, text, keyboard)
 
 
-async def refuse(query: CallbackQuery, services: Services, button: cb.Callback, exc: CaseError,
-                 audience: str) -> None:
+async def refuse(
+    query: CallbackQuery, services: Services, button: cb.Callback, exc: CaseError, audience: str
+) -> None:
     """Tell the presser why nothing happened; a stale post is brought up to date."""
     if isinstance(exc, StaleVersion):
         await redraw(query, services, button, audience)
     await alert(query, texts.error_text(exc))
 
 
-async def attempt(update: Update, context: Context, audience: str,
-                  work: Callable[[Services, int, cb.Callback], Awaitable[T]]
-                  ) -> tuple[cb.Callback, T] | None:
+async def attempt(
+    update: Update,
+    context: Context,
+    audience: str,
+    work: Callable[[Services, int, cb.Callback], Awaitable[T]],
+) -> tuple[cb.Callback, T] | None:
     """Parse the pressed button and run `work` for the presser: (button, what it returned),
     or None once a bad button or a refusal (CaseError) is answered politely."""
     query = update.callback_query
@@ -90,8 +108,9 @@ async def attempt(update: Update, context: Context, audience: str,
         return None
 
 
-async def press(update: Update, context: Context, action: Action,
-                audience: str) -> tuple[cb.Callback, actions.Acted] | None:
+async def press(
+    update: Update, context: Context, action: Action, audience: str
+) -> tuple[cb.Callback, actions.Acted] | None:
     """Run `action` for the pressed button; on any refusal answer politely and return None.
 
     On success the caller redraws the post and then calls `done(query)`: answering last
@@ -103,8 +122,9 @@ async def press(update: Update, context: Context, action: Action,
     return result
 
 
-async def swap_keyboard(update: Update, context: Context, audience: str,
-                        keyboard_of: KeyboardOf) -> None:
+async def swap_keyboard(
+    update: Update, context: Context, audience: str, keyboard_of: KeyboardOf
+) -> None:
     """Show another set of buttons on the pressed post (a picker, or its own buttons again);
     nothing is changed, so a refusal only answers the presser (and redraws a stale post)."""
     result = await attempt(update, context, audience, keyboard_of)

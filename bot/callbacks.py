@@ -59,15 +59,36 @@ NEW_DEMAND = "nd"  # enterprise: start a new demand
 HOME = "home"  # reporter: tell the bot their 小区/村 (offered after a report without a grid)
 NEWS = "news"  # enterprise: under policy <version = policy id>, <arg> off: unsubscribe
 
-TRIAGE_VERBS = frozenset({CONFIRM, PICK, BACK, TO, URGENT, NOT_ACCEPT, NOT_ACCEPT_AS,
-                          NOT_ACCEPT_OTHER, DUPLICATE, MERGE, APPROVE_EXT, REJECT_EXT, GRID,
-                          SET_GRID, TO_GRID, HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
+TRIAGE_VERBS = frozenset(
+    {
+        CONFIRM,
+        PICK,
+        BACK,
+        TO,
+        URGENT,
+        NOT_ACCEPT,
+        NOT_ACCEPT_AS,
+        NOT_ACCEPT_OTHER,
+        DUPLICATE,
+        MERGE,
+        APPROVE_EXT,
+        REJECT_EXT,
+        GRID,
+        SET_GRID,
+        TO_GRID,
+        HARD,
+        HARD_LEAD,
+        HARD_CO,
+        HARD_TEXT,
+    }
+)
 HARD_VERBS = frozenset({HARD, HARD_LEAD, HARD_CO, HARD_TEXT})
 PART_VERBS = frozenset({PART_SIGN, PART_RESOLVE})
 DEPARTMENT_VERBS = frozenset({SIGN, RETURN, RESOLVE, EXTEND}) | PART_VERBS
 REPORTER_VERBS = frozenset({RATE, RATE_NOW, RATE_FOLLOWER, DRAFT, OFFER, NEW_DEMAND, NEWS, HOME})
-GRID_VERBS = frozenset({GRID_SIGN, GRID_RESOLVE, WHISTLE, WHISTLE_TO, GRID_BACK, VERIFY_OK,
-                        VERIFY_FAIL})
+GRID_VERBS = frozenset(
+    {GRID_SIGN, GRID_RESOLVE, WHISTLE, WHISTLE_TO, GRID_BACK, VERIFY_OK, VERIFY_FAIL}
+)
 VERBS = TRIAGE_VERBS | DEPARTMENT_VERBS | REPORTER_VERBS | GRID_VERBS
 # parse() still reads a well-formed verb that is not in the table (a button from an older
 # version of the bot): the catch-all answers it as expired; make() refuses one.

@@ -103,8 +103,7 @@ def buttons_start_conversations() -> Iterator[None]:
     warns about that pairing because it cannot tell.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*per_message=False.*",
-                                category=PTBUserWarning)
+        warnings.filterwarnings("ignore", message=".*per_message=False.*", category=PTBUserWarning)
         yield
 
 

@@ -41,13 +41,19 @@ def text_of(case: Case) -> str:
 
 def queued(case: Case, now: datetime, *, chat_id: int, menu: ReplyKeyboardMarkup) -> dict:
     """The outbox row of the confirmation, for the case's transaction."""
-    return outbox.push_row(key=key_of(case), chat_id=chat_id, text=text_of(case), kind="reply",
-                           now=now, due_at=now + GRACE, reply_markup=menu.to_dict(),
-                           case_id=case.id)
+    return outbox.push_row(
+        key=key_of(case),
+        chat_id=chat_id,
+        text=text_of(case),
+        kind="reply",
+        now=now,
+        due_at=now + GRACE,
+        reply_markup=menu.to_dict(),
+        case_id=case.id,
+    )
 
 
-async def send(context: Context, case: Case, *, chat_id: int,
-               menu: ReplyKeyboardMarkup) -> None:
+async def send(context: Context, case: Case, *, chat_id: int, menu: ReplyKeyboardMarkup) -> None:
     """Reply with the confirmation now; the queued copy is dropped on success, hurried on
     failure."""
     services = context.services
@@ -67,8 +73,11 @@ async def send(context: Context, case: Case, *, chat_id: int,
 
 
 async def _mark_sent(services, case: Case, message_id: int) -> None:
-    await services.gathered.run(lambda session: outbox.mark_sent_by_key(
-        session, key_of(case), message_id=message_id, now=services.clock()))
+    await services.gathered.run(
+        lambda session: outbox.mark_sent_by_key(
+            session, key_of(case), message_id=message_id, now=services.clock()
+        )
+    )
 
 
 async def _mark_sent_when_back(context: Context, case: Case, message_id: int) -> None:

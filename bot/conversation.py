@@ -73,8 +73,10 @@ FIELD_MAX = 30  # characters of an enterprise's industry or park
 def main_menu() -> ReplyKeyboardMarkup:
     """The reply keyboard under the chat: the four things a reporter does."""
     return ReplyKeyboardMarkup(
-        [[KeyboardButton(texts.MENU_REPORT), KeyboardButton(texts.MENU_MY)],
-         [KeyboardButton(texts.MENU_ENTERPRISE), KeyboardButton(texts.MENU_HELP)]],
+        [
+            [KeyboardButton(texts.MENU_REPORT), KeyboardButton(texts.MENU_MY)],
+            [KeyboardButton(texts.MENU_ENTERPRISE), KeyboardButton(texts.MENU_HELP)],
+        ],
         resize_keyboard=True,
     )
 
@@ -89,9 +91,18 @@ def _iso(moment: datetime) -> str:
 def new_draft(context: Context, kind: str, enterprise: str | None = None) -> dict:
     """Start a fresh draft; its random nonce marks its buttons and makes submitting idempotent."""
     draft = {
-        "nonce": secrets.randbelow(2**31 - 1) + 1, "kind": kind, "enterprise": enterprise,
-        "text": None, "text_msg": None, "photos": [], "lat": None, "lon": None,
-        "address": None, "out_of_area": False, "editing": False, "summary_shown": False,
+        "nonce": secrets.randbelow(2**31 - 1) + 1,
+        "kind": kind,
+        "enterprise": enterprise,
+        "text": None,
+        "text_msg": None,
+        "photos": [],
+        "lat": None,
+        "lon": None,
+        "address": None,
+        "out_of_area": False,
+        "editing": False,
+        "summary_shown": False,
         "touched": _iso(now_of(context)),
     }
     context.user_data[DRAFT] = draft
@@ -143,8 +154,11 @@ async def _after_the_end(update: Update, context: Context) -> None:
             await update.callback_query.answer(texts.BUTTON_EXPIRED, show_alert=True)
         return
     message = update.effective_message
-    if message is not None and (message.text or message.photo) and not (
-            message.text or "").startswith("/"):
+    if (
+        message is not None
+        and (message.text or message.photo)
+        and not (message.text or "").startswith("/")
+    ):
         await offer_report(update, context)
         return
     await _reply(update, texts.CONVERSATION_ENDED, reply_markup=main_menu())
@@ -161,8 +175,9 @@ def _restart_command(draft: dict) -> str:
 
 
 def _timed_out_text(context: Context, draft: dict) -> str:
-    return texts.TIMED_OUT.format(minutes=int(idle_limit(context).total_seconds() // 60),
-                                  command=_restart_command(draft))
+    return texts.TIMED_OUT.format(
+        minutes=int(idle_limit(context).total_seconds() // 60), command=_restart_command(draft)
+    )
 
 
 async def _reply(update: Update, text: str, **kwargs) -> Message | None:
@@ -248,12 +263,24 @@ async def offer_report(update: Update, context: Context) -> None:
         await message.reply_text(texts.GREETING_HINT)  # "你好" is a greeting, not a report
         return
     nonce = secrets.randbelow(2**31 - 1) + 1
-    context.user_data[OFFER] = {"nonce": nonce, "text": text, "photos": photos,
-                                "message_id": message.message_id}
-    keyboard = InlineKeyboardMarkup([[
-        InlineKeyboardButton(texts.BTN_OFFER_YES, callback_data=cb.make(cb.OFFER, 0, nonce, "yes")),
-        InlineKeyboardButton(texts.BTN_OFFER_NO, callback_data=cb.make(cb.OFFER, 0, nonce, "no")),
-    ]])
+    context.user_data[OFFER] = {
+        "nonce": nonce,
+        "text": text,
+        "photos": photos,
+        "message_id": message.message_id,
+    }
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.BTN_OFFER_YES, callback_data=cb.make(cb.OFFER, 0, nonce, "yes")
+                ),
+                InlineKeyboardButton(
+                    texts.BTN_OFFER_NO, callback_data=cb.make(cb.OFFER, 0, nonce, "no")
+                ),
+            ]
+        ]
+    )
     await message.reply_text(texts.OFFER_REPORT, reply_markup=keyboard)
 
 
@@ -317,8 +344,9 @@ async def got_credit_code(update: Update, context: Context) -> int:
 def _choices(labels: tuple[str, ...], *extra: str) -> ReplyKeyboardMarkup:
     """A reply keyboard of choices, two a row; typing something else is just as good."""
     buttons = [KeyboardButton(label) for label in (*labels, *extra)]
-    return ReplyKeyboardMarkup([buttons[i:i + 2] for i in range(0, len(buttons), 2)],
-                               resize_keyboard=True)
+    return ReplyKeyboardMarkup(
+        [buttons[i : i + 2] for i in range(0, len(buttons), 2)], resize_keyboard=True
+    )
 
 
 def _field(update: Update) -> str | None:
@@ -334,8 +362,9 @@ async def got_industry(update: Update, context: Context) -> int:
         await _reply(update, texts.INDUSTRY_INVALID.format(max=FIELD_MAX))
         return REG_INDUSTRY
     draft_of(context)["industry"] = industry
-    await _reply(update, texts.ASK_PARK,
-                 reply_markup=_choices(texts.PARK_CHOICES, texts.BTN_NO_PARK))
+    await _reply(
+        update, texts.ASK_PARK, reply_markup=_choices(texts.PARK_CHOICES, texts.BTN_NO_PARK)
+    )
     return REG_PARK
 
 
@@ -363,15 +392,31 @@ async def _register(update: Update, context: Context) -> int:
     try:
         async with services.session() as session:
             enterprise = await people.register_enterprise(
-                session, update.effective_user.id, draft["enterprise"], draft["credit_code"],
-                draft.get("industry"), draft.get("park"), now=services.clock())
+                session,
+                update.effective_user.id,
+                draft["enterprise"],
+                draft["credit_code"],
+                draft.get("industry"),
+                draft.get("park"),
+                now=services.clock(),
+            )
     except InvalidInput as exc:  # checked as typed, so not expected: start again from the name
-        await _reply(update, f"{texts.error_text(exc)}\n{texts.ASK_ENTERPRISE_NAME}", reply_markup=main_menu())
+        await _reply(
+            update,
+            f"{texts.error_text(exc)}\n{texts.ASK_ENTERPRISE_NAME}",
+            reply_markup=main_menu(),
+        )
         return REG_NAME
     draft["enterprise"] = enterprise.name
-    await _reply(update, texts.ENTERPRISE_REGISTERED.format(
-        name=enterprise.name, industry=enterprise.industry or texts.NOT_GIVEN,
-        park=enterprise.park or texts.NOT_GIVEN), reply_markup=main_menu())
+    await _reply(
+        update,
+        texts.ENTERPRISE_REGISTERED.format(
+            name=enterprise.name,
+            industry=enterprise.industry or texts.NOT_GIVEN,
+            park=enterprise.park or texts.NOT_GIVEN,
+        ),
+        reply_markup=main_menu(),
+    )
     await _reply(update, texts.ASK_DEMAND)
     return DESCRIBE
 
@@ -452,7 +497,8 @@ async def got_more_photo(update: Update, context: Context) -> int:
     photo, so only its first photo gets an answer."""
     draft = draft_of(context)
     same_album = update.message.media_group_id is not None and (
-        update.message.media_group_id == draft.get("album"))
+        update.message.media_group_id == draft.get("album")
+    )
     if not _keep_photo(context, draft, update.message):
         if not draft.get("told_photo_limit"):
             draft["told_photo_limit"] = True
@@ -500,7 +546,11 @@ async def skip_location(update: Update, context: Context) -> int:
     draft = draft_of(context)
     if draft["editing"]:
         draft["address"], draft["lat"], draft["lon"], draft["out_of_area"] = (
-            None, None, None, False)
+            None,
+            None,
+            None,
+            False,
+        )
     return await show_summary(update, context)
 
 
@@ -512,20 +562,28 @@ def _draft_button(label: str, draft: dict, arg: str) -> InlineKeyboardButton:
 
 
 def summary_keyboard(draft: dict) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([
-        [_draft_button(texts.BTN_SUBMIT, draft, "submit")],
-        [_draft_button(texts.BTN_EDIT, draft, "edit"),
-         _draft_button(texts.BTN_CANCEL, draft, "cancel")],
-    ])
+    return InlineKeyboardMarkup(
+        [
+            [_draft_button(texts.BTN_SUBMIT, draft, "submit")],
+            [
+                _draft_button(texts.BTN_EDIT, draft, "edit"),
+                _draft_button(texts.BTN_CANCEL, draft, "cancel"),
+            ],
+        ]
+    )
 
 
 def edit_keyboard(draft: dict) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([
-        [_draft_button(texts.BTN_EDIT_TEXT, draft, "text")],
-        [_draft_button(texts.BTN_EDIT_PHOTO, draft, "photo"),
-         _draft_button(texts.BTN_EDIT_LOCATION, draft, "location")],
-        [_draft_button(texts.BTN_BACK, draft, "back")],
-    ])
+    return InlineKeyboardMarkup(
+        [
+            [_draft_button(texts.BTN_EDIT_TEXT, draft, "text")],
+            [
+                _draft_button(texts.BTN_EDIT_PHOTO, draft, "photo"),
+                _draft_button(texts.BTN_EDIT_LOCATION, draft, "location"),
+            ],
+            [_draft_button(texts.BTN_BACK, draft, "back")],
+        ]
+    )
 
 
 def summary_text(context: Context, draft: dict) -> str:
@@ -534,9 +592,14 @@ def summary_text(context: Context, draft: dict) -> str:
     confident = suggestion.confident and suggestion.label
     department = department_name(services, suggestion.label) if confident else None
     return texts.summary(
-        text=draft["text"], photo_count=len(draft["photos"]), address=draft["address"],
-        latitude=draft["lat"], longitude=draft["lon"], out_of_area=draft["out_of_area"],
-        department=department, district=services.settings.district.name,
+        text=draft["text"],
+        photo_count=len(draft["photos"]),
+        address=draft["address"],
+        latitude=draft["lat"],
+        longitude=draft["lon"],
+        out_of_area=draft["out_of_area"],
+        department=department,
+        district=services.settings.district.name,
         enterprise=draft["enterprise"] if draft["kind"] == ENTERPRISE else None,
     )
 
@@ -546,8 +609,9 @@ async def show_summary(update: Update, context: Context) -> int:
     summary of a resident's report, a similar open case nearby is shown first."""
     draft = draft_of(context)
     if draft["kind"] == RESIDENT and not draft["summary_shown"] and not draft.get("not_same"):
-        similar = await duplicates.similar_to_draft(context.services,
-                                                    update.effective_user.id, draft)
+        similar = await duplicates.similar_to_draft(
+            context.services, update.effective_user.id, draft
+        )
         if similar:
             return await ask_if_same(update, context, similar[0][0])
     draft["summary_shown"] = True
@@ -559,11 +623,17 @@ async def ask_if_same(update: Update, context: Context, case: Case) -> int:
     """附近已有人反映：… 是同一个问题吗？ 是 follows that case, 不是 goes on to the summary."""
     draft = draft_of(context)
     draft["same_as"] = case.id
-    keyboard = InlineKeyboardMarkup([[_draft_button(texts.BTN_FOLLOW, draft, "follow")],
-                                     [_draft_button(texts.BTN_NOT_SAME, draft, "notsame")]])
-    await _reply(update, texts.DUPLICATE_ASK.format(ref=case.ref,
-                                                    status=STATUS_NAMES[case.status]),
-                 reply_markup=keyboard)
+    keyboard = InlineKeyboardMarkup(
+        [
+            [_draft_button(texts.BTN_FOLLOW, draft, "follow")],
+            [_draft_button(texts.BTN_NOT_SAME, draft, "notsame")],
+        ]
+    )
+    await _reply(
+        update,
+        texts.DUPLICATE_ASK.format(ref=case.ref, status=STATUS_NAMES[case.status]),
+        reply_markup=keyboard,
+    )
     return CONFIRM
 
 
@@ -575,16 +645,20 @@ async def follow_same(update: Update, context: Context, draft: dict) -> int:
     await query.edit_message_reply_markup(reply_markup=None)
     try:
         async with services.session() as session:
-            case, _ = await followers.follow(session, draft["same_as"], user.id,
-                                             services.clock(), display_name=display_name(user))
+            case, _ = await followers.follow(
+                session,
+                draft["same_as"],
+                user.id,
+                services.clock(),
+                display_name=display_name(user),
+            )
             count = await followers.reporters_count(session, case.id)
     except CaseError as exc:
         await _reply(update, texts.error_text(exc))
         draft["not_same"] = True
         return await show_summary(update, context)
     drop_draft(context)
-    await _reply(update, texts.FOLLOWED.format(ref=case.ref, count=count),
-                 reply_markup=main_menu())
+    await _reply(update, texts.FOLLOWED.format(ref=case.ref, count=count), reply_markup=main_menu())
     return END
 
 
@@ -605,12 +679,12 @@ async def on_draft_button(update: Update, context: Context) -> int | None:
     return state
 
 
-DRAFT_CHOICES = frozenset({"submit", "cancel", "edit", "back", "text", "photo", "location",
-                           "follow", "notsame"})
+DRAFT_CHOICES = frozenset(
+    {"submit", "cancel", "edit", "back", "text", "photo", "location", "follow", "notsame"}
+)
 
 
-async def _draft_choice(update: Update, context: Context, draft: dict,
-                        choice: str) -> int | None:
+async def _draft_choice(update: Update, context: Context, draft: dict, choice: str) -> int | None:
     query = update.callback_query
     if choice == "submit":
         return await submit(update, context)
@@ -630,8 +704,11 @@ async def _draft_choice(update: Update, context: Context, draft: dict,
         await query.edit_message_reply_markup(reply_markup=summary_keyboard(draft))
         return CONFIRM
     describe = texts.ASK_DEMAND if draft["kind"] == ENTERPRISE else texts.ASK_DESCRIPTION
-    prompts = {"text": (DESCRIBE, describe), "photo": (PHOTO, texts.ASK_PHOTO),
-               "location": (LOCATION, texts.ASK_LOCATION)}
+    prompts = {
+        "text": (DESCRIBE, describe),
+        "photo": (PHOTO, texts.ASK_PHOTO),
+        "location": (LOCATION, texts.ASK_LOCATION),
+    }
     await query.edit_message_reply_markup(reply_markup=None)
     draft["editing"] = True
     state, prompt = prompts[choice]
@@ -646,14 +723,23 @@ async def submit(update: Update, context: Context) -> int | None:
     draft = draft_of(context)
     user = update.effective_user
     report = actions.ReportDraft(
-        nonce=draft["nonce"], text=draft["text"], kind=draft["kind"], photos=draft["photos"],
-        latitude=draft["lat"], longitude=draft["lon"], address=draft["address"],
-        out_of_area=draft["out_of_area"])
+        nonce=draft["nonce"],
+        text=draft["text"],
+        kind=draft["kind"],
+        photos=draft["photos"],
+        latitude=draft["lat"],
+        longitude=draft["lon"],
+        address=draft["address"],
+        out_of_area=draft["out_of_area"],
+    )
     try:
         case, fresh = await actions.submit_report(
-            services, telegram_id=user.id, display_name=display_name(user), draft=report,
-            confirmation=functools.partial(confirmations.queued, chat_id=user.id,
-                                           menu=main_menu()))
+            services,
+            telegram_id=user.id,
+            display_name=display_name(user),
+            draft=report,
+            confirmation=functools.partial(confirmations.queued, chat_id=user.id, menu=main_menu()),
+        )
     except CaseError as exc:
         await _reply(update, texts.error_text(exc))
         return None
@@ -664,8 +750,11 @@ async def submit(update: Update, context: Context) -> int | None:
         await confirmations.send(context, case, chat_id=user.id, menu=main_menu())
     else:  # a double tap, or a press redelivered after a crash: the first stored it
         await confirmations.hurry(context, case)
-        await _reply(update, texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref),
-                     reply_markup=main_menu())
+        await _reply(
+            update,
+            texts.ALREADY_SUBMITTED[case.kind].format(ref=case.ref),
+            reply_markup=main_menu(),
+        )
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
         await offer_home(update, context, case)
@@ -676,8 +765,9 @@ async def submit(update: Update, context: Context) -> int | None:
 
 
 def home_offer_markup() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(
-        texts.BTN_HOME, callback_data=cb.make(cb.HOME, 0, 0))]])
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(texts.BTN_HOME, callback_data=cb.make(cb.HOME, 0, 0))]]
+    )
 
 
 async def offer_home(update: Update, context: Context, case: Case) -> None:
@@ -714,8 +804,9 @@ def remind(hint: str) -> Step:
     @step
     async def reminder(update: Update, context: Context) -> None:
         message = update.effective_message
-        unsupported = message is not None and not (message.text or message.photo
-                                                    or message.location)
+        unsupported = message is not None and not (
+            message.text or message.photo or message.location
+        )
         await _reply(update, f"{texts.UNSUPPORTED_CONTENT}\n{hint}" if unsupported else hint)
 
     return reminder
@@ -753,18 +844,30 @@ async def end_idle_conversations(context: Context) -> None:
     """
     app = context.application
     now, limit = now_of(context), idle_limit(context)
-    ended = {user_id: draft for user_id, data in app.user_data.items()
-             if (draft := data.get(DRAFT)) and _idle(draft, now, limit)}
+    ended = {
+        user_id: draft
+        for user_id, data in app.user_data.items()
+        if (draft := data.get(DRAFT)) and _idle(draft, now, limit)
+    }
     if not ended:
         return
     for user_id in ended:
         app.user_data[user_id].pop(DRAFT, None)
     app.mark_data_for_update_persistence(user_ids=list(ended))
     async with context.services.session() as session:  # a reporter's chat is their id
-        await outbox.enqueue_many(session, [
-            outbox.push_row(key=f"idle:{user_id}:{draft['nonce']}", chat_id=user_id,
-                            text=_timed_out_text(context, draft), kind="timeout", now=now)
-            for user_id, draft in ended.items()])
+        await outbox.enqueue_many(
+            session,
+            [
+                outbox.push_row(
+                    key=f"idle:{user_id}:{draft['nonce']}",
+                    chat_id=user_id,
+                    text=_timed_out_text(context, draft),
+                    kind="timeout",
+                    now=now,
+                )
+                for user_id, draft in ended.items()
+            ],
+        )
     kick_delivery(app)
 
 
@@ -787,39 +890,53 @@ def build() -> ConversationHandler:
                 CommandHandler("report", start_report, filters=PRIVATE),
                 MessageHandler(NEW_MESSAGE & filters.Text([texts.MENU_REPORT]), start_report),
                 CommandHandler("enterprise", start_enterprise, filters=PRIVATE),
-                MessageHandler(NEW_MESSAGE & filters.Text([texts.MENU_ENTERPRISE]),
-                               start_enterprise),
+                MessageHandler(
+                    NEW_MESSAGE & filters.Text([texts.MENU_ENTERPRISE]), start_enterprise
+                ),
                 CommandHandler("demand", start_demand, filters=PRIVATE),
                 CallbackQueryHandler(start_demand, pattern=cb.pattern(cb.NEW_DEMAND)),
                 CallbackQueryHandler(accept_offer, pattern=cb.pattern(cb.OFFER)),
             ],
             states={
-                REG_NAME: [MessageHandler(TYPED, got_enterprise_name),
-                           MessageHandler(anything, remind(texts.ASK_ENTERPRISE_NAME))],
-                REG_CODE: [MessageHandler(TYPED, got_credit_code),
-                           MessageHandler(anything, remind(texts.ASK_CREDIT_CODE))],
-                REG_INDUSTRY: [MessageHandler(TYPED, got_industry),
-                               MessageHandler(anything, remind(texts.ASK_INDUSTRY))],
-                REG_PARK: [MessageHandler(NEW_MESSAGE & filters.Text([texts.BTN_NO_PARK]),
-                                          skip_park),
-                           CommandHandler("skip", skip_park, filters=PRIVATE),
-                           MessageHandler(TYPED, got_park),
-                           MessageHandler(anything, remind(texts.ASK_PARK))],
-                DESCRIBE: [MessageHandler(TYPED, got_description),
-                           MessageHandler(NEW_MESSAGE & filters.PHOTO, got_description_photo),
-                           CommandHandler("skip", description_cannot_be_skipped,
-                                          filters=PRIVATE),
-                           MessageHandler(anything, remind(texts.ONLY_TEXT_HERE))],
-                PHOTO: [MessageHandler(NEW_MESSAGE & filters.PHOTO, got_photo),
-                        skip,
-                        MessageHandler(NEW_MESSAGE & filters.Document.IMAGE,
-                                       remind(texts.PHOTO_AS_FILE)),
-                        MessageHandler(anything, remind(texts.ONLY_PHOTO_HERE))],
-                LOCATION: [MessageHandler(NEW_MESSAGE & filters.LOCATION, got_location),
-                           MessageHandler(NEW_MESSAGE & filters.PHOTO, got_more_photo),
-                           MessageHandler(TYPED, got_address),
-                           CommandHandler("skip", skip_location, filters=PRIVATE),
-                           MessageHandler(anything, remind(texts.ONLY_LOCATION_HERE))],
+                REG_NAME: [
+                    MessageHandler(TYPED, got_enterprise_name),
+                    MessageHandler(anything, remind(texts.ASK_ENTERPRISE_NAME)),
+                ],
+                REG_CODE: [
+                    MessageHandler(TYPED, got_credit_code),
+                    MessageHandler(anything, remind(texts.ASK_CREDIT_CODE)),
+                ],
+                REG_INDUSTRY: [
+                    MessageHandler(TYPED, got_industry),
+                    MessageHandler(anything, remind(texts.ASK_INDUSTRY)),
+                ],
+                REG_PARK: [
+                    MessageHandler(NEW_MESSAGE & filters.Text([texts.BTN_NO_PARK]), skip_park),
+                    CommandHandler("skip", skip_park, filters=PRIVATE),
+                    MessageHandler(TYPED, got_park),
+                    MessageHandler(anything, remind(texts.ASK_PARK)),
+                ],
+                DESCRIBE: [
+                    MessageHandler(TYPED, got_description),
+                    MessageHandler(NEW_MESSAGE & filters.PHOTO, got_description_photo),
+                    CommandHandler("skip", description_cannot_be_skipped, filters=PRIVATE),
+                    MessageHandler(anything, remind(texts.ONLY_TEXT_HERE)),
+                ],
+                PHOTO: [
+                    MessageHandler(NEW_MESSAGE & filters.PHOTO, got_photo),
+                    skip,
+                    MessageHandler(
+                        NEW_MESSAGE & filters.Document.IMAGE, remind(texts.PHOTO_AS_FILE)
+                    ),
+                    MessageHandler(anything, remind(texts.ONLY_PHOTO_HERE)),
+                ],
+                LOCATION: [
+                    MessageHandler(NEW_MESSAGE & filters.LOCATION, got_location),
+                    MessageHandler(NEW_MESSAGE & filters.PHOTO, got_more_photo),
+                    MessageHandler(TYPED, got_address),
+                    CommandHandler("skip", skip_location, filters=PRIVATE),
+                    MessageHandler(anything, remind(texts.ONLY_LOCATION_HERE)),
+                ],
                 CONFIRM: [draft_buttons, MessageHandler(anything, remind(texts.PRESS_A_BUTTON))],
                 EDIT: [draft_buttons, MessageHandler(anything, remind(texts.ASK_WHAT_TO_EDIT))],
             },

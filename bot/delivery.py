@@ -72,9 +72,14 @@ class FloodLimiter:
     server-side token bucket never runs dry), one per `chat_interval` per chat, and at most
     `group_limit` per minute per group (chat ids below zero)."""
 
-    def __init__(self, per_second: float = 30, per_chat_per_second: float = 1,
-                 group_per_minute: int = 20, clock: Callable[[], float] = time.monotonic,
-                 holds: FloodControl | None = None):
+    def __init__(
+        self,
+        per_second: float = 30,
+        per_chat_per_second: float = 1,
+        group_per_minute: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+        holds: FloodControl | None = None,
+    ):
         if per_second <= 0 or per_chat_per_second <= 0 or group_per_minute <= 0:
             raise ValueError("delivery limits must be positive")
         self.interval = 1.0 / per_second
@@ -107,11 +112,11 @@ class FloodLimiter:
         """Groups that cannot take another message within `horizon` seconds (their 20 a
         minute are used up): not worth claiming their rows now."""
         now = self.clock()
-        return {chat for chat in self._group_sends
-                if self._chat_ready(chat, now) - now > horizon}
+        return {chat for chat in self._group_sends if self._chat_ready(chat, now) - now > horizon}
 
-    def plan(self, chat_ids: list[int], horizon: float = HORIZON_SECONDS
-             ) -> list[tuple[bool, float]]:
+    def plan(
+        self, chat_ids: list[int], horizon: float = HORIZON_SECONDS
+    ) -> list[tuple[bool, float]]:
         """For each message (in queue order): (True, send time) if it can go within
         `horizon` seconds, else (False, earliest time it could go). Send times are reserved.
 
@@ -171,12 +176,14 @@ class DeliveryState:
         return not self.stopping.is_set()
 
     @classmethod
-    def from_settings(cls, settings, worker: str,
-                      holds: FloodControl | None = None) -> DeliveryState:
+    def from_settings(
+        cls, settings, worker: str, holds: FloodControl | None = None
+    ) -> DeliveryState:
         d = settings.delivery
         return cls(
-            limiter=FloodLimiter(d.global_per_second, d.per_chat_per_second, d.group_per_minute,
-                                 holds=holds),
+            limiter=FloodLimiter(
+                d.global_per_second, d.per_chat_per_second, d.group_per_minute, holds=holds
+            ),
             worker=worker[:64],
             batch_size=max(1, int(d.global_per_second * HORIZON_SECONDS)),
             lease_seconds=d.lease_seconds,
@@ -203,8 +210,10 @@ def delivery_state(application: Application) -> DeliveryState:
     if state is None:
         settings = services_of(application).settings
         state = DeliveryState.from_settings(
-            settings, worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}",
-            holds=flood_control(application.bot))
+            settings,
+            worker=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}",
+            holds=flood_control(application.bot),
+        )
         application.bot_data[STATE_KEY] = state
     return state
 
@@ -221,8 +230,9 @@ def _pass_clock(services: Services, now: datetime | None) -> Callable[[], dateti
     return lambda: now + timedelta(seconds=time.monotonic() - started)
 
 
-async def deliver_due(application: Application, now: datetime | None = None, *,
-                      max_seconds: float = 30.0) -> int:
+async def deliver_due(
+    application: Application, now: datetime | None = None, *, max_seconds: float = 30.0
+) -> int:
     """Send due pushes until none are left (or `max_seconds` pass); returns how many went."""
     state = delivery_state(application)
     services = services_of(application)
@@ -241,20 +251,27 @@ async def deliver_due(application: Application, now: datetime | None = None, *,
         return sent
 
 
-async def _deliver_batch(bot: Bot, services: Services, state: DeliveryState,
-                         clock: Callable[[], datetime]) -> tuple[int, int]:
+async def _deliver_batch(
+    bot: Bot, services: Services, state: DeliveryState, clock: Callable[[], datetime]
+) -> tuple[int, int]:
     """Claim one batch and send it; returns (sent, claimed)."""
     if state.stopping.is_set():
         return 0, 0
     # Rows for chats that must wait anyway stay unclaimed: claiming them only to put them
     # back would rewrite a busy group's whole backlog every pass.
     now = clock()
-    waiting = state.limiter.busy_chats() | {c for c, until in state.held_until.items()
-                                            if until > now}
+    waiting = state.limiter.busy_chats() | {
+        c for c, until in state.held_until.items() if until > now
+    }
     async with services.session() as session:
-        rows = await outbox.claim_due(session, now, worker=state.worker,
-                                      limit=state.batch_size, lease_seconds=state.lease_seconds,
-                                      skip_chats=waiting)
+        rows = await outbox.claim_due(
+            session,
+            now,
+            worker=state.worker,
+            limit=state.batch_size,
+            lease_seconds=state.lease_seconds,
+            skip_chats=waiting,
+        )
     if not rows:
         return 0, 0
     claimed_at, claimed = time.monotonic(), len(rows)
@@ -273,8 +290,9 @@ async def _deliver_batch(bot: Bot, services: Services, state: DeliveryState,
     return sum(results), claimed
 
 
-async def _hold_back(services: Services, state: DeliveryState, clock: Callable[[], datetime],
-                     rows: list[Outbox]) -> list[Outbox]:
+async def _hold_back(
+    services: Services, state: DeliveryState, clock: Callable[[], datetime], rows: list[Outbox]
+) -> list[Outbox]:
     """Rows for chats still under a RetryAfter go back to the outbox until it is over."""
     now = clock()
     for chat_id in [c for c, until in state.held_until.items() if until <= now]:
@@ -284,21 +302,24 @@ async def _hold_back(services: Services, state: DeliveryState, clock: Callable[[
     return [r for r in rows if r.chat_id not in state.held_until]
 
 
-async def _drop_unreachable(services: Services, state: DeliveryState,
-                            clock: Callable[[], datetime], rows: list[Outbox]) -> list[Outbox]:
+async def _drop_unreachable(
+    services: Services, state: DeliveryState, clock: Callable[[], datetime], rows: list[Outbox]
+) -> list[Outbox]:
     """Drop rows for reporters who blocked the bot (known from an earlier 403); keep the rest."""
     async with services.session() as session:
         blocked = await unreachable_chats(session, [r.chat_id for r in rows])
         for row in rows:
             if row.chat_id in blocked:
-                await outbox.mark_dropped(session, row.id, reason="reporter unreachable",
-                                          now=clock())
+                await outbox.mark_dropped(
+                    session, row.id, reason="reporter unreachable", now=clock()
+                )
     state.stats["dropped"] += sum(1 for r in rows if r.chat_id in blocked)
     return [r for r in rows if r.chat_id not in blocked]
 
 
-async def _postpone(services: Services, state: DeliveryState,
-                    rows: list[tuple[Outbox, datetime]]) -> None:
+async def _postpone(
+    services: Services, state: DeliveryState, rows: list[tuple[Outbox, datetime]]
+) -> None:
     """Rows that cannot go in this pass go back to the outbox, due at the given time."""
     if not rows:
         return
@@ -307,9 +328,15 @@ async def _postpone(services: Services, state: DeliveryState,
     state.stats["postponed"] += len(rows)
 
 
-async def _send_at(bot: Bot, services: Services, state: DeliveryState,
-                   clock: Callable[[], datetime], row: Outbox, at: float,
-                   claimed_at: float) -> int:
+async def _send_at(
+    bot: Bot,
+    services: Services,
+    state: DeliveryState,
+    clock: Callable[[], datetime],
+    row: Outbox,
+    at: float,
+    claimed_at: float,
+) -> int:
     """Wait for the planned moment, send one row, record the outcome. Returns 1 if sent."""
     if not await state.pause(at - time.monotonic()):
         await _postpone(services, state, [(row, clock())])  # unsent: queued for the next start
@@ -337,8 +364,9 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
         return 0
     except BadRequest as exc:
         log.error("outbox %s to chat %s dropped: %s", row.id, row.chat_id, exc)
-        await _record(services, outbox.mark_dropped, row.id, reason=f"BadRequest: {exc}",
-                      now=clock())
+        await _record(
+            services, outbox.mark_dropped, row.id, reason=f"BadRequest: {exc}", now=clock()
+        )
         state.stats["dropped"] += 1
         return 0
     except Exception as exc:  # noqa: BLE001 - network, timeout, 5xx, anything else: retry later
@@ -349,19 +377,25 @@ async def _send_at(bot: Bot, services: Services, state: DeliveryState,
     return 1
 
 
-async def _record_sent(services: Services, state: DeliveryState, clock: Callable[[], datetime],
-                       row: Outbox, message_id: int, claimed_at: float) -> None:
+async def _record_sent(
+    services: Services,
+    state: DeliveryState,
+    clock: Callable[[], datetime],
+    row: Outbox,
+    message_id: int,
+    claimed_at: float,
+) -> None:
     """Mark a sent push sent. If the store went away meanwhile (a database restart), keep
     trying while the lease is ours: a row left pending would be sent again by whoever
     claims it after the lease."""
     while True:
         try:
-            await _record(services, outbox.mark_sent, row.id, message_id=message_id,
-                          now=clock())
+            await _record(services, outbox.mark_sent, row.id, message_id=message_id, now=clock())
             return
         except STORE_DOWN as exc:
-            lease_left = state.lease_seconds - LEASE_MARGIN_SECONDS - (
-                time.monotonic() - claimed_at)
+            lease_left = (
+                state.lease_seconds - LEASE_MARGIN_SECONDS - (time.monotonic() - claimed_at)
+            )
             if lease_left < MARK_RETRY_SECONDS or not await state.pause(MARK_RETRY_SECONDS):
                 raise
             log.warning("outbox %s sent, not yet marked (%s): retrying", row.id, exc)
@@ -379,8 +413,12 @@ def _markup(stored: dict | None, bot: Bot) -> InlineKeyboardMarkup | ReplyKeyboa
 
 async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
     """One push to Telegram; returns the id of the message that carries the buttons."""
-    timeouts = {"read_timeout": timeout, "write_timeout": timeout,
-                "connect_timeout": timeout, "pool_timeout": timeout}
+    timeouts = {
+        "read_timeout": timeout,
+        "write_timeout": timeout,
+        "connect_timeout": timeout,
+        "pool_timeout": timeout,
+    }
     if flood_control(bot) is not None:  # its 429s are handled here, not retried there
         timeouts["rate_limit_args"] = OUTBOX
     markup = _markup(row.reply_markup, bot)
@@ -389,8 +427,9 @@ async def _send(bot: Bot, row: Outbox, timeout: float) -> int:
     for _ in range(2):  # a second time only if the group moved to a supergroup
         try:
             if row.photo and len(text) <= MAX_CAPTION:
-                message = await bot.send_photo(chat_id, row.photo, caption=text or None,
-                                               reply_markup=markup, **timeouts)
+                message = await bot.send_photo(
+                    chat_id, row.photo, caption=text or None, reply_markup=markup, **timeouts
+                )
             else:
                 if row.photo:  # caption too long for Telegram: the photo, then the text
                     await bot.send_photo(chat_id, row.photo, **timeouts)
@@ -407,8 +446,13 @@ async def _record(services: Services, mark, outbox_id: int, **kwargs) -> None:
     await services.gathered.run(lambda session: mark(session, outbox_id, **kwargs))
 
 
-async def _on_retry_after(services: Services, state: DeliveryState,
-                          clock: Callable[[], datetime], row: Outbox, exc: RetryAfter) -> None:
+async def _on_retry_after(
+    services: Services,
+    state: DeliveryState,
+    clock: Callable[[], datetime],
+    row: Outbox,
+    exc: RetryAfter,
+) -> None:
     wait = retry_after_seconds(exc)
     until = clock() + timedelta(seconds=wait)
     state.held_until[row.chat_id] = max(until, state.held_until.get(row.chat_id, until))
@@ -418,8 +462,13 @@ async def _on_retry_after(services: Services, state: DeliveryState,
     log.warning("Telegram flood control for chat %s: retry in %.0f s", row.chat_id, wait)
 
 
-async def _on_forbidden(services: Services, state: DeliveryState,
-                        clock: Callable[[], datetime], row: Outbox, exc: Forbidden) -> None:
+async def _on_forbidden(
+    services: Services,
+    state: DeliveryState,
+    clock: Callable[[], datetime],
+    row: Outbox,
+    exc: Forbidden,
+) -> None:
     async with services.session() as session:
         if row.chat_id > 0:  # a private chat: the reporter blocked the bot
             await people.set_reporter_reachable(session, row.chat_id, False)
@@ -431,19 +480,35 @@ async def _on_forbidden(services: Services, state: DeliveryState,
         log.info("chat %s blocked the bot; no more pushes to it", row.chat_id)
 
 
-async def _on_transient(services: Services, state: DeliveryState,
-                        clock: Callable[[], datetime], row: Outbox, exc: Exception) -> None:
+async def _on_transient(
+    services: Services,
+    state: DeliveryState,
+    clock: Callable[[], datetime],
+    row: Outbox,
+    exc: Exception,
+) -> None:
     if not isinstance(exc, TelegramError):
         log.exception("unexpected error sending outbox %s", row.id, exc_info=exc)
     now = clock()
     retry_at = now + state.backoff_after(row.attempts)
     async with services.session() as session:
-        await outbox.mark_retry(session, row.id, error=f"{type(exc).__name__}: {exc}",
-                                retry_at=retry_at, now=now, max_attempts=state.max_attempts)
+        await outbox.mark_retry(
+            session,
+            row.id,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_at=retry_at,
+            now=now,
+            max_attempts=state.max_attempts,
+        )
     state.stats["retried"] += 1
     if row.attempts + 1 >= state.max_attempts:
-        log.error("outbox %s to chat %s failed for good after %s attempts: %s",
-                  row.id, row.chat_id, row.attempts + 1, exc)
+        log.error(
+            "outbox %s to chat %s failed for good after %s attempts: %s",
+            row.id,
+            row.chat_id,
+            row.attempts + 1,
+            exc,
+        )
 
 
 # ---------------------------------------------------------------- the job and kick()

@@ -34,7 +34,6 @@ NAME = "staff"
 PENDING = "staff_action"  # user_data key: {chat id: what the staff member is in the middle of}
 
 
-
 # ---------------------------------------------------------------- 签收 (one press)
 
 
@@ -43,8 +42,9 @@ async def sign(update: Update, context: Context) -> None:
     result = await press(update, context, actions.sign, DEPARTMENT)
     if result:
         services = context.services
-        await edit_post(update.callback_query,
-                        *post_for(result[1], services, DEPARTMENT, texts.DONE_SIGNED))
+        await edit_post(
+            update.callback_query, *post_for(result[1], services, DEPARTMENT, texts.DONE_SIGNED)
+        )
         await done(update.callback_query)
 
 
@@ -58,8 +58,9 @@ def _pending(context: Context, chat_id: int) -> dict | None:
 
 async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
     """Entry of 退回 / 办结 / 申请延期: check the presser may act, then ask for the words."""
-    return await staff_replies.begin(update, context, key=PENDING, audience=DEPARTMENT,
-                                     state=state, prompt=prompt)
+    return await staff_replies.begin(
+        update, context, key=PENDING, audience=DEPARTMENT, state=state, prompt=prompt
+    )
 
 
 async def begin_return(update: Update, context: Context) -> int | None:
@@ -80,8 +81,14 @@ async def _finish(update: Update, context: Context, action, done: str, ok_text: 
     Bad words (InvalidInput) keep the question open; any other refusal ends it.
     """
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=DEPARTMENT, action=action,
-        done=lambda acted: done, answer=lambda acted: ok_text.format(ref=acted.case.ref))
+        update,
+        context,
+        key=PENDING,
+        audience=DEPARTMENT,
+        action=action,
+        done=lambda acted: done,
+        answer=lambda acted: ok_text.format(ref=acted.case.ref),
+    )
 
 
 # ---------------------------------------------------------------- 退回
@@ -101,15 +108,29 @@ async def got_return_reason(update: Update, context: Context) -> int | None:
 # ---------------------------------------------------------------- 办结
 
 
-async def _keep_words(update: Update, context: Context, field: str, high: int,
-                      next_prompt: str, next_state: int) -> int | None:
-    return await staff_replies.keep_words(update, context, key=PENDING, field=field, high=high,
-                                          next_prompt=next_prompt, next_state=next_state)
+async def _keep_words(
+    update: Update, context: Context, field: str, high: int, next_prompt: str, next_state: int
+) -> int | None:
+    return await staff_replies.keep_words(
+        update,
+        context,
+        key=PENDING,
+        field=field,
+        high=high,
+        next_prompt=next_prompt,
+        next_state=next_state,
+    )
 
 
 async def got_resolution(update: Update, context: Context) -> int | None:
-    return await _keep_words(update, context, "result", staff_replies.RESULT_MAX,
-                             texts.ASK_RESOLUTION_PHOTO, RESOLVE_PHOTO)
+    return await _keep_words(
+        update,
+        context,
+        "result",
+        staff_replies.RESULT_MAX,
+        texts.ASK_RESOLUTION_PHOTO,
+        RESOLVE_PHOTO,
+    )
 
 
 async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
@@ -182,8 +203,7 @@ def _current_deadline(context: Context, chat_id: int) -> datetime | None:
 
 
 def _example(context: Context, chat_id: int) -> date:
-    return example_date(context.services, _current_deadline(context, chat_id),
-                        now_of(context))
+    return example_date(context.services, _current_deadline(context, chat_id), now_of(context))
 
 
 async def got_extension_reason(update: Update, context: Context) -> int | None:
@@ -191,9 +211,12 @@ async def got_extension_reason(update: Update, context: Context) -> int | None:
     example = _example(context, chat_id)
     prompt = texts.ASK_EXTENSION_DATE.format(
         deadline=local_time(context.services, _current_deadline(context, chat_id)),
-        example=example.isoformat(), short=f"{example:%m-%d}")
-    return await _keep_words(update, context, "reason", staff_replies.REASON_MAX, prompt,
-                             EXTENSION_DATE)
+        example=example.isoformat(),
+        short=f"{example:%m-%d}",
+    )
+    return await _keep_words(
+        update, context, "reason", staff_replies.REASON_MAX, prompt, EXTENSION_DATE
+    )
 
 
 async def got_extension_date(update: Update, context: Context) -> int | None:
@@ -202,7 +225,8 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
     if new_resolve_by is None:
         example = _example(context, update.effective_chat.id)
         await update.message.reply_text(
-            texts.EXTENSION_DATE_INVALID.format(example=example.isoformat()))
+            texts.EXTENSION_DATE_INVALID.format(example=example.isoformat())
+        )
         return None
     pending = _pending(context, update.effective_chat.id)
     if pending is None:
@@ -210,8 +234,9 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
     reason = pending["reason"]
 
     async def action(services, user_id, button):
-        acted, _request = await actions.ask_extension(services, user_id, button, reason,
-                                                      new_resolve_by)
+        acted, _request = await actions.ask_extension(
+            services, user_id, button, reason, new_resolve_by
+        )
         return acted
 
     done = texts.DONE_EXT_REQUESTED.format(date=local_time(services, new_resolve_by))
@@ -224,14 +249,19 @@ async def got_extension_date(update: Update, context: Context) -> int | None:
 def build(idle_minutes: float) -> ConversationHandler:
     """The staff ConversationHandler, one conversation per (group, staff member)."""
     return staff_replies.conversation(
-        name=NAME, key=PENDING, idle_minutes=idle_minutes,
-        buttons=[(cb.RETURN, begin_return), (cb.RESOLVE, begin_resolve),
-                 (cb.EXTEND, begin_extension)],
+        name=NAME,
+        key=PENDING,
+        idle_minutes=idle_minutes,
+        buttons=[
+            (cb.RETURN, begin_return),
+            (cb.RESOLVE, begin_resolve),
+            (cb.EXTEND, begin_extension),
+        ],
         states={
             RETURN_REASON: staff_replies.typed(got_return_reason),
             RESOLVE_RESULT: staff_replies.typed(got_resolution),
-            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
-                                                       skip_resolution_photo),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo, skip_resolution_photo),
             EXTENSION_REASON: staff_replies.typed(got_extension_reason),
             EXTENSION_DATE: staff_replies.typed(got_extension_date),
-        })
+        },
+    )

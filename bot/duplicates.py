@@ -33,10 +33,13 @@ SERVICES_ATTR = "duplicate_index"
 
 
 def rules_of(settings: DuplicateSettings) -> DuplicateRules:
-    return DuplicateRules(threshold=settings.threshold,
-                          text_only_threshold=settings.text_only_threshold,
-                          distance_m=settings.distance_m, window_days=settings.window_days,
-                          k=settings.k)
+    return DuplicateRules(
+        threshold=settings.threshold,
+        text_only_threshold=settings.text_only_threshold,
+        distance_m=settings.distance_m,
+        window_days=settings.window_days,
+        k=settings.k,
+    )
 
 
 @dataclass
@@ -78,8 +81,9 @@ class DuplicateIndex:
     def add(self, case: Case) -> None:
         """A case the bot just opened (so the next report sees it at once)."""
         if self.finder is not None and case.status in OPEN_STATUSES:
-            self.finder.add(case.id, case.text, case.created_at, case.grid_code,
-                            case.latitude, case.longitude)
+            self.finder.add(
+                case.id, case.text, case.created_at, case.grid_code, case.latitude, case.longitude
+            )
             self.ids.add(case.id)
 
 
@@ -108,8 +112,11 @@ async def _open_cases(services, hits: list[tuple[int, float]]) -> list[tuple[Cas
     if not hits:
         return []
     async with services.read_session() as session:
-        found = {c.id: c for c in [await session.get(Case, case_id) for case_id, _ in hits]
-                 if c is not None and c.status in OPEN_STATUSES}
+        found = {
+            c.id: c
+            for c in [await session.get(Case, case_id) for case_id, _ in hits]
+            if c is not None and c.status in OPEN_STATUSES
+        }
     return [(found[case_id], score) for case_id, score in hits if case_id in found]
 
 
@@ -123,11 +130,23 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[tupl
         finder = await index.refresh(services)
         async with services.read_session() as session:
             where = await locating.locate_new_case(
-                session, services.gridmap, telegram_id=telegram_id, latitude=draft["lat"],
-                longitude=draft["lon"], text=draft["text"], address=draft["address"])
+                session,
+                services.gridmap,
+                telegram_id=telegram_id,
+                latitude=draft["lat"],
+                longitude=draft["lon"],
+                text=draft["text"],
+                address=draft["address"],
+            )
             mine = await followers.cases_of_reporter(session, telegram_id)
-        hits = finder.candidates(draft["text"], services.clock(), where.grid_code,
-                                 draft["lat"], draft["lon"], exclude=mine)
+        hits = finder.candidates(
+            draft["text"],
+            services.clock(),
+            where.grid_code,
+            draft["lat"],
+            draft["lon"],
+            exclude=mine,
+        )
     except Exception:  # the question is a courtesy: a report must never fail for it
         log.exception("duplicate lookup failed; the report goes on without it")
         return []
@@ -141,8 +160,14 @@ async def similar_to_case(services, case: Case) -> list[tuple[Case, float]]:
         return []
     try:
         finder = await index.refresh(services)
-        hits = finder.candidates(case.text, case.created_at, case.grid_code, case.latitude,
-                                 case.longitude, exclude={case.id})
+        hits = finder.candidates(
+            case.text,
+            case.created_at,
+            case.grid_code,
+            case.latitude,
+            case.longitude,
+            exclude={case.id},
+        )
     except Exception:
         log.exception("duplicate lookup failed for %s", case.ref)
         return []
@@ -155,15 +180,21 @@ def note_new_case(services, case: Case) -> None:
         index.add(case)
 
 
-
 # ---- triage: likely duplicates of an incoming case, with 合并 ------------------------------------
 
 
 def merge_keyboard(case: Case, similar: list[tuple[Case, float]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(
-        texts.BTN_MERGE_INTO.format(ref=other.ref),
-        callback_data=cb.make(cb.MERGE, case.id, case.version, str(other.id)))]
-        for other, _ in similar])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.BTN_MERGE_INTO.format(ref=other.ref),
+                    callback_data=cb.make(cb.MERGE, case.id, case.version, str(other.id)),
+                )
+            ]
+            for other, _ in similar
+        ]
+    )
 
 
 async def after_submit(services, case: Case) -> None:
@@ -177,11 +208,20 @@ async def after_submit(services, case: Case) -> None:
     async with services.session() as session:
         counts = [await followers.reporters_count(session, other.id) for other, _ in similar]
         lines = [texts.DUPLICATE_HINT.format(ref=case.ref)] + [
-            texts.DUPLICATE_HINT_LINE.format(n=n, ref=other.ref, status=STATUS_NAMES[other.status],
-                                             score=score, count=count)
-            for n, ((other, score), count) in enumerate(zip(similar, counts), start=1)]
-        row = notices.push_row(case, "duplicates", int(chat), "\n".join(lines), "triage",
-                               services.clock(), markup=merge_keyboard(case, similar))
+            texts.DUPLICATE_HINT_LINE.format(
+                n=n, ref=other.ref, status=STATUS_NAMES[other.status], score=score, count=count
+            )
+            for n, ((other, score), count) in enumerate(zip(similar, counts), start=1)
+        ]
+        row = notices.push_row(
+            case,
+            "duplicates",
+            int(chat),
+            "\n".join(lines),
+            "triage",
+            services.clock(),
+            markup=merge_keyboard(case, similar),
+        )
         await outbox.enqueue_many(session, [row])
 
 

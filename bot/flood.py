@@ -99,8 +99,9 @@ class FloodControl(BaseRateLimiter):
             except RetryAfter as exc:
                 seconds = retry_after_seconds(exc)
                 self.block(chat_id, seconds)
-                log.warning("Telegram flood control for chat %s (%s): %.0f s",
-                            chat_id, endpoint, seconds)
+                log.warning(
+                    "Telegram flood control for chat %s (%s): %.0f s", chat_id, endpoint, seconds
+                )
                 if retries <= 0:
                     raise
                 retries -= 1

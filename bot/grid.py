@@ -49,8 +49,10 @@ async def sign(update: Update, context: Context) -> None:
     """✍️ 签收 by the grid (or the street)."""
     result = await press(update, context, actions.grid_sign, GRID)
     if result:
-        await edit_post(update.callback_query,
-                        *post_for(result[1], context.services, GRID, texts.DONE_GRID_SIGNED))
+        await edit_post(
+            update.callback_query,
+            *post_for(result[1], context.services, GRID, texts.DONE_GRID_SIGNED),
+        )
         await done(update.callback_query)
 
 
@@ -62,8 +64,9 @@ async def verify_passed(update: Update, context: Context) -> None:
 
     result = await press(update, context, action, GRID)
     if result:
-        await edit_post(update.callback_query,
-                        *post_for(result[1], context.services, GRID, texts.DONE_VERIFIED))
+        await edit_post(
+            update.callback_query, *post_for(result[1], context.services, GRID, texts.DONE_VERIFIED)
+        )
         await done(update.callback_query)
 
 
@@ -92,8 +95,9 @@ async def hide_whistle_targets(update: Update, context: Context) -> None:
 
 
 async def _begin(update: Update, context: Context, state: int, prompt: str) -> int | None:
-    return await staff_replies.begin(update, context, key=PENDING, audience=GRID, state=state,
-                                     prompt=prompt)
+    return await staff_replies.begin(
+        update, context, key=PENDING, audience=GRID, state=state, prompt=prompt
+    )
 
 
 async def begin_resolve(update: Update, context: Context) -> int | None:
@@ -103,8 +107,9 @@ async def begin_resolve(update: Update, context: Context) -> int | None:
 async def begin_whistle(update: Update, context: Context) -> int | None:
     button = cb.parse(update.callback_query.data)
     target = actions.whistle_target_name(context.services, button.arg if button else None)
-    return await _begin(update, context, WHISTLE_REASON,
-                        texts.ASK_WHISTLE_REASON.format(target=target))
+    return await _begin(
+        update, context, WHISTLE_REASON, texts.ASK_WHISTLE_REASON.format(target=target)
+    )
 
 
 async def begin_verify_fail(update: Update, context: Context) -> int | None:
@@ -117,8 +122,14 @@ def _pending(context: Context, chat_id: int) -> dict | None:
 
 async def got_resolution(update: Update, context: Context) -> int | None:
     return await staff_replies.keep_words(
-        update, context, key=PENDING, field="result", high=staff_replies.RESULT_MAX,
-        next_prompt=texts.ASK_RESOLUTION_PHOTO, next_state=RESOLVE_PHOTO)
+        update,
+        context,
+        key=PENDING,
+        field="result",
+        high=staff_replies.RESULT_MAX,
+        next_prompt=texts.ASK_RESOLUTION_PHOTO,
+        next_state=RESOLVE_PHOTO,
+    )
 
 
 async def _resolve(update: Update, context: Context, photo: str | None) -> int | None:
@@ -131,9 +142,14 @@ async def _resolve(update: Update, context: Context, photo: str | None) -> int |
         return await actions.grid_resolve(services, user_id, button, result, photo)
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=GRID, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=GRID,
+        action=action,
         done=lambda acted: texts.DONE_GRID_RESOLVED,
-        answer=lambda acted: texts.GRID_RESOLVED_OK.format(ref=acted.case.ref))
+        answer=lambda acted: texts.GRID_RESOLVED_OK.format(ref=acted.case.ref),
+    )
 
 
 async def got_resolution_photo(update: Update, context: Context) -> int | None:
@@ -155,13 +171,21 @@ async def got_whistle_reason(update: Update, context: Context) -> int | None:
 
     def target(acted) -> str:
         street = acted.case.department_code is None
-        return (services.gridmap.name(acted.case.handling_grid_code) if street
-                else actions.whistle_target_name(services, acted.case.department_code))
+        return (
+            services.gridmap.name(acted.case.handling_grid_code)
+            if street
+            else actions.whistle_target_name(services, acted.case.department_code)
+        )
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=GRID, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=GRID,
+        action=action,
         done=lambda acted: texts.DONE_WHISTLED.format(target=target(acted)),
-        answer=lambda acted: texts.WHISTLED_OK.format(ref=acted.case.ref, target=target(acted)))
+        answer=lambda acted: texts.WHISTLED_OK.format(ref=acted.case.ref, target=target(acted)),
+    )
 
 
 async def got_verify_reason(update: Update, context: Context) -> int | None:
@@ -171,29 +195,39 @@ async def got_verify_reason(update: Update, context: Context) -> int | None:
     services = context.services
 
     async def action(services, user_id, button):
-        return await actions.verify(services, user_id, button, passed=False,
-                                    reason=reason)
+        return await actions.verify(services, user_id, button, passed=False, reason=reason)
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=GRID, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=GRID,
+        action=action,
         done=lambda acted: texts.DONE_VERIFY_FAILED.format(
-            department=actions.whistle_target_name(services, acted.case.department_code)),
-        answer=lambda acted: texts.VERIFY_FAILED_OK.format(ref=acted.case.ref))
+            department=actions.whistle_target_name(services, acted.case.department_code)
+        ),
+        answer=lambda acted: texts.VERIFY_FAILED_OK.format(ref=acted.case.ref),
+    )
 
 
 def build(idle_minutes: float) -> ConversationHandler:
     """The grid staff's ConversationHandler, one conversation per (chat, staff member)."""
     return staff_replies.conversation(
-        name=NAME, key=PENDING, idle_minutes=idle_minutes,
-        buttons=[(cb.GRID_RESOLVE, begin_resolve), (cb.WHISTLE_TO, begin_whistle),
-                 (cb.VERIFY_FAIL, begin_verify_fail)],
+        name=NAME,
+        key=PENDING,
+        idle_minutes=idle_minutes,
+        buttons=[
+            (cb.GRID_RESOLVE, begin_resolve),
+            (cb.WHISTLE_TO, begin_whistle),
+            (cb.VERIFY_FAIL, begin_verify_fail),
+        ],
         states={
             RESOLVE_RESULT: staff_replies.typed(got_resolution),
-            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo,
-                                                       skip_resolution_photo),
+            RESOLVE_PHOTO: staff_replies.photo_or_skip(got_resolution_photo, skip_resolution_photo),
             WHISTLE_REASON: staff_replies.typed(got_whistle_reason),
             VERIFY_REASON: staff_replies.typed(got_verify_reason),
-        })
+        },
+    )
 
 
 # ---------------------------------------------------------------- 我要吹哨 (/whistle)
@@ -218,8 +252,9 @@ async def got_field_report(update: Update, context: Context) -> int | None:
         return None
     user = update.effective_user
     try:
-        case, handler = await actions.field_report(context.services, user.id, user.full_name,
-                                                   text, update.message.message_id)
+        case, handler = await actions.field_report(
+            context.services, user.id, user.full_name, text, update.message.message_id
+        )
     except CaseError as exc:
         await update.message.reply_text(texts.error_text(exc))
         return None
@@ -250,8 +285,9 @@ def build_field_report(idle_minutes: float) -> ConversationHandler:
         states={
             FIELD_TEXT: [
                 MessageHandler(words, got_field_report),
-                MessageHandler(filters.UpdateType.MESSAGE & private & ~filters.COMMAND,
-                               field_report_not_text),
+                MessageHandler(
+                    filters.UpdateType.MESSAGE & private & ~filters.COMMAND, field_report_not_text
+                ),
             ],
         },
         fallbacks=[CommandHandler("cancel", cancel_field_report)],

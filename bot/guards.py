@@ -69,8 +69,7 @@ async def drop_duplicates(update: object, context: Context) -> None:
         recent.pop(update.update_id, None)  # not handled: a redelivery must get through
         # The store is unreachable (a database restart): no handler may run unguarded — PTB
         # would go on to the next group after an error — so apologize and stop here.
-        log.error("update %s not handled: the store is unreachable", update.update_id,
-                  exc_info=exc)
+        log.error("update %s not handled: the store is unreachable", update.update_id, exc_info=exc)
         await apologize(update, context, texts.STORE_UNAVAILABLE)
         raise ApplicationHandlerStop from exc
     if seen:
@@ -91,8 +90,7 @@ async def record_handled(update: object, context: Context) -> None:
     services = context.services  # an application without the store's persistence
     async with services.session() as session:
         now = services.clock()
-        await drafts.claim_updates(session, [update.update_id], now,
-                                   since=now - UPDATES_REMEMBERED)
+        await drafts.claim_updates(session, [update.update_id], now, since=now - UPDATES_REMEMBERED)
 
 
 async def on_error(update: object, context: Context) -> None:

@@ -93,9 +93,15 @@ async def begin_decision(update: Update, context: Context) -> int | None:
         if not _choice(services, button.arg)[1]:
             raise InvalidInput("hard_needs_co")
 
-    return await staff_replies.begin(update, context, key=PENDING,
-                                     audience=posts.TRIAGE_AUDIENCE, state=DECISION,
-                                     prompt=texts.ASK_HARD_DECISION, check=check)
+    return await staff_replies.begin(
+        update,
+        context,
+        key=PENDING,
+        audience=posts.TRIAGE_AUDIENCE,
+        state=DECISION,
+        prompt=texts.ASK_HARD_DECISION,
+        check=check,
+    )
 
 
 async def got_decision(update: Update, context: Context) -> int | None:
@@ -111,10 +117,16 @@ async def got_decision(update: Update, context: Context) -> int | None:
 
     names = "、".join(department_name(services, code) for code in co)
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=posts.TRIAGE_AUDIENCE, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=posts.TRIAGE_AUDIENCE,
+        action=action,
         done=lambda acted: texts.DONE_HARD,
         answer=lambda acted: texts.HARD_MARKED_OK.format(
-            ref=acted.case.ref, lead=department_name(services, lead), co=names))
+            ref=acted.case.ref, lead=department_name(services, lead), co=names
+        ),
+    )
 
 
 async def gongjian_command(update: Update, context: Context) -> None:
@@ -125,14 +137,16 @@ async def gongjian_command(update: Update, context: Context) -> None:
         return
     services = context.services
     try:
-        case = await actions.case_to_mark_hard(services, update.effective_user.id,
-                                               cases.normalize_ref(context.args[0])[:32])
+        case = await actions.case_to_mark_hard(
+            services, update.effective_user.id, cases.normalize_ref(context.args[0])[:32]
+        )
     except CaseError as exc:
         await message.reply_text(texts.error_text(exc))
         return
     await message.reply_text(
         texts.GONGJIAN_PROMPT.format(ref=case.ref, snippet=texts.snippet(case.text)),
-        reply_markup=posts.hard_lead_picker(case, services))
+        reply_markup=posts.hard_lead_picker(case, services),
+    )
 
 
 # ---------------------------------------------------------------- the co-departments' parts
@@ -142,15 +156,23 @@ async def sign_part(update: Update, context: Context) -> None:
     """✍️ 签收本部门任务: the co-department takes its part; the lead is told."""
     result = await press(update, context, actions.sign_part, DEPARTMENT)
     if result:
-        await edit_post(update.callback_query, *post_for(result[1], context.services, DEPARTMENT,
-                                                         texts.DONE_PART_SIGNED))
+        await edit_post(
+            update.callback_query,
+            *post_for(result[1], context.services, DEPARTMENT, texts.DONE_PART_SIGNED),
+        )
         await done(update.callback_query)
 
 
 async def begin_part_result(update: Update, context: Context) -> int | None:
     """✅ 本部门任务办结: ask what was done."""
-    return await staff_replies.begin(update, context, key=PENDING, audience=DEPARTMENT,
-                                     state=PART_RESULT, prompt=texts.ASK_PART_RESULT)
+    return await staff_replies.begin(
+        update,
+        context,
+        key=PENDING,
+        audience=DEPARTMENT,
+        state=PART_RESULT,
+        prompt=texts.ASK_PART_RESULT,
+    )
 
 
 async def got_part_result(update: Update, context: Context) -> int | None:
@@ -160,9 +182,14 @@ async def got_part_result(update: Update, context: Context) -> int | None:
         return await actions.resolve_part(services, user_id, button, result)
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=DEPARTMENT, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=DEPARTMENT,
+        action=action,
         done=lambda acted: texts.DONE_PART_RESOLVED,
-        answer=lambda acted: texts.PART_RESOLVED_OK.format(ref=acted.case.ref))
+        answer=lambda acted: texts.PART_RESOLVED_OK.format(ref=acted.case.ref),
+    )
 
 
 # ---------------------------------------------------------------- a leader's override
@@ -184,8 +211,11 @@ async def override_command(update: Update, context: Context) -> None:
         return
     kick_delivery(context.application)
     names = "、".join(department_name(services, p.department_code) for p in acted.parts)
-    await message.reply_text(texts.OVERRIDE_OK.format(ref=acted.case.ref, departments=names,
-                                                      reason=acted.parts[0].result))
+    await message.reply_text(
+        texts.OVERRIDE_OK.format(
+            ref=acted.case.ref, departments=names, reason=acted.parts[0].result
+        )
+    )
 
 
 # ---------------------------------------------------------------- assembly
@@ -195,9 +225,12 @@ def build(idle_minutes: float) -> ConversationHandler:
     """The 攻坚哨 buttons that need words (the decision, a part's result), one conversation per
     (chat, person): a leader may mark a case from a private chat as well as from a group."""
     return staff_replies.conversation(
-        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        name=NAME,
+        key=PENDING,
+        idle_minutes=idle_minutes,
         buttons=[(cb.HARD_TEXT, begin_decision), (cb.PART_RESOLVE, begin_part_result)],
         states={
             DECISION: staff_replies.typed(got_decision),
             PART_RESULT: staff_replies.typed(got_part_result),
-        })
+        },
+    )

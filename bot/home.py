@@ -47,17 +47,19 @@ async def got_home(update: Update, context: Context) -> int | None:
     answer = update.message.text.strip()
     hit = services.gridmap.match_place(answer)
     if hit is None:
-        shown = answer if len(answer) <= SHOWN_CHARS else answer[:SHOWN_CHARS - 1] + "…"
+        shown = answer if len(answer) <= SHOWN_CHARS else answer[: SHOWN_CHARS - 1] + "…"
         await update.message.reply_text(texts.HOME_NOT_FOUND.format(text=shown))
         return None
     code, place = hit
     user = update.effective_user
     async with services.session() as session:
-        await locating.set_home(session, user.id, code, place, now=services.clock(),
-                                display_name=display_name(user))
+        await locating.set_home(
+            session, user.id, code, place, now=services.clock(), display_name=display_name(user)
+        )
     await update.message.reply_text(
         texts.HOME_SAVED.format(place=place, path=services.gridmap.path_names(code)),
-        reply_markup=main_menu())
+        reply_markup=main_menu(),
+    )
     return END
 
 
@@ -74,14 +76,19 @@ def build() -> ConversationHandler:
     """Registered after the report conversation, so a report under way keeps its messages."""
     with buttons_start_conversations():
         return ConversationHandler(
-            entry_points=[CommandHandler("home", ask, filters=PRIVATE),
-                          CallbackQueryHandler(ask, pattern=cb.pattern(cb.HOME))],
-            states={ASK_HOME: [MessageHandler(TYPED, got_home),
-                               CommandHandler(["skip", "cancel"], skip, filters=PRIVATE),
-                               MessageHandler(NEW_MESSAGE & ~filters.COMMAND, not_text)]},
+            entry_points=[
+                CommandHandler("home", ask, filters=PRIVATE),
+                CallbackQueryHandler(ask, pattern=cb.pattern(cb.HOME)),
+            ],
+            states={
+                ASK_HOME: [
+                    MessageHandler(TYPED, got_home),
+                    CommandHandler(["skip", "cancel"], skip, filters=PRIVATE),
+                    MessageHandler(NEW_MESSAGE & ~filters.COMMAND, not_text),
+                ]
+            },
             fallbacks=[CommandHandler("home", ask, filters=PRIVATE)],
             name=NAME,
             persistent=True,
             allow_reentry=True,
         )
-

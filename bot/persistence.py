@@ -40,7 +40,7 @@ def _conv_key(name: str, key: tuple[int | str, ...]) -> str:
 
 
 def _parse_conv_key(name: str, stored: str) -> tuple[int | str, ...]:
-    parts = stored[len(CONV_PREFIX + name + ":"):].split(":")
+    parts = stored[len(CONV_PREFIX + name + ":") :].split(":")
     return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
 
 
@@ -77,7 +77,8 @@ class StorePersistence(BasePersistence):
         self._handled.append(update_id)
         if self._fallback is None:
             self._fallback = asyncio.get_running_loop().call_later(
-                2 * self.update_interval, self._fallback_round)
+                2 * self.update_interval, self._fallback_round
+            )
 
     def _fallback_round(self) -> None:
         self._fallback = None
@@ -93,7 +94,8 @@ class StorePersistence(BasePersistence):
         log.warning("could not record handled updates, trying again: %s", batch.exception())
         if self._fallback is None:
             self._fallback = asyncio.get_running_loop().call_later(
-                2 * self.update_interval, self._fallback_round)
+                2 * self.update_interval, self._fallback_round
+            )
 
     # ---------------------------------------------------------------- writing, batched
     async def _put(self, key: str, value: dict | None) -> None:
@@ -111,8 +113,7 @@ class StorePersistence(BasePersistence):
             async with self._session() as session:
                 now = self._clock()
                 await drafts.save_states(session, items, now)
-                await drafts.claim_updates(session, handled, now,
-                                           since=now - UPDATES_REMEMBERED)
+                await drafts.claim_updates(session, handled, now, since=now - UPDATES_REMEMBERED)
         except Exception:
             # Keep the values for the next round rather than losing a draft; newer values
             # that arrived meanwhile win.
@@ -145,7 +146,7 @@ class StorePersistence(BasePersistence):
     async def get_user_data(self) -> dict[int, dict]:
         async with self._session() as session:
             rows = await drafts.load_states(session, USER_PREFIX)
-        return {int(key[len(USER_PREFIX):]): value for key, value in rows.items()}
+        return {int(key[len(USER_PREFIX) :]): value for key, value in rows.items()}
 
     async def get_conversations(self, name: str) -> dict:
         async with self._session() as session:

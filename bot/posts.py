@@ -54,8 +54,7 @@ def _location_lines(case: Case) -> list[str]:
     if case.address:
         lines.append(texts.POST_ADDRESS.format(address=case.address))
     if case.latitude is not None and case.longitude is not None:
-        lines.append(texts.POST_COORDS.format(lat=case.latitude, lon=case.longitude,
-                                                ref=case.ref))
+        lines.append(texts.POST_COORDS.format(lat=case.latitude, lon=case.longitude, ref=case.ref))
     if case.out_of_area:
         lines.append(texts.POST_OUT_OF_AREA)
     if len(case.photos) > 1:
@@ -79,12 +78,16 @@ def grid_lines(case: Case, services: Services) -> list[str]:
 def _suggestion_lines(case: Case, services: Services) -> list[str]:
     lines = []
     if case.suggested_department:
-        lines.append(texts.POST_SUGGESTED.format(
-            department=department_name(services, case.suggested_department),
-            prob=case.suggested_confidence or 0))
+        lines.append(
+            texts.POST_SUGGESTED.format(
+                department=department_name(services, case.suggested_department),
+                prob=case.suggested_confidence or 0,
+            )
+        )
     if case.suggestions:
-        items = " · ".join(f"{department_name(services, code)} {prob:.0%}"
-                           for code, prob in case.suggestions[:3])
+        items = " · ".join(
+            f"{department_name(services, code)} {prob:.0%}" for code, prob in case.suggestions[:3]
+        )
         lines.append(texts.POST_TOP.format(items=items))
     if is_unsure(case, services):
         lines.append(texts.POST_UNSURE)
@@ -115,8 +118,10 @@ def part_status(part: CasePart, services: Services, now: datetime) -> str:
 
 def part_state(part: CasePart, services: Services, now: datetime) -> str:
     """'住建局 🟢办理中': a 攻坚哨 part's department, light and status."""
-    return texts.PART_STATE.format(department=department_name(services, part.department_code),
-                                   status=part_status(part, services, now))
+    return texts.PART_STATE.format(
+        department=department_name(services, part.department_code),
+        status=part_status(part, services, now),
+    )
 
 
 def hard_lines(case: Case, parts: Sequence[CasePart], services: Services) -> list[str]:
@@ -124,31 +129,45 @@ def hard_lines(case: Case, parts: Sequence[CasePart], services: Services) -> lis
     if not case.is_hard:
         return []
     co = "、".join(department_name(services, p.department_code) for p in parts) or "—"
-    lines = [texts.POST_HARD.format(lead=department_name(services, case.department_code),
-                                    co=co)]
+    lines = [texts.POST_HARD.format(lead=department_name(services, case.department_code), co=co)]
     if case.hard_decision:
         lines.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
     if parts:
         now = services.clock()
-        lines.append(texts.POST_HARD_PARTS.format(
-            parts="；".join(part_state(p, services, now) for p in parts)))
+        lines.append(
+            texts.POST_HARD_PARTS.format(
+                parts="；".join(part_state(p, services, now) for p in parts)
+            )
+        )
     return lines
 
 
 def _state_lines(case: Case, services: Services) -> list[str]:
     lines = [texts.POST_STATUS.format(status=STATUS_NAMES.get(case.status, case.status))]
     if case.department_code:
-        lines.append(texts.POST_DEPARTMENT.format(
-            department=department_name(services, case.department_code)))
+        lines.append(
+            texts.POST_DEPARTMENT.format(department=department_name(services, case.department_code))
+        )
     if case.status in (DISPATCHED, SIGNED):
-        lines.append(texts.POST_DEADLINES.format(sign_by=local_time(services, case.sign_by),
-                                                 resolve_by=local_time(services, case.resolve_by)))
+        lines.append(
+            texts.POST_DEADLINES.format(
+                sign_by=local_time(services, case.sign_by),
+                resolve_by=local_time(services, case.resolve_by),
+            )
+        )
     return lines
 
 
-def triage_text(case: Case, services: Services, *, enterprise: str | None = None,
-                headline: str | None = None, footer: str | None = None,
-                auto_dispatched: bool = False, parts: Sequence[CasePart] = ()) -> str:
+def triage_text(
+    case: Case,
+    services: Services,
+    *,
+    enterprise: str | None = None,
+    headline: str | None = None,
+    footer: str | None = None,
+    auto_dispatched: bool = False,
+    parts: Sequence[CasePart] = (),
+) -> str:
     """The triage group's post of a case: content, location, suggestion and top-3, status."""
     head = [headline] if headline else _headline(case, texts.POST_NEW)
     if enterprise:
@@ -157,43 +176,54 @@ def triage_text(case: Case, services: Services, *, enterprise: str | None = None
     if case.out_of_area and case.status in (SUBMITTED, TRIAGE):
         tail.append(texts.POST_OUT_OF_AREA_WAITING)
     if auto_dispatched:
-        tail.append(texts.POST_AUTO.format(
-            department=department_name(services, case.department_code)))
+        tail.append(
+            texts.POST_AUTO.format(department=department_name(services, case.department_code))
+        )
     tail += _state_lines(case, services) + hard_lines(case, parts, services)
     if footer:
         tail.append(footer)
     return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
 
 
-def department_text(case: Case, services: Services, *, enterprise: str | None = None,
-                    footer: str | None = None, parts: Sequence[CasePart] = (),
-                    headline: str | None = None) -> str:
+def department_text(
+    case: Case,
+    services: Services,
+    *,
+    enterprise: str | None = None,
+    footer: str | None = None,
+    parts: Sequence[CasePart] = (),
+    headline: str | None = None,
+) -> str:
     """The department group's post of a dispatched case: content, location, deadlines."""
     head = [headline] if headline else _headline(case, texts.POST_DISPATCHED_TO_YOU)
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
-    tail = _location_lines(case) + _state_lines(case, services) + hard_lines(case, parts,
-                                                                           services)
+    tail = _location_lines(case) + _state_lines(case, services) + hard_lines(case, parts, services)
     if footer:
         tail.append(footer)
     return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
 
 
-def part_text(case: Case, part: CasePart, services: Services, *, footer: str | None = None
-              ) -> str:
+def part_text(case: Case, part: CasePart, services: Services, *, footer: str | None = None) -> str:
     """A co-department's post of its 攻坚哨 part: the case, the decision, its own state."""
-    head = [texts.POST_PART_HEAD.format(ref=case.ref,
-                                        lead=department_name(services, case.department_code))]
+    head = [
+        texts.POST_PART_HEAD.format(
+            ref=case.ref, lead=department_name(services, case.department_code)
+        )
+    ]
     if case.priority == URGENT:
         head[0] += "  " + texts.POST_URGENT
     tail = _location_lines(case)
     if case.hard_decision:
         tail.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
-    tail.append(texts.POST_PART_STATUS.format(
-        status=part_status(part, services, services.clock())))
+    tail.append(texts.POST_PART_STATUS.format(status=part_status(part, services, services.clock())))
     if part.status in (DISPATCHED, SIGNED):
-        tail.append(texts.POST_DEADLINES.format(sign_by=local_time(services, part.sign_by),
-                                                resolve_by=local_time(services, part.resolve_by)))
+        tail.append(
+            texts.POST_DEADLINES.format(
+                sign_by=local_time(services, part.sign_by),
+                resolve_by=local_time(services, part.resolve_by),
+            )
+        )
     if part.result:
         tail.append(texts.POST_PART_RESULT.format(result=part.result))
     if footer:
@@ -203,9 +233,12 @@ def part_text(case: Case, part: CasePart, services: Services, *, footer: str | N
 
 def part_keyboard(case: Case, part: CasePart) -> InlineKeyboardMarkup | None:
     """签收 while the part waits, 办结 once signed; nothing once it is done."""
+
     def button(label: str, verb: str) -> InlineKeyboardButton:
-        return InlineKeyboardButton(label, callback_data=cb.make(verb, case.id, part.version,
-                                                                 str(part.id)))
+        return InlineKeyboardButton(
+            label, callback_data=cb.make(verb, case.id, part.version, str(part.id))
+        )
+
     if part.status == DISPATCHED:
         return InlineKeyboardMarkup([[button(texts.BTN_PART_SIGN, cb.PART_SIGN)]])
     if part.status == SIGNED:
@@ -219,7 +252,8 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
     if case.status in (SUBMITTED, TRIAGE):
         if case.suggested_department and services.settings.department(case.suggested_department):
             label = texts.BTN_CONFIRM.format(
-                department=department_name(services, case.suggested_department))
+                department=department_name(services, case.suggested_department)
+            )
             rows.append([_button(label, cb.CONFIRM, case)])
         rows.append([_button(texts.BTN_PICK, cb.PICK, case)])
     elif case.status in (DISPATCHED, SIGNED):
@@ -245,15 +279,16 @@ def triage_keyboard(case: Case, services: Services) -> InlineKeyboardMarkup | No
 
 def hard_lead_picker(case: Case, services: Services) -> InlineKeyboardMarkup:
     """攻坚哨, step 1: every department in config.toml's order, three a row, and 返回."""
-    buttons = [_button(dept.name, cb.HARD_LEAD, case, str(i))
-               for i, dept in enumerate(services.settings.departments)]
-    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    buttons = [
+        _button(dept.name, cb.HARD_LEAD, case, str(i))
+        for i, dept in enumerate(services.settings.departments)
+    ]
+    rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
     rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
     return InlineKeyboardMarkup(rows)
 
 
-def hard_co_picker(case: Case, services: Services, lead: int, chosen: int
-                   ) -> InlineKeyboardMarkup:
+def hard_co_picker(case: Case, services: Services, lead: int, chosen: int) -> InlineKeyboardMarkup:
     """攻坚哨, step 2: the other departments (✅ the chosen ones, `chosen` a bit mask of their
     indexes; a press toggles one), 下一步 once one is chosen, and 返回 to the lead."""
     buttons = []
@@ -262,7 +297,7 @@ def hard_co_picker(case: Case, services: Services, lead: int, chosen: int
             continue
         label = texts.HARD_CO_CHOSEN.format(name=dept.name) if chosen >> i & 1 else dept.name
         buttons.append(_button(label, cb.HARD_CO, case, f"{lead}-{chosen ^ (1 << i)}"))
-    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
     if chosen:
         rows.append([_button(texts.BTN_HARD_NEXT, cb.HARD_TEXT, case, f"{lead}-{chosen}")])
     rows.append([_button(texts.BTN_BACK, cb.HARD, case)])
@@ -273,10 +308,11 @@ def grid_picker(case: Case, services: Services, code: str | None) -> InlineKeybo
     """The grids below `code` (the streets for None), two a row, ✅ 定为 `code`, and 返回."""
     gridmap = services.gridmap
     below = [_button(g.name, cb.GRID, case, g.code) for g in gridmap.children(code)]
-    rows = [below[i:i + 2] for i in range(0, len(below), 2)]
+    rows = [below[i : i + 2] for i in range(0, len(below), 2)]
     if code is not None:
-        rows.append([_button(texts.BTN_GRID_HERE.format(name=gridmap.name(code)),
-                             cb.SET_GRID, case, code)])
+        rows.append(
+            [_button(texts.BTN_GRID_HERE.format(name=gridmap.name(code)), cb.SET_GRID, case, code)]
+        )
     rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
     return InlineKeyboardMarkup(rows)
 
@@ -295,7 +331,7 @@ def department_picker(case: Case, services: Services) -> InlineKeyboardMarkup:
         elif dept.code == case.suggested_department:
             label = texts.PICKER_SUGGESTED.format(name=dept.name)
         buttons.append(_button(label, cb.TO, case, dept.code))
-    rows = [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+    rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
     rows.append([_button(texts.BTN_BACK, cb.BACK, case)])
     return InlineKeyboardMarkup(rows)
 
@@ -305,40 +341,58 @@ def confirm_question(case: Case, services: Services, code: str) -> tuple[str, st
     waiting case, 改派至 for any other choice."""
     name = department_name(services, code)
     if case.status in (SUBMITTED, TRIAGE) and code == case.suggested_department:
-        return (texts.ASK_CONFIRM_DISPATCH.format(department=name),
-                texts.BTN_CONFIRM.format(department=name))
-    return (texts.ASK_CONFIRM_MOVE.format(department=name),
-            texts.BTN_CONFIRM_MOVE.format(department=name))
+        return (
+            texts.ASK_CONFIRM_DISPATCH.format(department=name),
+            texts.BTN_CONFIRM.format(department=name),
+        )
+    return (
+        texts.ASK_CONFIRM_MOVE.format(department=name),
+        texts.BTN_CONFIRM_MOVE.format(department=name),
+    )
 
 
 def confirm_keyboard(case: Case, services: Services, code: str) -> InlineKeyboardMarkup:
     """✅ 确认(改)派至 X, and 返回 to the department list."""
     label = confirm_question(case, services, code)[1]
-    return InlineKeyboardMarkup([[_button(label, cb.CONFIRM, case, code)],
-                                 [_button(texts.BTN_BACK, cb.PICK, case)]])
+    return InlineKeyboardMarkup(
+        [[_button(label, cb.CONFIRM, case, code)], [_button(texts.BTN_BACK, cb.PICK, case)]]
+    )
 
 
 def not_accept_keyboard(case: Case) -> InlineKeyboardMarkup:
     """The reasons for 不予受理, and 返回 to the post's own buttons."""
-    fixed = [_button(NOT_ACCEPTED_REASONS[code], cb.NOT_ACCEPT_AS, case, code)
-             for code in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV)]
-    return InlineKeyboardMarkup([
-        fixed,
-        [_button(texts.BTN_REASON_DUPLICATE, cb.DUPLICATE, case),
-         _button(texts.BTN_REASON_OTHER, cb.NOT_ACCEPT_OTHER, case)],
-        [_button(texts.BTN_BACK, cb.BACK, case)],
-    ])
+    fixed = [
+        _button(NOT_ACCEPTED_REASONS[code], cb.NOT_ACCEPT_AS, case, code)
+        for code in (NOT_ACCEPTED_REMIT, NOT_ACCEPTED_NONGOV)
+    ]
+    return InlineKeyboardMarkup(
+        [
+            fixed,
+            [
+                _button(texts.BTN_REASON_DUPLICATE, cb.DUPLICATE, case),
+                _button(texts.BTN_REASON_OTHER, cb.NOT_ACCEPT_OTHER, case),
+            ],
+            [_button(texts.BTN_BACK, cb.BACK, case)],
+        ]
+    )
 
 
 def department_keyboard(case: Case) -> InlineKeyboardMarkup | None:
     """签收 / 退回 when dispatched; 办结 / 申请延期 / 退回 once signed."""
     if case.status == DISPATCHED:
-        return InlineKeyboardMarkup([[_button(texts.BTN_SIGN, cb.SIGN, case),
-                                      _button(texts.BTN_RETURN, cb.RETURN, case)]])
+        return InlineKeyboardMarkup(
+            [[_button(texts.BTN_SIGN, cb.SIGN, case), _button(texts.BTN_RETURN, cb.RETURN, case)]]
+        )
     if case.status == SIGNED:
-        return InlineKeyboardMarkup([[_button(texts.BTN_RESOLVE, cb.RESOLVE, case),
-                                      _button(texts.BTN_EXTEND, cb.EXTEND, case)],
-                                     [_button(texts.BTN_RETURN, cb.RETURN, case)]])
+        return InlineKeyboardMarkup(
+            [
+                [
+                    _button(texts.BTN_RESOLVE, cb.RESOLVE, case),
+                    _button(texts.BTN_EXTEND, cb.EXTEND, case),
+                ],
+                [_button(texts.BTN_RETURN, cb.RETURN, case)],
+            ]
+        )
     return None
 
 
@@ -351,27 +405,41 @@ def _grid_state_lines(case: Case, services: Services) -> list[str]:
     if handler:
         lines.append(texts.POST_HANDLER.format(path=handler))
     if case.status in (GRID_ASSIGNED, GRID_SIGNED):
-        lines.append(texts.POST_GRID_DEADLINES.format(
-            sign_by=local_time(services, case.sign_by),
-            resolve_by=local_time(services, case.resolve_by)))
+        lines.append(
+            texts.POST_GRID_DEADLINES.format(
+                sign_by=local_time(services, case.sign_by),
+                resolve_by=local_time(services, case.resolve_by),
+            )
+        )
     elif case.status == VERIFYING:
         lines.append(texts.POST_RESULT.format(result=case.resolution or ""))
-        lines.append(texts.POST_VERIFY_DEADLINE.format(
-            verify_by=local_time(services, case.verify_by)))
+        lines.append(
+            texts.POST_VERIFY_DEADLINE.format(verify_by=local_time(services, case.verify_by))
+        )
     elif case.department_code:
-        lines.append(texts.POST_DEPARTMENT.format(
-            department=department_name(services, case.department_code)))
+        lines.append(
+            texts.POST_DEPARTMENT.format(department=department_name(services, case.department_code))
+        )
     return lines
 
 
-def grid_text(case: Case, services: Services, *, enterprise: str | None = None,
-              headline: str | None = None, footer: str | None = None) -> str:
+def grid_text(
+    case: Case,
+    services: Services,
+    *,
+    enterprise: str | None = None,
+    headline: str | None = None,
+    footer: str | None = None,
+) -> str:
     """A grid (or street) staff member's post of a case: content, place, what to do by when."""
     if headline:
         head = [headline]
     elif case.status == VERIFYING:
-        head = [texts.POST_TO_VERIFY.format(
-            ref=case.ref, department=department_name(services, case.department_code))]
+        head = [
+            texts.POST_TO_VERIFY.format(
+                ref=case.ref, department=department_name(services, case.department_code)
+            )
+        ]
     else:
         head = _headline(case, texts.POST_TO_GRID)
     if enterprise:
@@ -385,14 +453,32 @@ def grid_text(case: Case, services: Services, *, enterprise: str | None = None,
 def grid_keyboard(case: Case) -> InlineKeyboardMarkup | None:
     """签收 / 吹哨 when handed over; 办结 / 吹哨 once signed; 核查通过 / 不通过 to verify."""
     if case.status == GRID_ASSIGNED:
-        return InlineKeyboardMarkup([[_button(texts.BTN_GRID_SIGN, cb.GRID_SIGN, case),
-                                      _button(texts.BTN_WHISTLE, cb.WHISTLE, case)]])
+        return InlineKeyboardMarkup(
+            [
+                [
+                    _button(texts.BTN_GRID_SIGN, cb.GRID_SIGN, case),
+                    _button(texts.BTN_WHISTLE, cb.WHISTLE, case),
+                ]
+            ]
+        )
     if case.status == GRID_SIGNED:
-        return InlineKeyboardMarkup([[_button(texts.BTN_GRID_RESOLVE, cb.GRID_RESOLVE, case),
-                                      _button(texts.BTN_WHISTLE, cb.WHISTLE, case)]])
+        return InlineKeyboardMarkup(
+            [
+                [
+                    _button(texts.BTN_GRID_RESOLVE, cb.GRID_RESOLVE, case),
+                    _button(texts.BTN_WHISTLE, cb.WHISTLE, case),
+                ]
+            ]
+        )
     if case.status == VERIFYING:
-        return InlineKeyboardMarkup([[_button(texts.BTN_VERIFY_OK, cb.VERIFY_OK, case),
-                                      _button(texts.BTN_VERIFY_FAIL, cb.VERIFY_FAIL, case)]])
+        return InlineKeyboardMarkup(
+            [
+                [
+                    _button(texts.BTN_VERIFY_OK, cb.VERIFY_OK, case),
+                    _button(texts.BTN_VERIFY_FAIL, cb.VERIFY_FAIL, case),
+                ]
+            ]
+        )
     return None
 
 
@@ -401,11 +487,14 @@ def whistle_picker(case: Case, services: Services, street: str | None) -> Inline
     (config.toml's order, three a row), and 返回."""
     rows = []
     if street:
-        rows.append([_button(texts.BTN_WHISTLE_STREET.format(street=street), cb.WHISTLE_TO,
-                             case, "street")])
-    buttons = [_button(texts.BTN_WHISTLE_DEPARTMENT.format(department=d.name), cb.WHISTLE_TO,
-                       case, d.code) for d in services.settings.departments]
-    rows += [buttons[i:i + 3] for i in range(0, len(buttons), 3)]
+        rows.append(
+            [_button(texts.BTN_WHISTLE_STREET.format(street=street), cb.WHISTLE_TO, case, "street")]
+        )
+    buttons = [
+        _button(texts.BTN_WHISTLE_DEPARTMENT.format(department=d.name), cb.WHISTLE_TO, case, d.code)
+        for d in services.settings.departments
+    ]
+    rows += [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
     rows.append([_button(texts.BTN_BACK, cb.GRID_BACK, case)])
     return InlineKeyboardMarkup(rows)
 
@@ -413,8 +502,14 @@ def whistle_picker(case: Case, services: Services, street: str | None) -> Inline
 def extension_keyboard(case: Case, request_id: int) -> InlineKeyboardMarkup:
     """同意 / 不同意 for triage, carrying the extension request's id."""
     arg = str(request_id)
-    return InlineKeyboardMarkup([[_button(texts.BTN_APPROVE, cb.APPROVE_EXT, case, arg),
-                                  _button(texts.BTN_REJECT, cb.REJECT_EXT, case, arg)]])
+    return InlineKeyboardMarkup(
+        [
+            [
+                _button(texts.BTN_APPROVE, cb.APPROVE_EXT, case, arg),
+                _button(texts.BTN_REJECT, cb.REJECT_EXT, case, arg),
+            ]
+        ]
+    )
 
 
 def footer(action: str, who: str, at: str) -> str:

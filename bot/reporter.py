@@ -26,15 +26,19 @@ async def start(update: Update, context: Context) -> None:
     async with services.session() as session:
         staff = await people.get_staff(session, user.id)
         if staff is None and is_private(update):
-            await people.get_or_create_reporter(session, user.id, display_name(user),
-                                               now=services.clock())
+            await people.get_or_create_reporter(
+                session, user.id, display_name(user), now=services.clock()
+            )
     if not is_private(update):
         await update.effective_message.reply_text(texts.STAFF_HELP)
         return
     parts = [texts.WELCOME.format(district=services.settings.district.name)]
     if staff is not None:
-        parts.append(texts.WELCOME_STAFF.format(name=staff.name,
-                                                role=texts.ROLE_NAMES.get(staff.role, staff.role)))
+        parts.append(
+            texts.WELCOME_STAFF.format(
+                name=staff.name, role=texts.ROLE_NAMES.get(staff.role, staff.role)
+            )
+        )
     if draft_of(context):
         parts.append(texts.WELCOME_DRAFT_PENDING)
     await update.effective_message.reply_text("\n\n".join(parts), reply_markup=main_menu())
@@ -55,7 +59,8 @@ async def location_outside(update: Update, context: Context) -> None:
 async def unsupported(update: Update, context: Context) -> None:
     """Stickers, voice, documents … outside a conversation."""
     await update.effective_message.reply_text(
-        f"{texts.UNSUPPORTED_CONTENT}\n{texts.START_REPORT_HINT}")
+        f"{texts.UNSUPPORTED_CONTENT}\n{texts.START_REPORT_HINT}"
+    )
 
 
 async def nothing_to_cancel(update: Update, context: Context) -> None:

@@ -17,9 +17,14 @@ from telegram.request import BaseRequest, RequestData
 class AiohttpRequest(BaseRequest):
     """A BaseRequest over one aiohttp ClientSession with a bounded connection pool."""
 
-    def __init__(self, connection_pool_size: int = 32, read_timeout: float | None = 5.0,
-                 write_timeout: float | None = 5.0, connect_timeout: float | None = 5.0,
-                 media_write_timeout: float | None = 20.0) -> None:
+    def __init__(
+        self,
+        connection_pool_size: int = 32,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        media_write_timeout: float | None = 20.0,
+    ) -> None:
         self._pool_size = connection_pool_size
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
@@ -35,7 +40,8 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": self.USER_AGENT})
+                connector=connector, headers={"User-Agent": self.USER_AGENT}
+            )
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -76,8 +82,10 @@ class AiohttpRequest(BaseRequest):
                 body.add_field(name, content, filename=filename, content_type=mime)
             kwargs = {"data": body}
         elif request_data:
-            kwargs = {"data": request_data.json_payload,
-                      "headers": {"Content-Type": "application/json"}}
+            kwargs = {
+                "data": request_data.json_payload,
+                "headers": {"Content-Type": "application/json"},
+            }
         else:
             kwargs = {}
         try:

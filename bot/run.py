@@ -66,8 +66,13 @@ async def _wait_for_stop_signal() -> None:
                 loop.remove_signal_handler(sig)
 
 
-async def start_application(application: Application, settings: Settings, *,
-                            mode: str | None = None, poll_interval: float | None = None) -> None:
+async def start_application(
+    application: Application,
+    settings: Settings,
+    *,
+    mode: str | None = None,
+    poll_interval: float | None = None,
+) -> None:
     """Initialize and start the application and its updater (polling or webhook)."""
     if poll_interval is None:
         poll_interval = settings.telegram.poll_interval
@@ -84,8 +89,8 @@ async def start_application(application: Application, settings: Settings, *,
         await start_webhook(application, settings)
     elif mode == "polling":
         await application.updater.start_polling(
-            poll_interval=poll_interval, timeout=POLL_TIMEOUT,
-            allowed_updates=Update.ALL_TYPES)
+            poll_interval=poll_interval, timeout=POLL_TIMEOUT, allowed_updates=Update.ALL_TYPES
+        )
     else:
         raise ConfigError(f"telegram.mode 只能是 polling 或 webhook，而不是 {mode!r}")
 
@@ -153,16 +158,28 @@ async def run_demo(settings: Settings, *, input_lines=None, out=None) -> None:
     roles = demo_roles(settings)
     await emulator.start()
     try:
-        application = build_application(settings, base_url=emulator.base_url,
-                                         base_file_url=emulator.base_file_url, token=DEMO_TOKEN)
+        application = build_application(
+            settings,
+            base_url=emulator.base_url,
+            base_file_url=emulator.base_file_url,
+            token=DEMO_TOKEN,
+        )
         async with application.bot_data["services"].session() as session:
             # A fresh emulator numbers its updates from the start again.
             await drafts.forget_processed_updates(session)
         try:
             await start_application(application, settings, mode="polling")
-            await run_terminal_chat(emulator, identities, groups, start_as=DEMO_RESIDENT,
-                                    input_lines=input_lines, out=out, roles=roles,
-                                    intro=demo_intro(settings, identities, roles), title=TITLE)
+            await run_terminal_chat(
+                emulator,
+                identities,
+                groups,
+                start_as=DEMO_RESIDENT,
+                input_lines=input_lines,
+                out=out,
+                roles=roles,
+                intro=demo_intro(settings, identities, roles),
+                title=TITLE,
+            )
             # What was typed last (a script that ends at once) is still handled: stopping
             # handles the updates the bot took, but drops those it had not taken yet.
             await emulator.wait_until_taken()

@@ -73,36 +73,58 @@ async def overdue_command(update: Update, context: Context) -> None:
     department = staff.department_code if staff.role == "department" else None
     grid = staff.grid_code if staff.role in GRID_ROLES else None
     async with services.read_session() as session:  # a scan: never on the loop's thread
-        counts = await fq.light_counts(session, now, services.rules, department=department,
-                                       grid=grid)
-        cases = await fq.lit_cases(session, now, services.rules, department=department,
-                                   grid=grid, limit=OVERDUE_LINES)
+        counts = await fq.light_counts(
+            session, now, services.rules, department=department, grid=grid
+        )
+        cases = await fq.lit_cases(
+            session, now, services.rules, department=department, grid=grid, limit=OVERDUE_LINES
+        )
         # 攻坚哨 parts are departments' work, not a grid's
-        parts = [] if grid else await fq.lit_parts_now(session, now, services.rules,
-                                                       department=department)
+        parts = (
+            []
+            if grid
+            else await fq.lit_parts_now(session, now, services.rules, department=department)
+        )
     if department:
         scope = department_name(services, department)
     elif grid:
         scope = texts.OVERDUE_SCOPE_GRID.format(grid=services.gridmap.path_names(grid) or grid)
     else:
         scope = texts.OVERDUE_SCOPE_ALL
-    text = overdue_text(services, scope, counts, cases, now,
-                        grouped=staff.role in ALL_DEPARTMENTS_ROLES, parts=parts,
-                        by_grid=grid is not None)
+    text = overdue_text(
+        services,
+        scope,
+        counts,
+        cases,
+        now,
+        grouped=staff.role in ALL_DEPARTMENTS_ROLES,
+        parts=parts,
+        by_grid=grid is not None,
+    )
     await update.effective_message.reply_text(text)
 
 
-def overdue_text(services: Services, scope: str, counts: dict[str, int],
-                 cases: list[tuple[Case, str]], now: datetime, *, grouped: bool,
-                 parts: Sequence[tuple[CasePart, Case, str]] = (),
-                 by_grid: bool = False) -> str:
+def overdue_text(
+    services: Services,
+    scope: str,
+    counts: dict[str, int],
+    cases: list[tuple[Case, str]],
+    now: datetime,
+    *,
+    grouped: bool,
+    parts: Sequence[tuple[CasePart, Case, str]] = (),
+    by_grid: bool = False,
+) -> str:
     """The /overdue answer: totals, then the most urgent cases (by department if grouped,
     by the grid each lies in for grid staff), most urgent group first, then the 攻坚哨 parts
     that are red or yellow."""
     if not counts[RED] and not counts[YELLOW] and not parts:
         return texts.OVERDUE_NONE.format(scope=scope)
-    lines = [texts.OVERDUE_TITLE.format(scope=scope, time=local_time(services, now),
-                                        red=counts[RED], yellow=counts[YELLOW])]
+    lines = [
+        texts.OVERDUE_TITLE.format(
+            scope=scope, time=local_time(services, now), red=counts[RED], yellow=counts[YELLOW]
+        )
+    ]
     groups: dict[str | None, list[tuple[Case, str]]] = {}
     for case, light in cases:
         key = case.department_code if grouped else case.grid_code if by_grid else None
@@ -110,36 +132,49 @@ def overdue_text(services: Services, scope: str, counts: dict[str, int],
     for code, items in groups.items():
         red = sum(1 for _, light in items if light == RED)
         if grouped:
-            lines.append(texts.OVERDUE_DEPARTMENT.format(
-                department=department_name(services, code), red=red, yellow=len(items) - red))
+            lines.append(
+                texts.OVERDUE_DEPARTMENT.format(
+                    department=department_name(services, code), red=red, yellow=len(items) - red
+                )
+            )
         elif by_grid:
-            name = (services.gridmap.name(code)
-                    or grid_texts.OVERDUE_NO_GRID_NAME.format(code=code))
-            lines.append(grid_texts.OVERDUE_GRID.format(grid=name, red=red,
-                                                        yellow=len(items) - red))
+            name = services.gridmap.name(code) or grid_texts.OVERDUE_NO_GRID_NAME.format(code=code)
+            lines.append(
+                grid_texts.OVERDUE_GRID.format(grid=name, red=red, yellow=len(items) - red)
+            )
         lines.extend(_overdue_line(case, light, now) for case, light in items)
     if counts[RED] + counts[YELLOW] > len(cases):
         lines.append(texts.OVERDUE_TRUNCATED.format(count=len(cases)))
     if parts:
         lines.append(texts.OVERDUE_PARTS)
         for part, case, light in parts:
-            ref = texts.PART_REF.format(ref=case.ref, department=department_name(
-                services, part.department_code))
+            ref = texts.PART_REF.format(
+                ref=case.ref, department=department_name(services, part.department_code)
+            )
             lines.append(_overdue_line(case, light, now, part=part, ref=ref))
     return fit("\n".join(lines), delivery.MAX_TEXT)
 
 
-def _overdue_line(case: Case, light: str, now: datetime, *, part: CasePart | None = None,
-                  ref: str | None = None) -> str:
+def _overdue_line(
+    case: Case, light: str, now: datetime, *, part: CasePart | None = None, ref: str | None = None
+) -> str:
     """One case (or one 攻坚哨 part, by its own deadline, under `ref`) of /overdue."""
     lit = part or case
     deadline, stage = running_deadline(lit), stage_name(lit)
     ref = ref or case.ref
     if light == RED:
-        return texts.OVERDUE_RED_LINE.format(ref=ref, stage=stage, snippet=snippet(case),
-                                             over=texts.span((now - deadline).total_seconds()))
-    return texts.OVERDUE_YELLOW_LINE.format(ref=ref, stage=stage, snippet=snippet(case),
-                                            left=texts.span((deadline - now).total_seconds()))
+        return texts.OVERDUE_RED_LINE.format(
+            ref=ref,
+            stage=stage,
+            snippet=snippet(case),
+            over=texts.span((now - deadline).total_seconds()),
+        )
+    return texts.OVERDUE_YELLOW_LINE.format(
+        ref=ref,
+        stage=stage,
+        snippet=snippet(case),
+        left=texts.span((deadline - now).total_seconds()),
+    )
 
 
 # ---------------------------------------------------------------- /stats
@@ -152,22 +187,27 @@ def _month(first: date, calendar: WorkCalendar) -> tuple[str, datetime, datetime
     return (name, *stats.local_days_bounds(first, last, calendar))
 
 
-def _named_period(period: str, today: date, calendar: WorkCalendar) -> tuple[str, datetime, datetime]:
+def _named_period(
+    period: str, today: date, calendar: WorkCalendar
+) -> tuple[str, datetime, datetime]:
     """One of _PERIOD_WORDS as (name, start, end) around `today` (district time)."""
     monday = today - timedelta(days=today.weekday())
     if period == "today":
-        return (texts.STATS_PERIOD_NAMES["today"],
-                *stats.local_days_bounds(today, today, calendar))
+        return (texts.STATS_PERIOD_NAMES["today"], *stats.local_days_bounds(today, today, calendar))
     if period in ("week", "last_week"):
         first = monday if period == "week" else monday - timedelta(days=7)
-        return (texts.STATS_PERIOD_NAMES[period],
-                *stats.local_days_bounds(first, first + timedelta(days=6), calendar))
+        return (
+            texts.STATS_PERIOD_NAMES[period],
+            *stats.local_days_bounds(first, first + timedelta(days=6), calendar),
+        )
     if period == "month":
         return (texts.STATS_PERIOD_NAMES["month"], *_month(today.replace(day=1), calendar)[1:])
     if period == "last_month":
         return _month((today.replace(day=1) - timedelta(days=1)).replace(day=1), calendar)
-    return (texts.STATS_YEAR.format(year=today.year),
-            *stats.local_days_bounds(date(today.year, 1, 1), date(today.year, 12, 31), calendar))
+    return (
+        texts.STATS_YEAR.format(year=today.year),
+        *stats.local_days_bounds(date(today.year, 1, 1), date(today.year, 12, 31), calendar),
+    )
 
 
 def _dates(match: re.Match) -> tuple[date, date] | None:
@@ -181,8 +221,9 @@ def _dates(match: re.Match) -> tuple[date, date] | None:
     return (first, last) if first.year >= 2000 and first <= last else None
 
 
-def stats_period(arg: str, now: datetime, services: Services
-                 ) -> tuple[str, datetime, datetime] | None:
+def stats_period(
+    arg: str, now: datetime, services: Services
+) -> tuple[str, datetime, datetime] | None:
     """(name, start, end) in UTC of the period /stats was asked about (district time): a word
     of _PERIOD_WORDS (default 本月), YYYY-MM, YYYY-MM-DD or YYYY-MM-DD~YYYY-MM-DD; None if
     the argument is none of those."""
@@ -218,71 +259,104 @@ async def stats_command(update: Update, context: Context) -> None:
         await message.reply_text(texts.STATS_NOT_STARTED.format(period=period_name))
         return
     if staff.role in GRID_ROLES and staff.grid_code:
-        await message.reply_text(await _grid_stats(services, staff.grid_code, name, start, end,
-                                                   now))
+        await message.reply_text(
+            await _grid_stats(services, staff.grid_code, name, start, end, now)
+        )
         return
     async with services.read_session() as session:  # ~0.2 s on a year of cases: threaded
         total = await stats.summary(session, start=start, end=end, now=now, rules=services.rules)
-        rows = await stats.by_department(session, start=start, end=end, now=now,
-                                         rules=services.rules)
+        rows = await stats.by_department(
+            session, start=start, end=end, now=now, rules=services.rules
+        )
     await message.reply_text(stats_text(services, name, start, end, total, rows))
 
 
-async def _grid_stats(services: Services, code: str, name: str, start: datetime,
-                      end: datetime, now: datetime) -> str:
+async def _grid_stats(
+    services: Services, code: str, name: str, start: datetime, end: datetime, now: datetime
+) -> str:
     """Grid staff's /stats: their grid and everything below it, the grids below by name."""
     async with services.read_session() as session:
-        view = await gridstats.area_view(session, code, start=start, end=end, now=now,
-                                         rules=services.rules)
+        view = await gridstats.area_view(
+            session, code, start=start, end=end, now=now, rules=services.rules
+        )
     if view is None:
         return grid_texts.STATS_GRID_GONE.format(code=code)
     return grid_stats_text(services, name, start, end, view)
 
 
-def grid_stats_text(services: Services, name: str, start: datetime, end: datetime,
-                    view: dict) -> str:
+def grid_stats_text(
+    services: Services, name: str, start: datetime, end: datetime, view: dict
+) -> str:
     calendar = services.rules.calendar
     first = calendar.to_local(start).date()
     last = calendar.to_local(end).date() - timedelta(days=1)
     node = view["node"]
     path = " › ".join(p["name"] for p in view["path"]) or node["name"]
-    lines = [texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
-             grid_texts.STATS_GRID_TOTAL.format(
-                 path=path, created=node["created"], dispatched=node["dispatched"],
-                 done=node["done"], completion=texts.percent(node["completion_rate"]),
-                 on_time=texts.percent(node["on_time_rate"]),
-                 satisfaction=texts.percent(node["satisfaction_rate"]),
-                 open=node["open"], red=node["red"], yellow=node["yellow"])]
+    lines = [
+        texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
+        grid_texts.STATS_GRID_TOTAL.format(
+            path=path,
+            created=node["created"],
+            dispatched=node["dispatched"],
+            done=node["done"],
+            completion=texts.percent(node["completion_rate"]),
+            on_time=texts.percent(node["on_time_rate"]),
+            satisfaction=texts.percent(node["satisfaction_rate"]),
+            open=node["open"],
+            red=node["red"],
+            yellow=node["yellow"],
+        ),
+    ]
     if view["rows"]:
         lines.append(grid_texts.STATS_GRID_BELOW.format(level=view["level_title"]))
     for row in view["rows"]:
-        lines.append(grid_texts.STATS_GRID_ROW.format(
-            light=LIGHT_EMOJI.get(row["light"], ""), name=row["name"], created=row["created"],
-            open=row["open"], red=row["red"], completion=texts.percent(row["completion_rate"]),
-            on_time=texts.percent(row["on_time_rate"]),
-            satisfaction=texts.percent(row["satisfaction_rate"])))
+        lines.append(
+            grid_texts.STATS_GRID_ROW.format(
+                light=LIGHT_EMOJI.get(row["light"], ""),
+                name=row["name"],
+                created=row["created"],
+                open=row["open"],
+                red=row["red"],
+                completion=texts.percent(row["completion_rate"]),
+                on_time=texts.percent(row["on_time_rate"]),
+                satisfaction=texts.percent(row["satisfaction_rate"]),
+            )
+        )
     return fit("\n".join(lines), delivery.MAX_TEXT)
 
 
-def stats_text(services: Services, name: str, start: datetime, end: datetime, total: dict,
-               rows: list[dict]) -> str:
+def stats_text(
+    services: Services, name: str, start: datetime, end: datetime, total: dict, rows: list[dict]
+) -> str:
     calendar = services.rules.calendar
     first = calendar.to_local(start).date()
     last = calendar.to_local(end).date() - timedelta(days=1)
-    lines = [texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
-             texts.STATS_TOTAL.format(
-                 created=total["created"], dispatched=total["dispatched"], done=total["done"],
-                 completion=texts.percent(total["completion_rate"]),
-                 on_time=texts.percent(total["on_time_rate"]),
-                 satisfaction=texts.percent(total["satisfaction_rate"]),
-                 open=total["open"], red=total["red"], yellow=total["yellow"]),
-             texts.STATS_DEPARTMENTS]
+    lines = [
+        texts.STATS_TITLE.format(period=name, start=first.isoformat(), end=last.isoformat()),
+        texts.STATS_TOTAL.format(
+            created=total["created"],
+            dispatched=total["dispatched"],
+            done=total["done"],
+            completion=texts.percent(total["completion_rate"]),
+            on_time=texts.percent(total["on_time_rate"]),
+            satisfaction=texts.percent(total["satisfaction_rate"]),
+            open=total["open"],
+            red=total["red"],
+            yellow=total["yellow"],
+        ),
+        texts.STATS_DEPARTMENTS,
+    ]
     for row in rows:
-        lines.append(texts.STATS_DEPARTMENT.format(
-            light=LIGHT_EMOJI.get(row["light"], ""), name=row["name"],
-            dispatched=row["dispatched"], completion=texts.percent(row["completion_rate"]),
-            on_time=texts.percent(row["on_time_rate"]),
-            satisfaction=texts.percent(row["satisfaction_rate"])))
+        lines.append(
+            texts.STATS_DEPARTMENT.format(
+                light=LIGHT_EMOJI.get(row["light"], ""),
+                name=row["name"],
+                dispatched=row["dispatched"],
+                completion=texts.percent(row["completion_rate"]),
+                on_time=texts.percent(row["on_time_rate"]),
+                satisfaction=texts.percent(row["satisfaction_rate"]),
+            )
+        )
     return fit("\n".join(lines), delivery.MAX_TEXT)
 
 
@@ -317,8 +391,9 @@ def policy_message(item) -> tuple[str, InlineKeyboardMarkup]:
     if item.tags:
         parts.append(texts.POLICY_TAGS.format(tags="、".join(item.tags)))
     parts.append(texts.POLICY_FOOTER)
-    button = InlineKeyboardButton(texts.BTN_UNSUBSCRIBE,
-                                  callback_data=cb.make(cb.NEWS, 0, item.id, "off"))
+    button = InlineKeyboardButton(
+        texts.BTN_UNSUBSCRIBE, callback_data=cb.make(cb.NEWS, 0, item.id, "off")
+    )
     return fit("\n\n".join(parts), delivery.MAX_TEXT), InlineKeyboardMarkup([[button]])
 
 
@@ -341,9 +416,15 @@ async def policy_command(update: Update, context: Context) -> None:
             text, markup = policy_message(item)
             chats = await policy.policy_recipients(session, item)
             for chat_id in chats:
-                await outbox.enqueue(session, key=f"policy:{item.id}:{chat_id}", chat_id=chat_id,
-                                     text=text, kind="policy", now=now,
-                                     reply_markup=markup.to_dict())
+                await outbox.enqueue(
+                    session,
+                    key=f"policy:{item.id}:{chat_id}",
+                    chat_id=chat_id,
+                    text=text,
+                    kind="policy",
+                    now=now,
+                    reply_markup=markup.to_dict(),
+                )
     except CaseError as exc:  # InvalidInput: which field to fix
         await message.reply_text(error_text(exc))
         return

@@ -67,8 +67,10 @@ async def ask(update: Update, prompt: str) -> None:
     user = update.effective_user
     mention = f'<a href="tg://user?id={user.id}">{html.escape(user.full_name)}</a>'
     await update.effective_chat.send_message(
-        f"{mention} {html.escape(prompt)}", parse_mode=ParseMode.HTML,
-        reply_markup=ForceReply(selective=True))
+        f"{mention} {html.escape(prompt)}",
+        parse_mode=ParseMode.HTML,
+        reply_markup=ForceReply(selective=True),
+    )
 
 
 def words_problem(text: str, high: int) -> str | None:
@@ -92,8 +94,16 @@ async def typed_words(update: Update, high: int) -> str | None:
     return words
 
 
-async def keep_words(update: Update, context: Context, *, key: str, field: str, high: int,
-                     next_prompt: str, next_state: int) -> int | None:
+async def keep_words(
+    update: Update,
+    context: Context,
+    *,
+    key: str,
+    field: str,
+    high: int,
+    next_prompt: str,
+    next_state: int,
+) -> int | None:
     """Store typed words (a result, a reason) under `field` of what waits under `key`, then ask
     the next question; bad words are answered and asked again (state unchanged)."""
     words = await typed_words(update, high)
@@ -107,8 +117,16 @@ async def keep_words(update: Update, context: Context, *, key: str, field: str, 
     return next_state
 
 
-async def begin(update: Update, context: Context, *, key: str, audience: str, state: int,
-                prompt: str, check: Check | None = None) -> int | None:
+async def begin(
+    update: Update,
+    context: Context,
+    *,
+    key: str,
+    audience: str,
+    state: int,
+    prompt: str,
+    check: Check | None = None,
+) -> int | None:
     """Entry of a button that needs words: check the presser may act now (and `check`, which
     raises a CaseError when the case cannot take this action), then ask for the words."""
 
@@ -124,22 +142,37 @@ async def begin(update: Update, context: Context, *, key: str, audience: str, st
     button, acted = result
     query = update.callback_query
     message = query.message
-    set_pending(context, key, message.chat.id, {
-        "verb": button.verb, "case_id": button.case_id, "version": button.version,
-        "arg": button.arg,  # e.g. where a 吹哨 goes (bot/grid.py)
-        "ref": acted.case.ref, "message_id": message.message_id,
-        "photo_post": bool(getattr(message, "photo", None)),
-        # The 申请延期 prompt's example date counts from the deadline the presser saw.
-        "resolve_by": acted.case.resolve_by.isoformat() if acted.case.resolve_by else None,
-    })
+    set_pending(
+        context,
+        key,
+        message.chat.id,
+        {
+            "verb": button.verb,
+            "case_id": button.case_id,
+            "version": button.version,
+            "arg": button.arg,  # e.g. where a 吹哨 goes (bot/grid.py)
+            "ref": acted.case.ref,
+            "message_id": message.message_id,
+            "photo_post": bool(getattr(message, "photo", None)),
+            # The 申请延期 prompt's example date counts from the deadline the presser saw.
+            "resolve_by": acted.case.resolve_by.isoformat() if acted.case.resolve_by else None,
+        },
+    )
     await ask(update, prompt)
     await query.answer()
     return state
 
 
-async def finish(update: Update, context: Context, *, key: str, audience: str, action: Action,
-                 done: Callable[[actions.Acted], str],
-                 answer: Callable[[actions.Acted], str]) -> int | None:
+async def finish(
+    update: Update,
+    context: Context,
+    *,
+    key: str,
+    audience: str,
+    action: Action,
+    done: Callable[[actions.Acted], str],
+    answer: Callable[[actions.Acted], str],
+) -> int | None:
     """Run `action` for the waiting button, redraw the post it was on, end the conversation.
 
     Bad words (InvalidInput) are answered and asked for again; any other refusal ends it.
@@ -150,8 +183,9 @@ async def finish(update: Update, context: Context, *, key: str, audience: str, a
     waiting = pending(context, key, chat_id)
     if waiting is None:
         return END
-    button = cb.Callback(waiting["verb"], waiting["case_id"], waiting["version"],
-                         waiting.get("arg"))
+    button = cb.Callback(
+        waiting["verb"], waiting["case_id"], waiting["version"], waiting.get("arg")
+    )
     try:
         acted = await action(services, update.effective_user.id, button)
     except InvalidInput as exc:
@@ -165,23 +199,29 @@ async def finish(update: Update, context: Context, *, key: str, audience: str, a
     kick_delivery(context.application)
     set_pending(context, key, chat_id, None)
     await update.effective_message.reply_text(answer(acted))
-    await _redraw(context, services, chat_id, waiting, post_for(acted, services, audience,
-                                                                 done(acted)))
+    await _redraw(
+        context, services, chat_id, waiting, post_for(acted, services, audience, done(acted))
+    )
     return END
 
 
-async def _redraw(context: Context, services: Services, chat_id: int, waiting: dict,
-                  post: tuple[str, object]) -> None:
+async def _redraw(
+    context: Context, services: Services, chat_id: int, waiting: dict, post: tuple[str, object]
+) -> None:
     """Bring the post the button was on up to date (new buttons, who did what)."""
     text, keyboard = post
     try:
         if waiting["photo_post"]:
-            await context.bot.edit_message_caption(chat_id, waiting["message_id"],
-                                                   caption=fit(text, MAX_CAPTION),
-                                                   reply_markup=keyboard)
+            await context.bot.edit_message_caption(
+                chat_id,
+                waiting["message_id"],
+                caption=fit(text, MAX_CAPTION),
+                reply_markup=keyboard,
+            )
         else:
-            await context.bot.edit_message_text(fit(text, MAX_TEXT), chat_id,
-                                                waiting["message_id"], reply_markup=keyboard)
+            await context.bot.edit_message_text(
+                fit(text, MAX_TEXT), chat_id, waiting["message_id"], reply_markup=keyboard
+            )
     except Exception:  # noqa: BLE001 - the action is done; an old post may be uneditable
         return
 
@@ -211,13 +251,20 @@ def typed(step: Step) -> list[BaseHandler]:
 
 def photo_or_skip(got_photo: Step, skip: Step) -> list[BaseHandler]:
     """A state that waits for a photo of the result, or /skip."""
-    return [MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_photo),
-            CommandHandler("skip", skip)]
+    return [
+        MessageHandler(filters.UpdateType.MESSAGE & filters.PHOTO, got_photo),
+        CommandHandler("skip", skip),
+    ]
 
 
-def conversation(*, name: str, key: str, idle_minutes: float,
-                 buttons: Sequence[tuple[str, Step]],
-                 states: dict[int, list[BaseHandler]]) -> ConversationHandler:
+def conversation(
+    *,
+    name: str,
+    key: str,
+    idle_minutes: float,
+    buttons: Sequence[tuple[str, Step]],
+    states: dict[int, list[BaseHandler]],
+) -> ConversationHandler:
     """One staff ConversationHandler per (chat, staff member): each (verb, step) button starts
     it, `states` wait for the words; /cancel and the idle timeout drop what waits under `key`."""
 
@@ -229,8 +276,9 @@ def conversation(*, name: str, key: str, idle_minutes: float,
 
     with buttons_start_conversations():
         return ConversationHandler(
-            entry_points=[CallbackQueryHandler(step, pattern=cb.pattern(verb))
-                          for verb, step in buttons],
+            entry_points=[
+                CallbackQueryHandler(step, pattern=cb.pattern(verb)) for verb, step in buttons
+            ],
             states={**states, ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out_step)]},
             fallbacks=[CommandHandler("cancel", cancel_step)],
             name=name,

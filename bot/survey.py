@@ -37,10 +37,16 @@ STATE_KEY = "survey"  # bot_data: the filter of users whose comment is awaited
 
 def survey_keyboard(case: Case, verb: str = cb.RATE) -> InlineKeyboardMarkup:
     """The three answers; a follower's (cb.RATE_FOLLOWER) are recorded, not acted on."""
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton(texts.BTN_RATE[r], callback_data=cb.make(verb, case.id,
-                                                                      case.version, r))
-        for r in RATINGS]])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.BTN_RATE[r], callback_data=cb.make(verb, case.id, case.version, r)
+                )
+                for r in RATINGS
+            ]
+        ]
+    )
 
 
 async def on_follower_rate(update: Update, context: Context) -> None:
@@ -53,48 +59,85 @@ async def on_follower_rate(update: Update, context: Context) -> None:
     services = context.services
     try:
         async with services.session() as session:
-            case = await followers.rate(session, button.case_id, query.from_user.id,
-                                        button.arg, services.clock())
+            case = await followers.rate(
+                session, button.case_id, query.from_user.id, button.arg, services.clock()
+            )
     except CaseError as exc:
         await alert(query, error_text(exc))
         return
-    await query.edit_message_text(texts.FOLLOWER_RATED.format(
-        rating=texts.RATING_NAMES[button.arg], ref=case.ref), reply_markup=None)
+    await query.edit_message_text(
+        texts.FOLLOWER_RATED.format(rating=texts.RATING_NAMES[button.arg], ref=case.ref),
+        reply_markup=None,
+    )
     await query.answer()  # last: the spinner stops once the thanks is showing
 
 
-async def submit_rating(session, services: Services, user_id: int, case_id: int, version: int,
-                        rating: str, comment: str | None, now: datetime) -> Case:
+async def submit_rating(
+    session,
+    services: Services,
+    user_id: int,
+    case_id: int,
+    version: int,
+    rating: str,
+    comment: str | None,
+    now: datetime,
+) -> Case:
     """The reporter's answer; 不满意 reopens the case and sends it back to the department (or
     the grid that resolved it) with the comment (department post + reporter notice, in the same transaction). The
     notice is the reporter's only word of the reopening, whichever way the 不满意 came."""
-    case = await cases.rate(session, case_id, Actor.reporter(user_id), rating, comment, now,
-                            rules=services.rules, expected_version=version)
+    case = await cases.rate(
+        session,
+        case_id,
+        Actor.reporter(user_id),
+        rating,
+        comment,
+        now,
+        rules=services.rules,
+        expected_version=version,
+    )
     if rating == UNSATISFIED:
         await _queue_reopened(session, services, case, comment, now)
     return case
 
 
-async def _queue_reopened(session, services: Services, case: Case, comment: str | None,
-                          now: datetime) -> None:
+async def _queue_reopened(
+    session, services: Services, case: Case, comment: str | None, now: datetime
+) -> None:
     dept = await reference.get_department(session, case.department_code)
     if case.status == GRID_ASSIGNED:  # resolved in the grid: back to the grid's staff
-        headline = grid_texts.POST_GRID_REOPENED.format(ref=case.ref,
-                                                   comment=comment or texts.NO_COMMENT)
+        headline = grid_texts.POST_GRID_REOPENED.format(
+            ref=case.ref, comment=comment or texts.NO_COMMENT
+        )
         staff = await gridwork.staff_of_grid(session, case.handling_grid_code)
         text = posts.grid_text(case, services, headline=headline)
-        await outbox.enqueue_many(session, [
-            notices.push_row(case, "reopened", chat_id, text, "grid", now,
-                             markup=posts.grid_keyboard(case)) for chat_id in staff])
+        await outbox.enqueue_many(
+            session,
+            [
+                notices.push_row(
+                    case, "reopened", chat_id, text, "grid", now, markup=posts.grid_keyboard(case)
+                )
+                for chat_id in staff
+            ],
+        )
     elif dept is not None and dept.chat_id:
         text = texts.POST_REOPENED.format(
-            ref=case.ref, comment=comment or texts.NO_COMMENT, resolution=case.resolution or "",
+            ref=case.ref,
+            comment=comment or texts.NO_COMMENT,
+            resolution=case.resolution or "",
             sign_by=local_time(services, case.sign_by),
-            resolve_by=local_time(services, case.resolve_by), snippet=snippet(case))
-        await outbox.enqueue(session, key=notices.case_key(case, "reopened", dept.chat_id),
-                             chat_id=dept.chat_id, text=fit(text, delivery.MAX_TEXT),
-                             kind="department", now=now, case_id=case.id,
-                             reply_markup=posts.as_dict(posts.department_keyboard(case)))
+            resolve_by=local_time(services, case.resolve_by),
+            snippet=snippet(case),
+        )
+        await outbox.enqueue(
+            session,
+            key=notices.case_key(case, "reopened", dept.chat_id),
+            chat_id=dept.chat_id,
+            text=fit(text, delivery.MAX_TEXT),
+            kind="department",
+            now=now,
+            case_id=case.id,
+            reply_markup=posts.as_dict(posts.department_keyboard(case)),
+        )
     notice = await notices.reporter_notice(session, services, case, "reopened", now)
     if notice is not None:
         await outbox.enqueue_many(session, [notice])
@@ -119,8 +162,9 @@ async def on_rate_button(update: Update, context: Context) -> None:
         return
     try:
         async with services.session() as session:
-            case = await submit_rating(session, services, user_id, button.case_id,
-                                       button.version, button.arg, None, now)
+            case = await submit_rating(
+                session, services, user_id, button.case_id, button.version, button.arg, None, now
+            )
             cleared = await _clear_pending(session, user_id, case.id, now)
     except CaseError as exc:
         await alert(query, _refusal(exc))
@@ -174,28 +218,49 @@ async def _ask_comment(update: Update, context: Context, button: cb.Callback) ->
     if refusal is None:
         await _submit_earlier_pending(services, user_id, case.id, now)
         async with services.session() as session:
-            await drafts.save_states(session, {f"{PENDING_PREFIX}{user_id}": {
-                "case_id": case.id, "version": case.version, "at": now.isoformat()}}, now)
+            await drafts.save_states(
+                session,
+                {
+                    f"{PENDING_PREFIX}{user_id}": {
+                        "case_id": case.id,
+                        "version": case.version,
+                        "at": now.isoformat(),
+                    }
+                },
+                now,
+            )
     if refusal:
         await alert(query, refusal)
         return
     pending_filter(context.application).add_user_ids(user_id)
     await query.answer()
     name = department_name(services, case.department_code)
-    submit = InlineKeyboardMarkup([[InlineKeyboardButton(
-        texts.BTN_SUBMIT_RATING, callback_data=cb.make(cb.RATE_NOW, case.id, case.version,
-                                                       UNSATISFIED))]])
+    submit = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.BTN_SUBMIT_RATING,
+                    callback_data=cb.make(cb.RATE_NOW, case.id, case.version, UNSATISFIED),
+                )
+            ]
+        ]
+    )
     await query.edit_message_text(
-        fit(query.message.text or "", delivery.MAX_TEXT - 40) + "\n\n"
+        fit(query.message.text or "", delivery.MAX_TEXT - 40)
+        + "\n\n"
         + texts.SURVEY_ANSWERED.format(rating=texts.RATING_NAMES[UNSATISFIED]),
-        reply_markup=None)
+        reply_markup=None,
+    )
     await context.bot.send_message(
-        user_id, texts.SURVEY_ASK_COMMENT.format(max=COMMENT_MAX, department=name),
-        reply_markup=submit)
+        user_id,
+        texts.SURVEY_ASK_COMMENT.format(max=COMMENT_MAX, department=name),
+        reply_markup=submit,
+    )
 
 
-async def _submit_earlier_pending(services: Services, user_id: int, case_id: int,
-                                  now: datetime) -> None:
+async def _submit_earlier_pending(
+    services: Services, user_id: int, case_id: int, now: datetime
+) -> None:
     """One comment is awaited per person: a 不满意 still waiting on another case is submitted
     without its comment rather than forgotten."""
     key = f"{PENDING_PREFIX}{user_id}"
@@ -205,8 +270,16 @@ async def _submit_earlier_pending(services: Services, user_id: int, case_id: int
         return
     try:
         async with services.session() as session:
-            await submit_rating(session, services, user_id, earlier["case_id"],
-                                earlier["version"], UNSATISFIED, None, now)
+            await submit_rating(
+                session,
+                services,
+                user_id,
+                earlier["case_id"],
+                earlier["version"],
+                UNSATISFIED,
+                None,
+                now,
+            )
     except CaseError as exc:
         log.info("earlier rating of case %s dropped: %s", earlier["case_id"], exc)
 
@@ -224,14 +297,23 @@ async def on_comment(update: Update, context: Context) -> None:
         return
     comment = (message.text or "").strip()
     if len(comment) > COMMENT_MAX:
-        await message.reply_text(texts.SURVEY_COMMENT_TOO_LONG.format(length=len(comment),
-                                                                      max=COMMENT_MAX))
+        await message.reply_text(
+            texts.SURVEY_COMMENT_TOO_LONG.format(length=len(comment), max=COMMENT_MAX)
+        )
         return
     refusal = None
     try:
         async with services.session() as session:
-            await submit_rating(session, services, user_id, pending["case_id"],
-                                pending["version"], UNSATISFIED, comment or None, now)
+            await submit_rating(
+                session,
+                services,
+                user_id,
+                pending["case_id"],
+                pending["version"],
+                UNSATISFIED,
+                comment or None,
+                now,
+            )
             await drafts.save_states(session, {key: None}, now)
     except CaseError as exc:
         async with services.session() as session:
@@ -248,4 +330,4 @@ async def load_pending(application: Application) -> None:
     services = services_of(application)
     async with services.session() as session:
         pending = await drafts.load_states(session, PENDING_PREFIX)
-    pending_filter(application).add_user_ids([int(k[len(PENDING_PREFIX):]) for k in pending])
+    pending_filter(application).add_user_ids([int(k[len(PENDING_PREFIX) :]) for k in pending])

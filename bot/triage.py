@@ -59,7 +59,8 @@ async def confirm(update: Update, context: Context) -> None:
 async def _show_dispatched(update: Update, context: Context, acted: actions.Acted) -> None:
     services = context.services
     done_text = texts.DONE_DISPATCHED.format(
-        department=department_name(services, acted.case.department_code))
+        department=department_name(services, acted.case.department_code)
+    )
     await edit_post(update.callback_query, *post_for(acted, services, TRIAGE, done_text))
     await done(update.callback_query)
 
@@ -69,8 +70,9 @@ async def urgent(update: Update, context: Context) -> None:
     result = await press(update, context, actions.mark_urgent, TRIAGE)
     if result:
         services = context.services
-        await edit_post(update.callback_query,
-                        *post_for(result[1], services, TRIAGE, texts.DONE_URGENT))
+        await edit_post(
+            update.callback_query, *post_for(result[1], services, TRIAGE, texts.DONE_URGENT)
+        )
         await done(update.callback_query)
 
 
@@ -87,8 +89,11 @@ async def decide_extension(update: Update, context: Context) -> None:
         return
     services = context.services
     acted = result[1]
-    outcome = (texts.DONE_EXT_APPROVED.format(date=local_time(services, acted.case.resolve_by))
-               if approve else texts.DONE_EXT_REJECTED)
+    outcome = (
+        texts.DONE_EXT_APPROVED.format(date=local_time(services, acted.case.resolve_by))
+        if approve
+        else texts.DONE_EXT_REJECTED
+    )
     footer = posts.footer(outcome, acted.staff.name, local_time(services, services.clock()))
     await edit_post(query, f"{query.message.text or query.message.caption}\n{footer}", None)
     await done(query)
@@ -133,8 +138,11 @@ def _grids(case: Case, services: Services, button: cb.Callback):
     if button.arg is not None and button.arg not in services.gridmap:
         raise CaseError("grid_no_longer_configured")
     target_status("set_grid", case.status)
-    hint = (texts.PICK_BELOW.format(name=services.gridmap.name(button.arg)) if button.arg
-            else texts.PICK_STREET)
+    hint = (
+        texts.PICK_BELOW.format(name=services.gridmap.name(button.arg))
+        if button.arg
+        else texts.PICK_STREET
+    )
     return posts.grid_picker(case, services, button.arg), hint
 
 
@@ -173,7 +181,9 @@ async def set_grid(update: Update, context: Context) -> None:
     result = await press(update, context, actions.set_grid, TRIAGE)
     if result:
         services = context.services
-        done_text = texts.DONE_GRID.format(path=services.gridmap.path_names(result[1].case.grid_code))
+        done_text = texts.DONE_GRID.format(
+            path=services.gridmap.path_names(result[1].case.grid_code)
+        )
         await edit_post(update.callback_query, *post_for(result[1], services, TRIAGE, done_text))
         await done(update.callback_query)
 
@@ -184,8 +194,10 @@ async def to_grid(update: Update, context: Context) -> None:
     if result:
         services = context.services
         grid = services.gridmap.name(result[1].case.handling_grid_code)
-        await edit_post(update.callback_query, *post_for(
-            result[1], services, TRIAGE, texts.DONE_TO_GRID.format(grid=grid)))
+        await edit_post(
+            update.callback_query,
+            *post_for(result[1], services, TRIAGE, texts.DONE_TO_GRID.format(grid=grid)),
+        )
         await done(update.callback_query)
 
 
@@ -209,23 +221,36 @@ async def not_accept_as(update: Update, context: Context) -> None:
     if result:
         button, acted = result
         done_text = texts.DONE_NOT_ACCEPTED.format(reason=NOT_ACCEPTED_REASONS[button.arg])
-        await edit_post(update.callback_query,
-                        *post_for(acted, context.services, TRIAGE, done_text))
+        await edit_post(
+            update.callback_query, *post_for(acted, context.services, TRIAGE, done_text)
+        )
         await done(update.callback_query)
 
 
 async def begin_other(update: Update, context: Context) -> int | None:
     """其他: ask for the reason the reporter will be told."""
-    return await staff_replies.begin(update, context, key=PENDING, audience=TRIAGE,
-                                     state=NOT_ACCEPT_REASON, prompt=texts.ASK_NOT_ACCEPT_REASON,
-                                     check=lambda acted: _refusable(acted.case))
+    return await staff_replies.begin(
+        update,
+        context,
+        key=PENDING,
+        audience=TRIAGE,
+        state=NOT_ACCEPT_REASON,
+        prompt=texts.ASK_NOT_ACCEPT_REASON,
+        check=lambda acted: _refusable(acted.case),
+    )
 
 
 async def begin_duplicate(update: Update, context: Context) -> int | None:
     """重复反映: ask for the earlier case's reference."""
-    return await staff_replies.begin(update, context, key=PENDING, audience=TRIAGE,
-                                     state=DUPLICATE_REF, prompt=texts.ASK_DUPLICATE_REF,
-                                     check=lambda acted: _refusable(acted.case))
+    return await staff_replies.begin(
+        update,
+        context,
+        key=PENDING,
+        audience=TRIAGE,
+        state=DUPLICATE_REF,
+        prompt=texts.ASK_DUPLICATE_REF,
+        check=lambda acted: _refusable(acted.case),
+    )
 
 
 async def got_other_reason(update: Update, context: Context) -> int | None:
@@ -235,9 +260,14 @@ async def got_other_reason(update: Update, context: Context) -> int | None:
         return await actions.not_accept(services, user_id, button, NOT_ACCEPTED_OTHER, reason)
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=TRIAGE, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=TRIAGE,
+        action=action,
         done=lambda acted: texts.DONE_NOT_ACCEPTED.format(reason=reason.strip()),
-        answer=lambda acted: texts.NOT_ACCEPTED_OK.format(ref=acted.case.ref))
+        answer=lambda acted: texts.NOT_ACCEPTED_OK.format(ref=acted.case.ref),
+    )
 
 
 async def got_duplicate_ref(update: Update, context: Context) -> int | None:
@@ -249,9 +279,14 @@ async def got_duplicate_ref(update: Update, context: Context) -> int | None:
         return await actions.merge_duplicate(services, user_id, button, into)
 
     return await staff_replies.finish(
-        update, context, key=PENDING, audience=TRIAGE, action=action,
+        update,
+        context,
+        key=PENDING,
+        audience=TRIAGE,
+        action=action,
         done=lambda acted: texts.DONE_MERGED.format(into=into),
-        answer=lambda acted: texts.MERGED_OK.format(ref=acted.case.ref, into=into))
+        answer=lambda acted: texts.MERGED_OK.format(ref=acted.case.ref, into=into),
+    )
 
 
 async def merge_into_similar(update: Update, context: Context) -> None:
@@ -262,18 +297,28 @@ async def merge_into_similar(update: Update, context: Context) -> None:
         _, acted = result
         services = context.services
         into = await actions.current_case(services, acted.case.merged_into_id)
-        await edit_post(update.callback_query, texts.DUPLICATE_MERGED.format(
-            ref=acted.case.ref, into=into[0].ref, name=acted.staff.name,
-            time=local_time(services, services.clock())), None)
+        await edit_post(
+            update.callback_query,
+            texts.DUPLICATE_MERGED.format(
+                ref=acted.case.ref,
+                into=into[0].ref,
+                name=acted.staff.name,
+                time=local_time(services, services.clock()),
+            ),
+            None,
+        )
         await done(update.callback_query)
 
 
 def build(idle_minutes: float) -> ConversationHandler:
     """The triage ConversationHandler for the buttons that need words, one per (group, person)."""
     return staff_replies.conversation(
-        name=NAME, key=PENDING, idle_minutes=idle_minutes,
+        name=NAME,
+        key=PENDING,
+        idle_minutes=idle_minutes,
         buttons=[(cb.NOT_ACCEPT_OTHER, begin_other), (cb.DUPLICATE, begin_duplicate)],
         states={
             NOT_ACCEPT_REASON: staff_replies.typed(got_other_reason),
             DUPLICATE_REF: staff_replies.typed(got_duplicate_ref),
-        })
+        },
+    )

@@ -27,9 +27,12 @@ ALBUM_MAX = 10  # photos Telegram puts in one album
 
 def case_line(case: Case, services: Services) -> str:
     """One line of a case list: light, reference, status, the start of the text."""
-    return texts.MY_LINE.format(light=light_of(case, services, services.clock()), ref=case.ref,
-                                status=STATUS_NAMES.get(case.status, case.status),
-                                snippet=texts.snippet(case.text))
+    return texts.MY_LINE.format(
+        light=light_of(case, services, services.clock()),
+        ref=case.ref,
+        status=STATUS_NAMES.get(case.status, case.status),
+        snippet=texts.snippet(case.text),
+    )
 
 
 async def my_cases(update: Update, context: Context) -> None:
@@ -43,14 +46,16 @@ async def my_cases(update: Update, context: Context) -> None:
         async with services.session() as session:
             enterprise = await people.enterprise_of(session, user_id)
         await update.effective_message.reply_text(
-            texts.MY_EMPTY_ENTERPRISE if enterprise else texts.MY_EMPTY)
+            texts.MY_EMPTY_ENTERPRISE if enterprise else texts.MY_EMPTY
+        )
         return
     parts = []
     if own:
         parts.append("\n".join([texts.MY_TITLE_RESIDENT] + [case_line(c, services) for c in own]))
     if demands:
-        parts.append("\n".join([texts.MY_TITLE_ENTERPRISE]
-                               + [case_line(c, services) for c in demands]))
+        parts.append(
+            "\n".join([texts.MY_TITLE_ENTERPRISE] + [case_line(c, services) for c in demands])
+        )
     parts.append(texts.MY_FOOTER)
     await update.effective_message.reply_text(fit("\n\n".join(parts), MAX_TEXT))
 
@@ -79,18 +84,24 @@ def _event_detail(event: CaseEvent, services: Services, for_staff: bool) -> str:
         co = "、".join(department_name(services, c) for c in details.get("co", ()))
         return texts.POST_HARD.format(lead=department_name(services, details.get("lead")), co=co)
     if action in ("part_signed", "part_resolved", "part_waived", "escalated") and details.get(
-            "department"):
+        "department"
+    ):
         said = details.get("result") or details.get("reason")
         name = department_name(services, details["department"])
         return f"{name}，{said}" if said else name
     if action in ("returned", "extension_requested", "extended"):
-        parts = [texts.CASE_REASON.format(reason=details["reason"])] if details.get(
-            "reason") else []
+        parts = (
+            [texts.CASE_REASON.format(reason=details["reason"])] if details.get("reason") else []
+        )
         new_date = details.get("new_resolve_by") or (
-            details.get("resolve_by") if action == "extended" else None)
+            details.get("resolve_by") if action == "extended" else None
+        )
         if new_date:
-            parts.append(texts.CASE_NEW_DATE.format(
-                date=local_time(services, datetime.fromisoformat(new_date))))
+            parts.append(
+                texts.CASE_NEW_DATE.format(
+                    date=local_time(services, datetime.fromisoformat(new_date))
+                )
+            )
         return "，".join(parts)
     if for_staff and action == "progress_note":
         return details.get("note", "")
@@ -102,8 +113,11 @@ def _grid_event_detail(action: str, details: dict, services: Services) -> str:
     if action == "to_grid" and details.get("grid"):
         return services.gridmap.path_names(details["grid"]) or details["grid"]
     if action == "whistled":
-        target = (services.gridmap.name(details.get("grid")) or details.get("grid", "")
-                  if details.get("to") == "street" else department_name(services, details.get("to")))
+        target = (
+            services.gridmap.name(details.get("grid")) or details.get("grid", "")
+            if details.get("to") == "street"
+            else department_name(services, details.get("to"))
+        )
         reason = details.get("reason")
         return texts.CASE_WHISTLED.format(target=target, reason=reason) if reason else target
     if action == "to_verify":
@@ -113,35 +127,52 @@ def _grid_event_detail(action: str, details: dict, services: Services) -> str:
     return ""
 
 
-def timeline_lines(case: Case, events: list[CaseEvent], services: Services,
-                   for_staff: bool, parts: Sequence[CasePart] = (),
-                   reporters: int = 1) -> list[str]:
+def timeline_lines(
+    case: Case,
+    events: list[CaseEvent],
+    services: Services,
+    for_staff: bool,
+    parts: Sequence[CasePart] = (),
+    reporters: int = 1,
+) -> list[str]:
     """A case's header (with a 攻坚哨's parts) and its events, oldest first, each said in full;
     `reporters`: how many people reported it (its reporter and those who follow it)."""
-    lines = [texts.CASE_HEADER.format(
-        ref=case.ref, kind=texts.KIND_NAMES.get(case.kind, case.kind),
-        status=STATUS_NAMES.get(case.status, case.status),
-        light=light_of(case, services, services.clock()), text=case.text)]
+    lines = [
+        texts.CASE_HEADER.format(
+            ref=case.ref,
+            kind=texts.KIND_NAMES.get(case.kind, case.kind),
+            status=STATUS_NAMES.get(case.status, case.status),
+            light=light_of(case, services, services.clock()),
+            text=case.text,
+        )
+    ]
     if reporters > 1:
         lines.append(texts.CASE_REPORTERS.format(count=reporters))
     if case.department_code:
-        lines.append(texts.CASE_DEPARTMENT.format(
-            department=department_name(services, case.department_code)))
+        lines.append(
+            texts.CASE_DEPARTMENT.format(department=department_name(services, case.department_code))
+        )
     if case.resolve_by and case.status in ("dispatched", "signed"):
         lines.append(texts.CASE_DEADLINE.format(deadline=local_time(services, case.resolve_by)))
     if case.is_hard:
         now = services.clock()
         lines.append(texts.CASE_HARD.format(lead=department_name(services, case.department_code)))
-        lines += [texts.CASE_PART.format(department=department_name(services, p.department_code),
-                                         status=posts.part_status(p, services, now))
-                  for p in parts]
+        lines += [
+            texts.CASE_PART.format(
+                department=department_name(services, p.department_code),
+                status=posts.part_status(p, services, now),
+            )
+            for p in parts
+        ]
     lines.append(texts.CASE_TIMELINE)
     for event in events:
         if event.action == "classified" and not for_staff:
             continue
-        fields = {"at": local_time(services, event.at),
-                  "name": EVENT_NAMES.get(event.action, event.action),
-                  "detail": _event_detail(event, services, for_staff)}
+        fields = {
+            "at": local_time(services, event.at),
+            "name": EVENT_NAMES.get(event.action, event.action),
+            "detail": _event_detail(event, services, for_staff),
+        }
         template = texts.CASE_EVENT_DETAIL if fields["detail"] else texts.CASE_EVENT
         lines.append(template.format(**fields))
     return lines
@@ -163,12 +194,14 @@ def case_photos(case: Case, events: list[CaseEvent]) -> list[tuple[str, str | No
     """(file id, caption) of every photo of the case: the reporter's, then each 办结's."""
     photos: list[tuple[str, str | None]] = [
         (photo, texts.CASE_PHOTO_REPORTED if i == 0 else None)
-        for i, photo in enumerate(case.photos)]
+        for i, photo in enumerate(case.photos)
+    ]
     resolved = [(event.details or {}) for event in events if event.action == "resolved"]
     # Events from before 办结 photos were recorded say only that there was one: the case
     # keeps the latest.
-    files = [d.get("photo_file") or (case.resolution_photo if d.get("photo") else None)
-             for d in resolved]
+    files = [
+        d.get("photo_file") or (case.resolution_photo if d.get("photo") else None) for d in resolved
+    ]
     seen = set(case.photos)
     for file_id in files:
         if file_id and file_id not in seen:
@@ -196,8 +229,9 @@ async def case_timeline(update: Update, context: Context) -> None:
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    for text in messages_of(timeline_lines(case, events, services, for_staff, case_parts,
-                                           reporters)):
+    for text in messages_of(
+        timeline_lines(case, events, services, for_staff, case_parts, reporters)
+    ):
         await update.effective_message.reply_text(text)
     await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:
@@ -209,13 +243,14 @@ async def send_photos(update: Update, photos: list[tuple[str, str | None]]) -> N
     """The photos as albums of up to ten (group posts can carry only the first)."""
     message = update.effective_message
     for start in range(0, len(photos), ALBUM_MAX):
-        part = photos[start:start + ALBUM_MAX]
+        part = photos[start : start + ALBUM_MAX]
         if len(part) == 1:
             photo, caption = part[0]
             await message.reply_photo(photo, caption=caption and fit(caption, MAX_CAPTION))
         else:
-            await message.reply_media_group([InputMediaPhoto(photo, caption=caption)
-                                             for photo, caption in part])
+            await message.reply_media_group(
+                [InputMediaPhoto(photo, caption=caption) for photo, caption in part]
+            )
 
 
 async def enterprise_home(update: Update, context: Context) -> bool:
@@ -227,15 +262,21 @@ async def enterprise_home(update: Update, context: Context) -> bool:
         if enterprise is None:
             return False
         demands = await cases.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
-    lines = [texts.ENTERPRISE_HOME.format(
-        name=enterprise.name, code=enterprise.credit_code,
-        industry=enterprise.industry or texts.NOT_GIVEN,
-        park=enterprise.park or texts.NOT_GIVEN), ""]
+    lines = [
+        texts.ENTERPRISE_HOME.format(
+            name=enterprise.name,
+            code=enterprise.credit_code,
+            industry=enterprise.industry or texts.NOT_GIVEN,
+            park=enterprise.park or texts.NOT_GIVEN,
+        ),
+        "",
+    ]
     if demands:
         lines += [texts.ENTERPRISE_CASES_TITLE] + [case_line(c, services) for c in demands]
     else:
         lines.append(texts.ENTERPRISE_NO_CASES)
     button = InlineKeyboardButton(texts.BTN_NEW_DEMAND, callback_data=cb.make(cb.NEW_DEMAND, 0, 0))
-    await update.effective_message.reply_text(fit("\n".join(lines), MAX_TEXT),
-                                              reply_markup=InlineKeyboardMarkup([[button]]))
+    await update.effective_message.reply_text(
+        fit("\n".join(lines), MAX_TEXT), reply_markup=InlineKeyboardMarkup([[button]])
+    )
     return True

@@ -44,12 +44,14 @@ def read_rows(path: str | os.PathLike, *, need_label: bool) -> list[Row]:
     except IsADirectoryError as exc:
         raise DataError(f"{path} 是目录，不是 CSV 文件") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} 不是 UTF-8 编码（第 {exc.start} 字节附近无法解码）；"
-                        "请另存为 UTF-8 后再试") from exc
+        raise DataError(
+            f"{path} 不是 UTF-8 编码（第 {exc.start} 字节附近无法解码）；请另存为 UTF-8 后再试"
+        ) from exc
     except csv.Error as exc:
         line = reader.line_num if reader is not None else 1
-        raise DataError(f"{path} 第 {line} 行不是有效的 CSV（{exc}）；"
-                        "请检查该行之前的引号是否成对") from exc
+        raise DataError(
+            f"{path} 第 {line} 行不是有效的 CSV（{exc}）；请检查该行之前的引号是否成对"
+        ) from exc
 
 
 def _check_columns(path: Path, columns: list[str], need_label: bool) -> None:
@@ -57,8 +59,11 @@ def _check_columns(path: Path, columns: list[str], need_label: bool) -> None:
     missing = [c for c in needed if c not in columns]
     if missing:
         found = ", ".join(columns) if columns else "（空文件）"
-        hint = ("；看起来不是用逗号分隔的，请另存为逗号分隔的 CSV"
-                if len(columns) == 1 and any(sep in columns[0] for sep in "\t;|") else "")
+        hint = (
+            "；看起来不是用逗号分隔的，请另存为逗号分隔的 CSV"
+            if len(columns) == 1 and any(sep in columns[0] for sep in "\t;|")
+            else ""
+        )
         raise DataError(f"{path} 缺少列 {', '.join(missing)}；现有列: {found}{hint}")
 
 
@@ -114,8 +119,10 @@ def read_label_map(path: str | os.PathLike) -> dict[str, str]:
         if not file_label or not model_label:
             raise DataError(f"映射文件 {path} 含有空标签")
         if to_file.setdefault(model_label, file_label) != file_label:
-            raise DataError(f"映射文件 {path} 把模型标签 {model_label} 同时对应到 "
-                            f"{to_file[model_label]} 和 {file_label}；每个模型标签只能对应一个")
+            raise DataError(
+                f"映射文件 {path} 把模型标签 {model_label} 同时对应到 "
+                f"{to_file[model_label]} 和 {file_label}；每个模型标签只能对应一个"
+            )
     if not to_file:
         raise DataError(f"映射文件 {path} 是空的")
     return to_file
@@ -130,8 +137,10 @@ def _csv_pairs(path: Path) -> list[tuple[str, str]]:
                 found = ", ".join(columns) if columns else "（空文件）"
                 raise DataError(f"映射文件 {path} 需要列 label,model_label；现有列: {found}")
             reader.fieldnames = columns
-            return [((rec.get("label") or "").strip(), (rec.get("model_label") or "").strip())
-                    for rec in reader]
+            return [
+                ((rec.get("label") or "").strip(), (rec.get("model_label") or "").strip())
+                for rec in reader
+            ]
     except FileNotFoundError as exc:
         raise DataError(f"映射文件不存在: {path}") from exc
     except (UnicodeDecodeError, csv.Error, IsADirectoryError) as exc:

@@ -26,9 +26,11 @@ def _distinct_words(doc: Analyzed) -> tuple[str, ...]:
     return doc.words
 
 
-def near_duplicate_groups(docs: list[Analyzed],
-                          same_pairs: Iterable[tuple[int, int]] = (),
-                          near_pair: Callable[[int, int], bool] | None = None) -> np.ndarray:
+def near_duplicate_groups(
+    docs: list[Analyzed],
+    same_pairs: Iterable[tuple[int, int]] = (),
+    near_pair: Callable[[int, int], bool] | None = None,
+) -> np.ndarray:
     """A group number per document: exact copies, near copies and `same_pairs` (known to be
     one message, e.g. by id) share a group. `near_pair(i, j)` may restrict which near copies
     count (default: all)."""
@@ -57,8 +59,7 @@ def _near_copies(docs: list[Analyzed]) -> list[tuple[int, int]]:
     if len(docs) < 2:
         return []
     max_df = max(RARE_MIN, int(RARE_SHARE * len(docs)))
-    vec = CountVectorizer(analyzer=_distinct_words, binary=True, max_df=max_df,
-                          dtype=np.float32)
+    vec = CountVectorizer(analyzer=_distinct_words, binary=True, max_df=max_df, dtype=np.float32)
     try:
         words = vec.fit_transform(docs).tocsr()
     except ValueError:  # no word is distinctive (tiny or empty data)
@@ -66,7 +67,7 @@ def _near_copies(docs: list[Analyzed]) -> list[tuple[int, int]]:
     sizes = np.asarray(words.sum(axis=1)).ravel()
     pairs = []
     for start in range(0, len(docs), _CHUNK):
-        shared = (words[start:start + _CHUNK] @ words.T).tocoo()
+        shared = (words[start : start + _CHUNK] @ words.T).tocoo()
         i, j = shared.row + start, shared.col
         smaller = np.minimum(sizes[i], sizes[j])
         hit = (i < j) & (smaller >= MIN_WORDS) & (shared.data >= SAME_SHARE * smaller)

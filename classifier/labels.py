@@ -44,8 +44,12 @@ class LabelMap:
         return cls(tuple(departments), {d: (d,) for d in departments})
 
     @classmethod
-    def from_table(cls, table: Mapping[str, object], departments: Sequence[str],
-                   known_labels: Collection[str] | None = None) -> LabelMap:
+    def from_table(
+        cls,
+        table: Mapping[str, object],
+        departments: Sequence[str],
+        known_labels: Collection[str] | None = None,
+    ) -> LabelMap:
         """From a config table `department = "label"` or `= ["label", …]` (or `= []`);
         departments it leaves out take no corpus label. DataError names any mistake."""
         departments = tuple(departments)
@@ -54,21 +58,25 @@ class LabelMap:
         taken: dict[str, tuple[str, ...]] = {d: () for d in departments}
         for department, value in table.items():
             if department not in taken:
-                raise DataError(f"语料标签映射中的部门 {department} 不在部门列表中"
-                                f"（部门: {', '.join(departments)}）")
+                raise DataError(
+                    f"语料标签映射中的部门 {department} 不在部门列表中"
+                    f"（部门: {', '.join(departments)}）"
+                )
             taken[department] = _labels_of(department, value)
         _check_each_label_once(taken)
         if known_labels is not None:
-            unknown = sorted({lab for labs in taken.values() for lab in labs}
-                             - set(known_labels))
+            unknown = sorted({lab for labs in taken.values() for lab in labs} - set(known_labels))
             if unknown:
-                raise DataError(f"语料中没有标签 {', '.join(unknown)}"
-                                f"（语料的标签: {', '.join(sorted(known_labels))}）")
+                raise DataError(
+                    f"语料中没有标签 {', '.join(unknown)}"
+                    f"（语料的标签: {', '.join(sorted(known_labels))}）"
+                )
         return cls(departments, taken)
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      known_labels: Collection[str] | None = None) -> LabelMap:
+    def from_settings(
+        cls, settings: Settings, known_labels: Collection[str] | None = None
+    ) -> LabelMap:
         """The district's map: each department's `corpus_labels` in config.toml (default: its
         own code, when known_labels has it)."""
         table = settings.corpus_label_table(known_labels)
@@ -120,10 +128,11 @@ class LabelMap:
 
 def _labels_of(department: str, value: object) -> tuple[str, ...]:
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip()
-                                               for v in values):
-        raise DataError(f"语料标签映射中部门 {department} 的值应为语料标签或标签列表"
-                        f"（可为空列表），现为 {value!r}")
+    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise DataError(
+            f"语料标签映射中部门 {department} 的值应为语料标签或标签列表"
+            f"（可为空列表），现为 {value!r}"
+        )
     return tuple(v.strip() for v in values)
 
 
@@ -132,6 +141,7 @@ def _check_each_label_once(taken: Mapping[str, tuple[str, ...]]) -> None:
     twice = sorted(lab for lab, n in counts.items() if n > 1)
     if twice:
         owners = {lab: [d for d, labs in taken.items() if lab in labs] for lab in twice}
-        raise DataError("每个语料标签只能归入一个部门；"
-                        + "；".join(f"{lab} 同时归入 {'、'.join(ds)}"
-                                   for lab, ds in owners.items()))
+        raise DataError(
+            "每个语料标签只能归入一个部门；"
+            + "；".join(f"{lab} 同时归入 {'、'.join(ds)}" for lab, ds in owners.items())
+        )

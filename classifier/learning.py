@@ -92,6 +92,7 @@ class LearningParams:
 
 # ---- what is held out ------------------------------------------------------------------------
 
+
 def held_out(decision_id: str, every: int) -> bool:
     """Whether a decision is held out: by a hash of its id, so about one in `every`, the same
     answer every time it is asked."""
@@ -99,8 +100,9 @@ def held_out(decision_id: str, every: int) -> bool:
     return int.from_bytes(digest[:8], "big") % every == 0
 
 
-def reference_slice(analyzed: list[textmod.Analyzed], labels: Sequence[str],
-                    share: float) -> np.ndarray:
+def reference_slice(
+    analyzed: list[textmod.Analyzed], labels: Sequence[str], share: float
+) -> np.ndarray:
     """A fixed stratified slice of a corpus: for each label, whole groups of copies (see
     classifier.dedupe) in the order of a hash of their text, until `share` of the label's
     examples are in. The same corpus always gives the same slice, whatever its order."""
@@ -115,8 +117,9 @@ def reference_slice(analyzed: list[textmod.Analyzed], labels: Sequence[str],
     chosen = np.zeros(len(analyzed), dtype=bool)
     for label, size in Counter(labels).items():
         taken, wanted = 0, round(share * size)
-        for group in sorted({g for g, lab in zip(groups, labels) if lab == label},
-                            key=key.__getitem__):
+        for group in sorted(
+            {g for g, lab in zip(groups, labels) if lab == label}, key=key.__getitem__
+        ):
             if taken >= wanted:
                 break
             new = [i for i in members[group] if not chosen[i]]
@@ -126,6 +129,7 @@ def reference_slice(analyzed: list[textmod.Analyzed], labels: Sequence[str],
 
 
 # ---- the training set and the held-out sets --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -144,8 +148,9 @@ class Plan:
     counts: dict
 
 
-def decision_weights(counts: dict[str, int], departments: Sequence[str],
-                     cap: int) -> dict[str, float]:
+def decision_weights(
+    counts: dict[str, int], departments: Sequence[str], cap: int
+) -> dict[str, float]:
     """Per department, the weight of each of its decisions: together they count as at most
     `cap` + the median department's number of decisions (the corpus keeps weight 1).
 
@@ -158,21 +163,27 @@ def decision_weights(counts: dict[str, int], departments: Sequence[str],
     return {d: min(1.0, limit / n) if n else 1.0 for d, n in counts.items()}
 
 
-def plan_training(corpus: Sequence[tuple[str, str]], decisions: Sequence[StaffDecision],
-                  label_map: LabelMap, params: LearningParams, *, n_jobs: int = 1) -> Plan:
+def plan_training(
+    corpus: Sequence[tuple[str, str]],
+    decisions: Sequence[StaffDecision],
+    label_map: LabelMap,
+    params: LearningParams,
+    *,
+    n_jobs: int = 1,
+) -> Plan:
     """Split the corpus and the staff decisions into training and held-out sets (the
     userdict words must have been added to the tokenizer first)."""
     corpus = [(t, lab) for t, lab in corpus if t and t.strip() and label_map.department_of(lab)]
     known = set(label_map.departments)
-    usable = sorted((d for d in decisions if d.text and d.text.strip()),
-                    key=lambda d: (d.at, str(d.id)))
+    usable = sorted(
+        (d for d in decisions if d.text and d.text.strip()), key=lambda d: (d.at, str(d.id))
+    )
     unknown = [d for d in usable if d.department not in known]
     usable = [d for d in usable if d.department in known]
 
     corpus_docs = textmod.analyze_many([t for t, _ in corpus], n_jobs)
     decision_docs = textmod.analyze_many([d.text for d in usable], n_jobs)
-    in_reference = reference_slice(corpus_docs, [lab for _, lab in corpus],
-                                   params.reference_share)
+    in_reference = reference_slice(corpus_docs, [lab for _, lab in corpus], params.reference_share)
     is_held = np.array([held_out(d.id, params.holdout_every) for d in usable], dtype=bool)
     # Copies of a held-out message (in the corpus slice or among held-out decisions) are
     # never trained on, wherever they turn up.
@@ -182,23 +193,31 @@ def plan_training(corpus: Sequence[tuple[str, str]], decisions: Sequence[StaffDe
     copy_of_held = np.isin(groups, list(watched)) & ~evaluated
 
     mapped = label_map.apply(corpus)
-    candidates = ([("corpus", i) for i in range(len(corpus))
-                   if not in_reference[i] and not copy_of_held[i]]
-                  + [("decision", j) for j in range(len(usable))
-                     if not is_held[j] and not copy_of_held[len(corpus) + j]])
+    candidates = [
+        ("corpus", i) for i in range(len(corpus)) if not in_reference[i] and not copy_of_held[i]
+    ] + [
+        ("decision", j)
+        for j in range(len(usable))
+        if not is_held[j] and not copy_of_held[len(corpus) + j]
+    ]
     chosen = _latest_per_text(candidates, corpus_docs, decision_docs)
-    training, counts = _weighted_training(chosen, mapped, corpus_docs, usable, decision_docs,
-                                          label_map, params)
+    training, counts = _weighted_training(
+        chosen, mapped, corpus_docs, usable, decision_docs, label_map, params
+    )
 
     held = [d for d, h in zip(usable, is_held) if h]
     split = max(0, len(held) - params.recent_decisions)
     recent, older = held[split:], held[:split]
-    reference = ([mapped[i] for i in np.flatnonzero(in_reference)]
-                 + [(d.text, d.department) for d in older])
+    reference = [mapped[i] for i in np.flatnonzero(in_reference)] + [
+        (d.text, d.department) for d in older
+    ]
     counts |= {
-        "corpus": len(corpus), "corpus_reference": int(in_reference.sum()),
-        "decisions": len(usable), "decisions_unknown_department": len(unknown),
-        "held_out_recent": len(recent), "held_out_older": len(older),
+        "corpus": len(corpus),
+        "corpus_reference": int(in_reference.sum()),
+        "decisions": len(usable),
+        "decisions_unknown_department": len(unknown),
+        "held_out_recent": len(recent),
+        "held_out_older": len(older),
         "copies_of_held_out_left_out": int(copy_of_held.sum()),
         "duplicates_left_out": len(candidates) - len(chosen),
         "recent_from": recent[0].at.isoformat() if recent else None,
@@ -217,23 +236,32 @@ def _latest_per_text(candidates, corpus_docs, decision_docs) -> list[tuple[str, 
     return sorted(by_text.values(), key=lambda item: (item[0] != "corpus", item[1]))
 
 
-def _weighted_training(chosen, mapped, corpus_docs, decisions: list[StaffDecision],
-                       decision_docs, label_map: LabelMap, params: LearningParams):
+def _weighted_training(
+    chosen,
+    mapped,
+    corpus_docs,
+    decisions: list[StaffDecision],
+    decision_docs,
+    label_map: LabelMap,
+    params: LearningParams,
+):
     """The training set, decisions weighted (decision_weights); departments with fewer than
     MIN_DEPARTMENT_EXAMPLES examples left out."""
-    rows = [(mapped[i][0], mapped[i][1], corpus_docs[i], None) if source == "corpus"
-            else (decisions[i].text, decisions[i].department, decision_docs[i], decisions[i])
-            for source, i in chosen]
+    rows = [
+        (mapped[i][0], mapped[i][1], corpus_docs[i], None)
+        if source == "corpus"
+        else (decisions[i].text, decisions[i].department, decision_docs[i], decisions[i])
+        for source, i in chosen
+    ]
     sizes = Counter(dept for _, dept, _, _ in rows)
-    too_few = sorted(d for d in label_map.departments if sizes.get(d, 0)
-                     < MIN_DEPARTMENT_EXAMPLES)
+    too_few = sorted(d for d in label_map.departments if sizes.get(d, 0) < MIN_DEPARTMENT_EXAMPLES)
     rows = [r for r in rows if r[1] not in too_few]
     per_department = Counter(dept for _, dept, _, d in rows if d is not None)
-    weight_of = decision_weights(dict(per_department), label_map.departments,
-                                 params.department_cap)
+    weight_of = decision_weights(dict(per_department), label_map.departments, params.department_cap)
     weights = [1.0 if d is None else weight_of[dept] for _, dept, _, d in rows]
-    training = TrainingSet([(t, dept) for t, dept, _, _ in rows], weights,
-                           [doc for _, _, doc, _ in rows])
+    training = TrainingSet(
+        [(t, dept) for t, dept, _, _ in rows], weights, [doc for _, _, doc, _ in rows]
+    )
     corrections = sum(1 for *_, d in rows if d is not None and d.corrected)
     counts = {
         "training_examples": len(rows),
@@ -242,18 +270,21 @@ def _weighted_training(chosen, mapped, corpus_docs, decisions: list[StaffDecisio
         "training_confirmed": sum(per_department.values()) - corrections,
         "departments_too_few_examples": too_few,
         "per_department": {
-            dept: {"corpus": sum(1 for _, x, _, d in rows if x == dept and d is None),
-                   "decisions": per_department.get(dept, 0),
-                   "decision_weight": round(weight_of.get(dept, 1.0), 4)}
-            for dept in label_map.departments},
+            dept: {
+                "corpus": sum(1 for _, x, _, d in rows if x == dept and d is None),
+                "decisions": per_department.get(dept, 0),
+                "decision_weight": round(weight_of.get(dept, 1.0), 4),
+            }
+            for dept in label_map.departments
+        },
     }
     return training, counts
 
 
 # ---- judging -----------------------------------------------------------------------------------
 
-def set_metrics(truth: Sequence[str], predicted: Sequence[str | None],
-                min_cases: int = 1) -> dict:
+
+def set_metrics(truth: Sequence[str], predicted: Sequence[str | None], min_cases: int = 1) -> dict:
     """Accuracy, and F1 / recall / precision per department that is in the truth. Macro-F1 is
     the mean F1 of the departments with ≥ min_cases cases there (all, if none has): a
     department the set lacks does not punish a model for knowing it, and one with a few cases
@@ -267,28 +298,40 @@ def set_metrics(truth: Sequence[str], predicted: Sequence[str | None],
         recall = tp / n
         precision = tp / guessed if guessed else 0.0
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-        per[dept] = {"n": n, "f1": round(f1, 4), "recall": round(recall, 4),
-                     "precision": round(precision, 4)}
+        per[dept] = {
+            "n": n,
+            "f1": round(f1, 4),
+            "recall": round(recall, 4),
+            "precision": round(precision, 4),
+        }
     right = sum(1 for t, p in zip(truth, predicted) if t == p)
-    averaged = [m["f1"] for m in per.values() if m["n"] >= min_cases] or \
-        [m["f1"] for m in per.values()]
-    return {"n": len(truth), "accuracy": round(right / len(truth), 4) if truth else 0.0,
-            "macro_f1": round(float(np.mean(averaged)), 4) if averaged else 0.0,
-            "departments": per}
+    averaged = [m["f1"] for m in per.values() if m["n"] >= min_cases] or [
+        m["f1"] for m in per.values()
+    ]
+    return {
+        "n": len(truth),
+        "accuracy": round(right / len(truth), 4) if truth else 0.0,
+        "macro_f1": round(float(np.mean(averaged)), 4) if averaged else 0.0,
+        "departments": per,
+    }
 
 
-def evaluate(model: LinearModel, examples: Sequence[tuple[str, str]],
-             min_cases: int = 1) -> dict:
+def evaluate(model: LinearModel, examples: Sequence[tuple[str, str]], min_cases: int = 1) -> dict:
     """set_metrics of the department the bot would suggest for each example (none: wrong)."""
     suggester = Suggester(model)
-    return set_metrics([dept for _, dept in examples],
-                       [suggester.suggest(text).label for text, _ in examples], min_cases)
+    return set_metrics(
+        [dept for _, dept in examples],
+        [suggester.suggest(text).label for text, _ in examples],
+        min_cases,
+    )
 
 
 def evaluate_plan(model: LinearModel, plan: Plan, min_cases: int) -> dict:
     """The model's set_metrics on the recent and the reference set."""
-    return {RECENT: evaluate(model, plan.recent, min_cases),
-            REFERENCE: evaluate(model, plan.reference, min_cases)}
+    return {
+        RECENT: evaluate(model, plan.recent, min_cases),
+        REFERENCE: evaluate(model, plan.reference, min_cases),
+    }
 
 
 @dataclass(frozen=True)
@@ -302,8 +345,13 @@ class Decision:
         return {"promote": self.promote, "reasons": list(self.reasons)}
 
 
-def gate(champion: dict | None, challenger: dict, margin: float, min_cases: int = 20,
-         department_margin: float | None = None) -> Decision:
+def gate(
+    champion: dict | None,
+    challenger: dict,
+    margin: float,
+    min_cases: int = 20,
+    department_margin: float | None = None,
+) -> Decision:
     """Promote the challenger only if, on each held-out set (recent decisions, reference), its
     macro-F1 (see set_metrics, measured with the same min_cases) is not below the champion's
     by more than `margin`, nor its F1 on any department with ≥ min_cases cases there by more
@@ -318,19 +366,24 @@ def gate(champion: dict | None, challenger: dict, margin: float, min_cases: int 
         if not old or not new or not new["n"]:
             continue  # nothing held out there yet
         if new["macro_f1"] < old["macro_f1"] - margin:
-            reasons.append(f"{title}（{new['n']} 条）: 宏平均 F1 {new['macro_f1']:.3f}，"
-                           f"比现用模型的 {old['macro_f1']:.3f} 低 "
-                           f"{old['macro_f1'] - new['macro_f1']:.3f}（允许 {margin:.3f}）")
+            reasons.append(
+                f"{title}（{new['n']} 条）: 宏平均 F1 {new['macro_f1']:.3f}，"
+                f"比现用模型的 {old['macro_f1']:.3f} 低 "
+                f"{old['macro_f1'] - new['macro_f1']:.3f}（允许 {margin:.3f}）"
+            )
         for dept, was in sorted(old["departments"].items()):
             now = new["departments"].get(dept, {"f1": 0.0})
             if was["n"] >= min_cases and now["f1"] < was["f1"] - department_margin:
-                reasons.append(f"{title}: 部门 {dept}（{was['n']} 条）F1 {now['f1']:.3f}，"
-                               f"比现用模型的 {was['f1']:.3f} 低 {was['f1'] - now['f1']:.3f}"
-                               f"（允许 {department_margin:.3f}）")
+                reasons.append(
+                    f"{title}: 部门 {dept}（{was['n']} 条）F1 {now['f1']:.3f}，"
+                    f"比现用模型的 {was['f1']:.3f} 低 {was['f1'] - now['f1']:.3f}"
+                    f"（允许 {department_margin:.3f}）"
+                )
     return Decision(not reasons, tuple(reasons))
 
 
 # ---- training a challenger in its own process ------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChallengerJob:
@@ -363,31 +416,49 @@ def run_challenger(job: ChallengerJob) -> ChallengerResult:
     held-out sets. Runs in the training process; callable directly in tests."""
     started = time.perf_counter()
     textmod.add_words(list(job.userdict_words))
-    plan = plan_training(job.corpus, job.decisions, job.label_map, job.params,
-                         n_jobs=job.train_params.n_jobs)
+    plan = plan_training(
+        job.corpus, job.decisions, job.label_map, job.params, n_jobs=job.train_params.n_jobs
+    )
     if len({dept for _, dept in plan.training.examples}) < 2:
-        raise DataError("训练数据不足: 至少需要两个部门各有 "
-                        f"{MIN_DEPARTMENT_EXAMPLES} 条样本")
-    result = train(plan.training.examples, job.train_params,
-                   userdict_words=job.userdict_words, analyzed=plan.training.analyzed,
-                   weights=plan.training.weights, progress=log.info)
+        raise DataError(f"训练数据不足: 至少需要两个部门各有 {MIN_DEPARTMENT_EXAMPLES} 条样本")
+    result = train(
+        plan.training.examples,
+        job.train_params,
+        userdict_words=job.userdict_words,
+        analyzed=plan.training.analyzed,
+        weights=plan.training.weights,
+        progress=log.info,
+    )
     result.model.meta[LABEL_SPACE] = DEPARTMENT_CODES  # served as is, never folded
     registry = ModelRegistry(job.models_dir, job.served)
     champion = registry.champion()
     judged = job.params.min_cases
     metrics = evaluate_plan(result.model, plan, judged)
-    champion_metrics = evaluate_plan(load_model(champion.path), plan, judged) if champion \
-        else None
+    champion_metrics = evaluate_plan(load_model(champion.path), plan, judged) if champion else None
     seconds = round(time.perf_counter() - started, 2)
-    entry = registry.add(result.model, {
-        "counts": plan.counts, "metrics": metrics,
-        "compared_with": None if champion is None else {"version": champion.version,
-                                                        "metrics": champion_metrics},
-        "personal_data": plan.counts["training_examples"] > plan.counts["training_corpus"],
-        "cv": result.model.meta.get("cv"), "seconds": seconds})
-    return ChallengerResult(entry.version, entry.path, plan.counts, metrics,
-                            champion and champion.version, champion_metrics, seconds,
-                            os.getpid())
+    entry = registry.add(
+        result.model,
+        {
+            "counts": plan.counts,
+            "metrics": metrics,
+            "compared_with": None
+            if champion is None
+            else {"version": champion.version, "metrics": champion_metrics},
+            "personal_data": plan.counts["training_examples"] > plan.counts["training_corpus"],
+            "cv": result.model.meta.get("cv"),
+            "seconds": seconds,
+        },
+    )
+    return ChallengerResult(
+        entry.version,
+        entry.path,
+        plan.counts,
+        metrics,
+        champion and champion.version,
+        champion_metrics,
+        seconds,
+        os.getpid(),
+    )
 
 
 def train_challenger(job: ChallengerJob, *, timeout: float | None = None) -> ChallengerResult:
@@ -444,8 +515,9 @@ def _child(job: ChallengerJob, conn) -> None:
         conn.close()
 
 
-def retrain(job: ChallengerJob, *, timeout: float | None = None
-            ) -> tuple[ChallengerResult, Decision]:
+def retrain(
+    job: ChallengerJob, *, timeout: float | None = None
+) -> tuple[ChallengerResult, Decision]:
     """The scheduled duty: train a challenger (separate process), then settle it."""
     result = train_challenger(job, timeout=timeout)
     return result, settle(result, job)
@@ -462,16 +534,21 @@ def settle(result: ChallengerResult, job: ChallengerJob) -> Decision:
         changed = f"训练期间现用模型已从 {result.champion_version} 换成 {current}，未作比较"
         decision = Decision(False, (changed,))
     else:
-        decision = gate(result.champion_metrics, result.metrics, p.margin, p.min_cases,
-                        p.department_margin)
-    registry.record(result.version, gate=decision.as_dict() | {
-        "champion": current, "at": datetime.now(UTC).isoformat(timespec="seconds")})
+        decision = gate(
+            result.champion_metrics, result.metrics, p.margin, p.min_cases, p.department_margin
+        )
+    registry.record(
+        result.version,
+        gate=decision.as_dict()
+        | {"champion": current, "at": datetime.now(UTC).isoformat(timespec="seconds")},
+    )
     if decision.promote:
         registry.promote(result.version)
     return decision
 
 
-async def retrain_async(job: ChallengerJob, *, timeout: float | None = None
-                        ) -> tuple[ChallengerResult, Decision]:
+async def retrain_async(
+    job: ChallengerJob, *, timeout: float | None = None
+) -> tuple[ChallengerResult, Decision]:
     """retrain without blocking the event loop (a thread waits for the training process)."""
     return await asyncio.to_thread(retrain, job, timeout=timeout)

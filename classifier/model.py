@@ -63,8 +63,7 @@ class Block:
             return _EMPTY_INDEX, _EMPTY_VALUES
         # Same dtype as the vocabulary (else numpy copies it on every call); sorted distinct
         # queries make the binary searches cheaper.
-        query, counts = np.unique(np.asarray(features, dtype=self.vocab.dtype),
-                                  return_counts=True)
+        query, counts = np.unique(np.asarray(features, dtype=self.vocab.dtype), return_counts=True)
         pos = np.searchsorted(self.vocab, query)
         pos[pos == len(self.vocab)] = 0
         known = self.vocab[pos] == query
@@ -112,18 +111,22 @@ class Memory:
         # Positions of all postings of the query's features, without a Python loop.
         offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
         positions = offsets + np.arange(int(lengths.sum()))
-        similarity = np.bincount(self.docs[positions],
-                                 weights=self._values32[positions] * np.repeat(values, lengths),
-                                 minlength=len(self.doc_labels))
+        similarity = np.bincount(
+            self.docs[positions],
+            weights=self._values32[positions] * np.repeat(values, lengths),
+            minlength=len(self.doc_labels),
+        )
         k = min(self.k, len(similarity))
         nearest = np.argpartition(-similarity, k - 1)[:k]
-        votes = np.bincount(self.doc_labels[nearest], weights=similarity[nearest],
-                            minlength=n_labels)
+        votes = np.bincount(
+            self.doc_labels[nearest], weights=similarity[nearest], minlength=n_labels
+        )
         return self.weight * votes / self.k
 
 
-def calibrated(scores: np.ndarray, beta: float,
-               top_label: tuple[float, float] = NO_TOP_LABEL_SCALING) -> np.ndarray:
+def calibrated(
+    scores: np.ndarray, beta: float, top_label: tuple[float, float] = NO_TOP_LABEL_SCALING
+) -> np.ndarray:
     """Probabilities from decision values (one row per message, or one message): softmax of
     beta × scores, then the top label's log-odds t become a·t + b, the other labels sharing the
     rest in their proportions. Always above the runner-up, so the ranking (and the label
@@ -195,9 +198,11 @@ class LinearModel:
     def vectors(self, analyzed: textmod.Analyzed) -> list[tuple[np.ndarray, np.ndarray]]:
         """(row indices into coef, TF-IDF values) of each view: words, characters, lead."""
         keys = textmod.ngram_keys
-        views = [self.word.vector(analyzed.words),
-                 self.char.vector(keys(analyzed.chars, *self.char_range)),
-                 self.lead.vector(keys(analyzed.chars[:self.lead_chars], *self.char_range))]
+        views = [
+            self.word.vector(analyzed.words),
+            self.char.vector(keys(analyzed.chars, *self.char_range)),
+            self.lead.vector(keys(analyzed.chars[: self.lead_chars], *self.char_range)),
+        ]
         out, offset = [], 0
         for (index, values), block in zip(views, (self.word, self.char, self.lead)):
             out.append((offset + index, values))
@@ -227,21 +232,38 @@ class LinearModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         memory = self.memory
-        meta = dict(self.meta, labels=list(self.labels), char_range=list(self.char_range),
-                    block_weights={name: getattr(self, name).weight for name in BLOCKS},
-                    lead_chars=self.lead_chars,
-                    neighbours=None if memory is None else {"k": memory.k,
-                                                             "weight": memory.weight},
-                    beta=float(self.beta), top_label=[float(v) for v in self.top_label],
-                    format=FORMAT, format_version=FORMAT_VERSION)
-        arrays = {f"{name}_{part}": getattr(getattr(self, name), part)
-                  for name in BLOCKS for part in ("vocab", "idf")}
+        meta = dict(
+            self.meta,
+            labels=list(self.labels),
+            char_range=list(self.char_range),
+            block_weights={name: getattr(self, name).weight for name in BLOCKS},
+            lead_chars=self.lead_chars,
+            neighbours=None if memory is None else {"k": memory.k, "weight": memory.weight},
+            beta=float(self.beta),
+            top_label=[float(v) for v in self.top_label],
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+        )
+        arrays = {
+            f"{name}_{part}": getattr(getattr(self, name), part)
+            for name in BLOCKS
+            for part in ("vocab", "idf")
+        }
         if memory is not None:
-            arrays |= {"memory_indptr": memory.indptr, "memory_docs": memory.docs,
-                       "memory_values": memory.values, "memory_labels": memory.doc_labels}
+            arrays |= {
+                "memory_indptr": memory.indptr,
+                "memory_docs": memory.docs,
+                "memory_values": memory.values,
+                "memory_labels": memory.doc_labels,
+            }
         buf = io.BytesIO()
-        np.savez_compressed(buf, meta=np.array(json.dumps(meta, ensure_ascii=False)),
-                            coef=self.coef, intercept=self.intercept, **arrays)
+        np.savez_compressed(
+            buf,
+            meta=np.array(json.dumps(meta, ensure_ascii=False)),
+            coef=self.coef,
+            intercept=self.intercept,
+            **arrays,
+        )
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -269,8 +291,10 @@ def load_model(path: str | os.PathLike) -> LinearModel:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"模型文件 {path} 不是 Whistle 分类模型")
     if meta.get("format_version") not in READABLE_VERSIONS:
-        raise ModelError(f"模型文件 {path} 的格式版本为 {meta.get('format_version')}，"
-                         f"当前程序需要 {FORMAT_VERSION}；请重新训练")
+        raise ModelError(
+            f"模型文件 {path} 的格式版本为 {meta.get('format_version')}，"
+            f"当前程序需要 {FORMAT_VERSION}；请重新训练"
+        )
     _check_versions(path, meta)
     try:
         model = _build(meta, arrays)
@@ -285,11 +309,16 @@ def load_model(path: str | os.PathLike) -> LinearModel:
 def _check_versions(path: Path, meta: dict) -> None:
     trained = meta.get("libraries") or {}
     installed = library_versions()
-    differ = [f"{name} {trained.get(name, '未知')} → 当前 {installed[name]}"
-              for name in CHECKED_LIBRARIES if trained.get(name) != installed[name]]
+    differ = [
+        f"{name} {trained.get(name, '未知')} → 当前 {installed[name]}"
+        for name in CHECKED_LIBRARIES
+        if trained.get(name) != installed[name]
+    ]
     if differ:
-        raise ModelError(f"模型文件 {path} 由不同版本的库训练（{'; '.join(differ)}），"
-                         "为避免结果不一致已拒绝加载；请用 `python train.py fit` 重新训练")
+        raise ModelError(
+            f"模型文件 {path} 由不同版本的库训练（{'; '.join(differ)}），"
+            "为避免结果不一致已拒绝加载；请用 `python train.py fit` 重新训练"
+        )
 
 
 def _build(meta: dict, arrays: dict[str, np.ndarray]) -> LinearModel:
@@ -301,18 +330,36 @@ def _build(meta: dict, arrays: dict[str, np.ndarray]) -> LinearModel:
             blocks[name] = empty_block(np.int64)  # version 2: words and characters only
             continue
         vocab = arrays[f"{name}_vocab"]
-        blocks[name] = Block(_wide_words(vocab) if name == "word" else vocab,
-                             arrays[f"{name}_idf"], float(weights[name]))
+        blocks[name] = Block(
+            _wide_words(vocab) if name == "word" else vocab,
+            arrays[f"{name}_idf"],
+            float(weights[name]),
+        )
     neighbours = meta.get("neighbours")
-    memory = None if not neighbours else Memory(
-        indptr=arrays["memory_indptr"], docs=arrays["memory_docs"],
-        values=arrays["memory_values"], doc_labels=arrays["memory_labels"],
-        k=int(neighbours["k"]), weight=float(neighbours["weight"]))
+    memory = (
+        None
+        if not neighbours
+        else Memory(
+            indptr=arrays["memory_indptr"],
+            docs=arrays["memory_docs"],
+            values=arrays["memory_values"],
+            doc_labels=arrays["memory_labels"],
+            k=int(neighbours["k"]),
+            weight=float(neighbours["weight"]),
+        )
+    )
     return LinearModel(
-        labels=tuple(meta["labels"]), **blocks, char_range=(low, high),
+        labels=tuple(meta["labels"]),
+        **blocks,
+        char_range=(low, high),
         lead_chars=int(meta.get("lead_chars", 0)),
-        coef=arrays["coef"], intercept=arrays["intercept"], beta=float(meta["beta"]),
-        memory=memory, meta=meta, top_label=_top_label(meta))
+        coef=arrays["coef"],
+        intercept=arrays["intercept"],
+        beta=float(meta["beta"]),
+        memory=memory,
+        meta=meta,
+        top_label=_top_label(meta),
+    )
 
 
 def _top_label(meta: dict) -> tuple[float, float]:
@@ -339,8 +386,11 @@ def _check_labels(path: Path, model: LinearModel) -> None:
         problem = "含有空标签或非文本标签"
     elif len(set(labels)) != len(labels):
         problem = "标签重复"
-    elif model.coef.ndim != 2 or model.coef.shape[1] != len(labels) \
-            or model.intercept.shape != (len(labels),):
+    elif (
+        model.coef.ndim != 2
+        or model.coef.shape[1] != len(labels)
+        or model.intercept.shape != (len(labels),)
+    ):
         problem = "标签数与模型权重不一致"
     if problem:
         raise ModelError(f"模型文件 {path} 的标签集合损坏: {problem} ({list(labels)[:20]})")
@@ -354,13 +404,18 @@ def _check_shapes(path: Path, model: LinearModel) -> None:
         and all(b.vocab.ndim == 1 and b.idf.shape == b.vocab.shape for b in blocks)
         and model.coef.shape[0] == sum(len(b.vocab) for b in blocks)
         and model.lead_chars >= 0
-        and model.coef.dtype.kind == "f" and model.intercept.dtype.kind == "f"
-        and all(np.isfinite(a).all() for a in (model.coef, model.intercept,
-                                                model.word.idf, model.char.idf))
+        and model.coef.dtype.kind == "f"
+        and model.intercept.dtype.kind == "f"
+        and all(
+            np.isfinite(a).all()
+            for a in (model.coef, model.intercept, model.word.idf, model.char.idf)
+        )
         and all(len(b.vocab) < 2 or bool(np.all(b.vocab[:-1] < b.vocab[1:])) for b in blocks)
         and 1 <= model.char_range[0] <= model.char_range[1] <= textmod.MAX_NGRAM
-        and np.isfinite(model.beta) and model.beta > 0
-        and all(np.isfinite(model.top_label)) and model.top_label[0] > 0
+        and np.isfinite(model.beta)
+        and model.beta > 0
+        and all(np.isfinite(model.top_label))
+        and model.top_label[0] > 0
     )
     if not ok:
         raise ModelError(f"模型文件 {path} 的权重、词表或校准参数损坏")
@@ -375,12 +430,18 @@ def _check_memory(path: Path, model: LinearModel) -> None:
     arrays = (memory.indptr, memory.docs, memory.values, memory.doc_labels)
     ok = (
         all(a.ndim == 1 for a in arrays)
-        and memory.indptr.dtype == np.int64 and memory.docs.dtype == np.int32
-        and memory.values.dtype.kind == "f" and memory.doc_labels.dtype == np.int32
+        and memory.indptr.dtype == np.int64
+        and memory.docs.dtype == np.int32
+        and memory.values.dtype.kind == "f"
+        and memory.doc_labels.dtype == np.int32
         and len(memory.indptr) == len(model.word.vocab) + 1
-        and memory.indptr[0] == 0 and bool(np.all(np.diff(memory.indptr) >= 0))
+        and memory.indptr[0] == 0
+        and bool(np.all(np.diff(memory.indptr) >= 0))
         and memory.indptr[-1] == len(memory.docs) == len(memory.values)
-        and n_docs > 0 and memory.k >= 1 and np.isfinite(memory.weight) and memory.weight >= 0
+        and n_docs > 0
+        and memory.k >= 1
+        and np.isfinite(memory.weight)
+        and memory.weight >= 0
         and (len(memory.docs) == 0 or 0 <= memory.docs.min() <= memory.docs.max() < n_docs)
         and 0 <= memory.doc_labels.min() <= memory.doc_labels.max() < len(model.labels)
         and bool(np.isfinite(memory.values).all())

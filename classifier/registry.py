@@ -57,8 +57,9 @@ class ModelRegistry:
             if meta.name == CHAMPION or not (self.root / f"{meta.stem}.npz").is_file():
                 continue
             info = _read_json(meta)
-            found.append(ModelEntry(meta.stem, self.root / f"{meta.stem}.npz", info,
-                                    meta.stem == champion))
+            found.append(
+                ModelEntry(meta.stem, self.root / f"{meta.stem}.npz", info, meta.stem == champion)
+            )
         return sorted(found, key=lambda e: (str(e.info.get("created_at", "")), e.version))
 
     def entry(self, version: str) -> ModelEntry:
@@ -88,8 +89,15 @@ class ModelRegistry:
         version = self._free_version(model.model_version)
         path, meta = self._paths(version)
         model.save(path)
-        _write_json(meta, {"version": version, "created_at": model.meta.get("created_at"),
-                           "labels": list(model.labels), **info})
+        _write_json(
+            meta,
+            {
+                "version": version,
+                "created_at": model.meta.get("created_at"),
+                "labels": list(model.labels),
+                **info,
+            },
+        )
         return ModelEntry(version, path, _read_json(meta))
 
     def record(self, version: str, **fields) -> ModelEntry:
@@ -157,8 +165,10 @@ class ModelRegistry:
         return candidate
 
     def _set_history(self, history: list[str]) -> None:
-        _write_json(self.root / CHAMPION, {
-            "history": history, "changed_at": datetime.now(UTC).isoformat(timespec="seconds")})
+        _write_json(
+            self.root / CHAMPION,
+            {"history": history, "changed_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        )
 
 
 def _check_loads(path: Path) -> None:
@@ -174,7 +184,8 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) or (
-        sa.st_size == sb.st_size and a.read_bytes() == b.read_bytes())
+        sa.st_size == sb.st_size and a.read_bytes() == b.read_bytes()
+    )
 
 
 def _read_json(path: Path) -> dict:

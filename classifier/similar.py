@@ -70,12 +70,17 @@ class DuplicateRules:
     def from_mapping(cls, values: Mapping) -> DuplicateRules:
         """Rules from a config table ([duplicates]); ValueError naming every problem."""
         names = [f.name for f in fields(cls)]
-        problems = [f"未知的设置项 {key}（可用: {', '.join(names)}）"
-                    for key in values if key not in names]
-        problems += [f"{key} 应为{'整数' if key == 'k' else '数字'}，现为 {value!r}"
-                     for key, value in values.items()
-                     if key in names and (isinstance(value, bool) or not isinstance(
-                         value, int if key == "k" else int | float))]
+        problems = [
+            f"未知的设置项 {key}（可用: {', '.join(names)}）" for key in values if key not in names
+        ]
+        problems += [
+            f"{key} 应为{'整数' if key == 'k' else '数字'}，现为 {value!r}"
+            for key, value in values.items()
+            if key in names
+            and (
+                isinstance(value, bool) or not isinstance(value, int if key == "k" else int | float)
+            )
+        ]
         if problems:
             raise ValueError("重复件规则有误: " + "；".join(problems))
         return cls(**{key: int(v) if key == "k" else float(v) for key, v in values.items()})
@@ -92,8 +97,7 @@ class Place:
     def __post_init__(self) -> None:
         if (self.lat is None) != (self.lon is None):
             raise ValueError("坐标需同时给出纬度和经度")
-        if self.lat is not None and not (-90.0 <= self.lat <= 90.0
-                                         and -180.0 <= self.lon <= 180.0):
+        if self.lat is not None and not (-90.0 <= self.lat <= 90.0 and -180.0 <= self.lon <= 180.0):
             raise ValueError(f"坐标超出范围: ({self.lat}, {self.lon})")
 
     @property
@@ -110,8 +114,10 @@ def grid_within(code: str, area: str) -> bool:
 def distance_m(a: Place, b: Place) -> float:
     """Great-circle (haversine) distance in metres between two located places."""
     lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    h = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin(math.radians(b.lon - a.lon) / 2) ** 2)
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin(math.radians(b.lon - a.lon) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
@@ -122,8 +128,11 @@ def place_relation(a: Place, b: Place, within_m: float) -> str:
         return NEAR
     if a.has_point and b.has_point:
         return NEAR if distance_m(a, b) <= within_m else APART
-    if a.grid_code and b.grid_code and not (grid_within(a.grid_code, b.grid_code)
-                                            or grid_within(b.grid_code, a.grid_code)):
+    if (
+        a.grid_code
+        and b.grid_code
+        and not (grid_within(a.grid_code, b.grid_code) or grid_within(b.grid_code, a.grid_code))
+    ):
         return APART
     return UNKNOWN
 
@@ -147,8 +156,9 @@ class DuplicateFinder:
         # and have the longest posting lists.
         kept = np.concatenate([b.idf for b in views]) >= 1.0 + math.log(1.0 / COMMON_SHARE)
         start = len(model.word.vocab)
-        kept[start:start + len(model.char.vocab)] &= (model.char.vocab
-                                                      > textmod.ngram_key("\U0010ffff"))
+        kept[start : start + len(model.char.vocab)] &= model.char.vocab > textmod.ngram_key(
+            "\U0010ffff"
+        )
         self._kept = kept
         self._lock = threading.RLock()
         self._slot_of: dict[int, int] = {}
@@ -163,8 +173,9 @@ class DuplicateFinder:
         self._tail = _Tail(self._dense)
 
     @classmethod
-    def from_cases(cls, model: LinearModel, rules: DuplicateRules,
-                   cases: Iterable[tuple]) -> DuplicateFinder:
+    def from_cases(
+        cls, model: LinearModel, rules: DuplicateRules, cases: Iterable[tuple]
+    ) -> DuplicateFinder:
         """An index of (case_id, text, at, grid_code, lat, lon) tuples, e.g. the open cases
         read at start-up or after a new model was loaded."""
         finder = cls(model, rules)
@@ -204,9 +215,15 @@ class DuplicateFinder:
 
     # ---- cases opening and closing ---------------------------------------------------------
 
-    def add(self, case_id: int, text: str | textmod.Analyzed, at: datetime,
-            grid_code: str | None = None, lat: float | None = None,
-            lon: float | None = None) -> None:
+    def add(
+        self,
+        case_id: int,
+        text: str | textmod.Analyzed,
+        at: datetime,
+        grid_code: str | None = None,
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> None:
         """Index an open case; a case already indexed is replaced (its text or place changed)."""
         place = _place(grid_code, lat, lon)
         row = self.vector(text)
@@ -216,8 +233,9 @@ class DuplicateFinder:
             if len(self._ids) - self._indexed > TAIL_ROWS:
                 self._fold_tail()
 
-    def _append(self, case_id: int, row: tuple[np.ndarray, np.ndarray], when: float,
-                place: Place) -> None:
+    def _append(
+        self, case_id: int, row: tuple[np.ndarray, np.ndarray], when: float, place: Place
+    ) -> None:
         if case_id in self._slot_of:
             self._remove(case_id)
         slot = len(self._ids)
@@ -265,16 +283,23 @@ class DuplicateFinder:
 
     def _fold_tail(self) -> None:
         """Merge the tail's slots into the posting lists (no re-sorting of the others)."""
-        tail = _Postings.build(self._rows[self._indexed:], self.n_features, self._indexed)
+        tail = _Postings.build(self._rows[self._indexed :], self.n_features, self._indexed)
         self._postings = self._postings.merged(tail)
         self._indexed, self._tail = len(self._ids), _Tail(self._dense)
 
     # ---- queries ---------------------------------------------------------------------------
 
-    def candidates(self, text: str | textmod.Analyzed, at: datetime,
-                   grid_code: str | None = None, lat: float | None = None,
-                   lon: float | None = None, *, k: int | None = None,
-                   exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+    def candidates(
+        self,
+        text: str | textmod.Analyzed,
+        at: datetime,
+        grid_code: str | None = None,
+        lat: float | None = None,
+        lon: float | None = None,
+        *,
+        k: int | None = None,
+        exclude: Iterable[int] = (),
+    ) -> list[tuple[int, float]]:
         """Open cases that are likely the same problem as this report: (case_id, score),
         best first (then the newest), at most k (rules.k)."""
         place = _place(grid_code, lat, lon)
@@ -289,8 +314,14 @@ class DuplicateFinder:
             row, when, place = self._rows[slot], float(self._at[slot]), self._places[slot]
         return self._search(row, when, place, k, {case_id})
 
-    def _search(self, row: tuple[np.ndarray, np.ndarray], when: float, place: Place,
-                k: int | None, exclude: set) -> list[tuple[int, float]]:
+    def _search(
+        self,
+        row: tuple[np.ndarray, np.ndarray],
+        when: float,
+        place: Place,
+        k: int | None,
+        exclude: set,
+    ) -> list[tuple[int, float]]:
         rules = self.rules
         index, values = row
         if not len(index):
@@ -300,8 +331,9 @@ class DuplicateFinder:
             scores = self._scores(index, values)
             lowest = min(rules.threshold, rules.text_only_threshold)
             window = rules.window_days * 86400.0
-            hits = np.flatnonzero((scores >= lowest) & self._alive[:n]
-                                  & (np.abs(self._at[:n] - when) <= window))
+            hits = np.flatnonzero(
+                (scores >= lowest) & self._alive[:n] & (np.abs(self._at[:n] - when) <= window)
+            )
             found = []
             for slot in hits.tolist():
                 case_id, score = self._ids[slot], float(scores[slot])
@@ -310,14 +342,14 @@ class DuplicateFinder:
                 if relation != APART and score >= needed and case_id not in exclude:
                     found.append((case_id, score, float(self._at[slot])))
         found.sort(key=lambda hit: (-hit[1], -hit[2], hit[0]))
-        return [(case_id, score) for case_id, score, _ in found[:k or rules.k]]
+        return [(case_id, score) for case_id, score, _ in found[: k or rules.k]]
 
     def _scores(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Cosine with every slot: posting lists for the indexed slots, rows for the tail."""
         scores = np.zeros(len(self._ids), dtype=np.float32)
-        scores[:self._indexed] = self._postings.dot(index, values)
+        scores[: self._indexed] = self._postings.dot(index, values)
         if self._indexed < len(self._ids):
-            scores[self._indexed:] = self._tail.dot(index, values)
+            scores[self._indexed :] = self._tail.dot(index, values)
         return scores
 
     def nbytes(self) -> int:
@@ -326,10 +358,12 @@ class DuplicateFinder:
         return rows + self._postings.nbytes() + self._at.nbytes + self._alive.nbytes
 
 
-def _place(grid_code: str | None = None, lat: float | None = None,
-           lon: float | None = None) -> Place:
-    return Place(grid_code or None, None if lat is None else float(lat),
-                 None if lon is None else float(lon))
+def _place(
+    grid_code: str | None = None, lat: float | None = None, lon: float | None = None
+) -> Place:
+    return Place(
+        grid_code or None, None if lat is None else float(lat), None if lon is None else float(lon)
+    )
 
 
 _EMPTY_ROW = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
@@ -340,7 +374,7 @@ def _grown(array: np.ndarray, slot: int) -> np.ndarray:
     if slot < len(array):
         return array
     grown = np.zeros(max(16, 2 * len(array)), dtype=array.dtype)
-    grown[:len(array)] = array
+    grown[: len(array)] = array
     return grown
 
 
@@ -355,18 +389,19 @@ class _Postings:
     n_slots: int
 
     def __post_init__(self) -> None:
-        self.matrix = sp.csr_matrix((self.values, self.slots, self.indptr),
-                                    shape=(len(self.indptr) - 1, self.n_slots))
+        self.matrix = sp.csr_matrix(
+            (self.values, self.slots, self.indptr), shape=(len(self.indptr) - 1, self.n_slots)
+        )
 
     @classmethod
-    def build(cls, rows: list[tuple[np.ndarray, np.ndarray]], n_features: int,
-              first_slot: int = 0) -> _Postings:
+    def build(
+        cls, rows: list[tuple[np.ndarray, np.ndarray]], n_features: int, first_slot: int = 0
+    ) -> _Postings:
         """Posting lists of rows, the first being slot first_slot."""
         lengths = [len(i) for i, _ in rows]
         features = np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, np.int32)
         values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, np.float32)
-        slots = np.repeat(np.arange(first_slot, first_slot + len(rows), dtype=np.int32),
-                          lengths)
+        slots = np.repeat(np.arange(first_slot, first_slot + len(rows), dtype=np.int32), lengths)
         order = np.argsort(features, kind="stable")
         indptr = np.zeros(n_features + 1, dtype=np.int64)
         np.cumsum(np.bincount(features, minlength=n_features), out=indptr[1:])
@@ -410,9 +445,11 @@ class _Tail:
     def dot(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         if self._joined is None:  # once per change, not per query
             lengths = np.array([len(i) for i, _ in self.rows], dtype=np.int64)
-            self._joined = (np.cumsum(lengths) - lengths,
-                            np.concatenate([i for i, _ in self.rows]),
-                            np.concatenate([v for _, v in self.rows]))
+            self._joined = (
+                np.cumsum(lengths) - lengths,
+                np.concatenate([i for i, _ in self.rows]),
+                np.concatenate([v for _, v in self.rows]),
+            )
         starts, features, row_values = self._joined
         if not len(features):
             return np.zeros(len(starts), dtype=np.float32)

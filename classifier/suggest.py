@@ -73,47 +73,65 @@ class Suggester:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_threshold <= self.auto_dispatch_threshold <= 1.0:
-            raise ValueError("需要 0 ≤ confidence_threshold ≤ auto_dispatch_threshold ≤ 1，"
-                             f"现为 {self.confidence_threshold} / {self.auto_dispatch_threshold}")
+            raise ValueError(
+                "需要 0 ≤ confidence_threshold ≤ auto_dispatch_threshold ≤ 1，"
+                f"现为 {self.confidence_threshold} / {self.auto_dispatch_threshold}"
+            )
         textmod.add_words(self.model.userdict_words)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, *,
-                  confidence_threshold: float = DEFAULT_CONFIDENCE,
-                  auto_dispatch_threshold: float = DEFAULT_AUTO_DISPATCH) -> Suggester:
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        *,
+        confidence_threshold: float = DEFAULT_CONFIDENCE,
+        auto_dispatch_threshold: float = DEFAULT_AUTO_DISPATCH,
+    ) -> Suggester:
         """Load a model file (ModelError naming the file if it can't be used)."""
         path = Path(path)
         stamp = _file_stamp(path)
         model = load_model(path)
         _warn_if_outdated(model, path)
-        return cls(model=model, path=path, _stamp=stamp,
-                   confidence_threshold=confidence_threshold,
-                   auto_dispatch_threshold=auto_dispatch_threshold)
+        return cls(
+            model=model,
+            path=path,
+            _stamp=stamp,
+            confidence_threshold=confidence_threshold,
+            auto_dispatch_threshold=auto_dispatch_threshold,
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *,
-                      model_path: str | os.PathLike | None = None) -> Suggester:
+    def from_settings(
+        cls, settings: Settings, *, model_path: str | os.PathLike | None = None
+    ) -> Suggester:
         """settings.model_path (built from settings.corpus_dir first when it doesn't exist), or
         model_path, with the thresholds of config.toml."""
         cfg = settings.classifier
         if model_path is None and not settings.model_path.exists():
-            log.info("model %s missing: training it from %s", settings.model_path,
-                     settings.corpus_dir)
+            log.info(
+                "model %s missing: training it from %s", settings.model_path, settings.corpus_dir
+            )
             build_default_model(settings)
         suggester = cls.from_path(
             model_path or settings.model_path,
             confidence_threshold=cfg.confidence_threshold,
-            auto_dispatch_threshold=cfg.auto_dispatch_threshold)
+            auto_dispatch_threshold=cfg.auto_dispatch_threshold,
+        )
         # The model's own labels stand for the corpus's (the map was checked against the
         # corpus when config.toml was read).
         suggester.label_map = LabelMap.from_settings(settings, known_labels=suggester.labels)
         unknown = sorted(set(suggester.labels) - {d.code for d in settings.departments})
         if suggester.folds(suggester.model) and suggester.label_map.without_corpus:
-            log.info("部门 %s 没有语料标签：学习闭环用足够的人工改派训练后才会被建议",
-                     ", ".join(suggester.label_map.without_corpus))
+            log.info(
+                "部门 %s 没有语料标签：学习闭环用足够的人工改派训练后才会被建议",
+                ", ".join(suggester.label_map.without_corpus),
+            )
         if unknown and model_path is None and not suggester.folds(suggester.model):
-            log.warning("模型 %s 的标签 %s 不是 config.toml 中的部门编码", settings.model_path,
-                        ", ".join(unknown))
+            log.warning(
+                "模型 %s 的标签 %s 不是 config.toml 中的部门编码",
+                settings.model_path,
+                ", ".join(unknown),
+            )
         return suggester
 
     @property
@@ -128,7 +146,8 @@ class Suggester:
     def folds(self, model: LinearModel) -> bool:
         """Whether `model`'s labels are corpus labels answered through the label map."""
         return self.label_map is not None and self.label_map.gives_corpus_labels(
-            model.meta, model.labels)
+            model.meta, model.labels
+        )
 
     def suggest(self, text: str | None) -> Suggestion:
         """Top-3 (label, probability) for a message, or an "unsure" suggestion with a reason."""
@@ -150,8 +169,9 @@ class Suggester:
             return self._unsure(model, EMPTY)
         if not textmod.has_chinese(prepared):
             return self._unsure(model, NO_CHINESE)
-        analyzed = textmod.Analyzed(words=textmod.words_of(prepared),
-                                    chars=textmod.chars_of(prepared))
+        analyzed = textmod.Analyzed(
+            words=textmod.words_of(prepared), chars=textmod.chars_of(prepared)
+        )
         proba, known = model.probabilities(analyzed)
         if not known:
             return self._unsure(model, NO_KNOWN_WORDS)
@@ -163,13 +183,21 @@ class Suggester:
         order = np.argsort(-proba)[:TOP_K]
         top = tuple((labels[i], float(proba[i])) for i in order)
         best = float(proba[order[0]])
-        return Suggestion(top=top, confident=best >= self.confidence_threshold,
-                          auto_dispatch=best >= self.auto_dispatch_threshold,
-                          model_version=model.model_version)
+        return Suggestion(
+            top=top,
+            confident=best >= self.confidence_threshold,
+            auto_dispatch=best >= self.auto_dispatch_threshold,
+            model_version=model.model_version,
+        )
 
     def _unsure(self, model: LinearModel, reason: str) -> Suggestion:
-        return Suggestion(top=(), confident=False, auto_dispatch=False,
-                          model_version=model.model_version, reason=reason)
+        return Suggestion(
+            top=(),
+            confident=False,
+            auto_dispatch=False,
+            model_version=model.model_version,
+            reason=reason,
+        )
 
     def reload_if_changed(self) -> bool:
         """Load the model file again if it was replaced; a broken file is refused (logged) and
@@ -196,9 +224,12 @@ class Suggester:
 def _warn_if_outdated(model: LinearModel, path: Path) -> None:
     """An older model file works, but its probabilities are too sure of themselves."""
     if model.meta.get("format_version") != FORMAT_VERSION:
-        log.warning("模型 %s 是旧格式（%s），概率未按新方法校准、偏于自信；"
-                    "请用 `python train.py fit` 重新训练（默认模型可直接删除，下次启动时会重建）",
-                    path, model.meta.get("format_version"))
+        log.warning(
+            "模型 %s 是旧格式（%s），概率未按新方法校准、偏于自信；"
+            "请用 `python train.py fit` 重新训练（默认模型可直接删除，下次启动时会重建）",
+            path,
+            model.meta.get("format_version"),
+        )
 
 
 def _file_stamp(path: Path) -> tuple | None:
@@ -217,7 +248,6 @@ def build_default_model(settings: Settings, *, progress=None) -> Path:
     files = corpus_files(settings.corpus_dir)
     userdict = settings.userdict_path if settings.userdict_path.exists() else None
     # One process: this may run inside the bot, where forking workers is unwelcome.
-    result = train_from_files(files, TrainParams(n_jobs=1), userdict=userdict,
-                              progress=progress)
+    result = train_from_files(files, TrainParams(n_jobs=1), userdict=userdict, progress=progress)
     result.model.meta[LABEL_SPACE] = CORPUS_LABELS  # answered through the district's label map
     return result.model.save(settings.model_path)

@@ -171,7 +171,7 @@ def analyze(text: str) -> Analyzed:
 
 def char_ngrams(chars: str, low: int, high: int) -> list[str]:
     """All character n-grams of length low..high."""
-    return [chars[i:i + n] for n in range(low, high + 1) for i in range(len(chars) - n + 1)]
+    return [chars[i : i + n] for n in range(low, high + 1) for i in range(len(chars) - n + 1)]
 
 
 # Character n-grams as integers: each character's code point + 1 in 21 bits, so lengths 1..3
@@ -195,7 +195,7 @@ def ngram_keys(chars: str, low: int, high: int) -> np.ndarray:
     for n in range(low, min(high, len(codes)) + 1):
         key = codes[: len(codes) - n + 1].copy()
         for offset in range(1, n):
-            key = (key << _BITS) | codes[offset: len(codes) - n + 1 + offset]
+            key = (key << _BITS) | codes[offset : len(codes) - n + 1 + offset]
         parts.append(key)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 

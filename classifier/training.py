@@ -131,20 +131,36 @@ def make_pipeline(params: TrainParams) -> Pipeline:
     low, high = params.char_range
 
     def tfidf(analyzer, min_df: int, max_features: int | None = None) -> TfidfVectorizer:
-        return TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df,
-                               max_features=max_features, dtype=np.float32)
+        return TfidfVectorizer(
+            analyzer=analyzer,
+            sublinear_tf=True,
+            min_df=min_df,
+            max_features=max_features,
+            dtype=np.float32,
+        )
 
     views = [
         ("word", tfidf(_words, params.word_min_df), params.word_weight),
-        ("char", tfidf(partial(_char_ngrams, low=low, high=high), params.char_min_df,
-                       params.char_max_features), params.char_weight),
-        ("lead", tfidf(partial(_lead_ngrams, n=params.lead_chars, low=low, high=high), 1),
-         params.lead_weight if params.lead_chars > 0 else 0.0),
+        (
+            "char",
+            tfidf(
+                partial(_char_ngrams, low=low, high=high),
+                params.char_min_df,
+                params.char_max_features,
+            ),
+            params.char_weight,
+        ),
+        (
+            "lead",
+            tfidf(partial(_lead_ngrams, n=params.lead_chars, low=low, high=high), 1),
+            params.lead_weight if params.lead_chars > 0 else 0.0,
+        ),
     ]
     # Words (first: the neighbour memory uses their columns) and characters are always in.
     used = [(name, vec, w) for name, vec, w in views if w > 0 or name in ("word", "char")]
-    features = FeatureUnion([(name, vec) for name, vec, _ in used],
-                            transformer_weights={name: w for name, _, w in used})
+    features = FeatureUnion(
+        [(name, vec) for name, vec, _ in used], transformer_weights={name: w for name, _, w in used}
+    )
     svm = LinearSVC(C=params.C, class_weight=params.class_weight, random_state=params.seed)
     return Pipeline([("features", features), ("svm", svm)])
 
@@ -154,11 +170,15 @@ def rare_labels(labels: list[str], progress: Progress) -> dict[str, int]:
     counts = Counter(labels)
     rare = {label: n for label, n in counts.items() if n < MIN_EXAMPLES_PER_LABEL}
     for label, n in sorted(rare.items()):
-        progress(f"警告: 标签 {label!r} 只有 {n} 条样本（至少需要 {MIN_EXAMPLES_PER_LABEL} 条），"
-                 "已跳过该标签")
+        progress(
+            f"警告: 标签 {label!r} 只有 {n} 条样本（至少需要 {MIN_EXAMPLES_PER_LABEL} 条），"
+            "已跳过该标签"
+        )
     if len(counts) - len(rare) < 2:
-        raise DataError("训练数据至少需要两个标签，且每个标签至少 "
-                        f"{MIN_EXAMPLES_PER_LABEL} 条样本；现有: {dict(counts)}")
+        raise DataError(
+            "训练数据至少需要两个标签，且每个标签至少 "
+            f"{MIN_EXAMPLES_PER_LABEL} 条样本；现有: {dict(counts)}"
+        )
     return rare
 
 
@@ -181,8 +201,7 @@ def train(
     weights = _checked_weights(weights, len(examples))
     if analyzed is not None and len(analyzed) != len(examples):
         raise ValueError("analyzed must match the examples one to one")
-    present = [i for i, (t, lab) in enumerate(examples)
-               if t and t.strip() and lab and lab.strip()]
+    present = [i for i, (t, lab) in enumerate(examples) if t and t.strip() and lab and lab.strip()]
     if not present:
         raise DataError("没有可用的训练样本")
     examples, weights = [examples[i] for i in present], weights[present]
@@ -190,8 +209,8 @@ def train(
     if analyzed is None:
         say(f"分词: {len(examples)} 条 …")
         analyzed = textmod.analyze_many(
-            [t for t, _ in examples], params.n_jobs,
-            progress=lambda i, n: say(f"  分词 {i}/{n}"))
+            [t for t, _ in examples], params.n_jobs, progress=lambda i, n: say(f"  分词 {i}/{n}")
+        )
     else:
         analyzed = [analyzed[i] for i in present]
     keep, dropped = _usable(examples, analyzed, say)
@@ -208,13 +227,19 @@ def train(
     features = union.fit_transform(analyzed).tocsr()
     words = neighbour_features(union, features)
     fold_sets = _fold_sets(analyzed, words, y, params) if calibrate else []
-    say(f"训练: {len(examples)} 条, {len(labels)} 个标签"
-        + (f", {len(fold_sets[0])} 折交叉验证" if fold_sets else "") + " …")
+    say(
+        f"训练: {len(examples)} 条, {len(labels)} 个标签"
+        + (f", {len(fold_sets[0])} 折交叉验证" if fold_sets else "")
+        + " …"
+    )
     fitting = Fitting(features, words, y, weights)
     svm, decisions = _fit(pipeline.named_steps["svm"], fitting, fold_sets, params)
     pipeline.steps[-1] = ("svm", svm)
-    memory = (weighted_rows(memory_rows(words, params.neighbour_max_df)[0], weights)
-              if params.neighbours else None)
+    memory = (
+        weighted_rows(memory_rows(words, params.neighbour_max_df)[0], weights)
+        if params.neighbours
+        else None
+    )
 
     report, oof_proba, calibration = None, None, (1.0, NO_TOP_LABEL_SCALING)
     offsets = np.zeros(len(labels))
@@ -226,8 +251,9 @@ def train(
             held_out, topic_held_out = held_out + offsets, topic_held_out + offsets
         calibration = fit_calibration(topic_held_out, y)
         oof_proba = held_out_probabilities(held_out, topic_held_out, y, fold_sets[0])
-        report = classification_report([labels[i] for i in y],
-                                       [labels[i] for i in held_out.argmax(1)], labels)
+        report = classification_report(
+            [labels[i] for i in y], [labels[i] for i in held_out.argmax(1)], labels
+        )
         report.ece = expected_calibration_error(oof_proba.max(1), oof_proba.argmax(1) == y)
     model = compile_pipeline(pipeline, labels, calibration, params, memory, y)
     model.intercept = model.intercept + offsets
@@ -235,8 +261,15 @@ def train(
     seconds = time.perf_counter() - started
     model.meta["train_seconds"] = round(seconds, 2)
     say(f"完成: {seconds:.1f} 秒, 模型版本 {model.model_version}")
-    return TrainResult(model=model, report=report, oof_probabilities=oof_proba, truth=y,
-                       pipeline=pipeline, dropped_labels=dropped, seconds=seconds)
+    return TrainResult(
+        model=model,
+        report=report,
+        oof_probabilities=oof_proba,
+        truth=y,
+        pipeline=pipeline,
+        dropped_labels=dropped,
+        seconds=seconds,
+    )
 
 
 def _checked_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
@@ -292,13 +325,15 @@ class Fitting:
     weights: np.ndarray
 
 
-def _fit(svm: LinearSVC, data: Fitting, fold_sets,
-         params: TrainParams) -> tuple[LinearSVC, list[np.ndarray]]:
+def _fit(
+    svm: LinearSVC, data: Fitting, fold_sets, params: TrainParams
+) -> tuple[LinearSVC, list[np.ndarray]]:
     """The linear model fitted on everything and, per list of folds, the out-of-fold decision
     values (linear scores plus the vote of the fold's training messages)."""
     y = data.y
-    jobs = [delayed(_fold_logits)(svm, data, tr, te, params)
-            for folds in fold_sets for tr, te in folds]
+    jobs = [
+        delayed(_fold_logits)(svm, data, tr, te, params) for folds in fold_sets for tr, te in folds
+    ]
     jobs.append(delayed(_fit_svm)(svm, data.features, y, data.weights))
     # Threads: liblinear releases the GIL, and the feature matrix is not copied.
     outputs = iter(Parallel(n_jobs=min(params.n_jobs, len(jobs)), prefer="threads")(jobs))
@@ -313,11 +348,12 @@ def _fit(svm: LinearSVC, data: Fitting, fold_sets,
 
 def neighbour_features(union: FeatureUnion, features) -> sp.csr_matrix:
     """The word columns of the union's output (neighbours are found by their words)."""
-    return features[:, :len(union.transformer_list[0][1].vocabulary_)].tocsr()
+    return features[:, : len(union.transformer_list[0][1].vocabulary_)].tocsr()
 
 
-def memory_rows(rows: sp.csr_matrix, max_df: float,
-                kept: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+def memory_rows(
+    rows: sp.csr_matrix, max_df: float, kept: np.ndarray | None = None
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """Rows without the features in more than max_df of them (or outside `kept`), each
     l2-normalised (cosine similarity is then a dot product); and the kept-feature mask."""
     if kept is None:
@@ -329,15 +365,21 @@ def memory_rows(rows: sp.csr_matrix, max_df: float,
     return normalize(rows), kept
 
 
-def neighbour_votes(memory: sp.csr_matrix, memory_labels: np.ndarray, kept: np.ndarray,
-                    queries: sp.csr_matrix, k: int, n_labels: int) -> np.ndarray:
+def neighbour_votes(
+    memory: sp.csr_matrix,
+    memory_labels: np.ndarray,
+    kept: np.ndarray,
+    queries: sp.csr_matrix,
+    k: int,
+    n_labels: int,
+) -> np.ndarray:
     """Per query, the sum of the cosine similarities of its k most similar memory rows, per
     label, divided by k (Memory.vote for many queries at once)."""
     queries, _ = memory_rows(queries, 1.0, kept)
     k = min(k, memory.shape[0])
     votes = np.zeros((queries.shape[0], n_labels))
     for start in range(0, queries.shape[0], 1000):  # chunks: the similarities are dense
-        sim = (queries[start:start + 1000] @ memory.T).toarray()
+        sim = (queries[start : start + 1000] @ memory.T).toarray()
         nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         weights = np.take_along_axis(sim, nearest, axis=1)
         rows = np.repeat(np.arange(start, start + len(sim)), k)
@@ -345,8 +387,9 @@ def neighbour_votes(memory: sp.csr_matrix, memory_labels: np.ndarray, kept: np.n
     return votes / k
 
 
-def _fold_sets(analyzed: list[textmod.Analyzed], words: sp.csr_matrix, y: np.ndarray,
-               params: TrainParams) -> list[list]:
+def _fold_sets(
+    analyzed: list[textmod.Analyzed], words: sp.csr_matrix, y: np.ndarray, params: TrainParams
+) -> list[list]:
     """The report's folds and, unless topic_size is 0, the calibration's (see topic_groups)."""
     copies = near_duplicate_groups(analyzed)
     folds = _folds(analyzed, y, params, copies)
@@ -355,8 +398,12 @@ def _fold_sets(analyzed: list[textmod.Analyzed], words: sp.csr_matrix, y: np.nda
     return [folds, _split(y, topic_groups(words, y, copies, params), params)]
 
 
-def _folds(analyzed: list[textmod.Analyzed], y: np.ndarray, params: TrainParams,
-           copies: np.ndarray | None = None):
+def _folds(
+    analyzed: list[textmod.Analyzed],
+    y: np.ndarray,
+    params: TrainParams,
+    copies: np.ndarray | None = None,
+):
     """Stratified folds that keep copies of a message together: a fold never tests a message
     it trained on, so the report is not flattered by duplicates."""
     return _split(y, near_duplicate_groups(analyzed) if copies is None else copies, params)
@@ -369,8 +416,9 @@ def _split(y: np.ndarray, groups: np.ndarray, params: TrainParams):
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
-def topic_groups(words: sp.csr_matrix, y: np.ndarray, copies: np.ndarray,
-                 params: TrainParams) -> np.ndarray:
+def topic_groups(
+    words: sp.csr_matrix, y: np.ndarray, copies: np.ndarray, params: TrainParams
+) -> np.ndarray:
     """A sub-topic number per message: k-means clusters of about topic_size messages within
     each label, over their word vectors (at least cv_folds per label, so that every fold
     trains on every label); copies of a message join the sub-topic of its first copy."""
@@ -393,12 +441,14 @@ def _fit_svm(svm: LinearSVC, features, y: np.ndarray, weights: np.ndarray) -> Li
     if np.all(weights == weights[0]):  # unweighted: exactly the model trained before weights
         return clone(svm).fit(features, y)
     fitted = clone(svm).set_params(class_weight=None)
-    return fitted.fit(features, y,
-                      sample_weight=sample_weights(y, weights, svm.get_params()["class_weight"]))
+    return fitted.fit(
+        features, y, sample_weight=sample_weights(y, weights, svm.get_params()["class_weight"])
+    )
 
 
-def _fold_logits(svm: LinearSVC, data: Fitting, train_idx, test_idx,
-                 params: TrainParams) -> np.ndarray:
+def _fold_logits(
+    svm: LinearSVC, data: Fitting, train_idx, test_idx, params: TrainParams
+) -> np.ndarray:
     """Out-of-fold decision values, with a column per label even if a fold lacks one; the
     neighbour vote counts only the fold's training messages."""
     y = data.y
@@ -414,12 +464,18 @@ def _fold_logits(svm: LinearSVC, data: Fitting, train_idx, test_idx,
         memory, kept = memory_rows(data.words[train_idx], params.neighbour_max_df)
         memory = weighted_rows(memory, data.weights[train_idx])
         out += params.neighbour_weight * neighbour_votes(
-            memory, y[train_idx], kept, data.words[test_idx], params.neighbours, n_labels)
+            memory, y[train_idx], kept, data.words[test_idx], params.neighbours, n_labels
+        )
     return out
 
 
-def fit_label_offsets(decision: np.ndarray, y: np.ndarray, weights: np.ndarray,
-                      adjusted: np.ndarray, rounds: int = 200) -> np.ndarray:
+def fit_label_offsets(
+    decision: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    adjusted: np.ndarray,
+    rounds: int = 200,
+) -> np.ndarray:
     """An offset per label (0 for those not `adjusted`), added to its scores, so that on
     held-out decision values each adjusted label is predicted about as often (by weight) as
     it is the truth: its precision and recall then about meet. Small steps on the log of the
@@ -429,8 +485,9 @@ def fit_label_offsets(decision: np.ndarray, y: np.ndarray, weights: np.ndarray,
     offsets = np.zeros(n_labels)
     step = 0.05 * float(np.std(decision))
     for _ in range(rounds):
-        predicted = np.bincount((decision + offsets).argmax(axis=1), weights=weights,
-                                minlength=n_labels)
+        predicted = np.bincount(
+            (decision + offsets).argmax(axis=1), weights=weights, minlength=n_labels
+        )
         offsets += adjusted * step * np.log((truth + 1.0) / (predicted + 1.0))
     return offsets
 
@@ -471,16 +528,23 @@ def fit_platt(log_odds: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     def loss_and_gradient(w: np.ndarray) -> tuple[float, np.ndarray]:
         m = w[0] * t + w[1]
         g = 1.0 / (1.0 + np.exp(-m)) - target
-        return float(np.mean(np.logaddexp(0.0, m) - target * m)), np.array([np.mean(g * t),
-                                                                             np.mean(g)])
+        return float(np.mean(np.logaddexp(0.0, m) - target * m)), np.array(
+            [np.mean(g * t), np.mean(g)]
+        )
 
-    result = minimize(loss_and_gradient, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
-                      bounds=[(1e-3, 10.0), (-20.0, 20.0)])
+    result = minimize(
+        loss_and_gradient,
+        x0=np.array([1.0, 0.0]),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(1e-3, 10.0), (-20.0, 20.0)],
+    )
     return float(result.x[0]), float(result.x[1])
 
 
-def held_out_probabilities(held_out: np.ndarray, topic_held_out: np.ndarray, y: np.ndarray,
-                           folds) -> np.ndarray:
+def held_out_probabilities(
+    held_out: np.ndarray, topic_held_out: np.ndarray, y: np.ndarray, folds
+) -> np.ndarray:
     """Each fold's held-out decision values, calibrated by a calibration fitted without that
     fold's messages: probabilities whose calibration error is measured honestly."""
     proba = np.zeros_like(held_out)
@@ -490,10 +554,14 @@ def held_out_probabilities(held_out: np.ndarray, topic_held_out: np.ndarray, y: 
     return proba
 
 
-def compile_pipeline(pipe: Pipeline, labels: list[str],
-                     calibration: tuple[float, tuple[float, float]], params: TrainParams,
-                     memory: sp.csr_matrix | None = None,
-                     memory_labels: np.ndarray | None = None) -> LinearModel:
+def compile_pipeline(
+    pipe: Pipeline,
+    labels: list[str],
+    calibration: tuple[float, tuple[float, float]],
+    params: TrainParams,
+    memory: sp.csr_matrix | None = None,
+    memory_labels: np.ndarray | None = None,
+) -> LinearModel:
     """The fitted pipeline as plain arrays (vocabularies sorted, weights per label column),
     with its calibration (beta, (a, b)) and the neighbour memory (rows from memory_rows,
     labels by index) when given."""
@@ -513,16 +581,24 @@ def compile_pipeline(pipe: Pipeline, labels: list[str],
     for name, vec in union.transformer_list:
         vocab = _compiled_vocab(name, [str(t) for t in vec.get_feature_names_out()])
         orders[name] = np.argsort(vocab, kind="stable")
-        blocks[name] = Block(vocab=vocab[orders[name]],
-                             idf=vec.idf_.astype(np.float32)[orders[name]],
-                             weight=float(union.transformer_weights[name]))
+        blocks[name] = Block(
+            vocab=vocab[orders[name]],
+            idf=vec.idf_.astype(np.float32)[orders[name]],
+            weight=float(union.transformer_weights[name]),
+        )
         rows.append(offset + orders[name])
         offset += len(vocab)
     model = LinearModel(
-        labels=tuple(labels), **blocks, char_range=tuple(params.char_range),
+        labels=tuple(labels),
+        **blocks,
+        char_range=tuple(params.char_range),
         lead_chars=params.lead_chars if "lead" in blocks else 0,
         coef=full_coef[np.concatenate(rows)].astype(np.float32),
-        intercept=full_intercept, beta=calibration[0], top_label=calibration[1], meta={})
+        intercept=full_intercept,
+        beta=calibration[0],
+        top_label=calibration[1],
+        meta={},
+    )
     for name in BLOCKS:  # views left out (weight 0) are empty
         if name not in blocks:
             setattr(model, name, empty_block(np.int64))
@@ -542,11 +618,14 @@ def _compile_memory(rows: sp.csr_matrix, labels: np.ndarray, params: TrainParams
     """Memory rows (from memory_rows, columns in the compiled order) stored by feature."""
     by_feature = rows.tocsc()
     by_feature.sort_indices()
-    return Memory(indptr=by_feature.indptr.astype(np.int64),
-                  docs=by_feature.indices.astype(np.int32),
-                  values=by_feature.data.astype(np.float16),
-                  doc_labels=np.asarray(labels, dtype=np.int32),
-                  k=params.neighbours, weight=params.neighbour_weight)
+    return Memory(
+        indptr=by_feature.indptr.astype(np.int64),
+        docs=by_feature.indices.astype(np.int32),
+        values=by_feature.data.astype(np.float16),
+        doc_labels=np.asarray(labels, dtype=np.int32),
+        k=params.neighbours,
+        weight=params.neighbour_weight,
+    )
 
 
 def _metadata(examples, labels, params: TrainParams, userdict_words, report) -> dict:
@@ -562,16 +641,26 @@ def _metadata(examples, labels, params: TrainParams, userdict_words, report) -> 
         "python": platform.python_version(),
         "params": asdict(params),
         "userdict_words": list(userdict_words),
-        "cv": None if report is None else {"accuracy": report.accuracy,
-                                           "macro_f1": report.macro_f1, "n": report.n,
-                                           "ece": report.ece},
+        "cv": None
+        if report is None
+        else {
+            "accuracy": report.accuracy,
+            "macro_f1": report.macro_f1,
+            "n": report.n,
+            "ece": report.ece,
+        },
         "labels": labels,
     }
 
 
-def train_from_files(paths: list[Path], params: TrainParams = TrainParams(), *,
-                     userdict: Path | None = None, extra: list[tuple[str, str]] = (),
-                     progress: Progress | None = None) -> TrainResult:
+def train_from_files(
+    paths: list[Path],
+    params: TrainParams = TrainParams(),
+    *,
+    userdict: Path | None = None,
+    extra: list[tuple[str, str]] = (),
+    progress: Progress | None = None,
+) -> TrainResult:
     """Read CSVs (+ extra examples such as staff corrections) and train."""
     from classifier.data import read_examples
 

@@ -42,19 +42,49 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 # Update types Telegram sends when allowed_updates is empty or was never set.
-DEFAULT_UPDATE_TYPES = frozenset({
-    "message", "edited_message", "channel_post", "edited_channel_post", "business_connection",
-    "business_message", "edited_business_message", "deleted_business_messages",
-    "inline_query", "chosen_inline_result", "callback_query", "shipping_query",
-    "pre_checkout_query", "purchased_paid_media", "poll", "poll_answer", "my_chat_member",
-    "chat_join_request", "chat_boost", "removed_chat_boost",
-})
+DEFAULT_UPDATE_TYPES = frozenset(
+    {
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+        "business_connection",
+        "business_message",
+        "edited_business_message",
+        "deleted_business_messages",
+        "inline_query",
+        "chosen_inline_result",
+        "callback_query",
+        "shipping_query",
+        "pre_checkout_query",
+        "purchased_paid_media",
+        "poll",
+        "poll_answer",
+        "my_chat_member",
+        "chat_join_request",
+        "chat_boost",
+        "removed_chat_boost",
+    }
+)
 # Methods that put a new message into a chat; these count against flood limits.
-SEND_METHODS = frozenset({"sendmessage", "sendphoto", "sendmediagroup", "sendlocation",
-                          "sendvenue", "senddocument"})
-CHAT_ACTIONS = frozenset({"typing", "upload_photo", "record_video", "upload_video",
-                          "record_voice", "upload_voice", "upload_document", "choose_sticker",
-                          "find_location", "record_video_note", "upload_video_note"})
+SEND_METHODS = frozenset(
+    {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation", "sendvenue", "senddocument"}
+)
+CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
 FAULT_KINDS = frozenset({"429", "500", "502", "timeout", "blocked", "late"})
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -74,8 +104,11 @@ class ApiError(Exception):
         self.parameters = parameters
 
     def body(self) -> dict:
-        out: dict[str, Any] = {"ok": False, "error_code": self.code,
-                               "description": self.description}
+        out: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.code,
+            "description": self.description,
+        }
         if self.parameters:
             out["parameters"] = self.parameters
         return out
@@ -154,8 +187,26 @@ def _require(p: dict, key: str) -> Any:
 
 # ---------------------------------------------------------------- formatting
 
-_HTML_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span",
-                        "tg-spoiler", "a", "tg-emoji", "code", "pre", "blockquote"})
+_HTML_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "tg-emoji",
+        "code",
+        "pre",
+        "blockquote",
+    }
+)
 
 
 class _HtmlText(HTMLParser):
@@ -190,8 +241,10 @@ def _render_html(text: str) -> str:
     parser.feed(text)
     parser.close()
     if parser.stack:
-        raise _bad("can't parse entities: Can't find end tag corresponding to start tag "
-                   f'"{parser.stack[-1]}"')
+        raise _bad(
+            "can't parse entities: Can't find end tag corresponding to start tag "
+            f'"{parser.stack[-1]}"'
+        )
     return "".join(parser.parts)
 
 
@@ -209,16 +262,18 @@ def _render_markdown(text: str) -> str:
             marker = "```" if text.startswith("```", i) else c
             end = text.find(marker, i + len(marker))
             if end < 0:
-                raise _bad("can't parse entities: Can't find end of the entity starting at "
-                           f"byte offset {_byte_offset(text, i)}")
-            out.append(text[i + len(marker):end])
+                raise _bad(
+                    "can't parse entities: Can't find end of the entity starting at "
+                    f"byte offset {_byte_offset(text, i)}"
+                )
+            out.append(text[i + len(marker) : end])
             i = end + len(marker)
             continue
         if c == "[":
             close = text.find("](", i + 1)
             end = text.find(")", close + 2) if close >= 0 else -1
             if close >= 0 and end >= 0:
-                out.append(text[i + 1:close])
+                out.append(text[i + 1 : close])
                 i = end + 1
                 continue
         out.append(c)
@@ -250,9 +305,8 @@ def _render_markdown_v2(text: str) -> str:
             marker = "```" if text.startswith("```", i) else "`"
             end = text.find(marker, i + len(marker))
             if end < 0:
-                raise fail("Can't find end of Pre entity at byte offset "
-                           f"{_byte_offset(text, i)}")
-            body = text[i + len(marker):end]
+                raise fail(f"Can't find end of Pre entity at byte offset {_byte_offset(text, i)}")
+            body = text[i + len(marker) : end]
             if marker == "```" and "\n" in body:
                 body = body.split("\n", 1)[1]  # first line names the language
             out.append(re.sub(r"\\(.)", r"\1", body))
@@ -287,8 +341,7 @@ def _render_markdown_v2(text: str) -> str:
             i += len(mark)
             continue
         if c in _MDV2_RESERVED:
-            raise fail(f"Character '{c}' is reserved and must be escaped with the preceding "
-                       "'\\'")
+            raise fail(f"Character '{c}' is reserved and must be escaped with the preceding '\\'")
         out.append(c)
         i += 1
     if open_marks:
@@ -313,9 +366,18 @@ def render_text(text: str, parse_mode: str | None) -> str:
 
 # ---------------------------------------------------------------- keyboards
 
-_INLINE_ACTIONS = ("callback_data", "url", "web_app", "login_url", "switch_inline_query",
-                   "switch_inline_query_current_chat", "switch_inline_query_chosen_chat",
-                   "copy_text", "callback_game", "pay")
+_INLINE_ACTIONS = (
+    "callback_data",
+    "url",
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+)
 
 
 @dataclass
@@ -331,13 +393,14 @@ class Markup:
 
 def _parse_inline_button(button: Any) -> tuple[str, str | None]:
     if not isinstance(button, dict) or not isinstance(button.get("text"), str):
-        raise _bad("can't parse inline keyboard button: Field \"text\" must be of type String")
+        raise _bad('can\'t parse inline keyboard button: Field "text" must be of type String')
     if not button["text"]:
         raise _bad("BUTTON_TEXT_INVALID")
     action = next((key for key in _INLINE_ACTIONS if key in button), None)
     if action is None:
-        raise _bad("can't parse inline keyboard button: Text buttons are unallowed in the "
-                   "inline keyboard")
+        raise _bad(
+            "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+        )
     if action == "callback_data":
         data = button["callback_data"]
         if not isinstance(data, str) or not 1 <= len(data.encode("utf-8")) <= 64:
@@ -395,8 +458,12 @@ class SimUser:
     blocked: bool = False
 
     def as_dict(self) -> dict:
-        out: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name,
-                               "language_code": self.language_code}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "is_bot": False,
+            "first_name": self.first_name,
+            "language_code": self.language_code,
+        }
         if self.username:
             out["username"] = self.username
         if self.last_name:
@@ -496,8 +563,10 @@ class BotMessage:
 
     def __repr__(self) -> str:
         flag = " deleted" if self.deleted else ""
-        return (f"<BotMessage chat={self.chat_id} id={self.message_id}{flag} "
-                f"{self.content[:60]!r} buttons={self.buttons}>")
+        return (
+            f"<BotMessage chat={self.chat_id} id={self.message_id}{flag} "
+            f"{self.content[:60]!r} buttons={self.buttons}>"
+        )
 
 
 class _Bucket:
@@ -641,8 +710,12 @@ class TelegramEmulator:
         self.token = token
         if token and token.split(":", 1)[0].isdigit():
             bot_id = int(token.split(":", 1)[0])  # Telegram's bot id is the token's prefix
-        self.bot_user = {"id": bot_id, "is_bot": True, "first_name": bot_name,
-                         "username": bot_username}
+        self.bot_user = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": bot_name,
+            "username": bot_username,
+        }
         self.host, self.port = host, port
         self.enforce_limits = enforce_limits
         self.private_burst = private_burst
@@ -680,12 +753,31 @@ class TelegramEmulator:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._handlers: dict[str, Callable[[dict], Awaitable[Any]]] = {
-            name.lower(): getattr(self, f"_api_{name}") for name in (
-                "getMe", "getUpdates", "sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument",
-                "sendLocation", "sendVenue", "editMessageText", "editMessageReplyMarkup",
-                "editMessageCaption", "deleteMessage", "answerCallbackQuery", "getFile",
-                "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
-                "getMyCommands", "deleteMyCommands", "sendChatAction", "getChat", "close",
+            name.lower(): getattr(self, f"_api_{name}")
+            for name in (
+                "getMe",
+                "getUpdates",
+                "sendMessage",
+                "sendPhoto",
+                "sendMediaGroup",
+                "sendDocument",
+                "sendLocation",
+                "sendVenue",
+                "editMessageText",
+                "editMessageReplyMarkup",
+                "editMessageCaption",
+                "deleteMessage",
+                "answerCallbackQuery",
+                "getFile",
+                "setWebhook",
+                "deleteWebhook",
+                "getWebhookInfo",
+                "setMyCommands",
+                "getMyCommands",
+                "deleteMyCommands",
+                "sendChatAction",
+                "getChat",
+                "close",
                 "logOut",
             )
         }
@@ -742,8 +834,13 @@ class TelegramEmulator:
 
     # ------------------------------------------------------------ people and chats
 
-    def add_user(self, user_id: int, first_name: str, username: str | None = None,
-                 last_name: str | None = None) -> SimUser:
+    def add_user(
+        self,
+        user_id: int,
+        first_name: str,
+        username: str | None = None,
+        last_name: str | None = None,
+    ) -> SimUser:
         """Add (or rename) a user; creates its private chat (chat id == user id)."""
         if user_id <= 0:
             raise ValueError("用户 id 必须是正整数")
@@ -792,12 +889,21 @@ class TelegramEmulator:
         return self._inject("my_chat_member", self._member_change(user, "kicked", "member"))
 
     def _member_change(self, user: SimUser, old: str, new: str) -> dict:
-        return {"chat": self.chats[user.id].as_dict(), "from": user.as_dict(),
-                "date": int(time.time()),
-                "old_chat_member": {"status": old, "user": self.bot_user,
-                                    **({"until_date": 0} if old == "kicked" else {})},
-                "new_chat_member": {"status": new, "user": self.bot_user,
-                                    **({"until_date": 0} if new == "kicked" else {})}}
+        return {
+            "chat": self.chats[user.id].as_dict(),
+            "from": user.as_dict(),
+            "date": int(time.time()),
+            "old_chat_member": {
+                "status": old,
+                "user": self.bot_user,
+                **({"until_date": 0} if old == "kicked" else {}),
+            },
+            "new_chat_member": {
+                "status": new,
+                "user": self.bot_user,
+                **({"until_date": 0} if new == "kicked" else {}),
+            },
+        }
 
     def _user(self, user_id: int) -> SimUser:
         user = self.users.get(user_id)
@@ -807,14 +913,16 @@ class TelegramEmulator:
 
     # ------------------------------------------------------------ injecting updates
 
-    def send_text(self, user_id: int, text: str, chat_id: int | None = None,
-                  reply_to: Any = None) -> dict:
+    def send_text(
+        self, user_id: int, text: str, chat_id: int | None = None, reply_to: Any = None
+    ) -> dict:
         """The user sends text; a leading /command gets a bot_command entity like Telegram."""
         content: dict[str, Any] = {"text": text}
         match = _COMMAND_RE.match(text)
         if match:
-            content["entities"] = [{"type": "bot_command", "offset": 0,
-                                    "length": len(match.group(0))}]
+            content["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(match.group(0))}
+            ]
         return self._user_message(user_id, chat_id, content, reply_to=reply_to)
 
     def send_command(self, user_id: int, command: str, chat_id: int | None = None) -> dict:
@@ -823,8 +931,14 @@ class TelegramEmulator:
             raise ValueError(f"不是机器人命令: {command!r}")
         return self.send_text(user_id, command, chat_id=chat_id)
 
-    def send_photo(self, user_id: int, caption: str | None = None, chat_id: int | None = None,
-                   data: bytes | None = None, media_group_id: str | None = None) -> dict:
+    def send_photo(
+        self,
+        user_id: int,
+        caption: str | None = None,
+        chat_id: int | None = None,
+        data: bytes | None = None,
+        media_group_id: str | None = None,
+    ) -> dict:
         """The user sends a photo (a generated JPEG unless `data` is given); getFile works.
         Photos of one album share a `media_group_id` and arrive as separate messages."""
         data = data if data is not None else sample_jpeg(next(self._file_counter))
@@ -832,54 +946,106 @@ class TelegramEmulator:
         thumb = self._store_file(data[: max(1, len(data) // 8)], "photos", "jpg", "image/jpeg")
         full = self._store_file(data, "photos", "jpg", "image/jpeg")
         scale = 90 / max(width, height, 1)
-        content: dict[str, Any] = {"photo": [
-            self._photo_size(thumb, int(width * scale), int(height * scale)),
-            self._photo_size(full, width, height),
-        ]}
+        content: dict[str, Any] = {
+            "photo": [
+                self._photo_size(thumb, int(width * scale), int(height * scale)),
+                self._photo_size(full, width, height),
+            ]
+        }
         if caption:
             content["caption"] = caption
         if media_group_id:
             content["media_group_id"] = media_group_id
         return self._user_message(user_id, chat_id, content)
 
-    def send_location(self, user_id: int, latitude: float, longitude: float,
-                      chat_id: int | None = None) -> dict:
-        return self._user_message(user_id, chat_id, {"location": {
-            "latitude": float(latitude), "longitude": float(longitude)}})
+    def send_location(
+        self, user_id: int, latitude: float, longitude: float, chat_id: int | None = None
+    ) -> dict:
+        return self._user_message(
+            user_id,
+            chat_id,
+            {"location": {"latitude": float(latitude), "longitude": float(longitude)}},
+        )
 
     def send_sticker(self, user_id: int, emoji: str = "👍", chat_id: int | None = None) -> dict:
-        stored = self._store_file(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "stickers", "webp",
-                                  "image/webp")
-        return self._user_message(user_id, chat_id, {"sticker": {
-            "file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-            "type": "regular", "width": 512, "height": 512, "is_animated": False,
-            "is_video": False, "emoji": emoji, "file_size": len(stored.data or b"")}})
+        stored = self._store_file(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "stickers", "webp", "image/webp")
+        return self._user_message(
+            user_id,
+            chat_id,
+            {
+                "sticker": {
+                    "file_id": stored.file_id,
+                    "file_unique_id": stored.file_unique_id,
+                    "type": "regular",
+                    "width": 512,
+                    "height": 512,
+                    "is_animated": False,
+                    "is_video": False,
+                    "emoji": emoji,
+                    "file_size": len(stored.data or b""),
+                }
+            },
+        )
 
     def send_voice(self, user_id: int, duration: int = 3, chat_id: int | None = None) -> dict:
         stored = self._store_file(b"OggS" + bytes(60), "voice", "oga", "audio/ogg")
-        return self._user_message(user_id, chat_id, {"voice": {
-            "file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-            "duration": duration, "mime_type": "audio/ogg",
-            "file_size": len(stored.data or b"")}})
+        return self._user_message(
+            user_id,
+            chat_id,
+            {
+                "voice": {
+                    "file_id": stored.file_id,
+                    "file_unique_id": stored.file_unique_id,
+                    "duration": duration,
+                    "mime_type": "audio/ogg",
+                    "file_size": len(stored.data or b""),
+                }
+            },
+        )
 
-    def send_document(self, user_id: int, file_name: str = "材料.pdf",
-                      data: bytes = b"%PDF-1.4\n%%EOF\n", mime_type: str = "application/pdf",
-                      caption: str | None = None, chat_id: int | None = None) -> dict:
+    def send_document(
+        self,
+        user_id: int,
+        file_name: str = "材料.pdf",
+        data: bytes = b"%PDF-1.4\n%%EOF\n",
+        mime_type: str = "application/pdf",
+        caption: str | None = None,
+        chat_id: int | None = None,
+    ) -> dict:
         extension = file_name.rsplit(".", 1)[-1] if "." in file_name else "bin"
         stored = self._store_file(data, "documents", extension, mime_type)
-        content: dict[str, Any] = {"document": {
-            "file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-            "file_name": file_name, "mime_type": mime_type, "file_size": len(data)}}
+        content: dict[str, Any] = {
+            "document": {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_name": file_name,
+                "mime_type": mime_type,
+                "file_size": len(data),
+            }
+        }
         if caption:
             content["caption"] = caption
         return self._user_message(user_id, chat_id, content)
 
-    def send_contact(self, user_id: int, phone_number: str, first_name: str | None = None,
-                     chat_id: int | None = None) -> dict:
+    def send_contact(
+        self,
+        user_id: int,
+        phone_number: str,
+        first_name: str | None = None,
+        chat_id: int | None = None,
+    ) -> dict:
         user = self._user(user_id)
-        return self._user_message(user_id, chat_id, {"contact": {
-            "phone_number": phone_number, "first_name": first_name or user.first_name,
-            "user_id": user_id}})
+        return self._user_message(
+            user_id,
+            chat_id,
+            {
+                "contact": {
+                    "phone_number": phone_number,
+                    "first_name": first_name or user.first_name,
+                    "user_id": user_id,
+                }
+            },
+        )
 
     def edit_text(self, user_id: int, message: Any, new_text: str) -> dict:
         """The user edits one of its text messages: an edited_message update."""
@@ -892,8 +1058,9 @@ class TelegramEmulator:
         edited.update(text=new_text, edit_date=int(time.time()))
         match = _COMMAND_RE.match(new_text)
         if match:
-            edited["entities"] = [{"type": "bot_command", "offset": 0,
-                                   "length": len(match.group(0))}]
+            edited["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(match.group(0))}
+            ]
         self.chats[chat_id].by_id[message_id] = edited
         return self._inject("edited_message", edited)
 
@@ -907,9 +1074,16 @@ class TelegramEmulator:
         payload = dict(stored.payload if isinstance(stored, BotMessage) else stored)
         query_id = f"{self.bot_user['id']}{next(self._query_ids):012d}"
         self._open_queries[query_id] = chat_id
-        return self._inject("callback_query", {
-            "id": query_id, "from": self._user(user_id).as_dict(), "message": payload,
-            "chat_instance": str(abs(chat_id) * 7919 % 10**12), "data": callback_data})
+        return self._inject(
+            "callback_query",
+            {
+                "id": query_id,
+                "from": self._user(user_id).as_dict(),
+                "message": payload,
+                "chat_instance": str(abs(chat_id) * 7919 % 10**12),
+                "data": callback_data,
+            },
+        )
 
     def press(self, user_id: int, message: BotMessage, label: str) -> dict:
         """Press the inline button whose text contains `label`."""
@@ -929,22 +1103,29 @@ class TelegramEmulator:
             self._wake_poller("update")
         return update
 
-    def _user_message(self, user_id: int, chat_id: int | None, content: dict,
-                      reply_to: Any = None) -> dict:
+    def _user_message(
+        self, user_id: int, chat_id: int | None, content: dict, reply_to: Any = None
+    ) -> dict:
         user = self._user(user_id)
         chat = self.chats[user_id] if chat_id is None else self.chats.get(chat_id)
         if chat is None:
             raise KeyError(f"未知聊天 {chat_id}，请先 add_group")
         if chat.user is None and user_id not in chat.members:
             raise ValueError(f"用户 {user_id} 不是群 {chat.id} 的成员")
-        message = {"message_id": chat.new_message_id(), "from": user.as_dict(),
-                   "chat": chat.as_dict(), "date": int(time.time()), **content}
+        message = {
+            "message_id": chat.new_message_id(),
+            "from": user.as_dict(),
+            "chat": chat.as_dict(),
+            "date": int(time.time()),
+            **content,
+        }
         if reply_to is not None:
             _, reply_id = self._message_ref(reply_to)
             replied = chat.by_id.get(reply_id)
             if replied is not None:
                 message["reply_to_message"] = _without_reply(
-                    replied.payload if isinstance(replied, BotMessage) else replied)
+                    replied.payload if isinstance(replied, BotMessage) else replied
+                )
         chat.by_id[message["message_id"]] = message
         return self._inject("message", message)
 
@@ -1068,8 +1249,10 @@ class TelegramEmulator:
                 await asyncio.wait_for(cond.wait_for(check), timeout)
         except TimeoutError:
             recent = [m.content[:80] for m in chat.bot_messages[-5:]]
-            raise TimeoutError(f"{timeout}s 内聊天 {chat_id} 没有出现符合条件的机器人消息 "
-                               f"(从第 {start} 条起; 最近: {recent})") from None
+            raise TimeoutError(
+                f"{timeout}s 内聊天 {chat_id} 没有出现符合条件的机器人消息 "
+                f"(从第 {start} 条起; 最近: {recent})"
+            ) from None
         return found[0]
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -1116,8 +1299,15 @@ class TelegramEmulator:
 
     # ------------------------------------------------------------ faults
 
-    def fail_next(self, method: str, kind: str, count: int = 1, retry_after: int = 1,
-                  hold: float | None = None, processed: bool = False) -> None:
+    def fail_next(
+        self,
+        method: str,
+        kind: str,
+        count: int = 1,
+        retry_after: int = 1,
+        hold: float | None = None,
+        processed: bool = False,
+    ) -> None:
         """Make the next `count` calls of `method` fail.
 
         kind: "429" (RetryAfter), "500"/"502" (NetworkError), "timeout" (held `hold` seconds,
@@ -1134,8 +1324,13 @@ class TelegramEmulator:
     async def _fault_response(self, fault: _Fault) -> web.Response:
         self.stats["faults"] += 1
         if fault.kind == "429":
-            return _error(ApiError(429, f"Too Many Requests: retry after {fault.retry_after}",
-                                   {"retry_after": fault.retry_after}))
+            return _error(
+                ApiError(
+                    429,
+                    f"Too Many Requests: retry after {fault.retry_after}",
+                    {"retry_after": fault.retry_after},
+                )
+            )
         if fault.kind == "blocked":
             return _error(ApiError(403, "Forbidden: bot was blocked by the user"))
         if fault.kind == "timeout":
@@ -1159,8 +1354,9 @@ class TelegramEmulator:
         if wait > 0:
             self.stats["429"] += 1
             retry_after = max(1, math.ceil(wait))
-            raise ApiError(429, f"Too Many Requests: retry after {retry_after}",
-                           {"retry_after": retry_after})
+            raise ApiError(
+                429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+            )
         for bucket in buckets:
             bucket.tokens -= 1
 
@@ -1207,14 +1403,17 @@ class TelegramEmulator:
 
     # ------------------------------------------------------------ files
 
-    def _store_file(self, data: bytes | None, folder: str, extension: str,
-                    mime_type: str) -> StoredFile:
+    def _store_file(
+        self, data: bytes | None, folder: str, extension: str, mime_type: str
+    ) -> StoredFile:
         number = next(self._file_counter)
         stored = StoredFile(
             file_id=f"AgACAgUAAx{secrets.token_urlsafe(24)}",
             file_unique_id=f"AQAD{secrets.token_hex(6)}",
             file_path=f"{folder}/file_{number}.{extension}" if data is not None else None,
-            data=data, mime_type=mime_type)
+            data=data,
+            mime_type=mime_type,
+        )
         self._files[stored.file_id] = stored
         if stored.file_path:
             self._file_paths[stored.file_path] = stored.file_id
@@ -1227,20 +1426,25 @@ class TelegramEmulator:
 
     @staticmethod
     def _photo_size(stored: StoredFile, width: int, height: int) -> dict:
-        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                "width": width, "height": height, "file_size": len(stored.data or b"")}
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "width": width,
+            "height": height,
+            "file_size": len(stored.data or b""),
+        }
 
-    def _input_file(self, p: dict, key: str, folder: str, extension: str,
-                    mime_type: str) -> StoredFile:
+    def _input_file(
+        self, p: dict, key: str, folder: str, extension: str, mime_type: str
+    ) -> StoredFile:
         """A file parameter: an upload, attach://name, a known file_id or an HTTP URL."""
         value = p.get(key)
         if isinstance(value, str) and value.startswith("attach://"):
-            value = p.get(value[len("attach://"):])
+            value = p.get(value[len("attach://") :])
         if isinstance(value, UploadedFile):
             if not value.data:
                 raise _bad("file must be non-empty")
-            return self._store_file(value.data, folder, extension,
-                                    value.content_type or mime_type)
+            return self._store_file(value.data, folder, extension, value.content_type or mime_type)
         if not isinstance(value, str) or not value:
             raise _bad(f"there is no {key} in the request")
         if value in self._files:
@@ -1261,8 +1465,14 @@ class TelegramEmulator:
         chat: SimChat | None = None
         if isinstance(chat_ref, str) and chat_ref.startswith("@"):
             name = chat_ref[1:].lower()
-            chat = next((self.chats[u.id] for u in self.users.values()
-                         if (u.username or "").lower() == name), None)
+            chat = next(
+                (
+                    self.chats[u.id]
+                    for u in self.users.values()
+                    if (u.username or "").lower() == name
+                ),
+                None,
+            )
         else:
             try:
                 chat = self.chats.get(int(chat_ref))
@@ -1280,21 +1490,28 @@ class TelegramEmulator:
         target = chat.by_id.get(int(reply_id))
         if target is None:
             if params.get("allow_sending_without_reply") or _param_bool(
-                    p, "allow_sending_without_reply"):
+                p, "allow_sending_without_reply"
+            ):
                 return None
             raise _bad("message to be replied not found")
         return _without_reply(target.payload if isinstance(target, BotMessage) else target)
 
-    async def _record_send(self, method: str, p: dict, content: dict,
-                           raw_text: str | None = None) -> dict:
+    async def _record_send(
+        self, method: str, p: dict, content: dict, raw_text: str | None = None
+    ) -> dict:
         """Create a bot message in the chat from the validated content and record it."""
         chat = self._chat_for_send(p)
         markup = parse_markup(_param_json(p, "reply_markup"))
         reply = self._reply_target(chat, p)
         if self.enforce_limits:
             self._check_limits(chat)
-        payload: dict[str, Any] = {"message_id": chat.new_message_id(), "from": self.bot_user,
-                                   "chat": chat.as_dict(), "date": int(time.time()), **content}
+        payload: dict[str, Any] = {
+            "message_id": chat.new_message_id(),
+            "from": self.bot_user,
+            "chat": chat.as_dict(),
+            "date": int(time.time()),
+            **content,
+        }
         if reply is not None:
             payload["reply_to_message"] = reply
         if markup.inline:
@@ -1304,9 +1521,18 @@ class TelegramEmulator:
         elif markup.remove_keyboard:
             chat.reply_keyboard = None
         self._seq += 1
-        msg = BotMessage(chat.id, payload["message_id"], method, payload, markup, self._seq,
-                         len(chat.bot_messages), raw_text, _param_str(p, "parse_mode"),
-                         changed_seq=self._seq)
+        msg = BotMessage(
+            chat.id,
+            payload["message_id"],
+            method,
+            payload,
+            markup,
+            self._seq,
+            len(chat.bot_messages),
+            raw_text,
+            _param_str(p, "parse_mode"),
+            changed_seq=self._seq,
+        )
         chat.by_id[msg.message_id] = msg
         chat.bot_messages.append(msg)
         self.stats["sent"] += 1
@@ -1327,18 +1553,34 @@ class TelegramEmulator:
             raise _bad("message can't be edited")
         return msg
 
-    async def _apply_edit(self, msg: BotMessage, method: str, changes: dict,
-                          markup: Markup, raw_text: str | None, parse_mode: str | None) -> dict:
+    async def _apply_edit(
+        self,
+        msg: BotMessage,
+        method: str,
+        changes: dict,
+        markup: Markup,
+        raw_text: str | None,
+        parse_mode: str | None,
+    ) -> dict:
         """Apply an edit in place, keeping the previous state in msg.edits."""
         new_markup = markup.raw if markup.inline else None
         unchanged = all(msg.payload.get(k) == v for k, v in changes.items())
         if unchanged and msg.payload.get("reply_markup") == new_markup:
-            raise _bad("message is not modified: specified new message content and reply "
-                       "markup are exactly the same as a current content and reply markup "
-                       "of the message")
-        msg.edits.append({"method": method, "text": msg.text, "caption": msg.caption,
-                          "buttons": msg.buttons, "reply_markup": msg.payload.get("reply_markup"),
-                          "edit_date": msg.payload.get("edit_date")})
+            raise _bad(
+                "message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup "
+                "of the message"
+            )
+        msg.edits.append(
+            {
+                "method": method,
+                "text": msg.text,
+                "caption": msg.caption,
+                "buttons": msg.buttons,
+                "reply_markup": msg.payload.get("reply_markup"),
+                "edit_date": msg.payload.get("edit_date"),
+            }
+        )
         msg.payload.update(changes)
         if new_markup is None:
             msg.payload.pop("reply_markup", None)
@@ -1357,14 +1599,22 @@ class TelegramEmulator:
     # ------------------------------------------------------------ API methods
 
     async def _api_getMe(self, p: dict) -> dict:
-        return {**self.bot_user, "can_join_groups": True, "can_read_all_group_messages": False,
-                "supports_inline_queries": False, "can_connect_to_business": False,
-                "has_main_web_app": False}
+        return {
+            **self.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
 
     async def _api_getUpdates(self, p: dict) -> list[dict]:
         if self._webhook is not None:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is "
-                                "active; use deleteWebhook to delete the webhook first")
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is "
+                "active; use deleteWebhook to delete the webhook first",
+            )
         offset = _param_int(p, "offset", 0)
         limit = min(100, max(1, _param_int(p, "limit", 100)))
         timeout = max(0.0, _param_float(p, "timeout") or 0.0)
@@ -1385,11 +1635,17 @@ class TelegramEmulator:
                 self._poller = None
         reason = waiter.result() if waiter.done() else "timeout"
         if reason == "conflict":
-            raise ApiError(409, "Conflict: terminated by other getUpdates request; make sure "
-                                "that only one bot instance is running")
+            raise ApiError(
+                409,
+                "Conflict: terminated by other getUpdates request; make sure "
+                "that only one bot instance is running",
+            )
         if reason == "webhook":
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is "
-                                "active; use deleteWebhook to delete the webhook first")
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is "
+                "active; use deleteWebhook to delete the webhook first",
+            )
         return self._take_batch(limit)
 
     @property
@@ -1455,17 +1711,24 @@ class TelegramEmulator:
         for item in media:
             if not isinstance(item, dict) or item.get("type") != "photo":
                 raise _bad("only photos are supported in media groups here")
-            files.append(self._input_file({**p, "photo": item.get("media")}, "photo", "photos",
-                                          "jpg", "image/jpeg"))
+            files.append(
+                self._input_file(
+                    {**p, "photo": item.get("media")}, "photo", "photos", "jpg", "image/jpeg"
+                )
+            )
         group = f"album{next(self._file_counter)}"
         sent = []
         for item, stored in zip(media, files, strict=True):
             width, height = _image_size(stored.data) if stored.data else (640, 480)
             caption, raw = self._caption(item)
-            content = {"photo": [self._photo_size(stored, width, height)],
-                       "media_group_id": group, **caption}
-            sent.append(await self._record_send("sendMediaGroup", {**p, "reply_markup": None},
-                                                content, raw))
+            content = {
+                "photo": [self._photo_size(stored, width, height)],
+                "media_group_id": group,
+                **caption,
+            }
+            sent.append(
+                await self._record_send("sendMediaGroup", {**p, "reply_markup": None}, content, raw)
+            )
         return sent
 
     async def _api_sendDocument(self, p: dict) -> dict:
@@ -1474,12 +1737,17 @@ class TelegramEmulator:
         upload = p.get("document")
         name = upload.filename if isinstance(upload, UploadedFile) else "document"
         extension = name.rsplit(".", 1)[-1] if "." in name else "bin"
-        stored = self._input_file(p, "document", "documents", extension,
-                                  "application/octet-stream")
-        content = {"document": {"file_id": stored.file_id,
-                                "file_unique_id": stored.file_unique_id, "file_name": name,
-                                "mime_type": stored.mime_type,
-                                "file_size": len(stored.data or b"")}, **caption}
+        stored = self._input_file(p, "document", "documents", extension, "application/octet-stream")
+        content = {
+            "document": {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_name": name,
+                "mime_type": stored.mime_type,
+                "file_size": len(stored.data or b""),
+            },
+            **caption,
+        }
         return await self._record_send("sendDocument", p, content, raw)
 
     @staticmethod
@@ -1512,8 +1780,9 @@ class TelegramEmulator:
         if len(text) > MAX_TEXT:
             raise _bad("message is too long")
         markup = parse_markup(_param_json(p, "reply_markup"), inline_only=True)
-        return await self._apply_edit(msg, "editMessageText", {"text": text}, markup, raw,
-                                      parse_mode)
+        return await self._apply_edit(
+            msg, "editMessageText", {"text": text}, markup, raw, parse_mode
+        )
 
     async def _api_editMessageCaption(self, p: dict) -> dict:
         msg = self._bot_message_for_edit(p)
@@ -1522,8 +1791,9 @@ class TelegramEmulator:
         caption, raw = self._caption(p)
         markup = parse_markup(_param_json(p, "reply_markup"), inline_only=True)
         changes = {"caption": caption.get("caption")}
-        edited = await self._apply_edit(msg, "editMessageCaption", changes, markup, raw,
-                                        _param_str(p, "parse_mode"))
+        edited = await self._apply_edit(
+            msg, "editMessageCaption", changes, markup, raw, _param_str(p, "parse_mode")
+        )
         if changes["caption"] is None:
             edited.pop("caption", None)
         return edited
@@ -1558,9 +1828,14 @@ class TelegramEmulator:
         if text and len(text) > 200:
             raise _bad("MESSAGE_TOO_LONG")
         chat_id = self._open_queries.pop(query_id)
-        answer = {"callback_query_id": query_id, "chat_id": chat_id, "text": text,
-                  "show_alert": _param_bool(p, "show_alert"), "url": _param_str(p, "url"),
-                  "cache_time": _param_int(p, "cache_time", 0)}
+        answer = {
+            "callback_query_id": query_id,
+            "chat_id": chat_id,
+            "text": text,
+            "show_alert": _param_bool(p, "show_alert"),
+            "url": _param_str(p, "url"),
+            "cache_time": _param_int(p, "cache_time", 0),
+        }
         self.callback_answers[query_id] = answer
         self._seq += 1
         await self._announce("answer", answer, chat_id)
@@ -1609,12 +1884,18 @@ class TelegramEmulator:
     async def _api_getWebhookInfo(self, p: dict) -> dict:
         hook = self._webhook
         if hook is None:
-            return {"url": "", "has_custom_certificate": False,
-                    "pending_update_count": len(self._pending) + len(self._forced)}
-        info: dict[str, Any] = {"url": hook.url, "has_custom_certificate": False,
-                                "pending_update_count": hook.pending(),
-                                "max_connections": hook.max_connections,
-                                "allowed_updates": sorted(self._allowed_updates)}
+            return {
+                "url": "",
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._pending) + len(self._forced),
+            }
+        info: dict[str, Any] = {
+            "url": hook.url,
+            "has_custom_certificate": False,
+            "pending_update_count": hook.pending(),
+            "max_connections": hook.max_connections,
+            "allowed_updates": sorted(self._allowed_updates),
+        }
         if hook.last_error_date:
             info["last_error_date"] = hook.last_error_date
             info["last_error_message"] = hook.last_error_message
@@ -1631,12 +1912,14 @@ class TelegramEmulator:
             raise _bad("commands must be a list of at most 100 commands")
         for command in commands:
             if not isinstance(command, dict) or not _BOT_COMMAND_RE.match(
-                    str(command.get("command", ""))):
+                str(command.get("command", ""))
+            ):
                 raise _bad("BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description", ""))) <= 256:
                 raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
         self.commands[self._commands_key(p)] = [
-            {"command": c["command"], "description": c["description"]} for c in commands]
+            {"command": c["command"], "description": c["description"]} for c in commands
+        ]
         return True
 
     async def _api_getMyCommands(self, p: dict) -> list[dict]:
@@ -1654,10 +1937,18 @@ class TelegramEmulator:
 
     async def _api_getChat(self, p: dict) -> dict:
         chat = self._find_chat(_require(p, "chat_id"))
-        info = {**chat.as_dict(), "accent_color_id": 0, "max_reaction_count": 11,
-                "accepted_gift_types": {"unlimited_gifts": False, "limited_gifts": False,
-                                        "unique_gifts": False, "premium_subscription": False,
-                                        "gifts_from_channels": False}}
+        info = {
+            **chat.as_dict(),
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
         if chat.user is not None and chat.user.last_name:
             info["last_name"] = chat.user.last_name
         return info
@@ -1679,8 +1970,10 @@ class TelegramEmulator:
         self._pending.clear()
         for update in waiting:
             self._submit_webhook(update)
-        hook.tasks = [asyncio.create_task(self._deliver(hook, i), name=f"webhook-{i}")
-                      for i in range(hook.max_connections)]
+        hook.tasks = [
+            asyncio.create_task(self._deliver(hook, i), name=f"webhook-{i}")
+            for i in range(hook.max_connections)
+        ]
 
     def _submit_webhook(self, update: dict) -> None:
         """Queue per chat, so one chat's updates arrive in order (chats go in parallel)."""
@@ -1718,8 +2011,9 @@ class TelegramEmulator:
         body = json.dumps(update, ensure_ascii=False).encode("utf-8")
         timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
         try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          timeout=timeout) as response:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=timeout
+            ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
                     return None
@@ -1768,8 +2062,9 @@ def _ok(result: Any) -> web.Response:
 
 def _error(error: ApiError) -> web.Response:
     body = json.dumps(error.body(), ensure_ascii=False)
-    return web.Response(status=error.code, body=body.encode("utf-8"),
-                        content_type="application/json")
+    return web.Response(
+        status=error.code, body=body.encode("utf-8"), content_type="application/json"
+    )
 
 
 async def _read_params(request: web.Request) -> dict:
@@ -1790,8 +2085,7 @@ async def _read_params(request: web.Request) -> dict:
         form = await request.post()
         for key, value in form.items():
             if isinstance(value, web.FileField):
-                params[key] = UploadedFile(value.filename, value.content_type,
-                                           value.file.read())
+                params[key] = UploadedFile(value.filename, value.content_type, value.file.read())
             else:
                 params[key] = value
     return params

@@ -57,9 +57,17 @@ class Buttons(NamedTuple):
 class TerminalChat:
     """The REPL's state: who is typing, where their text goes, and what was already shown."""
 
-    def __init__(self, emu: TelegramEmulator, identities: dict[int, str],
-                 group_titles: dict[int, str], start_as: int, out: TextIO, echo: bool,
-                 roles: dict[int, Role] | None = None, source: Any = None):
+    def __init__(
+        self,
+        emu: TelegramEmulator,
+        identities: dict[int, str],
+        group_titles: dict[int, str],
+        start_as: int,
+        out: TextIO,
+        echo: bool,
+        roles: dict[int, Role] | None = None,
+        source: Any = None,
+    ):
         if start_as not in identities:
             raise ValueError(f"起始身份 {start_as} 不在身份列表中")
         self.emu = emu
@@ -112,12 +120,14 @@ class TerminalChat:
         mark = t.EDITED if event == "edit" else ""
         lines = [f"{label}{mark}：{describe(msg)}"]
         if msg.buttons:
-            lines.append("    " + "  ".join(f"[{i}] {text}" for i, (text, _) in
-                                             enumerate(msg.buttons, 1)))
+            lines.append(
+                "    " + "  ".join(f"[{i}] {text}" for i, (text, _) in enumerate(msg.buttons, 1))
+            )
         if msg.reply_keyboard:
             flat = [text for row in msg.reply_keyboard for text in row]
-            lines.append("    " + t.KEYBOARD + "  ".join(f"[{i}] {x}"
-                                                         for i, x in enumerate(flat, 1)))
+            lines.append(
+                "    " + t.KEYBOARD + "  ".join(f"[{i}] {x}" for i, x in enumerate(flat, 1))
+            )
         if self.prompts.get(self.current) is msg:
             lines.append(t.ANSWER_HERE.format(chat=self.chat_label(msg.chat_id)))
         self.say("\n".join(lines))  # one piece: the prompt is redrawn once, below it
@@ -153,9 +163,12 @@ class TerminalChat:
     def show_unread(self) -> None:
         """On switching identity, show what arrived for it while someone else was typing."""
         since = self.seen.get(self.current, 0)
-        unread = [m for chat_id in self.emu.visible_chats(self.current)
-                  for m in self.emu.messages(chat_id)
-                  if m.changed_seq > since and not m.deleted]
+        unread = [
+            m
+            for chat_id in self.emu.visible_chats(self.current)
+            for m in self.emu.messages(chat_id)
+            if m.changed_seq > since and not m.deleted
+        ]
         if unread:
             self.say(t.UNREAD.format(count=len(unread)))
             for msg in sorted(unread, key=lambda m: m.changed_seq):
@@ -174,8 +187,11 @@ class TerminalChat:
             self.targets[uid] = chat_id
         after = self.targets.get(uid)
         if announce and after != before and uid == self.current:
-            self.say(t.TARGET_BACK if after is None else
-                     t.TARGET_MOVED.format(chat=self.chat_label(after)))
+            self.say(
+                t.TARGET_BACK
+                if after is None
+                else t.TARGET_MOVED.format(chat=self.chat_label(after))
+            )
 
     def text_chat(self) -> int | None:
         """The group the current identity's text goes to (None: its private chat)."""
@@ -195,8 +211,9 @@ class TerminalChat:
         chat_id = self.text_chat()
         question = self.prompts.pop(self.current, None)
         answers = question is not None and question.chat_id == (chat_id or self.current)
-        self.emu.send_text(self.current, text, chat_id=chat_id,
-                           reply_to=question if answers else None)
+        self.emu.send_text(
+            self.current, text, chat_id=chat_id, reply_to=question if answers else None
+        )
         self.action_done()
 
     def buttons_on(self, msg: BotMessage) -> Buttons | None:
@@ -209,8 +226,12 @@ class TerminalChat:
 
     def shown_messages(self) -> list[BotMessage]:
         """The current identity's bot messages, latest shown (sent or edited) last."""
-        shown = [m for chat_id in self.emu.visible_chats(self.current)
-                 for m in self.emu.messages(chat_id) if not m.deleted]
+        shown = [
+            m
+            for chat_id in self.emu.visible_chats(self.current)
+            for m in self.emu.messages(chat_id)
+            if not m.deleted
+        ]
         return sorted(shown, key=lambda m: m.changed_seq)
 
     def buttons_showing(self) -> Buttons | None:
@@ -328,14 +349,17 @@ class TerminalChat:
 
     def who_line(self, uid: int) -> str:
         role = self.roles.get(uid, NO_ROLE)
-        groups = [t.WHO_GROUP.format(title=self.chat_label(c), chat_id=c)
-                  for c in self.emu.visible_chats(uid)[1:]]
+        groups = [
+            t.WHO_GROUP.format(title=self.chat_label(c), chat_id=c)
+            for c in self.emu.visible_chats(uid)[1:]
+        ]
         where = t.WHO_GROUPS.format(groups="、".join(groups)) if groups else t.WHO_PRIVATE_ONLY
         where += role.hint
         place = t.WHO_PLACE.format(place=role.place) if role.place else ""
         mark = t.WHO_CURRENT if uid == self.current else ""
-        return t.WHO_LINE.format(uid=uid, name=self.identities[uid], place=place, where=where,
-                                 mark=mark)
+        return t.WHO_LINE.format(
+            uid=uid, name=self.identities[uid], place=place, where=where, mark=mark
+        )
 
     def set_target(self, arg: str) -> None:
         """:to GROUP (an id or part of its title) or :to alone for the private chat."""
@@ -372,14 +396,18 @@ class TerminalChat:
         """:wait N — until N new bot messages, edits or answers; :wait TEXT — until a bot
         message containing TEXT shows (both since the last action)."""
         if arg and not arg.isdecimal():
+
             def arrived() -> bool:
-                return any(m.changed_seq > self.action_seq and arg in m.content
-                           for m in self.shown_messages())
+                return any(
+                    m.changed_seq > self.action_seq and arg in m.content
+                    for m in self.shown_messages()
+                )
         else:
             wanted = max(1, int(arg)) if arg else 1
 
             def arrived() -> bool:
                 return self.events_since_action >= wanted
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_SECONDS
         while not arrived():
@@ -403,7 +431,7 @@ class TerminalChat:
         if self.echo:
             self.say(self.prompt() + raw)
         if raw.rstrip().endswith(CONTINUE):
-            self.continued.append(raw.rstrip()[:-len(CONTINUE)])
+            self.continued.append(raw.rstrip()[: -len(CONTINUE)])
             return True
         if self.continued:
             raw, self.continued = "\n".join([*self.continued, raw]), []
@@ -432,10 +460,15 @@ class TerminalChat:
         if command in {"quit", "q", "exit"}:
             self.say(t.FAREWELL)
             return False
-        simple = {"help": lambda: self.say(t.HELP), "who": self.list_identities,
-                  "as": lambda: self.switch_to(arg), "press": lambda: self.press(arg),
-                  "to": lambda: self.set_target(arg), "loc": lambda: self.send_location(arg),
-                  "photo": lambda: self.send_photo(arg)}
+        simple = {
+            "help": lambda: self.say(t.HELP),
+            "who": self.list_identities,
+            "as": lambda: self.switch_to(arg),
+            "press": lambda: self.press(arg),
+            "to": lambda: self.set_target(arg),
+            "loc": lambda: self.send_location(arg),
+            "photo": lambda: self.send_photo(arg),
+        }
         if command in simple:
             simple[command]()
         elif command == "wait":
@@ -598,8 +631,16 @@ async def run_terminal_chat(
     it.
     """
     source = StdinInput() if input_lines is None else ScriptedInput(input_lines)
-    chat = TerminalChat(emu, identities, group_titles, start_as, out or sys.stdout,
-                        echo=source.echo, roles=roles, source=source)
+    chat = TerminalChat(
+        emu,
+        identities,
+        group_titles,
+        start_as,
+        out or sys.stdout,
+        echo=source.echo,
+        roles=roles,
+        source=source,
+    )
     emu.add_listener(chat.on_event)
     try:
         chat.say(t.BANNER.format(title=title))

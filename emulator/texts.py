@@ -53,7 +53,9 @@ ANSWER_HERE = "    ↳ 请直接输入回复 → 发送到 {chat}"
 NO_BUTTONS = "当前没有可以点击的按钮。"
 BUTTON_RANGE = "请输入 1 到 {count} 之间的按钮编号。"
 DIGITS_AS_TEXT = "（刚显示的消息只有 {count} 个按钮，“{text}”作为文字发送）"
-DIGITS_NO_BUTTONS = "（刚显示的消息没有按钮，“{text}”作为文字发送；要点更早消息上的按钮请用 :press {text}）"
+DIGITS_NO_BUTTONS = (
+    "（刚显示的消息没有按钮，“{text}”作为文字发送；要点更早消息上的按钮请用 :press {text}）"
+)
 LINK_BUTTON = "“{text}”是链接按钮：{url}"
 NO_LINK = "（无链接）"
 PRESSED = "（已点击“{text}”）"

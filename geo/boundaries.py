@@ -48,8 +48,9 @@ class Boundaries:
         return [p.message for p in self.problems if p.severity == WARNING]
 
 
-def load_boundaries(path: str | Path, tree: GridTree,
-                    bbox: Sequence[float] | None = None) -> Boundaries:
+def load_boundaries(
+    path: str | Path, tree: GridTree, bbox: Sequence[float] | None = None
+) -> Boundaries:
     """Read and check a GeoJSON file; bbox (lon_min, lat_min, lon_max, lat_max) is optional."""
     path = Path(path)
     try:
@@ -68,8 +69,9 @@ def load_boundaries(path: str | Path, tree: GridTree,
     return parse_boundaries(data, tree, source=f"边界文件 {path.name}", bbox=bbox)
 
 
-def parse_boundaries(data: object, tree: GridTree, source: str = "边界数据",
-                     bbox: Sequence[float] | None = None) -> Boundaries:
+def parse_boundaries(
+    data: object, tree: GridTree, source: str = "边界数据", bbox: Sequence[float] | None = None
+) -> Boundaries:
     """Check already-decoded GeoJSON; see load_boundaries."""
     result = Boundaries()
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
@@ -180,9 +182,13 @@ def _overlap_problems(tree: GridTree, shapes: dict[str, BaseGeometry]) -> list[P
         smaller = codes[i] if geoms[i].area <= geoms[j].area else codes[j]
         share = shapely.intersection(geoms[i], geoms[j]).area / shapes[smaller].area
         if share > OVERLAP_TOLERANCE:
-            problems.append(Problem(
-                WARNING, f"网格 {codes[i]} 与 {codes[j]} 的边界重叠，重叠部分占 {smaller} 面积的 "
-                f"{share:.1%}；重叠处的位置归入编码较小的 {codes[i]}"))
+            problems.append(
+                Problem(
+                    WARNING,
+                    f"网格 {codes[i]} 与 {codes[j]} 的边界重叠，重叠部分占 {smaller} 面积的 "
+                    f"{share:.1%}；重叠处的位置归入编码较小的 {codes[i]}",
+                )
+            )
     return problems
 
 
@@ -197,8 +203,9 @@ def _outside_parent_problems(tree: GridTree, shapes: dict[str, BaseGeometry]) ->
             continue
         share = shapely.difference(shapes[code], shapes[parent]).area / shapes[code].area
         if share > OVERLAP_TOLERANCE:
-            problems.append(Problem(
-                WARNING, f"网格 {code} 有 {share:.1%} 的面积在上级 {parent} 的边界之外"))
+            problems.append(
+                Problem(WARNING, f"网格 {code} 有 {share:.1%} 的面积在上级 {parent} 的边界之外")
+            )
     return problems
 
 
@@ -208,16 +215,24 @@ def _missing_problems(tree: GridTree, shapes: dict[str, BaseGeometry]) -> list[P
     if not missing:
         return []
     listed = "、".join(missing[:MAX_LISTED]) + ("等" if len(missing) > MAX_LISTED else "")
-    return [Problem(WARNING, f"{len(missing)} 个末级网格没有边界（{listed}），"
-                             "其范围内的位置只能定位到上级网格")]
+    return [
+        Problem(
+            WARNING,
+            f"{len(missing)} 个末级网格没有边界（{listed}），其范围内的位置只能定位到上级网格",
+        )
+    ]
 
 
-def _outside_bbox_problems(shapes: dict[str, BaseGeometry],
-                           bbox: Sequence[float]) -> list[Problem]:
+def _outside_bbox_problems(shapes: dict[str, BaseGeometry], bbox: Sequence[float]) -> list[Problem]:
     box = shapely.box(*bbox)
     outside = sorted(code for code, geom in shapes.items() if not geom.intersects(box))
     if not outside:
         return []
     listed = "、".join(outside[:MAX_LISTED]) + ("等" if len(outside) > MAX_LISTED else "")
-    return [Problem(WARNING, f"{len(outside)} 个网格的边界完全在辖区范围 bbox 之外（{listed}），"
-                             "请检查坐标（GeoJSON 坐标顺序为 [经度, 纬度]）")]
+    return [
+        Problem(
+            WARNING,
+            f"{len(outside)} 个网格的边界完全在辖区范围 bbox 之外（{listed}），"
+            "请检查坐标（GeoJSON 坐标顺序为 [经度, 纬度]）",
+        )
+    ]

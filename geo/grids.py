@@ -15,12 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LEVELS = ("district", "street", "community", "area", "grid", "micro")
-LEVEL_NAMES = {"district": "区", "street": "街道", "community": "社区", "area": "片区",
-               "grid": "网格", "micro": "微网格"}
+LEVEL_NAMES = {
+    "district": "区",
+    "street": "街道",
+    "community": "社区",
+    "area": "片区",
+    "grid": "网格",
+    "micro": "微网格",
+}
 # Gazetteers kept in spreadsheets by district staff often spell the level in Chinese.
-LEVEL_ALIASES = {"区": "district", "县": "district", "街道": "street", "镇": "street",
-                 "乡": "street", "社区": "community", "村": "community", "片": "area",
-                 "片区": "area", "网格": "grid", "微网格": "micro"}
+LEVEL_ALIASES = {
+    "区": "district",
+    "县": "district",
+    "街道": "street",
+    "镇": "street",
+    "乡": "street",
+    "社区": "community",
+    "村": "community",
+    "片": "area",
+    "片区": "area",
+    "网格": "grid",
+    "微网格": "micro",
+}
 GAZETTEER_COLUMNS = ("code", "name", "level", "parent", "places")
 PLACE_SEPARATORS = re.compile(r"[|；;]")
 PATH_SEPARATOR = " › "
@@ -183,9 +199,7 @@ def _check_record(r: GridRecord) -> list[str]:
     if not r.name.strip():
         problems.append(f"网格 {label} 缺少名称")
     if r.level not in LEVELS:
-        problems.append(
-            f"网格 {label} 的层级 {r.level!r} 无效，应为 {'、'.join(LEVELS)} 之一"
-        )
+        problems.append(f"网格 {label} 的层级 {r.level!r} 无效，应为 {'、'.join(LEVELS)} 之一")
     if r.parent == r.code:
         problems.append(f"网格 {label} 不能以自己为上级")
     return problems
@@ -201,9 +215,15 @@ def records_from_config(entries: Iterable[Mapping]) -> list[GridRecord]:
             problems.append(f"第 {i} 个 [[grids]]（{code}）的 places 应为字符串列表")
             places = []
         level = parse_level(str(entry.get("level", ""))) or str(entry.get("level", ""))
-        records.append(GridRecord(code=code, name=str(entry.get("name", "")).strip(),
-                                  level=level, parent=entry.get("parent") or None,
-                                  places=tuple(p.strip() for p in places if p.strip())))
+        records.append(
+            GridRecord(
+                code=code,
+                name=str(entry.get("name", "")).strip(),
+                level=level,
+                parent=entry.get("parent") or None,
+                places=tuple(p.strip() for p in places if p.strip()),
+            )
+        )
     _raise_if_any(problems)
     return records
 
@@ -235,11 +255,15 @@ def load_gazetteer(path: str | Path) -> list[GridRecord]:
         if level is None:
             problems.append(f"网格表 {path} 第 {line} 行: 层级 {level_text!r} 无效")
             continue
-        records.append(GridRecord(
-            code=(row["code"] or "").strip(), name=(row["name"] or "").strip(), level=level,
-            parent=(row["parent"] or "").strip() or None,
-            places=split_places(row["places"] or ""),
-        ))
+        records.append(
+            GridRecord(
+                code=(row["code"] or "").strip(),
+                name=(row["name"] or "").strip(),
+                level=level,
+                parent=(row["parent"] or "").strip() or None,
+                places=split_places(row["places"] or ""),
+            )
+        )
     _raise_if_any(problems)
     return records
 

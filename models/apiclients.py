@@ -44,25 +44,37 @@ def check_callback_url(url: str | None) -> str | None:
     return url
 
 
-async def add_client(session: AsyncSession, name: str, now: datetime, *,
-                     callback_url: str | None = None, channel: str = "hotline"
-                     ) -> tuple[ApiClient, str]:
+async def add_client(
+    session: AsyncSession,
+    name: str,
+    now: datetime,
+    *,
+    callback_url: str | None = None,
+    channel: str = "hotline",
+) -> tuple[ApiClient, str]:
     """A new client and its key (returned once, never stored)."""
     name = (name or "").strip()
     if not name or len(name) > _NAME_MAX:
         raise InvalidInput("client_name_length", max=_NAME_MAX)
     if channel not in CHANNELS or channel == TELEGRAM:
-        raise InvalidInput("client_channel_invalid",
-                           channels=", ".join(c for c in CHANNELS if c != TELEGRAM))
+        raise InvalidInput(
+            "client_channel_invalid", channels=", ".join(c for c in CHANNELS if c != TELEGRAM)
+        )
     if await client_by_name(session, name) is not None:
         raise InvalidInput("client_exists", name=name)
     key = "o311_" + secrets.token_urlsafe(32)
-    client = ApiClient(name=name, key_hash=key_hash(key), channel=channel,
-                       callback_url=check_callback_url(callback_url), created_at=now)
+    client = ApiClient(
+        name=name,
+        key_hash=key_hash(key),
+        channel=channel,
+        callback_url=check_callback_url(callback_url),
+        created_at=now,
+    )
     session.add(client)
     await session.flush()
     reporter = await people.get_or_create_reporter(
-        session, client_reporter_id(client.id), f"{name}（接口）", now=now)
+        session, client_reporter_id(client.id), f"{name}（接口）", now=now
+    )
     reporter.reachable = False
     session.add(reporter)
     await session.flush()
@@ -77,8 +89,9 @@ async def authenticate(session: AsyncSession, key: str | None) -> ApiClient | No
     """The active client holding `key`, else None."""
     if not key:
         return None
-    stmt = select(ApiClient).where(ApiClient.key_hash == key_hash(key),
-                                   col(ApiClient.active).is_(True))
+    stmt = select(ApiClient).where(
+        ApiClient.key_hash == key_hash(key), col(ApiClient.active).is_(True)
+    )
     return (await session.exec(stmt)).first()
 
 
@@ -89,6 +102,8 @@ async def list_clients(session: AsyncSession) -> list[ApiClient]:
 async def revoke(session: AsyncSession, name: str, now: datetime) -> bool:
     """Revoke a client's key at once; False if there is no active client of that name."""
     result = await session.exec(
-        update(ApiClient).where(col(ApiClient.name) == name, col(ApiClient.active).is_(True))
-        .values(active=False, revoked_at=now))
+        update(ApiClient)
+        .where(col(ApiClient.name) == name, col(ApiClient.active).is_(True))
+        .values(active=False, revoked_at=now)
+    )
     return result.rowcount == 1

@@ -49,11 +49,13 @@ async def issue_login_code(session: AsyncSession, staff_telegram_id: int, now: d
     await _forget_expired(session, now)
     code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     expires = now + LOGIN_CODE_TTL
-    session.add(BotState(
-        key=_key(code),
-        value={"staff_telegram_id": staff_telegram_id, "expires_at": expires.isoformat()},
-        updated_at=now,
-    ))
+    session.add(
+        BotState(
+            key=_key(code),
+            value={"staff_telegram_id": staff_telegram_id, "expires_at": expires.isoformat()},
+            updated_at=now,
+        )
+    )
     await session.flush()
     return format_code(code)
 

@@ -103,12 +103,26 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
 
-def _event_row(case_id: int, actor: Actor, action: str, now: datetime, *,
-               from_status: str | None = None, to_status: str | None = None,
-               details: dict | None = None) -> dict:
-    return {"case_id": case_id, "at": now, "actor_kind": actor.kind,
-            "actor_id": actor.telegram_id, "action": action, "from_status": from_status,
-            "to_status": to_status, "details": details or {}}
+def _event_row(
+    case_id: int,
+    actor: Actor,
+    action: str,
+    now: datetime,
+    *,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: dict | None = None,
+) -> dict:
+    return {
+        "case_id": case_id,
+        "at": now,
+        "actor_kind": actor.kind,
+        "actor_id": actor.telegram_id,
+        "action": action,
+        "from_status": from_status,
+        "to_status": to_status,
+        "details": details or {},
+    }
 
 
 _INSERT_EVENTS = insert(CaseEvent.__table__)
@@ -120,19 +134,43 @@ async def _add_events(session: AsyncSession, *rows: dict) -> None:
     await session.exec(_INSERT_EVENTS, params=list(rows))
 
 
-async def add_event(session: AsyncSession, case_id: int, actor: Actor, action: str,
-                    now: datetime, *, details: dict | None = None) -> None:
+async def add_event(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    action: str,
+    now: datetime,
+    *,
+    details: dict | None = None,
+) -> None:
     """Append one event to a case's trail that is not a move of the case's own lifecycle (e.g.
     a 攻坚哨 part's, models.parts)."""
     await _add_event(session, case_id, actor, action, now, details=details)
 
 
-async def _add_event(session: AsyncSession, case_id: int, actor: Actor, action: str,
-                     now: datetime, *, from_status: str | None = None,
-                     to_status: str | None = None, details: dict | None = None) -> None:
-    await _add_events(session, _event_row(case_id, actor, action, now, from_status=from_status,
-                                          to_status=to_status, details=details))
-
+async def _add_event(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    action: str,
+    now: datetime,
+    *,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: dict | None = None,
+) -> None:
+    await _add_events(
+        session,
+        _event_row(
+            case_id,
+            actor,
+            action,
+            now,
+            from_status=from_status,
+            to_status=to_status,
+            details=details,
+        ),
+    )
 
 
 # ---------------------------------------------------------------- creating cases
@@ -148,18 +186,23 @@ async def _next_ref(session: AsyncSession, now: datetime, prefix: str, timezone:
 @prebuilt
 def _count_case(insert_):
     last = CaseCounter.__table__.c["last"]
-    return (insert_(CaseCounter)
-            .on_conflict_do_update(index_elements=["day"], set_={"last": last + 1})
-            .returning(last))
+    return (
+        insert_(CaseCounter)
+        .on_conflict_do_update(index_elements=["day"], set_={"last": last + 1})
+        .returning(last)
+    )
 
 
 # ON CONFLICT DO NOTHING: of two concurrent creates with one key, the second waits for the
 # first and then finds its case instead of failing.
 @prebuilt
 def _insert_case(insert_):
-    return (insert_(Case).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Case)
-            .execution_options(populate_existing=True))
+    return (
+        insert_(Case)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Case)
+        .execution_options(populate_existing=True)
+    )
 
 
 async def _case_by_key(session: AsyncSession, key: str) -> Case | None:
@@ -167,14 +210,29 @@ async def _case_by_key(session: AsyncSession, key: str) -> Case | None:
 
 
 async def create_case(
-    session: AsyncSession, *, reporter_telegram_id: int, text: str, now: datetime,
-    kind: str = RESIDENT, photos: Sequence[str] = (), latitude: float | None = None,
-    longitude: float | None = None, address: str | None = None, out_of_area: bool = False,
-    grid_code: str | None = None, located_by: str | None = None, out_of_grid: bool = False,
+    session: AsyncSession,
+    *,
+    reporter_telegram_id: int,
+    text: str,
+    now: datetime,
+    kind: str = RESIDENT,
+    photos: Sequence[str] = (),
+    latitude: float | None = None,
+    longitude: float | None = None,
+    address: str | None = None,
+    out_of_area: bool = False,
+    grid_code: str | None = None,
+    located_by: str | None = None,
+    out_of_grid: bool = False,
     suggestions: Sequence[tuple[str, float]] = (),
-    model_version: str | None = None, idempotency_key: str | None = None,
-    display_name: str = "", ref_prefix: str = "WC", timezone: str = "Asia/Shanghai",
-    max_text_chars: int = 5000, origin: dict | None = None, channel: str | None = None,
+    model_version: str | None = None,
+    idempotency_key: str | None = None,
+    display_name: str = "",
+    ref_prefix: str = "WC",
+    timezone: str = "Asia/Shanghai",
+    max_text_chars: int = 5000,
+    origin: dict | None = None,
+    channel: str | None = None,
 ) -> Case:
     """A new case in status "submitted" with events "created" and "classified".
 
@@ -190,39 +248,69 @@ async def create_case(
     if grid_code is not None and await session.get(Grid, grid_code) is None:
         raise InvalidInput("unknown_grid", grid=grid_code)
     ranked = sorted(((str(c), float(p)) for c, p in suggestions), key=lambda s: -s[1])
-    reporter = await get_or_create_reporter(session, reporter_telegram_id, display_name,
-                                            now=now)
+    reporter = await get_or_create_reporter(session, reporter_telegram_id, display_name, now=now)
     if kind == ENTERPRISE and reporter.enterprise_id is None:
         raise InvalidInput("enterprise_required")
 
     ref = await _next_ref(session, now, ref_prefix, timezone)
     draft = Case(
-        ref=ref, idempotency_key=idempotency_key, kind=kind, reporter_id=reporter.id,
-        enterprise_id=reporter.enterprise_id if kind == ENTERPRISE else None, text=text,
-        photos=list(photos), latitude=latitude, longitude=longitude,
-        address=(address or None) and address[:300], out_of_area=out_of_area,
-        grid_code=grid_code, located_by=located_by if grid_code else None,
+        ref=ref,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        reporter_id=reporter.id,
+        enterprise_id=reporter.enterprise_id if kind == ENTERPRISE else None,
+        text=text,
+        photos=list(photos),
+        latitude=latitude,
+        longitude=longitude,
+        address=(address or None) and address[:300],
+        out_of_area=out_of_area,
+        grid_code=grid_code,
+        located_by=located_by if grid_code else None,
         out_of_grid=out_of_grid,
         suggested_department=ranked[0][0] if ranked else None,
         suggested_confidence=ranked[0][1] if ranked else None,
-        suggestions=[list(s) for s in ranked], model_version=model_version, created_at=now,
+        suggestions=[list(s) for s in ranked],
+        model_version=model_version,
+        created_at=now,
         **{"channel": channel or TELEGRAM, **(origin or {})},
     )
-    case = (await session.exec(_insert_case(session), params=draft.model_dump(exclude={"id"}))
-            ).scalars().one_or_none()
+    case = (
+        (await session.exec(_insert_case(session), params=draft.model_dump(exclude={"id"})))
+        .scalars()
+        .one_or_none()
+    )
     if case is None:
         return await _case_by_key(session, idempotency_key)
 
-    events = [_event_row(case.id, Actor.reporter(reporter_telegram_id), "created", now,
-                         to_status=case.status,
-                         details={"ref": ref, "kind": kind, "photos": len(case.photos),
-                                  "grid": case.grid_code, "located_by": case.located_by,
-                                  "out_of_grid": case.out_of_grid,
-                                  **({"channel": channel} if channel else {})})]
+    events = [
+        _event_row(
+            case.id,
+            Actor.reporter(reporter_telegram_id),
+            "created",
+            now,
+            to_status=case.status,
+            details={
+                "ref": ref,
+                "kind": kind,
+                "photos": len(case.photos),
+                "grid": case.grid_code,
+                "located_by": case.located_by,
+                "out_of_grid": case.out_of_grid,
+                **({"channel": channel} if channel else {}),
+            },
+        )
+    ]
     if ranked or model_version:
-        events.append(_event_row(case.id, Actor.SYSTEM, "classified", now,
-                                 details={"suggestions": case.suggestions,
-                                          "model_version": model_version}))
+        events.append(
+            _event_row(
+                case.id,
+                Actor.SYSTEM,
+                "classified",
+                now,
+                details={"suggestions": case.suggestions, "model_version": model_version},
+            )
+        )
     await _add_events(session, *events)
     return case
 
@@ -258,24 +346,26 @@ async def _authorize(session: AsyncSession, actor: Actor, permission: str, case:
     _permit(actor, staff, permission, case)
 
 
-async def _case_and_staff(session: AsyncSession, case_id: int, actor: Actor,
-                          current: Case | None = None) -> tuple[Case, Staff | None]:
+async def _case_and_staff(
+    session: AsyncSession, case_id: int, actor: Actor, current: Case | None = None
+) -> tuple[Case, Staff | None]:
     """The fresh case and the acting staff member (if any) in one round trip."""
     if actor.kind != "staff" or actor.telegram_id is None:
         if current is not None and current.id == case_id:
             return current, None
         return await _fresh_case(session, case_id), None
-    stmt = (select(Case, Staff)
-            .outerjoin(Staff, and_(col(Staff.telegram_id) == actor.telegram_id,
-                                   col(Staff.active).is_(True)))
-            .where(col(Case.id) == case_id)
-            .execution_options(populate_existing=True))
+    stmt = (
+        select(Case, Staff)
+        .outerjoin(
+            Staff, and_(col(Staff.telegram_id) == actor.telegram_id, col(Staff.active).is_(True))
+        )
+        .where(col(Case.id) == case_id)
+        .execution_options(populate_existing=True)
+    )
     row = (await session.exec(stmt)).first()
     if row is None:
         raise CaseNotFound("case_not_found")
     return row[0], row[1]
-
-
 
 
 async def _start_deadlines(session, case, now, rules, values) -> dict:
@@ -298,13 +388,13 @@ async def _recount_deadlines(session, case, now, rules, values) -> dict:
 def _fixed(columns: dict) -> Callable:
     async def effect(session, case, now, rules, values) -> dict:
         return {k: (now if v is _NOW else v) for k, v in columns.items()}
+
     return effect
 
 
 async def _start_grid_deadlines(session, case, now, rules, values) -> dict:
     sign_by, resolve_by = rules.grid_deadlines(now)
-    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by,
-            "resolve_by": resolve_by}
+    return {"dispatched_at": now, "signed_at": None, "sign_by": sign_by, "resolve_by": resolve_by}
 
 
 async def _start_verify(session, case, now, rules, values) -> dict:
@@ -321,15 +411,28 @@ _NOW = object()  # stands for the transition's time in a _fixed effect
 _EFFECTS: dict[str, Callable] = {
     lifecycle.START_DEADLINES: _start_deadlines,
     lifecycle.RECOUNT_DEADLINES: _recount_deadlines,
-    lifecycle.CLEAR_DEADLINES: _fixed({"department_code": None, "dispatched_at": None,
-                                       "signed_at": None, "sign_by": None, "resolve_by": None}),
+    lifecycle.CLEAR_DEADLINES: _fixed(
+        {
+            "department_code": None,
+            "dispatched_at": None,
+            "signed_at": None,
+            "sign_by": None,
+            "resolve_by": None,
+        }
+    ),
     lifecycle.FRESH_ALERTS: _fixed(_FRESH_ALERTS),
     lifecycle.STAMP_SIGNED: _fixed({"signed_at": _NOW}),
     lifecycle.STAMP_RESOLVED: _fixed({"resolved_at": _NOW}),
     lifecycle.STAMP_CLOSED: _fixed({"closed_at": _NOW}),
-    lifecycle.RESET_OUTCOME: _fixed({"resolved_at": None, "closed_at": None,
-                                     "resolved_level": None, "survey_sent_at": None,
-                                     "survey_reminded_at": None}),
+    lifecycle.RESET_OUTCOME: _fixed(
+        {
+            "resolved_at": None,
+            "closed_at": None,
+            "resolved_level": None,
+            "survey_sent_at": None,
+            "survey_reminded_at": None,
+        }
+    ),
     lifecycle.COUNT_REOPEN: _count_reopen,
     lifecycle.START_GRID_DEADLINES: _start_grid_deadlines,
     lifecycle.STAMP_WHISTLED: _fixed({"whistled_at": _NOW}),
@@ -337,8 +440,14 @@ _EFFECTS: dict[str, Callable] = {
 }
 
 
-async def effect_values(session: AsyncSession, move: lifecycle.Transition, subject: Any,
-                        now: datetime, rules: Rules, changes: dict) -> dict:
+async def effect_values(
+    session: AsyncSession,
+    move: lifecycle.Transition,
+    subject: Any,
+    now: datetime,
+    rules: Rules,
+    changes: dict,
+) -> dict:
     """Column values a move sets besides status and version: the caller's changes, then each
     effect the lifecycle table lists for it. `subject` is the Case (or a 攻坚哨 CasePart,
     whose times and alert columns have the case's names)."""
@@ -354,8 +463,9 @@ async def _parts_done(session: AsyncSession, case: Case) -> None:
         return
     waiting = await open_parts(session, case.id)
     if waiting:
-        raise IllegalTransition("parts_open", departments="、".join(
-            name for name, _status in waiting))
+        raise IllegalTransition(
+            "parts_open", departments="、".join(name for name, _status in waiting)
+        )
 
 
 # What each guard named in models.lifecycle.TRANSITIONS checks (raising a CaseError).
@@ -381,10 +491,20 @@ def _auto_details(case: Case, values: dict) -> dict:
     return details
 
 
-async def transition(session: AsyncSession, case_id: int, action: str, actor: Actor,
-                     now: datetime, *, rules: Rules, details: dict | None = None,
-                     expected_version: int | None = None, permission: str | None = None,
-                     current: Case | None = None, **changes: Any) -> Case:
+async def transition(
+    session: AsyncSession,
+    case_id: int,
+    action: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    details: dict | None = None,
+    expected_version: int | None = None,
+    permission: str | None = None,
+    current: Case | None = None,
+    **changes: Any,
+) -> Case:
     """Move a case by `action`; the one function every status change goes through.
 
     Checks TRANSITIONS (IllegalTransition / AlreadyDone), optionally the actor's permission and
@@ -411,18 +531,28 @@ async def transition(session: AsyncSession, case_id: int, action: str, actor: Ac
         values = await effect_values(session, TRANSITIONS[action], case, now, rules, changes)
         event_details = {**_auto_details(case, values), **(details or {})}
         from_status, seen_version = case.status, case.version
-        stmt = (update(Case)
-                .where(col(Case.id) == case_id, col(Case.version) == seen_version)
-                .values(status=to, version=seen_version + 1, **values)
-                .returning(Case)
-                .execution_options(populate_existing=True, synchronize_session=False))
+        stmt = (
+            update(Case)
+            .where(col(Case.id) == case_id, col(Case.version) == seen_version)
+            .values(status=to, version=seen_version + 1, **values)
+            .returning(Case)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
         updated = (await session.exec(stmt)).scalars().one_or_none()
         if updated is None:
             if expected_version is not None:
                 raise StaleVersion("stale_version")
             continue  # someone else moved the case first: look again
-        await _add_event(session, case_id, actor, TRANSITIONS[action].event, now,
-                         from_status=from_status, to_status=to, details=event_details)
+        await _add_event(
+            session,
+            case_id,
+            actor,
+            TRANSITIONS[action].event,
+            now,
+            from_status=from_status,
+            to_status=to,
+            details=event_details,
+        )
         return updated
     raise IllegalTransition("busy")
 
@@ -444,109 +574,240 @@ def _check_priority(priority: str) -> str:
     return priority
 
 
-async def _record_label(session: AsyncSession, case: Case, label: str, actor: Actor,
-                        now: datetime, *, previous: str | None) -> None:
+async def _record_label(
+    session: AsyncSession,
+    case: Case,
+    label: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    previous: str | None,
+) -> None:
     """Audit a staff choice of department; one that differs from the model's is training data."""
     if actor.kind != "staff":
         return
     if label == previous:
         await _add_event(session, case.id, actor, "confirmed", now, details={"department": label})
         return
-    await _add_event(session, case.id, actor, "relabelled", now,
-                     details={"from": previous, "to": label})
+    await _add_event(
+        session, case.id, actor, "relabelled", now, details={"from": previous, "to": label}
+    )
     if label != case.suggested_department:
-        session.add(LabelCorrection(
-            case_id=case.id, text=case.text, suggested_label=case.suggested_department,
-            corrected_label=label, staff_telegram_id=actor.telegram_id,
-            model_version=case.model_version, at=now))
+        session.add(
+            LabelCorrection(
+                case_id=case.id,
+                text=case.text,
+                suggested_label=case.suggested_department,
+                corrected_label=label,
+                staff_telegram_id=actor.telegram_id,
+                model_version=case.model_version,
+                at=now,
+            )
+        )
         await session.flush()
 
 
-async def send_to_triage(session: AsyncSession, case_id: int, now: datetime, *,
-                         rules: Rules, current: Case | None = None) -> Case:
+async def send_to_triage(
+    session: AsyncSession, case_id: int, now: datetime, *, rules: Rules, current: Case | None = None
+) -> Case:
     """Low confidence: the case waits for a person in triage (分拨)."""
-    return await transition(session, case_id, "to_triage", Actor.SYSTEM, now, rules=rules,
-                            current=current)
+    return await transition(
+        session, case_id, "to_triage", Actor.SYSTEM, now, rules=rules, current=current
+    )
 
 
-async def dispatch(session: AsyncSession, case_id: int, department_code: str, actor: Actor,
-                   now: datetime, *, rules: Rules, priority: str | None = None,
-                   expected_version: int | None = None, current: Case | None = None) -> Case:
+async def dispatch(
+    session: AsyncSession,
+    case_id: int,
+    department_code: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    priority: str | None = None,
+    expected_version: int | None = None,
+    current: Case | None = None,
+) -> Case:
     """派单 from submitted/triage: sets the department, dispatched_at, sign_by and resolve_by."""
     await active_department(session, department_code)
     changes: dict[str, Any] = {"department_code": department_code}
     if priority is not None:
         changes["priority"] = _check_priority(priority)
-    case = await transition(session, case_id, "dispatch", actor, now, rules=rules,
-                            permission="dispatch", expected_version=expected_version,
-                            current=current, **changes)
-    await _record_label(session, case, department_code, actor, now,
-                        previous=case.suggested_department)
+    case = await transition(
+        session,
+        case_id,
+        "dispatch",
+        actor,
+        now,
+        rules=rules,
+        permission="dispatch",
+        expected_version=expected_version,
+        current=current,
+        **changes,
+    )
+    await _record_label(
+        session, case, department_code, actor, now, previous=case.suggested_department
+    )
     return case
 
 
-async def redispatch(session: AsyncSession, case_id: int, department_code: str, actor: Actor,
-                     now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
+async def redispatch(
+    session: AsyncSession,
+    case_id: int,
+    department_code: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """重新分派 by triage of a dispatched or signed case to another department."""
     await active_department(session, department_code)
     previous = (await get_case(session, case_id)).department_code
     if previous == department_code:
         raise InvalidInput("same_department")
-    case = await transition(session, case_id, "redispatch", actor, now, rules=rules,
-                            permission="redispatch", expected_version=expected_version,
-                            department_code=department_code)
+    case = await transition(
+        session,
+        case_id,
+        "redispatch",
+        actor,
+        now,
+        rules=rules,
+        permission="redispatch",
+        expected_version=expected_version,
+        department_code=department_code,
+    )
     await _record_label(session, case, department_code, actor, now, previous=previous)
     return case
 
 
-async def sign_for(session: AsyncSession, case_id: int, actor: Actor, now: datetime, *,
-                   rules: Rules, expected_version: int | None = None) -> Case:
+async def sign_for(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """签收 by staff of the case's department; a second signer gets AlreadyDone."""
-    return await transition(session, case_id, "sign", actor, now, rules=rules,
-                            permission="sign", expected_version=expected_version)
+    return await transition(
+        session,
+        case_id,
+        "sign",
+        actor,
+        now,
+        rules=rules,
+        permission="sign",
+        expected_version=expected_version,
+    )
 
 
-async def return_case(session: AsyncSession, case_id: int, actor: Actor, reason: str,
-                      now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
+async def return_case(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    reason: str,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """退回: not this department's business; the case goes back to triage with the reason."""
     reason = clean_text(reason, field="return_reason", min_len=2, max_len=500)
-    return await transition(session, case_id, "return", actor, now, rules=rules,
-                            permission="return", expected_version=expected_version,
-                            details={"reason": reason})
+    return await transition(
+        session,
+        case_id,
+        "return",
+        actor,
+        now,
+        rules=rules,
+        permission="return",
+        expected_version=expected_version,
+        details={"reason": reason},
+    )
 
 
-async def add_progress_note(session: AsyncSession, case_id: int, actor: Actor, note: str,
-                            now: datetime, *, rules: Rules) -> Case:
+async def add_progress_note(
+    session: AsyncSession, case_id: int, actor: Actor, note: str, now: datetime, *, rules: Rules
+) -> Case:
     note = clean_text(note, field="progress_note", min_len=1, max_len=1000)
-    return await transition(session, case_id, "progress_note", actor, now, rules=rules,
-                            permission="progress_note", details={"note": note})
+    return await transition(
+        session,
+        case_id,
+        "progress_note",
+        actor,
+        now,
+        rules=rules,
+        permission="progress_note",
+        details={"note": note},
+    )
 
 
-async def resolve(session: AsyncSession, case_id: int, actor: Actor, result: str,
-                  now: datetime, *, rules: Rules, photo: str | None = None,
-                  expected_version: int | None = None, verify_grid: str | None = None) -> Case:
+async def resolve(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    result: str,
+    now: datetime,
+    *,
+    rules: Rules,
+    photo: str | None = None,
+    expected_version: int | None = None,
+    verify_grid: str | None = None,
+) -> Case:
     """办结 with the result told to the reporter (and an optional photo file id); with
     `verify_grid` the grid's staff verify it first (核查, models/gridwork.py)."""
     result = clean_text(result, field="resolution", min_len=2, max_len=2000)
     if verify_grid is not None:
-        return await transition(session, case_id, "to_verify", actor, now, rules=rules,
-                                permission="resolve", expected_version=expected_version,
-                                resolution=result, resolution_photo=photo,
-                                handling_grid_code=verify_grid,
-                                details={"result": result, "photo": bool(photo),
-                                         "grid": verify_grid,
-                                         **({"photo_file": photo} if photo else {})})
-    return await transition(session, case_id, "resolve", actor, now, rules=rules,
-                            permission="resolve", expected_version=expected_version,
-                            resolution=result, resolution_photo=photo,
-                            resolved_level=lifecycle.DEPARTMENT_LEVEL,
-                            details={"result": result, "photo": bool(photo),
-                                     # each 办结's photo stays in /case after a reopening
-                                     **({"photo_file": photo} if photo else {})})
+        return await transition(
+            session,
+            case_id,
+            "to_verify",
+            actor,
+            now,
+            rules=rules,
+            permission="resolve",
+            expected_version=expected_version,
+            resolution=result,
+            resolution_photo=photo,
+            handling_grid_code=verify_grid,
+            details={
+                "result": result,
+                "photo": bool(photo),
+                "grid": verify_grid,
+                **({"photo_file": photo} if photo else {}),
+            },
+        )
+    return await transition(
+        session,
+        case_id,
+        "resolve",
+        actor,
+        now,
+        rules=rules,
+        permission="resolve",
+        expected_version=expected_version,
+        resolution=result,
+        resolution_photo=photo,
+        resolved_level=lifecycle.DEPARTMENT_LEVEL,
+        details={
+            "result": result,
+            "photo": bool(photo),
+            # each 办结's photo stays in /case after a reopening
+            **({"photo_file": photo} if photo else {}),
+        },
+    )
 
 
-async def request_extension(session: AsyncSession, case_id: int, actor: Actor, reason: str,
-                            new_resolve_by: datetime, now: datetime) -> ExtensionRequest:
+async def request_extension(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    reason: str,
+    new_resolve_by: datetime,
+    now: datetime,
+) -> ExtensionRequest:
     """申请延期 by the department; triage approves or rejects it with decide_extension."""
     reason = clean_text(reason, field="extension_reason", min_len=2, max_len=500)
     case = await get_case(session, case_id)
@@ -555,22 +816,46 @@ async def request_extension(session: AsyncSession, case_id: int, actor: Actor, r
     await _authorize(session, actor, "request_extension", case)
     if case.resolve_by is not None and new_resolve_by <= case.resolve_by:
         raise InvalidInput("extension_not_later")
-    pending = await session.exec(select(ExtensionRequest).where(
-        ExtensionRequest.case_id == case_id, ExtensionRequest.status == "pending"))
+    pending = await session.exec(
+        select(ExtensionRequest).where(
+            ExtensionRequest.case_id == case_id, ExtensionRequest.status == "pending"
+        )
+    )
     if pending.first() is not None:
         raise AlreadyDone("extension_pending")
-    request = ExtensionRequest(case_id=case_id, requested_by=actor.telegram_id or 0,
-                               reason=reason, new_resolve_by=new_resolve_by, created_at=now)
+    request = ExtensionRequest(
+        case_id=case_id,
+        requested_by=actor.telegram_id or 0,
+        reason=reason,
+        new_resolve_by=new_resolve_by,
+        created_at=now,
+    )
     session.add(request)
     await session.flush()
-    await _add_event(session, case_id, actor, "extension_requested", now,
-                     details={"request_id": request.id, "reason": reason,
-                              "new_resolve_by": _jsonable(new_resolve_by)})
+    await _add_event(
+        session,
+        case_id,
+        actor,
+        "extension_requested",
+        now,
+        details={
+            "request_id": request.id,
+            "reason": reason,
+            "new_resolve_by": _jsonable(new_resolve_by),
+        },
+    )
     return request
 
 
-async def decide_extension(session: AsyncSession, request_id: int, actor: Actor, approve: bool,
-                           now: datetime, *, rules: Rules) -> Case:
+async def decide_extension(
+    session: AsyncSession,
+    request_id: int,
+    actor: Actor,
+    approve: bool,
+    now: datetime,
+    *,
+    rules: Rules,
+) -> Case:
     """Approve (resolve_by moves, reminders start afresh) or reject a pending extension."""
     request = await session.get(ExtensionRequest, request_id, populate_existing=True)
     if request is None:
@@ -586,32 +871,62 @@ async def decide_extension(session: AsyncSession, request_id: int, actor: Actor,
     decided = await session.exec(
         update(ExtensionRequest)
         .where(col(ExtensionRequest.id) == request_id, col(ExtensionRequest.status) == "pending")
-        .values(status="approved" if approve else "rejected", decided_by=actor.telegram_id,
-                decided_at=now)
-        .execution_options(synchronize_session=False))
+        .values(
+            status="approved" if approve else "rejected",
+            decided_by=actor.telegram_id,
+            decided_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
     if decided.rowcount != 1:
         raise AlreadyDone("extension_decided")
     if approve:
         case = await transition(
-            session, case.id, "extend", actor, now, rules=rules,
-            permission="decide_extension", resolve_by=request.new_resolve_by,
-            details={"request_id": request.id, "reason": request.reason,
-                     "old_resolve_by": _jsonable(case.resolve_by)})
+            session,
+            case.id,
+            "extend",
+            actor,
+            now,
+            rules=rules,
+            permission="decide_extension",
+            resolve_by=request.new_resolve_by,
+            details={
+                "request_id": request.id,
+                "reason": request.reason,
+                "old_resolve_by": _jsonable(case.resolve_by),
+            },
+        )
     else:
-        await _add_event(session, case.id, actor, "extension_rejected", now,
-                         details={"request_id": request.id})
+        await _add_event(
+            session, case.id, actor, "extension_rejected", now, details={"request_id": request.id}
+        )
     await session.refresh(request)
     return case
 
 
-async def set_priority(session: AsyncSession, case_id: int, priority: str, actor: Actor,
-                       now: datetime, *, rules: Rules, expected_version: int | None = None
-                       ) -> Case:
+async def set_priority(
+    session: AsyncSession,
+    case_id: int,
+    priority: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """Change priority; a dispatched case's deadlines are recounted from its dispatch."""
     _check_priority(priority)
-    return await transition(session, case_id, "set_priority", actor, now, rules=rules,
-                            permission="set_priority", expected_version=expected_version,
-                            priority=priority)
+    return await transition(
+        session,
+        case_id,
+        "set_priority",
+        actor,
+        now,
+        rules=rules,
+        permission="set_priority",
+        expected_version=expected_version,
+        priority=priority,
+    )
 
 
 async def _require_reporter(session: AsyncSession, actor: Actor, case: Case) -> None:
@@ -620,36 +935,78 @@ async def _require_reporter(session: AsyncSession, actor: Actor, case: Case) -> 
         raise NotPermitted("rate_reporter_only")
 
 
-async def rate(session: AsyncSession, case_id: int, actor: Actor, rating: str,
-               comment: str | None, now: datetime, *, rules: Rules,
-               expected_version: int | None = None) -> Case:
+async def rate(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    rating: str,
+    comment: str | None,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """回访 answer by the reporter: satisfied/basic close the case, unsatisfied reopens it."""
     if rating not in RATINGS:
         raise InvalidInput("unknown_rating")
     comment = (comment or "").strip()[:1000] or None
     case = await get_case(session, case_id)
     await _require_reporter(session, actor, case)
-    case = await transition(session, case_id, "rate", actor, now, rules=rules,
-                            expected_version=expected_version, satisfaction=rating,
-                            satisfaction_comment=comment,
-                            details={"rating": rating, "comment": comment})
+    case = await transition(
+        session,
+        case_id,
+        "rate",
+        actor,
+        now,
+        rules=rules,
+        expected_version=expected_version,
+        satisfaction=rating,
+        satisfaction_comment=comment,
+        details={"rating": rating, "comment": comment},
+    )
     if rating == UNSATISFIED:
-        back_to_grid = case.resolved_level in lifecycle.RESOLVED_IN_GRID and \
-            case.handling_grid_code is not None
-        return await transition(session, case_id, "reopen_grid" if back_to_grid else "reopen",
-                                actor, now, rules=rules, details={"comment": comment})
+        back_to_grid = (
+            case.resolved_level in lifecycle.RESOLVED_IN_GRID
+            and case.handling_grid_code is not None
+        )
+        return await transition(
+            session,
+            case_id,
+            "reopen_grid" if back_to_grid else "reopen",
+            actor,
+            now,
+            rules=rules,
+            details={"comment": comment},
+        )
     return await transition(session, case_id, "close", actor, now, rules=rules)
 
 
-async def close_unrated(session: AsyncSession, case_id: int, now: datetime, *,
-                        rules: Rules) -> Case:
+async def close_unrated(
+    session: AsyncSession, case_id: int, now: datetime, *, rules: Rules
+) -> Case:
     """No answer to 回访 in time: closed as 未评价."""
-    return await transition(session, case_id, "close", Actor.SYSTEM, now, rules=rules,
-                            satisfaction=UNRATED, details={"rating": UNRATED})
+    return await transition(
+        session,
+        case_id,
+        "close",
+        Actor.SYSTEM,
+        now,
+        rules=rules,
+        satisfaction=UNRATED,
+        details={"rating": UNRATED},
+    )
 
 
-async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: Actor,
-                now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
+async def merge(
+    session: AsyncSession,
+    case_id: int,
+    into_case_id: int,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """合并 a duplicate into another open case, which carries on for both."""
     if case_id == into_case_id:
         raise InvalidInput("merge_into_itself")
@@ -657,17 +1014,33 @@ async def merge(session: AsyncSession, case_id: int, into_case_id: int, actor: A
     if target.status not in TRANSITIONS["merge"].from_statuses:
         # The target is what the caller chose (e.g. a typed reference): a bad input.
         raise InvalidInput("merge_target_closed", ref=target.ref, status=target.status)
-    merged = await transition(session, case_id, "merge", actor, now, rules=rules,
-                              permission="merge", expected_version=expected_version,
-                              merged_into_id=into_case_id,
-                              details={"into": target.ref})
+    merged = await transition(
+        session,
+        case_id,
+        "merge",
+        actor,
+        now,
+        rules=rules,
+        permission="merge",
+        expected_version=expected_version,
+        merged_into_id=into_case_id,
+        details={"into": target.ref},
+    )
     await followers.absorb(session, merged, target, now)  # its people follow the kept case
     return merged
 
 
-async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: datetime, *,
-                     rules: Rules, category: str, note: str | None = None,
-                     expected_version: int | None = None) -> Case:
+async def not_accept(
+    session: AsyncSession,
+    case_id: int,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    category: str,
+    note: str | None = None,
+    expected_version: int | None = None,
+) -> Case:
     """不予受理 by triage: the case ends with the reason the reporter is told.
 
     `category` is a key of NOT_ACCEPTED_REASONS; "other" needs the reason in `note`. The event
@@ -679,9 +1052,17 @@ async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: dat
         reason = clean_text(note, field="not_accepted_reason", min_len=2, max_len=500)
     else:
         reason = NOT_ACCEPTED_REASONS[category]
-    return await transition(session, case_id, "not_accept", actor, now, rules=rules,
-                            permission="not_accept", expected_version=expected_version,
-                            details={"category": category, "reason": reason})
+    return await transition(
+        session,
+        case_id,
+        "not_accept",
+        actor,
+        now,
+        rules=rules,
+        permission="not_accept",
+        expected_version=expected_version,
+        details={"category": category, "reason": reason},
+    )
 
 
 # ---------------------------------------------------------------- reading
@@ -689,11 +1070,12 @@ async def not_accept(session: AsyncSession, case_id: int, actor: Actor, now: dat
 
 async def open_parts(session: AsyncSession, case_id: int) -> list[tuple[str, str]]:
     """(department name, status) of the 攻坚哨 parts of a case that are not done yet."""
-    stmt = (select(Department.name, CasePart.status)
-            .join(Department, col(Department.code) == col(CasePart.department_code))
-            .where(col(CasePart.case_id) == case_id,
-                   col(CasePart.status).not_in(PART_DONE_STATUSES))
-            .order_by(col(CasePart.id)))
+    stmt = (
+        select(Department.name, CasePart.status)
+        .join(Department, col(Department.code) == col(CasePart.department_code))
+        .where(col(CasePart.case_id) == case_id, col(CasePart.status).not_in(PART_DONE_STATUSES))
+        .order_by(col(CasePart.id))
+    )
     return [(name, status) for name, status in (await session.exec(stmt)).all()]
 
 
@@ -711,22 +1093,27 @@ async def get_case_by_ref(session: AsyncSession, ref: str) -> Case | None:
     return result.first()
 
 
-async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: int
-                          ) -> Case | None:
+async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: int) -> Case | None:
     """The case only if the viewer reported it (or is linked to its enterprise) or is staff
     allowed to view it (models.permissions); otherwise None, as if it did not exist."""
     case = await get_case_by_ref(session, ref)
     if case is None:
         return None
     viewer = await reporter_by_telegram_id(session, viewer_telegram_id)
-    if viewer is not None and (viewer.id == case.reporter_id or (
-            case.enterprise_id is not None and viewer.enterprise_id == case.enterprise_id)):
+    if viewer is not None and (
+        viewer.id == case.reporter_id
+        or (case.enterprise_id is not None and viewer.enterprise_id == case.enterprise_id)
+    ):
         return case
     staff = await get_staff(session, viewer_telegram_id)
     if can(staff, "view", case):
         return case
-    if case.is_hard and staff is not None and staff.department_code and any(
-            can_on_part(staff, "view", part) for part in await parts_of(session, case.id)):
+    if (
+        case.is_hard
+        and staff is not None
+        and staff.department_code
+        and any(can_on_part(staff, "view", part) for part in await parts_of(session, case.id))
+    ):
         return case  # a 攻坚哨's co-department sees the case it has a part of
     return None
 
@@ -737,11 +1124,15 @@ async def parts_of(session: AsyncSession, case_id: int) -> list[CasePart]:
     return list((await session.exec(stmt)).all())
 
 
-async def cases_of_reporter(session: AsyncSession, telegram_id: int, limit: int = 10,
-                            kind: str | None = None) -> list[Case]:
+async def cases_of_reporter(
+    session: AsyncSession, telegram_id: int, limit: int = 10, kind: str | None = None
+) -> list[Case]:
     """The reporter's own cases, newest first."""
-    stmt = (select(Case).join(Reporter, col(Reporter.id) == col(Case.reporter_id))
-            .where(Reporter.telegram_id == telegram_id))
+    stmt = (
+        select(Case)
+        .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
+        .where(Reporter.telegram_id == telegram_id)
+    )
     if kind is not None:
         stmt = stmt.where(Case.kind == kind)
     stmt = stmt.order_by(col(Case.created_at).desc(), col(Case.id).desc()).limit(limit)
@@ -750,16 +1141,19 @@ async def cases_of_reporter(session: AsyncSession, telegram_id: int, limit: int 
 
 async def case_events(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     """The audit trail, oldest first."""
-    stmt = (select(CaseEvent).where(CaseEvent.case_id == case_id)
-            .order_by(col(CaseEvent.at), col(CaseEvent.id)))
+    stmt = (
+        select(CaseEvent)
+        .where(CaseEvent.case_id == case_id)
+        .order_by(col(CaseEvent.at), col(CaseEvent.id))
+    )
     return list((await session.exec(stmt)).all())
-
 
 
 async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str]]:
     """(text, corrected label) per corrected case, the latest correction winning."""
-    stmt = select(LabelCorrection.case_id, LabelCorrection.text,
-                  LabelCorrection.corrected_label).order_by(col(LabelCorrection.id))
+    stmt = select(
+        LabelCorrection.case_id, LabelCorrection.text, LabelCorrection.corrected_label
+    ).order_by(col(LabelCorrection.id))
     latest: dict[int, tuple[str, str]] = {}
     for case_id, text, label in (await session.exec(stmt)).all():
         latest[case_id] = (text, label)

@@ -70,8 +70,13 @@ class WorkCalendar:
             while not self.is_workday(day):
                 day += timedelta(days=1)
             local = local.replace(
-                year=day.year, month=day.month, day=day.day, hour=hh, minute=mm,
-                second=0, microsecond=0,
+                year=day.year,
+                month=day.month,
+                day=day.day,
+                hour=hh,
+                minute=mm,
+                second=0,
+                microsecond=0,
             )
         day = local.date()
         remaining = days
@@ -159,8 +164,10 @@ class Rules:
     def grid_deadlines(self, start: datetime) -> tuple[datetime, datetime]:
         """(sign_by, resolve_by) of a case handed to a grid's staff at `start`."""
         sign_limit, resolve_limit = self.grid_limits
-        return (deadline_after(start, sign_limit, self.calendar),
-                deadline_after(start, resolve_limit, self.calendar))
+        return (
+            deadline_after(start, sign_limit, self.calendar),
+            deadline_after(start, resolve_limit, self.calendar),
+        )
 
     def verify_deadline(self, start: datetime) -> datetime:
         """verify_by of a department's 办结 at `start` that the grid's staff check (核查)."""
@@ -169,18 +176,23 @@ class Rules:
     def limits_for(self, department: Department | None, priority: str) -> tuple[str, str]:
         """(sign-for limit, resolve limit) of a department for a priority, e.g. ('1wd', '5wd')."""
         if department is None:
-            return (self.default_limits[f"sign_{priority}"],
-                    self.default_limits[f"resolve_{priority}"])
+            return (
+                self.default_limits[f"sign_{priority}"],
+                self.default_limits[f"resolve_{priority}"],
+            )
         if priority == URGENT:
             return department.sign_limit_urgent, department.resolve_limit_urgent
         return department.sign_limit_normal, department.resolve_limit_normal
 
-    def deadlines(self, department: Department | None, priority: str,
-                  start: datetime) -> tuple[datetime, datetime]:
+    def deadlines(
+        self, department: Department | None, priority: str, start: datetime
+    ) -> tuple[datetime, datetime]:
         """(sign_by, resolve_by) for a case dispatched at `start`; both count from dispatch."""
         sign_limit, resolve_limit = self.limits_for(department, priority)
-        return (deadline_after(start, sign_limit, self.calendar),
-                deadline_after(start, resolve_limit, self.calendar))
+        return (
+            deadline_after(start, sign_limit, self.calendar),
+            deadline_after(start, resolve_limit, self.calendar),
+        )
 
 
 def case_light(case: Case | CasePart, now: datetime, rules: Rules) -> str | None:

@@ -18,8 +18,9 @@ from models.statements import prebuilt
 from models.tables import BotState, Case, Enterprise, ProcessedUpdate, Reporter
 
 
-async def claim_updates(session: AsyncSession, update_ids: list[int], now: datetime, *,
-                        since: datetime) -> set[int]:
+async def claim_updates(
+    session: AsyncSession, update_ids: list[int], now: datetime, *, since: datetime
+) -> set[int]:
     """Record many update ids in one statement; returns those not handled since `since`.
 
     INSERT .. ON CONFLICT DO UPDATE .. WHERE at < since RETURNING: the ids that come back
@@ -38,7 +39,8 @@ def _claim(insert_):
     table = ProcessedUpdate.__table__
     stmt = insert_(table)
     return stmt.on_conflict_do_update(
-        index_elements=["update_id"], set_={"at": stmt.excluded.at},
+        index_elements=["update_id"],
+        set_={"at": stmt.excluded.at},
         where=table.c.at < bindparam("since"),
     ).returning(table.c.update_id)
 
@@ -54,14 +56,18 @@ async def case_of_draft(session: AsyncSession, telegram_id: int, nonce: int) -> 
     return (await session.exec(select(Case).where(Case.idempotency_key == key))).scalars().first()
 
 
-async def handled_updates(session: AsyncSession, update_ids: list[int], *,
-                          since: datetime) -> set[int]:
+async def handled_updates(
+    session: AsyncSession, update_ids: list[int], *, since: datetime
+) -> set[int]:
     """Those of `update_ids` recorded as handled since `since` (a read: nothing is claimed,
     so an update whose effect never committed is handled again when redelivered)."""
     if not update_ids:
         return set()
-    rows = await session.exec(select(ProcessedUpdate.update_id).where(
-        ProcessedUpdate.update_id.in_(sorted(set(update_ids))), ProcessedUpdate.at >= since))
+    rows = await session.exec(
+        select(ProcessedUpdate.update_id).where(
+            ProcessedUpdate.update_id.in_(sorted(set(update_ids))), ProcessedUpdate.at >= since
+        )
+    )
     return set(rows.scalars().all())
 
 
@@ -70,8 +76,9 @@ async def forget_processed_updates(session: AsyncSession) -> None:
     await session.exec(delete(ProcessedUpdate))
 
 
-async def prune_processed_updates(session: AsyncSession, before: datetime,
-                                  limit: int | None = None) -> int:
+async def prune_processed_updates(
+    session: AsyncSession, before: datetime, limit: int | None = None
+) -> int:
     """Forget update ids handled before `before` (Telegram never redelivers that late), at
     most `limit` of them; how many were forgotten."""
     old = ProcessedUpdate.at < before
@@ -117,7 +124,8 @@ def _save_state(insert_):
     stmt = insert_(BotState.__table__)
     return stmt.on_conflict_do_update(
         index_elements=["key"],
-        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+    )
 
 
 async def reporter_of_case(session: AsyncSession, case: Case) -> Reporter | None:

@@ -29,8 +29,9 @@ RATINGS = (SATISFIED, BASIC, UNSATISFIED)
 MAX_PHOTOS = 10  # a kept case carries at most this many photos after merges (Telegram album)
 
 
-async def follow(session: AsyncSession, case_id: int, telegram_id: int, now: datetime, *,
-                 display_name: str = "") -> tuple[Case, bool]:
+async def follow(
+    session: AsyncSession, case_id: int, telegram_id: int, now: datetime, *, display_name: str = ""
+) -> tuple[Case, bool]:
     """The reporter follows an open case: (case, newly followed). Following one's own case, or
     one already followed, changes nothing; a case no longer open is a polite InvalidInput."""
     case = await session.get(Case, case_id)
@@ -45,28 +46,46 @@ async def follow(session: AsyncSession, case_id: int, telegram_id: int, now: dat
 
 
 async def _following(session: AsyncSession, case_id: int, reporter_id: int) -> bool:
-    return (await session.exec(select(CaseFollower.id).where(
-        CaseFollower.case_id == case_id, CaseFollower.reporter_id == reporter_id))).first() \
-        is not None
+    return (
+        await session.exec(
+            select(CaseFollower.id).where(
+                CaseFollower.case_id == case_id, CaseFollower.reporter_id == reporter_id
+            )
+        )
+    ).first() is not None
 
 
 async def reporters_count(session: AsyncSession, case_id: int) -> int:
     """How many people reported the case: its reporter and its followers."""
-    followers = (await session.exec(select(func.count()).select_from(CaseFollower)
-                                    .where(CaseFollower.case_id == case_id))).one()
+    followers = (
+        await session.exec(
+            select(func.count()).select_from(CaseFollower).where(CaseFollower.case_id == case_id)
+        )
+    ).one()
     return 1 + followers
 
 
 async def absorb(session: AsyncSession, merged: Case, kept: Case, now: datetime) -> None:
     """合并: the merged case's reporter and followers follow the kept case from now on (its
     notices and 回访 reach them), and its photos join the kept case's."""
-    people = {merged.reporter_id} | set((await session.exec(
-        select(CaseFollower.reporter_id).where(CaseFollower.case_id == merged.id))).all())
-    already = {kept.reporter_id} | set((await session.exec(
-        select(CaseFollower.reporter_id).where(CaseFollower.case_id == kept.id))).all())
+    people = {merged.reporter_id} | set(
+        (
+            await session.exec(
+                select(CaseFollower.reporter_id).where(CaseFollower.case_id == merged.id)
+            )
+        ).all()
+    )
+    already = {kept.reporter_id} | set(
+        (
+            await session.exec(
+                select(CaseFollower.reporter_id).where(CaseFollower.case_id == kept.id)
+            )
+        ).all()
+    )
     for reporter_id in sorted(people - already):
-        session.add(CaseFollower(case_id=kept.id, reporter_id=reporter_id, at=now,
-                                 merged_from_id=merged.id))
+        session.add(
+            CaseFollower(case_id=kept.id, reporter_id=reporter_id, at=now, merged_from_id=merged.id)
+        )
     extra = [p for p in merged.photos if p not in kept.photos]
     if extra and len(kept.photos) < MAX_PHOTOS:
         kept.photos = [*kept.photos, *extra][:MAX_PHOTOS]
@@ -80,27 +99,44 @@ async def absorb(session: AsyncSession, merged: Case, kept: Case, now: datetime)
 async def open_cases_after(session: AsyncSession, after_id: int = 0) -> list[tuple]:
     """(id, text, created_at, grid_code, latitude, longitude) of open cases with id > after_id:
     what classifier.similar.DuplicateFinder indexes."""
-    return list((await session.exec(
-        select(Case.id, Case.text, Case.created_at, Case.grid_code, Case.latitude,
-               Case.longitude)
-        .where(col(Case.id) > after_id, col(Case.status).in_(OPEN_STATUSES))
-        .order_by(col(Case.id)))).all())
+    return list(
+        (
+            await session.exec(
+                select(
+                    Case.id,
+                    Case.text,
+                    Case.created_at,
+                    Case.grid_code,
+                    Case.latitude,
+                    Case.longitude,
+                )
+                .where(col(Case.id) > after_id, col(Case.status).in_(OPEN_STATUSES))
+                .order_by(col(Case.id))
+            )
+        ).all()
+    )
 
 
 async def open_case_ids(session: AsyncSession) -> set[int]:
     """Every open case's id (read whole: an IN list of the index's ids would outgrow
     SQLite's limit on parameters)."""
-    return set((await session.exec(select(Case.id).where(
-        col(Case.status).in_(OPEN_STATUSES)))).all())
+    return set(
+        (await session.exec(select(Case.id).where(col(Case.status).in_(OPEN_STATUSES)))).all()
+    )
 
 
 async def cases_of_reporter(session: AsyncSession, telegram_id: int) -> set[int]:
     """Open cases this person reported or follows (never offered to them as a duplicate)."""
-    own = select(Case.id).join(Reporter, col(Reporter.id) == col(Case.reporter_id)).where(
-        Reporter.telegram_id == telegram_id, col(Case.status).in_(OPEN_STATUSES))
-    followed = (select(CaseFollower.case_id)
-                .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
-                .where(Reporter.telegram_id == telegram_id))
+    own = (
+        select(Case.id)
+        .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
+        .where(Reporter.telegram_id == telegram_id, col(Case.status).in_(OPEN_STATUSES))
+    )
+    followed = (
+        select(CaseFollower.case_id)
+        .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+        .where(Reporter.telegram_id == telegram_id)
+    )
     return set((await session.exec(own)).all()) | set((await session.exec(followed)).all())
 
 
@@ -109,22 +145,32 @@ async def cases_of_reporter(session: AsyncSession, telegram_id: int) -> set[int]
 
 async def follower_chats(session: AsyncSession, case_id: int) -> list[int]:
     """The private chats of the case's followers who can be reached."""
-    return list((await session.exec(
-        select(Reporter.telegram_id).join(CaseFollower,
-                                          col(CaseFollower.reporter_id) == col(Reporter.id))
-        .where(CaseFollower.case_id == case_id, col(Reporter.reachable).is_(True))
-        .order_by(col(CaseFollower.id)))).all())
+    return list(
+        (
+            await session.exec(
+                select(Reporter.telegram_id)
+                .join(CaseFollower, col(CaseFollower.reporter_id) == col(Reporter.id))
+                .where(CaseFollower.case_id == case_id, col(Reporter.reachable).is_(True))
+                .order_by(col(CaseFollower.id))
+            )
+        ).all()
+    )
 
 
-async def rate(session: AsyncSession, case_id: int, telegram_id: int, rating: str,
-               now: datetime) -> Case:
+async def rate(
+    session: AsyncSession, case_id: int, telegram_id: int, rating: str, now: datetime
+) -> Case:
     """A follower's 回访 answer, once; it is heard (the dashboard, /case) but the reporter's
     own answer decides whether the case closes or goes back to the department."""
     if rating not in RATINGS:
         raise InvalidInput("unknown_rating")
-    row = (await session.exec(
-        select(CaseFollower).join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
-        .where(CaseFollower.case_id == case_id, Reporter.telegram_id == telegram_id))).first()
+    row = (
+        await session.exec(
+            select(CaseFollower)
+            .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+            .where(CaseFollower.case_id == case_id, Reporter.telegram_id == telegram_id)
+        )
+    ).first()
     if row is None:
         raise InvalidInput("not_a_follower")
     if row.satisfaction is not None:

@@ -48,8 +48,11 @@ from models.tables import (
 
 # Which bookkeeping column records that each alert was queued for the current deadline
 # (the store clears them whenever the deadline moves: sign, extend, reopen, priority).
-ALERT_FLAGS = {"yellow": "yellow_notified_at", "red": "red_notified_at",
-               "escalation": "escalated_at"}
+ALERT_FLAGS = {
+    "yellow": "yellow_notified_at",
+    "red": "red_notified_at",
+    "escalation": "escalated_at",
+}
 ESCALATED = "escalated"
 
 
@@ -72,8 +75,14 @@ class DueAlerts:
         return len(self.yellow) + len(self.red) + len(self.escalation)
 
 
-async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
-                     escalate_after: timedelta, limit: int = 200) -> DueAlerts:
+async def due_alerts(
+    session: AsyncSession,
+    now: datetime,
+    rules: Rules,
+    *,
+    escalate_after: timedelta,
+    limit: int = 200,
+) -> DueAlerts:
     """Cases that turned yellow or red, or have been red for `escalate_after`, not yet alerted.
 
     Per lit status, three queries on its (status, deadline) index: overdue cases missing their
@@ -91,9 +100,13 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
         lit = (col(Case.status) == status, col(Case.dispatched_at).is_not(None))
         unsent = col(Case.yellow_notified_at).is_(None)
         queries = (
-            (deadline < now, or_(col(Case.red_notified_at).is_(None),
-                                 and_(deadline < now - escalate_after,
-                                      col(Case.escalated_at).is_(None)))),
+            (
+                deadline < now,
+                or_(
+                    col(Case.red_notified_at).is_(None),
+                    and_(deadline < now - escalate_after, col(Case.escalated_at).is_(None)),
+                ),
+            ),
             (deadline >= now, deadline <= horizon, unsent, is_yellow),
             (deadline > horizon, unsent, is_yellow, col(Case.id).in_(extended)),
         )
@@ -105,8 +118,11 @@ async def due_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
                     due.yellow.append(case)
                 if light == RED and case.red_notified_at is None:
                     due.red.append(case)
-                if (light == RED and case.escalated_at is None
-                        and now - running_deadline(case) > escalate_after):
+                if (
+                    light == RED
+                    and case.escalated_at is None
+                    and now - running_deadline(case) > escalate_after
+                ):
                     due.escalation.append(case)
     return due
 
@@ -118,8 +134,12 @@ _WINDOW_LOOKBACK_DAYS = 62
 
 async def _limits_in_use(session: AsyncSession, rules: Rules) -> tuple[str, ...]:
     """Every limit string a department, a grid's staff (and 核查) or the defaults can give."""
-    columns = (Department.sign_limit_normal, Department.sign_limit_urgent,
-               Department.resolve_limit_normal, Department.resolve_limit_urgent)
+    columns = (
+        Department.sign_limit_normal,
+        Department.sign_limit_urgent,
+        Department.resolve_limit_normal,
+        Department.resolve_limit_urgent,
+    )
     limits = {*rules.default_limits.values(), *rules.grid_limits, rules.verify_limit}
     for row in (await session.exec(select(*columns))).all():
         limits.update(row)
@@ -144,15 +164,17 @@ def _longest_window(calendar: WorkCalendar, limits: tuple[str, ...], day: date) 
     longest = timedelta(0)
     for back in range(_WINDOW_LOOKBACK_DAYS + 1):
         # Midnight is the worst start: on a day off the count starts at the next opening.
-        start = calendar.to_utc(datetime.combine(day - timedelta(days=back), dtime(0),
-                                                 tzinfo=calendar.tz))
+        start = calendar.to_utc(
+            datetime.combine(day - timedelta(days=back), dtime(0), tzinfo=calendar.tz)
+        )
         for limit in limits:
             longest = max(longest, deadline_after(start, limit, calendar) - start)
     return longest
 
 
-async def due_part_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
-                          escalate_after: timedelta) -> list[tuple[str, CasePart, Case]]:
+async def due_part_alerts(
+    session: AsyncSession, now: datetime, rules: Rules, *, escalate_after: timedelta
+) -> list[tuple[str, CasePart, Case]]:
     """(alert, part, case) for the 攻坚哨 parts that turned yellow or red, or have been red for
     `escalate_after`, not yet alerted: the cases' rule (case_light) applied to each part."""
     due = []
@@ -162,48 +184,74 @@ async def due_part_alerts(session: AsyncSession, now: datetime, rules: Rules, *,
             due.append(("yellow", part, case))
         if light == RED and part.red_notified_at is None:
             due.append(("red", part, case))
-        if (light == RED and part.escalated_at is None
-                and now - running_deadline(part) > escalate_after):
+        if (
+            light == RED
+            and part.escalated_at is None
+            and now - running_deadline(part) > escalate_after
+        ):
             due.append(("escalation", part, case))
     return due
 
 
-async def lit_parts_now(session: AsyncSession, now: datetime, rules: Rules, *,
-                        department: str | None = None) -> list[tuple[CasePart, Case, str]]:
+async def lit_parts_now(
+    session: AsyncSession, now: datetime, rules: Rules, *, department: str | None = None
+) -> list[tuple[CasePart, Case, str]]:
     """(part, case, light) of the 攻坚哨 parts red or yellow now (a department's only, if
     given), most overdue first."""
-    found = [(part, case, case_light(part, now, rules)) for part, case in await lit_parts(session)
-             if department is None or part.department_code == department]
+    found = [
+        (part, case, case_light(part, now, rules))
+        for part, case in await lit_parts(session)
+        if department is None or part.department_code == department
+    ]
     lit = [item for item in found if item[2] in (RED, YELLOW)]
     return sorted(lit, key=lambda item: running_deadline(item[0]))
 
 
-async def claim_alert(session: AsyncSession, case: Case | CasePart, alert: str,
-                      now: datetime) -> bool:
+async def claim_alert(
+    session: AsyncSession, case: Case | CasePart, alert: str, now: datetime
+) -> bool:
     """Record that `alert` is queued for the current deadline of a case (or a 攻坚哨 part);
     False if it already was or it changed since it was read (the next pass looks again)."""
     flag = ALERT_FLAGS[alert]
     table = type(case)
     result = await session.exec(
         update(table)
-        .where(col(table.id) == case.id, col(table.version) == case.version,
-               col(getattr(table, flag)).is_(None))
+        .where(
+            col(table.id) == case.id,
+            col(table.version) == case.version,
+            col(getattr(table, flag)).is_(None),
+        )
         .values({flag: now})
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
-async def record_escalation(session: AsyncSession, case: Case, now: datetime, *,
-                            hours_overdue: float, part: CasePart | None = None) -> None:
+async def record_escalation(
+    session: AsyncSession,
+    case: Case,
+    now: datetime,
+    *,
+    hours_overdue: float,
+    part: CasePart | None = None,
+) -> None:
     """The 督办 goes into the case's audit trail (it does not change the status); a 攻坚哨
     part's names its department."""
     stage = "sign" if (part or case).status == DISPATCHED else "resolve"
     details = {"stage": stage, "hours_overdue": round(hours_overdue, 1)}
     if part is not None:
         details["department"] = part.department_code
-    session.add(CaseEvent(
-        case_id=case.id, at=now, actor_kind="system", action=ESCALATED,
-        from_status=case.status, to_status=case.status, details=details))
+    session.add(
+        CaseEvent(
+            case_id=case.id,
+            at=now,
+            actor_kind="system",
+            action=ESCALATED,
+            from_status=case.status,
+            to_status=case.status,
+            details=details,
+        )
+    )
     await session.flush()
 
 
@@ -215,31 +263,49 @@ def _scope(stmt, department: str | None, grid: str | None):
     if department is not None:
         stmt = stmt.where(col(Case.department_code) == department)
     if grid is not None:
-        stmt = stmt.where(or_(col(Case.grid_code) == grid,
-                              col(Case.grid_code).startswith(grid + "-", autoescape=True)))
+        stmt = stmt.where(
+            or_(
+                col(Case.grid_code) == grid,
+                col(Case.grid_code).startswith(grid + "-", autoescape=True),
+            )
+        )
     return stmt
 
 
-async def light_counts(session: AsyncSession, now: datetime, rules: Rules, *,
-                       department: str | None = None, grid: str | None = None
-                       ) -> dict[str, int]:
+async def light_counts(
+    session: AsyncSession,
+    now: datetime,
+    rules: Rules,
+    *,
+    department: str | None = None,
+    grid: str | None = None,
+) -> dict[str, int]:
     """{"red": n, "yellow": m}: open cases lit red or yellow now (exact counts, in SQL)."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     stmt = select(func.count().filter(is_red), func.count().filter(is_yellow)).where(
-        col(Case.status).in_(LIT_STATUSES))
+        col(Case.status).in_(LIT_STATUSES)
+    )
     red, yellow = (await session.exec(_scope(stmt, department, grid))).one()
     return {RED: red or 0, YELLOW: yellow or 0}
 
 
-async def lit_cases(session: AsyncSession, now: datetime, rules: Rules, *,
-                    department: str | None = None, grid: str | None = None,
-                    lights: tuple[str, ...] = (RED, YELLOW), limit: int = 200
-                    ) -> list[tuple[Case, str]]:
+async def lit_cases(
+    session: AsyncSession,
+    now: datetime,
+    rules: Rules,
+    *,
+    department: str | None = None,
+    grid: str | None = None,
+    lights: tuple[str, ...] = (RED, YELLOW),
+    limit: int = 200,
+) -> list[tuple[Case, str]]:
     """(case, light) of open cases that are red or yellow now, most overdue first."""
     is_red, is_yellow = light_sql(now, rules.yellow_ratio, _dialect(session))
     wanted = [cond for light, cond in ((RED, is_red), (YELLOW, is_yellow)) if light in lights]
     stmt = select(Case).where(col(Case.status).in_(LIT_STATUSES), or_(*wanted))
-    stmt = _scope(stmt, department, grid).order_by(running_deadline_sql(), col(Case.id)).limit(limit)
+    stmt = (
+        _scope(stmt, department, grid).order_by(running_deadline_sql(), col(Case.id)).limit(limit)
+    )
     out = []
     for case in (await session.exec(stmt)).all():
         light = case_light(case, now, rules)
@@ -251,9 +317,11 @@ async def lit_cases(session: AsyncSession, now: datetime, rules: Rules, *,
 async def red_counts(session: AsyncSession, now: datetime, rules: Rules) -> dict[str, int]:
     """Red cases now per department code (exact counts, in SQL)."""
     is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
-    stmt = (select(Case.department_code, func.count())
-            .where(col(Case.status).in_(LIT_STATUSES), is_red)
-            .group_by(Case.department_code))
+    stmt = (
+        select(Case.department_code, func.count())
+        .where(col(Case.status).in_(LIT_STATUSES), is_red)
+        .group_by(Case.department_code)
+    )
     return {code: n for code, n in (await session.exec(stmt)).all()}
 
 
@@ -268,40 +336,61 @@ async def department_chats(session: AsyncSession) -> dict[str, tuple[str, int | 
 
 async def surveys_due(session: AsyncSession, limit: int = 200) -> list[Case]:
     """Resolved cases whose satisfaction survey has not been queued yet."""
-    stmt = (select(Case).where(col(Case.status) == RESOLVED, col(Case.survey_sent_at).is_(None))
-            .order_by(col(Case.resolved_at), col(Case.id)).limit(limit))
+    stmt = (
+        select(Case)
+        .where(col(Case.status) == RESOLVED, col(Case.survey_sent_at).is_(None))
+        .order_by(col(Case.resolved_at), col(Case.id))
+        .limit(limit)
+    )
     return list((await session.exec(stmt)).all())
 
 
-async def survey_reminders_due(session: AsyncSession, now: datetime, *, after: timedelta,
-                               limit: int = 200) -> list[Case]:
+async def survey_reminders_due(
+    session: AsyncSession, now: datetime, *, after: timedelta, limit: int = 200
+) -> list[Case]:
     """Resolved cases surveyed at least `after` ago, unanswered and not reminded yet."""
-    stmt = (select(Case).where(col(Case.status) == RESOLVED,
-                               col(Case.survey_sent_at) <= now - after,
-                               col(Case.survey_reminded_at).is_(None))
-            .order_by(col(Case.survey_sent_at), col(Case.id)).limit(limit))
+    stmt = (
+        select(Case)
+        .where(
+            col(Case.status) == RESOLVED,
+            col(Case.survey_sent_at) <= now - after,
+            col(Case.survey_reminded_at).is_(None),
+        )
+        .order_by(col(Case.survey_sent_at), col(Case.id))
+        .limit(limit)
+    )
     return list((await session.exec(stmt)).all())
 
 
-async def surveys_expired(session: AsyncSession, now: datetime, *, after: timedelta,
-                          limit: int = 200) -> list[Case]:
+async def surveys_expired(
+    session: AsyncSession, now: datetime, *, after: timedelta, limit: int = 200
+) -> list[Case]:
     """Resolved cases surveyed at least `after` ago and still unanswered: to close as 未评价."""
-    stmt = (select(Case).where(col(Case.status) == RESOLVED,
-                               col(Case.survey_sent_at) <= now - after)
-            .order_by(col(Case.survey_sent_at), col(Case.id)).limit(limit))
+    stmt = (
+        select(Case)
+        .where(col(Case.status) == RESOLVED, col(Case.survey_sent_at) <= now - after)
+        .order_by(col(Case.survey_sent_at), col(Case.id))
+        .limit(limit)
+    )
     return list((await session.exec(stmt)).all())
 
 
-async def claim_survey(session: AsyncSession, case: Case, now: datetime, *,
-                       reminder: bool = False) -> bool:
+async def claim_survey(
+    session: AsyncSession, case: Case, now: datetime, *, reminder: bool = False
+) -> bool:
     """Record that the survey (or its one reminder) is queued; False if it already was."""
     flag = "survey_reminded_at" if reminder else "survey_sent_at"
     result = await session.exec(
         update(Case)
-        .where(col(Case.id) == case.id, col(Case.version) == case.version,
-               col(Case.status) == RESOLVED, col(getattr(Case, flag)).is_(None))
+        .where(
+            col(Case.id) == case.id,
+            col(Case.version) == case.version,
+            col(Case.status) == RESOLVED,
+            col(getattr(Case, flag)).is_(None),
+        )
         .values({flag: now})
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
@@ -321,8 +410,9 @@ async def unreachable_chats(session: AsyncSession, chat_ids: list[int]) -> set[i
     private = sorted({c for c in chat_ids if c > 0})
     if not private:
         return set()
-    stmt = select(Reporter.telegram_id).where(col(Reporter.telegram_id).in_(private),
-                                              col(Reporter.reachable).is_(False))
+    stmt = select(Reporter.telegram_id).where(
+        col(Reporter.telegram_id).in_(private), col(Reporter.reachable).is_(False)
+    )
     return set((await session.exec(stmt)).all())
 
 
@@ -339,18 +429,22 @@ class StatusNotice:
     version: int  # the case's version right after the event (part of the notice's key)
 
 
-async def status_notices(session: AsyncSession, *, after_id: int, limit: int = 500
-                         ) -> list[StatusNotice]:
+async def status_notices(
+    session: AsyncSession, *, after_id: int, limit: int = 500
+) -> list[StatusNotice]:
     """Reporter-facing status changes (NOTICE_EVENTS) with id > after_id, oldest first.
 
     Two queries however many there are: the events with their cases and reporters, then
     the versions (see version_after).
     """
-    stmt = (select(CaseEvent, Case, Reporter.telegram_id, Reporter.reachable)
-            .join(Case, col(Case.id) == col(CaseEvent.case_id))
-            .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
-            .where(col(CaseEvent.id) > after_id, col(CaseEvent.action).in_(NOTICE_EVENTS))
-            .order_by(col(CaseEvent.id)).limit(limit))
+    stmt = (
+        select(CaseEvent, Case, Reporter.telegram_id, Reporter.reachable)
+        .join(Case, col(Case.id) == col(CaseEvent.case_id))
+        .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
+        .where(col(CaseEvent.id) > after_id, col(CaseEvent.action).in_(NOTICE_EVENTS))
+        .order_by(col(CaseEvent.id))
+        .limit(limit)
+    )
     rows = (await session.exec(stmt)).all()
     versions = await _versions_after(session, [event for event, *_ in rows])
     following = await _followers(session, {case.id for _, case, *_ in rows})
@@ -358,20 +452,25 @@ async def status_notices(session: AsyncSession, *, after_id: int, limit: int = 5
     for event, case, chat, reachable in rows:
         found.append(StatusNotice(event, case, chat if reachable else None, versions[event.id]))
         # 关注该案件: a follower is told of the changes after they started to follow it.
-        found += [StatusNotice(event, case, follower, versions[event.id])
-                  for follower, since in following.get(case.id, ()) if since <= event.at]
+        found += [
+            StatusNotice(event, case, follower, versions[event.id])
+            for follower, since in following.get(case.id, ())
+            if since <= event.at
+        ]
     return found
 
 
-async def _followers(session: AsyncSession, case_ids: set[int]
-                     ) -> dict[int, list[tuple[int, datetime]]]:
+async def _followers(
+    session: AsyncSession, case_ids: set[int]
+) -> dict[int, list[tuple[int, datetime]]]:
     """case id → (chat, following since) of its reachable followers."""
     if not case_ids:
         return {}
-    stmt = (select(CaseFollower.case_id, Reporter.telegram_id, CaseFollower.at)
-            .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
-            .where(col(CaseFollower.case_id).in_(sorted(case_ids)),
-                   col(Reporter.reachable).is_(True)))
+    stmt = (
+        select(CaseFollower.case_id, Reporter.telegram_id, CaseFollower.at)
+        .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+        .where(col(CaseFollower.case_id).in_(sorted(case_ids)), col(Reporter.reachable).is_(True))
+    )
     found: dict[int, list[tuple[int, datetime]]] = {}
     for case_id, chat, since in (await session.exec(stmt)).all():
         found.setdefault(case_id, []).append((chat, since))
@@ -382,11 +481,15 @@ async def _versions_after(session: AsyncSession, events: list[CaseEvent]) -> dic
     """version_after for many events, with one query over their cases' transition events."""
     if not events:
         return {}
-    stmt = (select(CaseEvent.id, CaseEvent.case_id)
-            .where(col(CaseEvent.case_id).in_(sorted({e.case_id for e in events})),
-                   col(CaseEvent.id) <= max(e.id for e in events),
-                   col(CaseEvent.action).in_(TRANSITION_EVENTS))
-            .order_by(col(CaseEvent.id)))
+    stmt = (
+        select(CaseEvent.id, CaseEvent.case_id)
+        .where(
+            col(CaseEvent.case_id).in_(sorted({e.case_id for e in events})),
+            col(CaseEvent.id) <= max(e.id for e in events),
+            col(CaseEvent.action).in_(TRANSITION_EVENTS),
+        )
+        .order_by(col(CaseEvent.id))
+    )
     transitions: dict[int, list[int]] = {}
     for event_id, case_id in (await session.exec(stmt)).all():
         transitions.setdefault(case_id, []).append(event_id)
@@ -398,8 +501,12 @@ async def last_event_before(session: AsyncSession, moment: datetime) -> int:
 
     Walks the primary key backwards, so it reads only the events newer than `moment`.
     """
-    stmt = (select(CaseEvent.id).where(col(CaseEvent.at) < moment)
-            .order_by(col(CaseEvent.id).desc()).limit(1))
+    stmt = (
+        select(CaseEvent.id)
+        .where(col(CaseEvent.at) < moment)
+        .order_by(col(CaseEvent.id).desc())
+        .limit(1)
+    )
     return (await session.exec(stmt)).first() or 0
 
 
@@ -415,8 +522,14 @@ async def version_after(session: AsyncSession, event: CaseEvent) -> int:
 # ---------------------------------------------------------------- outbox helpers for the sender
 
 
-async def postpone_push(session: AsyncSession, outbox_id: int, *, worker: str,
-                        due_at: datetime, error: str | None = None) -> bool:
+async def postpone_push(
+    session: AsyncSession,
+    outbox_id: int,
+    *,
+    worker: str,
+    due_at: datetime,
+    error: str | None = None,
+) -> bool:
     """Give a leased row back, due again at `due_at`, without counting a failed attempt.
 
     For pushes held back by the rate limit or by Telegram's RetryAfter: nothing failed, the
@@ -427,25 +540,35 @@ async def postpone_push(session: AsyncSession, outbox_id: int, *, worker: str,
         values["last_error"] = error[:500]
     result = await session.exec(
         update(Outbox)
-        .where(col(Outbox.id) == outbox_id, col(Outbox.status) == "pending",
-               col(Outbox.lease_owner) == worker[:64])
+        .where(
+            col(Outbox.id) == outbox_id,
+            col(Outbox.status) == "pending",
+            col(Outbox.lease_owner) == worker[:64],
+        )
         .values(**values)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
-async def postpone_pushes(session: AsyncSession, due_by_id: dict[int, datetime], *,
-                          worker: str) -> int:
+async def postpone_pushes(
+    session: AsyncSession, due_by_id: dict[int, datetime], *, worker: str
+) -> int:
     """postpone_push for many rows in one statement (each to its own due time)."""
     if not due_by_id:
         return 0
     result = await session.exec(
         update(Outbox)
-        .where(col(Outbox.id).in_(sorted(due_by_id)), col(Outbox.status) == "pending",
-               col(Outbox.lease_owner) == worker[:64])
-        .values(due_at=sql_case(due_by_id, value=col(Outbox.id)), lease_owner=None,
-                lease_until=None)
-        .execution_options(synchronize_session=False))
+        .where(
+            col(Outbox.id).in_(sorted(due_by_id)),
+            col(Outbox.status) == "pending",
+            col(Outbox.lease_owner) == worker[:64],
+        )
+        .values(
+            due_at=sql_case(due_by_id, value=col(Outbox.id)), lease_owner=None, lease_until=None
+        )
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount
 
 
@@ -461,8 +584,9 @@ async def waiting_due(session: AsyncSession, keys: list[str], now: datetime) -> 
     return (await session.exec(stmt)).one()
 
 
-async def drop_waiting(session: AsyncSession, keys: list[str], now: datetime, *,
-                       reason: str) -> int:
+async def drop_waiting(
+    session: AsyncSession, keys: list[str], now: datetime, *, reason: str
+) -> int:
     """Drop those of `keys` still waiting to be sent (a later push says it better); how many.
 
     A row a sender has leased is on its way and is left alone. A dropped row keeps its key,
@@ -471,9 +595,11 @@ async def drop_waiting(session: AsyncSession, keys: list[str], now: datetime, *,
     if not keys:
         return 0
     result = await session.exec(
-        update(Outbox).where(col(Outbox.key).in_(keys), *_waiting(now))
+        update(Outbox)
+        .where(col(Outbox.key).in_(keys), *_waiting(now))
         .values(status="dropped", last_error=reason[:500])
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount or 0
 
 
@@ -482,15 +608,19 @@ async def bring_forward(session: AsyncSession, keys: list[str], now: datetime) -
     if not keys:
         return 0
     result = await session.exec(
-        update(Outbox).where(col(Outbox.key).in_(keys), col(Outbox.due_at) > now, *_waiting(now))
+        update(Outbox)
+        .where(col(Outbox.key).in_(keys), col(Outbox.due_at) > now, *_waiting(now))
         .values(due_at=now)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount or 0
 
 
 def _waiting(now: datetime) -> tuple:
-    return (col(Outbox.status) == "pending",
-            or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now))
+    return (
+        col(Outbox.status) == "pending",
+        or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now),
+    )
 
 
 async def outbox_key_exists(session: AsyncSession, key: str) -> bool:
@@ -502,6 +632,6 @@ async def existing_outbox_keys(session: AsyncSession, keys: list[str]) -> set[st
     """Those of `keys` that some queued push already has."""
     found: set[str] = set()
     for start in range(0, len(keys), 500):  # stay far below SQLite's variable limit
-        stmt = select(Outbox.key).where(col(Outbox.key).in_(keys[start:start + 500]))
+        stmt = select(Outbox.key).where(col(Outbox.key).in_(keys[start : start + 500]))
         found.update((await session.exec(stmt)).all())
     return found

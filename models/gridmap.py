@@ -52,8 +52,12 @@ class GridMap:
         locator = _locator(settings, tree, problems)
         places = PlaceMatcher.from_tree(tree)
         for place, codes in sorted(places.shared.items()):
-            problems.append(Problem(WARNING, f"地名 {place} 属于多个网格（{'、'.join(codes)}），"
-                                             f"按最深、编码最小的网格归属"))
+            problems.append(
+                Problem(
+                    WARNING,
+                    f"地名 {place} 属于多个网格（{'、'.join(codes)}），按最深、编码最小的网格归属",
+                )
+            )
         return cls(tree=tree, locator=locator, places=places, problems=problems)
 
     def __contains__(self, code: object) -> bool:
@@ -107,8 +111,15 @@ def _merge(base: Iterable[GridRecord], extra: Iterable[GridRecord]) -> list[Grid
 
 def _config_records(settings: Settings) -> list[GridRecord]:
     return records_from_config(
-        {"code": g.code, "name": g.name, "level": g.level, "parent": g.parent,
-         "places": list(g.places)} for g in settings.grids)
+        {
+            "code": g.code,
+            "name": g.name,
+            "level": g.level,
+            "parent": g.parent,
+            "places": list(g.places),
+        }
+        for g in settings.grids
+    )
 
 
 def grid_records(settings: Settings) -> list[GridRecord]:
@@ -128,8 +139,9 @@ def _gazetteer(settings: Settings, problems: list[Problem]) -> list[GridRecord]:
     try:
         return load_gazetteer(settings.path(path))
     except GridError as exc:
-        problems += [Problem(ERROR, f"[district] {GAZETTEER_KEY}: {p}；网格表未启用")
-                     for p in exc.problems]
+        problems += [
+            Problem(ERROR, f"[district] {GAZETTEER_KEY}: {p}；网格表未启用") for p in exc.problems
+        ]
         return []
 
 
@@ -159,8 +171,13 @@ def _locator(settings: Settings, tree: GridTree, problems: list[Problem]) -> Gri
     boundaries = load_boundaries(settings.path(path), tree, bbox=bbox or None)
     problems += boundaries.problems
     if not boundaries.shapes:
-        problems.append(Problem(ERROR, f"[district] {BOUNDARIES_KEY} 没有可用的网格边界："
-                                       f"按定位归网格未启用，仍按地名归网格"))
+        problems.append(
+            Problem(
+                ERROR,
+                f"[district] {BOUNDARIES_KEY} 没有可用的网格边界："
+                f"按定位归网格未启用，仍按地名归网格",
+            )
+        )
         return None
     return GridLocator(tree, boundaries.shapes)
 

@@ -62,16 +62,28 @@ from models.tables import (
 )
 
 # Chinese names of the levels as the league table's headings use them.
-LEVEL_TITLES = {"district": "区", "street": "街道（镇）", "community": "社区（村）",
-                "area": "片区", "grid": "网格", "micro": "微网格"}
+LEVEL_TITLES = {
+    "district": "区",
+    "street": "街道（镇）",
+    "community": "社区（村）",
+    "area": "片区",
+    "grid": "网格",
+    "micro": "微网格",
+}
 RED_POINTS_LIMIT = 1000  # the map shows at most this many red cases (most overdue first)
 
 # Channels (哨) as the seed reports them: each case counts in exactly one, the first of this
 # order it belongs to (see _channel_key), so the counts add up to the cases received. A 攻坚哨
 # is named by what it became (a hard case handled jointly), whatever its intake; a case a grid
 # whistled up, or a grid's own report from the field, is a 雷锋哨 even if the hotline brought it.
-CHANNEL_NAMES = {"hard": "攻坚哨", "leifeng": "雷锋哨", "hotline": "热线哨", "api": "其他平台",
-                 "enterprise": "企业吹哨", "resident": "随手拍"}
+CHANNEL_NAMES = {
+    "hard": "攻坚哨",
+    "leifeng": "雷锋哨",
+    "hotline": "热线哨",
+    "api": "其他平台",
+    "enterprise": "企业吹哨",
+    "resident": "随手拍",
+}
 
 
 # ---------------------------------------------------------------- the grid tree
@@ -111,7 +123,9 @@ class GridIndex:
         for i, parent in enumerate(parents):  # a parent's row always comes first
             depth[i] = depth[parent] + 1 if parent >= 0 else 0
         self.parent_row = np.array(parents, dtype=np.int64)
-        self.rows_by_depth = [np.flatnonzero(depth == d) for d in range(int(depth.max(initial=0)) + 1)]
+        self.rows_by_depth = [
+            np.flatnonzero(depth == d) for d in range(int(depth.max(initial=0)) + 1)
+        ]
 
     def __contains__(self, code: object) -> bool:
         return code in self.names
@@ -156,8 +170,9 @@ class GridIndex:
 
 
 async def grid_index(session: AsyncSession) -> GridIndex:
-    return GridIndex.from_rows((await session.exec(
-        select(Grid.code, Grid.name, Grid.level, Grid.parent_code))).all())
+    return GridIndex.from_rows(
+        (await session.exec(select(Grid.code, Grid.name, Grid.level, Grid.parent_code))).all()
+    )
 
 
 # ---------------------------------------------------------------- tallies per grid
@@ -177,30 +192,48 @@ _ZERO = (0,) * len(COUNTS)
 # the classifier's acceptance (their Tally fields stay 0, and rows leave them out) would cost
 # a third more time on every scan.
 GRID_FIELDS = ("dispatched", "timed", "on_time", "rated", "content")
-HIDDEN = ("by_status", "handled", "handling_hours", "avg_handling_hours", "suggested",
-          "accepted", "acceptance_rate")
+HIDDEN = (
+    "by_status",
+    "handled",
+    "handling_hours",
+    "avg_handling_hours",
+    "suggested",
+    "accepted",
+    "acceptance_rate",
+)
 
 
 def as_tally(vector) -> Tally:
     """Tally's part of a COUNTS vector (the grid counts: see grid_rates)."""
-    return Tally(**{name: float(v) if name == "handling_hours" else round(float(v))
-                    for name, v in zip(TALLY_COUNTS, vector, strict=False)})
+    return Tally(
+        **{
+            name: float(v) if name == "handling_hours" else round(float(v))
+            for name, v in zip(TALLY_COUNTS, vector, strict=False)
+        }
+    )
 
 
 def grid_rates(vector) -> dict[str, Any]:
     """小事不出网格率 (in_grid_rate) and 大事不出街镇率 (in_street_rate) of a COUNTS vector,
     with the grid-started cases done that both are counted over (None: no such case)."""
     done, in_grid, in_street = (round(float(vector[_AT[name]])) for name in GRID_COUNTS)
-    return {"grid_done": done, "in_grid": in_grid, "in_street": in_street,
-            "in_grid_rate": _rate(in_grid, done), "in_street_rate": _rate(in_street, done)}
+    return {
+        "grid_done": done,
+        "in_grid": in_grid,
+        "in_street": in_street,
+        "in_grid_rate": _rate(in_grid, done),
+        "in_street_rate": _rate(in_street, done),
+    }
 
 
 def _grid_aggregates() -> list:
     """The SQL sums behind GRID_COUNTS, in their order."""
     grid_done = and_(Case.started_in_grid.is_(True), Case.status.in_(DONE_STATUSES))
-    return [_count_if(grid_done),
-            _count_if(and_(grid_done, Case.resolved_level == GRID_LEVEL)),
-            _count_if(and_(grid_done, Case.resolved_level.in_(sorted(RESOLVED_IN_GRID))))]
+    return [
+        _count_if(grid_done),
+        _count_if(and_(grid_done, Case.resolved_level == GRID_LEVEL)),
+        _count_if(and_(grid_done, Case.resolved_level.in_(sorted(RESOLVED_IN_GRID)))),
+    ]
 
 
 def _in_area(area: set[str] | None) -> list:
@@ -208,20 +241,31 @@ def _in_area(area: set[str] | None) -> list:
     return [] if area is None else [Case.grid_code.in_(sorted(area))]
 
 
-async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime,
-                          area: set[str] | None = None) -> dict[str | None, list]:
+async def _period_by_grid(
+    session: AsyncSession, start: datetime, end: datetime, area: set[str] | None = None
+) -> dict[str | None, list]:
     """Cases created in [start, end), per the grid_code they carry (None = no grid)."""
     done = _count_if(Case.status.in_(DONE_STATUSES))  # Tally.done: 办结 (see stats)
     aggregates = dict(zip(PERIOD_FIELDS, period_aggregates(_dialect(session)), strict=True))
     stmt = (
-        select(Case.grid_code, func.count(), done, *(aggregates[f] for f in GRID_FIELDS),
-               *_grid_aggregates())
-        .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED,
-               *_in_area(area))
+        select(
+            Case.grid_code,
+            func.count(),
+            done,
+            *(aggregates[f] for f in GRID_FIELDS),
+            *_grid_aggregates(),
+        )
+        .where(
+            Case.created_at >= start, Case.created_at < end, Case.status != MERGED, *_in_area(area)
+        )
         .group_by(Case.grid_code)
     )
-    slots = [_AT["created"], _AT["done"], *(_AT[name] for name in GRID_FIELDS),
-             *(_AT[name] for name in GRID_COUNTS)]
+    slots = [
+        _AT["created"],
+        _AT["done"],
+        *(_AT[name] for name in GRID_FIELDS),
+        *(_AT[name] for name in GRID_COUNTS),
+    ]
     out = {}
     for code, *values in await session.exec(stmt):
         vector = list(_ZERO)
@@ -231,8 +275,9 @@ async def _period_by_grid(session: AsyncSession, start: datetime, end: datetime,
     return out
 
 
-async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: float,
-                        area: set[str] | None = None) -> dict[str | None, list]:
+async def _open_by_grid(
+    session: AsyncSession, now: datetime, yellow_ratio: float, area: set[str] | None = None
+) -> dict[str | None, list]:
     """Open cases now with their yellow and red counts, per grid_code."""
     is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
     stmt = (
@@ -248,8 +293,9 @@ async def _open_by_grid(session: AsyncSession, now: datetime, yellow_ratio: floa
     return out
 
 
-def roll_up(index: GridIndex, *own: dict[str | None, list]
-            ) -> tuple[dict[str | None, np.ndarray], Tally, Tally]:
+def roll_up(
+    index: GridIndex, *own: dict[str | None, list]
+) -> tuple[dict[str | None, np.ndarray], Tally, Tally]:
     """(counts per grid including everything below it, the whole district, the unplaced
     cases) from counts per grid_code (several dicts are added together). A code that is not
     in the tree counts for the district only. The first result's None key holds the
@@ -276,24 +322,36 @@ def roll_up(index: GridIndex, *own: dict[str | None, list]
 # ---------------------------------------------------------------- red points for the map
 
 
-async def red_points(session: AsyncSession, *, now: datetime, rules: Rules,
-                     limit: int = RED_POINTS_LIMIT) -> list[dict[str, Any]]:
+async def red_points(
+    session: AsyncSession, *, now: datetime, rules: Rules, limit: int = RED_POINTS_LIMIT
+) -> list[dict[str, Any]]:
     """Red cases that have a location, most overdue first: where the map puts its red dots."""
     is_red, _ = light_sql(now, rules.yellow_ratio, _dialect(session))
     # The running deadline's SQL twin (models/lifecycle.py).
     deadline = running_deadline_sql()
     stmt = (
-        select(Case.ref, Case.grid_code, Case.latitude, Case.longitude, Case.department_code,
-               deadline)
-        .where(Case.status.in_(LIT_STATUSES), is_red, Case.latitude.is_not(None),
-               Case.longitude.is_not(None))
-        .order_by(deadline).limit(limit)
+        select(
+            Case.ref, Case.grid_code, Case.latitude, Case.longitude, Case.department_code, deadline
+        )
+        .where(
+            Case.status.in_(LIT_STATUSES),
+            is_red,
+            Case.latitude.is_not(None),
+            Case.longitude.is_not(None),
+        )
+        .order_by(deadline)
+        .limit(limit)
     )
     names = await department_names(session)
     return [
-        {"ref": ref, "grid_code": code, "lat": round(lat, 6), "lon": round(lon, 6),
-         "department": names.get(dept, dept or ""),
-         "hours_overdue": round((now - due).total_seconds() / 3600, 1)}
+        {
+            "ref": ref,
+            "grid_code": code,
+            "lat": round(lat, 6),
+            "lon": round(lon, 6),
+            "department": names.get(dept, dept or ""),
+            "hours_overdue": round((now - due).total_seconds() / 3600, 1),
+        }
         for ref, code, lat, lon, dept, due in await session.exec(stmt)
     ]
 
@@ -309,20 +367,29 @@ def _channel_key():
         (Case.channel == HOTLINE, "hotline"),
         (Case.channel == API, "api"),
         (Case.kind == ENTERPRISE, "enterprise"),
-        else_=RESIDENT)
+        else_=RESIDENT,
+    )
 
 
 def _called_at():
     """When the department was called to 报到: the whistle for a case a grid (or street)
     whistled up, else the dispatch (派单). A later dispatch (a reopen, or a redispatch after
     退回) is a new call and wins: the department signs for that one."""
-    return case((and_(Case.whistled_at.is_not(None),
-                      or_(Case.dispatched_at.is_(None), Case.whistled_at >= Case.dispatched_at)),
-                 Case.whistled_at), else_=Case.dispatched_at)
+    return case(
+        (
+            and_(
+                Case.whistled_at.is_not(None),
+                or_(Case.dispatched_at.is_(None), Case.whistled_at >= Case.dispatched_at),
+            ),
+            Case.whistled_at,
+        ),
+        else_=Case.dispatched_at,
+    )
 
 
-async def channels_and_report_times(session: AsyncSession, *, start: datetime, end: datetime
-                                    ) -> dict[str, list[dict[str, Any]]]:
+async def channels_and_report_times(
+    session: AsyncSession, *, start: datetime, end: datetime
+) -> dict[str, list[dict[str, Any]]]:
     """Cases created in [start, end), in one scan: the count per channel (哨, most first;
     only channels that received cases) and 报到 per department — how long from being called
     (a grid's 吹哨, else 派单) to 签收 over the cases it signed for: how many (and how many
@@ -332,15 +399,21 @@ async def channels_and_report_times(session: AsyncSession, *, start: datetime, e
     key, called = _channel_key(), _called_at()
     # A grid's own 签收 stamps signed_at too, but only while no department has the case: a
     # department's dispatch or whistle clears it (models/cases.py), so what is left is its 报到.
-    signed = and_(Case.signed_at.is_not(None), called.is_not(None),
-                  Case.department_code.is_not(None))
+    signed = and_(
+        Case.signed_at.is_not(None), called.is_not(None), Case.department_code.is_not(None)
+    )
     hours = (_millis(Case.signed_at, dialect) - _millis(called, dialect)) / 3600000.0
     stmt = (
-        select(key, Case.department_code, func.count(), _count_if(signed),
-               func.sum(case((signed, hours), else_=0.0)),
-               _count_if(and_(signed, Case.signed_at <= Case.sign_by)),
-               _count_if(and_(signed, Case.sign_by.is_not(None))),
-               _count_if(and_(signed, Case.whistled_at.is_not(None))))
+        select(
+            key,
+            Case.department_code,
+            func.count(),
+            _count_if(signed),
+            func.sum(case((signed, hours), else_=0.0)),
+            _count_if(and_(signed, Case.signed_at <= Case.sign_by)),
+            _count_if(and_(signed, Case.sign_by.is_not(None))),
+            _count_if(and_(signed, Case.whistled_at.is_not(None))),
+        )
         .where(Case.created_at >= start, Case.created_at < end, Case.status != MERGED)
         .group_by(key, Case.department_code)
     )
@@ -353,18 +426,27 @@ async def channels_and_report_times(session: AsyncSession, *, start: datetime, e
             for i, value in enumerate((reported, *sums_of_group)):
                 sums[i] += value or 0
     names = await department_names(session)
-    channels = [{"channel": k, "name": name, "count": counts[k]}
-                for k, name in CHANNEL_NAMES.items() if counts.get(k)]
+    channels = [
+        {"channel": k, "name": name, "count": counts[k]}
+        for k, name in CHANNEL_NAMES.items()
+        if counts.get(k)
+    ]
     report_rows = [
-        {"code": code, "name": names.get(code, code), "reported": n, "whistled": int(whistled),
-         "avg_report_hours": round(float(total) / n, 2),
-         "report_on_time_rate": _rate(int(on_time), int(limited))}
+        {
+            "code": code,
+            "name": names.get(code, code),
+            "reported": n,
+            "whistled": int(whistled),
+            "avg_report_hours": round(float(total) / n, 2),
+            "report_on_time_rate": _rate(int(on_time), int(limited)),
+        }
         for code, (n, total, on_time, limited, whistled) in reports.items()
     ]
     # Most first; a tie keeps CHANNEL_NAMES' order (sorted is stable).
-    return {"channels": sorted(channels, key=lambda r: -r["count"]),
-            "report_times": sorted(report_rows,
-                                   key=lambda r: (-r["avg_report_hours"], r["code"]))}
+    return {
+        "channels": sorted(channels, key=lambda r: -r["count"]),
+        "report_times": sorted(report_rows, key=lambda r: (-r["avg_report_hours"], r["code"])),
+    }
 
 
 # ---------------------------------------------------------------- the league, grid by grid
@@ -386,9 +468,13 @@ class GridLeague:
         row = tally.figures() | grid_rates(vector)
         for name in HIDDEN:
             del row[name]
-        row.update(code=code, name=self.index.names[code], level=self.index.levels[code],
-                   light=department_light(tally.red, tally.yellow),
-                   has_children=bool(self.index.children.get(code)))
+        row.update(
+            code=code,
+            name=self.index.names[code],
+            level=self.index.levels[code],
+            light=department_light(tally.red, tally.yellow),
+            has_children=bool(self.index.children.get(code)),
+        )
         return row
 
     def view(self, code: str | None = None) -> dict[str, Any]:
@@ -403,10 +489,16 @@ class GridLeague:
         rows = sorted((self.row(c) for c in below), key=worst_first)
         if at_top:
             node = self.total.figures() | grid_rates(self.rolled.get(None, _ZERO))
-            node.update(code=district, name=self.index.names.get(district, ""),
-                        level="district", unplaced={"name": NO_GRID,
-                                                    "received": self.unplaced.created,
-                                                    "open": self.unplaced.open})
+            node.update(
+                code=district,
+                name=self.index.names.get(district, ""),
+                level="district",
+                unplaced={
+                    "name": NO_GRID,
+                    "received": self.unplaced.created,
+                    "open": self.unplaced.open,
+                },
+            )
             area = None
         else:
             node, area = self.row(code), self.index.subtree(code)
@@ -417,16 +509,22 @@ class GridLeague:
             "node": node,
             "path": self.index.path(None if at_top else code),
             "level": levels.pop() if len(levels) == 1 else None,
-            "level_title": "、".join(sorted({LEVEL_TITLES.get(r["level"], r["level"])
-                                            for r in rows})),
+            "level_title": "、".join(
+                sorted({LEVEL_TITLES.get(r["level"], r["level"]) for r in rows})
+            ),
             "rows": rows,
             "red_points": [p for p in self.reds if area is None or p["grid_code"] in area],
         }
 
 
 async def grid_league(
-    engine: AsyncEngine, *, now: datetime, rules: Rules,
-    start: datetime | None = None, end: datetime | None = None, index: GridIndex | None = None,
+    engine: AsyncEngine,
+    *,
+    now: datetime,
+    rules: Rules,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    index: GridIndex | None = None,
 ) -> GridLeague:
     """Every grid's figures for cases created in [start, end) (this month by default) plus
     open/yellow/red now, and the red cases to put on the map. Queries run side by side;
@@ -443,7 +541,8 @@ async def grid_league(
 
     index, period, current, reds = await asyncio.gather(
         kept_index() if index is not None else read(grid_index),
-        read(_period_by_grid, start, end), read(_open_by_grid, now, rules.yellow_ratio),
+        read(_period_by_grid, start, end),
+        read(_open_by_grid, now, rules.yellow_ratio),
         read(red_points, now=now, rules=rules),
     )
     rolled, total, unplaced = roll_up(index, period, current)
@@ -451,7 +550,12 @@ async def grid_league(
 
 
 async def area_view(
-    session: AsyncSession, code: str, *, start: datetime, end: datetime, now: datetime,
+    session: AsyncSession,
+    code: str,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
     rules: Rules,
 ) -> dict[str, Any] | None:
     """GridLeague.view(code) counting only the cases in that grid and below it (what grid

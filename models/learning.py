@@ -43,11 +43,14 @@ async def staff_decisions(session: AsyncSession) -> list[Decision]:
     """Every case whose department staff confirmed or changed, with the latest choice. Cases
     the classifier dispatched on its own are left out: training on them teaches the model
     its own guesses."""
-    rows = (await session.exec(
-        select(CaseEvent.case_id, CaseEvent.action, CaseEvent.details, CaseEvent.at, Case.text)
-        .join(Case, col(Case.id) == col(CaseEvent.case_id))
-        .where(col(CaseEvent.action).in_(DECISION_ACTIONS), CaseEvent.actor_kind == "staff")
-        .order_by(col(CaseEvent.at), col(CaseEvent.id)))).all()
+    rows = (
+        await session.exec(
+            select(CaseEvent.case_id, CaseEvent.action, CaseEvent.details, CaseEvent.at, Case.text)
+            .join(Case, col(Case.id) == col(CaseEvent.case_id))
+            .where(col(CaseEvent.action).in_(DECISION_ACTIONS), CaseEvent.actor_kind == "staff")
+            .order_by(col(CaseEvent.at), col(CaseEvent.id))
+        )
+    ).all()
     corrected = set((await session.exec(select(LabelCorrection.case_id).distinct())).all())
     latest: dict[int, Decision] = {}
     for case_id, action, details, at, text in rows:
@@ -64,20 +67,33 @@ async def newest_correction_id(session: AsyncSession) -> int:
 async def corrections_since_training(session: AsyncSession) -> int:
     """Corrections newer than any a kept model was trained with."""
     seen = (await session.exec(select(func.max(ModelVersion.corrections_seen)))).one() or 0
-    return (await session.exec(select(func.count()).select_from(LabelCorrection)
-                               .where(col(LabelCorrection.id) > seen))).one()
+    return (
+        await session.exec(
+            select(func.count()).select_from(LabelCorrection).where(col(LabelCorrection.id) > seen)
+        )
+    ).one()
 
 
 async def last_trained_at(session: AsyncSession) -> datetime | None:
     return (await session.exec(select(func.max(ModelVersion.created_at)))).one()
 
 
-async def record_model(session: AsyncSession, *, version: str, file: str, status: str,
-                       counts: dict, metrics: dict, gate: dict, corrections_seen: int,
-                       now: datetime) -> ModelVersion:
+async def record_model(
+    session: AsyncSession,
+    *,
+    version: str,
+    file: str,
+    status: str,
+    counts: dict,
+    metrics: dict,
+    gate: dict,
+    corrections_seen: int,
+    now: datetime,
+) -> ModelVersion:
     """Keep a trained model's row (a retraining of the same version updates it)."""
-    row = await get_model(session, version) or ModelVersion(version=version, file=file,
-                                                            created_at=now)
+    row = await get_model(session, version) or ModelVersion(
+        version=version, file=file, created_at=now
+    )
     row.file, row.status, row.counts, row.metrics, row.gate = file, status, counts, metrics, gate
     row.corrections_seen = corrections_seen
     session.add(row)
@@ -91,8 +107,9 @@ async def set_champion(session: AsyncSession, version: str, now: datetime) -> No
     """The version now serves; the one that served before is retired. A version the store
     does not know yet (the first served model, or one kept before the store's registry)
     gets a row of its own."""
-    for row in (await session.exec(select(ModelVersion)
-                                   .where(ModelVersion.status == CHAMPION))).all():
+    for row in (
+        await session.exec(select(ModelVersion).where(ModelVersion.status == CHAMPION))
+    ).all():
         if row.version != version:
             row.status = RETIRED
             session.add(row)
@@ -106,14 +123,20 @@ async def set_champion(session: AsyncSession, version: str, now: datetime) -> No
 
 
 async def get_model(session: AsyncSession, version: str) -> ModelVersion | None:
-    return (await session.exec(select(ModelVersion)
-                               .where(ModelVersion.version == version))).first()
+    return (await session.exec(select(ModelVersion).where(ModelVersion.version == version))).first()
 
 
 async def list_models(session: AsyncSession) -> list[ModelVersion]:
     """Every kept model, newest first."""
-    return list((await session.exec(select(ModelVersion).order_by(
-        col(ModelVersion.created_at).desc(), col(ModelVersion.id).desc()))).all())
+    return list(
+        (
+            await session.exec(
+                select(ModelVersion).order_by(
+                    col(ModelVersion.created_at).desc(), col(ModelVersion.id).desc()
+                )
+            )
+        ).all()
+    )
 
 
 # ---------------------------------------------------------------- acceptance (采纳率)
@@ -132,16 +155,28 @@ class Acceptance:
 async def _reviewed(session: AsyncSession, since: datetime | None):
     """(model_version, created_at, accepted) of each case staff settled; the first staff
     choice decides (a later re-route is about the case, not the suggestion)."""
-    query = (select(Case.id, Case.model_version, Case.created_at, Case.suggested_department,
-                    CaseEvent.action, CaseEvent.details)
-             .join(CaseEvent, col(CaseEvent.case_id) == col(Case.id))
-             .where(col(CaseEvent.action).in_(DECISION_ACTIONS), CaseEvent.actor_kind == "staff",
-                    col(Case.suggested_department).is_not(None)))
+    query = (
+        select(
+            Case.id,
+            Case.model_version,
+            Case.created_at,
+            Case.suggested_department,
+            CaseEvent.action,
+            CaseEvent.details,
+        )
+        .join(CaseEvent, col(CaseEvent.case_id) == col(Case.id))
+        .where(
+            col(CaseEvent.action).in_(DECISION_ACTIONS),
+            CaseEvent.actor_kind == "staff",
+            col(Case.suggested_department).is_not(None),
+        )
+    )
     if since is not None:
         query = query.where(col(Case.created_at) >= since)
     first: dict[int, tuple] = {}
-    for case_id, version, created, suggested, action, details in (await session.exec(
-            query.order_by(col(CaseEvent.at), col(CaseEvent.id)))).all():
+    for case_id, version, created, suggested, action, details in (
+        await session.exec(query.order_by(col(CaseEvent.at), col(CaseEvent.id)))
+    ).all():
         if case_id not in first:
             chosen = details.get("department") if action == "confirmed" else details.get("to")
             first[case_id] = (version, created, chosen == suggested)
@@ -157,8 +192,9 @@ async def acceptance_by_version(session: AsyncSession) -> dict[str, Acceptance]:
     return {v: Acceptance(n, k) for v, (n, k) in tally.items()}
 
 
-async def acceptance_by_week(session: AsyncSession, since: datetime | None = None
-                             ) -> list[tuple[date, str, Acceptance]]:
+async def acceptance_by_week(
+    session: AsyncSession, since: datetime | None = None
+) -> list[tuple[date, str, Acceptance]]:
     """(Monday of the week, model version, acceptance) in time order: the learning curve."""
     tally: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0])
     for version, created, accepted in await _reviewed(session, since):

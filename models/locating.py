@@ -37,9 +37,15 @@ class Location:
 NOWHERE = Location()
 
 
-def locate_case(gridmap: GridMap, *, latitude: float | None = None,
-                longitude: float | None = None, text: str = "", address: str | None = None,
-                home_grid_code: str | None = None) -> Location:
+def locate_case(
+    gridmap: GridMap,
+    *,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    text: str = "",
+    address: str | None = None,
+    home_grid_code: str | None = None,
+) -> Location:
     """The grid of a new case from what the reporter gave (pure: no database)."""
     out_of_grid = False
     if latitude is not None and longitude is not None and gridmap.locator is not None:
@@ -64,22 +70,35 @@ async def home_grid_of(session: AsyncSession, telegram_id: int) -> str | None:
     return (await session.exec(stmt)).first()
 
 
-async def locate_new_case(session: AsyncSession, gridmap: GridMap, *, telegram_id: int,
-                          latitude: float | None, longitude: float | None, text: str,
-                          address: str | None) -> Location:
+async def locate_new_case(
+    session: AsyncSession,
+    gridmap: GridMap,
+    *,
+    telegram_id: int,
+    latitude: float | None,
+    longitude: float | None,
+    text: str,
+    address: str | None,
+) -> Location:
     """locate_case with the reporter's home read from the store (the create path's one call)."""
     if gridmap.tree is None:
         return NOWHERE
-    where = locate_case(gridmap, latitude=latitude, longitude=longitude, text=text,
-                        address=address)
+    where = locate_case(gridmap, latitude=latitude, longitude=longitude, text=text, address=address)
     if where.grid_code is not None or where.out_of_grid:
         return where  # the home would not be used: spare the report's transaction a query
     home = await home_grid_of(session, telegram_id)
     return locate_case(gridmap, text="", home_grid_code=home) if home else where
 
 
-async def set_home(session: AsyncSession, telegram_id: int, grid_code: str, place: str, *,
-                   now: datetime, display_name: str = "") -> Reporter:
+async def set_home(
+    session: AsyncSession,
+    telegram_id: int,
+    grid_code: str,
+    place: str,
+    *,
+    now: datetime,
+    display_name: str = "",
+) -> Reporter:
     """Remember the reporter's 小区/村 (the grid of the place they named, and the name)."""
     if await session.get(Grid, grid_code) is None:
         raise InvalidInput("unknown_grid", grid=grid_code)
@@ -90,13 +109,30 @@ async def set_home(session: AsyncSession, telegram_id: int, grid_code: str, plac
     return reporter
 
 
-async def set_grid(session: AsyncSession, case_id: int, grid_code: str, actor: Actor,
-                   now: datetime, *, rules: Rules, expected_version: int | None = None) -> Case:
+async def set_grid(
+    session: AsyncSession,
+    case_id: int,
+    grid_code: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> Case:
     """修改网格: staff place the case in another grid (an event in the audit trail)."""
     if await session.get(Grid, grid_code) is None:
         raise InvalidInput("unknown_grid", grid=grid_code)
     case = await cases.get_case(session, case_id)
     return await cases.transition(
-        session, case_id, "set_grid", actor, now, rules=rules, permission="set_grid",
-        expected_version=expected_version, grid_code=grid_code, located_by=STAFF,
-        details={"from": case.grid_code, "to": grid_code, "located_by": case.located_by})
+        session,
+        case_id,
+        "set_grid",
+        actor,
+        now,
+        rules=rules,
+        permission="set_grid",
+        expected_version=expected_version,
+        grid_code=grid_code,
+        located_by=STAFF,
+        details={"from": case.grid_code, "to": grid_code, "located_by": case.located_by},
+    )

@@ -65,7 +65,8 @@ def _upgrade_on(conn: Connection, revision: str) -> None:
         diffs = schema_differences(conn)
         if diffs:
             raise MigrationError(
-                f"数据库已有数据表但没有迁移记录，且与当前表结构不一致，无法自动升级: {diffs[:5]}")
+                f"数据库已有数据表但没有迁移记录，且与当前表结构不一致，无法自动升级: {diffs[:5]}"
+            )
         command.stamp(cfg, "head")
         return
     command.upgrade(cfg, revision)

@@ -76,13 +76,23 @@ def _notes(case: Case, reason: str | None = None) -> str:
     return name
 
 
-def public_request(case: Case, departments: dict[str, str], privacy: Privacy,
-                   local, reason: str | None = None) -> dict:
+def public_request(
+    case: Case, departments: dict[str, str], privacy: Privacy, local, reason: str | None = None
+) -> dict:
     """One service_request as the public sees it: no names, phones or caller contact."""
     code = case.department_code or case.suggested_department
     lat, lon = privacy.coordinates(case.latitude, case.longitude)
-    updated = max(t for t in (case.created_at, case.dispatched_at, case.signed_at,
-                              case.resolved_at, case.closed_at) if t is not None)
+    updated = max(
+        t
+        for t in (
+            case.created_at,
+            case.dispatched_at,
+            case.signed_at,
+            case.resolved_at,
+            case.closed_at,
+        )
+        if t is not None
+    )
     return {
         "service_request_id": case.ref,
         "status": status_311(case.status),
@@ -142,8 +152,11 @@ async def find_requests(session: AsyncSession, q: RequestQuery) -> list[Case]:
         stmt = stmt.where(col(Case.created_at) >= q.start)
     if q.end:
         stmt = stmt.where(col(Case.created_at) <= q.end)
-    stmt = (stmt.order_by(col(Case.created_at).desc(), col(Case.id).desc())
-            .offset((q.page - 1) * q.page_size).limit(q.page_size))
+    stmt = (
+        stmt.order_by(col(Case.created_at).desc(), col(Case.id).desc())
+        .offset((q.page - 1) * q.page_size)
+        .limit(q.page_size)
+    )
     return list((await session.exec(stmt)).all())
 
 
@@ -152,7 +165,8 @@ async def not_accepted_reasons(session: AsyncSession, case_ids: list[int]) -> di
     if not case_ids:
         return {}
     stmt = select(CaseEvent.case_id, CaseEvent.details).where(
-        col(CaseEvent.case_id).in_(case_ids), col(CaseEvent.action) == "not_accepted")
+        col(CaseEvent.case_id).in_(case_ids), col(CaseEvent.action) == "not_accepted"
+    )
     return {cid: (d or {}).get("reason", "") for cid, d in (await session.exec(stmt)).all()}
 
 
@@ -161,8 +175,9 @@ async def not_accepted_reasons(session: AsyncSession, case_ids: list[int]) -> di
 
 def _status_changes():
     """Events that change a case's status (its creation included)."""
-    return or_(col(CaseEvent.from_status).is_(None),
-               col(CaseEvent.from_status) != col(CaseEvent.to_status))
+    return or_(
+        col(CaseEvent.from_status).is_(None), col(CaseEvent.from_status) != col(CaseEvent.to_status)
+    )
 
 
 def update_record(event: CaseEvent, case: Case, local) -> dict:
@@ -179,13 +194,23 @@ def update_record(event: CaseEvent, case: Case, local) -> dict:
     }
 
 
-async def client_updates(session: AsyncSession, client_id: int, start: datetime | None,
-                         end: datetime | None, limit: int = 1000
-                         ) -> list[tuple[CaseEvent, Case]]:
+async def client_updates(
+    session: AsyncSession,
+    client_id: int,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int = 1000,
+) -> list[tuple[CaseEvent, Case]]:
     """Status changes of one client's cases in [start, end], oldest first."""
-    stmt = (select(CaseEvent, Case).join(Case, col(Case.id) == col(CaseEvent.case_id))
-            .where(col(Case.api_client_id) == client_id, col(CaseEvent.to_status).is_not(None),
-                   _status_changes()))
+    stmt = (
+        select(CaseEvent, Case)
+        .join(Case, col(Case.id) == col(CaseEvent.case_id))
+        .where(
+            col(Case.api_client_id) == client_id,
+            col(CaseEvent.to_status).is_not(None),
+            _status_changes(),
+        )
+    )
     if start:
         stmt = stmt.where(col(CaseEvent.at) >= start)
     if end:
@@ -199,25 +224,44 @@ async def queue_callbacks(session: AsyncSession, now: datetime, local, limit: in
     URL; returns how many events were looked at. Safe to run twice (keys are per event)."""
     cursor_row = await session.get(BotState, _CURSOR_KEY)
     cursor = int(cursor_row.value.get("last_id", 0)) if cursor_row else 0
-    stmt = (select(CaseEvent, Case)
-            .join(Case, col(Case.id) == col(CaseEvent.case_id))
-            .join(ApiClient, col(ApiClient.id) == col(Case.api_client_id))
-            .where(col(CaseEvent.id) > cursor, col(CaseEvent.to_status).is_not(None),
-                   _status_changes(), col(ApiClient.callback_url).is_not(None))
-            .order_by(col(CaseEvent.id)).limit(limit))
+    stmt = (
+        select(CaseEvent, Case)
+        .join(Case, col(Case.id) == col(CaseEvent.case_id))
+        .join(ApiClient, col(ApiClient.id) == col(Case.api_client_id))
+        .where(
+            col(CaseEvent.id) > cursor,
+            col(CaseEvent.to_status).is_not(None),
+            _status_changes(),
+            col(ApiClient.callback_url).is_not(None),
+        )
+        .order_by(col(CaseEvent.id))
+        .limit(limit)
+    )
     rows = list((await session.exec(stmt)).all())
-    await outbox.enqueue_many(session, [
-        outbox.push_row(key=f"o311:{event.id}", chat_id=outbox.WEBHOOK_CHAT,
-                        text=json.dumps(update_record(event, case, local), ensure_ascii=False),
-                        kind=CALLBACK_KIND, now=now, case_id=case.id)
-        for event, case in rows])
+    await outbox.enqueue_many(
+        session,
+        [
+            outbox.push_row(
+                key=f"o311:{event.id}",
+                chat_id=outbox.WEBHOOK_CHAT,
+                text=json.dumps(update_record(event, case, local), ensure_ascii=False),
+                kind=CALLBACK_KIND,
+                now=now,
+                case_id=case.id,
+            )
+            for event, case in rows
+        ],
+    )
     settled = [e.id for e, _ in rows if e.at <= now - _SETTLE]
     unsettled = [e.id for e, _ in rows if e.at > now - _SETTLE]
     new_cursor = min(unsettled) - 1 if unsettled else max(settled, default=cursor)
     if len(rows) < limit and not unsettled:
         # Nothing left to scan: jump past events of other cases too (but not unsettled ones).
-        newest = (await session.exec(select(func.max(CaseEvent.id)).where(
-            col(CaseEvent.at) <= now - _SETTLE))).one()
+        newest = (
+            await session.exec(
+                select(func.max(CaseEvent.id)).where(col(CaseEvent.at) <= now - _SETTLE)
+            )
+        ).one()
         new_cursor = max(new_cursor, newest or 0)
     if new_cursor > cursor:
         if cursor_row is None:
@@ -231,23 +275,34 @@ async def queue_callbacks(session: AsyncSession, now: datetime, local, limit: in
 
 async def callback_target(session: AsyncSession, case_id: int) -> ApiClient | None:
     """The client to call back about a case (None once revoked or without a URL)."""
-    stmt = (select(ApiClient).join(Case, and_(col(Case.api_client_id) == col(ApiClient.id)))
-            .where(col(Case.id) == case_id, col(ApiClient.active).is_(True),
-                   col(ApiClient.callback_url).is_not(None)))
+    stmt = (
+        select(ApiClient)
+        .join(Case, and_(col(Case.api_client_id) == col(ApiClient.id)))
+        .where(
+            col(Case.id) == case_id,
+            col(ApiClient.active).is_(True),
+            col(ApiClient.callback_url).is_not(None),
+        )
+    )
     return (await session.exec(stmt)).first()
 
 
 async def hold_for_earlier(session: AsyncSession, row: Outbox) -> bool:
     """Keep a case's updates in order: if an earlier update of the same case is still
     waiting (its client was down), this one waits until just after it. True if held."""
-    stmt = (select(func.max(Outbox.due_at))
-            .where(col(Outbox.case_id) == row.case_id, col(Outbox.id) < row.id,
-                   col(Outbox.chat_id) == outbox.WEBHOOK_CHAT,
-                   col(Outbox.status) == outbox.PENDING))
+    stmt = select(func.max(Outbox.due_at)).where(
+        col(Outbox.case_id) == row.case_id,
+        col(Outbox.id) < row.id,
+        col(Outbox.chat_id) == outbox.WEBHOOK_CHAT,
+        col(Outbox.status) == outbox.PENDING,
+    )
     due = (await session.exec(stmt)).one()
     if due is None:
         return False
-    await session.exec(update(Outbox).where(col(Outbox.id) == row.id)
-                       .values(due_at=max(due, row.due_at), lease_owner=None, lease_until=None)
-                       .execution_options(synchronize_session=False))
+    await session.exec(
+        update(Outbox)
+        .where(col(Outbox.id) == row.id)
+        .values(due_at=max(due, row.due_at), lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
     return True

@@ -27,13 +27,32 @@ _KEY_MAX = 200
 _ERROR_MAX = 500
 
 
-async def enqueue(session: AsyncSession, *, key: str, chat_id: int, text: str, kind: str,
-                  now: datetime, reply_markup: dict | None = None, photo: str | None = None,
-                  case_id: int | None = None, due_at: datetime | None = None) -> int | None:
+async def enqueue(
+    session: AsyncSession,
+    *,
+    key: str,
+    chat_id: int,
+    text: str,
+    kind: str,
+    now: datetime,
+    reply_markup: dict | None = None,
+    photo: str | None = None,
+    case_id: int | None = None,
+    due_at: datetime | None = None,
+) -> int | None:
     """Queue a push (due now unless due_at); its row id, or None if one with this key was
     queued before."""
-    params = push_row(key=key, chat_id=chat_id, text=text, kind=kind, now=now,
-                      reply_markup=reply_markup, photo=photo, case_id=case_id, due_at=due_at)
+    params = push_row(
+        key=key,
+        chat_id=chat_id,
+        text=text,
+        kind=kind,
+        now=now,
+        reply_markup=reply_markup,
+        photo=photo,
+        case_id=case_id,
+        due_at=due_at,
+    )
     return (await session.exec(_insert_push(session), params=params)).scalar_one_or_none()
 
 
@@ -44,31 +63,63 @@ async def enqueue_many(session: AsyncSession, rows: list[dict]) -> None:
         await session.exec(_insert_push(session), params=rows)
 
 
-def push_row(*, key: str, chat_id: int, text: str, kind: str, now: datetime,
-             reply_markup: dict | None = None, photo: str | None = None,
-             case_id: int | None = None, due_at: datetime | None = None) -> dict:
+def push_row(
+    *,
+    key: str,
+    chat_id: int,
+    text: str,
+    kind: str,
+    now: datetime,
+    reply_markup: dict | None = None,
+    photo: str | None = None,
+    case_id: int | None = None,
+    due_at: datetime | None = None,
+) -> dict:
     """The Outbox row of one push, checked."""
     if not key or len(key) > _KEY_MAX:
         raise ValueError(f"outbox key must be 1..{_KEY_MAX} characters: {key!r}")
-    return {"key": key, "chat_id": chat_id, "kind": kind, "text": text,
-            "reply_markup": reply_markup, "photo": photo, "case_id": case_id,
-            "status": PENDING, "due_at": due_at or now, "attempts": 0, "created_at": now}
+    return {
+        "key": key,
+        "chat_id": chat_id,
+        "kind": kind,
+        "text": text,
+        "reply_markup": reply_markup,
+        "photo": photo,
+        "case_id": case_id,
+        "status": PENDING,
+        "due_at": due_at or now,
+        "attempts": 0,
+        "created_at": now,
+    }
 
 
 @prebuilt
 def _insert_push(insert_):
-    return (insert_(Outbox.__table__).on_conflict_do_nothing(index_elements=["key"])
-            .returning(Outbox.__table__.c.id))
+    return (
+        insert_(Outbox.__table__)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(Outbox.__table__.c.id)
+    )
 
 
 def _claimable(now: datetime):
-    return (col(Outbox.status) == PENDING, col(Outbox.due_at) <= now,
-            or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now))
+    return (
+        col(Outbox.status) == PENDING,
+        col(Outbox.due_at) <= now,
+        or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now),
+    )
 
 
-async def claim_due(session: AsyncSession, now: datetime, *, worker: str, limit: int = 100,
-                    lease_seconds: int = 60, skip_chats: Collection[int] = (),
-                    webhooks: bool = False) -> list[Outbox]:
+async def claim_due(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    worker: str,
+    limit: int = 100,
+    lease_seconds: int = 60,
+    skip_chats: Collection[int] = (),
+    webhooks: bool = False,
+) -> list[Outbox]:
     """Lease up to `limit` due pending rows to `worker`, oldest due first, and COMMIT.
 
     The commit makes the lease visible at once, so other workers skip these rows until the
@@ -77,20 +128,26 @@ async def claim_due(session: AsyncSession, now: datetime, *, worker: str, limit:
     the caller cannot send to yet) are left for later. `webhooks` claims the callback rows
     (WEBHOOK_CHAT) instead of the Telegram ones.
     """
-    due = (select(Outbox.id).where(*_claimable(now))
-           .where(col(Outbox.chat_id) == WEBHOOK_CHAT if webhooks
-                  else col(Outbox.chat_id) != WEBHOOK_CHAT)
-           .order_by(col(Outbox.due_at), col(Outbox.id)))
+    due = (
+        select(Outbox.id)
+        .where(*_claimable(now))
+        .where(
+            col(Outbox.chat_id) == WEBHOOK_CHAT if webhooks else col(Outbox.chat_id) != WEBHOOK_CHAT
+        )
+        .order_by(col(Outbox.due_at), col(Outbox.id))
+    )
     if skip_chats:
         due = due.where(col(Outbox.chat_id).not_in(sorted(skip_chats)))
     due = due.limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    stmt = (update(Outbox)
-            .where(col(Outbox.id).in_(due.scalar_subquery()), *_claimable(now))
-            .values(lease_owner=worker[:64], lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(Outbox)
-            .execution_options(populate_existing=True, synchronize_session=False))
+    stmt = (
+        update(Outbox)
+        .where(col(Outbox.id).in_(due.scalar_subquery()), *_claimable(now))
+        .values(lease_owner=worker[:64], lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(Outbox)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
     rows = list((await session.exec(stmt)).scalars().all())
     for row in rows:
         session.expunge(row)
@@ -100,50 +157,78 @@ async def claim_due(session: AsyncSession, now: datetime, *, worker: str, limit:
 
 async def _finish(session: AsyncSession, outbox_id: int, **values) -> bool:
     result = await session.exec(
-        update(Outbox).where(col(Outbox.id) == outbox_id, col(Outbox.status) == PENDING)
+        update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.status) == PENDING)
         .values(lease_owner=None, lease_until=None, **values)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
-async def mark_sent(session: AsyncSession, outbox_id: int, *, message_id: int | None,
-                    now: datetime) -> None:
+async def mark_sent(
+    session: AsyncSession, outbox_id: int, *, message_id: int | None, now: datetime
+) -> None:
     """The push went out: never send it again."""
-    await _finish(session, outbox_id, status=SENT, sent_at=now, sent_message_id=message_id,
-                  attempts=col(Outbox.attempts) + 1)
+    await _finish(
+        session,
+        outbox_id,
+        status=SENT,
+        sent_at=now,
+        sent_message_id=message_id,
+        attempts=col(Outbox.attempts) + 1,
+    )
 
 
-async def mark_sent_by_key(session: AsyncSession, key: str, *, message_id: int | None,
-                           now: datetime) -> bool:
+async def mark_sent_by_key(
+    session: AsyncSession, key: str, *, message_id: int | None, now: datetime
+) -> bool:
     """A queued push that went out directly (a reply, queued only in case it fails): never
     send it again. False if the sender has it already (claimed, or sent)."""
     result = await session.exec(
-        update(Outbox).where(col(Outbox.key) == key, col(Outbox.status) == PENDING,
-                             col(Outbox.lease_owner).is_(None))
-        .values(status=SENT, sent_at=now, sent_message_id=message_id,
-                attempts=col(Outbox.attempts) + 1)
-        .execution_options(synchronize_session=False))
+        update(Outbox)
+        .where(
+            col(Outbox.key) == key, col(Outbox.status) == PENDING, col(Outbox.lease_owner).is_(None)
+        )
+        .values(
+            status=SENT, sent_at=now, sent_message_id=message_id, attempts=col(Outbox.attempts) + 1
+        )
+        .execution_options(synchronize_session=False)
+    )
     return bool(result.rowcount)
 
 
-async def mark_retry(session: AsyncSession, outbox_id: int, *, error: str, retry_at: datetime,
-                     now: datetime, max_attempts: int) -> None:
+async def mark_retry(
+    session: AsyncSession,
+    outbox_id: int,
+    *,
+    error: str,
+    retry_at: datetime,
+    now: datetime,
+    max_attempts: int,
+) -> None:
     """A failed try: due again at retry_at, or "failed" for good once max_attempts are used."""
     attempts = col(Outbox.attempts) + 1
-    await _finish(session, outbox_id, attempts=attempts, last_error=(error or "")[:_ERROR_MAX],
-                  due_at=retry_at,
-                  status=sql_case((attempts >= max_attempts, FAILED), else_=PENDING))
+    await _finish(
+        session,
+        outbox_id,
+        attempts=attempts,
+        last_error=(error or "")[:_ERROR_MAX],
+        due_at=retry_at,
+        status=sql_case((attempts >= max_attempts, FAILED), else_=PENDING),
+    )
 
 
-async def mark_dropped(session: AsyncSession, outbox_id: int, *, reason: str,
-                       now: datetime) -> None:
+async def mark_dropped(
+    session: AsyncSession, outbox_id: int, *, reason: str, now: datetime
+) -> None:
     """Never deliverable (e.g. the user blocked the bot): stop trying."""
     await _finish(session, outbox_id, status=DROPPED, last_error=(reason or "")[:_ERROR_MAX])
 
 
 async def pending_count(session: AsyncSession) -> int:
     result = await session.exec(
-        select(func.count()).select_from(Outbox).where(col(Outbox.status) == PENDING))
+        select(func.count()).select_from(Outbox).where(col(Outbox.status) == PENDING)
+    )
     return result.one()
 
 

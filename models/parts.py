@@ -42,16 +42,25 @@ DECISION_MIN, DECISION_MAX = 4, 2000
 _CAS_ATTEMPTS = 10
 
 
-async def mark_hard(session: AsyncSession, case_id: int, *, lead: str,
-                    co_departments: Sequence[str], decision: str, actor: Actor,
-                    now: datetime, rules: Rules, expected_version: int | None = None
-                    ) -> tuple[Case, list[CasePart]]:
+async def mark_hard(
+    session: AsyncSession,
+    case_id: int,
+    *,
+    lead: str,
+    co_departments: Sequence[str],
+    decision: str,
+    actor: Actor,
+    now: datetime,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> tuple[Case, list[CasePart]]:
     """列为攻坚哨: the lead department gets the case (dispatched to it if it waits in triage or
     another department has it), each co-department a part with deadlines from now, and the
     专题会议's decision is kept on the case. Everything is checked before anything is written.
     """
-    decision = clean_text(decision, field="hard_decision", min_len=DECISION_MIN,
-                          max_len=DECISION_MAX)
+    decision = clean_text(
+        decision, field="hard_decision", min_len=DECISION_MIN, max_len=DECISION_MAX
+    )
     co = list(dict.fromkeys(co_departments))
     if not co:
         raise InvalidInput("hard_needs_co")
@@ -67,20 +76,39 @@ async def mark_hard(session: AsyncSession, case_id: int, *, lead: str,
     # The lead takes the case by the lifecycle's own moves, authorised above as mark_hard (a
     # leader may share a case out without being allowed to dispatch ordinary ones).
     if case.status in (SUBMITTED, TRIAGE):
-        case = await cases.transition(session, case.id, "dispatch", actor, now, rules=rules,
-                                      department_code=lead)
+        case = await cases.transition(
+            session, case.id, "dispatch", actor, now, rules=rules, department_code=lead
+        )
     elif case.department_code != lead:
-        case = await cases.transition(session, case.id, "redispatch", actor, now, rules=rules,
-                                      department_code=lead)
-    case = await cases.transition(session, case.id, "mark_hard", actor, now, rules=rules,
-                                  is_hard=True, hard_decision=decision, hard_at=now,
-                                  details={"lead": lead, "co": co, "decision": decision})
+        case = await cases.transition(
+            session, case.id, "redispatch", actor, now, rules=rules, department_code=lead
+        )
+    case = await cases.transition(
+        session,
+        case.id,
+        "mark_hard",
+        actor,
+        now,
+        rules=rules,
+        is_hard=True,
+        hard_decision=decision,
+        hard_at=now,
+        details={"lead": lead, "co": co, "decision": decision},
+    )
     parts = []
     for code in co:
-        sign_by, resolve_by = rules.deadlines(await get_department(session, code),
-                                              case.priority, now)
-        parts.append(CasePart(case_id=case.id, department_code=code, dispatched_at=now,
-                              sign_by=sign_by, resolve_by=resolve_by))
+        sign_by, resolve_by = rules.deadlines(
+            await get_department(session, code), case.priority, now
+        )
+        parts.append(
+            CasePart(
+                case_id=case.id,
+                department_code=code,
+                dispatched_at=now,
+                sign_by=sign_by,
+                resolve_by=resolve_by,
+            )
+        )
     session.add_all(parts)
     await session.flush()
     return case, parts
@@ -111,10 +139,19 @@ async def _permit(session: AsyncSession, actor: Actor, permission: str, part: Ca
         raise NotPermitted("not_permitted")
 
 
-async def part_transition(session: AsyncSession, part_id: int, action: str, actor: Actor,
-                          now: datetime, *, rules: Rules, permission: str | None = None,
-                          expected_version: int | None = None, details: dict | None = None,
-                          **changes: Any) -> tuple[Case, CasePart]:
+async def part_transition(
+    session: AsyncSession,
+    part_id: int,
+    action: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    permission: str | None = None,
+    expected_version: int | None = None,
+    details: dict | None = None,
+    **changes: Any,
+) -> tuple[Case, CasePart]:
     """Move a part by `action` (PART_TRANSITIONS): the one function every part change goes
     through, a compare-and-set on the part's version like cases.transition(); the event goes
     into the case's trail. The case must still be open (not resolved, merged, refused)."""
@@ -132,42 +169,87 @@ async def part_transition(session: AsyncSession, part_id: int, action: str, acto
         if expected_version is not None and part.version != expected_version:
             raise StaleVersion("stale_version")
         values = await cases.effect_values(session, move, part, now, rules, changes)
-        stmt = (update(CasePart)
-                .where(col(CasePart.id) == part_id, col(CasePart.version) == part.version)
-                .values(status=to, version=part.version + 1, **values)
-                .returning(CasePart)
-                .execution_options(populate_existing=True, synchronize_session=False))
+        stmt = (
+            update(CasePart)
+            .where(col(CasePart.id) == part_id, col(CasePart.version) == part.version)
+            .values(status=to, version=part.version + 1, **values)
+            .returning(CasePart)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
         updated = (await session.exec(stmt)).scalars().one_or_none()
         if updated is None:
             if expected_version is not None:
                 raise StaleVersion("stale_version")
             continue  # another mover won: look again (AlreadyDone if it did the same)
-        await cases.add_event(session, case.id, actor, move.event, now, details={
-            "department": part.department_code, "part": part.id, "from": part.status,
-            "to": to, **(details or {})})
+        await cases.add_event(
+            session,
+            case.id,
+            actor,
+            move.event,
+            now,
+            details={
+                "department": part.department_code,
+                "part": part.id,
+                "from": part.status,
+                "to": to,
+                **(details or {}),
+            },
+        )
         return case, updated
     raise IllegalTransition("busy")
 
 
-async def sign_part(session: AsyncSession, part_id: int, actor: Actor, now: datetime, *,
-                    rules: Rules, expected_version: int | None = None) -> tuple[Case, CasePart]:
+async def sign_part(
+    session: AsyncSession,
+    part_id: int,
+    actor: Actor,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> tuple[Case, CasePart]:
     """A co-department's 签收 of its part: its resolve deadline runs from here."""
-    return await part_transition(session, part_id, "sign", actor, now, rules=rules,
-                                 permission="sign", expected_version=expected_version)
+    return await part_transition(
+        session,
+        part_id,
+        "sign",
+        actor,
+        now,
+        rules=rules,
+        permission="sign",
+        expected_version=expected_version,
+    )
 
 
-async def resolve_part(session: AsyncSession, part_id: int, actor: Actor, result: str,
-                       now: datetime, *, rules: Rules, expected_version: int | None = None
-                       ) -> tuple[Case, CasePart]:
+async def resolve_part(
+    session: AsyncSession,
+    part_id: int,
+    actor: Actor,
+    result: str,
+    now: datetime,
+    *,
+    rules: Rules,
+    expected_version: int | None = None,
+) -> tuple[Case, CasePart]:
     """A co-department's 办结 of its part, with what it did."""
     result = clean_text(result, field="part_result", min_len=2, max_len=2000)
-    return await part_transition(session, part_id, "resolve", actor, now, rules=rules,
-                                 permission="resolve", expected_version=expected_version,
-                                 result=result, details={"result": result})
+    return await part_transition(
+        session,
+        part_id,
+        "resolve",
+        actor,
+        now,
+        rules=rules,
+        permission="resolve",
+        expected_version=expected_version,
+        result=result,
+        details={"result": result},
+    )
 
 
-async def waive_open_parts(session: AsyncSession, case_id: int, actor: Actor, reason: str,
-                           now: datetime, *, rules: Rules) -> tuple[Case, list[CasePart]]:
+async def waive_open_parts(
+    session: AsyncSession, case_id: int, actor: Actor, reason: str, now: datetime, *, rules: Rules
+) -> tuple[Case, list[CasePart]]:
     """A leader's override: the case no longer waits for its open parts (each one waived with
     the reason), so the lead department can resolve it."""
     reason = clean_text(reason, field="override_reason", min_len=2, max_len=500)
@@ -175,30 +257,44 @@ async def waive_open_parts(session: AsyncSession, case_id: int, actor: Actor, re
     await cases.authorize(session, actor, "override_parts", case)
     if not case.is_hard:
         raise InvalidInput("not_hard", ref=case.ref)
-    waiting = [p for p in await cases.parts_of(session, case_id)
-               if p.status not in PART_DONE_STATUSES]
+    waiting = [
+        p for p in await cases.parts_of(session, case_id) if p.status not in PART_DONE_STATUSES
+    ]
     if not waiting:
         raise AlreadyDone("no_open_parts", ref=case.ref)
     waived = []
     for part in waiting:
-        case, part = await part_transition(session, part.id, "waive", actor, now, rules=rules,
-                                           result=reason, details={"reason": reason})
+        case, part = await part_transition(
+            session,
+            part.id,
+            "waive",
+            actor,
+            now,
+            rules=rules,
+            result=reason,
+            details={"reason": reason},
+        )
         waived.append(part)
     return case, waived
 
 
-async def open_hard_cases(session: AsyncSession, limit: int = 50
-                          ) -> list[tuple[Case, list[CasePart]]]:
+async def open_hard_cases(
+    session: AsyncSession, limit: int = 50
+) -> list[tuple[Case, list[CasePart]]]:
     """Open 攻坚哨 with their parts, oldest first (few: a district has dozens a year)."""
-    stmt = (select(Case).where(col(Case.is_hard).is_(True),
-                               col(Case.status).in_(OPEN_STATUSES))
-            .order_by(col(Case.hard_at), col(Case.id)).limit(limit))
+    stmt = (
+        select(Case)
+        .where(col(Case.is_hard).is_(True), col(Case.status).in_(OPEN_STATUSES))
+        .order_by(col(Case.hard_at), col(Case.id))
+        .limit(limit)
+    )
     found = list((await session.exec(stmt)).all())
     if not found:
         return []
     by_case: dict[int, list[CasePart]] = {c.id: [] for c in found}
-    parts = await session.exec(select(CasePart).where(col(CasePart.case_id).in_(list(by_case)))
-                               .order_by(col(CasePart.id)))
+    parts = await session.exec(
+        select(CasePart).where(col(CasePart.case_id).in_(list(by_case))).order_by(col(CasePart.id))
+    )
     for part in parts.all():
         by_case[part.case_id].append(part)
     return [(c, by_case[c.id]) for c in found]
@@ -210,7 +306,10 @@ async def lit_parts(session: AsyncSession) -> list[tuple[CasePart, Case]]:
     A plain scan, not the cases' indexed prefilter: parts exist only for 攻坚哨, a few dozen a
     year, so the follow-up engine reads them all on each pass.
     """
-    stmt = (select(CasePart, Case).join(Case, col(Case.id) == col(CasePart.case_id))
-            .where(col(CasePart.status).in_(LIT_STATUSES), col(Case.status).in_(OPEN_STATUSES))
-            .order_by(col(CasePart.id)))
+    stmt = (
+        select(CasePart, Case)
+        .join(Case, col(Case.id) == col(CasePart.case_id))
+        .where(col(CasePart.status).in_(LIT_STATUSES), col(Case.status).in_(OPEN_STATUSES))
+        .order_by(col(CasePart.id))
+    )
     return [(part, case) for part, case in (await session.exec(stmt)).all()]

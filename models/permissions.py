@@ -11,8 +11,18 @@ from __future__ import annotations
 from models.tables import Case, CasePart, Staff
 
 TRIAGE_ACTIONS = frozenset(
-    {"view", "dispatch", "redispatch", "set_priority", "decide_extension", "merge",
-     "not_accept", "set_grid", "mark_hard", "to_grid"}
+    {
+        "view",
+        "dispatch",
+        "redispatch",
+        "set_priority",
+        "decide_extension",
+        "merge",
+        "not_accept",
+        "set_grid",
+        "mark_hard",
+        "to_grid",
+    }
 )
 DEPARTMENT_ACTIONS = frozenset(
     {"view", "sign", "return", "progress_note", "resolve", "request_extension"}

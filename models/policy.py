@@ -62,8 +62,16 @@ def _clean_link(link: str | None) -> str | None:
     return link
 
 
-async def post_policy(session: AsyncSession, *, title: str, summary: str, link: str | None,
-                      tags: list[str] | str | None, posted_by: int, now: datetime) -> Policy:
+async def post_policy(
+    session: AsyncSession,
+    *,
+    title: str,
+    summary: str,
+    link: str | None,
+    tags: list[str] | str | None,
+    posted_by: int,
+    now: datetime,
+) -> Policy:
     """Store a policy after validating every field (nothing is written if one is wrong)."""
     policy = Policy(
         title=clean_text(title, field="policy_title", min_len=2, max_len=200),
@@ -80,10 +88,11 @@ async def post_policy(session: AsyncSession, *, title: str, summary: str, link: 
 
 async def policy_recipients(session: AsyncSession, policy: Policy) -> list[int]:
     """Private chat ids of reachable people of subscribed enterprises the policy matches."""
-    stmt = (select(Reporter.telegram_id, Enterprise.industry, Enterprise.park)
-            .join(Enterprise, col(Enterprise.id) == col(Reporter.enterprise_id))
-            .where(col(Enterprise.news_subscribed).is_(True), col(Reporter.reachable).is_(True))
-            .order_by(col(Reporter.telegram_id)))
+    stmt = (
+        select(Reporter.telegram_id, Enterprise.industry, Enterprise.park)
+        .join(Enterprise, col(Enterprise.id) == col(Reporter.enterprise_id))
+        .where(col(Enterprise.news_subscribed).is_(True), col(Reporter.reachable).is_(True))
+        .order_by(col(Reporter.telegram_id))
+    )
     rows = (await session.exec(stmt)).all()
     return [chat for chat, industry, park in rows if policy_matches(policy.tags, industry, park)]
-

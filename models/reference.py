@@ -66,7 +66,10 @@ async def sync_reference_data(session: AsyncSession, settings) -> None:
         limits = _department_limits(settings, d.limits)
         dept = await session.get(Department, d.code) or Department(code=d.code, name=d.name)
         dept.name, dept.description, dept.chat_id = d.name, d.description, d.chat_id
-        dept.sign_limit_normal, dept.sign_limit_urgent = limits["sign_normal"], limits["sign_urgent"]
+        dept.sign_limit_normal, dept.sign_limit_urgent = (
+            limits["sign_normal"],
+            limits["sign_urgent"],
+        )
         dept.resolve_limit_normal = limits["resolve_normal"]
         dept.resolve_limit_urgent = limits["resolve_urgent"]
         dept.active = True
@@ -97,12 +100,14 @@ async def sync_reference_data(session: AsyncSession, settings) -> None:
             raise ConfigError(f"工作人员 {s.telegram_id} 的网格 {s.grid} 不存在")
         if s.role == "street" and levels.get(s.grid or "") != "street":
             # 街镇 staff take what the grids below whistle up: they belong to a street.
-            raise ConfigError(f"街镇工作人员 {s.telegram_id} 的 grid 应为街道（镇）级网格编码，"
-                              f"而不是 {s.grid or '（未设置）'}")
-        await upsert_staff(session, s.telegram_id, s.name, s.role,
-                           department_code=s.department, grid_code=s.grid)
+            raise ConfigError(
+                f"街镇工作人员 {s.telegram_id} 的 grid 应为街道（镇）级网格编码，"
+                f"而不是 {s.grid or '（未设置）'}"
+            )
+        await upsert_staff(
+            session, s.telegram_id, s.name, s.role, department_code=s.department, grid_code=s.grid
+        )
     await session.flush()
-
 
 
 async def departments(session: AsyncSession, active_only: bool = True) -> list[Department]:

@@ -75,7 +75,10 @@ RATED = (SATISFIED, BASIC, UNSATISFIED)
 CONTENT = (SATISFIED, BASIC)  # counted as satisfied in 满意率
 
 SATISFACTION_NAMES = {
-    SATISFIED: "满意", BASIC: "基本满意", UNSATISFIED: "不满意", UNRATED: "未评价",
+    SATISFIED: "满意",
+    BASIC: "基本满意",
+    UNSATISFIED: "不满意",
+    UNRATED: "未评价",
 }
 PRIORITY_NAMES = {URGENT: "紧急"}
 NO_DEPARTMENT = "未派单"
@@ -148,7 +151,8 @@ class Tally:
     def __add__(self, other: Tally) -> Tally:
         summed = {
             f.name: getattr(self, f.name) + getattr(other, f.name)
-            for f in fields(self) if f.name != "by_status"
+            for f in fields(self)
+            if f.name != "by_status"
         }
         return Tally(**summed, by_status=self.by_status + other.by_status)
 
@@ -255,27 +259,48 @@ def period_aggregates(dialect: str) -> list:
 
 
 # The Tally fields that period_aggregates() computes, in its order.
-PERIOD_FIELDS = ("dispatched", "timed", "on_time", "handled", "handling_hours", "rated",
-                 "content", "suggested", "accepted")
+PERIOD_FIELDS = (
+    "dispatched",
+    "timed",
+    "on_time",
+    "handled",
+    "handling_hours",
+    "rated",
+    "content",
+    "suggested",
+    "accepted",
+)
 
 
 def period_tally(status: str, n: int, aggregates) -> Tally:
     """The Tally of `n` cases in `status` from the values of period_aggregates()."""
     counts = {name: value or 0 for name, value in zip(PERIOD_FIELDS, aggregates, strict=True)}
     counts = {name: float(v) if name == "handling_hours" else int(v) for name, v in counts.items()}
-    return Tally(created=n, done=n if status in DONE_STATUSES else 0,
-                 by_status=Counter({status: n}), **counts)
+    return Tally(
+        created=n,
+        done=n if status in DONE_STATUSES else 0,
+        by_status=Counter({status: n}),
+        **counts,
+    )
 
 
 async def _period_tallies(
-    session: AsyncSession, start: datetime, end: datetime, *,
-    department: str | None = None, kind: str | None = None,
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    *,
+    department: str | None = None,
+    kind: str | None = None,
 ) -> dict[tuple, Tally]:
     """Tallies of cases created in [start, end), keyed (department_code, kind, model_version)."""
     stmt = (
         select(
-            Case.department_code, Case.kind, Case.model_version, Case.status,
-            func.count(), *period_aggregates(_dialect(session)),
+            Case.department_code,
+            Case.kind,
+            Case.model_version,
+            Case.status,
+            func.count(),
+            *period_aggregates(_dialect(session)),
         )
         .where(Case.created_at >= start, Case.created_at < end, *_filters(department, kind))
         .group_by(Case.department_code, Case.kind, Case.model_version, Case.status)
@@ -289,14 +314,19 @@ async def _period_tallies(
 
 
 async def _open_tallies(
-    session: AsyncSession, now: datetime, yellow_ratio: float, *,
-    department: str | None = None, kind: str | None = None,
+    session: AsyncSession,
+    now: datetime,
+    yellow_ratio: float,
+    *,
+    department: str | None = None,
+    kind: str | None = None,
 ) -> dict[tuple, Tally]:
     """Open cases now with their yellow and red counts, keyed (department_code, kind)."""
     is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
     stmt = (
-        select(Case.kind, Case.department_code, func.count(), _count_if(is_yellow),
-               _count_if(is_red))
+        select(
+            Case.kind, Case.department_code, func.count(), _count_if(is_yellow), _count_if(is_red)
+        )
         .where(Case.status.in_(OPEN_STATUSES), *_filters(department, kind))
         # kind first: grouping by department_code first tempts SQLite into walking the whole
         # (department_code, status) index instead of seeking the few open cases by status.
@@ -312,8 +342,14 @@ async def _open_tallies(
 
 
 async def summary(
-    session: AsyncSession, *, start: datetime, end: datetime, now: datetime, rules: Rules,
-    department: str | None = None, kind: str | None = None,
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    rules: Rules,
+    department: str | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """All figures (Tally.figures) for cases created in [start, end), plus open/yellow/red now."""
     period = await _period_tallies(session, start, end, department=department, kind=kind)
@@ -340,8 +376,9 @@ def _league(
     for code in codes:
         tally = period_by.get(code, Tally()) + current_by.get(code, Tally())
         row = tally.figures()
-        row.update(code=code, name=names.get(code, code),
-                   light=department_light(tally.red, tally.yellow))
+        row.update(
+            code=code, name=names.get(code, code), light=department_light(tally.red, tally.yellow)
+        )
         rows.append(row)
 
     return sorted(rows, key=worst_first)
@@ -369,17 +406,24 @@ def _acceptance_by_version(period: dict[tuple, Tally]) -> list[dict[str, Any]]:
     rows = []
     for version in sorted((v for v in by_version if v is not None), reverse=True):
         tally = by_version[version]
-        rows.append({"model_version": version, "suggested": tally.suggested,
-                     "accepted": tally.accepted,
-                     "acceptance_rate": _rate(tally.accepted, tally.suggested)})
+        rows.append(
+            {
+                "model_version": version,
+                "suggested": tally.suggested,
+                "accepted": tally.accepted,
+                "acceptance_rate": _rate(tally.accepted, tally.suggested),
+            }
+        )
     return rows
 
 
 async def latest_model_version(session: AsyncSession) -> str | None:
     """The classifier model version on the most recent case that has one."""
     stmt = (
-        select(Case.model_version).where(Case.model_version.is_not(None))
-        .order_by(Case.created_at.desc()).limit(1)
+        select(Case.model_version)
+        .where(Case.model_version.is_not(None))
+        .order_by(Case.created_at.desc())
+        .limit(1)
     )
     return (await session.exec(stmt)).first()
 
@@ -387,14 +431,25 @@ async def latest_model_version(session: AsyncSession) -> str | None:
 async def recent_corrections(session: AsyncSession, limit: int = 10) -> list[dict[str, Any]]:
     """The latest staff corrections of the classifier (newest first), without the case text."""
     stmt = (
-        select(LabelCorrection.at, Case.ref, LabelCorrection.suggested_label,
-               LabelCorrection.corrected_label, LabelCorrection.model_version)
+        select(
+            LabelCorrection.at,
+            Case.ref,
+            LabelCorrection.suggested_label,
+            LabelCorrection.corrected_label,
+            LabelCorrection.model_version,
+        )
         .join(Case, Case.id == LabelCorrection.case_id)
-        .order_by(LabelCorrection.id.desc()).limit(limit)  # ids grow with time: no sort needed
+        .order_by(LabelCorrection.id.desc())
+        .limit(limit)  # ids grow with time: no sort needed
     )
     return [
-        {"at": at, "ref": ref, "suggested": suggested, "corrected": corrected,
-         "model_version": version}
+        {
+            "at": at,
+            "ref": ref,
+            "suggested": suggested,
+            "corrected": corrected,
+            "model_version": version,
+        }
         for at, ref, suggested, corrected, version in await session.exec(stmt)
     ]
 
@@ -425,7 +480,11 @@ def _classifier_summary(
 
 
 async def daily_counts(
-    session: AsyncSession, *, start: datetime, end: datetime, calendar: WorkCalendar,
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    calendar: WorkCalendar,
     department: str | None = None,
 ) -> dict[str, Any]:
     """Cases created per district-local day and department: {"days": [...], "series": {...}}.
@@ -486,36 +545,59 @@ async def by_grid(
     for code, n in rows:
         counts[_ancestor_at(code, level, grids) if code else None] += n
     return [
-        {"code": code, "name": grids[code].name if code in grids else (code or NO_GRID),
-         "count": n}
+        {"code": code, "name": grids[code].name if code in grids else (code or NO_GRID), "count": n}
         for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0] or "~"))
     ]
 
 
 async def repeat_reports(
-    session: AsyncSession, *, start: datetime, end: datetime, level: str = "community",
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    level: str = "community",
     top: int = 5,
 ) -> dict[str, Any]:
     """重复反映 in [start, end): reports (every case opened, merged ones included, plus every
     关注该案件) against distinct cases (those not merged), and the grids (rolled up to `level`)
     where the same problem was reported most often: a merged case or a follower counts one
     repeat where the case it joined is."""
-    created = (await session.exec(select(func.count()).select_from(Case).where(
-        Case.created_at >= start, Case.created_at < end))).one()
-    merged = (await session.exec(select(func.count()).select_from(Case).where(
-        Case.created_at >= start, Case.created_at < end, Case.status == MERGED))).one()
+    created = (
+        await session.exec(
+            select(func.count())
+            .select_from(Case)
+            .where(Case.created_at >= start, Case.created_at < end)
+        )
+    ).one()
+    merged = (
+        await session.exec(
+            select(func.count())
+            .select_from(Case)
+            .where(Case.created_at >= start, Case.created_at < end, Case.status == MERGED)
+        )
+    ).one()
     kept = Case.__table__.alias("kept")
-    repeats = (await session.exec(
-        select(kept.c.grid_code, func.count())
-        .select_from(Case.__table__.join(kept, kept.c.id == Case.merged_into_id))
-        .where(Case.created_at >= start, Case.created_at < end, Case.status == MERGED)
-        .group_by(kept.c.grid_code))).all()
-    following = (await session.exec(
-        select(Case.grid_code, func.count())
-        .select_from(CaseFollower).join(Case, Case.id == CaseFollower.case_id)
-        .where(CaseFollower.at >= start, CaseFollower.at < end,
-               CaseFollower.merged_from_id.is_(None))  # a merged case counts once, above
-        .group_by(Case.grid_code))).all()
+    repeats = (
+        await session.exec(
+            select(kept.c.grid_code, func.count())
+            .select_from(Case.__table__.join(kept, kept.c.id == Case.merged_into_id))
+            .where(Case.created_at >= start, Case.created_at < end, Case.status == MERGED)
+            .group_by(kept.c.grid_code)
+        )
+    ).all()
+    following = (
+        await session.exec(
+            select(Case.grid_code, func.count())
+            .select_from(CaseFollower)
+            .join(Case, Case.id == CaseFollower.case_id)
+            .where(
+                CaseFollower.at >= start,
+                CaseFollower.at < end,
+                CaseFollower.merged_from_id.is_(None),
+            )  # a merged case counts once, above
+            .group_by(Case.grid_code)
+        )
+    ).all()
     grids = {g.code: g for g in (await session.exec(select(Grid))).all()}
     counts: Counter = Counter()
     for code, n in [*repeats, *following]:
@@ -524,18 +606,29 @@ async def repeat_reports(
         "reports": created + sum(n for _, n in following),
         "distinct": created - merged,
         "hotspots": [
-            {"code": code, "name": grids[code].name if code in grids else (code or NO_GRID),
-             "repeats": n}
-            for code, n in sorted(counts.items(), key=lambda i: (-i[1], i[0] or "~"))[:top]],
+            {
+                "code": code,
+                "name": grids[code].name if code in grids else (code or NO_GRID),
+                "repeats": n,
+            }
+            for code, n in sorted(counts.items(), key=lambda i: (-i[1], i[0] or "~"))[:top]
+        ],
     }
 
 
 async def learning_curve(session: AsyncSession, *, since: datetime) -> list[dict[str, Any]]:
     """The share of suggestions staff kept, per week (Monday) and model version, oldest first:
     is the learning loop making routing better? (models/learning.acceptance_by_week)"""
-    return [{"week": week.isoformat(), "model_version": version, "reviewed": a.reviewed,
-             "accepted": a.accepted, "acceptance_rate": a.rate}
-            for week, version, a in await learning.acceptance_by_week(session, since)]
+    return [
+        {
+            "week": week.isoformat(),
+            "model_version": version,
+            "reviewed": a.reviewed,
+            "accepted": a.accepted,
+            "acceptance_rate": a.rate,
+        }
+        for week, version, a in await learning.acceptance_by_week(session, since)
+    ]
 
 
 async def red_cases(
@@ -545,9 +638,16 @@ async def red_cases(
     deadline = running_deadline_sql()
     stmt = (
         select(Case)
-        .where(or_(*(and_(Case.status == status, getattr(Case, name) < now)
-                     for status, name in RUNNING_DEADLINE.items())))
-        .order_by(deadline).limit(limit)
+        .where(
+            or_(
+                *(
+                    and_(Case.status == status, getattr(Case, name) < now)
+                    for status, name in RUNNING_DEADLINE.items()
+                )
+            )
+        )
+        .order_by(deadline)
+        .limit(limit)
     )
     names = await department_names(session)
     out = []
@@ -555,37 +655,61 @@ async def red_cases(
         if case_light(c, now, rules) != RED:
             continue  # case_light() has the last word on what is red
         due = running_deadline(c)
-        out.append({
-            "ref": c.ref, "department_code": c.department_code,
-            "department": names.get(c.department_code, c.department_code or ""),
-            "stage": "签收超时" if c.status == DISPATCHED else "办理超时",
-            "priority": c.priority, "deadline": due,
-            "hours_overdue": round((now - due).total_seconds() / 3600, 1),
-        })
+        out.append(
+            {
+                "ref": c.ref,
+                "department_code": c.department_code,
+                "department": names.get(c.department_code, c.department_code or ""),
+                "stage": "签收超时" if c.status == DISPATCHED else "办理超时",
+                "priority": c.priority,
+                "deadline": due,
+                "hours_overdue": round((now - due).total_seconds() / 3600, 1),
+            }
+        )
     return out
 
 
-async def hard_cases(session: AsyncSession, *, now: datetime, rules: Rules,
-                     limit: int = 20) -> dict[str, Any]:
+async def hard_cases(
+    session: AsyncSession, *, now: datetime, rules: Rules, limit: int = 20
+) -> dict[str, Any]:
     """攻坚哨 as the district counts them (今年以来 N 个) and the open ones, oldest first, each
     with its lead and every part's state and light (no personal data)."""
     cal = rules.calendar
     year = cal.to_local(now).year
     start, end = local_days_bounds(date(year, 1, 1), date(year, 12, 31), cal)
-    this_year = (await session.exec(select(func.count()).select_from(Case).where(
-        Case.is_hard, Case.hard_at >= start, Case.hard_at < end))).one()
-    open_count = (await session.exec(select(func.count()).select_from(Case).where(
-        Case.is_hard, Case.status.in_(OPEN_STATUSES)))).one()
+    this_year = (
+        await session.exec(
+            select(func.count())
+            .select_from(Case)
+            .where(Case.is_hard, Case.hard_at >= start, Case.hard_at < end)
+        )
+    ).one()
+    open_count = (
+        await session.exec(
+            select(func.count())
+            .select_from(Case)
+            .where(Case.is_hard, Case.status.in_(OPEN_STATUSES))
+        )
+    ).one()
     names = await department_names(session)
     listed = []
     for c, case_parts in await open_hard_cases(session, limit):
-        listed.append({
-            "ref": c.ref, "lead": names.get(c.department_code, c.department_code or ""),
-            "status": STATUS_NAMES.get(c.status, c.status), "light": case_light(c, now, rules),
-            "parts": [{"department": names.get(p.department_code, p.department_code),
-                       "status": PART_STATUS_NAMES.get(p.status, p.status),
-                       "light": case_light(p, now, rules)} for p in case_parts],
-        })
+        listed.append(
+            {
+                "ref": c.ref,
+                "lead": names.get(c.department_code, c.department_code or ""),
+                "status": STATUS_NAMES.get(c.status, c.status),
+                "light": case_light(c, now, rules),
+                "parts": [
+                    {
+                        "department": names.get(p.department_code, p.department_code),
+                        "status": PART_STATUS_NAMES.get(p.status, p.status),
+                        "light": case_light(p, now, rules),
+                    }
+                    for p in case_parts
+                ],
+            }
+        )
     return {"year": this_year, "open": open_count, "cases": listed}
 
 
@@ -593,8 +717,13 @@ async def hard_cases(session: AsyncSession, *, now: datetime, rules: Rules,
 
 
 async def dashboard_data(
-    engine: AsyncEngine, *, now: datetime, rules: Rules, trend_days: int = 30,
-    red_limit: int = 20, corrections: int = 10,
+    engine: AsyncEngine,
+    *,
+    now: datetime,
+    rules: Rules,
+    trend_days: int = 30,
+    red_limit: int = 20,
+    corrections: int = 10,
 ) -> dict[str, Any]:
     """Everything the dashboard shows (no personal data), JSON-ready apart from datetimes.
 
@@ -614,8 +743,19 @@ async def dashboard_data(
         departments = list((await session.exec(select(Department))).all())
         return departments, await _period_tallies(session, *today)
 
-    (period, current, (departments, today_tallies), trend, grids, reds, recent,
-     version, hard, repeats, curve) = await asyncio.gather(
+    (
+        period,
+        current,
+        (departments, today_tallies),
+        trend,
+        grids,
+        reds,
+        recent,
+        version,
+        hard,
+        repeats,
+        curve,
+    ) = await asyncio.gather(
         read(_period_tallies, *month),
         read(_open_tallies, now, rules.yellow_ratio),
         read(reference),
@@ -651,14 +791,16 @@ async def dashboard_data(
         "trend": {
             "days": trend["days"],
             "series": [
-                {"code": code, "name": names.get(code, code) if code else NO_DEPARTMENT,
-                 "counts": counts}
+                {
+                    "code": code,
+                    "name": names.get(code, code) if code else NO_DEPARTMENT,
+                    "counts": counts,
+                }
                 for code, counts in sorted(trend["series"].items(), key=lambda i: i[0] or "~")
             ],
         },
         "grids": grids,
-        "classifier": _classifier_summary(period, version, recent) | {
-            "learning_curve": curve},
+        "classifier": _classifier_summary(period, version, recent) | {"learning_curve": curve},
         "repeats": repeats,
         "red_cases": reds,
         "hard_cases": hard,
@@ -669,13 +811,35 @@ async def dashboard_data(
 
 # (header, personal?) — personal columns are exported for admins only (one place for the rule).
 EXPORT_COLUMNS: tuple[tuple[str, bool], ...] = (
-    ("编号", False), ("类型", False), ("承办部门", False), ("网格", False), ("状态", False),
-    ("紧急程度", False), ("提交时间", False), ("派单时间", False), ("签收时间", False),
-    ("办结时间", False), ("结案时间", False), ("签收时限", False), ("办结时限", False),
-    ("当前灯色", False), ("按时办结", False), ("满意度", False), ("重办次数", False),
-    ("建议部门", False), ("建议置信度", False), ("模型版本", False),
-    ("反映内容", True), ("地址", True), ("纬度", True), ("经度", True), ("办理结果", True),
-    ("评价意见", True), ("反映人", True), ("反映人Telegram ID", True), ("联系电话", True),
+    ("编号", False),
+    ("类型", False),
+    ("承办部门", False),
+    ("网格", False),
+    ("状态", False),
+    ("紧急程度", False),
+    ("提交时间", False),
+    ("派单时间", False),
+    ("签收时间", False),
+    ("办结时间", False),
+    ("结案时间", False),
+    ("签收时限", False),
+    ("办结时限", False),
+    ("当前灯色", False),
+    ("按时办结", False),
+    ("满意度", False),
+    ("重办次数", False),
+    ("建议部门", False),
+    ("建议置信度", False),
+    ("模型版本", False),
+    ("反映内容", True),
+    ("地址", True),
+    ("纬度", True),
+    ("经度", True),
+    ("办理结果", True),
+    ("评价意见", True),
+    ("反映人", True),
+    ("反映人Telegram ID", True),
+    ("联系电话", True),
     ("企业名称", True),
 )
 
@@ -686,8 +850,14 @@ def export_header(include_personal: bool) -> list[str]:
 
 
 async def export_rows(
-    session: AsyncSession, *, start: datetime, end: datetime, now: datetime, rules: Rules,
-    include_personal: bool, batch: int = 2000,
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    rules: Rules,
+    include_personal: bool,
+    batch: int = 2000,
 ) -> AsyncIterator[list[str]]:
     """Rows (strings, matching export_header) of cases created in [start, end), oldest first.
 
@@ -696,19 +866,44 @@ async def export_rows(
     cal = rules.calendar
     names = await department_names(session)
     grid_names = dict((await session.exec(select(Grid.code, Grid.name))).all())
-    columns = [Case.ref, Case.kind, Case.department_code, Case.grid_code, Case.status,
-               Case.priority, Case.created_at, Case.dispatched_at, Case.signed_at,
-               Case.resolved_at, Case.closed_at, Case.sign_by, Case.resolve_by,
-               Case.satisfaction, Case.reopen_count, Case.suggested_department,
-               Case.suggested_confidence, Case.model_version]
-    personal = [Case.text, Case.address, Case.latitude, Case.longitude, Case.resolution,
-                Case.satisfaction_comment, Reporter.display_name, Reporter.telegram_id,
-                Reporter.phone, Enterprise.name.label("enterprise_name")]
+    columns = [
+        Case.ref,
+        Case.kind,
+        Case.department_code,
+        Case.grid_code,
+        Case.status,
+        Case.priority,
+        Case.created_at,
+        Case.dispatched_at,
+        Case.signed_at,
+        Case.resolved_at,
+        Case.closed_at,
+        Case.sign_by,
+        Case.resolve_by,
+        Case.satisfaction,
+        Case.reopen_count,
+        Case.suggested_department,
+        Case.suggested_confidence,
+        Case.model_version,
+    ]
+    personal = [
+        Case.text,
+        Case.address,
+        Case.latitude,
+        Case.longitude,
+        Case.resolution,
+        Case.satisfaction_comment,
+        Reporter.display_name,
+        Reporter.telegram_id,
+        Reporter.phone,
+        Enterprise.name.label("enterprise_name"),
+    ]
     # Personal columns are not even read unless they are to be exported.
     stmt = select(*columns, *(personal if include_personal else []))
     if include_personal:
-        stmt = (stmt.join(Reporter, Reporter.id == Case.reporter_id)
-                .outerjoin(Enterprise, Enterprise.id == Case.enterprise_id))
+        stmt = stmt.join(Reporter, Reporter.id == Case.reporter_id).outerjoin(
+            Enterprise, Enterprise.id == Case.enterprise_id
+        )
     stmt = (
         stmt.where(Case.created_at >= start, Case.created_at < end)
         .order_by(Case.created_at, Case.id)
@@ -730,23 +925,38 @@ async def export_rows(
             light = case_light(c, now, rules)  # a row has the columns case_light reads
             done = c.status in DONE_STATUSES and c.resolved_at and c.resolve_by
             values = [
-                c.ref, KIND_SHORT_NAMES.get(c.kind, c.kind),
+                c.ref,
+                KIND_SHORT_NAMES.get(c.kind, c.kind),
                 names.get(c.department_code, "") if c.department_code else "",
                 grid_names.get(c.grid_code, text(c.grid_code)),
-                STATUS_NAMES.get(c.status, c.status), PRIORITY_NAMES.get(c.priority, "普通"),
-                when(c.created_at), when(c.dispatched_at), when(c.signed_at), when(c.resolved_at),
-                when(c.closed_at), when(c.sign_by), when(c.resolve_by),
+                STATUS_NAMES.get(c.status, c.status),
+                PRIORITY_NAMES.get(c.priority, "普通"),
+                when(c.created_at),
+                when(c.dispatched_at),
+                when(c.signed_at),
+                when(c.resolved_at),
+                when(c.closed_at),
+                when(c.sign_by),
+                when(c.resolve_by),
                 LIGHT_NAMES.get(light, ""),
                 ("是" if c.resolved_at <= c.resolve_by else "否") if done else "",
-                SATISFACTION_NAMES.get(c.satisfaction, text(c.satisfaction)), str(c.reopen_count),
+                SATISFACTION_NAMES.get(c.satisfaction, text(c.satisfaction)),
+                str(c.reopen_count),
                 names.get(c.suggested_department, text(c.suggested_department)),
                 f"{c.suggested_confidence:.2f}" if c.suggested_confidence is not None else "",
                 text(c.model_version),
             ]
             if include_personal:
                 values += [
-                    c.text, text(c.address), text(c.latitude), text(c.longitude),
-                    text(c.resolution), text(c.satisfaction_comment), text(c.display_name),
-                    text(c.telegram_id), text(c.phone), text(c.enterprise_name),
+                    c.text,
+                    text(c.address),
+                    text(c.latitude),
+                    text(c.longitude),
+                    text(c.resolution),
+                    text(c.satisfaction_comment),
+                    text(c.display_name),
+                    text(c.telegram_id),
+                    text(c.phone),
+                    text(c.enterprise_name),
                 ]
             yield values

@@ -119,10 +119,24 @@ class Case(SQLModel, table=True):
     __table_args__ = (
         # The due scan walks open cases by status and running deadline; carrying the light's
         # start and the alert bookkeeping in the index lets it skip rows without reading them.
-        Index("ix_case_status_sign_by", "status", "sign_by", "dispatched_at",
-              "yellow_notified_at", "red_notified_at", "escalated_at"),
-        Index("ix_case_status_resolve_by", "status", "resolve_by", "dispatched_at",
-              "yellow_notified_at", "red_notified_at", "escalated_at"),
+        Index(
+            "ix_case_status_sign_by",
+            "status",
+            "sign_by",
+            "dispatched_at",
+            "yellow_notified_at",
+            "red_notified_at",
+            "escalated_at",
+        ),
+        Index(
+            "ix_case_status_resolve_by",
+            "status",
+            "resolve_by",
+            "dispatched_at",
+            "yellow_notified_at",
+            "red_notified_at",
+            "escalated_at",
+        ),
         Index("ix_case_department_status", "department_code", "status"),
         Index("ix_case_reporter_created", "reporter_id", "created_at"),
         Index("ix_case_created", "created_at"),
@@ -206,8 +220,11 @@ class Case(SQLModel, table=True):
     # `caller` is the API caller's contact (personal data: never in public answers).
     channel: str = Field(default=TELEGRAM, max_length=20)
     api_client_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("apiclient.id", name="fk_case_api_client"),
-                                       nullable=True))
+        default=None,
+        sa_column=Column(
+            Integer, ForeignKey("apiclient.id", name="fk_case_api_client"), nullable=True
+        ),
+    )
     external_id: str | None = Field(default=None, max_length=100)
     caller: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
@@ -228,7 +245,9 @@ class CasePart(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)
     department_code: str = Field(foreign_key="department.code", max_length=40)
-    status: str = Field(default=DISPATCHED, max_length=20)  # dispatched | signed | resolved | waived
+    status: str = Field(
+        default=DISPATCHED, max_length=20
+    )  # dispatched | signed | resolved | waived
     dispatched_at: NaiveDatetime
     sign_by: NaiveDatetime
     resolve_by: NaiveDatetime
@@ -373,8 +392,9 @@ class CaseFollower(SQLModel, table=True):
     """A reporter who said a case is the problem they wanted to report (关注该案件): they get its
     progress notices and 回访 like its reporter; the case counts them as its reporters."""
 
-    __table_args__ = (UniqueConstraint("case_id", "reporter_id",
-                                       name="uq_casefollower_case_reporter"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "reporter_id", name="uq_casefollower_case_reporter"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)

@@ -16,12 +16,13 @@ _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 # Area codes: 010 and 02x are three digits, all others four; local numbers 7–8 digits.
 _LANDLINE = re.compile(r"^(0(?:10|2\d|[3-9]\d{2}))([2-9]\d{6,7})$")
 
+
 def normalize_phone(raw: str) -> str:
     """A mainland mobile ('13812345678') or landline ('0731-88888888'); raises InvalidInput."""
     digits = _SEPARATORS.sub("", raw or "")
     for prefix in ("+86", "0086", "86"):
-        if digits.startswith(prefix) and _MOBILE.match(digits[len(prefix):]):
-            digits = digits[len(prefix):]
+        if digits.startswith(prefix) and _MOBILE.match(digits[len(prefix) :]):
+            digits = digits[len(prefix) :]
             break
     if _MOBILE.match(digits):
         return digits

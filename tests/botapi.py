@@ -39,8 +39,13 @@ async def emulator() -> AsyncIterator[TelegramEmulator]:
 
 def app_builder(emu: TelegramEmulator, token: str = TEST_TOKEN) -> ApplicationBuilder:
     """An ApplicationBuilder whose bot talks to the emulator, with the bot's typed context."""
-    return (Application.builder().token(token).context_types(CONTEXT_TYPES)
-            .base_url(emu.base_url).base_file_url(emu.base_file_url))
+    return (
+        Application.builder()
+        .token(token)
+        .context_types(CONTEXT_TYPES)
+        .base_url(emu.base_url)
+        .base_file_url(emu.base_file_url)
+    )
 
 
 async def start_app(app: Application, emu: TelegramEmulator) -> Application:

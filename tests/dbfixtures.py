@@ -120,8 +120,10 @@ async def engine(request, tmp_path, pg_template):
         await eng.dispose()
         return
     if pg_base_url() is None:
-        pytest.skip(f"PostgreSQL tests need {PG_ENV} "
-                    "(e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"PostgreSQL tests need {PG_ENV} "
+            "(e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
+        )
     name = await create_pg_database(template=pg_template)
     eng = make_engine(pg_url_for(name))
     try:
@@ -161,44 +163,71 @@ class Seeded:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def case_in(self, status: str, now: datetime, *, reporter: int = 1001,
-                      department: str = "water", text: str = "小区停水两天了，请尽快处理",
-                      **create_kw) -> Case:
+    async def case_in(
+        self,
+        status: str,
+        now: datetime,
+        *,
+        reporter: int = 1001,
+        department: str = "water",
+        text: str = "小区停水两天了，请尽快处理",
+        **create_kw,
+    ) -> Case:
         """A committed case brought to `status` through the real lifecycle functions."""
         staff = Actor.staff(self.dept_staff[department])
         async with session_scope(self.engine) as s:
             case = await cases.create_case(
-                s, reporter_telegram_id=reporter, text=text, now=now,
-                suggestions=[(department, 0.6)], model_version="test", **create_kw)
+                s,
+                reporter_telegram_id=reporter,
+                text=text,
+                now=now,
+                suggestions=[(department, 0.6)],
+                model_version="test",
+                **create_kw,
+            )
             if status in (TRIAGE, NOT_ACCEPTED):
                 case = await cases.send_to_triage(s, case.id, now, rules=self.rules)
             if status == NOT_ACCEPTED:
-                case = await cases.not_accept(s, case.id, Actor.staff(self.triage), now,
-                                              rules=self.rules, category="remit")
+                case = await cases.not_accept(
+                    s, case.id, Actor.staff(self.triage), now, rules=self.rules, category="remit"
+                )
             if status in (GRID_ASSIGNED, GRID_SIGNED):
-                case = await cases.transition(s, case.id, "to_grid", Actor.SYSTEM, now,
-                                              rules=self.rules)
+                case = await cases.transition(
+                    s, case.id, "to_grid", Actor.SYSTEM, now, rules=self.rules
+                )
             if status == GRID_SIGNED:
-                case = await cases.transition(s, case.id, "grid_sign", Actor.SYSTEM, now,
-                                              rules=self.rules)
+                case = await cases.transition(
+                    s, case.id, "grid_sign", Actor.SYSTEM, now, rules=self.rules
+                )
             if status in (DISPATCHED, SIGNED, RESOLVED, CLOSED, VERIFYING):
-                case = await cases.dispatch(s, case.id, department, Actor.SYSTEM, now,
-                                            rules=self.rules)
+                case = await cases.dispatch(
+                    s, case.id, department, Actor.SYSTEM, now, rules=self.rules
+                )
             if status in (SIGNED, RESOLVED, CLOSED, VERIFYING):
                 case = await cases.sign_for(s, case.id, staff, now, rules=self.rules)
             if status in (RESOLVED, CLOSED):
                 case = await cases.resolve(s, case.id, staff, "已修复", now, rules=self.rules)
             if status == VERIFYING:
-                case = await cases.transition(s, case.id, "to_verify", Actor.SYSTEM, now,
-                                              rules=self.rules, resolution="已修复")
+                case = await cases.transition(
+                    s,
+                    case.id,
+                    "to_verify",
+                    Actor.SYSTEM,
+                    now,
+                    rules=self.rules,
+                    resolution="已修复",
+                )
             if status == CLOSED:
-                case = await cases.rate(s, case.id, Actor.reporter(reporter), "satisfied", None,
-                                        now, rules=self.rules)
+                case = await cases.rate(
+                    s, case.id, Actor.reporter(reporter), "satisfied", None, now, rules=self.rules
+                )
             if status == MERGED:
-                other = await cases.create_case(s, reporter_telegram_id=reporter + 1,
-                                                text=text, now=now)
-                case = await cases.merge(s, case.id, other.id, Actor.staff(self.triage), now,
-                                         rules=self.rules)
+                other = await cases.create_case(
+                    s, reporter_telegram_id=reporter + 1, text=text, now=now
+                )
+                case = await cases.merge(
+                    s, case.id, other.id, Actor.staff(self.triage), now, rules=self.rules
+                )
             assert case.status == status or status == SUBMITTED
             return case
 
@@ -215,6 +244,14 @@ async def seeded(engine, session_factory, settings, rules) -> Seeded:
     for st in settings.staff:
         if st.role == "department":
             dept_staff.setdefault(st.department, st.telegram_id)
-    return Seeded(engine=engine, session_factory=session_factory, settings=settings,
-                  rules=rules, triage=first("triage"), admin=first("admin"),
-                  leader=first("leader"), grid=first("grid"), dept_staff=dept_staff)
+    return Seeded(
+        engine=engine,
+        session_factory=session_factory,
+        settings=settings,
+        rules=rules,
+        triage=first("triage"),
+        admin=first("admin"),
+        leader=first("leader"),
+        grid=first("grid"),
+        dept_staff=dept_staff,
+    )

@@ -24,8 +24,11 @@ OWNER = "postgres"  # the account the cluster runs as when the tests run as root
 
 def pg_bin() -> Path | None:
     """The newest installed PostgreSQL's bin folder with initdb and pg_ctl, if any."""
-    found = [Path(p) for p in glob.glob(PG_BIN_GLOB)
-             if (Path(p) / "initdb").exists() and (Path(p) / "pg_ctl").exists()]
+    found = [
+        Path(p)
+        for p in glob.glob(PG_BIN_GLOB)
+        if (Path(p) / "initdb").exists() and (Path(p) / "pg_ctl").exists()
+    ]
     return max(found, key=lambda p: int(p.parent.name), default=None) if found else None
 
 
@@ -68,14 +71,37 @@ class PgCluster:
         subprocess.run(command, check=True, capture_output=True, timeout=60)
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={self.root} -c fsync=off")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
-                  "-w", "-t", "30", "start")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.root} -c fsync=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop at once, without a checkpoint: every connection is cut, as in a crash."""

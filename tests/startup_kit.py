@@ -11,12 +11,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Settings the environment would override; a test sets the ones it wants.
-WHISTLE_ENV = ("DATABASE_URL", "TELEGRAM_TOKEN", "TELEGRAM_BASE_URL", "TELEGRAM_WEBHOOK_SECRET",
-               "WHISTLE_CONFIG")
+WHISTLE_ENV = (
+    "DATABASE_URL",
+    "TELEGRAM_TOKEN",
+    "TELEGRAM_BASE_URL",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "WHISTLE_CONFIG",
+)
 
 
-def write_config(folder: Path, *, model: Path | None = None, text: str | None = None,
-                 database: str | None = None) -> Path:
+def write_config(
+    folder: Path, *, model: Path | None = None, text: str | None = None, database: str | None = None
+) -> Path:
     """config.toml (or `text`) with var/ inside `folder`, the shipped corpus, dictionary and
     demo grids, and `model` as the model file; returns the new file's path."""
     text = (REPO / "config.toml").read_text(encoding="utf-8") if text is None else text
@@ -63,8 +69,10 @@ def clean_env(monkeypatch=None, **values: str) -> dict[str, str]:
 def whistle_script() -> Path:
     """The `whistle` console script of the interpreter running the tests (its venv's)."""
     script = Path(sys.executable).parent / ("whistle.exe" if os.name == "nt" else "whistle")
-    assert script.exists(), (f"{script} is missing: install the project into this interpreter's "
-                             "environment (pip install -e '.[dev]')")
+    assert script.exists(), (
+        f"{script} is missing: install the project into this interpreter's "
+        "environment (pip install -e '.[dev]')"
+    )
     return script
 
 

@@ -33,7 +33,8 @@ def project_modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -76,8 +77,10 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
                     base = ".".join(anchor + ([base] if base else []))
                 # `from pkg import mod` imports pkg.mod when it is a module, else pkg.
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                           for alias in node.names]
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
             for target in targets:
                 resolved = _resolve(target, modules)
                 if resolved and resolved != name:
@@ -96,7 +99,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         on_path.add(node)
         for nxt in sorted(graph[node]):
             if nxt in on_path:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in done:
                 cycle = visit(nxt)
                 if cycle:
@@ -134,15 +137,21 @@ def test_no_import_cycles():
 
 def _add_handler_calls(path: Path) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [node.lineno for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("add_handler", "add_handlers", "add_error_handler")]
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("add_handler", "add_handlers", "add_error_handler")
+    ]
 
 
 def test_only_the_app_registers_handlers():
-    registering = {name: lines for name, path in project_modules().items()
-                   if name.startswith("bot.") and name != "bot.app"
-                   and (lines := _add_handler_calls(path))}
+    registering = {
+        name: lines
+        for name, path in project_modules().items()
+        if name.startswith("bot.") and name != "bot.app" and (lines := _add_handler_calls(path))
+    }
     # The Bot API emulator and the terminal demo register nothing of the bot's.
     assert registering == {}
     assert _add_handler_calls(ROOT / "bot" / "app.py")
@@ -155,10 +164,17 @@ def test_the_bot_uses_no_private_modules_of_its_libraries():
         if not name.startswith("bot."):
             continue
         for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""])
-            bad = [n for n in names if n.split(".")[0] in ("telegram", "aiohttp", "aiosqlite")
-                   and any(part.startswith("_") for part in n.split(".")[1:])]
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            bad = [
+                n
+                for n in names
+                if n.split(".")[0] in ("telegram", "aiohttp", "aiosqlite")
+                and any(part.startswith("_") for part in n.split(".")[1:])
+            ]
             if bad:
                 private.setdefault(name, []).extend(bad)
     assert private == {}

@@ -80,11 +80,14 @@ def suggester_for(model_path):
     cache = {}
 
     def get(settings: Settings):
-        key = (settings.classifier.confidence_threshold,
-               settings.classifier.auto_dispatch_threshold)
+        key = (
+            settings.classifier.confidence_threshold,
+            settings.classifier.auto_dispatch_threshold,
+        )
         if key not in cache:
             cache[key] = Suggester.from_settings(
-                with_classifier(settings, model_path=str(model_path)))
+                with_classifier(settings, model_path=str(model_path))
+            )
         return cache[key]
 
     return get
@@ -109,9 +112,13 @@ class BotEnv:
         return int(self.settings.department(code).chat_id)
 
     async def start(self) -> None:
-        self.app = build_application(self.settings, services=self.services,
-                                     base_url=self.emu.base_url,
-                                     base_file_url=self.emu.base_file_url, token=TEST_TOKEN)
+        self.app = build_application(
+            self.settings,
+            services=self.services,
+            base_url=self.emu.base_url,
+            base_file_url=self.emu.base_file_url,
+            token=TEST_TOKEN,
+        )
         await start_app(self.app, self.emu)
 
     async def stop(self) -> None:
@@ -144,8 +151,9 @@ class BotEnv:
 
     async def group_post(self, chat: int, contains: str, after: int = 0) -> BotMessage:
         """The first bot message in a group (from index `after`) containing `contains`."""
-        return await self.emu.wait_for_message(chat, lambda m: contains in m.content,
-                                               timeout=WAIT, after=after)
+        return await self.emu.wait_for_message(
+            chat, lambda m: contains in m.content, timeout=WAIT, after=after
+        )
 
     async def case(self, ref: str) -> Case:
         async with self.services.session() as session:
@@ -163,8 +171,14 @@ class BotEnv:
         async with self.services.session() as session:
             return list((await session.exec(select(Outbox).order_by(Outbox.id))).all())
 
-    async def report(self, user: int, text: str, *, photo: bool = False,
-                     location: tuple[float, float] | None = None) -> str:
+    async def report(
+        self,
+        user: int,
+        text: str,
+        *,
+        photo: bool = False,
+        location: tuple[float, float] | None = None,
+    ) -> str:
         """A whole resident report; returns its reference (WC-…)."""
         await self.say(user, "/report")
         await self.say(user, text)
@@ -175,13 +189,11 @@ class BotEnv:
             await self.say(user, "/skip")
         if location:
             self.emu.send_location(user, *location)
-            summary = await self.emu.wait_for_message(
-                user, lambda m: bool(m.buttons), timeout=WAIT)
+            summary = await self.emu.wait_for_message(user, lambda m: bool(m.buttons), timeout=WAIT)
         else:
             summary = await self.say(user, "/skip")
         self.emu.press(user, summary, "确认提交")
-        done = await self.emu.wait_for_message(user, lambda m: "已受理" in m.content,
-                                               timeout=WAIT)
+        done = await self.emu.wait_for_message(user, lambda m: "已受理" in m.content, timeout=WAIT)
         await self.settle()
         return done.content.split("编号 ", 1)[1].split("，", 1)[0]
 
@@ -208,10 +220,18 @@ class BotEnv:
         now = self.clock()
         async with self.services.session() as session:
             pending = Outbox.status == "pending"
-            due = (await session.exec(select(func.count()).select_from(Outbox).where(
-                pending, Outbox.due_at <= now))).one()
-            soon = (await session.exec(select(func.min(Outbox.due_at)).where(
-                pending, Outbox.due_at <= now + FLOOD_HOLD))).one()
+            due = (
+                await session.exec(
+                    select(func.count()).select_from(Outbox).where(pending, Outbox.due_at <= now)
+                )
+            ).one()
+            soon = (
+                await session.exec(
+                    select(func.min(Outbox.due_at)).where(
+                        pending, Outbox.due_at <= now + FLOOD_HOLD
+                    )
+                )
+            ).one()
             return due, soon
 
     async def notices_due(self) -> None:
@@ -236,26 +256,33 @@ async def bot_engine(tmp_path):
 
 
 @pytest.fixture
-async def make_bot(emulator, bot_engine, suggester_for,
-                   model_path) -> AsyncIterator[BotFactory]:
+async def make_bot(emulator, bot_engine, suggester_for, model_path) -> AsyncIterator[BotFactory]:
     """make_bot(settings=None) → a started BotEnv on the bot_engine store (seeded from
     config.toml); stopped at the end of the test."""
     started: list[BotEnv] = []
     engine = bot_engine
     # As deployed: on SQLite, scans read through threaded connections to the same file.
-    read_engine = (make_engine(engine.url.render_as_string(), checkpoint_interval=None)
-                   if engine.dialect.name == "sqlite" else None)
+    read_engine = (
+        make_engine(engine.url.render_as_string(), checkpoint_interval=None)
+        if engine.dialect.name == "sqlite"
+        else None
+    )
 
-    async def factory(settings: Settings | None = None, *, suggester=None,
-                      model: Path | None = None) -> BotEnv:
-        settings = with_classifier(settings or base_settings(),
-                                   model_path=str(model or model_path))
+    async def factory(
+        settings: Settings | None = None, *, suggester=None, model: Path | None = None
+    ) -> BotEnv:
+        settings = with_classifier(settings or base_settings(), model_path=str(model or model_path))
         async with session_scope(engine) as session:
             await reference.sync_reference_data(session, settings)
         clock = Clock()
-        services = Services(settings=settings, engine=engine, read_engine=read_engine,
-                            rules=deadlines.Rules.from_settings(settings),
-                            suggester=suggester or suggester_for(settings), clock=clock)
+        services = Services(
+            settings=settings,
+            engine=engine,
+            read_engine=read_engine,
+            rules=deadlines.Rules.from_settings(settings),
+            suggester=suggester or suggester_for(settings),
+            clock=clock,
+        )
         url = engine.url.render_as_string(hide_password=False)
         env = BotEnv(emulator, settings, services, clock, db_url=url)
         await env.start()
@@ -274,17 +301,20 @@ async def make_bot(emulator, bot_engine, suggester_for,
 def to_triage(settings: Settings | None = None) -> Settings:
     """Settings under which nothing is auto-dispatched (every case waits for triage) and the
     classifier's top department is always shown as its suggestion."""
-    return with_classifier(settings or base_settings(), auto_dispatch_threshold=1.0,
-                           confidence_threshold=0.0)
+    return with_classifier(
+        settings or base_settings(), auto_dispatch_threshold=1.0, confidence_threshold=0.0
+    )
 
 
 def unsure(settings: Settings | None = None) -> Settings:
     """Settings under which the classifier is never sure enough to suggest a department."""
-    return with_classifier(settings or base_settings(), auto_dispatch_threshold=1.0,
-                           confidence_threshold=1.0)
+    return with_classifier(
+        settings or base_settings(), auto_dispatch_threshold=1.0, confidence_threshold=1.0
+    )
 
 
 def auto_dispatch(settings: Settings | None = None) -> Settings:
     """Settings under which every confident-enough suggestion is dispatched at once."""
-    return with_classifier(settings or base_settings(), auto_dispatch_threshold=0.0,
-                           confidence_threshold=0.0)
+    return with_classifier(
+        settings or base_settings(), auto_dispatch_threshold=0.0, confidence_threshold=0.0
+    )

@@ -52,7 +52,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def screen_token_digests(dashboard: DashboardSettings, env: os._Environ | dict = os.environ) -> frozenset[str]:
+def screen_token_digests(
+    dashboard: DashboardSettings, env: os._Environ | dict = os.environ
+) -> frozenset[str]:
     """Hashes of the screen tokens in [dashboard].screen_tokens and WHISTLE_DASHBOARD_TOKENS."""
     tokens = [t.strip() for t in dashboard.screen_tokens]
     tokens += [t.strip() for t in env.get(TOKENS_ENV, "").split(",")]

@@ -74,7 +74,9 @@ TOO_MANY_ATTEMPTS = "尝试次数过多，请 10 分钟后再试。"
 NO_CREDENTIAL = "请输入登录码或大屏令牌。"
 BAD_CREDENTIAL = "登录码或令牌无效，或登录码已过期、已使用。请在机器人中发送 /dashboard 重新获取。"
 BAD_LINK = "链接中的大屏令牌无效或已停用。请向管理员索取新的大屏链接，或在下面输入登录码。"
-SCREEN_EXPORT = "大屏账号不能导出数据。请工作人员在机器人中发送 /dashboard 获取登录码，登录后再导出。"
+SCREEN_EXPORT = (
+    "大屏账号不能导出数据。请工作人员在机器人中发送 /dashboard 获取登录码，登录后再导出。"
+)
 
 
 def utc_now() -> datetime:
@@ -150,11 +152,13 @@ class Dashboard:
         so it shows district time whatever the wall screen's own clock and time zone."""
         now = self.clock()
         offset = self.rules.calendar.to_local(now).utcoffset()
-        return {"now_ms": int(now.replace(tzinfo=UTC).timestamp() * 1000),
-                "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0}
+        return {
+            "now_ms": int(now.replace(tzinfo=UTC).timestamp() * 1000),
+            "utc_offset_minutes": int(offset.total_seconds() // 60) if offset else 0,
+        }
 
     def zone_label(self) -> str:
-        """"望城区时间（UTC+8）": what the page's times are in, said on the page."""
+        """ "望城区时间（UTC+8）": what the page's times are in, said on the page."""
         minutes = self.clock_state()["utc_offset_minutes"]
         hours, rest = divmod(abs(minutes), 60)
         offset = f"UTC{'-' if minutes < 0 else '+'}{hours}" + (f":{rest:02d}" if rest else "")
@@ -196,11 +200,20 @@ async def page(request: Request) -> Response:
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
     today = dash.rules.calendar.to_local(dash.clock()).date()
-    return dash.templates.TemplateResponse(request, "dashboard.html", {
-        "title": dash.title, "refresh_seconds": dash.refresh_seconds, "viewer": viewer,
-        "export_from": today.replace(day=1).isoformat(), "export_to": today.isoformat(),
-        "clock": dash.clock_state(), "zone_label": dash.zone_label(),
-    }, headers=PAGE_HEADERS)
+    return dash.templates.TemplateResponse(
+        request,
+        "dashboard.html",
+        {
+            "title": dash.title,
+            "refresh_seconds": dash.refresh_seconds,
+            "viewer": viewer,
+            "export_from": today.replace(day=1).isoformat(),
+            "export_to": today.isoformat(),
+            "clock": dash.clock_state(),
+            "zone_label": dash.zone_label(),
+        },
+        headers=PAGE_HEADERS,
+    )
 
 
 async def _token_link(request: Request, dash: Dashboard, token: str) -> Response:
@@ -214,9 +227,11 @@ def _login_page(request: Request, error: str | None = None, status: int = 200) -
     dash = _dashboard(request)
     minutes = int(LOGIN_CODE_TTL.total_seconds() // 60)
     return dash.templates.TemplateResponse(
-        request, "login.html",
+        request,
+        "login.html",
         {"title": dash.title, "error": error, "code_minutes": minutes},
-        status_code=status, headers=PAGE_HEADERS,
+        status_code=status,
+        headers=PAGE_HEADERS,
     )
 
 
@@ -277,8 +292,9 @@ async def healthz(request: Request) -> Response:
 
 async def favicon(request: Request) -> Response:
     # For clients that ask /favicon.ico without reading the page's <link rel="icon">.
-    return FileResponse(FAVICON, media_type="image/svg+xml",
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
@@ -301,10 +317,19 @@ async def data(request: Request) -> Response:
     figures = await dash.cache.get(dash.figures)
     body = _jsonable(figures, dash)
     updated = dash.rules.calendar.to_local(figures["now"]).strftime("%H:%M:%S")
-    body.update(title=dash.title, refresh_seconds=dash.refresh_seconds, updated_at=updated,
-                viewer={"kind": viewer.kind, "label": viewer.label, "admin": viewer.is_admin,
-                        "export": viewer.can_export},
-                light_names=LIGHT_NAMES, clock=dash.clock_state())
+    body.update(
+        title=dash.title,
+        refresh_seconds=dash.refresh_seconds,
+        updated_at=updated,
+        viewer={
+            "kind": viewer.kind,
+            "label": viewer.label,
+            "admin": viewer.is_admin,
+            "export": viewer.can_export,
+        },
+        light_names=LIGHT_NAMES,
+        clock=dash.clock_state(),
+    )
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -318,14 +343,17 @@ async def export_csv(request: Request) -> Response:
     now = dash.clock()
     try:
         first, last = parse_period(
-            request.query_params.get("from"), request.query_params.get("to"),
-            now, dash.rules.calendar,
+            request.query_params.get("from"),
+            request.query_params.get("to"),
+            now,
+            dash.rules.calendar,
         )
     except PeriodError as exc:
         return PlainTextResponse(str(exc), status_code=400, headers=NO_STORE)
     name = f"whistle-cases-{first:%Y%m%d}-{last:%Y%m%d}.csv"
-    chunks = csv_chunks(dash.engine, first, last, now=now, rules=dash.rules,
-                        include_personal=viewer.is_admin)
+    chunks = csv_chunks(
+        dash.engine, first, last, now=now, rules=dash.rules, include_personal=viewer.is_admin
+    )
     return StreamingResponse(
         (chunk.encode("utf-8") async for chunk in chunks),
         media_type="text/csv; charset=utf-8",
@@ -366,24 +394,34 @@ def create_app(
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
             open311_api,
         ],
-        middleware=[Middleware(
-            SessionMiddleware, secret_key=session_secret(options), session_cookie=SESSION_COOKIE,
-            max_age=options.session_days * 86400, same_site="lax",
-            https_only=options.cookie_secure,
-        )],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret(options),
+                session_cookie=SESSION_COOKIE,
+                max_age=options.session_days * 86400,
+                same_site="lax",
+                https_only=options.cookie_secure,
+            )
+        ],
         exception_handlers={SQLAlchemyError: database_unavailable},
         lifespan=lifespan,
     )
     app.state.dashboard = Dashboard(
-        settings=settings, engine=engine, rules=Rules.from_settings(settings),
-        clock=clock or utc_now, token_digests=screen_token_digests(options),
-        throttle=LoginThrottle(), cache=DataCache(options.cache_seconds),
+        settings=settings,
+        engine=engine,
+        rules=Rules.from_settings(settings),
+        clock=clock or utc_now,
+        token_digests=screen_token_digests(options),
+        throttle=LoginThrottle(),
+        cache=DataCache(options.cache_seconds),
         templates=Jinja2Templates(directory=HERE / "templates"),
         model=ModelFile(settings.model_path),
     )
     dash = app.state.dashboard
-    app.state.grids = GridView(settings, engine, dash.rules, dash.clock,
-                               DataCache(dash.cache.seconds))
+    app.state.grids = GridView(
+        settings, engine, dash.rules, dash.clock, DataCache(dash.cache.seconds)
+    )
     return app
 
 
@@ -406,8 +444,14 @@ async def serve_dashboard(settings, engine: AsyncEngine | None = None) -> None:
     (uvicorn would log its own error and exit the process)."""
     host, port = dashboard_address(settings)
     sock = bind_port(host, port)
-    config = uvicorn.Config(create_app(settings, engine), host=host, port=port,
-                            log_level="info", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        lifespan="on",
+    )
     server = EmbeddedServer(config)
 
     async def run() -> None:
@@ -427,5 +471,3 @@ async def serve_dashboard(settings, engine: AsyncEngine | None = None) -> None:
         await task
         raise
     log.info("指挥大屏已停止")
-
-

@@ -58,7 +58,12 @@ def _safe_cell(value: str) -> str:
 
 
 async def csv_chunks(
-    engine: AsyncEngine, first: date, last: date, *, now: datetime, rules,
+    engine: AsyncEngine,
+    first: date,
+    last: date,
+    *,
+    now: datetime,
+    rules,
     include_personal: bool,
 ) -> AsyncIterator[str]:
     """The export as text chunks: BOM and header first, then rows as they stream from the store."""
@@ -69,8 +74,9 @@ async def csv_chunks(
     writer.writerow(export_header(include_personal))
     async with session_scope(engine) as session:
         rows = 0
-        async for row in export_rows(session, start=start, end=end, now=now, rules=rules,
-                                     include_personal=include_personal):
+        async for row in export_rows(
+            session, start=start, end=end, now=now, rules=rules, include_personal=include_personal
+        ):
             writer.writerow([_safe_cell(v) for v in row])
             rows += 1
             if rows % FLUSH_ROWS == 0:

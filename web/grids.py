@@ -66,8 +66,9 @@ class GridShapes:
         if self._tree is None or not len(self._tree) or not path:
             self._message = NO_BOUNDARIES
             return
-        boundaries = load_boundaries(self.settings.path(path), self._tree,
-                                     bbox=self.settings.district.bbox or None)
+        boundaries = load_boundaries(
+            self.settings.path(path), self._tree, bbox=self.settings.district.bbox or None
+        )
         self._shapes = dict(boundaries.shapes)
         if not self._shapes:
             self._message = NO_BOUNDARIES
@@ -94,14 +95,20 @@ class GridShapes:
             if shape is None or shape.is_empty:
                 continue
             record = self._tree.record(child)
-            props = {"code": child, "name": record.name, "level": record.level,
-                     "has_children": bool(self._tree.children(child))}
+            props = {
+                "code": child,
+                "name": record.name,
+                "level": record.level,
+                "has_children": bool(self._tree.children(child)),
+            }
             geometry = shapely.to_geojson(shape.simplify(SIMPLIFY_DEGREES))
-            features.append(f'{{"type":"Feature","properties":{json.dumps(props)},'
-                            f'"geometry":{geometry}}}')
+            features.append(
+                f'{{"type":"Feature","properties":{json.dumps(props)},"geometry":{geometry}}}'
+            )
         message = json.dumps(self._message if not features else None)
-        return (f'{{"type":"FeatureCollection","message":{message},'
-                f'"features":[{",".join(features)}]}}')
+        return (
+            f'{{"type":"FeatureCollection","message":{message},"features":[{",".join(features)}]}}'
+        )
 
     async def geojson(self, code: str | None) -> str | None:
         """The FeatureCollection of the grids right below `code`; None for an unknown code."""
@@ -116,15 +123,15 @@ class GridShapes:
             return self._answers[code]
 
     def _empty(self) -> str:
-        return json.dumps({"type": "FeatureCollection", "message": NO_BOUNDARIES,
-                           "features": []})
+        return json.dumps({"type": "FeatureCollection", "message": NO_BOUNDARIES, "features": []})
 
 
 class GridView:
     """What the grid routes share (app.state.grids): figures cached like the main data."""
 
-    def __init__(self, settings, engine: AsyncEngine, rules: Rules,
-                 clock: Callable[[], datetime], cache) -> None:
+    def __init__(
+        self, settings, engine: AsyncEngine, rules: Rules, clock: Callable[[], datetime], cache
+    ) -> None:
         self.engine, self.rules, self.clock, self.cache = engine, rules, clock, cache
         self.shapes = GridShapes(settings)
         self._index: GridIndex | None = None
@@ -143,7 +150,8 @@ class GridView:
         now = self.clock()
         league, extras = await asyncio.gather(
             grid_league(self.engine, now=now, rules=self.rules, index=await self.index()),
-            grid_extras(self.engine, now=now, rules=self.rules))
+            grid_extras(self.engine, now=now, rules=self.rules),
+        )
         return {"now": now, "league": league, **extras}
 
 
@@ -161,11 +169,15 @@ async def grids_data(request: Request) -> Response:
     try:
         step = league.view(code)
     except KeyError:
-        return JSONResponse({"error": UNKNOWN_GRID.format(code=code)}, status_code=404,
-                            headers=NO_STORE)
-    body = {"step": step, "channels": figures["channels"],
-            "report_times": figures["report_times"],
-            "updated_at": dash.rules.calendar.to_local(figures["now"]).strftime("%H:%M:%S")}
+        return JSONResponse(
+            {"error": UNKNOWN_GRID.format(code=code)}, status_code=404, headers=NO_STORE
+        )
+    body = {
+        "step": step,
+        "channels": figures["channels"],
+        "report_times": figures["report_times"],
+        "updated_at": dash.rules.calendar.to_local(figures["now"]).strftime("%H:%M:%S"),
+    }
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -176,11 +188,13 @@ async def grid_shapes(request: Request) -> Response:
     code = _code(request)
     body = await view.shapes.geojson(code)
     if body is None:
-        return JSONResponse({"error": UNKNOWN_GRID.format(code=code)}, status_code=404,
-                            headers=NO_STORE)
+        return JSONResponse(
+            {"error": UNKNOWN_GRID.format(code=code)}, status_code=404, headers=NO_STORE
+        )
     # Boundaries change only with the configuration: a screen may keep them for a while.
-    return Response(body, media_type="application/geo+json",
-                    headers={"Cache-Control": "private, max-age=300"})
+    return Response(
+        body, media_type="application/geo+json", headers={"Cache-Control": "private, max-age=300"}
+    )
 
 
 def grid_routes() -> list[Route]:

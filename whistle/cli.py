@@ -73,8 +73,9 @@ async def _serve_dashboard_beside_bot(settings) -> None:
 
 async def _run_with_dashboard(bot_coro, settings, with_dashboard: bool) -> None:
     bot = asyncio.create_task(bot_coro)
-    dashboard = (asyncio.create_task(_serve_dashboard_beside_bot(settings))
-                 if with_dashboard else None)
+    dashboard = (
+        asyncio.create_task(_serve_dashboard_beside_bot(settings)) if with_dashboard else None
+    )
     try:
         await bot
     finally:
@@ -174,14 +175,26 @@ def _failure_lines(exc: BaseException) -> list[str] | None:
     if isinstance(exc, MigrationError):
         return [Finding(ERROR, "数据库", f"数据库升级失败: {exc}").line()]
     if isinstance(exc, ModelError):
-        return [Finding(ERROR, "模型", f"{exc}：删除该文件（启动时重新训练）或用 python train.py "
-                                     "fit 重新训练（设置: [classifier] model_path）").line()]
+        return [
+            Finding(
+                ERROR,
+                "模型",
+                f"{exc}：删除该文件（启动时重新训练）或用 python train.py "
+                "fit 重新训练（设置: [classifier] model_path）",
+            ).line()
+        ]
     if isinstance(exc, InvalidToken):
-        return [Finding(ERROR, "Telegram", "Bot API 拒绝了 TELEGRAM_TOKEN：请核对 @BotFather "
-                                           "给的令牌").line()]
+        return [
+            Finding(
+                ERROR, "Telegram", "Bot API 拒绝了 TELEGRAM_TOKEN：请核对 @BotFather 给的令牌"
+            ).line()
+        ]
     if isinstance(exc, NetworkError):
-        return [Finding(ERROR, "Telegram", f"连不上 Bot API（{exc}）：请检查网络或 "
-                                           "TELEGRAM_BASE_URL").line()]
+        return [
+            Finding(
+                ERROR, "Telegram", f"连不上 Bot API（{exc}）：请检查网络或 TELEGRAM_BASE_URL"
+            ).line()
+        ]
     return None
 
 
@@ -233,7 +246,9 @@ async def _model(args, settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="whistle", description="吹哨报到 Telegram 受理与派单服务")
-    p.add_argument("--config", help="config.toml 路径（默认 WHISTLE_CONFIG 或仓库内的 config.toml）")
+    p.add_argument(
+        "--config", help="config.toml 路径（默认 WHISTLE_CONFIG 或仓库内的 config.toml）"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="输出调试日志")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -243,12 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
         return int(value)
 
     def with_port(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--dashboard-port", type=port, metavar="PORT",
-                            help="指挥大屏端口（默认 config.toml 的 [dashboard] port）")
+        parser.add_argument(
+            "--dashboard-port",
+            type=port,
+            metavar="PORT",
+            help="指挥大屏端口（默认 config.toml 的 [dashboard] port）",
+        )
         return parser
 
-    run = with_port(sub.add_parser(
-        "run", help="运行机器人与指挥大屏（无 TELEGRAM_TOKEN 时为演示模式）"))
+    run = with_port(
+        sub.add_parser("run", help="运行机器人与指挥大屏（无 TELEGRAM_TOKEN 时为演示模式）")
+    )
     run.add_argument("--no-dashboard", action="store_true", help="不启动指挥大屏")
     run.set_defaults(func=cmd_run)
 
@@ -256,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dashboard", action="store_true", help="同时启动指挥大屏")
     demo.set_defaults(func=cmd_demo)
 
-    sub.add_parser("migrate", help="升级数据库结构并同步部门/人员/网格").set_defaults(func=cmd_migrate)
+    sub.add_parser("migrate", help="升级数据库结构并同步部门/人员/网格").set_defaults(
+        func=cmd_migrate
+    )
     with_port(sub.add_parser("dashboard", help="只运行指挥大屏")).set_defaults(func=cmd_dashboard)
     sub.add_parser("worker", help="额外的跟进/推送进程（多进程共用 PostgreSQL 时）").set_defaults(
         func=cmd_worker
@@ -272,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     apikey.set_defaults(func=cmd_apikey)
 
     model = sub.add_parser(
-        "model", help="学习闭环的模型：list 查看、promote 启用、rollback 回滚、train 训练")
+        "model", help="学习闭环的模型：list 查看、promote 启用、rollback 回滚、train 训练"
+    )
     model_actions = model.add_subparsers(dest="action", required=True)
     listing = model_actions.add_parser("list", help="列出模型：版本、数据量、留出评测、采纳率")
     listing.add_argument("--limit", type=int, default=20, help="最多列出几个（默认 20）")
@@ -305,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None or (preflight.errors(findings) and not checking):
         return EXIT_STARTUP
     if getattr(args, "dashboard_port", None):
-        settings = replace(settings, dashboard=replace(settings.dashboard, port=args.dashboard_port))
+        settings = replace(
+            settings, dashboard=replace(settings.dashboard, port=args.dashboard_port)
+        )
     try:
         status = args.func(args, settings)
     except KeyboardInterrupt:

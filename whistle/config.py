@@ -47,13 +47,25 @@ class ConfigError(Exception):
 # `setting()` adds the range or choices checked when config.toml is read.
 
 
-def setting(default: Any, *, low: float | None = None, high: float | None = None,
-            choices: tuple = (), positive: bool = False, required: bool = False) -> Any:
+def setting(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple = (),
+    positive: bool = False,
+    required: bool = False,
+) -> Any:
     """A dataclass field with what a valid value is: within [low, high] (above 0 if
     `positive`), one of `choices`; a `required` one must be set (its default only stands in
     while `whistle check` goes on)."""
-    meta = {"low": low, "high": high, "choices": choices, "positive": positive,
-            "required": required}
+    meta = {
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "positive": positive,
+        "required": required,
+    }
     if isinstance(default, list | dict):
         raise TypeError("mutable default: use a tuple")
     return field(default=default, metadata=meta)
@@ -181,7 +193,9 @@ class LearningSettings:
 
     enabled: bool = True
     retrain_after_corrections: int = setting(50, low=1)  # new corrections that start a retraining
-    retrain_at: str = "02:30"  # HH:MM district time: retrain then if any correction is new ("": never)
+    retrain_at: str = (
+        "02:30"  # HH:MM district time: retrain then if any correction is new ("": never)
+    )
     check_seconds: float = setting(300.0, positive=True)  # how often the duty looks
     models_dir: str = "var/models"  # every model kept, relative to config.toml's folder
     timeout_minutes: float = setting(30.0, positive=True)  # a training that runs longer is stopped
@@ -211,25 +225,37 @@ class RoutingSettings:
     # 小事不出网格: the kinds of case (department codes = the classifier's labels) that start
     # with the grid's staff instead of a department, when the case lies in a grid with staff.
     grid_first: tuple[str, ...] = ()
-    grid_sign_limit: str = "1d"      # a grid's (or the street's) 签收 ...
+    grid_sign_limit: str = "1d"  # a grid's (or the street's) 签收 ...
     grid_resolve_limit: str = "3wd"  # ... and 办结, counted from the hand-over
-    verify_limit: str = "2wd"        # 核查 by the grid's staff after a department's 办结
+    verify_limit: str = "2wd"  # 核查 by the grid's staff after a department's 办结
 
 
 # [section] -> its dataclass; [limits] is a table of limit names (models/deadlines.py).
 SECTIONS: dict[str, type] = {
-    "district": DistrictSettings, "telegram": TelegramSettings, "database": DatabaseSettings,
-    "classifier": ClassifierSettings, "conversation": ConversationSettings,
-    "followup": FollowupSettings, "delivery": DeliverySettings, "calendar": CalendarSettings,
-    "dashboard": DashboardSettings, "open311": Open311Settings,
-    "learning": LearningSettings, "duplicates": DuplicateSettings, "routing": RoutingSettings,
+    "district": DistrictSettings,
+    "telegram": TelegramSettings,
+    "database": DatabaseSettings,
+    "classifier": ClassifierSettings,
+    "conversation": ConversationSettings,
+    "followup": FollowupSettings,
+    "delivery": DeliverySettings,
+    "calendar": CalendarSettings,
+    "dashboard": DashboardSettings,
+    "open311": Open311Settings,
+    "learning": LearningSettings,
+    "duplicates": DuplicateSettings,
+    "routing": RoutingSettings,
 }
 LIMIT_KEYS = ("sign_normal", "sign_urgent", "resolve_normal", "resolve_urgent")
 # Every section config.toml may have. [district], [telegram] and [[departments]] are required
 # (no default fits another district); the others fall back to the defaults above.
 KNOWN_SECTIONS = (*SECTIONS, "limits", *ENTRY_SECTIONS)
-TIME_OF_DAY = {("followup", "digest_time"), ("learning", "retrain_at"), ("calendar", "workday_start"),
-               ("calendar", "workday_end")}
+TIME_OF_DAY = {
+    ("followup", "digest_time"),
+    ("learning", "retrain_at"),
+    ("calendar", "workday_start"),
+    ("calendar", "workday_end"),
+}
 OPTIONAL_TIMES = {("learning", "retrain_at")}  # "" switches the daily time off
 DATES = {("calendar", "holidays"), ("calendar", "adjusted_workdays")}
 
@@ -263,7 +289,9 @@ class GridConfig:
     name: str
     level: str  # district | street | community | grid | micro
     parent: str | None = None
-    places: tuple[str, ...] | list[str] = ()  # 小区, 路, 村组 … named in reports (models/gridmap.py)
+    places: (
+        tuple[str, ...] | list[str]
+    ) = ()  # 小区, 路, 村组 … named in reports (models/gridmap.py)
 
 
 @dataclass(frozen=True)
@@ -324,24 +352,31 @@ class Settings:
     def department_names(self) -> dict[str, str]:
         return {d.code: d.name for d in self.departments}
 
-    def corpus_label_table(self, known_labels: Collection[str] | None = None
-                           ) -> dict[str, tuple[str, ...]]:
+    def corpus_label_table(
+        self, known_labels: Collection[str] | None = None
+    ) -> dict[str, tuple[str, ...]]:
         """department code → the corpus labels it takes (classifier.labels.LabelMap)."""
         return corpus_label_table(self.departments, known_labels)
 
 
-def corpus_label_table(departments: Sequence[DepartmentConfig],
-                       known_labels: Collection[str] | None = None
-                       ) -> dict[str, tuple[str, ...]]:
+def corpus_label_table(
+    departments: Sequence[DepartmentConfig], known_labels: Collection[str] | None = None
+) -> dict[str, tuple[str, ...]]:
     """department code → the corpus labels it takes. A department without `corpus_labels`
     takes the label spelled like its code, if the corpus has it (known_labels None: assumed)
     and no department lists it: a district that merges water into 城乡建设 need not also
     write `corpus_labels = []` for a 水务局 it kept for other work."""
     listed = {lab for d in departments for lab in (d.corpus_labels or ())}
-    return {d.code: tuple(d.corpus_labels) if d.corpus_labels is not None
-            else ((d.code,) if d.code not in listed
-                  and (known_labels is None or d.code in known_labels) else ())
-            for d in departments}
+    return {
+        d.code: tuple(d.corpus_labels)
+        if d.corpus_labels is not None
+        else (
+            (d.code,)
+            if d.code not in listed and (known_labels is None or d.code in known_labels)
+            else ()
+        )
+        for d in departments
+    }
 
 
 def _resolve_sqlite_url(url: str, base: Path) -> str:
@@ -349,7 +384,7 @@ def _resolve_sqlite_url(url: str, base: Path) -> str:
     # the process happens to be started".
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + str(base / url[len(prefix):])
+        return prefix + str(base / url[len(prefix) :])
     return url
 
 
@@ -357,8 +392,10 @@ def _read(config_path: Path) -> dict:
     try:
         return tomllib.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"配置文件不存在: {config_path}；用 --config 或环境变量 WHISTLE_CONFIG "
-                          f"指定，或复制仓库自带的 config.toml") from exc
+        raise ConfigError(
+            f"配置文件不存在: {config_path}；用 --config 或环境变量 WHISTLE_CONFIG "
+            f"指定，或复制仓库自带的 config.toml"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"配置文件格式错误 {config_path}: {exc}") from exc
 
@@ -376,21 +413,35 @@ def unknown_settings(config_path: Path) -> list[str]:
     for name, section in raw.items():
         if name not in KNOWN_SECTIONS:
             close = difflib.get_close_matches(name, KNOWN_SECTIONS, n=1)
-            hint = f"，是不是 [{close[0]}]？" if close else f"；可用的段: {', '.join(KNOWN_SECTIONS)}"
+            hint = (
+                f"，是不是 [{close[0]}]？" if close else f"；可用的段: {', '.join(KNOWN_SECTIONS)}"
+            )
             lines.append(f"{config_path}: 未知的段 [{name}] 将被忽略{hint}")
             continue
-        known = LIMIT_KEYS if name == "limits" else (
-            [f.name for f in dataclasses.fields(SECTIONS[name])] if name in SECTIONS else None)
+        known = (
+            LIMIT_KEYS
+            if name == "limits"
+            else (
+                [f.name for f in dataclasses.fields(SECTIONS[name])] if name in SECTIONS else None
+            )
+        )
         if known is not None and isinstance(section, dict):
-            lines += [f"{config_path}: [{name}] 未知的键 {key} 将被忽略{_did_you_mean(key, known)}"
-                      for key in section if key not in known]
+            lines += [
+                f"{config_path}: [{name}] 未知的键 {key} 将被忽略{_did_you_mean(key, known)}"
+                for key in section
+                if key not in known
+            ]
     return lines
 
 
 # ---------------------------------------------------------------- types and ranges
 
-_TYPE_NAMES = {str: "文字（string）", int: "整数（integer）", float: "数字（number）",
-               bool: "布尔值 true 或 false（boolean）"}
+_TYPE_NAMES = {
+    str: "文字（string）",
+    int: "整数（integer）",
+    float: "数字（number）",
+    bool: "布尔值 true 或 false（boolean）",
+}
 
 
 def _type_name(hint: Any) -> str:
@@ -433,7 +484,7 @@ def _convert(value: Any, hint: Any) -> Any:
 def _range_problem(value: Any, meta: dict) -> str | None:
     """Why `value` is out of the field's range or choices, in Chinese and English."""
     if meta.get("choices") and value not in meta["choices"]:
-        return (f"只能是 {' 或 '.join(meta['choices'])}（one of: {', '.join(meta['choices'])}）")
+        return f"只能是 {' 或 '.join(meta['choices'])}（one of: {', '.join(meta['choices'])}）"
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     low, high, positive = meta.get("low"), meta.get("high"), meta.get("positive")
@@ -441,8 +492,11 @@ def _range_problem(value: Any, meta: dict) -> str | None:
     if not too_low and (high is None or value <= high):
         return None
     if positive:
-        return ("应大于 0（must be > 0）" if high is None
-                else f"应大于 0 且不大于 {high}（must be > 0 and ≤ {high}）")
+        return (
+            "应大于 0（must be > 0）"
+            if high is None
+            else f"应大于 0 且不大于 {high}（must be > 0 and ≤ {high}）"
+        )
     if high is None:
         return f"应不小于 {low}（must be ≥ {low}）"
     if low is None:
@@ -481,11 +535,16 @@ def _section(raw: dict, name: str, where: Path) -> tuple[Any, list[str]]:
         try:
             value = _convert(value, hints[f.name])
         except TypeError:
-            problems.append(f"{where}: [{name}] {f.name} 应为{_type_name(_optional(hints[f.name])[0])}"
-                            f"，而不是 {value!r}；{FIX_HINT}")
+            problems.append(
+                f"{where}: [{name}] {f.name} 应为{_type_name(_optional(hints[f.name])[0])}"
+                f"，而不是 {value!r}；{FIX_HINT}"
+            )
             continue
-        why = None if value is None else (_range_problem(value, f.metadata)
-                                          or _format_problem(name, f.name, value))
+        why = (
+            None
+            if value is None
+            else (_range_problem(value, f.metadata) or _format_problem(name, f.name, value))
+        )
         if why:
             problems.append(f"{where}: [{name}] {f.name} {why}，而不是 {value!r}")
             continue
@@ -497,8 +556,11 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
     """[[section]] entries as `kind`; problems name the entry and its missing/unknown keys."""
     items, problems = [], []
     fields_ = {f.name for f in dataclasses.fields(kind)}
-    required = {f.name for f in dataclasses.fields(kind)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     entries = raw.get(section, [])
     if not isinstance(entries, list):
         return [], [f"{where}: [{section}] 应写成 [[{section}]]（每项一段）；{FIX_HINT}"]
@@ -509,9 +571,15 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
         missing = sorted(required - set(entry))
         unknown = sorted(set(entry) - fields_)
         if missing or unknown:
-            what = "; ".join(filter(None, [
-                missing and f"缺少 {', '.join(missing)}",
-                unknown and f"未知的键 {', '.join(unknown)}"]))
+            what = "; ".join(
+                filter(
+                    None,
+                    [
+                        missing and f"缺少 {', '.join(missing)}",
+                        unknown and f"未知的键 {', '.join(unknown)}",
+                    ],
+                )
+            )
             problems.append(f"{where}: 第 {n} 个 [[{section}]] {what}；{FIX_HINT}")
             continue
         items.append(kind(**entry))
@@ -520,19 +588,25 @@ def _entries(raw: dict, section: str, kind: type, where: Path) -> tuple[list, li
 
 def _order_problems(sections: dict, where: Path) -> list[str]:
     """Settings that only make sense in order: one line per pair that is not."""
-    pairs = [("classifier", "confidence_threshold", "auto_dispatch_threshold"),
-             ("followup", "survey_reminder_days", "survey_close_days"),
-             ("calendar", "workday_start", "workday_end")]
-    return [f"{where}: [{name}] {first} 应小于 {second}（{first} < {second}），而不是 "
-            f"{getattr(sections[name], first)!r} 与 {getattr(sections[name], second)!r}"
-            for name, first, second in pairs
-            if not getattr(sections[name], first) < getattr(sections[name], second)]
+    pairs = [
+        ("classifier", "confidence_threshold", "auto_dispatch_threshold"),
+        ("followup", "survey_reminder_days", "survey_close_days"),
+        ("calendar", "workday_start", "workday_end"),
+    ]
+    return [
+        f"{where}: [{name}] {first} 应小于 {second}（{first} < {second}），而不是 "
+        f"{getattr(sections[name], first)!r} 与 {getattr(sections[name], second)!r}"
+        for name, first, second in pairs
+        if not getattr(sections[name], first) < getattr(sections[name], second)
+    ]
 
 
 def _structure_problems(raw: dict, where: Path) -> list[str]:
-    problems = [f"{where}: {name} 应是一个段 [{name}]，而不是单个值；{FIX_HINT}"
-                for name in KNOWN_SECTIONS
-                if name not in ENTRY_SECTIONS and name in raw and not isinstance(raw[name], dict)]
+    problems = [
+        f"{where}: {name} 应是一个段 [{name}]，而不是单个值；{FIX_HINT}"
+        for name in KNOWN_SECTIONS
+        if name not in ENTRY_SECTIONS and name in raw and not isinstance(raw[name], dict)
+    ]
     for section, kind in SECTIONS.items():
         keys = [f.name for f in dataclasses.fields(kind) if f.metadata.get("required")]
         if not keys:
@@ -540,13 +614,16 @@ def _structure_problems(raw: dict, where: Path) -> list[str]:
         if section not in raw:
             problems.append(f"{where}: 缺少 [{section}] 段（需要 {', '.join(keys)}）；{FIX_HINT}")
             continue
-        missing = [k for k in keys if isinstance(raw[section], dict)
-                   and raw[section].get(k) in (None, "")]
+        missing = [
+            k for k in keys if isinstance(raw[section], dict) and raw[section].get(k) in (None, "")
+        ]
         if missing:
             problems.append(f"{where}: [{section}] 缺少 {', '.join(missing)}；{FIX_HINT}")
     if not raw.get("departments"):
-        problems.append(f"{where}: 缺少 [[departments]]：至少配置一个部门（code、name），"
-                        f"code 即分类模型的标签；{FIX_HINT}")
+        problems.append(
+            f"{where}: 缺少 [[departments]]：至少配置一个部门（code、name），"
+            f"code 即分类模型的标签；{FIX_HINT}"
+        )
     return problems
 
 
@@ -562,8 +639,10 @@ def _routing_problems(routing: RoutingSettings, codes: list[str], where: Path) -
             problems.append(f"{where}: [routing] {key}: {exc}")
     unknown = [code for code in routing.grid_first if code not in codes]
     if unknown:
-        problems.append(f"{where}: [routing] grid_first 中的 {', '.join(unknown)} 不是已配置的部门"
-                        f"编码（可用: {', '.join(codes)}）")
+        problems.append(
+            f"{where}: [routing] grid_first 中的 {', '.join(unknown)} 不是已配置的部门"
+            f"编码（可用: {', '.join(codes)}）"
+        )
     return problems
 
 
@@ -583,36 +662,44 @@ def corpus_labels_in(corpus_dir: Path) -> set[str] | None:
     return labels if files else None
 
 
-def _corpus_label_problems(departments: list[DepartmentConfig],
-                           known: set[str] | None, where: Path) -> tuple[list, list[str]]:
+def _corpus_label_problems(
+    departments: list[DepartmentConfig], known: set[str] | None, where: Path
+) -> tuple[list, list[str]]:
     """[[departments]] corpus_labels: a list of corpus labels, each known and taken by one
     department. Departments with a wrong value keep the default (so `whistle check` goes on)."""
     problems, fixed = [], []
     for d in departments:
         value = d.corpus_labels
-        if value is not None and (not isinstance(value, list) or not all(
-                isinstance(v, str) and v.strip() for v in value)):
-            problems.append(f"{where}: 部门 {d.code} 的 corpus_labels 应为语料标签的列表"
-                            f"（可为空列表 []），而不是 {value!r}")
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            problems.append(
+                f"{where}: 部门 {d.code} 的 corpus_labels 应为语料标签的列表"
+                f"（可为空列表 []），而不是 {value!r}"
+            )
             value = None
         elif value is not None:
             value = tuple(v.strip() for v in value)
             unknown = [v for v in value if known is not None and v not in known]
             if unknown:
-                problems.append(f"{where}: 部门 {d.code} 的 corpus_labels 中的 {', '.join(unknown)}"
-                                f" 不是语料的标签（语料的标签: {', '.join(sorted(known))}）")
+                problems.append(
+                    f"{where}: 部门 {d.code} 的 corpus_labels 中的 {', '.join(unknown)}"
+                    f" 不是语料的标签（语料的标签: {', '.join(sorted(known))}）"
+                )
                 value = tuple(v for v in value if v not in unknown)
         fixed.append(dataclasses.replace(d, corpus_labels=value))
     counts = Counter(lab for d in fixed for lab in (d.corpus_labels or ()))
     for label in sorted(lab for lab, n in counts.items() if n > 1):
         owners = "、".join(d.code for d in fixed if label in (d.corpus_labels or ()))
-        problems.append(f"{where}: 语料标签 {label} 只能归入一个部门，corpus_labels 中"
-                        f"却同时归入 {owners}")
+        problems.append(
+            f"{where}: 语料标签 {label} 只能归入一个部门，corpus_labels 中却同时归入 {owners}"
+        )
     return fixed, problems
 
 
-def read_settings(path: str | os.PathLike | None = None,
-                  env: dict | None = None) -> tuple[Settings, list[str]]:
+def read_settings(
+    path: str | os.PathLike | None = None, env: dict | None = None
+) -> tuple[Settings, list[str]]:
     """The settings and every problem in them, one line each (`whistle check` goes on with
     settings that have problems); ConfigError only when the file cannot be read at all."""
     env = os.environ if env is None else env
@@ -629,8 +716,10 @@ def read_settings(path: str | os.PathLike | None = None,
     problems += bad
     for s in staff:
         if s.role not in ROLES:
-            problems.append(f"{config_path}: 未知角色 {s.role!r} (staff {s.telegram_id})；"
-                            f"可用: {', '.join(ROLES)}")
+            problems.append(
+                f"{config_path}: 未知角色 {s.role!r} (staff {s.telegram_id})；"
+                f"可用: {', '.join(ROLES)}"
+            )
         if s.role == "department" and s.department not in codes:
             problems.append(f"{config_path}: staff {s.telegram_id} 的部门 {s.department!r} 不存在")
     grids, bad = _entries(raw, "grids", GridConfig, config_path)
@@ -643,13 +732,17 @@ def read_settings(path: str | os.PathLike | None = None,
     problems += _order_problems(sections, config_path)
     problems += _routing_problems(sections["routing"], codes, config_path)
     corpus_dir = Path(sections["classifier"].corpus_dir)
-    known_labels = corpus_labels_in(corpus_dir if corpus_dir.is_absolute()
-                                    else config_path.parent / corpus_dir)
+    known_labels = corpus_labels_in(
+        corpus_dir if corpus_dir.is_absolute() else config_path.parent / corpus_dir
+    )
     departments, bad = _corpus_label_problems(departments, known_labels, config_path)
     problems += bad
     limits = raw.get("limits", {}) if isinstance(raw.get("limits", {}), dict) else {}
-    problems += [f"{config_path}: [limits] {key} 应为文字（string），例如 \"5wd\"，而不是 {value!r}"
-                 for key, value in limits.items() if not isinstance(value, str)]
+    problems += [
+        f'{config_path}: [limits] {key} 应为文字（string），例如 "5wd"，而不是 {value!r}'
+        for key, value in limits.items()
+        if not isinstance(value, str)
+    ]
     db, tg = sections["database"], sections["telegram"]
     database_url = env.get("DATABASE_URL") or db.url
     settings = Settings(

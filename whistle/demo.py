@@ -32,8 +32,10 @@ def add_people_from_settings(
         emu.add_user(staff.telegram_id, staff.name)
         identities[staff.telegram_id] = staff.name
     groups: dict[int, tuple[str, list[int]]] = {}
-    by_role = {role: [s.telegram_id for s in settings.staff if s.role == role]
-               for role in ("triage", "leader", "admin")}
+    by_role = {
+        role: [s.telegram_id for s in settings.staff if s.role == role]
+        for role in ("triage", "leader", "admin")
+    }
     triage_id = settings.telegram.triage_chat_id
     leader_id = settings.telegram.leader_chat_id
     if triage_id:
@@ -42,8 +44,11 @@ def add_people_from_settings(
         groups[int(leader_id)] = ("督办室", by_role["leader"] + by_role["admin"])
     for dept in settings.departments:
         if dept.chat_id:
-            members = [s.telegram_id for s in settings.staff
-                       if s.role == "department" and s.department == dept.code]
+            members = [
+                s.telegram_id
+                for s in settings.staff
+                if s.role == "department" and s.department == dept.code
+            ]
             groups[int(dept.chat_id)] = (f"{dept.name}工作群", members)
     for chat_id, (title, members) in groups.items():
         emu.add_group(chat_id, title, members)
@@ -54,8 +59,10 @@ def demo_roles(settings: Settings, residents: dict[int, str] | None = None) -> d
     """The role of every identity add_people_from_settings adds, for the terminal's :who;
     ordered as bot/texts/demo.py's ROLE_TITLES, so :who lists residents first, admins last."""
     residents = residents if residents is not None else DEMO_RESIDENTS
-    roles = {uid: role_of("enterprise" if uid in DEMO_ENTERPRISE_USERS else "resident")
-             for uid in residents}
+    roles = {
+        uid: role_of("enterprise" if uid in DEMO_ENTERPRISE_USERS else "resident")
+        for uid in residents
+    }
     places = {("department", d.code): d.name for d in settings.departments}
     places.update({("grid", g.code): g.name for g in settings.grids})
     for staff in settings.staff:
@@ -64,8 +71,12 @@ def demo_roles(settings: Settings, residents: dict[int, str] | None = None) -> d
         place = places.get((kind, where), where or "") if where else ""
         roles[staff.telegram_id] = role_of(staff.role, place)
     order = list(t.ROLE_TITLES)
-    return dict(sorted(roles.items(), key=lambda item: (
-        order.index(item[1].role) if item[1].role in order else len(order))))
+    return dict(
+        sorted(
+            roles.items(),
+            key=lambda item: order.index(item[1].role) if item[1].role in order else len(order),
+        )
+    )
 
 
 def role_of(role: str, place: str = "") -> Role:
@@ -80,17 +91,22 @@ def departments_without_staff(settings: Settings) -> list[str]:
     return [d.name for d in settings.departments if d.code not in staffed]
 
 
-def demo_intro(settings: Settings, identities: dict[int, str],
-               roles: dict[int, Role]) -> list[str]:
+def demo_intro(settings: Settings, identities: dict[int, str], roles: dict[int, Role]) -> list[str]:
     """The demo's first lines: who to switch to for each step of a case, and any department
     nobody can play."""
-    def first(role: str) -> str:
-        return next((identities[uid] for uid, r in roles.items()
-                     if r.role == role and uid in identities), "?")
 
-    intro = [t.WALKTHROUGH.format(resident=first("resident"), triage=first("triage"),
-                                  officer=first("department")),
-             t.ENTERPRISE_TRY.format(enterprise=first("enterprise"), code=DEMO_CREDIT_CODE)]
+    def first(role: str) -> str:
+        return next(
+            (identities[uid] for uid, r in roles.items() if r.role == role and uid in identities),
+            "?",
+        )
+
+    intro = [
+        t.WALKTHROUGH.format(
+            resident=first("resident"), triage=first("triage"), officer=first("department")
+        ),
+        t.ENTERPRISE_TRY.format(enterprise=first("enterprise"), code=DEMO_CREDIT_CODE),
+    ]
     if unstaffed := departments_without_staff(settings):
         intro.append(t.NO_DEPARTMENT_STAFF.format(names="、".join(unstaffed)))
     return intro

@@ -67,8 +67,9 @@ def raise_on_errors(findings: list[Finding]) -> None:
 # ---------------------------------------------------------------- config
 
 
-def check_config(path: str | os.PathLike | None = None,
-                 env: dict | None = None) -> tuple[Settings | None, list[Finding]]:
+def check_config(
+    path: str | os.PathLike | None = None, env: dict | None = None
+) -> tuple[Settings | None, list[Finding]]:
     """The settings (None when config.toml cannot be read) and what is wrong with them."""
     try:
         settings, problems = read_settings(path, env)
@@ -77,9 +78,15 @@ def check_config(path: str | os.PathLike | None = None,
     findings = [Finding(ERROR, "配置", p) for p in problems]
     findings += [Finding(WARNING, "配置", w) for w in unknown_settings(settings.config_path)]
     if not problems:
-        findings.append(Finding(OK, "配置", f"{settings.config_path}（{len(settings.departments)} "
-                                          f"个部门，{len(settings.staff)} 名工作人员，"
-                                          f"{len(settings.grids)} 个网格）"))
+        findings.append(
+            Finding(
+                OK,
+                "配置",
+                f"{settings.config_path}（{len(settings.departments)} "
+                f"个部门，{len(settings.staff)} 名工作人员，"
+                f"{len(settings.grids)} 个网格）",
+            )
+        )
     return settings, findings
 
 
@@ -100,17 +107,22 @@ def parse_database_url(url: str) -> tuple[URL | None, Finding | None]:
     scheme = url.split("://", 1)[0] + "://"
     backend, _, driver = u.drivername.partition("+")
     if backend in ("postgres", "postgresql") and driver != "asyncpg":
-        return None, _db_error(f"{shown} 不能用：Whistle 用异步驱动 asyncpg，"
-                               f"请把开头的 {scheme} 改成 postgresql+asyncpg://")
+        return None, _db_error(
+            f"{shown} 不能用：Whistle 用异步驱动 asyncpg，"
+            f"请把开头的 {scheme} 改成 postgresql+asyncpg://"
+        )
     if backend == "sqlite" and driver != "aiosqlite":
-        return None, _db_error(f"{shown} 不能用：Whistle 用异步驱动 aiosqlite，"
-                               f"请把开头的 {scheme} 改成 sqlite+aiosqlite://")
+        return None, _db_error(
+            f"{shown} 不能用：Whistle 用异步驱动 aiosqlite，"
+            f"请把开头的 {scheme} 改成 sqlite+aiosqlite://"
+        )
     if backend not in ("sqlite", "postgresql"):
         module = driver or backend
         installed = module.isidentifier() and importlib.util.find_spec(module) is not None
         why = "" if installed else f"（驱动 {module} 也未安装）"
-        return None, _db_error(f"{shown} 不能用：Whistle 只支持 SQLite 和 PostgreSQL{why}，"
-                               f"例如 {DB_EXAMPLES}")
+        return None, _db_error(
+            f"{shown} 不能用：Whistle 只支持 SQLite 和 PostgreSQL{why}，例如 {DB_EXAMPLES}"
+        )
     return u, None
 
 
@@ -155,20 +167,25 @@ async def _postgres_revision(u: URL) -> tuple[str | None, Finding | None]:
     try:
         conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
     except asyncpg.InvalidCatalogNameError:
-        return None, _db_error(f"PostgreSQL {where} 上没有数据库 \"{u.database}\"：先运行 "
-                               f"createdb {u.database}（或改正地址中的库名）")
+        return None, _db_error(
+            f'PostgreSQL {where} 上没有数据库 "{u.database}"：先运行 '
+            f"createdb {u.database}（或改正地址中的库名）"
+        )
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
-        return None, _db_error(f"PostgreSQL {where} 拒绝了用户 {u.username!r} 的登录："
-                               "请检查地址中的用户名和密码")
+        return None, _db_error(
+            f"PostgreSQL {where} 拒绝了用户 {u.username!r} 的登录：请检查地址中的用户名和密码"
+        )
     except TimeoutError:
-        return None, _db_error(f"连接 PostgreSQL {where} 超时（{CONNECT_TIMEOUT:g} 秒）："
-                               "请检查主机、端口和防火墙")
+        return None, _db_error(
+            f"连接 PostgreSQL {where} 超时（{CONNECT_TIMEOUT:g} 秒）：请检查主机、端口和防火墙"
+        )
     except socket.gaierror:
         return None, _db_error(f"找不到 PostgreSQL 主机 {u.host}：请改正地址中的主机名")
     except OSError as exc:
         why = "连接被拒绝，没有服务在监听" if exc.errno == errno.ECONNREFUSED else str(exc)
-        return None, _db_error(f"无法连接 PostgreSQL {where}（{why}）：请启动 PostgreSQL 或改正"
-                               "地址中的主机和端口")
+        return None, _db_error(
+            f"无法连接 PostgreSQL {where}（{why}）：请启动 PostgreSQL 或改正地址中的主机和端口"
+        )
     except asyncpg.PostgresError as exc:
         return None, _db_error(f"PostgreSQL {where} 拒绝连接: {exc}")
     try:
@@ -196,8 +213,10 @@ def _schema_finding(revision: str | None, shown: str, require_head: bool) -> Fin
     try:
         ScriptDirectory.from_config(alembic_config()).get_revision(revision)
     except CommandError:
-        return _db_error(f"{shown} 的结构版本 {revision} 不是本程序的任何版本（数据库比程序新？）："
-                         "请升级程序，或换一个数据库")
+        return _db_error(
+            f"{shown} 的结构版本 {revision} 不是本程序的任何版本（数据库比程序新？）："
+            "请升级程序，或换一个数据库"
+        )
     message = f"{shown} 的结构版本 {revision} 落后于 {head}：运行 whistle migrate"
     if require_head:
         return _db_error(message)
@@ -242,13 +261,25 @@ def check_model(settings: Settings, *, load: bool = False) -> list[Finding]:
         try:
             model = load_model(path)
         except ModelError as exc:
-            return [Finding(ERROR, "模型", f"{exc}：删除该文件（启动时用内置语料重新训练）或用 "
-                                         "python train.py fit 重新训练（设置: [classifier] model_path）")]
+            return [
+                Finding(
+                    ERROR,
+                    "模型",
+                    f"{exc}：删除该文件（启动时用内置语料重新训练）或用 "
+                    "python train.py fit 重新训练（设置: [classifier] model_path）",
+                )
+            ]
         return [Finding(OK, "模型", f"{path}（版本 {model.model_version}）")]
     corpus = settings.corpus_dir
     if not any(corpus.glob("*.csv")):
-        return [Finding(ERROR, "模型", f"模型 {path} 不存在，语料文件夹 {corpus} 中也没有 CSV 可供训练："
-                                     "请设置 [classifier] model_path 或 corpus_dir")]
+        return [
+            Finding(
+                ERROR,
+                "模型",
+                f"模型 {path} 不存在，语料文件夹 {corpus} 中也没有 CSV 可供训练："
+                "请设置 [classifier] model_path 或 corpus_dir",
+            )
+        ]
     return [Finding(WARNING, "模型", f"{path} 不存在：首次启动时用 {corpus} 的语料训练（几秒钟）")]
 
 
@@ -270,8 +301,10 @@ class DashboardPortError(Exception):
         """The finding's text (its topic, 指挥大屏, goes in front)."""
         other = self.port + 1 if self.port < 65535 else 8081
         going_on = "，机器人照常运行" if bot_keeps_running else ""
-        return (f"无法在 {self.host}:{self.port} 启动（{self.why}）{going_on}。"
-                f"换端口：config.toml 的 [dashboard] port，或命令行 --dashboard-port {other}")
+        return (
+            f"无法在 {self.host}:{self.port} 启动（{self.why}）{going_on}。"
+            f"换端口：config.toml 的 [dashboard] port，或命令行 --dashboard-port {other}"
+        )
 
 
 def bind_port(host: str, port: int) -> socket.socket:
@@ -314,16 +347,31 @@ def check_telegram(settings: Settings, *, token_required: bool = False) -> list[
     if not token:
         if token_required:
             return [Finding(ERROR, "Telegram", "需要环境变量 TELEGRAM_TOKEN（向 @BotFather 申请）")]
-        return [Finding(OK, "Telegram", "未设置 TELEGRAM_TOKEN：演示模式（内置的本地 Bot API 模拟器）")]
+        return [
+            Finding(OK, "Telegram", "未设置 TELEGRAM_TOKEN：演示模式（内置的本地 Bot API 模拟器）")
+        ]
     findings = []
     if not TOKEN_SHAPE.match(token):
-        findings.append(Finding(ERROR, "Telegram", "TELEGRAM_TOKEN 的格式不对：应类似 "
-                                                   "123456789:AA…（@BotFather 给的整串）"))
+        findings.append(
+            Finding(
+                ERROR,
+                "Telegram",
+                "TELEGRAM_TOKEN 的格式不对：应类似 123456789:AA…（@BotFather 给的整串）",
+            )
+        )
     if mode == WEBHOOK and not tg.webhook_url:
-        findings.append(Finding(ERROR, "Telegram", "webhook 模式需要 config.toml [telegram] "
-                                                   "webhook_url（Telegram 调用的公网 https 地址）"))
+        findings.append(
+            Finding(
+                ERROR,
+                "Telegram",
+                "webhook 模式需要 config.toml [telegram] "
+                "webhook_url（Telegram 调用的公网 https 地址）",
+            )
+        )
     if mode == WEBHOOK and not settings.webhook_secret:
-        findings.append(Finding(ERROR, "Telegram", "webhook 模式需要环境变量 TELEGRAM_WEBHOOK_SECRET"))
+        findings.append(
+            Finding(ERROR, "Telegram", "webhook 模式需要环境变量 TELEGRAM_WEBHOOK_SECRET")
+        )
     api = settings.telegram_base_url or "api.telegram.org"
     return findings or [Finding(OK, "Telegram", f"已设置令牌，{mode} 模式，Bot API: {api}")]
 
@@ -355,9 +403,15 @@ def check_all(settings: Settings) -> list[Finding]:
     ]
 
 
-def before_start(settings: Settings, *, model: bool = False, telegram: bool = False,
-                 token_required: bool = False, require_head: bool = False,
-                 dashboard: bool = False) -> list[Finding]:
+def before_start(
+    settings: Settings,
+    *,
+    model: bool = False,
+    telegram: bool = False,
+    token_required: bool = False,
+    require_head: bool = False,
+    dashboard: bool = False,
+) -> list[Finding]:
     """The checks a command needs (the database always): StartupError with every error found,
     else the findings. dashboard: the command is the dashboard alone, so its port must be
     free (`run` checks the port itself and goes on without the dashboard)."""

@@ -53,12 +53,14 @@ STATE_KEY = "followup"  # bot_data: the pass's lock
 
 
 def _services(app_or_services: Application | Services) -> Services:
-    return app_or_services if isinstance(app_or_services, Services) else services_of(
-        app_or_services)
+    return (
+        app_or_services if isinstance(app_or_services, Services) else services_of(app_or_services)
+    )
 
 
-async def run_followup_pass(app_or_services: Application | Services,
-                            now: datetime | None = None) -> Counter:
+async def run_followup_pass(
+    app_or_services: Application | Services, now: datetime | None = None
+) -> Counter:
     """One pass of every duty; returns how many pushes of each kind it queued."""
     services = _services(app_or_services)
     now = now or services.clock()

@@ -27,7 +27,6 @@ class FollowupConfig:
             survey_reminder=timedelta(days=f.survey_reminder_days),
             survey_close=timedelta(days=f.survey_close_days),
             digest_time=time(hh, mm),
-            comment_timeout=timedelta(
-                minutes=settings.conversation.idle_timeout_minutes),
+            comment_timeout=timedelta(minutes=settings.conversation.idle_timeout_minutes),
             leader_chat=int(leader) if leader else None,
         )

@@ -34,18 +34,27 @@ async def queue_digest(services: Services, config: FollowupConfig, now: datetime
         counts = await fq.red_counts(session, now, services.rules)
         reds = await fq.lit_cases(session, now, services.rules, lights=(RED,), limit=1000)
         chats = await fq.department_chats(session)
-        parts = [(part, case) for part, case, light in await fq.lit_parts_now(
-            session, now, services.rules) if light == RED]
-        text = digest_text(local.date().strftime("%m月%d日"), counts, reds, chats, now,
-                           parts=parts)
-        queued = await outbox.enqueue(session, key=key, chat_id=config.leader_chat, text=text,
-                                      kind="digest", now=now)
+        parts = [
+            (part, case)
+            for part, case, light in await fq.lit_parts_now(session, now, services.rules)
+            if light == RED
+        ]
+        text = digest_text(local.date().strftime("%m月%d日"), counts, reds, chats, now, parts=parts)
+        queued = await outbox.enqueue(
+            session, key=key, chat_id=config.leader_chat, text=text, kind="digest", now=now
+        )
     return Counter(digest=1 if queued else 0)
 
 
-def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
-                chats: dict[str, tuple[str, int | None]], now: datetime, *,
-                parts: Sequence[tuple[CasePart, Case]] = ()) -> str:
+def digest_text(
+    day: str,
+    counts: dict[str, int],
+    reds: list[tuple[Case, str]],
+    chats: dict[str, tuple[str, int | None]],
+    now: datetime,
+    *,
+    parts: Sequence[tuple[CasePart, Case]] = (),
+) -> str:
     """Red cases per department, most first, with the longest overdue few of each; then the
     red 攻坚哨 parts, each by its own deadline."""
     lines = [texts.DIGEST_TITLE.format(date=day)]
@@ -70,7 +79,11 @@ def digest_text(day: str, counts: dict[str, int], reds: list[tuple[Case, str]],
     for part, case in parts:
         name = chats.get(part.department_code, (part.department_code, None))[0]
         over = texts.span((now - running_deadline(part)).total_seconds())
-        lines.append(texts.DIGEST_CASE.format(
-            ref=texts.PART_REF.format(ref=case.ref, department=name), stage=stage_name(part),
-            over=over))
+        lines.append(
+            texts.DIGEST_CASE.format(
+                ref=texts.PART_REF.format(ref=case.ref, department=name),
+                stage=stage_name(part),
+                over=over,
+            )
+        )
     return fit("\n".join(lines), delivery.MAX_TEXT)

@@ -63,10 +63,15 @@ def registry_of(settings: Settings) -> ModelRegistry:
 def learning_params(settings: Settings) -> LearningParams:
     s = settings.learning
     return LearningParams(
-        retrain_after_corrections=s.retrain_after_corrections, margin=s.margin,
-        department_margin=s.department_margin, min_cases=s.min_cases,
-        holdout_every=s.holdout_every, recent_decisions=s.recent_decisions,
-        reference_share=s.reference_share, department_cap=s.department_cap)
+        retrain_after_corrections=s.retrain_after_corrections,
+        margin=s.margin,
+        department_margin=s.department_margin,
+        min_cases=s.min_cases,
+        holdout_every=s.holdout_every,
+        recent_decisions=s.recent_decisions,
+        reference_share=s.reference_share,
+        department_cap=s.department_cap,
+    )
 
 
 def challenger_job(settings: Settings, decisions: list[learning.Decision]) -> ChallengerJob:
@@ -80,14 +85,21 @@ def challenger_job(settings: Settings, decisions: list[learning.Decision]) -> Ch
     label_map = LabelMap.from_settings(settings, known_labels={lab for _, lab in corpus})
     return ChallengerJob(
         corpus=corpus,
-        decisions=[StaffDecision(str(d.case_id), d.text, d.department, d.at, d.corrected)
-                   for d in decisions],
-        label_map=label_map, models_dir=settings.models_dir, served=settings.model_path,
-        params=learning_params(settings), userdict_words=words)
+        decisions=[
+            StaffDecision(str(d.case_id), d.text, d.department, d.at, d.corrected)
+            for d in decisions
+        ],
+        label_map=label_map,
+        models_dir=settings.models_dir,
+        served=settings.model_path,
+        params=learning_params(settings),
+        userdict_words=words,
+    )
 
 
-async def retrain_now(settings: Settings, session: SessionFactory, now: datetime, *,
-                      trigger: str) -> Outcome:
+async def retrain_now(
+    settings: Settings, session: SessionFactory, now: datetime, *, trigger: str
+) -> Outcome:
     """Train a challenger, gate it, promote it if it won, record it; LearningError if the
     training failed (nothing is recorded then).
 
@@ -102,9 +114,14 @@ async def retrain_now(settings: Settings, session: SessionFactory, now: datetime
     return await _train(settings, session, decisions, seen, now, trigger)
 
 
-async def _train(settings: Settings, session: SessionFactory,
-                 decisions: list[learning.Decision], seen: int, now: datetime,
-                 trigger: str) -> Outcome:
+async def _train(
+    settings: Settings,
+    session: SessionFactory,
+    decisions: list[learning.Decision],
+    seen: int,
+    now: datetime,
+    trigger: str,
+) -> Outcome:
     try:
         job = await asyncio.to_thread(challenger_job, settings, decisions)
     except (DataError, OSError) as exc:  # the corpus or dictionary went missing or bad
@@ -113,14 +130,28 @@ async def _train(settings: Settings, session: SessionFactory,
     result, decision = await retrain_async(job, timeout=timeout)
     async with session() as s:
         await learning.record_model(
-            s, version=result.version, file=str(result.path),
-            status=CHAMPION if decision.promote else REFUSED, counts=result.counts,
-            metrics=result.metrics, corrections_seen=seen, now=now,
-            gate=decision.as_dict() | {"champion": result.champion_version,
-                                       "champion_metrics": result.champion_metrics,
-                                       "trigger": trigger, "seconds": result.seconds})
-    log.info("challenger %s (%s): %s", result.version, trigger,
-             "promoted" if decision.promote else "refused: " + "; ".join(decision.reasons))
+            s,
+            version=result.version,
+            file=str(result.path),
+            status=CHAMPION if decision.promote else REFUSED,
+            counts=result.counts,
+            metrics=result.metrics,
+            corrections_seen=seen,
+            now=now,
+            gate=decision.as_dict()
+            | {
+                "champion": result.champion_version,
+                "champion_metrics": result.champion_metrics,
+                "trigger": trigger,
+                "seconds": result.seconds,
+            },
+        )
+    log.info(
+        "challenger %s (%s): %s",
+        result.version,
+        trigger,
+        "promoted" if decision.promote else "refused: " + "; ".join(decision.reasons),
+    )
     return Outcome(result, decision)
 
 
@@ -146,9 +177,10 @@ def retrain_at_due(settings: Settings, now: datetime, last: datetime | None) -> 
     return last is None or last < moment_utc
 
 
-async def due_trigger(settings: Settings, session: SessionFactory, now: datetime,
-                      failed_seen: int = 0) -> str | None:
-    """"corrections" or "daily" when a retraining is due, else None. Corrections that a
+async def due_trigger(
+    settings: Settings, session: SessionFactory, now: datetime, failed_seen: int = 0
+) -> str | None:
+    """ "corrections" or "daily" when a retraining is due, else None. Corrections that a
     failed training already saw (failed_seen: the newest id then) wait for more."""
     async with session() as s:
         new = await learning.corrections_since_training(s)
@@ -203,8 +235,10 @@ async def put_in_service(services) -> bool:
 
 # ---- what admins do and see (/model, `whistle model`) -----------------------------------------
 
-async def promote_version(settings: Settings, session: SessionFactory, version: str,
-                          now: datetime) -> str:
+
+async def promote_version(
+    settings: Settings, session: SessionFactory, version: str, now: datetime
+) -> str:
     """Put a kept model in service by hand (RegistryError says why not)."""
     entry = await asyncio.to_thread(registry_of(settings).promote, version)
     await record_champion(settings, session, now)
@@ -225,36 +259,51 @@ def _score(metrics: dict, name: str) -> str:
     return texts.MODEL_SCORE.format(f1=m["macro_f1"], n=m["n"])
 
 
-def describe_models(rows: list, acceptance: dict, serving: str, retrain_after: int,
-                    limit: int = 5) -> str:
+def describe_models(
+    rows: list, acceptance: dict, serving: str, retrain_after: int, limit: int = 5
+) -> str:
     """The newest `limit` models: status, data counts, held-out scores, acceptance rate."""
     if not rows:
         return texts.MODEL_NONE.format(version=serving or "—", after=retrain_after)
-    lines = [texts.MODEL_HEADER.format(version=serving or "—", shown=min(limit, len(rows)),
-                                       total=len(rows))]
+    lines = [
+        texts.MODEL_HEADER.format(
+            version=serving or "—", shown=min(limit, len(rows)), total=len(rows)
+        )
+    ]
     for row in rows[:limit]:
         counts, taken = row.counts or {}, acceptance.get(row.version)
-        rate = (texts.MODEL_ACCEPTANCE.format(rate=taken.rate, accepted=taken.accepted,
-                                              reviewed=taken.reviewed)
-                if taken and taken.reviewed else texts.MODEL_NO_SCORE)
-        lines.append(texts.MODEL_ENTRY.format(
-            status=texts.MODEL_STATUS_NAMES.get(row.status, row.status), version=row.version,
-            created=row.created_at.strftime("%Y-%m-%d %H:%M"),
-            examples=counts.get("training_examples", "—"),
-            corpus=counts.get("training_corpus", "—"),
-            corrections=counts.get("training_corrections", "—"),
-            confirmed=counts.get("training_confirmed", "—"),
-            recent=_score(row.metrics or {}, "recent"),
-            reference=_score(row.metrics or {}, "reference"), acceptance=rate))
+        rate = (
+            texts.MODEL_ACCEPTANCE.format(
+                rate=taken.rate, accepted=taken.accepted, reviewed=taken.reviewed
+            )
+            if taken and taken.reviewed
+            else texts.MODEL_NO_SCORE
+        )
+        lines.append(
+            texts.MODEL_ENTRY.format(
+                status=texts.MODEL_STATUS_NAMES.get(row.status, row.status),
+                version=row.version,
+                created=row.created_at.strftime("%Y-%m-%d %H:%M"),
+                examples=counts.get("training_examples", "—"),
+                corpus=counts.get("training_corpus", "—"),
+                corrections=counts.get("training_corrections", "—"),
+                confirmed=counts.get("training_confirmed", "—"),
+                recent=_score(row.metrics or {}, "recent"),
+                reference=_score(row.metrics or {}, "reference"),
+                acceptance=rate,
+            )
+        )
         if row.status == REFUSED and (row.gate or {}).get("reasons"):
             lines.append(texts.MODEL_REFUSAL.format(reasons="；".join(row.gate["reasons"])))
     return "\n".join(lines)
 
 
-async def model_overview(settings: Settings, session: SessionFactory, serving: str,
-                         limit: int = 5) -> str:
+async def model_overview(
+    settings: Settings, session: SessionFactory, serving: str, limit: int = 5
+) -> str:
     async with session() as s:
         rows = await learning.list_models(s)
         acceptance = await learning.acceptance_by_version(s)
-    return describe_models(rows, acceptance, serving,
-                           settings.learning.retrain_after_corrections, limit)
+    return describe_models(
+        rows, acceptance, serving, settings.learning.retrain_after_corrections, limit
+    )

@@ -29,14 +29,22 @@ async def queue_status_notices(services: Services, now: datetime) -> Counter:
     """
     async with services.read_session() as session:
         state = await drafts.get_state(session, NOTICE_CURSOR)
-        cursor = state["cursor"] if state else await fq.last_event_before(
-            session, now - NOTICE_CATCH_UP)
+        cursor = (
+            state["cursor"] if state else await fq.last_event_before(session, now - NOTICE_CATCH_UP)
+        )
         changes = await fq.status_notices(session, after_id=cursor)
-        last_dispatch = {change.case.id: change.event.id for change in changes
-                         if change.event.action == notices.DISPATCHED}
-        wanted = {_notice_key(change): change for change in changes
-                  if change.chat_id is not None and change.event.at >= now - NOTICE_CATCH_UP
-                  and not _replaced(change, last_dispatch)}
+        last_dispatch = {
+            change.case.id: change.event.id
+            for change in changes
+            if change.event.action == notices.DISPATCHED
+        }
+        wanted = {
+            _notice_key(change): change
+            for change in changes
+            if change.chat_id is not None
+            and change.event.at >= now - NOTICE_CATCH_UP
+            and not _replaced(change, last_dispatch)
+        }
         queued_before = await fq.existing_outbox_keys(session, list(wanted))
         missing = [change for key, change in wanted.items() if key not in queued_before]
     settled = _settled_cursor(cursor, changes, now)
@@ -51,8 +59,7 @@ async def queue_status_notices(services: Services, now: datetime) -> Counter:
 
 
 def _notice_key(change: fq.StatusNotice) -> str:
-    return notices.notice_key(change.case.id, change.event.action, change.version,
-                              change.chat_id)
+    return notices.notice_key(change.case.id, change.event.action, change.version, change.chat_id)
 
 
 def _replaced(change: fq.StatusNotice, last_dispatch: dict[int, int]) -> bool:
@@ -64,8 +71,11 @@ def _replaced(change: fq.StatusNotice, last_dispatch: dict[int, int]) -> bool:
     if change.event.action != notices.DISPATCHED:
         return False
     case, event = change.case, change.event
-    return (last_dispatch[case.id] > event.id or case.dispatched_at is None
-            or case.dispatched_at > event.at)
+    return (
+        last_dispatch[case.id] > event.id
+        or case.dispatched_at is None
+        or case.dispatched_at > event.at
+    )
 
 
 def _settled_cursor(cursor: int, changes: list[fq.StatusNotice], now: datetime) -> int:
@@ -79,14 +89,31 @@ def _settled_cursor(cursor: int, changes: list[fq.StatusNotice], now: datetime) 
     return settled
 
 
-async def _queue_notice(session, services: Services, change: fq.StatusNotice,
-                        now: datetime) -> bool:
+async def _queue_notice(
+    session, services: Services, change: fq.StatusNotice, now: datetime
+) -> bool:
     """The reporter's notice of one status change; True if this call queued it."""
     event, case = change.event, change.case
-    row = await notices.reporter_notice(session, services, case, event.action, now,
-                                        details=event.details, chat_id=change.chat_id,
-                                        version=change.version, at=event.at)
-    queued = await outbox.enqueue(session, key=row["key"], chat_id=row["chat_id"],
-                                  text=row["text"], kind=row["kind"], now=now, photo=row["photo"],
-                                  case_id=row["case_id"], due_at=row["due_at"])
+    row = await notices.reporter_notice(
+        session,
+        services,
+        case,
+        event.action,
+        now,
+        details=event.details,
+        chat_id=change.chat_id,
+        version=change.version,
+        at=event.at,
+    )
+    queued = await outbox.enqueue(
+        session,
+        key=row["key"],
+        chat_id=row["chat_id"],
+        text=row["text"],
+        kind=row["kind"],
+        now=now,
+        photo=row["photo"],
+        case_id=row["case_id"],
+        due_at=row["due_at"],
+    )
     return queued is not None

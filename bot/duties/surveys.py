@@ -31,13 +31,14 @@ async def queue_surveys(services: Services, config: FollowupConfig, now: datetim
         new = await fq.surveys_due(session)
         reminders = await fq.survey_reminders_due(session, now, after=config.survey_reminder)
         expired = await fq.surveys_expired(session, now, after=config.survey_close)
-        waiting = {v.get("case_id") for v in
-                   (await drafts.load_states(session, survey.PENDING_PREFIX)).values()}
+        waiting = {
+            v.get("case_id")
+            for v in (await drafts.load_states(session, survey.PENDING_PREFIX)).values()
+        }
     for case in new:
         counts["survey"] += await _queue_survey(services, config, case, now, reminder=False)
     for case in reminders:
-        counts["survey_reminder"] += await _queue_survey(services, config, case, now,
-                                                         reminder=True)
+        counts["survey_reminder"] += await _queue_survey(services, config, case, now, reminder=True)
     for case in expired:
         if case.id in waiting:
             continue  # a 不满意 is waiting for its comment: it is submitted, not closed
@@ -50,8 +51,9 @@ async def queue_surveys(services: Services, config: FollowupConfig, now: datetim
     return counts
 
 
-async def _queue_survey(services: Services, config: FollowupConfig, case: Case, now: datetime,
-                        *, reminder: bool) -> int:
+async def _queue_survey(
+    services: Services, config: FollowupConfig, case: Case, now: datetime, *, reminder: bool
+) -> int:
     """Queue the survey (or its reminder) for one case; 1 if this call queued it."""
     async with services.session() as session:
         if not await fq.claim_survey(session, case, now, reminder=reminder):
@@ -67,22 +69,36 @@ async def _queue_survey(services: Services, config: FollowupConfig, case: Case, 
         else:
             text = texts.SURVEY.format(ref=case.ref, subject=subject)
         event = "survey_reminder" if reminder else "survey"
-        await outbox.enqueue(session, key=notices.case_key(case, event, chat_id), chat_id=chat_id,
-                             text=fit(text, delivery.MAX_TEXT), kind=event, now=now,
-                             case_id=case.id, reply_markup=survey.survey_keyboard(case).to_dict())
+        await outbox.enqueue(
+            session,
+            key=notices.case_key(case, event, chat_id),
+            chat_id=chat_id,
+            text=fit(text, delivery.MAX_TEXT),
+            kind=event,
+            now=now,
+            case_id=case.id,
+            reply_markup=survey.survey_keyboard(case).to_dict(),
+        )
         if not reminder:  # 关注该案件: followers are asked too (once; their answer is heard)
             follower_keyboard = survey.survey_keyboard(case, cb.RATE_FOLLOWER).to_dict()
             asked = texts.FOLLOWER_SURVEY.format(ref=case.ref)
             for follower in await followers.follower_chats(session, case.id):
-                await outbox.enqueue(session, key=notices.case_key(case, event, follower),
-                                     chat_id=follower, text=asked,
-                                     kind=event, now=now, case_id=case.id,
-                                     reply_markup=follower_keyboard)
+                await outbox.enqueue(
+                    session,
+                    key=notices.case_key(case, event, follower),
+                    chat_id=follower,
+                    text=asked,
+                    kind=event,
+                    now=now,
+                    case_id=case.id,
+                    reply_markup=follower_keyboard,
+                )
     return 1
 
 
-async def submit_stale_ratings(services: Services, config: FollowupConfig,
-                               now: datetime) -> Counter:
+async def submit_stale_ratings(
+    services: Services, config: FollowupConfig, now: datetime
+) -> Counter:
     """A 不满意 whose comment never came is submitted without one after the idle timeout."""
     async with services.read_session() as session:
         pending = await drafts.load_states(session, survey.PENDING_PREFIX)
@@ -90,11 +106,19 @@ async def submit_stale_ratings(services: Services, config: FollowupConfig,
     for key, value in pending.items():
         if datetime.fromisoformat(value["at"]) > now - config.comment_timeout:
             continue
-        user_id = int(key[len(survey.PENDING_PREFIX):])
+        user_id = int(key[len(survey.PENDING_PREFIX) :])
         try:
             async with services.session() as session:
-                await survey.submit_rating(session, services, user_id, value["case_id"],
-                                    value["version"], UNSATISFIED, None, now)
+                await survey.submit_rating(
+                    session,
+                    services,
+                    user_id,
+                    value["case_id"],
+                    value["version"],
+                    UNSATISFIED,
+                    None,
+                    now,
+                )
                 await drafts.save_states(session, {key: None}, now)
             counts["reopened"] += 1
         except CaseError as exc:

@@ -5,10 +5,13 @@ role titles of :who and the enterprise hint; the terminal's own texts are in emu
 from __future__ import annotations
 
 TITLE = "吹哨报到 "  # the terminal's banner starts with it
-WALKTHROUGH = ("试一试：/report 反映问题 → :as {triage} 确认派单 → :as {officer} 签收、办结 "
-               "→ :as {resident} 评价。")
-ENTERPRISE_TRY = ("企业：:as {enterprise} → /enterprise 登记（演示用统一社会信用代码 {code}）"
-                  "→ 描述企业诉求。")
+WALKTHROUGH = (
+    "试一试：/report 反映问题 → :as {triage} 确认派单 → :as {officer} 签收、办结 "
+    "→ :as {resident} 评价。"
+)
+ENTERPRISE_TRY = (
+    "企业：:as {enterprise} → /enterprise 登记（演示用统一社会信用代码 {code}）→ 描述企业诉求。"
+)
 NO_DEPARTMENT_STAFF = "注意：这些部门在 config.toml 中没有办事员，派给它们的案件无人签收：{names}"
 WHO_ENTERPRISE_HINT = "（先发送 /enterprise 登记，演示用信用代码 {code}）"
 ROLE_TITLES = {

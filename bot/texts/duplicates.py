@@ -3,8 +3,10 @@
 DUPLICATE_ASK = "附近已有人反映：{ref}，状态 {status}。是同一个问题吗？"
 BTN_FOLLOW = "是，关注该案件"
 BTN_NOT_SAME = "不是，继续提交"
-FOLLOWED = ("已为您关注 {ref}，无需重复提交：它的办理进展和办结后的回访会同样通知您。"
-            "目前共有 {count} 人反映了这个问题。")
+FOLLOWED = (
+    "已为您关注 {ref}，无需重复提交：它的办理进展和办结后的回访会同样通知您。"
+    "目前共有 {count} 人反映了这个问题。"
+)
 DUPLICATE_HINT = "🔁 {ref} 可能与以下未办结案件重复："
 DUPLICATE_HINT_LINE = "{n}. {ref} · {status} · 相似度 {score:.0%} · {count} 人反映"
 BTN_MERGE_INTO = "🔗 合并至 {ref}"

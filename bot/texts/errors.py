@@ -48,7 +48,8 @@ ERROR_TEXTS = {
     "invalid_phone": "请输入有效的手机号码（11位）或固定电话（如 0731-88888888）",
     "credit_code_length": "统一社会信用代码应为18位，请核对后重新输入",
     "credit_code_characters": (
-        "统一社会信用代码含有无效字符（第3–8位为数字，且不使用 I、O、Z、S、V），请核对"),
+        "统一社会信用代码含有无效字符（第3–8位为数字，且不使用 I、O、Z、S、V），请核对"
+    ),
     "credit_code_check": "统一社会信用代码校验位不正确，请核对后重新输入",
     "tag_too_long": "标签“{tag}…”太长（不超过{max_chars}个字）",
     "too_many_tags": "标签最多{max_tags}个",

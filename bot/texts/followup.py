@@ -9,15 +9,17 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------- shared pieces
 STAGE_NAMES = {"sign": "签收", "resolve": "办结", "verify": "核查"}
-RATING_NAMES = {"satisfied": "满意", "basic": "基本满意", "unsatisfied": "不满意",
-                "unrated": "未评价"}
+RATING_NAMES = {
+    "satisfied": "满意",
+    "basic": "基本满意",
+    "unsatisfied": "不满意",
+    "unrated": "未评价",
+}
 RATE_NONE = "—"
 
 # ---------------------------------------------------------------- department group: 红黄灯
 REMINDER_YELLOW = (
-    "🟡 黄灯提醒 {ref}\n"
-    "{stage}时限 {deadline}，还剩 {left}，请尽快{stage}。\n"
-    "📝 {snippet}"
+    "🟡 黄灯提醒 {ref}\n{stage}时限 {deadline}，还剩 {left}，请尽快{stage}。\n📝 {snippet}"
 )
 ALARM_RED = (
     "🔴 超时报警 {ref}\n"
@@ -25,16 +27,11 @@ ALARM_RED = (
     "请立即{stage}；超时满 {escalate_hours} 小时将报送督办。\n"
     "📝 {snippet}"
 )
-ESCALATION_DEPARTMENT = (
-    "⚠️ 督办通知 {ref}\n"
-    "{stage}已超时 {over}，已报送督办室，请立即处理并反馈。"
-)
+ESCALATION_DEPARTMENT = "⚠️ 督办通知 {ref}\n{stage}已超时 {over}，已报送督办室，请立即处理并反馈。"
 
 # ---------------------------------------------------------------- leader chat: 督办 and digest
 ESCALATION_LEADER = (
-    "⚠️ 督办 {ref}（{department}）\n"
-    "{stage}超时 {over}（时限 {deadline}）{urgent}\n"
-    "📝 {snippet}"
+    "⚠️ 督办 {ref}（{department}）\n{stage}超时 {over}（时限 {deadline}）{urgent}\n📝 {snippet}"
 )
 ESCALATION_URGENT = " 🚨紧急"
 PART_REF = "{ref}（攻坚哨·{department}任务）"  # a 攻坚哨 part's alerts name its department
@@ -68,10 +65,7 @@ SURVEY = (
     "办理结果见办结通知，也可发送 /case {ref} 查看。"
 )
 # A follower (关注该案件) cannot open /case: the case's text and photos are its reporter's.
-FOLLOWER_SURVEY = (
-    "📋 回访｜请对您关注的问题 {ref} 的办理结果进行评价。\n"
-    "办理结果见办结通知。"
-)
+FOLLOWER_SURVEY = "📋 回访｜请对您关注的问题 {ref} 的办理结果进行评价。\n办理结果见办结通知。"
 SURVEY_REMINDER = (
     "📋 温馨提醒｜{subject} {ref} 已办结，还没有收到您的评价。\n"
     "办理结果可发送 /case {ref} 查看。请点击下方按钮评价；{days} 天内未评价将自动结案。"
@@ -139,8 +133,7 @@ STATS_TOTAL = (
 )
 STATS_DEPARTMENTS = "各部门（按红黄灯排序）："
 STATS_DEPARTMENT = (
-    "{light} {name}：派单 {dispatched}，办结率 {completion}，按时 {on_time}，"
-    "满意率 {satisfaction}"
+    "{light} {name}：派单 {dispatched}，办结率 {completion}，按时 {on_time}，满意率 {satisfaction}"
 )
 STATS_PERIOD_NAMES = {"today": "今日", "week": "本周", "last_week": "上周", "month": "本月"}
 STATS_MONTH = "{year}年{month}月"

@@ -37,7 +37,9 @@ VERIFY_FAILED_OK = "已退回（{ref}），部门重新办结后会再请您核�
 
 # ---------------------------------------------------------------- the department and the whistler
 
-POST_WHISTLED = "📣 网格吹哨 {ref}（{kind}），请报到（签收）\n吹哨：{who}（{level}）　理由：{reason}"
+POST_WHISTLED = (
+    "📣 网格吹哨 {ref}（{kind}），请报到（签收）\n吹哨：{who}（{level}）　理由：{reason}"
+)
 NOTICE_REPORTED = "🙋 {department} 已报到（签收）{ref}，距吹哨 {span}。"
 NOTICE_VERIFY_FAILED_DEPT = "❌ {ref} 网格核查不通过，请重新办理。\n理由：{reason}"
 LEVEL_NAMES = {
@@ -53,8 +55,9 @@ NOTICE_TO_GRID = "🏘 {subject}（{ref}）已交 {grid} 就近办理。"
 
 # ---------------------------------------------------------------- /whistle (雷锋哨 from the field)
 
-ASK_FIELD_REPORT = ("📣 我要吹哨：请描述在网格里发现的问题（一条消息说清楚，如地点、情况）。"
-                    "\n发送 /cancel 取消。")
+ASK_FIELD_REPORT = (
+    "📣 我要吹哨：请描述在网格里发现的问题（一条消息说清楚，如地点、情况）。\n发送 /cancel 取消。"
+)
 FIELD_REPORT_OK = "📣 已吹哨，编号 {ref}，交 {grid} 办理。"
 FIELD_REPORT_NOT_GRID = "只有网格员和街镇工作人员可以用 /whistle 吹哨；居民请用 /report 反映问题。"
 FIELD_REPORT_NO_GRID = "您的账号没有关联网格，请联系管理员在 config.toml 中设置 grid。"

@@ -22,7 +22,9 @@ WELCOME = (
     "• 企业遇到难题，点「企业吹哨」（/enterprise）"
 )
 WELCOME_DRAFT_PENDING = "您有一份尚未提交的反映，可继续填写，或发送 /cancel 放弃。"
-WELCOME_STAFF = "您好，{name}（{role}）。案件会推送到所在工作群（网格员、街镇推送到私聊），点按钮即可处理。"
+WELCOME_STAFF = (
+    "您好，{name}（{role}）。案件会推送到所在工作群（网格员、街镇推送到私聊），点按钮即可处理。"
+)
 HELP = (
     "可用命令：\n"
     "/report 反映问题\n"
@@ -98,8 +100,10 @@ SUBMITTED_ENTERPRISE = (
     "企业诉求已受理，编号 {ref}，我们会及时反馈办理进度。\n"
     "发送 /enterprise 可随时查看企业诉求的进度。"
 )
-ALREADY_SUBMITTED = {"resident": "这份反映已经提交过了，编号 {ref}。",
-                     "enterprise": "这份企业诉求已经提交过了，编号 {ref}。"}
+ALREADY_SUBMITTED = {
+    "resident": "这份反映已经提交过了，编号 {ref}。",
+    "enterprise": "这份企业诉求已经提交过了，编号 {ref}。",
+}
 # The command that starts a report again, by kind of report.
 RESTART_COMMAND = {"resident": "/report", "enterprise": "/demand"}
 CANCELLED = "已取消。需要时随时发送 {command}。"
@@ -132,13 +136,20 @@ ASK_INDUSTRY = (
     "惠企政策会按行业和园区推送给您。"
 )
 INDUSTRY_CHOICES = (
-    "制造业", "软件和信息技术服务业", "批发和零售业", "交通运输、仓储和物流业", "建筑业",
-    "住宿和餐饮业", "农业（农林牧渔）", "科技研发和技术服务业", "文化和旅游业", "商务服务业",
+    "制造业",
+    "软件和信息技术服务业",
+    "批发和零售业",
+    "交通运输、仓储和物流业",
+    "建筑业",
+    "住宿和餐饮业",
+    "农业（农林牧渔）",
+    "科技研发和技术服务业",
+    "文化和旅游业",
+    "商务服务业",
 )
 INDUSTRY_INVALID = "行业名称应为 2～{max} 个字，请点下方按钮选择或重新输入。"
 ASK_PARK = (
-    "企业位于哪个园区？点下方按钮选择或直接输入园区名称；"
-    "不在园区请点「不在园区」或发送 /skip。"
+    "企业位于哪个园区？点下方按钮选择或直接输入园区名称；不在园区请点「不在园区」或发送 /skip。"
 )
 PARK_CHOICES = ("望城经开区", "铜官循环经济工业基地")
 BTN_NO_PARK = "不在园区"
@@ -194,7 +205,9 @@ POST_COORDS = (
     "（私聊机器人发送 /case {ref} 查看地图定位）"
 )
 POST_OUT_OF_AREA = "⚠️ 定位不在辖区范围内，请核实"
-POST_OUT_OF_AREA_WAITING = "↪️ 因定位在辖区外未自动派单；属外区事项请点「不予受理」→「不属于本区职责」"
+POST_OUT_OF_AREA_WAITING = (
+    "↪️ 因定位在辖区外未自动派单；属外区事项请点「不予受理」→「不属于本区职责」"
+)
 POST_PHOTO_COUNT = "📷 照片 {count} 张（私聊机器人发送 /case {ref} 查看全部）"
 POST_SUGGESTED = "🤖 建议：{department}（{prob:.0%}）"
 POST_TOP = "候选：{items}"
@@ -284,9 +297,9 @@ NOTICE_NOT_ACCEPTED = (
 )
 NOT_ACCEPTED_ADVICE = {
     "remit": "该事项不在{district}的职责范围内，建议向有管辖权的单位反映，"
-             "或拨打 12345 政务服务便民热线咨询。",
+    "或拨打 12345 政务服务便民热线咨询。",
     "nongov": "该事项不属于政府职能（如民事纠纷、商业经营行为），建议通过协商、人民调解或法律途径"
-              "解决，可拨打 12348 公共法律服务热线咨询。",
+    "解决，可拨打 12348 公共法律服务热线咨询。",
     "other": "如有疑问，可拨打 12345 政务服务便民热线咨询。",
 }
 NOTICE_MERGED = (

@@ -38,8 +38,9 @@ def blob(center: tuple[float, float], radius: float, vertices: int, rng: random.
     return Polygon(points)
 
 
-def partition(tree: GridTree, outline: Polygon, seed: int = 0,
-              vertices_per_leaf: float = 26.0) -> dict[str, Polygon | MultiPolygon]:
+def partition(
+    tree: GridTree, outline: Polygon, seed: int = 0, vertices_per_leaf: float = 26.0
+) -> dict[str, Polygon | MultiPolygon]:
     """A polygon for every code of the tree, the root(s) covering `outline`."""
     rng = random.Random(seed)
     owners = _leaf_seeds(tree, outline, rng)
@@ -58,8 +59,9 @@ def partition(tree: GridTree, outline: Polygon, seed: int = 0,
     return shapes
 
 
-def _leaf_seeds(tree: GridTree, outline: Polygon,
-                rng: random.Random) -> list[tuple[tuple[float, float], str]]:
+def _leaf_seeds(
+    tree: GridTree, outline: Polygon, rng: random.Random
+) -> list[tuple[tuple[float, float], str]]:
     """(seed point, owning code) for the deepest level, spread top-down."""
     seeds: list[tuple[tuple[float, float], str]] = []
     stack: list[tuple[str, Polygon, tuple[float, float]]] = []
@@ -86,12 +88,14 @@ def _micro_cluster(code, children, region, center, rng):
     seeds = []
     for i, child in enumerate(children):
         angle = 2 * math.pi * i / len(children) + rng.uniform(-0.3, 0.3)
-        seeds.append(((center[0] + 0.6 * r * math.cos(angle),
-                       center[1] + 0.6 * r * math.sin(angle)), child))
+        seeds.append(
+            ((center[0] + 0.6 * r * math.cos(angle), center[1] + 0.6 * r * math.sin(angle)), child)
+        )
     for i in range(MICRO_RING):
         angle = 2 * math.pi * (i + 0.5) / MICRO_RING
-        seeds.append(((center[0] + 2 * r * math.cos(angle),
-                       center[1] + 2 * r * math.sin(angle)), code))
+        seeds.append(
+            ((center[0] + 2 * r * math.cos(angle), center[1] + 2 * r * math.sin(angle)), code)
+        )
     return seeds
 
 
@@ -109,15 +113,17 @@ def _spread(region: Polygon, k: int, rng: random.Random):
             points.append(p)
     for _ in range(LLOYD_ROUNDS):
         cells = _cells(points, region)
-        points = [c.centroid if region.contains(c.centroid) else c.point_on_surface()
-                  for c in cells]
+        points = [
+            c.centroid if region.contains(c.centroid) else c.point_on_surface() for c in cells
+        ]
     return [((p.x, p.y), cell) for p, cell in zip(points, _cells(points, region), strict=True)]
 
 
 def _cells(points: list[Point], region: Polygon) -> list[Polygon]:
     """Voronoi cells in the order of the points (shapely 2.0 returns them unordered)."""
-    diagram = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(points),
-                                                         extend_to=region))
+    diagram = shapely.get_parts(
+        shapely.voronoi_polygons(shapely.multipoints(points), extend_to=region)
+    )
     index = shapely.STRtree(points)
     cells: list[Polygon | None] = [None] * len(points)
     for cell_i, point_i in zip(*index.query(diagram, predicate="contains"), strict=True):
@@ -127,8 +133,9 @@ def _cells(points: list[Point], region: Polygon) -> list[Polygon]:
 
 def _faces(points: np.ndarray, outline: Polygon) -> list[Polygon]:
     """The Voronoi diagram's edges and the outline, noded together, as faces inside the outline."""
-    edges = shapely.voronoi_polygons(shapely.multipoints(points), extend_to=outline,
-                                     only_edges=True)
+    edges = shapely.voronoi_polygons(
+        shapely.multipoints(points), extend_to=outline, only_edges=True
+    )
     lines = unary_union([edges, outline.exterior])
     faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(lines)))
     shapely.prepare(outline)
@@ -151,8 +158,14 @@ def _displacement(size: float, rng: random.Random):
         k = 2 * math.pi / (wavelength * size)
         for _axis in range(2):
             angle = rng.uniform(0, 2 * math.pi)
-            waves.append((amplitude * size, k * math.cos(angle), k * math.sin(angle),
-                          rng.uniform(0, 2 * math.pi)))
+            waves.append(
+                (
+                    amplitude * size,
+                    k * math.cos(angle),
+                    k * math.sin(angle),
+                    rng.uniform(0, 2 * math.pi),
+                )
+            )
 
     def bend(xy: np.ndarray) -> np.ndarray:
         out = xy.copy()

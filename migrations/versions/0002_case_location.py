@@ -20,15 +20,19 @@ HOME_GRID_FK = "fk_reporter_home_grid_code_grid"
 
 def upgrade() -> None:
     with op.batch_alter_table("case", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("located_by", sqlmodel.sql.sqltypes.AutoString(length=10),
-                                      nullable=True))
-        batch_op.add_column(sa.Column("out_of_grid", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+        batch_op.add_column(
+            sa.Column("located_by", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("out_of_grid", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     with op.batch_alter_table("reporter", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("home_grid_code", sqlmodel.sql.sqltypes.AutoString(length=60),
-                                      nullable=True))
-        batch_op.add_column(sa.Column("home_place", sqlmodel.sql.sqltypes.AutoString(length=100),
-                                      nullable=True))
+        batch_op.add_column(
+            sa.Column("home_grid_code", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("home_place", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True)
+        )
         batch_op.create_foreign_key(HOME_GRID_FK, "grid", ["home_grid_code"], ["code"])
 
 

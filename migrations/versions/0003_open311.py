@@ -33,11 +33,18 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("case") as batch:
         # Every case before this migration came through the bot.
-        batch.add_column(sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=20),
-                                   nullable=False, server_default="telegram"))
+        batch.add_column(
+            sa.Column(
+                "channel",
+                sqlmodel.sql.sqltypes.AutoString(length=20),
+                nullable=False,
+                server_default="telegram",
+            )
+        )
         batch.add_column(sa.Column("api_client_id", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=100),
-                                   nullable=True))
+        batch.add_column(
+            sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True)
+        )
         batch.add_column(sa.Column("caller", sa.JSON(), nullable=True))
         batch.create_foreign_key("fk_case_api_client", "apiclient", ["api_client_id"], ["id"])
         batch.create_unique_constraint("uq_case_client_external", ["api_client_id", "external_id"])

@@ -21,8 +21,9 @@ PART_DEPARTMENT_FK = "fk_casepart_department_code_department"
 
 def upgrade() -> None:
     with op.batch_alter_table("case", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("is_hard", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+        batch_op.add_column(
+            sa.Column("is_hard", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
         batch_op.add_column(sa.Column("hard_decision", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("hard_at", sa.DateTime(), nullable=True))
 
@@ -43,8 +44,7 @@ def upgrade() -> None:
         sa.Column("escalated_at", sa.DateTime(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["case_id"], ["case.id"], name=PART_CASE_FK),
-        sa.ForeignKeyConstraint(["department_code"], ["department.code"],
-                                name=PART_DEPARTMENT_FK),
+        sa.ForeignKeyConstraint(["department_code"], ["department.code"], name=PART_DEPARTMENT_FK),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("case_id", "department_code", name="uq_casepart_case_department"),
     )

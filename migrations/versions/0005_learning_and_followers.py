@@ -42,10 +42,12 @@ def upgrade() -> None:
         sa.Column("satisfaction", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True),
         sa.Column("rated_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(["case_id"], ["case.id"], name="fk_casefollower_case_id_case"),
-        sa.ForeignKeyConstraint(["merged_from_id"], ["case.id"],
-                                name="fk_casefollower_merged_from_id_case"),
-        sa.ForeignKeyConstraint(["reporter_id"], ["reporter.id"],
-                                name="fk_casefollower_reporter_id_reporter"),
+        sa.ForeignKeyConstraint(
+            ["merged_from_id"], ["case.id"], name="fk_casefollower_merged_from_id_case"
+        ),
+        sa.ForeignKeyConstraint(
+            ["reporter_id"], ["reporter.id"], name="fk_casefollower_reporter_id_reporter"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_casefollower"),
         sa.UniqueConstraint("case_id", "reporter_id", name="uq_casefollower_case_reporter"),
     )

@@ -20,16 +20,22 @@ HANDLING_GRID_FK = "fk_case_handling_grid_code_grid"
 
 def upgrade() -> None:
     with op.batch_alter_table("case", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("handling_grid_code",
-                                      sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True))
-        batch_op.add_column(sa.Column("started_in_grid", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+        batch_op.add_column(
+            sa.Column(
+                "handling_grid_code", sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True
+            )
+        )
+        batch_op.add_column(
+            sa.Column("started_in_grid", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
         batch_op.add_column(sa.Column("whistled_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("whistled_by", sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column("whistle_level", sqlmodel.sql.sqltypes.AutoString(length=20),
-                                      nullable=True))
-        batch_op.add_column(sa.Column("resolved_level",
-                                      sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True))
+        batch_op.add_column(
+            sa.Column("whistle_level", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("resolved_level", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True)
+        )
         batch_op.add_column(sa.Column("verify_by", sa.DateTime(), nullable=True))
         batch_op.create_foreign_key(HANDLING_GRID_FK, "grid", ["handling_grid_code"], ["code"])
 
@@ -37,6 +43,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("case", schema=None) as batch_op:
         batch_op.drop_constraint(HANDLING_GRID_FK, type_="foreignkey")
-        for column in ("verify_by", "resolved_level", "whistle_level", "whistled_by",
-                       "whistled_at", "started_in_grid", "handling_grid_code"):
+        for column in (
+            "verify_by",
+            "resolved_level",
+            "whistle_level",
+            "whistled_by",
+            "whistled_at",
+            "started_in_grid",
+            "handling_grid_code",
+        ):
             batch_op.drop_column(column)

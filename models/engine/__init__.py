@@ -19,6 +19,17 @@ from models.engine.db import (
 )
 from models.engine.turns import Gathered, GatheredWrites, TurnLock
 
-__all__ = ["STORE_DOWN", "WAL_AUTOCHECKPOINT_PAGES", "Gathered", "GatheredWrites", "TurnLock", "create_all",
-           "is_sqlite", "is_sqlite_file", "make_engine", "session_scope", "sessionmaker",
-           "wal_checkpointer"]
+__all__ = [
+    "STORE_DOWN",
+    "WAL_AUTOCHECKPOINT_PAGES",
+    "Gathered",
+    "GatheredWrites",
+    "TurnLock",
+    "create_all",
+    "is_sqlite",
+    "is_sqlite_file",
+    "make_engine",
+    "session_scope",
+    "sessionmaker",
+    "wal_checkpointer",
+]

@@ -89,8 +89,12 @@ class WalCheckpointer:
             if self.running:
                 return
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True,
-                                            name=f"wal-checkpoint:{self.path.name}")
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop,),
+                daemon=True,
+                name=f"wal-checkpoint:{self.path.name}",
+            )
             self._thread.start()
 
     def stop(self, wait: bool = True) -> None:
@@ -103,8 +107,9 @@ class WalCheckpointer:
 
     def _run(self, stop: threading.Event) -> None:
         # mode=rw: never create the file (the engine's first connection already has).
-        db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=rw", uri=True,
-                             check_same_thread=False, timeout=5)
+        db = sqlite3.connect(
+            f"file:{quote(str(self.path))}?mode=rw", uri=True, check_same_thread=False, timeout=5
+        )
         try:
             while not stop.wait(self.interval):
                 try:
@@ -135,9 +140,13 @@ def wal_checkpointer(engine: AsyncEngine) -> WalCheckpointer | None:
     return _checkpointers.get(engine.sync_engine)
 
 
-def make_engine(url: str, echo: bool = False,
-                checkpoint_interval: float | None = CHECKPOINT_INTERVAL_S, *,
-                in_place: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str,
+    echo: bool = False,
+    checkpoint_interval: float | None = CHECKPOINT_INTERVAL_S,
+    *,
+    in_place: bool = False,
+) -> AsyncEngine:
     """Create the async engine for `url`, creating the SQLite file's folder if needed.
 
     A SQLite file engine makes one trip to its connection's thread per statement
@@ -151,11 +160,19 @@ def make_engine(url: str, echo: bool = False,
         in_place = in_place and path is not None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        creator = (None if path is None else
-                   inline_creator(str(path)) if in_place else one_trip_creator(str(path)))
+        creator = (
+            None
+            if path is None
+            else inline_creator(str(path))
+            if in_place
+            else one_trip_creator(str(path))
+        )
         engine = create_async_engine(url, echo=echo, async_creator=creator)
-        event.listen(engine.sync_engine, "connect",
-                     partial(_sqlite_pragmas, busy_timeout_ms=0 if in_place else 5000))
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            partial(_sqlite_pragmas, busy_timeout_ms=0 if in_place else 5000),
+        )
         if path is not None and checkpoint_interval is not None:
             _attach_checkpointer(engine, path, checkpoint_interval)
         return engine

@@ -83,7 +83,7 @@ def inline_creator(path: str) -> Callable[[], InlineConnection]:
 
     def connect() -> InlineConnection:
         return InlineConnection(
-            lambda: sqlite3.connect(path, check_same_thread=False, timeout=0),
-            iter_chunk_size=64)
+            lambda: sqlite3.connect(path, check_same_thread=False, timeout=0), iter_chunk_size=64
+        )
 
     return connect

@@ -15,7 +15,7 @@ on an idle loop no different from plain aiosqlite; on a loop busy as a loaded bo
 times faster (due scan 51-93 ms against 127-204, a transition 14-26 ms against 47-55).
 
 This leans on aiosqlite's internals (Connection._execute and _conn, Cursor._cursor), as
-SQLAlchemy's own aiosqlite dialect does; no version is pinned for it, so tests/test_db.py
+SQLAlchemy's own aiosqlite dialect does; no version is pinned for it, so tests/models/test_db.py
 counts the trips and fails if a new aiosqlite changes them.
 """
 
@@ -63,8 +63,11 @@ class OneTripCursor(aiosqlite.Cursor):
         wanted = len(self._buffer) if count is None else min(count, len(self._buffer))
         rows = [self._buffer.popleft() for _ in range(wanted)]
         if self._more and (count is None or len(rows) < count):
-            rest = (await super().fetchall() if count is None
-                    else await super().fetchmany(count - len(rows)))
+            rest = (
+                await super().fetchall()
+                if count is None
+                else await super().fetchmany(count - len(rows))
+            )
             self._more = count is not None and len(rest) == count - len(rows)
             rows += rest
         return rows
@@ -106,7 +109,8 @@ def one_trip_creator(path: str) -> Callable[[], OneTripConnection]:
     def connect() -> OneTripConnection:
         # check_same_thread=False as SQLAlchemy's own aiosqlite dialect passes for files.
         connection = OneTripConnection(
-            lambda: sqlite3.connect(path, check_same_thread=False), iter_chunk_size=64)
+            lambda: sqlite3.connect(path, check_same_thread=False), iter_chunk_size=64
+        )
         # As the dialect does: never blocks interpreter exit (before aiosqlite 0.22 the
         # connection was itself the thread).
         thread = connection if isinstance(connection, Thread) else connection._thread

@@ -62,8 +62,9 @@ class Gathered:
     every requester of the batch gets the error.
     """
 
-    def __init__(self, session: Callable[[], Any],
-                 handle: Callable[[AsyncSession, list], Awaitable[list]]) -> None:
+    def __init__(
+        self, session: Callable[[], Any], handle: Callable[[AsyncSession, list], Awaitable[list]]
+    ) -> None:
         self._session = session
         self._handle = handle
         self._queued: list[tuple[Any, asyncio.Future]] = []

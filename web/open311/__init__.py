@@ -21,8 +21,9 @@ from web.open311.callbacks import running as _running
 PREFIX = "/open311/v2"
 
 
-def mount(settings, engine: AsyncEngine, clock: Callable[[], datetime],
-          services_factory=None) -> Mount:
+def mount(
+    settings, engine: AsyncEngine, clock: Callable[[], datetime], services_factory=None
+) -> Mount:
     """The Open311 sub-application, mounted at PREFIX."""
     app = Starlette(routes=routes(), exception_handlers=http_errors())
     app.state.open311 = Open311.from_settings(settings, engine, clock, services_factory)
@@ -35,7 +36,6 @@ async def running(mounted: Mount) -> AsyncIterator[None]:
     state: Open311 = mounted.app.state.open311
     sender = None
     if state.options.callbacks:
-        sender = CallbackSender.from_options(state.engine, state.clock, state.local,
-                                             state.options)
+        sender = CallbackSender.from_options(state.engine, state.clock, state.local, state.options)
     async with _running(sender):
         yield

@@ -39,9 +39,18 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
 # Field limits of POST requests (characters), beyond the description's own limit.
-LIMITS = {"address_string": 300, "external_id": 100, "first_name": 50, "last_name": 50,
-          "email": 200, "device_id": 100, "account_id": 100, "media_url": 500,
-          "service_code": 40, "comment": 1000}
+LIMITS = {
+    "address_string": 300,
+    "external_id": 100,
+    "first_name": 50,
+    "last_name": 50,
+    "email": 200,
+    "device_id": 100,
+    "account_id": 100,
+    "media_url": 500,
+    "service_code": 40,
+    "comment": 1000,
+}
 MAX_MEDIA = 5
 CACHE_SECONDS = 5.0
 _CALLER_FIELDS = ("first_name", "last_name", "phone", "email", "device_id", "account_id")
@@ -89,8 +98,7 @@ class Open311:
     _services: Any = field(default=None, init=False)
     # Keys and service codes are read once per CACHE_SECONDS, not once per request: a
     # revoked key stops working within that time.
-    _clients: dict[str, tuple[float, ApiClient | None]] = field(default_factory=dict,
-                                                                 init=False)
+    _clients: dict[str, tuple[float, ApiClient | None]] = field(default_factory=dict, init=False)
     _codes: tuple[float, frozenset[str]] = field(default=(0.0, frozenset()), init=False)
 
     async def client_for(self, key: str) -> ApiClient | None:
@@ -116,13 +124,22 @@ class Open311:
         return self._codes[1]
 
     @classmethod
-    def from_settings(cls, settings, engine: AsyncEngine, clock: Callable[[], datetime],
-                      services_factory: Callable[[], Any] | None = None) -> Open311:
+    def from_settings(
+        cls,
+        settings,
+        engine: AsyncEngine,
+        clock: Callable[[], datetime],
+        services_factory: Callable[[], Any] | None = None,
+    ) -> Open311:
         options = settings.open311
         return cls(
-            settings=settings, engine=engine, clock=clock, options=options,
-            privacy=Privacy(exact_location=options.public_exact_location,
-                            show_address=options.public_address),
+            settings=settings,
+            engine=engine,
+            clock=clock,
+            options=options,
+            privacy=Privacy(
+                exact_location=options.public_exact_location, show_address=options.public_address
+            ),
             limiter=RateLimiter(options.rate_per_second, options.rate_burst),
             max_body=options.max_body_bytes,
             services_factory=services_factory,
@@ -138,10 +155,13 @@ class Open311:
 
                 # The app's own database: Services makes its own engines, which on SQLite run
                 # statements in place (no thread hop per statement, as the bot does).
-                own = (self.engine.url.render_as_string(hide_password=False)
-                       == self.settings.database_url)
+                own = (
+                    self.engine.url.render_as_string(hide_password=False)
+                    == self.settings.database_url
+                )
                 self._services = Services.from_settings(
-                    self.settings, engine=None if own else self.engine, clock=self.clock)
+                    self.settings, engine=None if own else self.engine, clock=self.clock
+                )
         return self._services
 
     @property
@@ -150,8 +170,11 @@ class Open311:
 
     @property
     def rules(self) -> deadlines.Rules:
-        return self.services().rules if self._services else deadlines.Rules.from_settings(
-            self.settings)
+        return (
+            self.services().rules
+            if self._services
+            else deadlines.Rules.from_settings(self.settings)
+        )
 
     def local(self, value: datetime | None) -> str:
         """ISO 8601 in district time with its offset, as Open311 wants."""
@@ -183,24 +206,39 @@ def _format(request: Request) -> str:
     return fmt
 
 
-def render(fmt: str, data: Any, *, root: str, item: str | None = None, status: int = 200,
-           headers: dict | None = None) -> Response:
+def render(
+    fmt: str,
+    data: Any,
+    *,
+    root: str,
+    item: str | None = None,
+    status: int = 200,
+    headers: dict | None = None,
+) -> Response:
     """JSON as the data is; XML with `root` around it (and `item` around each list entry)."""
     if fmt == "xml":
-        return Response(to_xml(data, root, item), status_code=status, headers=headers,
-                        media_type=FORMATS["xml"])
+        return Response(
+            to_xml(data, root, item), status_code=status, headers=headers, media_type=FORMATS["xml"]
+        )
     return JSONResponse(data, status_code=status, headers=headers)
 
 
-def error_response(fmt: str, status: int, description: str,
-                   headers: dict | None = None) -> Response:
-    return render(fmt if fmt in FORMATS else "json",
-                  [{"code": status, "description": description}],
-                  root="errors", item="error", status=status, headers=headers)
+def error_response(
+    fmt: str, status: int, description: str, headers: dict | None = None
+) -> Response:
+    return render(
+        fmt if fmt in FORMATS else "json",
+        [{"code": status, "description": description}],
+        root="errors",
+        item="error",
+        status=status,
+        headers=headers,
+    )
 
 
 def endpoint(handler):
     """Turn ApiError, bad input and a database outage into Open311 error bodies."""
+
     async def wrapped(request: Request) -> Response:
         fmt = request.path_params.get("fmt", "json")
         try:
@@ -212,6 +250,7 @@ def endpoint(handler):
         except SQLAlchemyError:
             log.exception("Open311: database error")
             return error_response(fmt, 503, t.DATABASE_BUSY, {"Retry-After": "5"})
+
     wrapped.__name__ = handler.__name__
     return wrapped
 
@@ -290,8 +329,12 @@ async def _form_params(request: Request, max_body: int) -> dict[str, list[str]]:
         if "json" in request.headers.get("content-type", ""):
             raise ApiError(415, t.BAD_BODY)
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
-                              max_num_fields=200)
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                max_num_fields=200,
+            )
         except (UnicodeDecodeError, ValueError):
             raise ApiError(400, t.BAD_BODY) from None
         for key, value in pairs:
@@ -325,19 +368,29 @@ async def discovery(request: Request, fmt: str) -> Response:
         "changeset": "2026-12-05T00:00:00+08:00",
         "contact": t.DISCOVERY_CONTACT.format(district=state.settings.district.name),
         "key_service": "whistle apikey add NAME",
-        "endpoints": [{
-            "specification": "http://wiki.open311.org/GeoReport_v2",
-            "url": base, "changeset": "2026-12-05T00:00:00+08:00", "type": "production",
-            "formats": ["application/json", "text/xml"],
-        }],
+        "endpoints": [
+            {
+                "specification": "http://wiki.open311.org/GeoReport_v2",
+                "url": base,
+                "changeset": "2026-12-05T00:00:00+08:00",
+                "type": "production",
+                "formats": ["application/json", "text/xml"],
+            }
+        ],
     }
     return render(fmt, data, root="discovery")
 
 
 def _service(dept) -> dict:
-    return {"service_code": dept.code, "service_name": dept.name,
-            "description": dept.description or dept.name, "metadata": False,
-            "type": "realtime", "keywords": "", "group": "部门"}
+    return {
+        "service_code": dept.code,
+        "service_name": dept.name,
+        "description": dept.description or dept.name,
+        "metadata": False,
+        "type": "realtime",
+        "keywords": "",
+        "group": "部门",
+    }
 
 
 @endpoint
@@ -354,16 +407,18 @@ async def service_definition(request: Request, fmt: str) -> Response:
         dept = await reference.get_department(session, code)
     if dept is None or not dept.active:
         raise ApiError(404, t.NO_SUCH_SERVICE)
-    return render(fmt, {"service_code": dept.code, "attributes": []},
-                  root="service_definition")
+    return render(fmt, {"service_code": dept.code, "attributes": []}, root="service_definition")
 
 
 async def _public(state: Open311, session, cases) -> list[dict]:
     names = await open311.department_names(session)
     reasons = await open311.not_accepted_reasons(
-        session, [c.id for c in cases if c.status == "not_accepted"])
-    return [open311.public_request(c, names, state.privacy, state.local, reasons.get(c.id))
-            for c in cases]
+        session, [c.id for c in cases if c.status == "not_accepted"]
+    )
+    return [
+        open311.public_request(c, names, state.privacy, state.local, reasons.get(c.id))
+        for c in cases
+    ]
 
 
 def request_query(state: Open311, params: dict) -> RequestQuery:
@@ -373,10 +428,13 @@ def request_query(state: Open311, params: dict) -> RequestQuery:
     page_size = _int(params, "page_size", 0, 1, 200) or _int(params, "max_requests", 50, 1, 200)
     return RequestQuery(
         ids=tuple(cases.normalize_ref(i) for i in _csv(params, "service_request_id")),
-        service_codes=_csv(params, "service_code"), status=status,
+        service_codes=_csv(params, "service_code"),
+        status=status,
         start=state.parse_time("start_date", _one(params, "start_date")),
         end=state.parse_time("end_date", _one(params, "end_date")),
-        page=_int(params, "page", 1, 1, 100_000), page_size=page_size)
+        page=_int(params, "page", 1, 1, 100_000),
+        page_size=page_size,
+    )
 
 
 async def list_requests(request: Request, fmt: str) -> Response:
@@ -423,15 +481,19 @@ def _media(params: dict) -> list[str]:
         raise ApiError(400, t.TOO_MANY.format(name="media_url", limit=MAX_MEDIA))
     for url in urls:
         parts = urlsplit(url)
-        if len(url) > LIMITS["media_url"] or parts.scheme not in ("http", "https") \
-                or not parts.netloc:
+        if (
+            len(url) > LIMITS["media_url"]
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+        ):
             raise ApiError(400, t.BAD_URL)
     return urls
 
 
 def _caller(params: dict) -> dict | None:
-    caller = {name: value for name in _CALLER_FIELDS
-              if name != "phone" and (value := _one(params, name))}
+    caller = {
+        name: value for name in _CALLER_FIELDS if name != "phone" and (value := _one(params, name))
+    }
     if raw_phone := (params.get("phone") or [""])[-1].strip():
         try:
             caller["phone"] = normalize_phone(raw_phone[:40])
@@ -464,14 +526,24 @@ def work_order(state: Open311, client: ApiClient, params: dict):
     external_id = _one(params, "attribute[external_id]") or _one(params, "external_id")
     if external_id and len(external_id) > LIMITS["external_id"]:
         raise ApiError(400, t.TOO_LONG.format(name="external_id", limit=LIMITS["external_id"]))
-    origin = {"channel": client.channel, "api_client_id": client.id,
-              "external_id": external_id, "caller": _caller(params)}
+    origin = {
+        "channel": client.channel,
+        "api_client_id": client.id,
+        "external_id": external_id,
+        "caller": _caller(params),
+    }
     return ReportDraft(
-        nonce=secrets.randbits(62), text=description, photos=_media(params),
-        latitude=lat, longitude=lon, address=address,
+        nonce=secrets.randbits(62),
+        text=description,
+        photos=_media(params),
+        latitude=lat,
+        longitude=lon,
+        address=address,
         out_of_area=lat is not None and not _in_district(state.settings, lat, lon),
-        origin=origin, department=_one(params, "service_code"),
-        idempotency_key=f"o311:{client.id}:{external_id}" if external_id else None)
+        origin=origin,
+        department=_one(params, "service_code"),
+        idempotency_key=f"o311:{client.id}:{external_id}" if external_id else None,
+    )
 
 
 async def post_request(request: Request, fmt: str) -> Response:
@@ -484,18 +556,27 @@ async def post_request(request: Request, fmt: str) -> Response:
         raise ApiError(400, t.NO_SUCH_SERVICE)
     from bot.actions import submit_report
 
-    case, new = await submit_report(services, telegram_id=apiclients.client_reporter_id(client.id),
-                                    display_name=f"{client.name}（接口）", draft=draft)
+    case, new = await submit_report(
+        services,
+        telegram_id=apiclients.client_reporter_id(client.id),
+        display_name=f"{client.name}（接口）",
+        draft=draft,
+    )
     if case.external_id != draft.origin["external_id"]:
         raise ApiError(409, t.EXTERNAL_CONFLICT)
     if new:  # create_case made the stand-in reporter reachable: it never is (no Telegram)
         async with services.session() as session:
             await people.set_reporter_reachable(
-                session, apiclients.client_reporter_id(client.id), False)
-    data = [{"service_request_id": case.ref, "service_notice": t.NOTICE_ROUTED.format(
-        ref=case.ref), "account_id": ""}]
-    return render(fmt, data, root="service_requests", item="request",
-                  status=201 if new else 200)
+                session, apiclients.client_reporter_id(client.id), False
+            )
+    data = [
+        {
+            "service_request_id": case.ref,
+            "service_notice": t.NOTICE_ROUTED.format(ref=case.ref),
+            "account_id": "",
+        }
+    ]
+    return render(fmt, data, root="service_requests", item="request", status=201 if new else 200)
 
 
 @endpoint
@@ -524,9 +605,16 @@ async def feedback(request: Request, fmt: str) -> Response:
         if case.api_client_id != client.id:
             raise ApiError(403, t.NOT_YOURS)
         try:
-            case = await submit_rating(session, services, apiclients.client_reporter_id(
-                client.id), case.id, case.version, rating, _one(params, "comment"),
-                services.clock())
+            case = await submit_rating(
+                session,
+                services,
+                apiclients.client_reporter_id(client.id),
+                case.id,
+                case.version,
+                rating,
+                _one(params, "comment"),
+                services.clock(),
+            )
         except IllegalTransition:
             raise ApiError(409, t.CANNOT_RATE) from None
         except CaseError as exc:
@@ -569,4 +657,3 @@ def routes() -> list[Route]:
         Route("/requests/{rid}.{fmt}", one_request),
         Route("/servicerequestupdates.{fmt}", updates),
     ]
-

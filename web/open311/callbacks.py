@@ -50,13 +50,18 @@ class CallbackSender:
     worker: str = field(default_factory=lambda: f"o311:{socket.gethostname()}:{os.getpid()}")
 
     @classmethod
-    def from_options(cls, engine: AsyncEngine, clock, local,
-                     options: Open311Settings) -> CallbackSender:
-        return cls(engine=engine, clock=clock, local=local,
-                   poll_seconds=options.callback_poll_seconds,
-                   backoff_seconds=options.callback_backoff_seconds,
-                   max_attempts=options.callback_max_attempts,
-                   timeout_seconds=options.callback_timeout_seconds)
+    def from_options(
+        cls, engine: AsyncEngine, clock, local, options: Open311Settings
+    ) -> CallbackSender:
+        return cls(
+            engine=engine,
+            clock=clock,
+            local=local,
+            poll_seconds=options.callback_poll_seconds,
+            backoff_seconds=options.callback_backoff_seconds,
+            max_attempts=options.callback_max_attempts,
+            timeout_seconds=options.callback_timeout_seconds,
+        )
 
     def _retry_at(self, attempts: int) -> datetime:
         delay = self.backoff_seconds[min(attempts, len(self.backoff_seconds) - 1)]
@@ -67,9 +72,14 @@ class CallbackSender:
         async with session_scope(self.engine) as session:
             await open311.queue_callbacks(session, self.clock(), self.local)
         async with sessionmaker(self.engine)() as session:
-            rows = await outbox.claim_due(session, self.clock(), worker=self.worker,
-                                          limit=self.batch_size,
-                                          lease_seconds=self.lease_seconds, webhooks=True)
+            rows = await outbox.claim_due(
+                session,
+                self.clock(),
+                worker=self.worker,
+                limit=self.batch_size,
+                lease_seconds=self.lease_seconds,
+                webhooks=True,
+            )
         sent, down = 0, set()
         for row in rows:
             sent += await self._send(http, row, down)
@@ -79,33 +89,43 @@ class CallbackSender:
         async with session_scope(self.engine) as session:
             client = await open311.callback_target(session, row.case_id)
             if client is None:
-                await outbox.mark_dropped(session, row.id, reason="no active callback",
-                                          now=self.clock())
+                await outbox.mark_dropped(
+                    session, row.id, reason="no active callback", now=self.clock()
+                )
                 return 0
             if await open311.hold_for_earlier(session, row):
                 return 0
         url = client.callback_url
-        error = "host down earlier in this pass" if url in down else await self._post(
-            http, url, row)
+        error = (
+            "host down earlier in this pass" if url in down else await self._post(http, url, row)
+        )
         async with session_scope(self.engine) as session:
             if error is None:
                 await outbox.mark_sent(session, row.id, message_id=None, now=self.clock())
                 return 1
             down.add(url)
-            await outbox.mark_retry(session, row.id, error=error,
-                                    retry_at=self._retry_at(row.attempts), now=self.clock(),
-                                    max_attempts=self.max_attempts)
+            await outbox.mark_retry(
+                session,
+                row.id,
+                error=error,
+                retry_at=self._retry_at(row.attempts),
+                now=self.clock(),
+                max_attempts=self.max_attempts,
+            )
         return 0
 
     async def _post(self, http: httpx.AsyncClient, url: str, row: Outbox) -> str | None:
         """None if the client took the update, else why not."""
         record = row.text
-        headers = {"Content-Type": "application/json; charset=utf-8",
-                   "X-Whistle-Update-Id": row.key.removeprefix("o311:")}
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Whistle-Update-Id": row.key.removeprefix("o311:"),
+        }
         body = ('{"service_request_updates": [' + record + "]}").encode()
         try:
-            response = await http.post(url, content=body, headers=headers,
-                                       timeout=self.timeout_seconds)
+            response = await http.post(
+                url, content=body, headers=headers, timeout=self.timeout_seconds
+            )
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= response.status_code < 300:

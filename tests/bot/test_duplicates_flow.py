@@ -1,0 +1,181 @@
+"""Duplicate reports (重复件, #16) end to end through the emulator: a resident is shown the open
+case nearby before confirming and follows it (then gets its progress notices), or goes on; triage
+sees an incoming case's likely duplicates and merges it with one button."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from bot import duplicates
+from bot import duties as followup
+from models import cases, followers, stats
+from models.tables import MERGED, RESOLVED, CaseFollower
+from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WAIT, WATER_STAFF, to_triage
+
+pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
+
+NEIGHBOUR, OTHER = 10005, 10006
+HERE = (28.37, 112.82)
+FIRST = "小区停水两天了还没来水，自来水管道一直没人来修"
+AGAIN = "我们小区停水两天了，一直没来水，自来水管道没人来修"
+UNRELATED = "学校门口的校车每天超载，孩子们挤得站不下，希望教育局管一管"
+
+
+async def month_repeats(bot) -> dict:
+    data = await stats.dashboard_data(
+        bot.services.engine, now=bot.clock(), rules=bot.services.rules
+    )
+    return data["repeats"]
+
+
+def labels(message) -> list[str]:
+    return [text for text, _ in message.buttons]
+
+
+async def until_place(bot, user: int, text: str):
+    """A report up to its place; returns the bot's next message with buttons."""
+    bot.emu.add_user(user, f"居民{user}")
+    await bot.say(user, "/report")
+    await bot.say(user, text)
+    await bot.say(user, "/skip")
+    bot.emu.send_location(user, *HERE)
+    return await bot.emu.wait_for_message(user, lambda m: bool(m.buttons), timeout=WAIT)
+
+
+async def followers_of(bot, case_id: int) -> list[int]:
+    async with bot.services.session() as session:
+        return list(
+            (
+                await session.exec(
+                    select(CaseFollower.reporter_id).where(CaseFollower.case_id == case_id)
+                )
+            ).all()
+        )
+
+
+async def test_a_resident_follows_the_open_case_nearby_and_gets_its_notices(make_bot):
+    bot = await make_bot(to_triage())
+    ref = await bot.report(RESIDENT, FIRST, location=HERE)
+
+    asked = await until_place(bot, NEIGHBOUR, AGAIN)
+    assert asked.content == f"附近已有人反映：{ref}，状态 待分拨。是同一个问题吗？"
+    assert labels(asked) == ["是，关注该案件", "不是，继续提交"]
+    bot.emu.press(NEIGHBOUR, asked, "是，关注该案件")
+    followed = await bot.emu.wait_for_message(
+        NEIGHBOUR, lambda m: "已为您关注" in m.content, timeout=WAIT
+    )
+    assert f"已为您关注 {ref}" in followed.content and "共有 2 人反映" in followed.content
+    case = await bot.case(ref)
+    assert len(await bot.cases()) == 1  # no second case
+    assert len(await followers_of(bot, case.id)) == 1
+    async with bot.services.session() as session:
+        assert await followers.reporters_count(session, case.id) == 2
+    # /case tells its reporter how many reported it.
+    timeline = await bot.say(RESIDENT, f"/case {ref}")
+    assert "反映人数：2 人" in timeline.content
+    # The dashboard counts two reports of one problem, where it was reported.
+    repeats = await month_repeats(bot)
+    assert (repeats["reports"], repeats["distinct"]) == (2, 1)
+    assert [h["repeats"] for h in repeats["hotspots"]] == [1]
+
+    # The follower is told of the case's progress like its reporter.
+    post = await bot.group_post(bot.triage_chat, ref)
+    await bot.press(TRIAGE_STAFF, post, "确认派至")
+    await bot.notices_due()
+    bot.clock.advance(minutes=2)
+    await followup.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    told = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "已派至" in m.content, timeout=WAIT)
+    assert told.content == f"📮 您反映的问题（{ref}）已派至 水务局 办理。"
+
+    # …and of its 办结, then asked the 回访 too: heard, but the reporter's answer decides.
+    staff = cases.Actor.staff(WATER_STAFF)
+    async with bot.services.session() as session:
+        await cases.sign_for(session, case.id, staff, bot.clock(), rules=bot.services.rules)
+        await cases.resolve(
+            session,
+            case.id,
+            staff,
+            "已更换破损水管，恢复供水",
+            bot.clock(),
+            rules=bot.services.rules,
+        )
+    bot.clock.advance(minutes=2)
+    await followup.run_followup_pass(bot.app, bot.clock())
+    await bot.settle()
+    await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "已更换破损水管" in m.content, timeout=WAIT)
+    survey = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "回访" in m.content, timeout=WAIT)
+    assert labels(survey) == ["😊 满意", "🙂 基本满意", "😞 不满意"]
+    satisfied = survey.button_data("满意")
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "回访" in m.content, timeout=WAIT)
+    answer = await bot.press(NEIGHBOUR, survey, "不满意")
+    assert not answer.get("show_alert")
+    thanked = bot.emu.message(NEIGHBOUR, survey.message_id)
+    assert thanked.content == f"感谢您的评价（不满意）！您关注的案件 {ref} 的回访意见已记录。"
+    assert (await bot.case(ref)).status == RESOLVED  # the reporter's answer decides
+    async with bot.services.session() as session:
+        [row] = (
+            await session.exec(select(CaseFollower).where(CaseFollower.case_id == case.id))
+        ).all()
+    assert row.satisfaction == "unsatisfied"
+    again = await bot.press_data(NEIGHBOUR, survey, satisfied)
+    assert again["show_alert"] and "已评价过" in again["text"]
+    # Someone who does not follow it cannot answer for it.
+    stranger = await bot.press_data(OTHER, survey, satisfied)
+    assert stranger["show_alert"] and "没有关注" in stranger["text"]
+
+    # The reporter is never asked about their own case; an unrelated report is not asked.
+    summary = await until_place(bot, RESIDENT, AGAIN)
+    assert "确认提交" in " ".join(labels(summary))
+    summary = await until_place(bot, OTHER, UNRELATED)
+    assert "确认提交" in " ".join(labels(summary))
+
+
+async def test_not_the_same_goes_on_and_triage_merges_the_duplicate(make_bot):
+    bot = await make_bot(to_triage())
+    first = await bot.report(RESIDENT, FIRST, location=HERE)
+
+    asked = await until_place(bot, NEIGHBOUR, AGAIN)
+    bot.emu.press(NEIGHBOUR, asked, "不是，继续提交")
+    summary = await bot.emu.wait_for_message(
+        NEIGHBOUR, lambda m: "确认提交" in str(m.buttons), timeout=WAIT
+    )
+    bot.emu.press(NEIGHBOUR, summary, "确认提交")
+    done = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "已受理" in m.content, timeout=WAIT)
+    second = done.content.split("编号 ", 1)[1].split("，", 1)[0]
+    await bot.settle()
+
+    # Triage: the new case's likely duplicate, with 合并.
+    hint = await bot.group_post(bot.triage_chat, f"🔁 {second} 可能与以下未办结案件重复")
+    assert f"1. {first} · 待分拨 · 相似度" in hint.content and "1 人反映" in hint.content
+    assert labels(hint) == [f"🔗 合并至 {first}"]
+    merge = hint.button_data(f"合并至 {first}")
+    # Only triage may merge.
+    answer = await bot.press(NEIGHBOUR, hint, f"合并至 {first}")
+    assert answer["show_alert"] and (await bot.case(second)).status != MERGED
+    answer = await bot.press(TRIAGE_STAFF, hint, f"合并至 {first}")
+    assert answer["text"] == "操作成功"
+    merged, kept = await bot.case(second), await bot.case(first)
+    assert (merged.status, merged.merged_into_id) == (MERGED, kept.id)
+    edited = bot.emu.message(bot.triage_chat, hint.message_id)
+    assert f"✅ {second} 已合并至 {first}" in edited.content and not edited.buttons
+    repeats = await month_repeats(bot)
+    assert (repeats["reports"], repeats["distinct"]) == (2, 1)
+    assert [h["repeats"] for h in repeats["hotspots"]] == [1]
+    # Its reporter now follows the kept case, and is told where their report went.
+    assert len(await followers_of(bot, kept.id)) == 1
+    await bot.settle()
+    told = await bot.emu.wait_for_message(NEIGHBOUR, lambda m: "合并" in m.content, timeout=WAIT)
+    assert first in told.content
+    # A second press finds the case merged already: a polite answer, nothing changes.
+    answer = await bot.press_data(TRIAGE_STAFF, hint, merge)
+    assert answer["show_alert"] and "已被合并" in answer["text"]
+    assert len(await followers_of(bot, kept.id)) == 1
+
+    # The merged case is no longer offered to anyone; the case it joined is.
+    asked = await until_place(bot, OTHER, AGAIN)
+    assert asked.content == f"附近已有人反映：{first}，状态 待分拨。是同一个问题吗？"
+    index = duplicates.index_of(bot.services)
+    index.swept_at = 0.0  # the next look drops cases closed meanwhile from the index
+    await index.refresh(bot.services)
+    assert merged.id not in index.ids and kept.id in index.ids
