@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ EARTH_RADIUS_M = 6_371_008.8
 # Cases added since the posting lists were last built are scored row by row; past this many
 # they are folded into the posting lists (a rebuild of a few milliseconds per 10,000 cases).
 TAIL_ROWS = 256
+RECENT_VECTORS = 64  # texts whose vectors are kept (DuplicateFinder.vector)
 # A feature in more than this share of the model's training messages is left out (its idf,
 # ln((1 + n) / (1 + df)) + 1, is then below 1 + ln(1 / COMMON_SHARE)).
 COMMON_SHARE = 0.05
@@ -161,6 +163,9 @@ class DuplicateFinder:
         )
         self._kept = kept
         self._lock = threading.RLock()
+        # A report's text is vectorised for the resident's question, the triage hint and the
+        # index within a second: the latest few vectors are kept (they are never changed).
+        self._recent: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._slot_of: dict[int, int] = {}
         self._ids: list[int] = []
         self._places: list[Place] = []
@@ -195,7 +200,21 @@ class DuplicateFinder:
     def vector(self, text: str | textmod.Analyzed) -> tuple[np.ndarray, np.ndarray]:
         """(feature indices, values) of a message, l2-normalised: the cosine is a dot product.
         Empty without Chinese (as the classifier, which makes no suggestion for those)."""
-        analyzed = textmod.analyze(text) if isinstance(text, str) else text
+        if not isinstance(text, str):
+            return self._vector(text)
+        with self._lock:
+            row = self._recent.get(text)
+            if row is not None:
+                self._recent.move_to_end(text)
+                return row
+        row = self._vector(textmod.analyze(text))
+        with self._lock:
+            self._recent[text] = row
+            if len(self._recent) > RECENT_VECTORS:
+                self._recent.popitem(last=False)
+        return row
+
+    def _vector(self, analyzed: textmod.Analyzed) -> tuple[np.ndarray, np.ndarray]:
         if not textmod.has_chinese(analyzed.chars):
             return _EMPTY_ROW
         views = self.model.vectors(analyzed)

@@ -9,9 +9,10 @@ import random
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
-from classifier import build_default_model, load_model
+from classifier import build_default_model, load_model, similar
 from classifier.similar import (
     APART,
     NEAR,
@@ -463,3 +464,17 @@ def test_every_problem_of_the_rules_is_named_at_once():
     with pytest.raises(ValueError) as exc:
         DuplicateRules(threshold=2.0, window_days=-3, k=0)
     assert all(name in str(exc.value) for name in ("threshold", "window_days", "k"))
+
+
+def test_a_text_is_vectorised_once_for_the_question_the_hint_and_the_index(finder, monkeypatch):
+    calls = []
+    vectorise = finder._vector
+    monkeypatch.setattr(finder, "_vector", lambda analyzed: calls.append(1) or vectorise(analyzed))
+    text = "小区门口的路灯坏了好几天，晚上很黑"
+    first = finder.vector(text)
+    assert finder.vector(text) is first and len(calls) == 1
+    for n in range(similar.RECENT_VECTORS):  # pushed out by as many other texts
+        finder.vector(f"第{n}栋楼道堆满杂物")
+    again = finder.vector(text)
+    assert len(calls) == similar.RECENT_VECTORS + 2
+    assert np.array_equal(again[0], first[0]) and np.allclose(again[1], first[1])
