@@ -88,7 +88,7 @@ class FullDisk:
 
 
 async def test_a_press_while_the_disk_is_full_is_told_to_retry_and_loses_nothing(
-    make_bot, bot_engine
+    make_bot, bot_engine, caplog
 ):
     disk = FullDisk(bot_engine)
     bot = await make_bot(to_triage())
@@ -100,9 +100,14 @@ async def test_a_press_while_the_disk_is_full_is_told_to_retry_and_loses_nothing
     await asyncio.sleep(0.5)  # the conversation step is stored
 
     disk.full = True
+    caplog.clear()
     answer = await bot.press_data(RESIDENT, summary, submit)
-    assert "稍后再试" in answer["text"] and answer["show_alert"]
     disk.full = False
+    # Told that the step was not done (as when the store restarts), so the resident presses
+    # again; the operator gets one error line naming the full disk, not a traceback.
+    assert answer["text"] == texts.STORE_UNAVAILABLE and answer["show_alert"]
+    [full] = [r for r in caplog.records if "the store is full" in r.getMessage()]
+    assert full.levelname == "ERROR" and "disk is full" in full.getMessage() and not full.exc_info
     assert await bot.cases() == [] and await bot.outbox() == []
 
     # Space is back: the same button stores the case once, and the reference arrives once.
