@@ -14,7 +14,7 @@ from bot import failpoints, persistence, texts
 from bot.context import Context
 from bot.services import Services
 from models import drafts
-from models.engine import STORE_DOWN, Gathered
+from models.engine import STORE_DOWN, Gathered, store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,21 @@ async def record_handled(update: object, context: Context) -> None:
 
 async def on_error(update: object, context: Context) -> None:
     """Log the error and say sorry to the person whose update failed (never a traceback)."""
-    if update is None and isinstance(context.error, STORE_DOWN):
-        # A background job while the database restarts: one line each time, not a traceback
-        # every poll; the job runs again at its next tick.
-        log.warning("background job skipped, the store is unreachable: %r", context.error)
+    reason = store_unavailable(context.error)
+    if reason is None and update is None and isinstance(context.error, STORE_DOWN):
+        reason = "unreachable"  # a background job while the database restarts
+    if reason is not None:
+        # The store could not take the step (a full disk, a long-held lock; for a job also a
+        # restart): it
+        # was not done and nothing was written, so the person is told to do it again and
+        # the operator gets one line naming the cause, not a traceback each time (a job runs
+        # again at its next tick). A full disk needs the operator; the rest pass by themselves.
+        level = logging.ERROR if reason == "full" else logging.WARNING
+        what = "update not handled" if isinstance(update, Update) else "background job skipped"
+        cause = getattr(context.error, "orig", context.error)  # not the statement (personal data)
+        log.log(level, "%s, the store is %s: %r", what, reason, cause)
+        if isinstance(update, Update):
+            await apologize(update, context, texts.STORE_UNAVAILABLE)
         return
     log.error("error while handling update", exc_info=context.error)
     if isinstance(update, Update):

@@ -15,6 +15,7 @@ from models.engine.db import (
     make_engine,
     session_scope,
     sessionmaker,
+    store_unavailable,
     wal_checkpointer,
 )
 from models.engine.turns import Gathered, GatheredWrites, TurnLock
@@ -31,5 +32,6 @@ __all__ = [
     "make_engine",
     "session_scope",
     "sessionmaker",
+    "store_unavailable",
     "wal_checkpointer",
 ]

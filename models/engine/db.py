@@ -34,6 +34,23 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000  # 40 MB of log; reached only if the checkpoin
 # by SQLAlchemy, and a refused connection (asyncpg's connect raises the OSError itself).
 STORE_DOWN = (DBAPIError, OSError)
 
+PG_DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full
+
+
+def store_unavailable(exc: BaseException) -> str | None:
+    """ "full" or "locked" when `exc` says the store cannot take a write for now — SQLite's
+    SQLITE_FULL (or PostgreSQL's disk_full), a lock held past the busy timeout — else None
+    (a bug, a constraint). Such a statement changed nothing, so the person can simply try
+    again once space is freed or the other writer is done."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        code &= 0xFF  # the primary code; extended codes keep it in the low byte
+        if code == sqlite3.SQLITE_FULL:
+            return "full"
+        return "locked" if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) else None
+    return "full" if getattr(orig, "sqlstate", None) == PG_DISK_FULL else None
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")

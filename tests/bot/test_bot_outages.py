@@ -10,6 +10,8 @@ import secrets
 import sqlite3
 from dataclasses import replace
 
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import Application
 
 from bot import texts
@@ -49,6 +51,66 @@ async def test_a_press_while_the_database_is_locked_is_told_to_retry_and_loses_n
     assert await bot.cases() == [] and await bot.outbox() == []
 
     # The lock is gone: the same button works, and the reference arrives.
+    await bot.press_data(RESIDENT, summary, submit)
+    await bot.settle()
+    [case] = await bot.cases()
+    confirmations = [m.content for m in bot.emu.messages(RESIDENT) if "已受理" in m.content]
+    assert confirmations == [texts.SUBMITTED.format(ref=case.ref)]
+
+
+# A report as long as allowed (2000 characters, 3 bytes each): its case row cannot fit in a
+# 4 KiB page, so storing it needs new (overflow) pages, which a full disk refuses — a short
+# row would fit in a page the database already has and be stored.
+LONG_TEXT = (WATER_TEXT * 100)[:2000]
+
+
+class FullDisk:
+    """SQLite's own SQLITE_FULL on demand: while `full`, every connection the engine hands
+    out may not grow the database past its current page count (PRAGMA max_page_count is
+    per connection, so it is set at each checkout), and a write that needs a new page fails
+    with "database or disk is full" as on a full disk."""
+
+    UNLIMITED = 4294967294  # SQLite's largest max_page_count
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.full = False
+        event.listen(engine.sync_engine, "checkout", self._limit)
+
+    def _limit(self, dbapi_conn, _record, _proxy) -> None:
+        cur = dbapi_conn.cursor()
+        if self.full:
+            cur.execute("PRAGMA page_count")
+            (pages,) = cur.fetchone()
+            cur.execute(f"PRAGMA max_page_count = {pages}")
+        else:
+            cur.execute(f"PRAGMA max_page_count = {self.UNLIMITED}")
+        cur.close()
+
+
+async def test_a_press_while_the_disk_is_full_is_told_to_retry_and_loses_nothing(
+    make_bot, bot_engine, caplog
+):
+    disk = FullDisk(bot_engine)
+    bot = await make_bot(to_triage())
+    await bot.say(RESIDENT, "/report")
+    await bot.say(RESIDENT, LONG_TEXT)
+    await bot.say(RESIDENT, "/skip")
+    summary = await bot.say(RESIDENT, "/skip")
+    submit = summary.button_data(texts.BTN_SUBMIT)
+    await asyncio.sleep(0.5)  # the conversation step is stored
+
+    disk.full = True
+    caplog.clear()
+    answer = await bot.press_data(RESIDENT, summary, submit)
+    disk.full = False
+    # Told that the step was not done (as when the store restarts), so the resident presses
+    # again; the operator gets one error line naming the full disk, not a traceback.
+    assert answer["text"] == texts.STORE_UNAVAILABLE and answer["show_alert"]
+    [full] = [r for r in caplog.records if "the store is full" in r.getMessage()]
+    assert full.levelname == "ERROR" and "disk is full" in full.getMessage() and not full.exc_info
+    assert await bot.cases() == [] and await bot.outbox() == []
+
+    # Space is back: the same button stores the case once, and the reference arrives once.
     await bot.press_data(RESIDENT, summary, submit)
     await bot.settle()
     [case] = await bot.cases()
