@@ -772,12 +772,7 @@ async def resolve(
             resolution=result,
             resolution_photo=photo,
             handling_grid_code=verify_grid,
-            details={
-                "result": result,
-                "photo": bool(photo),
-                "grid": verify_grid,
-                **({"photo_file": photo} if photo else {}),
-            },
+            details=resolution_details(result, photo, grid=verify_grid),
         )
     return await transition(
         session,
@@ -791,13 +786,19 @@ async def resolve(
         resolution=result,
         resolution_photo=photo,
         resolved_level=lifecycle.DEPARTMENT_LEVEL,
-        details={
-            "result": result,
-            "photo": bool(photo),
-            # each 办结's photo stays in /case after a reopening
-            **({"photo_file": photo} if photo else {}),
-        },
+        details=resolution_details(result, photo),
     )
+
+
+def resolution_details(result: str, photo: str | None, **more: object) -> dict:
+    """What a 办结 event records, wherever the case was resolved (department, grid, street):
+    each 办结's photo stays in /case after a reopening."""
+    return {
+        "result": result,
+        "photo": bool(photo),
+        **more,
+        **({"photo_file": photo} if photo else {}),
+    }
 
 
 async def request_extension(

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.cases import Actor, active_department, get_case, transition
+from models.cases import Actor, active_department, get_case, resolution_details, transition
 from models.deadlines import Rules
 from models.lifecycle import DEPARTMENT_LEVEL, GRID_LEVEL, STREET_LEVEL, CaseError
 from models.permissions import GRID_ROLES
@@ -187,12 +187,7 @@ async def grid_resolve(
         resolution=result,
         resolution_photo=photo,
         resolved_level=level,
-        details={
-            "result": result,
-            "photo": bool(photo),
-            "level": level,
-            **({"photo_file": photo} if photo else {}),
-        },
+        details=resolution_details(result, photo, level=level),
     )
 
 
