@@ -613,7 +613,7 @@ async def show_summary(update: Update, context: Context) -> int:
             context.services, update.effective_user.id, draft
         )
         if similar:
-            return await ask_if_same(update, context, similar[0][0])
+            return await ask_if_same(update, context, similar[0].case)
     draft["summary_shown"] = True
     await _reply(update, summary_text(context, draft), reply_markup=summary_keyboard(draft))
     return CONFIRM

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -29,7 +30,20 @@ from whistle.config import DuplicateSettings
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30.0  # how often cases closed elsewhere are dropped from the index
+# How often the store is asked for cases opened elsewhere (12345, another worker). The bot's own
+# cases are added as they are stored, so between reads a question needs no store read at all,
+# and concurrent questions never queue behind one read.
+READ_SECONDS = 1.0
 SERVICES_ATTR = "duplicate_index"
+
+
+class Similar(NamedTuple):
+    """An open case that is likely the same problem, its text similarity and how many people
+    reported it."""
+
+    case: Case
+    score: float
+    count: int
 
 
 def rules_of(settings: DuplicateSettings) -> DuplicateRules:
@@ -50,12 +64,29 @@ class DuplicateIndex:
     finder: DuplicateFinder | None = None
     model_version: str | None = None
     last_id: int = 0
+    read_at: float = float("-inf")
     swept_at: float = 0.0
     lock: asyncio.Lock | None = None
     ids: set[int] = field(default_factory=set)  # the cases in the finder
 
+    def current(self, services) -> DuplicateFinder | None:
+        """The finder when it is recent enough to answer without reading the store: built with
+        the model in service, and read within READ_SECONDS or being read right now (a
+        question does not wait for another's read: a second behind is what it may be)."""
+        model = services.suggester.model
+        if self.finder is None or model.model_version != self.model_version:
+            return None
+        reading = self.lock is not None and self.lock.locked()
+        if reading or time.monotonic() - self.read_at < READ_SECONDS:
+            return self.finder
+        return None
+
     async def refresh(self, services) -> DuplicateFinder:
-        """The finder, up to date with the store (built afresh for a new model)."""
+        """The finder, up to date with the store within READ_SECONDS (built afresh for a new
+        model)."""
+        finder = self.current(services)
+        if finder is not None:
+            return finder
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
@@ -63,7 +94,10 @@ class DuplicateIndex:
             if self.finder is None or model.model_version != self.model_version:
                 self.finder = DuplicateFinder(model, self.rules)
                 self.model_version, self.last_id, self.swept_at = model.model_version, 0, 0.0
-                self.ids = set()
+                self.read_at, self.ids = float("-inf"), set()
+            elif time.monotonic() - self.read_at < READ_SECONDS:
+                return self.finder  # read while this one waited for the lock
+            self.read_at = time.monotonic()
             async with services.read_session() as session:
                 opened = await followers.open_cases_after(session, self.last_id)
                 sweep = time.monotonic() - self.swept_at > REFRESH_SECONDS
@@ -77,6 +111,10 @@ class DuplicateIndex:
             if sweep:
                 self.swept_at = time.monotonic()
             return finder
+
+    def expire(self) -> None:
+        """The next refresh reads the store and drops the cases closed meanwhile."""
+        self.read_at, self.swept_at = float("-inf"), 0.0
 
     def add(self, case: Case) -> None:
         """A case the bot just opened (so the next report sees it at once)."""
@@ -107,22 +145,21 @@ def index_of(services) -> DuplicateIndex | None:
     return index
 
 
-async def _open_cases(services, hits: list[tuple[int, float]]) -> list[tuple[Case, float]]:
-    """The hits' cases as the store has them now, open ones only, best first."""
-    if not hits:
-        return []
-    async with services.read_session() as session:
-        found = {
-            c.id: c
-            for c in [await session.get(Case, case_id) for case_id, _ in hits]
-            if c is not None and c.status in OPEN_STATUSES
-        }
-    return [(found[case_id], score) for case_id, score in hits if case_id in found]
+def _still_open(
+    hits: list[tuple[int, float]], found: dict[int, tuple[Case, int]], k: int
+) -> list[Similar]:
+    """The hits the store still has open, best first, at most k."""
+    return [
+        Similar(found[case_id][0], score, found[case_id][1])
+        for case_id, score in hits
+        if case_id in found
+    ][:k]
 
 
-async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[tuple[Case, float]]:
+async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Similar]:
     """Open cases that are likely the problem a resident is about to report (their own and
-    those they follow left out), best first."""
+    those they follow left out), best first. Most reports have none: those cost the index's
+    search and the locating read, nothing more."""
     index = index_of(services)
     if index is None:
         return []
@@ -138,40 +175,41 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[tupl
                 text=draft["text"],
                 address=draft["address"],
             )
-            mine = await followers.cases_of_reporter(session, telegram_id)
-        hits = finder.candidates(
-            draft["text"],
-            services.clock(),
-            where.grid_code,
-            draft["lat"],
-            draft["lon"],
-            exclude=mine,
-        )
+            # Every hit, not the best k: the reporter's own cases are left out below, by the
+            # store, which knows who follows what.
+            hits = finder.candidates(
+                draft["text"],
+                services.clock(),
+                where.grid_code,
+                draft["lat"],
+                draft["lon"],
+                k=len(finder) or 1,
+            )
+            if not hits:
+                return []
+            found = await followers.open_cases_with_counts(
+                session, [c for c, _ in hits], not_of=telegram_id
+            )
     except Exception:  # the question is a courtesy: a report must never fail for it
         log.exception("duplicate lookup failed; the report goes on without it")
         return []
-    return await _open_cases(services, hits)
+    return _still_open(hits, found, index.rules.k)
 
 
-async def similar_to_case(services, case: Case) -> list[tuple[Case, float]]:
-    """Open cases (other than `case`) that are likely the same problem: what triage sees."""
+async def hits_for_case(services, case: Case) -> list[tuple[int, float]]:
+    """Index hits (case id, score) for a case just stored: what triage's hint is made of."""
     index = index_of(services)
     if index is None:
         return []
-    try:
-        finder = await index.refresh(services)
-        hits = finder.candidates(
-            case.text,
-            case.created_at,
-            case.grid_code,
-            case.latitude,
-            case.longitude,
-            exclude={case.id},
-        )
-    except Exception:
-        log.exception("duplicate lookup failed for %s", case.ref)
-        return []
-    return await _open_cases(services, hits)
+    finder = await index.refresh(services)
+    return finder.candidates(
+        case.text,
+        case.created_at,
+        case.grid_code,
+        case.latitude,
+        case.longitude,
+        exclude={case.id},
+    )
 
 
 def note_new_case(services, case: Case) -> None:
@@ -183,35 +221,51 @@ def note_new_case(services, case: Case) -> None:
 # ---- triage: likely duplicates of an incoming case, with 合并 ------------------------------------
 
 
-def merge_keyboard(case: Case, similar: list[tuple[Case, float]]) -> InlineKeyboardMarkup:
+def merge_keyboard(case: Case, similar: list[Similar]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
-                    texts.BTN_MERGE_INTO.format(ref=other.ref),
-                    callback_data=cb.make(cb.MERGE, case.id, case.version, str(other.id)),
+                    texts.BTN_MERGE_INTO.format(ref=s.case.ref),
+                    callback_data=cb.make(cb.MERGE, case.id, case.version, str(s.case.id)),
                 )
             ]
-            for other, _ in similar
+            for s in similar
         ]
     )
 
 
 async def after_submit(services, case: Case) -> None:
     """A case the bot just stored: indexed, and triage told of its likely duplicates (each
-    with 合并: this case is merged into that one)."""
+    with 合并: this case is merged into that one). No hits, no store read."""
     note_new_case(services, case)
-    similar = await similar_to_case(services, case)
     chat = services.settings.telegram.triage_chat_id
-    if not similar or not chat:
+    if not chat:
+        return
+    try:
+        hits = await hits_for_case(services, case)
+    except Exception:
+        log.exception("duplicate lookup failed for %s", case.ref)
+        return
+    if not hits:
         return
     async with services.session() as session:
-        counts = [await followers.reporters_count(session, other.id) for other, _ in similar]
+        similar = _still_open(
+            hits,
+            await followers.open_cases_with_counts(session, [c for c, _ in hits]),
+            len(hits),
+        )
+        if not similar:
+            return
         lines = [texts.DUPLICATE_HINT.format(ref=case.ref)] + [
             texts.DUPLICATE_HINT_LINE.format(
-                n=n, ref=other.ref, status=STATUS_NAMES[other.status], score=score, count=count
+                n=n,
+                ref=s.case.ref,
+                status=STATUS_NAMES[s.case.status],
+                score=s.score,
+                count=s.count,
             )
-            for n, ((other, score), count) in enumerate(zip(similar, counts), start=1)
+            for n, s in enumerate(similar, start=1)
         ]
         row = notices.push_row(
             case,

@@ -65,6 +65,34 @@ async def reporters_count(session: AsyncSession, case_id: int) -> int:
     return 1 + followers
 
 
+async def open_cases_with_counts(
+    session: AsyncSession, case_ids: list[int], *, not_of: int | None = None
+) -> dict[int, tuple[Case, int]]:
+    """The open cases among case_ids, each with how many people reported it (its reporter
+    and followers): one read for what the duplicate question and triage's hint show.
+    not_of (a Telegram id): cases that person reported or follows are left out."""
+    if not case_ids:
+        return {}
+    counts = (
+        select(CaseFollower.case_id, func.count().label("n"))
+        .where(col(CaseFollower.case_id).in_(case_ids))
+        .group_by(col(CaseFollower.case_id))
+        .subquery()
+    )
+    query = (
+        select(Case, counts.c.n)
+        .outerjoin(counts, counts.c.case_id == col(Case.id))
+        .where(col(Case.id).in_(case_ids), col(Case.status).in_(OPEN_STATUSES))
+    )
+    if not_of is not None:
+        # NOT IN, not !=: a person the store has never seen (an empty subquery) excludes nothing.
+        person = select(Reporter.id).where(Reporter.telegram_id == not_of)
+        followed = select(CaseFollower.case_id).where(col(CaseFollower.reporter_id).in_(person))
+        query = query.where(col(Case.reporter_id).not_in(person), col(Case.id).not_in(followed))
+    rows = await session.exec(query)
+    return {case.id: (case, 1 + (n or 0)) for case, n in rows.all()}
+
+
 async def absorb(session: AsyncSession, merged: Case, kept: Case, now: datetime) -> None:
     """合并: the merged case's reporter and followers follow the kept case from now on (its
     notices and 回访 reach them), and its photos join the kept case's."""
@@ -123,21 +151,6 @@ async def open_case_ids(session: AsyncSession) -> set[int]:
     return set(
         (await session.exec(select(Case.id).where(col(Case.status).in_(OPEN_STATUSES)))).all()
     )
-
-
-async def cases_of_reporter(session: AsyncSession, telegram_id: int) -> set[int]:
-    """Open cases this person reported or follows (never offered to them as a duplicate)."""
-    own = (
-        select(Case.id)
-        .join(Reporter, col(Reporter.id) == col(Case.reporter_id))
-        .where(Reporter.telegram_id == telegram_id, col(Case.status).in_(OPEN_STATUSES))
-    )
-    followed = (
-        select(CaseFollower.case_id)
-        .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
-        .where(Reporter.telegram_id == telegram_id)
-    )
-    return set((await session.exec(own)).all()) | set((await session.exec(followed)).all())
 
 
 # ---------------------------------------------------------------- 回访 for followers
