@@ -606,9 +606,10 @@ def summary_text(context: Context, draft: dict) -> str:
 
 async def show_summary(update: Update, context: Context) -> int:
     """The draft with the suggested department and 确认提交 / 修改 / 取消; before the first
-    summary of a resident's report, a similar open case nearby is shown first."""
+    summary of a report, a similar open case nearby (for an enterprise: its own demand) is
+    shown first."""
     draft = draft_of(context)
-    if draft["kind"] == RESIDENT and not draft["summary_shown"] and not draft.get("not_same"):
+    if not draft["summary_shown"] and not draft.get("not_same"):
         similar = await duplicates.similar_to_draft(
             context.services, update.effective_user.id, draft
         )
@@ -629,10 +630,9 @@ async def ask_if_same(update: Update, context: Context, case: Case) -> int:
             [_draft_button(texts.BTN_NOT_SAME, draft, "notsame")],
         ]
     )
+    ask = texts.DUPLICATE_ASK_ENTERPRISE if draft["kind"] == ENTERPRISE else texts.DUPLICATE_ASK
     await _reply(
-        update,
-        texts.DUPLICATE_ASK.format(ref=case.ref, status=STATUS_NAMES[case.status]),
-        reply_markup=keyboard,
+        update, ask.format(ref=case.ref, status=STATUS_NAMES[case.status]), reply_markup=keyboard
     )
     return CONFIRM
 

@@ -157,8 +157,9 @@ def _still_open(
 
 
 async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Similar]:
-    """Open cases that are likely the problem a resident is about to report (their own and
-    those they follow left out), best first. Most reports have none: those cost the index's
+    """Open cases that are likely the problem a resident (or an enterprise) is about to
+    report, among those they may follow (their own and those they follow left out), best
+    first. Most reports have none: those cost the index's
     search and the locating read, nothing more."""
     index = index_of(services)
     if index is None:
@@ -188,7 +189,10 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Simi
             if not hits:
                 return []
             found = await followers.open_cases_with_counts(
-                session, [c for c, _ in hits], not_of=telegram_id
+                session,
+                [c for c, _ in hits],
+                not_of=telegram_id,
+                offered_to=(telegram_id, draft["kind"]),
             )
     except Exception:  # the question is a courtesy: a report must never fail for it
         log.exception("duplicate lookup failed; the report goes on without it")

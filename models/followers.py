@@ -16,7 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.people import get_or_create_reporter
 from models.tables import (
     BASIC,
+    ENTERPRISE,
     OPEN_STATUSES,
+    RESIDENT,
     SATISFIED,
     UNSATISFIED,
     Case,
@@ -66,11 +68,18 @@ async def reporters_count(session: AsyncSession, case_id: int) -> int:
 
 
 async def open_cases_with_counts(
-    session: AsyncSession, case_ids: list[int], *, not_of: int | None = None
+    session: AsyncSession,
+    case_ids: list[int],
+    *,
+    not_of: int | None = None,
+    offered_to: tuple[int, str] | None = None,
 ) -> dict[int, tuple[Case, int]]:
     """The open cases among case_ids, each with how many people reported it (its reporter
     and followers): one read for what the duplicate question and triage's hint show.
-    not_of (a Telegram id): cases that person reported or follows are left out."""
+    not_of (a Telegram id): cases that person reported or follows are left out.
+    offered_to (a Telegram id, the kind of their report): only the cases that person may be
+    offered to follow: a resident, residents' cases; an enterprise, its own demands (an
+    enterprise's demand and its progress are its own business)."""
     if not case_ids:
         return {}
     counts = (
@@ -89,8 +98,18 @@ async def open_cases_with_counts(
         person = select(Reporter.id).where(Reporter.telegram_id == not_of)
         followed = select(CaseFollower.case_id).where(col(CaseFollower.reporter_id).in_(person))
         query = query.where(col(Case.reporter_id).not_in(person), col(Case.id).not_in(followed))
+    if offered_to is not None:
+        query = query.where(_may_be_offered(*offered_to))
     rows = await session.exec(query)
     return {case.id: (case, 1 + (n or 0)) for case, n in rows.all()}
+
+
+def _may_be_offered(telegram_id: int, kind: str):
+    """The cases a person reporting a case of `kind` may be offered to follow (SQL)."""
+    if kind == ENTERPRISE:
+        theirs = select(Reporter.enterprise_id).where(Reporter.telegram_id == telegram_id)
+        return (col(Case.kind) == ENTERPRISE) & col(Case.enterprise_id).in_(theirs)
+    return col(Case.kind) == RESIDENT
 
 
 async def absorb(session: AsyncSession, merged: Case, kept: Case, now: datetime) -> None:

@@ -1,6 +1,8 @@
 """Duplicate reports (重复件, #16): the resident's question before confirming, triage's hint."""
 
 DUPLICATE_ASK = "附近已有人反映：{ref}，状态 {status}。是同一个问题吗？"
+# An enterprise is only shown its own open demands (a colleague may have filed it already).
+DUPLICATE_ASK_ENTERPRISE = "贵企业已提交过相似诉求：{ref}，状态 {status}。是同一个诉求吗？"
 BTN_FOLLOW = "是，关注该案件"
 BTN_NOT_SAME = "不是，继续提交"
 FOLLOWED = (

@@ -9,8 +9,16 @@ from sqlmodel import select
 from bot import duplicates
 from bot import duties as followup
 from models import cases, followers, stats
-from models.tables import MERGED, RESOLVED, CaseFollower
-from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WAIT, WATER_STAFF, to_triage
+from models.credit_code import check_character
+from models.tables import ENTERPRISE, MERGED, RESOLVED, CaseFollower
+from tests.test_bot_kit import (
+    ENTERPRISE_USER,
+    RESIDENT,
+    TRIAGE_STAFF,
+    WAIT,
+    WATER_STAFF,
+    to_triage,
+)
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
@@ -179,3 +187,56 @@ async def test_not_the_same_goes_on_and_triage_merges_the_duplicate(make_bot):
     index.expire()  # the next look drops cases closed meanwhile from the index
     await index.refresh(bot.services)
     assert merged.id not in index.ids and kept.id in index.ids
+
+
+CREDIT_CODE = "91430112MA4L12345" + check_character("91430112MA4L12345")
+COLLEAGUE = 10007
+DEMAND = "园区门口道路破损严重，货车进出非常困难，希望尽快修复路面"
+DEMAND_AGAIN = "园区门口的道路破损很严重，货车进出困难，请尽快修复路面"
+
+
+async def register(bot, user: int) -> None:
+    bot.emu.add_user(user, f"企业联系人{user}")
+    await bot.say(user, "/enterprise")
+    await bot.say(user, "望城智造科技有限公司")
+    if "所属行业" in (await bot.say(user, CREDIT_CODE)).content:  # the first to register
+        await bot.say(user, "软件和信息技术服务业")
+        await bot.say(user, "/skip")
+    await bot.emu.wait_for_message(user, lambda m: "企业遇到的问题" in m.content, timeout=WAIT)
+
+
+async def demand_until_buttons(bot, user: int, text: str):
+    await bot.say(user, text)
+    await bot.say(user, "/skip")
+    bot.emu.send_location(user, *HERE)
+    return await bot.emu.wait_for_message(user, lambda m: bool(m.buttons), timeout=WAIT)
+
+
+async def test_an_enterprise_is_asked_about_its_own_demands_only(make_bot):
+    bot = await make_bot(to_triage())
+    await register(bot, COLLEAGUE)
+    summary = await demand_until_buttons(bot, COLLEAGUE, DEMAND)
+    bot.emu.press(COLLEAGUE, summary, "确认提交")
+    done = await bot.emu.wait_for_message(COLLEAGUE, lambda m: "已受理" in m.content, timeout=WAIT)
+    first = done.content.split("编号 ", 1)[1].split("，", 1)[0]
+    assert (await bot.case(first)).kind == ENTERPRISE
+
+    # A resident writing the same words is not offered the enterprise's demand to follow.
+    summary = await until_place(bot, OTHER, DEMAND_AGAIN)
+    assert "确认提交" in " ".join(labels(summary))
+
+    # A colleague of the same enterprise is: they may be about to file it twice.
+    await register(bot, ENTERPRISE_USER)
+    asked = await demand_until_buttons(bot, ENTERPRISE_USER, DEMAND_AGAIN)
+    assert asked.content == f"贵企业已提交过相似诉求：{first}，状态 待分拨。是同一个诉求吗？"
+    assert labels(asked) == ["是，关注该案件", "不是，继续提交"]
+    bot.emu.press(ENTERPRISE_USER, asked, "是，关注该案件")
+    followed = await bot.emu.wait_for_message(
+        ENTERPRISE_USER, lambda m: "已为您关注" in m.content, timeout=WAIT
+    )
+    assert first in followed.content and "共有 2 人" in followed.content
+
+    # An enterprise is not offered a resident's case either.
+    await bot.say(ENTERPRISE_USER, "/demand")
+    summary = await demand_until_buttons(bot, ENTERPRISE_USER, AGAIN)
+    assert "确认提交" in " ".join(labels(summary))
