@@ -4,6 +4,7 @@
                               [--concurrency 64] [--http-client aiohttp|httpx]
                               [--poll-interval SECONDS]
                               [--without-followup] [--without-duplicates]
+                              [--duplicate-share P]
                               [--db var/bench/bot_bench.db]
 
 The bot runs in its own process exactly as deployed (python-telegram-bot over real HTTP, long
@@ -82,6 +83,33 @@ PROBLEMS = [
 
 def report_text(rng: random.Random) -> str:
     return f"{rng.choice(PLACES)}{rng.choice(PROBLEMS)}，请尽快处理"
+
+
+class ReportTexts:
+    """What the residents write. By default every report is one of the 96 texts above, so
+    nearly every report resembles an open case and gets the duplicate question (#16): the
+    worst case. With --duplicate-share P, a share P of the reports is taken from those and
+    the rest are the seed corpus's own sentences (written for this project), each used once
+    in a shuffled order, so that most of them resemble no open case."""
+
+    def __init__(self, share: float | None, seed: int = 11) -> None:
+        self.share = share
+        self.sentences: list[str] = []
+        if share is not None:
+            import csv
+
+            for path in sorted((ROOT / "classifier" / "corpus").glob("*.csv")):
+                with path.open(encoding="utf-8") as f:
+                    self.sentences += [row["text"] for row in csv.DictReader(f)]
+            random.Random(seed).shuffle(self.sentences)
+        self.used = 0
+
+    def take(self, rng: random.Random) -> str:
+        if self.share is None or rng.random() < self.share:
+            return report_text(rng)
+        sentence = self.sentences[self.used % len(self.sentences)]
+        self.used += 1
+        return f"{rng.choice(PLACES)}{sentence}"  # a place makes the shortest long enough
 
 
 # ---------------------------------------------------------------- the bot process
@@ -202,6 +230,7 @@ class Recorder:
     latencies: list[float] = field(default_factory=list)
     replied: list[tuple[float, float]] = field(default_factory=list)  # (sent, latency)
     submit_latencies: list[float] = field(default_factory=list)
+    questions: int = 0  # reports that got the duplicate question
     updates: int = 0
     sent_at: list[float] = field(default_factory=list)  # perf_counter() of each update
     errors: list[str] = field(default_factory=list)
@@ -264,10 +293,11 @@ async def resident(
     think: float,
     rng: random.Random,
     done: list[int],
+    writing: ReportTexts,
 ) -> None:
     await asyncio.sleep(rng.uniform(0, 2 * think))  # residents don't all start at once
     while quota.take():
-        text = report_text(rng)
+        text = writing.take(rng)
         steps = [
             (lambda: emu.send_text(user, "/report"), _has("描述"), "/report"),
             (lambda t=text: emu.send_text(user, t), _has("照片"), "description"),
@@ -282,6 +312,7 @@ async def resident(
             await asyncio.sleep(rng.uniform(0, 2 * think))
         if _has_button(NOT_SAME)(summary):
             # 附近已有人反映 (#16): these residents report a problem of their own all the same.
+            rec.questions += 1
             summary = await rec.step(
                 user, lambda s=summary: emu.press(user, s, NOT_SAME), _has_button(CONFIRM), NOT_SAME
             )
@@ -333,7 +364,9 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     rec = Recorder()
     emu.add_listener(rec.listener)
     # Warm-up (not measured): every code path once, so imports and caches are in place.
-    await resident(emu, rec, residents[0], Quota(1), 0.0, random.Random(7), [])
+    writing = ReportTexts(args.duplicate_share)
+    await resident(emu, rec, residents[0], Quota(1), 0.0, random.Random(7), [], writing)
+    rec.questions = 0
     rec.latencies.clear()
     rec.replied.clear()
     rec.submit_latencies.clear()
@@ -348,7 +381,10 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     own_cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(
-        *(resident(emu, rec, user, quota, think, random.Random(user), done) for user in residents)
+        *(
+            resident(emu, rec, user, quota, think, random.Random(user), done, writing)
+            for user in residents
+        )
     )
     elapsed = time.perf_counter() - started
     freezer.cancel()
@@ -435,6 +471,8 @@ async def run(args) -> dict:
         "poll_interval": settings.telegram.poll_interval,
         "followup_pass": not args.without_followup,
         "duplicates": settings.duplicates.enabled,
+        "duplicate_share": args.duplicate_share,
+        "duplicate_questions": rec.questions,
         "target_rate": args.rate,
         "targets": {"updates_per_s": TARGET_UPDATES_PER_S, "p99_ms": TARGET_P99_MS},
         "database": "sqlite",
@@ -501,7 +539,12 @@ def print_table(r: dict) -> None:
         ("机器人进程 CPU", f"{r['bot_cpu_percent']} %"),
         ("机器人 CPU / 更新", f"{r['bot_cpu_ms_per_update']} ms"),
         ("机器人 CPU / 反映", f"{r['bot_cpu_ms_per_report']} ms"),
-        ("重复件提问", "开" if r["duplicates"] else "关"),
+        (
+            "重复件提问",
+            f"{r['duplicate_questions']} 次（{r['duplicate_questions'] / max(1, r['reports_completed']):.0%} 的反映）"
+            if r["duplicates"]
+            else "关",
+        ),
         ("模拟器与居民进程 CPU", f"{r['emulator_cpu_percent']} %"),
         ("机器负载（1 分钟）", f"{r['load_average_1min_at_end']}"),
         ("达标", "是" if r["meets_target"] else "否"),
@@ -553,6 +596,12 @@ def main() -> None:
         "--without-duplicates",
         action="store_true",
         help="for comparison: [duplicates] off (no duplicate question, no triage hint)",
+    )
+    parser.add_argument(
+        "--duplicate-share",
+        type=float,
+        default=None,
+        help="share of reports that resemble an open case (default: nearly all, the worst case)",
     )
     parser.add_argument("--db", default=str(ROOT / "var" / "bench" / "bot_bench.db"))
     parser.add_argument(

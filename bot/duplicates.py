@@ -99,15 +99,17 @@ class DuplicateIndex:
                 return self.finder  # read while this one waited for the lock
             self.read_at = time.monotonic()
             async with services.read_session() as session:
-                opened = await followers.open_cases_after(session, self.last_id)
+                read = await followers.open_cases_after(session, self.last_id)
                 sweep = time.monotonic() - self.swept_at > REFRESH_SECONDS
                 still_open = await followers.open_case_ids(session) if sweep else None
             finder = self.finder
+            # The bot's own cases were added as they were stored: only the others are new.
+            opened = [row for row in read if row[0] not in self.ids]
             closed = self.ids - still_open if still_open is not None else set()
             await asyncio.to_thread(_apply, finder, opened, closed)
             self.ids = (self.ids - closed) | {row[0] for row in opened}
-            if opened:
-                self.last_id = max(self.last_id, opened[-1][0])
+            if read:
+                self.last_id = max(self.last_id, read[-1][0])
             if sweep:
                 self.swept_at = time.monotonic()
             return finder
