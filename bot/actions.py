@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import callbacks as cb
-from bot import notices, posts, texts
+from bot import duplicates, notices, posts, texts
 from bot.common import department_name, local_time
 from bot.services import Services
 from models import cases, drafts, gridwork, locating, outbox, parts, people, reference
@@ -224,40 +224,55 @@ async def submit_report(
             return case, False  # this draft was submitted and routed before
         if confirmation is not None:
             await _queue(session, confirmation(case, now))
-        enterprise = await _enterprise_name(session, case)
-        # A location outside the district, or outside every grid, is for a person to judge
-        # (不属于本区职责? which grid?), however sure the classifier is of the department.
-        if await _start_in_grid(session, services, case, suggestion, now):
-            return case, True
-        auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
-        target = draft.department or (suggestion.label if auto else None)
-        dept = await reference.get_department(session, target) if target else None
-        if dept is not None and dept.active:
-            case = await cases.dispatch(
-                session, case.id, dept.code, Actor.SYSTEM, now, rules=services.rules, current=case
-            )
-            await _queue(
-                session,
-                await _department_post(session, services, case, now, enterprise=enterprise),
-                None
-                if draft.origin
-                else await notices.reporter_notice(
-                    session,
-                    services,
-                    case,
-                    notices.DISPATCHED,
-                    now,
-                    chat_id=telegram_id,
-                    new_case=True,
-                ),
-                _triage_post(services, case, now, enterprise=enterprise, auto_dispatched=True),
-            )
-        else:
-            case = await cases.send_to_triage(
-                session, case.id, now, rules=services.rules, current=case
-            )
-            await _queue(session, _triage_post(services, case, now, enterprise=enterprise))
+        case = await _route_new_case(session, services, case, suggestion, draft, telegram_id, now)
+        await duplicates.queue_hint(session, services, case)
+    duplicates.note_new_case(services, case)
     return case, True
+
+
+async def _route_new_case(
+    session: AsyncSession,
+    services: Services,
+    case: Case,
+    suggestion,
+    draft: ReportDraft,
+    telegram_id: int,
+    now: datetime,
+) -> Case:
+    """A case just stored goes to its grid, its department or triage, with its posts."""
+    enterprise = await _enterprise_name(session, case)
+    # A location outside the district, or outside every grid, is for a person to judge
+    # (不属于本区职责? which grid?), however sure the classifier is of the department.
+    in_grid = await _start_in_grid(session, services, case, suggestion, now)
+    if in_grid is not None:
+        return in_grid
+    auto = suggestion.auto_dispatch and not (case.out_of_area or case.out_of_grid)
+    target = draft.department or (suggestion.label if auto else None)
+    dept = await reference.get_department(session, target) if target else None
+    if dept is not None and dept.active:
+        case = await cases.dispatch(
+            session, case.id, dept.code, Actor.SYSTEM, now, rules=services.rules, current=case
+        )
+        await _queue(
+            session,
+            await _department_post(session, services, case, now, enterprise=enterprise),
+            None
+            if draft.origin
+            else await notices.reporter_notice(
+                session,
+                services,
+                case,
+                notices.DISPATCHED,
+                now,
+                chat_id=telegram_id,
+                new_case=True,
+            ),
+            _triage_post(services, case, now, enterprise=enterprise, auto_dispatched=True),
+        )
+    else:
+        case = await cases.send_to_triage(session, case.id, now, rules=services.rules, current=case)
+        await _queue(session, _triage_post(services, case, now, enterprise=enterprise))
+    return case
 
 
 def _grid_first(services: Services, case: Case, suggestion) -> bool:
@@ -272,17 +287,17 @@ def _grid_first(services: Services, case: Case, suggestion) -> bool:
 
 async def _start_in_grid(
     session: AsyncSession, services: Services, case: Case, suggestion, now: datetime
-) -> bool:
-    """小事不出网格: hand a grid matter to its grid's staff at intake (False: nobody there,
-    or not a grid matter; it is routed as any other case)."""
+) -> Case | None:
+    """小事不出网格: hand a grid matter to its grid's staff at intake; the case as it is then
+    (None: nobody there, or not a grid matter; it is routed as any other case)."""
     if not _grid_first(services, case, suggestion):
-        return False
+        return None
     try:
         moved, handler = await gridwork.to_grid(
             session, case.id, Actor.SYSTEM, now, rules=services.rules, current=case
         )
     except CaseError:
-        return False  # no grid staff up to the street: triage or the department decides
+        return None  # no grid staff up to the street: triage or the department decides
     enterprise = await _enterprise_name(session, moved)
     headline = texts.POST_GRID_FIRST.format(grid=_grid_name(services, handler.grid_code))
     reporter = await fq.reporter_chat(session, moved)
@@ -301,7 +316,7 @@ async def _start_in_grid(
         ),
         _triage_post(services, moved, now, enterprise=enterprise, headline=headline),
     )
-    return True
+    return moved
 
 
 # ---------------------------------------------------------------- staff buttons

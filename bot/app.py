@@ -311,6 +311,13 @@ def register_jobs(application: Application, settings: Settings) -> None:
     )
     if settings.duplicates.enabled:
         jobs.run_once(duplicates.warm_up, when=1, name="duplicate_index")
+        every = duplicates.ELSEWHERE_SECONDS
+        jobs.run_repeating(
+            duplicates.hint_cases_from_elsewhere,
+            interval=every,
+            first=every,
+            name="duplicate_hints_from_elsewhere",
+        )
     if settings.learning.enabled:  # the bot only: it serves the model the duty promotes
         check = settings.learning.check_seconds
         jobs.run_repeating(

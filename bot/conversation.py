@@ -758,9 +758,6 @@ async def submit(update: Update, context: Context) -> int | None:
     await update.callback_query.edit_message_reply_markup(reply_markup=None)
     if fresh:
         await offer_home(update, context, case)
-        # After the reporter's answer: triage's duplicate hint must not delay it.
-        await duplicates.after_submit(services, case)
-        kick_delivery(context.application)
     return END
 
 

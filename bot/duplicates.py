@@ -20,7 +20,8 @@ from typing import NamedTuple
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import callbacks as cb
-from bot import notices, texts
+from bot import notices, posts, texts
+from bot.common import kick_delivery
 from classifier.similar import DuplicateFinder, DuplicateRules
 from models import followers, locating, outbox
 from models.lifecycle import STATUS_NAMES
@@ -29,11 +30,13 @@ from whistle.config import DuplicateSettings
 
 log = logging.getLogger(__name__)
 
+HINT_EVENT = "duplicates"  # the outbox event of triage's hint (one per case)
 REFRESH_SECONDS = 30.0  # how often cases closed elsewhere are dropped from the index
 # How often the store is asked for cases opened elsewhere (12345, another worker). The bot's own
 # cases are added as they are stored, so between reads a question needs no store read at all,
 # and concurrent questions never queue behind one read.
 READ_SECONDS = 1.0
+ELSEWHERE_SECONDS = 5.0  # how often triage is hinted about cases opened elsewhere (12345)
 SERVICES_ATTR = "duplicate_index"
 
 
@@ -68,6 +71,8 @@ class DuplicateIndex:
     swept_at: float = 0.0
     lock: asyncio.Lock | None = None
     ids: set[int] = field(default_factory=set)  # the cases in the finder
+    built_to: int | None = None  # the newest case id when the index was first read
+    from_elsewhere: list[int] = field(default_factory=list)  # opened since, not by this process
 
     def current(self, services) -> DuplicateFinder | None:
         """The finder when it is recent enough to answer without reading the store: built with
@@ -94,7 +99,7 @@ class DuplicateIndex:
             if self.finder is None or model.model_version != self.model_version:
                 self.finder = DuplicateFinder(model, self.rules)
                 self.model_version, self.last_id, self.swept_at = model.model_version, 0, 0.0
-                self.read_at, self.ids = float("-inf"), set()
+                self.read_at, self.ids, self.built_to = float("-inf"), set(), None
             elif time.monotonic() - self.read_at < READ_SECONDS:
                 return self.finder  # read while this one waited for the lock
             self.read_at = time.monotonic()
@@ -108,6 +113,10 @@ class DuplicateIndex:
             closed = self.ids - still_open if still_open is not None else set()
             await asyncio.to_thread(_apply, finder, opened, closed)
             self.ids = (self.ids - closed) | {row[0] for row in opened}
+            if self.built_to is None:
+                self.built_to = read[-1][0] if read else 0
+            else:
+                self.from_elsewhere += [row[0] for row in opened if row[0] > self.built_to]
             if read:
                 self.last_id = max(self.last_id, read[-1][0])
             if sweep:
@@ -202,23 +211,8 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Simi
     return _still_open(hits, found, index.rules.k)
 
 
-async def hits_for_case(services, case: Case) -> list[tuple[int, float]]:
-    """Index hits (case id, score) for a case just stored: what triage's hint is made of."""
-    index = index_of(services)
-    if index is None:
-        return []
-    finder = await index.refresh(services)
-    return finder.candidates(
-        case.text,
-        case.created_at,
-        case.grid_code,
-        case.latitude,
-        case.longitude,
-        exclude={case.id},
-    )
-
-
 def note_new_case(services, case: Case) -> None:
+    """A case this process stored: in the index at once (call right after its commit)."""
     index = index_of(services)
     if index is not None:
         index.add(case)
@@ -241,48 +235,68 @@ def merge_keyboard(case: Case, similar: list[Similar]) -> InlineKeyboardMarkup:
     )
 
 
-async def after_submit(services, case: Case) -> None:
-    """A case the bot just stored: indexed, and triage told of its likely duplicates (each
-    with 合并: this case is merged into that one). No hits, no store read."""
-    note_new_case(services, case)
+async def queue_hint(session, services, case: Case) -> None:
+    """Triage's 可能重复 hint for a new case (each likely duplicate with 合并: this case is
+    merged into that one), queued in the transaction that stores or routes the case, after
+    its triage post: it is never lost and never sent twice (one key per case). Nothing
+    without a built index (a process that serves no resident, e.g. the web API alone: the
+    bot's index hints those cases, see hint_cases_from_elsewhere) or without hits."""
+    index = getattr(services, SERVICES_ATTR, None)
     chat = services.settings.telegram.triage_chat_id
-    if not chat:
+    if index is None or index.finder is None or not chat:
         return
     try:
-        hits = await hits_for_case(services, case)
-    except Exception:
+        hits = index.finder.candidates(
+            case.text,
+            case.created_at,
+            case.grid_code,
+            case.latitude,
+            case.longitude,
+            exclude={case.id},
+        )
+    except Exception:  # the hint is a courtesy: a case must never fail for it
         log.exception("duplicate lookup failed for %s", case.ref)
         return
     if not hits:
         return
-    async with services.session() as session:
-        similar = _still_open(
-            hits,
-            await followers.open_cases_with_counts(session, [c for c, _ in hits]),
-            len(hits),
+    found = await followers.open_cases_with_counts(session, [c for c, _ in hits])
+    similar = _still_open(hits, found, len(hits))
+    if not similar:
+        return
+    lines = [texts.DUPLICATE_HINT.format(ref=case.ref)] + [
+        texts.DUPLICATE_HINT_LINE.format(
+            n=n, ref=s.case.ref, status=STATUS_NAMES[s.case.status], score=s.score, count=s.count
         )
-        if not similar:
-            return
-        lines = [texts.DUPLICATE_HINT.format(ref=case.ref)] + [
-            texts.DUPLICATE_HINT_LINE.format(
-                n=n,
-                ref=s.case.ref,
-                status=STATUS_NAMES[s.case.status],
-                score=s.score,
-                count=s.count,
-            )
-            for n, s in enumerate(similar, start=1)
-        ]
-        row = notices.push_row(
-            case,
-            "duplicates",
-            int(chat),
-            "\n".join(lines),
-            "triage",
-            services.clock(),
-            markup=merge_keyboard(case, similar),
-        )
-        await outbox.enqueue_many(session, [row])
+        for n, s in enumerate(similar, start=1)
+    ]
+    row = outbox.push_row(
+        key=notices.case_key(case, HINT_EVENT, int(chat), version=0),
+        chat_id=int(chat),
+        text="\n".join(lines),
+        kind="triage",
+        now=services.clock(),
+        reply_markup=posts.as_dict(merge_keyboard(case, similar)),
+        case_id=case.id,
+    )
+    await outbox.enqueue_many(session, [row])
+
+
+async def hint_cases_from_elsewhere(context) -> None:
+    """A duty: triage's hint for the cases another process opened (the 12345 platform through
+    the web API) since the index was built, once the index has read them."""
+    services = context.services
+    index = index_of(services)
+    if index is None or index.finder is None:
+        return
+    await index.refresh(services)
+    while index.from_elsewhere:
+        case_ids, index.from_elsewhere = index.from_elsewhere[:50], index.from_elsewhere[50:]
+        async with services.session() as session:
+            for case_id in case_ids:
+                case = await session.get(Case, case_id)
+                if case is not None and case.status in OPEN_STATUSES:
+                    await queue_hint(session, services, case)
+    kick_delivery(context.application)
 
 
 async def warm_up(context) -> None:

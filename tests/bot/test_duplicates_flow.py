@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from bot import duplicates
+from bot import actions, duplicates
+from bot.actions import ReportDraft
+from bot.services import Services
 from bot import duties as followup
 from models import cases, followers, stats
 from models.credit_code import check_character
@@ -240,3 +242,41 @@ async def test_an_enterprise_is_asked_about_its_own_demands_only(make_bot):
     await bot.say(ENTERPRISE_USER, "/demand")
     summary = await demand_until_buttons(bot, ENTERPRISE_USER, AGAIN)
     assert "确认提交" in " ".join(labels(summary))
+
+
+async def test_a_case_opened_elsewhere_gets_triages_hint_once(make_bot):
+    """A 12345 work order comes in through the web API, another process without the index:
+    the bot's duty hints triage once it has read the case, once only."""
+    bot = await make_bot(to_triage())
+    first = await bot.report(RESIDENT, FIRST, location=HERE)
+    await bot.settle()
+    await duplicates.index_of(bot.services).refresh(bot.services)  # built, as at start-up
+    web = Services(
+        settings=bot.services.settings,
+        engine=bot.services.engine,
+        rules=bot.services.rules,
+        suggester=bot.services.suggester,
+        clock=bot.clock,
+        gridmap=bot.services.gridmap,
+    )
+    draft = ReportDraft(nonce=1, text=AGAIN, latitude=HERE[0], longitude=HERE[1])
+    case, new = await actions.submit_report(
+        web, telegram_id=777001, display_name="12345（接口）", draft=draft
+    )
+    assert new
+    [duty] = bot.app.job_queue.get_jobs_by_name("duplicate_hints_from_elsewhere")
+
+    def hints() -> list:
+        return [
+            m
+            for m in bot.emu.messages(bot.triage_chat)
+            if m.content.startswith(f"🔁 {case.ref} 可能与")
+        ]
+
+    for _ in range(2):  # the second run finds nothing new
+        duplicates.index_of(bot.services).expire()
+        await duty.run(bot.app)
+        await bot.settle()
+    [hint] = hints()
+    assert f"1. {first} · 待分拨 · 相似度" in hint.content
+    assert labels(hint) == [f"🔗 合并至 {first}"]
