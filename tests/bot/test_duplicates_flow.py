@@ -7,9 +7,9 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import actions, duplicates
+from bot import duties as followup
 from bot.actions import ReportDraft
 from bot.services import Services
-from bot import duties as followup
 from models import cases, followers, stats
 from models.credit_code import check_character
 from models.tables import ENTERPRISE, MERGED, RESOLVED, CaseFollower
