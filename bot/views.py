@@ -35,6 +35,15 @@ def case_line(case: Case, services: Services) -> str:
     )
 
 
+def followed_line(case: Case, services: Services) -> str:
+    """A followed case in /my: without the words of whoever reported it."""
+    return texts.MY_FOLLOWED_LINE.format(
+        light=light_of(case, services, services.clock()),
+        ref=case.ref,
+        status=STATUS_NAMES.get(case.status, case.status),
+    )
+
+
 async def my_cases(update: Update, context: Context) -> None:
     """/my or 我的反映: the reporter's recent cases, residents' and enterprise's listed apart."""
     services = context.services
@@ -42,7 +51,8 @@ async def my_cases(update: Update, context: Context) -> None:
     async with services.session() as session:
         own = await cases.cases_of_reporter(session, user_id, limit=10, kind=RESIDENT)
         demands = await cases.cases_of_reporter(session, user_id, limit=10, kind=ENTERPRISE)
-    if not own and not demands:
+        followed = await followers.followed_cases(session, user_id, limit=10)
+    if not own and not demands and not followed:
         async with services.session() as session:
             enterprise = await people.enterprise_of(session, user_id)
         await update.effective_message.reply_text(
@@ -55,6 +65,10 @@ async def my_cases(update: Update, context: Context) -> None:
     if demands:
         parts.append(
             "\n".join([texts.MY_TITLE_ENTERPRISE] + [case_line(c, services) for c in demands])
+        )
+    if followed:
+        parts.append(
+            "\n".join([texts.MY_TITLE_FOLLOWED] + [followed_line(c, services) for c in followed])
         )
     parts.append(texts.MY_FOOTER)
     await update.effective_message.reply_text(fit("\n\n".join(parts), MAX_TEXT))
@@ -134,11 +148,14 @@ def timeline_lines(
     for_staff: bool,
     parts: Sequence[CasePart] = (),
     reporters: int = 1,
+    follower: bool = False,
 ) -> list[str]:
     """A case's header (with a 攻坚哨's parts) and its events, oldest first, each said in full;
-    `reporters`: how many people reported it (its reporter and those who follow it)."""
+    `reporters`: how many people reported it (its reporter and those who follow it); for a
+    `follower`, the header leaves out the words of whoever reported it."""
+    header = texts.CASE_HEADER_FOLLOWED if follower else texts.CASE_HEADER
     lines = [
-        texts.CASE_HEADER.format(
+        header.format(
             ref=case.ref,
             kind=texts.KIND_NAMES.get(case.kind, case.kind),
             status=STATUS_NAMES.get(case.status, case.status),
@@ -171,7 +188,10 @@ def timeline_lines(
         fields = {
             "at": local_time(services, event.at),
             "name": EVENT_NAMES.get(event.action, event.action),
-            "detail": _event_detail(event, services, for_staff),
+            # The reporter's own 回访 words are theirs: a follower sees the rating alone.
+            "detail": _event_detail(event, services, for_staff)
+            if not (follower and event.action == "rated")
+            else texts.RATING_NAMES.get((event.details or {}).get("rating", ""), ""),
         }
         template = texts.CASE_EVENT_DETAIL if fields["detail"] else texts.CASE_EVENT
         lines.append(template.format(**fields))
@@ -212,15 +232,20 @@ def case_photos(case: Case, events: list[CaseEvent]) -> list[tuple[str, str | No
 
 async def case_timeline(update: Update, context: Context) -> None:
     """/case REF: the timeline, the photos and the location on a map, only for the case's
-    reporter (or enterprise) and staff."""
+    reporter (or enterprise) and staff; its followers see the timeline alone."""
     if not context.args:
         await update.effective_message.reply_text(texts.CASE_USAGE)
         return
     ref = cases.normalize_ref(context.args[0])[:32]
     services = context.services
     user_id = update.effective_user.id
+    follower = False
     async with services.session() as session:
         case = await cases.case_for_viewer(session, ref, user_id)
+        if case is None:  # a follower (关注) sees how it is going, not what was reported
+            case = await cases.get_case_by_ref(session, ref)
+            follower = case is not None and await followers.follows(session, case.id, user_id)
+            case = case if follower else None
         if case is not None:
             events = await cases.case_events(session, case.id)
             case_parts = await cases.parts_of(session, case.id) if case.is_hard else []
@@ -229,10 +254,13 @@ async def case_timeline(update: Update, context: Context) -> None:
     if case is None:
         await update.effective_message.reply_text(texts.CASE_NOT_FOUND.format(ref=ref))
         return
-    for text in messages_of(
-        timeline_lines(case, events, services, for_staff, case_parts, reporters)
-    ):
+    lines = timeline_lines(
+        case, events, services, for_staff, case_parts, reporters, follower=follower
+    )
+    for text in messages_of(lines):
         await update.effective_message.reply_text(text)
+    if follower:
+        return
     await send_photos(update, case_photos(case, events))
     if case.latitude is not None and case.longitude is not None:
         # A map pin Telegram shows natively (group posts carry the coordinates as text).

@@ -57,6 +57,29 @@ async def _following(session: AsyncSession, case_id: int, reporter_id: int) -> b
     ).first() is not None
 
 
+async def followed_cases(session: AsyncSession, telegram_id: int, limit: int = 10) -> list[Case]:
+    """The cases this person follows (关注), the latest followed first."""
+    stmt = (
+        select(Case)
+        .join(CaseFollower, col(CaseFollower.case_id) == col(Case.id))
+        .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+        .where(Reporter.telegram_id == telegram_id)
+        .order_by(col(CaseFollower.at).desc(), col(CaseFollower.id).desc())
+        .limit(limit)
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def follows(session: AsyncSession, case_id: int, telegram_id: int) -> bool:
+    """Whether this person follows the case."""
+    stmt = (
+        select(CaseFollower.id)
+        .join(Reporter, col(Reporter.id) == col(CaseFollower.reporter_id))
+        .where(CaseFollower.case_id == case_id, Reporter.telegram_id == telegram_id)
+    )
+    return (await session.exec(stmt)).first() is not None
+
+
 async def reporters_count(session: AsyncSession, case_id: int) -> int:
     """How many people reported the case: its reporter and its followers."""
     followers = (

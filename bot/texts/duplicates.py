@@ -14,3 +14,8 @@ DUPLICATE_HINT_LINE = "{n}. {ref} · {status} · 相似度 {score:.0%} · {count
 BTN_MERGE_INTO = "🔗 合并至 {ref}"
 DUPLICATE_MERGED = "✅ {ref} 已合并至 {into}（{name} · {time}），反映人改为关注 {into}。"
 CASE_REPORTERS = "反映人数：{count} 人（含关注该案件的居民）"
+# /my and /case for a follower: the case is someone else's report, so its words, photos and
+# place are not shown, only how it is going.
+MY_TITLE_FOLLOWED = "您关注的案件："
+MY_FOLLOWED_LINE = "{light} {ref}  {status}"
+CASE_HEADER_FOLLOWED = "{ref}（{kind} · 您已关注）\n状态：{status} {light}"

@@ -83,6 +83,15 @@ async def test_a_resident_follows_the_open_case_nearby_and_gets_its_notices(make
     # /case tells its reporter how many reported it.
     timeline = await bot.say(RESIDENT, f"/case {ref}")
     assert "反映人数：2 人" in timeline.content
+    # The follower finds it in /my and follows its progress with /case, without the words of
+    # whoever reported it; someone else still cannot see it.
+    mine = await bot.say(NEIGHBOUR, "/my")
+    assert "您关注的案件：" in mine.content and ref in mine.content
+    assert FIRST not in mine.content
+    seen = await bot.say(NEIGHBOUR, f"/case {ref}")
+    assert seen.content.startswith(f"{ref}（居民随手拍 · 您已关注）\n状态：待分拨")
+    assert "办理过程：" in seen.content and FIRST not in seen.content
+    assert "没有找到" in (await bot.say(OTHER, f"/case {ref}")).content
     # The dashboard counts two reports of one problem, where it was reported.
     repeats = await month_repeats(bot)
     assert (repeats["reports"], repeats["distinct"]) == (2, 1)
