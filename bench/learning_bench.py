@@ -2,7 +2,8 @@
 
     python bench/learning_bench.py [--test-every 5] [--new-department 卫生计生] [--jobs 2]
                                    [--retrain-after 50] [--margin 0.02] [--department-margin 0.05]
-                                   [--holdout-every 10] [--department-cap 25] [--skip-new]
+                                   [--holdout-every 10] [--department-cap 5] [--min-held-out 50]
+                                   [--skip-new] [--skip-studies] [--raw-only]
 
 A district whose departments are the 7 Teddy categories, the shipped corpus's departments
 mapped onto them (classifier/teddy2020c_map.toml). A triage clerk works through the raw
@@ -554,7 +555,7 @@ def print_report(r: dict) -> None:
     for e in main["events"]:
         verdict = "promoted" if e["promoted"] else "refused"
         print(
-            f"  {e['decisions']:>5} dec {e['corrections']:>4} corr  challenger "
+            f"  {e['decisions']:>5} dec {e['corrections']:>4} corr ({e['stretch']})  challenger "
             f"{e['challenger_test_accuracy']:.4f} vs {e['champion_test_accuracy']:.4f}  "
             f"recent {e['recent'][0]:.3f}→{e['recent'][1]:.3f} ({e['recent'][2]})  "
             f"reference {e['reference'][0]:.3f}→{e['reference'][1]:.3f}  {verdict}"
@@ -623,6 +624,7 @@ def main() -> int:
     parser.add_argument("--department-margin", type=float, default=LearningParams.department_margin)
     parser.add_argument("--holdout-every", type=int, default=LearningParams.holdout_every)
     parser.add_argument("--department-cap", type=int, default=LearningParams.department_cap)
+    parser.add_argument("--min-held-out", type=int, default=LearningParams.min_held_out)
     parser.add_argument("--skip-new", action="store_true", help="skip the new-department replay")
     parser.add_argument("--skip-studies", action="store_true", help="replays only (no ceiling …)")
     parser.add_argument("--raw-only", action="store_true", help="the raw stretch alone")
@@ -637,6 +639,7 @@ def main() -> int:
         department_margin=args.department_margin,
         holdout_every=args.holdout_every,
         department_cap=args.department_cap,
+        min_held_out=args.min_held_out,
     )
     train_params = replace(CHALLENGER_PARAMS, n_jobs=args.jobs)
     words = textmod.read_userdict(textmod.DEFAULT_USERDICT)
