@@ -502,6 +502,15 @@ def checkpoint_rows(run: dict, key: str) -> list[tuple]:
 
 
 def print_report(r: dict) -> None:
+    if "main" in r:
+        print_main(r)
+    if "new_department" in r:
+        print_new_department(r["new_department"])
+    if "naive" in r:
+        print_naive(r["naive"])
+
+
+def print_main(r: dict) -> None:
     main = r["main"]
     print(
         f"stream: {r['stream']} raw messages (file order), then {r['continuation']} segmented "
@@ -562,37 +571,39 @@ def print_report(r: dict) -> None:
         )
         for reason in e["reasons"]:
             print(f"        {reason}")
-    if "new_department" in r:
-        nd = r["new_department"]
+
+
+def print_new_department(nd: dict) -> None:
+    """The replay of a district whose new department takes no corpus label."""
+    print(
+        f"new department {nd['department']} (no corpus label): start accuracy "
+        f"{nd['run']['start_accuracy']:.4f}, lowest in service "
+        f"{nd['run']['lowest_accuracy_in_service']:.4f}"
+    )
+    for e in nd["run"]["events"]:
         print(
-            f"new department {nd['department']} (no corpus label): start accuracy "
-            f"{nd['run']['start_accuracy']:.4f}, lowest in service "
-            f"{nd['run']['lowest_accuracy_in_service']:.4f}"
+            f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
+            f"(in training {e['watched_in_training']:>4})  its recall "
+            f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
+            + ("promoted" if e["promoted"] else "refused")
         )
-        for e in nd["run"]["events"]:
-            print(
-                f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
-                f"(in training {e['watched_in_training']:>4})  its recall "
-                f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
-                + ("promoted" if e["promoted"] else "refused")
-            )
-        probe = nd["run"]["probe"]
-        if probe:
-            print(
-                f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
-                f"({probe['in_training']} of them trained on, the rest held out): recall "
-                f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
-                f"{probe['accuracy']:.4f}"
-            )
-        for p in nd["run"]["watched"]:
-            print(
-                f"  running model at its {p['watched_corrections']}th correction: recall "
-                f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
-                f"decisions), accuracy {p['accuracy']:.4f}"
-            )
-    if "naive" not in r:
-        return
-    n = r["naive"]
+    probe = nd["run"]["probe"]
+    if probe:
+        print(
+            f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
+            f"({probe['in_training']} of them trained on, the rest held out): recall "
+            f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
+            f"{probe['accuracy']:.4f}"
+        )
+    for p in nd["run"]["watched"]:
+        print(
+            f"  running model at its {p['watched_corrections']}th correction: recall "
+            f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
+            f"decisions), accuracy {p['accuracy']:.4f}"
+        )
+
+
+def print_naive(n: dict) -> None:
     print(
         f"naive retrain (whole corpus + first n messages, unweighted, no gate): start "
         f"{n['start']['accuracy']:.4f}; first 100 → {n['first_100']['accuracy']:.4f} "
@@ -628,6 +639,7 @@ def main() -> int:
     parser.add_argument("--skip-new", action="store_true", help="skip the new-department replay")
     parser.add_argument("--skip-studies", action="store_true", help="replays only (no ceiling …)")
     parser.add_argument("--raw-only", action="store_true", help="the raw stretch alone")
+    parser.add_argument("--new-only", action="store_true", help="only the new-department replay")
     parser.add_argument("--out", default=str(RESULTS / "learning.json"))
     args = parser.parse_args()
     if not RAW.exists():
@@ -671,10 +683,11 @@ def main() -> int:
             )
             say("ceiling …")
             results["ceiling"] = ceiling(corpus, label_map, stream, more, test, train_params, words)
-        say("replay …")
-        results["main"] = Replay(
-            "7 categories", label_map, corpus, test, params, train_params, Path(tmp) / "main"
-        ).run(stream + more, len(stream))
+        if not args.new_only:
+            say("replay …")
+            results["main"] = Replay(
+                "7 categories", label_map, corpus, test, params, train_params, Path(tmp) / "main"
+            ).run(stream + more, len(stream))
         if not args.skip_new:
             new = args.new_department
             run = Replay(
