@@ -402,6 +402,15 @@ def naive_retrain(
                 params.min_cases,
                 params.department_margin,
             ).as_dict()
+        # The sets alone say the above; the product's gate also wants min_held_out of them.
+        gates["cold_start_product"] = gate(
+            {"recent": before["recent"], "reference": before["reference_cold"]},
+            {"recent": after["recent"], "reference": after["reference_cold"]},
+            params.margin,
+            params.min_cases,
+            params.department_margin,
+            params.min_held_out,
+        ).as_dict()
         results[name] = {
             "test": _accuracy_and_share(model, test_pairs),
             "macro_f1": {
