@@ -2,7 +2,8 @@
 
     python bench/learning_bench.py [--test-every 5] [--new-department 卫生计生] [--jobs 2]
                                    [--retrain-after 50] [--margin 0.02] [--department-margin 0.05]
-                                   [--holdout-every 10] [--department-cap 25] [--skip-new]
+                                   [--holdout-every 10] [--department-cap 5] [--min-held-out 50]
+                                   [--skip-new] [--skip-studies] [--raw-only]
 
 A district whose departments are the 7 Teddy categories, the shipped corpus's departments
 mapped onto them (classifier/teddy2020c_map.toml). A triage clerk works through the raw
@@ -11,9 +12,17 @@ the first 637 all 城乡建设), confirming each right suggestion and correcting
 the loop retrains (in a separate process) each time `--retrain-after` new corrections have
 come in, the gate decides, a promotion hot-reloads the running Suggester.
 
-Held out from the stream: every `--test-every`-th message with its copies (classifier.dedupe).
-Reports the running model's accuracy on them after 0, 100, 300, 1,000 and 2,800 decisions and
-corrections (as far as the stream goes), every gate decision, and:
+Two stretches: the raw file's messages (2,281 after the test is held out, only ~360 of them
+corrected), then — so that 1,000 corrections and more can be measured — the labelled messages
+of the segmented file whose ids are not in the raw file, in that file's order, leaving out
+copies of test messages (classifier.dedupe); their text was cut into words with stop words
+removed by the data's editor: the words are joined again (no spaces), the title put before
+them where the file has one. `--raw-only` replays the first stretch alone.
+
+Held out from the stream: every `--test-every`-th raw message with its copies. Reports the
+running model's accuracy on them after 0, 100, 300, 1,000 and 2,800 decisions and
+corrections (as far as the stream goes, each point naming its stretch), every gate decision,
+and:
 - the same replay for a district whose `--new-department` takes no corpus label (learned from
   corrections alone): its recall after its first 50 corrections;
 - the "why both sets" finding: the starting model retrained by hand on the first 300 (and 100)
@@ -65,6 +74,7 @@ from classifier.training import TrainParams, train
 
 DATA = Path(os.environ.get("WHISTLE_SHARED_DATA", REPO.parent / "shared" / "data"))
 RAW = DATA / "teddy2020c_raw_train.csv"
+SEGMENTED = DATA / "teddy2020c_segmented_train.csv"
 RESULTS = REPO / "bench" / "results"
 TEDDY_MAP = REPO / "classifier" / "teddy2020c_map.toml"
 CHECKPOINTS = (0, 100, 300, 1000, 2800)
@@ -88,6 +98,36 @@ def load_stream() -> list[Row]:
             Row(id=r.id if seen[r.id] == 1 else f"{r.id}#{seen[r.id]}", text=r.text, label=r.label)
         )
     return out
+
+
+def _number(value: str) -> str:
+    """An id as the files write it ("12" or "12.0") in one form."""
+    try:
+        return str(int(float(value)))
+    except ValueError:
+        return value
+
+
+def load_continuation(raw: list[Row], test: list[Row], jobs: int) -> list[Row]:
+    """The second stretch: the segmented file's labelled messages whose ids are not in the raw
+    file, in file order, their words joined again (after the title, if any), without copies
+    of test messages. Ids are "seg:<id>"."""
+    if not SEGMENTED.exists():
+        return []
+    raw_ids = {_number(r.id.split("#")[0]) for r in raw}
+    rows = []
+    for r in read_rows(SEGMENTED, need_label=True):
+        if not r.label or _number(r.id) in raw_ids:
+            continue
+        # read_rows put the title (if any) before the text: only the words are joined
+        title, _, words = r.text.rpartition("\n")
+        text = (title + "\n" if title else "") + "".join(words.split())
+        if text.strip():
+            rows.append(Row(id=f"seg:{_number(r.id)}", text=text, label=r.label))
+    docs = textmod.analyze_many([r.text for r in test] + [r.text for r in rows], jobs)
+    groups = near_duplicate_groups(docs).tolist()
+    of_test = set(groups[: len(test)])
+    return [r for r, g in zip(rows, groups[len(test) :]) if g not in of_test]
 
 
 def split_test(rows: list[Row], every: int, jobs: int) -> tuple[list[Row], list[Row]]:
@@ -137,6 +177,7 @@ class Replay:
             userdict_words=tuple(textmod.read_userdict(textmod.DEFAULT_USERDICT)),
         )
         self.registry = ModelRegistry(self.job.models_dir)
+        self.raw_count = 0  # the stream's first messages that are raw (set by run)
         self.scores: dict[str, dict] = {}  # version → test metrics
         self.events: list[dict] = []
         self.points: list[dict] = []
@@ -150,6 +191,7 @@ class Replay:
     def point(self, suggester, decisions: int, corrections: int, watched: int) -> dict:
         m = self.test_metrics(suggester)
         row = {
+            "stretch": "raw" if decisions <= self.raw_count else "segmented",
             "decisions": decisions,
             "corrections": corrections,
             "version": suggester.model_version,
@@ -163,8 +205,11 @@ class Replay:
             }
         return row
 
-    def run(self, stream: list[Row]) -> dict:
+    def run(self, stream: list[Row], raw_count: int | None = None) -> dict:
+        """Replay the stream; its first raw_count messages (default all) are the raw stretch."""
         started = time.perf_counter()
+        self.raw_count = len(stream) if raw_count is None else raw_count
+        raw_end: dict | None = None
         first, _ = retrain(self.job)
         suggester = Suggester.from_path(self.registry.served)
         self.points.append(self.point(suggester, 0, 0, 0))
@@ -194,6 +239,8 @@ class Replay:
                     | {"in_training": self.trained.get(suggester.model_version, 0)}
                 )
             crossed = {c for c in by_corrections if c <= corrections}
+            if i == self.raw_count < len(stream):
+                raw_end = self.point(suggester, i, corrections, watched)
             if i in by_decisions or crossed:
                 self.points.append(self.point(suggester, i, corrections, watched))
                 by_decisions.discard(i)
@@ -208,6 +255,7 @@ class Replay:
             "probe": self.probe,
             "watched": self.watched,
             "start_accuracy": self.points[0]["accuracy"],
+            "raw_end": raw_end,
             "lowest_accuracy_in_service": min(
                 self.scores[v]["accuracy"] for v in in_service if v in self.scores
             ),
@@ -241,6 +289,7 @@ class Replay:
         self.scores.setdefault(result.version, challenger)
         suggester.reload_if_changed()  # the promotion replaced the served file
         event = {
+            "stretch": "raw" if len(decisions) <= self.raw_count else "segmented",
             "decisions": len(decisions),
             "corrections": corrections,
             "version": result.version,
@@ -353,6 +402,15 @@ def naive_retrain(
                 params.min_cases,
                 params.department_margin,
             ).as_dict()
+        # The sets alone say the above; the product's gate also wants min_held_out of them.
+        gates["cold_start_product"] = gate(
+            {"recent": before["recent"], "reference": before["reference_cold"]},
+            {"recent": after["recent"], "reference": after["reference_cold"]},
+            params.margin,
+            params.min_cases,
+            params.department_margin,
+            params.min_held_out,
+        ).as_dict()
         results[name] = {
             "test": _accuracy_and_share(model, test_pairs),
             "macro_f1": {
@@ -408,20 +466,31 @@ def reference_cost(corpus, label_map, test: list[Row], params, train_params, wor
 
 
 def ceiling(
-    corpus, label_map: LabelMap, stream: list[Row], test: list[Row], train_params, words
+    corpus,
+    label_map: LabelMap,
+    stream: list[Row],
+    more: list[Row],
+    test: list[Row],
+    train_params,
+    words,
 ) -> dict:
     """What training on stream messages can reach at all, order aside: the mapped corpus plus
-    every stream message, or plus 1,000 drawn at random (all departments by then),
-    unweighted, nothing held out."""
+    every raw stream message, or plus 1,000 drawn at random (all departments by then), or plus
+    both stretches, unweighted, nothing held out (calibration left out: it never changes the
+    label suggested)."""
     pairs = [(r.text, r.label) for r in test]
     mapped = label_map.apply(corpus)
     drawn = random.Random(0).sample(stream, 1000)
     out = {}
-    for name, rows in (("all_stream", stream), ("random_1000", drawn)):
+    runs = [("all_stream", stream), ("random_1000", drawn)]
+    if more:
+        runs.append(("both_stretches", stream + more))
+    for name, rows in runs:
         model = train(
             mapped + [(r.text, r.label) for r in rows],
             train_params,
             userdict_words=words,
+            calibrate=False,
             progress=lambda m: None,
         ).model
         out[name] = evaluate(model, pairs)["accuracy"]
@@ -442,17 +511,38 @@ def checkpoint_rows(run: dict, key: str) -> list[tuple]:
 
 
 def print_report(r: dict) -> None:
+    if "main" in r:
+        print_main(r)
+    if "new_department" in r:
+        print_new_department(r["new_department"])
+    if "naive" in r:
+        print_naive(r["naive"])
+
+
+def print_main(r: dict) -> None:
     main = r["main"]
     print(
-        f"stream {r['stream']} messages (file order), test {r['test']} held out; "
+        f"stream: {r['stream']} raw messages (file order), then {r['continuation']} segmented "
+        f"ones (ids not in the raw file, file order); test {r['test']} raw messages held out; "
         f"retrain after {r['params']['retrain_after_corrections']} corrections, margin "
         f"{r['params']['margin']}, department margin {r['params']['department_margin']}"
     )
+    cost = r.get("reference_cost")
     print(
-        f"first model: {main['start_accuracy']:.4f} on the test messages "
-        f"(whole corpus: {r['reference_cost']['whole_corpus']:.4f}; shipped 9-department "
-        f"default mapped: {r['reference_cost']['default_9_departments_mapped']:.4f})"
+        f"first model: {main['start_accuracy']:.4f} on the test messages"
+        + (
+            f" (whole corpus: {cost['whole_corpus']:.4f}; shipped 9-department "
+            f"default mapped: {cost['default_9_departments_mapped']:.4f})"
+            if cost
+            else ""
+        )
     )
+    if main.get("raw_end"):
+        e = main["raw_end"]
+        print(
+            f"end of the raw stretch: {e['decisions']} decisions, {e['corrections']} "
+            f"corrections, accuracy {e['accuracy']:.4f}; the segmented stretch follows"
+        )
     for key, title in (("decisions", "decisions"), ("corrections", "corrections")):
         print(f"running model after N {title}:")
         for mark, p in checkpoint_rows(main, key):
@@ -460,14 +550,21 @@ def print_report(r: dict) -> None:
                 "(stream ended: " + f"{main[key]} in all)"
                 if p is None
                 else f"{p['accuracy']:.4f}  ({p['decisions']} decisions, {p['corrections']} "
-                f"corrections, model {p['version']})"
+                f"corrections, {p['stretch']} stretch, model {p['version']})"
             )
             print(f"  {mark:>5}  {shown}")
-    c = r["ceiling"]
-    print(
-        f"ceiling, order aside (corpus + stream messages, unweighted, none held out): all "
-        f"{c['all_stream']:.4f}, 1,000 drawn at random {c['random_1000']:.4f}"
-    )
+        end = main["points"][-1]
+        print(
+            f"    end  {end['accuracy']:.4f}  ({end['decisions']} decisions, "
+            f"{end['corrections']} corrections)"
+        )
+    if "ceiling" in r:
+        c = r["ceiling"]
+        print(
+            f"ceiling, order aside (corpus + stream messages, unweighted, none held out): raw "
+            f"{c['all_stream']:.4f}, 1,000 raw drawn at random {c['random_1000']:.4f}"
+            + (f", both stretches {c['both_stretches']:.4f}" if "both_stretches" in c else "")
+        )
     print(
         f"lowest accuracy of any model in service: {main['lowest_accuracy_in_service']:.4f} "
         f"(start {main['start_accuracy']:.4f})"
@@ -476,42 +573,46 @@ def print_report(r: dict) -> None:
     for e in main["events"]:
         verdict = "promoted" if e["promoted"] else "refused"
         print(
-            f"  {e['decisions']:>5} dec {e['corrections']:>4} corr  challenger "
+            f"  {e['decisions']:>5} dec {e['corrections']:>4} corr ({e['stretch']})  challenger "
             f"{e['challenger_test_accuracy']:.4f} vs {e['champion_test_accuracy']:.4f}  "
             f"recent {e['recent'][0]:.3f}→{e['recent'][1]:.3f} ({e['recent'][2]})  "
             f"reference {e['reference'][0]:.3f}→{e['reference'][1]:.3f}  {verdict}"
         )
         for reason in e["reasons"]:
             print(f"        {reason}")
-    if "new_department" in r:
-        nd = r["new_department"]
+
+
+def print_new_department(nd: dict) -> None:
+    """The replay of a district whose new department takes no corpus label."""
+    print(
+        f"new department {nd['department']} (no corpus label): start accuracy "
+        f"{nd['run']['start_accuracy']:.4f}, lowest in service "
+        f"{nd['run']['lowest_accuracy_in_service']:.4f}"
+    )
+    for e in nd["run"]["events"]:
         print(
-            f"new department {nd['department']} (no corpus label): start accuracy "
-            f"{nd['run']['start_accuracy']:.4f}, lowest in service "
-            f"{nd['run']['lowest_accuracy_in_service']:.4f}"
+            f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
+            f"(in training {e['watched_in_training']:>4})  its recall "
+            f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
+            + ("promoted" if e["promoted"] else "refused")
         )
-        for e in nd["run"]["events"]:
-            print(
-                f"  {e['decisions']:>5} dec  its corrections {e['watched_corrections']:>4} "
-                f"(in training {e['watched_in_training']:>4})  its recall "
-                f"{e['watched_recall']:.3f}  accuracy {e['challenger_test_accuracy']:.4f}  "
-                + ("promoted" if e["promoted"] else "refused")
-            )
-        probe = nd["run"]["probe"]
-        if probe:
-            print(
-                f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
-                f"({probe['in_training']} of them trained on, the rest held out): recall "
-                f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
-                f"{probe['accuracy']:.4f}"
-            )
-        for p in nd["run"]["watched"]:
-            print(
-                f"  running model at its {p['watched_corrections']}th correction: recall "
-                f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
-                f"decisions), accuracy {p['accuracy']:.4f}"
-            )
-    n = r["naive"]
+    probe = nd["run"]["probe"]
+    if probe:
+        print(
+            f"  a challenger trained at its {NEW_DEPARTMENT_AFTER}th correction "
+            f"({probe['in_training']} of them trained on, the rest held out): recall "
+            f"{probe['recall']:.3f}, precision {probe['precision']:.3f}, accuracy "
+            f"{probe['accuracy']:.4f}"
+        )
+    for p in nd["run"]["watched"]:
+        print(
+            f"  running model at its {p['watched_corrections']}th correction: recall "
+            f"{p['watched_recall']:.3f} (model trained on {p['in_training']} of its "
+            f"decisions), accuracy {p['accuracy']:.4f}"
+        )
+
+
+def print_naive(n: dict) -> None:
     print(
         f"naive retrain (whole corpus + first n messages, unweighted, no gate): start "
         f"{n['start']['accuracy']:.4f}; first 100 → {n['first_100']['accuracy']:.4f} "
@@ -543,7 +644,11 @@ def main() -> int:
     parser.add_argument("--department-margin", type=float, default=LearningParams.department_margin)
     parser.add_argument("--holdout-every", type=int, default=LearningParams.holdout_every)
     parser.add_argument("--department-cap", type=int, default=LearningParams.department_cap)
+    parser.add_argument("--min-held-out", type=int, default=LearningParams.min_held_out)
     parser.add_argument("--skip-new", action="store_true", help="skip the new-department replay")
+    parser.add_argument("--skip-studies", action="store_true", help="replays only (no ceiling …)")
+    parser.add_argument("--raw-only", action="store_true", help="the raw stretch alone")
+    parser.add_argument("--new-only", action="store_true", help="only the new-department replay")
     parser.add_argument("--out", default=str(RESULTS / "learning.json"))
     args = parser.parse_args()
     if not RAW.exists():
@@ -555,34 +660,43 @@ def main() -> int:
         department_margin=args.department_margin,
         holdout_every=args.holdout_every,
         department_cap=args.department_cap,
+        min_held_out=args.min_held_out,
     )
     train_params = replace(CHALLENGER_PARAMS, n_jobs=args.jobs)
     words = textmod.read_userdict(textmod.DEFAULT_USERDICT)
     textmod.add_words(words)
     corpus = [ex for p in corpus_files(REPO / "classifier" / "corpus") for ex in read_examples(p)]
     stream, test = split_test(load_stream(), args.test_every, args.jobs)
-    say(f"stream {len(stream)}, test {len(test)} {dict(Counter(r.label for r in test))}")
+    more = [] if args.raw_only else load_continuation(stream + test, test, args.jobs)
+    say(
+        f"stream {len(stream)} raw + {len(more)} segmented, test {len(test)} "
+        f"{dict(Counter(r.label for r in test))}"
+    )
     results: dict = {
         "params": vars(params) | {"test_every": args.test_every},
         "stream": len(stream),
+        "continuation": len(more),
+        "continuation_labels": dict(Counter(r.label for r in more)),
         "test": len(test),
     }
     label_map = district_map()
     with tempfile.TemporaryDirectory() as tmp:
-        say("reference slice cost …")
-        results["reference_cost"] = reference_cost(
-            corpus, label_map, test, params, train_params, words
-        )
-        say("naive retrain …")
-        results["naive"] = naive_retrain(
-            corpus, label_map, stream, test, params, train_params, words
-        )
-        say("ceiling …")
-        results["ceiling"] = ceiling(corpus, label_map, stream, test, train_params, words)
-        say("replay …")
-        results["main"] = Replay(
-            "7 categories", label_map, corpus, test, params, train_params, Path(tmp) / "main"
-        ).run(stream)
+        if not args.skip_studies:
+            say("reference slice cost …")
+            results["reference_cost"] = reference_cost(
+                corpus, label_map, test, params, train_params, words
+            )
+            say("naive retrain …")
+            results["naive"] = naive_retrain(
+                corpus, label_map, stream, test, params, train_params, words
+            )
+            say("ceiling …")
+            results["ceiling"] = ceiling(corpus, label_map, stream, more, test, train_params, words)
+        if not args.new_only:
+            say("replay …")
+            results["main"] = Replay(
+                "7 categories", label_map, corpus, test, params, train_params, Path(tmp) / "main"
+            ).run(stream + more, len(stream))
         if not args.skip_new:
             new = args.new_department
             run = Replay(
@@ -594,7 +708,7 @@ def main() -> int:
                 train_params,
                 Path(tmp) / "new",
                 watch=new,
-            ).run(stream)
+            ).run(stream + more, len(stream))
             results["new_department"] = {"department": new, "run": run}
     print_report(results)
     out = Path(args.out)

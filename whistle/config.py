@@ -206,6 +206,7 @@ class LearningSettings:
     recent_decisions: int = setting(200, low=1)
     reference_share: float = setting(0.1, positive=True, high=0.49)
     department_cap: int = setting(5, low=0)
+    min_held_out: int = setting(50, low=0)  # held-out recent decisions before a promotion
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def learning_params(settings: Settings) -> LearningParams:
         recent_decisions=s.recent_decisions,
         reference_share=s.reference_share,
         department_cap=s.department_cap,
+        min_held_out=s.min_held_out,
     )
 
 

@@ -63,6 +63,7 @@ def loop_settings(tmp_path):
         models_dir=str(tmp_path / "models"),
         margin=0.1,
         department_margin=0.3,
+        min_held_out=0,  # a few synthetic decisions: no minimum of held-out ones
     )
     return replace(settings, learning=learning)
 
@@ -235,6 +236,7 @@ def test_whistle_model_trains_lists_promotes_and_rolls_back(
     text = write_config(tmp_path).read_text(encoding="utf-8")
     text = re.sub(r"(?m)^corpus_dir\s*=.*$", f'corpus_dir = "{loop_settings.corpus_dir}"', text)
     text = re.sub(r"(?m)^models_dir\s*=.*$", f'models_dir = "{tmp_path / "models"}"', text)
+    text = re.sub(r"(?m)^min_held_out\s*=.*$", "min_held_out = 0", text)
     config = tmp_path / "config.toml"
     config.write_text(text, encoding="utf-8")
     clean_env(monkeypatch)

@@ -174,6 +174,7 @@ def district(tmp_path):
         models_dir=str(tmp_path / "models"),
         margin=0.1,
         department_margin=0.3,
+        min_held_out=0,  # a few synthetic decisions: no minimum of held-out ones
     )
     return merged(replace(settings, learning=learning), **DISTRICT)
 

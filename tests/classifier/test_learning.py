@@ -388,6 +388,22 @@ def test_the_gate_skips_a_set_with_nothing_held_out():
     assert gate(champion, challenger, 0.02).promote
 
 
+def test_the_gate_waits_for_enough_held_out_decisions_to_judge():
+    """Fewer held-out recent decisions than min_held_out: refused, however good; from there
+    on, judged as usual. The first model needs none (there is nothing to compare with)."""
+    champion = both(metrics(0.80, water=(30, 0.8)), metrics(0.90, water=(40, 0.9)))
+    better = both(metrics(0.95, water=(30, 0.95)), metrics(0.92, water=(40, 0.92)))
+    decision = gate(champion, better, 0.02, min_held_out=31)
+    assert decision == Decision(False, ("最近的人工决定只有 30 条留出，少于 31 条，尚不足以评判",))
+    assert gate(champion, better, 0.02, min_held_out=30).promote
+    assert gate(None, better, 0.02, min_held_out=1000).promote
+    # Both checks speak: too few, and worse on the reference set.
+    worse = both(metrics(0.95, water=(30, 0.95)), metrics(0.80, water=(40, 0.8)))
+    reasons = gate(champion, worse, 0.02, min_held_out=31).reasons
+    assert len(reasons) == 3 and reasons[0].startswith("最近的人工决定只有 30 条")
+    assert LearningParams().min_held_out == round(1 / LearningParams().margin)
+
+
 def test_set_metrics_average_the_departments_in_the_truth():
     m = set_metrics(["water"] * 4, ["water", "water", "roads", None])
     assert m["departments"] == {"water": {"n": 4, "f1": 0.6667, "recall": 0.5, "precision": 1.0}}
@@ -523,13 +539,13 @@ def test_registry_files_are_private_and_versions_never_collide(tmp_path, models)
 
 
 def job_for(folder: Path, decisions: list[StaffDecision], **changes) -> ChallengerJob:
+    changes.setdefault("params", LearningParams(holdout_every=4, recent_decisions=40, min_cases=10))
     return ChallengerJob(
         corpus=make_corpus(30),
         decisions=decisions,
         label_map=IDENTITY,
         models_dir=folder,
         train_params=FAST,
-        params=LearningParams(holdout_every=4, recent_decisions=40, min_cases=10),
         **changes,
     )
 
@@ -567,6 +583,31 @@ def test_first_model_then_a_challenger_judged_and_recorded(tmp_path):
         content = meta.read_text(encoding="utf-8")
         assert not any(text in content for text in texts), meta.name
         json.loads(content)
+
+
+def test_a_challenger_judged_on_too_few_held_out_decisions_is_refused_then_promoted(tmp_path):
+    """The same challenger through settle(): refused while the recent set is below
+    min_held_out (the champion keeps serving, the reason is recorded), promoted once the
+    minimum is what the set holds."""
+    first, _ = retrain(job_for(tmp_path, []))
+    lenient = LearningParams(
+        holdout_every=4, recent_decisions=40, min_cases=10, margin=1.0, department_margin=1.0
+    )
+    challenger = run_challenger(job_for(tmp_path, balanced_decisions(), params=lenient))
+    held = challenger.metrics["recent"]["n"]
+    assert 10 < held < 40
+    decision = settle(
+        challenger, job_for(tmp_path, [], params=replace(lenient, min_held_out=held + 1))
+    )
+    assert not decision.promote and f"只有 {held} 条留出" in decision.reasons[0]
+    registry = ModelRegistry(tmp_path)
+    assert registry.champion_version() == first.version
+    assert registry.entry(challenger.version).info["gate"]["promote"] is False
+    assert load_model(registry.served).model_version == first.version
+
+    decision = settle(challenger, job_for(tmp_path, [], params=replace(lenient, min_held_out=held)))
+    assert decision.promote, decision.reasons
+    assert registry.champion_version() == challenger.version
 
 
 def test_a_champion_changed_during_training_is_not_compared(tmp_path):
@@ -637,6 +678,7 @@ def test_training_runs_beside_the_event_loop_without_stalling_it(tmp_path):
         {"reference_share": 0.6},
         {"department_cap": -1},
         {"min_cases": 0},
+        {"min_held_out": -1},
     ],
 )
 def test_learning_settings_are_checked(change):
