@@ -620,7 +620,7 @@ async def show_summary(update: Update, context: Context) -> int:
     return CONFIRM
 
 
-async def ask_if_same(update: Update, context: Context, case: Case) -> int:
+async def ask_if_same(update: Update, context: Context, case: followers.OpenCase) -> int:
     """附近已有人反映：… 是同一个问题吗？ 是 follows that case, 不是 goes on to the summary."""
     draft = draft_of(context)
     draft["same_as"] = case.id

@@ -30,6 +30,9 @@ from whistle.config import DuplicateSettings
 
 log = logging.getLogger(__name__)
 
+# The question reads back this many hits beyond k, for the reporter's own and followed cases
+# and those not theirs to follow (a bound: the same text may match hundreds of cases).
+MAX_LEFT_OUT = 20
 HINT_EVENT = "duplicates"  # the outbox event of triage's hint (one per case)
 REFRESH_SECONDS = 30.0  # how often cases closed elsewhere are dropped from the index
 # How often the store is asked for cases opened elsewhere (12345, another worker). The bot's own
@@ -41,12 +44,10 @@ SERVICES_ATTR = "duplicate_index"
 
 
 class Similar(NamedTuple):
-    """An open case that is likely the same problem, its text similarity and how many people
-    reported it."""
+    """An open case that is likely the same problem, and its text similarity."""
 
-    case: Case
+    case: followers.OpenCase
     score: float
-    count: int
 
 
 def rules_of(settings: DuplicateSettings) -> DuplicateRules:
@@ -157,14 +158,10 @@ def index_of(services) -> DuplicateIndex | None:
 
 
 def _still_open(
-    hits: list[tuple[int, float]], found: dict[int, tuple[Case, int]], k: int
+    hits: list[tuple[int, float]], found: dict[int, followers.OpenCase], k: int
 ) -> list[Similar]:
     """The hits the store still has open, best first, at most k."""
-    return [
-        Similar(found[case_id][0], score, found[case_id][1])
-        for case_id, score in hits
-        if case_id in found
-    ][:k]
+    return [Similar(found[case_id], score) for case_id, score in hits if case_id in found][:k]
 
 
 async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Similar]:
@@ -187,7 +184,7 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Simi
                 text=draft["text"],
                 address=draft["address"],
             )
-            # Every hit, not the best k: the reporter's own cases are left out below, by the
+            # More than the best k: the reporter's own cases are left out below, by the
             # store, which knows who follows what.
             hits = finder.candidates(
                 draft["text"],
@@ -195,7 +192,7 @@ async def similar_to_draft(services, telegram_id: int, draft: dict) -> list[Simi
                 where.grid_code,
                 draft["lat"],
                 draft["lon"],
-                k=len(finder) or 1,
+                k=index.rules.k + MAX_LEFT_OUT,
             )
             if not hits:
                 return []
@@ -265,7 +262,11 @@ async def queue_hint(session, services, case: Case) -> None:
         return
     lines = [texts.DUPLICATE_HINT.format(ref=case.ref)] + [
         texts.DUPLICATE_HINT_LINE.format(
-            n=n, ref=s.case.ref, status=STATUS_NAMES[s.case.status], score=s.score, count=s.count
+            n=n,
+            ref=s.case.ref,
+            status=STATUS_NAMES[s.case.status],
+            score=s.score,
+            count=s.case.reporters,
         )
         for n, s in enumerate(similar, start=1)
     ]

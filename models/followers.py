@@ -8,6 +8,7 @@ lists them); the case counts its reporter plus its followers.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -90,15 +91,24 @@ async def reporters_count(session: AsyncSession, case_id: int) -> int:
     return 1 + followers
 
 
+class OpenCase(NamedTuple):
+    """What the duplicate question and triage's hint show of a likely duplicate."""
+
+    id: int
+    ref: str
+    status: str
+    reporters: int  # its reporter and its followers
+
+
 async def open_cases_with_counts(
     session: AsyncSession,
     case_ids: list[int],
     *,
     not_of: int | None = None,
     offered_to: tuple[int, str] | None = None,
-) -> dict[int, tuple[Case, int]]:
-    """The open cases among case_ids, each with how many people reported it (its reporter
-    and followers): one read for what the duplicate question and triage's hint show.
+) -> dict[int, OpenCase]:
+    """The open cases among case_ids, each with how many people reported it: one read of a
+    few columns (no whole cases) for what the duplicate question and triage's hint show.
     not_of (a Telegram id): cases that person reported or follows are left out.
     offered_to (a Telegram id, the kind of their report): only the cases that person may be
     offered to follow: a resident, residents' cases; an enterprise, its own demands (an
@@ -112,7 +122,7 @@ async def open_cases_with_counts(
         .subquery()
     )
     query = (
-        select(Case, counts.c.n)
+        select(Case.id, Case.ref, Case.status, counts.c.n)
         .outerjoin(counts, counts.c.case_id == col(Case.id))
         .where(col(Case.id).in_(case_ids), col(Case.status).in_(OPEN_STATUSES))
     )
@@ -123,8 +133,10 @@ async def open_cases_with_counts(
         query = query.where(col(Case.reporter_id).not_in(person), col(Case.id).not_in(followed))
     if offered_to is not None:
         query = query.where(_may_be_offered(*offered_to))
-    rows = await session.exec(query)
-    return {case.id: (case, 1 + (n or 0)) for case, n in rows.all()}
+    rows = (await session.exec(query)).all()
+    return {
+        case_id: OpenCase(case_id, ref, status, 1 + (n or 0)) for case_id, ref, status, n in rows
+    }
 
 
 def _may_be_offered(telegram_id: int, kind: str):

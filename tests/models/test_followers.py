@@ -22,8 +22,8 @@ async def test_open_cases_come_with_how_many_people_reported_them(seeded):
     ids = [lone.id, popular.id, closed.id, 999_999]
     async with seeded.session_factory() as s:
         found = await followers.open_cases_with_counts(s, ids)
-    assert {case_id: count for case_id, (_, count) in found.items()} == {lone.id: 1, popular.id: 3}
-    assert found[popular.id][0].ref == popular.ref
+    assert {case_id: c.reporters for case_id, c in found.items()} == {lone.id: 1, popular.id: 3}
+    assert (found[popular.id].ref, found[popular.id].status) == (popular.ref, DISPATCHED)
     async with seeded.session_factory() as s:
         assert await followers.open_cases_with_counts(s, []) == {}
 
