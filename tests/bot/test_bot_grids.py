@@ -218,8 +218,9 @@ async def test_grid_staffs_overdue_and_stats_cover_their_grid_and_below_by_name(
     assert "下辖微网格（按红黄灯排序）：" in report
     lines = report.splitlines()
     below_lines = lines[lines.index("下辖微网格（按红黄灯排序）：") + 1 :]
+    no_rates = "不出网格 —，不出街镇 —"
     assert below_lines == [
-        "🔴 汉王陵片区微网格：受理 1，在办 1（🔴 1），办结率 0.0%，按时 —，满意率 —",
-        "🟢 银星新苑微网格：受理 0，在办 0（🔴 0），办结率 —，按时 —，满意率 —",
+        f"🔴 汉王陵片区微网格：受理 1，在办 1（🔴 1），办结率 0.0%，按时 —，满意率 —，{no_rates}",
+        f"🟢 银星新苑微网格：受理 0，在办 0（🔴 0），办结率 —，按时 —，满意率 —，{no_rates}",
     ]
     assert "梅园" not in report and "全区" not in report

@@ -487,3 +487,48 @@ async def test_the_verify_light_runs_from_the_departments_resolution(seeded):
         async with session_scope(seeded.engine) as session:
             row = (await session.exec(select(is_red, is_yellow).where(Case.id == case.id))).one()
         assert (bool(row[0]), bool(row[1])) == (light == RED, light == YELLOW), offset
+
+
+async def test_grid_and_street_stats_show_what_stayed_in_the_grid_and_the_street(make_bot):
+    """/stats of grid and street staff: 小事不出网格率 and 大事不出街镇率 over the cases that
+    started in the grid and are done — one resolved in the grid, one by the street, one by
+    水务局 after a whistle."""
+    bot = await grid_bot(make_bot, settings_with(verify=False, grid_first=("water",)))
+    refs = [await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01) for _ in range(3)]
+    await bot.settle()
+    in_grid, to_street, to_water = [await bot.group_post(GRID_STAFF, ref) for ref in refs]
+
+    await bot.press(GRID_STAFF, in_grid, "签收")
+    await bot.press(GRID_STAFF, in_grid, "办结")
+    await resolve_with(bot, GRID_STAFF, GRID_STAFF, "已联系物业关闭总阀并修好")
+
+    await bot.press(GRID_STAFF, to_street, "吹哨")
+    await bot.press(GRID_STAFF, to_street, "吹哨至 月亮岛街道")
+    await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "涉及多个小区，需要街道协调")
+    await bot.settle()
+    street_post = await bot.group_post(STREET_STAFF, refs[1])
+    await bot.press(STREET_STAFF, street_post, "签收")
+    await bot.press(STREET_STAFF, street_post, "办结")
+    await resolve_with(bot, STREET_STAFF, STREET_STAFF, "街道协调抢修，已恢复")
+
+    await bot.press(GRID_STAFF, to_water, "吹哨")
+    await bot.press(GRID_STAFF, to_water, "水务局")
+    await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "主管道破裂，需要水务局抢修")
+    await bot.settle()
+    water = bot.department_chat("water")
+    dept_post = await bot.group_post(water, refs[2])
+    await bot.press(WATER_STAFF, dept_post, "签收")
+    await bot.press(WATER_STAFF, dept_post, "办结")
+    await resolve_with(bot, WATER_STAFF, water, "已更换破裂管段，恢复供水")
+    await bot.settle()
+    levels = [(await bot.case(ref)).resolved_level for ref in refs]
+    assert levels == ["grid", "street", "department"]
+
+    rates = "小事不出网格率 33.3%　大事不出街镇率 66.7%（始于网格并已办结 3 件）"
+    grid_report = (await bot.say(GRID_STAFF, "/stats")).content
+    assert "银星村第一网格：受理 3 件" in grid_report and rates in grid_report
+    street_report = (await bot.say(STREET_STAFF, "/stats")).content
+    assert "月亮岛街道：受理 3 件" in street_report and rates in street_report
+    # The community the cases lie in, one row of the street's table, carries them too.
+    [yinxing] = [line for line in street_report.splitlines() if "银星村：" in line]
+    assert yinxing.endswith("不出网格 33.3%，不出街镇 66.7%")
