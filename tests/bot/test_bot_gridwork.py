@@ -532,3 +532,82 @@ async def test_grid_and_street_stats_show_what_stayed_in_the_grid_and_the_street
     # The community the cases lie in, one row of the street's table, carries them too.
     [yinxing] = [line for line in street_report.splitlines() if "银星村：" in line]
     assert yinxing.endswith("不出网格 33.3%，不出街镇 66.7%")
+
+
+# A district coded as 统计用区划代码: the codes do not nest by prefix (the grid 430112101001
+# lies in the community 430112001001), so "in this grid" must follow the parent links.
+NUMERIC_STREET, NUMERIC_COMMUNITY, NUMERIC_SIBLING = "430112001000", "430112001001", "430112001002"
+NUMERIC_GRID = "430112101001"
+NUMERIC_WORKER, NUMERIC_CADRE, SIBLING_WORKER = 9101, 9102, 9103
+
+
+def numeric_district(settings):
+    from whistle.config import GridConfig, StaffConfig
+
+    grids = (
+        GridConfig(code="430112000000", name="望城区", level="district"),
+        GridConfig(code=NUMERIC_STREET, name="星城街道", level="street", parent="430112000000"),
+        GridConfig(
+            code=NUMERIC_COMMUNITY, name="星河社区", level="community", parent=NUMERIC_STREET
+        ),
+        GridConfig(code=NUMERIC_SIBLING, name="星光社区", level="community", parent=NUMERIC_STREET),
+        GridConfig(
+            code=NUMERIC_GRID,
+            name="星河第一网格",
+            level="grid",
+            parent=NUMERIC_COMMUNITY,
+            places=("星河湾小区",),
+        ),
+        GridConfig(
+            code="430112101002",
+            name="星光第一网格",
+            level="grid",
+            parent=NUMERIC_SIBLING,
+            places=("星光花园",),
+        ),
+    )
+    staff = (
+        StaffConfig(telegram_id=NUMERIC_WORKER, name="网格员小星", role="grid", grid=NUMERIC_GRID),
+        StaffConfig(
+            telegram_id=NUMERIC_CADRE, name="星河社区老何", role="grid", grid=NUMERIC_COMMUNITY
+        ),
+        StaffConfig(
+            telegram_id=SIBLING_WORKER, name="星光社区小王", role="grid", grid=NUMERIC_SIBLING
+        ),
+    )
+    district = replace(settings.district, gazetteer="", grid_boundaries="")
+    others = tuple(s for s in settings.staff if not s.grid)  # the demo's grid staff are gone
+    return replace(settings, grids=grids, staff=(*others, *staff), district=district)
+
+
+async def test_numeric_codes_follow_the_grid_tree_not_the_spelling(make_bot):
+    bot = await grid_bot(make_bot, numeric_district(settings_with()))
+    for member in (NUMERIC_WORKER, NUMERIC_CADRE, SIBLING_WORKER):
+        bot.emu.add_user(member, f"网格{member}")
+    ref = await bot.report(RESIDENT, "星河湾小区门口水管爆了，水流了一地")
+    assert (await bot.case(ref)).grid_code == NUMERIC_GRID
+    await hand_to_grid(bot, ref)
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code) == (GRID_ASSIGNED, NUMERIC_GRID)
+    post = await bot.group_post(NUMERIC_WORKER, ref)
+
+    # The neighbouring community's worker may neither act on the case nor see it.
+    refused = await bot.press(SIBLING_WORKER, post, "签收")
+    assert refused.get("show_alert") and (await bot.case(ref)).status == GRID_ASSIGNED
+    # The community above the grid (430112001001, no common prefix with 430112101001) may.
+    await bot.press(NUMERIC_CADRE, post, "签收")
+    assert (await bot.case(ref)).status == GRID_SIGNED
+
+    bot.clock.advance(days=5)  # past the grid's limits: red
+    for member in (NUMERIC_WORKER, NUMERIC_CADRE):
+        overdue = (await bot.say(member, "/overdue")).content
+        assert ref in overdue and "🔴 1 件" in overdue, overdue
+        assert "【星河第一网格】🔴 1" in overdue
+        seen = (await bot.say(member, f"/case {ref}")).content
+        assert seen != texts.CASE_NOT_FOUND.format(ref=ref) and ref in seen
+    overdue = (await bot.say(SIBLING_WORKER, "/overdue")).content
+    assert ref not in overdue and "星城街道 › 星光社区" in overdue
+    not_theirs = (await bot.say(SIBLING_WORKER, f"/case {ref}")).content
+    assert not_theirs == texts.CASE_NOT_FOUND.format(ref=ref)
+    stats = (await bot.say(NUMERIC_CADRE, "/stats")).content
+    assert "星城街道 › 星河社区：受理 1 件" in stats and "星河第一网格：受理 1" in stats
