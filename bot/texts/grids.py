@@ -12,6 +12,9 @@ LOCATED_BY_NAMES = {
 POST_GRID = "🏘 网格：{path}（{how}）"
 POST_NO_GRID = "🏘 网格：未能确定，请点“修改网格”指定"
 POST_OUT_OF_GRID = "⚠️ 定位不在任何网格范围内，请核实后指定网格"
+# Where the case lies, on a department's post and in /case (no "how", no hint to change it).
+POST_IN_GRID = "🏘 所在网格：{path}"
+CASE_GRID = "所在网格：{path}"
 BTN_SET_GRID = "🗺 修改网格"
 BTN_GRID_HERE = "✅ 定为 {name}"
 PICK_STREET = "请选择街道（镇）"

@@ -136,6 +136,7 @@ async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_v
     water = bot.department_chat("water")
     dept_post = await bot.group_post(water, "网格吹哨")
     assert "网格员陈姐" in dept_post.content and "主管道破裂" in dept_post.content
+    assert "🏘 所在网格：月亮岛街道 › 银星村 › 银星村第一网格" in dept_post.content
     bot.clock.advance(minutes=30)
     await bot.press(WATER_STAFF, dept_post, "签收")
     await bot.settle()
