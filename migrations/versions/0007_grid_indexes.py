@@ -1,4 +1,5 @@
 """grid indexes (#13): the grid tree's parent links, and open cases by grid with their light
+and the map's red points
 
 Revision ID: 0007
 Revises: 0006
@@ -21,6 +22,10 @@ OPEN_BY_GRID = (
     "verify_by",
     "dispatched_at",
     "resolved_at",
+    "latitude",
+    "longitude",
+    "department_code",
+    "ref",
 )
 
 
