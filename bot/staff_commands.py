@@ -360,8 +360,6 @@ def stats_text(
                 completion=texts.percent(row["completion_rate"]),
                 on_time=texts.percent(row["on_time_rate"]),
                 satisfaction=texts.percent(row["satisfaction_rate"]),
-                in_grid=texts.percent(row["in_grid_rate"]),
-                in_street=texts.percent(row["in_street_rate"]),
             )
         )
     return fit("\n".join(lines), delivery.MAX_TEXT)

@@ -245,5 +245,8 @@ async def test_departments_see_where_the_case_lies_in_posts_and_case(make_bot):
     assert f"🏘 {where}" in post.content
 
     assert where in (await bot.say(WATER_STAFF, f"/case {placed}")).content
+    # The reporter's 已签收 notice first, so that /case's answer is the next message.
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "已签收" in m.content, timeout=5)
+    await bot.settle()
     assert where in (await bot.say(RESIDENT, f"/case {placed}")).content
     assert "所在网格" not in (await bot.say(WATER_STAFF, f"/case {unplaced}")).content
