@@ -2,7 +2,7 @@
 million cases.
 
     python bench/grid_dashboard_bench.py [--cases 1000000] [--runs 7] [--regenerate]
-                                        [--pg-url postgresql+asyncpg://...]
+                                        [--pg-url postgresql+asyncpg://...] [--without-index NAME]
 
 Builds (once, kept under var/bench/grids_4411/) the synthetic district of bench/grid_bench.py
 (11 streets / 127 communities / 605 片 / 4,411 grids + micro-grids, made-up polygons) and a
@@ -126,6 +126,32 @@ def place_open_cases(db_path: Path, geojson: Path) -> int:
     return changed
 
 
+async def ensure_indexes(engine, without: tuple[str, ...] = ()) -> list[str]:
+    """A store built by an earlier run gets the indexes the models have gained since (as
+    `whistle migrate` would give a deployed one), except those named in `without`, which are
+    dropped (to measure the store without them); returns what it created or dropped."""
+    from sqlalchemy import inspect
+    from sqlmodel import SQLModel
+
+    def create_missing(conn) -> list[str]:
+        changed = []
+        for table in SQLModel.metadata.sorted_tables:
+            have = {i["name"] for i in inspect(conn).get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name in without and index.name in have:
+                    index.drop(conn)
+                    changed.append(f"dropped {index.name}")
+                elif index.name not in without and index.name not in have:
+                    index.create(conn)
+                    changed.append(f"created {index.name}")
+        if changed:
+            conn.exec_driver_sql("ANALYZE")
+        return changed
+
+    async with engine.begin() as conn:
+        return await conn.run_sync(create_missing)
+
+
 async def measure_queries(engine, rules, now, runs: int) -> dict:
     month = stats.month_bounds(now, rules.calendar)
 
@@ -232,6 +258,11 @@ CASE_COLUMNS = (
     "out_of_grid",
     "latitude",
     "longitude",
+    "started_in_grid",
+    "whistled_at",
+    "resolved_level",
+    "is_hard",
+    "channel",
 )
 DATES = {
     "created_at",
@@ -241,8 +272,9 @@ DATES = {
     "closed_at",
     "sign_by",
     "resolve_by",
+    "whistled_at",
 }
-FLAGS = {"out_of_area", "out_of_grid"}
+FLAGS = {"out_of_area", "out_of_grid", "started_in_grid", "is_hard"}
 
 
 def _converted(rows, columns):
@@ -317,8 +349,12 @@ async def pg_copy(base_url: str, db: Path, settings, wanted: int) -> str:
 # ---------------------------------------------------------------- a run
 
 
-async def run(url: str, label: str, settings, tree: GridTree, runs: int) -> dict:
+async def run(
+    url: str, label: str, settings, tree: GridTree, runs: int, without: tuple[str, ...] = ()
+) -> dict:
     engine = make_engine(url)
+    if changed := await ensure_indexes(engine, without):
+        say(f"indexes of {label}: {', '.join(changed)}")
     rules = Rules.from_settings(settings)
     load_before = round(os.getloadavg()[0], 2)
     try:
@@ -338,6 +374,7 @@ async def run(url: str, label: str, settings, tree: GridTree, runs: int) -> dict
         "now": now.isoformat(),
         "queries": queries,
         "http": http,
+        "without_indexes": list(without),
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
     }
@@ -349,6 +386,8 @@ def print_table(result: dict) -> None:
         f"{result['open_cases']:,} open, {result['grids']:,} grids, now {result['now']}"
     )
     print(f"load average before / after: {result['load_before']} / {result['load_after']}")
+    if result["without_indexes"]:
+        print(f"without the indexes {', '.join(result['without_indexes'])}")
     print(
         f"{'measurement (ms)':<48} {'runs':>5} {'min':>8} {'median':>8} {'p95':>8} {'max':>8}"
         f" {'CPU':>8}"
@@ -386,6 +425,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument(
+        "--without-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure without this index of the models (dropped; the next run makes it again)",
+    )
+    parser.add_argument(
         "--pg-url",
         default=os.environ.get("TEST_DATABASE_URL"),
         help="a PostgreSQL server to copy the store to and measure as well",
@@ -402,12 +448,21 @@ def main() -> None:
         say(f"  done in {time.perf_counter() - t0:.0f} s ({placed:,} open cases placed)")
     results = [
         asyncio.run(
-            run(f"sqlite+aiosqlite:///{db}", str(db.relative_to(ROOT)), settings, tree, args.runs)
+            run(
+                f"sqlite+aiosqlite:///{db}",
+                str(db.relative_to(ROOT)),
+                settings,
+                tree,
+                args.runs,
+                tuple(args.without_index),
+            )
         )
     ]
     if args.pg_url:
         pg = asyncio.run(pg_copy(args.pg_url, db, settings, args.cases))
-        results.append(asyncio.run(run(pg, make_url(pg).database, settings, tree, args.runs)))
+        label = make_url(pg).database
+        without = tuple(args.without_index)
+        results.append(asyncio.run(run(pg, label, settings, tree, args.runs, without)))
     else:
         print("PostgreSQL: no --pg-url (or TEST_DATABASE_URL): measured on SQLite only")
     for result in results:

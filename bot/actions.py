@@ -368,7 +368,7 @@ async def _authorize(
         raise NotPermitted("not_staff")
     case = await cases.get_case(session, button.case_id)
     permission = permission_for(button.verb, case)
-    if not can(staff, permission, case):
+    if not await can(session, staff, permission, case):
         # A department's member pressing another department's button is told exactly that.
         wrong_department = staff.role == "department" and permission in DEPARTMENT_ACTIONS
         raise NotPermitted("not_your_department" if wrong_department else "no_permission")
@@ -912,7 +912,7 @@ async def case_to_mark_hard(services: Services, user_id: int, ref: str) -> Case:
     """/gongjian REF: the case, if this staff member may make it a 攻坚哨 now."""
     async with services.session() as session:
         staff, case = await _staff_and_case(session, user_id, ref)
-        if not can(staff, "mark_hard", case):
+        if not await can(session, staff, "mark_hard", case):
             raise NotPermitted("no_permission")
         parts.check_markable(case)
         return case

@@ -66,13 +66,26 @@ def grid_lines(case: Case, services: Services) -> list[str]:
     """The case's grid as a name path and how it was found (nothing when no grids are set up)."""
     if services.gridmap.tree is None:
         return []
-    # A grid since removed from the gazetteer is still named, by its code.
-    path = services.gridmap.path_names(case.grid_code) or case.grid_code
+    path = grid_path(case, services)
     how = texts.LOCATED_BY_NAMES.get(case.located_by or "", "")
     lines = [texts.POST_GRID.format(path=path, how=how) if path else texts.POST_NO_GRID]
     if case.out_of_grid:
         lines.append(texts.POST_OUT_OF_GRID)
     return lines
+
+
+def grid_path(case: Case, services: Services) -> str | None:
+    """The name path of the grid the case lies in (月亮岛街道 › 银星村 › 银星村第一网格), its
+    code for a grid since removed from the gazetteer, None without a grid or when no grids
+    are set up."""
+    if services.gridmap.tree is None or not case.grid_code:
+        return None
+    return services.gridmap.path_names(case.grid_code) or case.grid_code
+
+
+def _in_grid_lines(case: Case, services: Services) -> list[str]:
+    path = grid_path(case, services)
+    return [texts.POST_IN_GRID.format(path=path)] if path else []
 
 
 def _suggestion_lines(case: Case, services: Services) -> list[str]:
@@ -198,7 +211,12 @@ def department_text(
     head = [headline] if headline else _headline(case, texts.POST_DISPATCHED_TO_YOU)
     if enterprise:
         head.append(texts.POST_ENTERPRISE.format(name=enterprise))
-    tail = _location_lines(case) + _state_lines(case, services) + hard_lines(case, parts, services)
+    tail = (
+        _location_lines(case)
+        + _in_grid_lines(case, services)
+        + _state_lines(case, services)
+        + hard_lines(case, parts, services)
+    )
     if footer:
         tail.append(footer)
     return _assemble(head, case, tail, MAX_CAPTION if case.photos else MAX_TEXT)
@@ -213,7 +231,7 @@ def part_text(case: Case, part: CasePart, services: Services, *, footer: str | N
     ]
     if case.priority == URGENT:
         head[0] += "  " + texts.POST_URGENT
-    tail = _location_lines(case)
+    tail = _location_lines(case) + _in_grid_lines(case, services)
     if case.hard_decision:
         tail.append(texts.POST_HARD_DECISION.format(decision=case.hard_decision))
     tail.append(texts.POST_PART_STATUS.format(status=part_status(part, services, services.clock())))

@@ -305,6 +305,9 @@ def grid_stats_text(
             open=node["open"],
             red=node["red"],
             yellow=node["yellow"],
+            in_grid=texts.percent(node["in_grid_rate"]),
+            in_street=texts.percent(node["in_street_rate"]),
+            grid_done=node["grid_done"],
         ),
     ]
     if view["rows"]:
@@ -320,6 +323,8 @@ def grid_stats_text(
                 completion=texts.percent(row["completion_rate"]),
                 on_time=texts.percent(row["on_time_rate"]),
                 satisfaction=texts.percent(row["satisfaction_rate"]),
+                in_grid=texts.percent(row["in_grid_rate"]),
+                in_street=texts.percent(row["in_street_rate"]),
             )
         )
     return fit("\n".join(lines), delivery.MAX_TEXT)

@@ -169,6 +169,8 @@ def timeline_lines(
         lines.append(
             texts.CASE_DEPARTMENT.format(department=department_name(services, case.department_code))
         )
+    if path := posts.grid_path(case, services):
+        lines.append(texts.CASE_GRID.format(path=path))
     if case.resolve_by and case.status in ("dispatched", "signed"):
         lines.append(texts.CASE_DEADLINE.format(deadline=local_time(services, case.resolve_by)))
     if case.is_hard:

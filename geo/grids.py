@@ -181,8 +181,6 @@ def _check(records: list[GridRecord]) -> list[str]:
         if parent is None:
             problems.append(f"网格 {r.code} 的上级 {r.parent} 不存在")
             continue
-        if not (r.code.startswith(parent.code) and len(r.code) > len(parent.code)):
-            problems.append(f"网格编码 {r.code} 应以上级编码 {parent.code} 开头")
         if parent.level in LEVELS and LEVELS.index(r.level) <= LEVELS.index(parent.level):
             problems.append(
                 f"网格 {r.code} 的层级（{LEVEL_NAMES[r.level]}）应低于上级 {parent.code}"

@@ -325,11 +325,13 @@ async def _fresh_case(session: AsyncSession, case_id: int) -> Case:
     return case
 
 
-def _permit(actor: Actor, staff: Staff | None, permission: str, case: Case) -> None:
+async def _permit(
+    session: AsyncSession, actor: Actor, staff: Staff | None, permission: str, case: Case
+) -> None:
     """Raise NotPermitted unless the actor may do `permission` to `case` (system always may)."""
     if actor.kind == "system":
         return
-    if actor.kind == "staff" and can(staff, permission, case):
+    if actor.kind == "staff" and await can(session, staff, permission, case):
         return
     raise NotPermitted("not_permitted")
 
@@ -343,7 +345,7 @@ async def _authorize(session: AsyncSession, actor: Actor, permission: str, case:
     staff = None
     if actor.kind == "staff" and actor.telegram_id is not None:
         staff = await get_staff(session, actor.telegram_id)
-    _permit(actor, staff, permission, case)
+    await _permit(session, actor, staff, permission, case)
 
 
 async def _case_and_staff(
@@ -524,7 +526,7 @@ async def transition(
         current = None  # a retry must read the row again
         to = target_status(action, case.status)
         if permission:
-            _permit(actor, staff, permission, case)
+            await _permit(session, actor, staff, permission, case)
         if expected_version is not None and case.version != expected_version:
             raise StaleVersion("stale_version")
         await check_guards(session, action, case)
@@ -1107,7 +1109,7 @@ async def case_for_viewer(session: AsyncSession, ref: str, viewer_telegram_id: i
     ):
         return case
     staff = await get_staff(session, viewer_telegram_id)
-    if can(staff, "view", case):
+    if await can(session, staff, "view", case):
         return case
     if (
         case.is_hard

@@ -32,6 +32,7 @@ from models.lifecycle import (
     running_deadline_sql,
 )
 from models.parts import lit_parts
+from models.permissions import in_grid_sql
 from models.stats import light_sql
 from models.tables import (
     DISPATCHED,
@@ -259,16 +260,11 @@ async def record_escalation(
 
 
 def _scope(stmt, department: str | None, grid: str | None):
-    """Only the cases of a department, or in a grid or below it (grid codes nest by prefix)."""
+    """Only the cases of a department, or in a grid or below it (models.permissions)."""
     if department is not None:
         stmt = stmt.where(col(Case.department_code) == department)
     if grid is not None:
-        stmt = stmt.where(
-            or_(
-                col(Case.grid_code) == grid,
-                col(Case.grid_code).startswith(grid + "-", autoescape=True),
-            )
-        )
+        stmt = stmt.where(in_grid_sql(col(Case.grid_code), grid))
     return stmt
 
 

@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.deadlines import Rules
 from models.engine import session_scope
 from models.lifecycle import GRID_LEVEL, RESOLVED_IN_GRID, running_deadline_sql
+from models.permissions import in_grid_sql
 from models.stats import (
     DONE_STATUSES,
     LIT_STATUSES,
@@ -236,13 +237,13 @@ def _grid_aggregates() -> list:
     ]
 
 
-def _in_area(area: set[str] | None) -> list:
-    """Only the cases in these grids (None: all cases, with a grid or not)."""
-    return [] if area is None else [Case.grid_code.in_(sorted(area))]
+def _in_area(area: str | None) -> list:
+    """Only the cases in this grid or below it (None: all cases, with a grid or not)."""
+    return [] if area is None else [in_grid_sql(Case.grid_code, area)]
 
 
 async def _period_by_grid(
-    session: AsyncSession, start: datetime, end: datetime, area: set[str] | None = None
+    session: AsyncSession, start: datetime, end: datetime, area: str | None = None
 ) -> dict[str | None, list]:
     """Cases created in [start, end), per the grid_code they carry (None = no grid)."""
     done = _count_if(Case.status.in_(DONE_STATUSES))  # Tally.done: 办结 (see stats)
@@ -276,7 +277,7 @@ async def _period_by_grid(
 
 
 async def _open_by_grid(
-    session: AsyncSession, now: datetime, yellow_ratio: float, area: set[str] | None = None
+    session: AsyncSession, now: datetime, yellow_ratio: float, area: str | None = None
 ) -> dict[str | None, list]:
     """Open cases now with their yellow and red counts, per grid_code."""
     is_red, is_yellow = light_sql(now, yellow_ratio, _dialect(session))
@@ -563,9 +564,8 @@ async def area_view(
     index = await grid_index(session)
     if code not in index:
         return None
-    area = index.subtree(code)
-    period = await _period_by_grid(session, start, end, area)
-    current = await _open_by_grid(session, now, rules.yellow_ratio, area)
+    period = await _period_by_grid(session, start, end, code)
+    current = await _open_by_grid(session, now, rules.yellow_ratio, code)
     rolled, total, unplaced = roll_up(index, period, current)
     return GridLeague(index=index, rolled=rolled, total=total, unplaced=unplaced).view(code)
 

@@ -8,7 +8,12 @@ lead resolve without waiting for the parts still open).
 
 from __future__ import annotations
 
-from models.tables import Case, CasePart, Staff
+from sqlalchemy import ColumnElement, Select
+from sqlalchemy import select as sql_select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.tables import Case, CasePart, Grid, Staff
 
 TRIAGE_ACTIONS = frozenset(
     {
@@ -45,19 +50,45 @@ ROLES = tuple(ROLE_ACTIONS)
 GRID_ROLES = ("grid", "street")  # staff who belong to a grid, and get its cases
 
 
-def in_grid(grid_code: str | None, staff_grid: str | None) -> bool:
-    """True if grid_code is staff_grid or below it.
+# ---------------------------------------------------------------- inside a grid
+# "In this grid" means the grid or any grid below it by the Grid table's parent links, never by
+# the codes' spelling: real districts' 统计用区划代码 (street 430112001000, community
+# 430112001001) do not nest by prefix. The two forms below walk the same links: upwards for one
+# case in Python, downwards for scans in SQL. UNION (not UNION ALL) stops a broken cycle.
 
-    Grid codes are hierarchical by prefix (WC-YLD-YX-01-A lies in WC-YLD-YX-01), which
-    sync_reference_data checks when it loads the grids.
-    """
+
+async def grid_lineage(session: AsyncSession, code: str | None) -> frozenset[str]:
+    """The grid `code` and every grid above it (empty when there is no such grid)."""
+    if not code:
+        return frozenset()
+    up = sql_select(Grid.code, Grid.parent_code).where(col(Grid.code) == code)
+    up = up.cte("lineage", recursive=True)
+    up = up.union(sql_select(Grid.code, Grid.parent_code).where(col(Grid.code) == up.c.parent_code))
+    return frozenset((await session.exec(sql_select(up.c.code))).scalars())
+
+
+def subtree_codes(grid: str) -> Select:
+    """SELECT of the grid's code and every code below it, for `column IN (…)`."""
+    down = sql_select(Grid.code).where(col(Grid.code) == grid).cte("subtree", recursive=True)
+    down = down.union(sql_select(Grid.code).where(col(Grid.parent_code) == down.c.code))
+    return sql_select(down.c.code)
+
+
+def in_grid_sql(column, grid: str) -> ColumnElement[bool]:
+    """SQL: `column` (a grid code) is `grid` or lies below it."""
+    return column.in_(subtree_codes(grid))
+
+
+async def in_grid(session: AsyncSession, grid_code: str | None, staff_grid: str | None) -> bool:
+    """True if grid_code is staff_grid or below it."""
     if not grid_code or not staff_grid:
         return False
-    return grid_code == staff_grid or grid_code.startswith(staff_grid + "-")
+    return grid_code == staff_grid or staff_grid in await grid_lineage(session, grid_code)
 
 
-def can(staff: Staff | None, action: str, case: Case) -> bool:
-    """May this (active) staff member do `action` to `case`?"""
+async def can(session: AsyncSession, staff: Staff | None, action: str, case: Case) -> bool:
+    """May this (active) staff member do `action` to `case`? (Grid staff's answer reads the
+    grid tree: see in_grid.)"""
     if staff is None or not staff.active:
         return False
     if action not in ROLE_ACTIONS.get(staff.role, frozenset()):
@@ -68,7 +99,7 @@ def can(staff: Staff | None, action: str, case: Case) -> bool:
         # Acting needs the case to be with their grid (or one below it); seeing it, only
         # that it lies there.
         where = case.handling_grid_code if action in HANDLING_ACTIONS else case.grid_code
-        return in_grid(where, staff.grid_code)
+        return await in_grid(session, where, staff.grid_code)
     return True
 
 

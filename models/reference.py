@@ -84,9 +84,6 @@ async def sync_reference_data(session: AsyncSession, settings) -> None:
     grids = _configured_grids(settings)
     codes = {g.code for g in grids}
     for g in _grids_parents_first(grids):
-        if g.parent and not g.code.startswith(g.parent + "-"):
-            # Permissions decide "in this grid" by code prefix, so the codes must nest.
-            raise ConfigError(f"网格编码 {g.code} 应以上级编码 {g.parent}- 开头")
         if g.parent and g.parent not in codes and await session.get(Grid, g.parent) is None:
             raise ConfigError(f"网格 {g.code} 的上级 {g.parent} 不存在")
         grid = await session.get(Grid, g.code) or Grid(code=g.code, name=g.name, level=g.level)

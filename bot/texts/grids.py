@@ -12,6 +12,9 @@ LOCATED_BY_NAMES = {
 POST_GRID = "🏘 网格：{path}（{how}）"
 POST_NO_GRID = "🏘 网格：未能确定，请点“修改网格”指定"
 POST_OUT_OF_GRID = "⚠️ 定位不在任何网格范围内，请核实后指定网格"
+# Where the case lies, on a department's post and in /case (no "how", no hint to change it).
+POST_IN_GRID = "🏘 所在网格：{path}"
+CASE_GRID = "所在网格：{path}"
 BTN_SET_GRID = "🗺 修改网格"
 BTN_GRID_HERE = "✅ 定为 {name}"
 PICK_STREET = "请选择街道（镇）"
@@ -45,12 +48,13 @@ OVERDUE_NO_GRID_NAME = "未知网格 {code}"
 STATS_GRID_TOTAL = (
     "{path}：受理 {created} 件，派单 {dispatched} 件，办结 {done} 件\n"
     "办结率 {completion}　按时办结率 {on_time}　满意率 {satisfaction}\n"
-    "当前在办 {open} 件：🔴 {red}　🟡 {yellow}"
+    "当前在办 {open} 件：🔴 {red}　🟡 {yellow}\n"
+    "小事不出网格率 {in_grid}　大事不出街镇率 {in_street}（始于网格并已办结 {grid_done} 件）"
 )
 STATS_GRID_BELOW = "下辖{level}（按红黄灯排序）："
 STATS_GRID_ROW = (
     "{light} {name}：受理 {created}，在办 {open}（🔴 {red}），办结率 {completion}，"
-    "按时 {on_time}，满意率 {satisfaction}"
+    "按时 {on_time}，满意率 {satisfaction}，不出网格 {in_grid}，不出街镇 {in_street}"
 )
 STATS_GRID_GONE = (
     "您登记的网格（{code}）已不在本区网格配置中，暂时无法统计。请联系系统管理员重新登记您的网格。"

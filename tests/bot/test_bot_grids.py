@@ -10,7 +10,7 @@ from bot import texts
 from models import stats
 from models.gridmap import GridMap
 from models.tables import TRIAGE, CaseEvent, Reporter
-from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, auto_dispatch, to_triage
+from tests.test_bot_kit import RESIDENT, TRIAGE_STAFF, WATER_STAFF, auto_dispatch, to_triage
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
 
@@ -218,8 +218,35 @@ async def test_grid_staffs_overdue_and_stats_cover_their_grid_and_below_by_name(
     assert "下辖微网格（按红黄灯排序）：" in report
     lines = report.splitlines()
     below_lines = lines[lines.index("下辖微网格（按红黄灯排序）：") + 1 :]
+    no_rates = "不出网格 —，不出街镇 —"
     assert below_lines == [
-        "🔴 汉王陵片区微网格：受理 1，在办 1（🔴 1），办结率 0.0%，按时 —，满意率 —",
-        "🟢 银星新苑微网格：受理 0，在办 0（🔴 0），办结率 —，按时 —，满意率 —",
+        f"🔴 汉王陵片区微网格：受理 1，在办 1（🔴 1），办结率 0.0%，按时 —，满意率 —，{no_rates}",
+        f"🟢 银星新苑微网格：受理 0，在办 0（🔴 0），办结率 —，按时 —，满意率 —，{no_rates}",
     ]
     assert "梅园" not in report and "全区" not in report
+
+
+async def test_departments_see_where_the_case_lies_in_posts_and_case(make_bot):
+    bot = await located_bot(make_bot, to_triage())
+    placed = await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01)
+    unplaced = await bot.report(RESIDENT, "楼道里的水管一直在漏水，没人来修")
+    assert (await bot.case(unplaced)).grid_code is None
+    for ref in (placed, unplaced):
+        post = await bot.group_post(bot.triage_chat, ref)
+        await bot.press(TRIAGE_STAFF, post, "确认派至 水务局")
+    await bot.settle()
+    water = bot.department_chat("water")
+    where = "所在网格：月亮岛街道 › 银星村 › 银星村第一网格"
+
+    post = await bot.group_post(water, placed)
+    assert f"🏘 {where}" in post.content
+    assert "所在网格" not in (await bot.group_post(water, unplaced)).content
+    await bot.press(WATER_STAFF, post, "签收")  # the post is rebuilt: the grid stays
+    assert f"🏘 {where}" in post.content
+
+    assert where in (await bot.say(WATER_STAFF, f"/case {placed}")).content
+    # The reporter's 已签收 notice first, so that /case's answer is the next message.
+    await bot.emu.wait_for_message(RESIDENT, lambda m: "已签收" in m.content, timeout=5)
+    await bot.settle()
+    assert where in (await bot.say(RESIDENT, f"/case {placed}")).content
+    assert "所在网格" not in (await bot.say(WATER_STAFF, f"/case {unplaced}")).content

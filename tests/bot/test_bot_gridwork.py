@@ -136,6 +136,7 @@ async def test_grid_worker_whistles_water_bureau_reports_resolves_and_the_grid_v
     water = bot.department_chat("water")
     dept_post = await bot.group_post(water, "网格吹哨")
     assert "网格员陈姐" in dept_post.content and "主管道破裂" in dept_post.content
+    assert "🏘 所在网格：月亮岛街道 › 银星村 › 银星村第一网格" in dept_post.content
     bot.clock.advance(minutes=30)
     await bot.press(WATER_STAFF, dept_post, "签收")
     await bot.settle()
@@ -487,3 +488,127 @@ async def test_the_verify_light_runs_from_the_departments_resolution(seeded):
         async with session_scope(seeded.engine) as session:
             row = (await session.exec(select(is_red, is_yellow).where(Case.id == case.id))).one()
         assert (bool(row[0]), bool(row[1])) == (light == RED, light == YELLOW), offset
+
+
+async def test_grid_and_street_stats_show_what_stayed_in_the_grid_and_the_street(make_bot):
+    """/stats of grid and street staff: 小事不出网格率 and 大事不出街镇率 over the cases that
+    started in the grid and are done — one resolved in the grid, one by the street, one by
+    水务局 after a whistle."""
+    bot = await grid_bot(make_bot, settings_with(verify=False, grid_first=("water",)))
+    refs = [await bot.report(RESIDENT, WATER_TEXT, location=IN_YINXING_01) for _ in range(3)]
+    await bot.settle()
+    in_grid, to_street, to_water = [await bot.group_post(GRID_STAFF, ref) for ref in refs]
+
+    await bot.press(GRID_STAFF, in_grid, "签收")
+    await bot.press(GRID_STAFF, in_grid, "办结")
+    await resolve_with(bot, GRID_STAFF, GRID_STAFF, "已联系物业关闭总阀并修好")
+
+    await bot.press(GRID_STAFF, to_street, "吹哨")
+    await bot.press(GRID_STAFF, to_street, "吹哨至 月亮岛街道")
+    await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "涉及多个小区，需要街道协调")
+    await bot.settle()
+    street_post = await bot.group_post(STREET_STAFF, refs[1])
+    await bot.press(STREET_STAFF, street_post, "签收")
+    await bot.press(STREET_STAFF, street_post, "办结")
+    await resolve_with(bot, STREET_STAFF, STREET_STAFF, "街道协调抢修，已恢复")
+
+    await bot.press(GRID_STAFF, to_water, "吹哨")
+    await bot.press(GRID_STAFF, to_water, "水务局")
+    await answer_prompt(bot, GRID_STAFF, GRID_STAFF, "主管道破裂，需要水务局抢修")
+    await bot.settle()
+    water = bot.department_chat("water")
+    dept_post = await bot.group_post(water, refs[2])
+    await bot.press(WATER_STAFF, dept_post, "签收")
+    await bot.press(WATER_STAFF, dept_post, "办结")
+    await resolve_with(bot, WATER_STAFF, water, "已更换破裂管段，恢复供水")
+    await bot.settle()
+    levels = [(await bot.case(ref)).resolved_level for ref in refs]
+    assert levels == ["grid", "street", "department"]
+
+    rates = "小事不出网格率 33.3%　大事不出街镇率 66.7%（始于网格并已办结 3 件）"
+    grid_report = (await bot.say(GRID_STAFF, "/stats")).content
+    assert "银星村第一网格：受理 3 件" in grid_report and rates in grid_report
+    street_report = (await bot.say(STREET_STAFF, "/stats")).content
+    assert "月亮岛街道：受理 3 件" in street_report and rates in street_report
+    # The community the cases lie in, one row of the street's table, carries them too.
+    [yinxing] = [line for line in street_report.splitlines() if "银星村：" in line]
+    assert yinxing.endswith("不出网格 33.3%，不出街镇 66.7%")
+
+
+# A district coded as 统计用区划代码: the codes do not nest by prefix (the grid 430112101001
+# lies in the community 430112001001), so "in this grid" must follow the parent links.
+NUMERIC_STREET, NUMERIC_COMMUNITY, NUMERIC_SIBLING = "430112001000", "430112001001", "430112001002"
+NUMERIC_GRID = "430112101001"
+NUMERIC_WORKER, NUMERIC_CADRE, SIBLING_WORKER = 9101, 9102, 9103
+
+
+def numeric_district(settings):
+    from whistle.config import GridConfig, StaffConfig
+
+    grids = (
+        GridConfig(code="430112000000", name="望城区", level="district"),
+        GridConfig(code=NUMERIC_STREET, name="星城街道", level="street", parent="430112000000"),
+        GridConfig(
+            code=NUMERIC_COMMUNITY, name="星河社区", level="community", parent=NUMERIC_STREET
+        ),
+        GridConfig(code=NUMERIC_SIBLING, name="星光社区", level="community", parent=NUMERIC_STREET),
+        GridConfig(
+            code=NUMERIC_GRID,
+            name="星河第一网格",
+            level="grid",
+            parent=NUMERIC_COMMUNITY,
+            places=("星河湾小区",),
+        ),
+        GridConfig(
+            code="430112101002",
+            name="星光第一网格",
+            level="grid",
+            parent=NUMERIC_SIBLING,
+            places=("星光花园",),
+        ),
+    )
+    staff = (
+        StaffConfig(telegram_id=NUMERIC_WORKER, name="网格员小星", role="grid", grid=NUMERIC_GRID),
+        StaffConfig(
+            telegram_id=NUMERIC_CADRE, name="星河社区老何", role="grid", grid=NUMERIC_COMMUNITY
+        ),
+        StaffConfig(
+            telegram_id=SIBLING_WORKER, name="星光社区小王", role="grid", grid=NUMERIC_SIBLING
+        ),
+    )
+    district = replace(settings.district, gazetteer="", grid_boundaries="")
+    others = tuple(s for s in settings.staff if not s.grid)  # the demo's grid staff are gone
+    return replace(settings, grids=grids, staff=(*others, *staff), district=district)
+
+
+async def test_numeric_codes_follow_the_grid_tree_not_the_spelling(make_bot):
+    bot = await grid_bot(make_bot, numeric_district(settings_with()))
+    for member in (NUMERIC_WORKER, NUMERIC_CADRE, SIBLING_WORKER):
+        bot.emu.add_user(member, f"网格{member}")
+    ref = await bot.report(RESIDENT, "星河湾小区门口水管爆了，水流了一地")
+    assert (await bot.case(ref)).grid_code == NUMERIC_GRID
+    await hand_to_grid(bot, ref)
+    case = await bot.case(ref)
+    assert (case.status, case.handling_grid_code) == (GRID_ASSIGNED, NUMERIC_GRID)
+    post = await bot.group_post(NUMERIC_WORKER, ref)
+
+    # The neighbouring community's worker may neither act on the case nor see it.
+    refused = await bot.press(SIBLING_WORKER, post, "签收")
+    assert refused.get("show_alert") and (await bot.case(ref)).status == GRID_ASSIGNED
+    # The community above the grid (430112001001, no common prefix with 430112101001) may.
+    await bot.press(NUMERIC_CADRE, post, "签收")
+    assert (await bot.case(ref)).status == GRID_SIGNED
+
+    bot.clock.advance(days=5)  # past the grid's limits: red
+    for member in (NUMERIC_WORKER, NUMERIC_CADRE):
+        overdue = (await bot.say(member, "/overdue")).content
+        assert ref in overdue and "🔴 1 件" in overdue, overdue
+        assert "【星河第一网格】🔴 1" in overdue
+        seen = (await bot.say(member, f"/case {ref}")).content
+        assert seen != texts.CASE_NOT_FOUND.format(ref=ref) and ref in seen
+    overdue = (await bot.say(SIBLING_WORKER, "/overdue")).content
+    assert ref not in overdue and "星城街道 › 星光社区" in overdue
+    not_theirs = (await bot.say(SIBLING_WORKER, f"/case {ref}")).content
+    assert not_theirs == texts.CASE_NOT_FOUND.format(ref=ref)
+    stats = (await bot.say(NUMERIC_CADRE, "/stats")).content
+    assert "星城街道 › 星河社区：受理 1 件" in stats and "星河第一网格：受理 1" in stats

@@ -326,10 +326,22 @@ async def test_bad_reference_data_is_refused(seeded):
         seeded.settings,
         grids=(
             *seeded.settings.grids,
-            GridConfig(code="ELSEWHERE", name="某处", level="grid", parent="WC-GTL"),
+            GridConfig(code="ELSEWHERE", name="某处", level="grid", parent="WC-NOWHERE"),
         ),
     )
-    for settings, msg in ((bad_limit, "时限"), (bad_grid, "网格编码")):
+    for settings, msg in ((bad_limit, "时限"), (bad_grid, "ELSEWHERE 的上级 WC-NOWHERE 不存在")):
         with pytest.raises(ConfigError, match=msg):
             async with session_scope(seeded.engine) as s:
                 await reference.sync_reference_data(s, settings)
+    # A code need not start with its parent's (统计用区划代码 do not): the parent must exist.
+    numeric = dataclasses.replace(
+        seeded.settings,
+        grids=(
+            *seeded.settings.grids,
+            GridConfig(code="430112001001", name="某社区", level="community", parent="WC-GTL"),
+        ),
+    )
+    async with session_scope(seeded.engine) as s:
+        await reference.sync_reference_data(s, numeric)
+    async with seeded.session_factory() as s:
+        assert (await s.get(Grid, "430112001001")).parent_code == "WC-GTL"
