@@ -22,8 +22,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot import callbacks as cb
 from bot import notices, posts, texts
 from bot.common import kick_delivery
-from classifier.similar import DuplicateFinder, DuplicateRules
+from classifier.similar import DuplicateFinder, DuplicateRules, grid_within
 from models import followers, locating, outbox
+from models.gridmap import GridMap
 from models.lifecycle import STATUS_NAMES
 from models.tables import OPEN_STATUSES, Case
 from whistle.config import DuplicateSettings
@@ -48,6 +49,23 @@ class Similar(NamedTuple):
 
     case: followers.OpenCase
     score: float
+
+
+def grid_rule(gridmap: GridMap):
+    """Whether a grid lies in another, as the district's grid tree says (its codes need not
+    nest by prefix); codes the tree does not know are judged by their spelling."""
+    tree = gridmap.tree
+    if tree is None:
+        return grid_within
+
+    def within(code: str, area: str) -> bool:
+        if code == area:
+            return True
+        if code in tree and area in tree:
+            return area in tree.ancestors(code)
+        return grid_within(code, area)
+
+    return within
 
 
 def rules_of(settings: DuplicateSettings) -> DuplicateRules:
@@ -98,7 +116,7 @@ class DuplicateIndex:
         async with self.lock:
             model = services.suggester.model
             if self.finder is None or model.model_version != self.model_version:
-                self.finder = DuplicateFinder(model, self.rules)
+                self.finder = DuplicateFinder(model, self.rules, grid_rule(services.gridmap))
                 self.model_version, self.last_id, self.swept_at = model.model_version, 0, 0.0
                 self.read_at, self.ids, self.built_to = float("-inf"), set(), None
             elif time.monotonic() - self.read_at < READ_SECONDS:

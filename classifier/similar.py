@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
@@ -108,9 +108,13 @@ class Place:
 
 
 def grid_within(code: str, area: str) -> bool:
-    """True when grid `code` is `area` or lies below it (codes nest by prefix: WC-YLD-YX-01
-    is in WC-YLD-YX), as the store scopes grids."""
+    """True when grid `code` is `area` or lies below it, judged by the codes alone (WC-YLD-YX-01
+    is in WC-YLD-YX): the default where no grid tree is known. A district's tree knows better
+    (numeric codes such as 430112001001 do not nest by prefix): pass its rule as `within`."""
     return code == area or code.startswith(area + "-")
+
+
+Within = Callable[[str, str], bool]  # (code, area): is grid `code` area or below it?
 
 
 def distance_m(a: Place, b: Place) -> float:
@@ -123,7 +127,7 @@ def distance_m(a: Place, b: Place) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
-def place_relation(a: Place, b: Place, within_m: float) -> str:
+def place_relation(a: Place, b: Place, within_m: float, within: Within = grid_within) -> str:
     """NEAR (same grid, or within `within_m`), APART (grids that don't nest, or points farther
     apart) or UNKNOWN (nothing to compare, or one grid inside the other)."""
     if a.grid_code and a.grid_code == b.grid_code:
@@ -133,7 +137,7 @@ def place_relation(a: Place, b: Place, within_m: float) -> str:
     if (
         a.grid_code
         and b.grid_code
-        and not (grid_within(a.grid_code, b.grid_code) or grid_within(b.grid_code, a.grid_code))
+        and not (within(a.grid_code, b.grid_code) or within(b.grid_code, a.grid_code))
     ):
         return APART
     return UNKNOWN
@@ -148,9 +152,15 @@ class DuplicateFinder:
     """The open cases' vectors, times and places; `candidates()` for a new report,
     `duplicates_of()` for a case already in the index (what triage sees)."""
 
-    def __init__(self, model: LinearModel, rules: DuplicateRules = DuplicateRules()):
+    def __init__(
+        self,
+        model: LinearModel,
+        rules: DuplicateRules = DuplicateRules(),
+        within: Within = grid_within,
+    ):
         self.model = model
         self.rules = rules
+        self.within = within
         views = (model.word, model.char, model.lead)
         self.n_features = sum(len(b.vocab) for b in views)
         # Single characters and features in more than COMMON_SHARE of the training messages
@@ -356,7 +366,7 @@ class DuplicateFinder:
             found = []
             for slot in hits.tolist():
                 case_id, score = self._ids[slot], float(scores[slot])
-                relation = place_relation(place, self._places[slot], rules.distance_m)
+                relation = place_relation(place, self._places[slot], rules.distance_m, self.within)
                 needed = rules.threshold if relation == NEAR else rules.text_only_threshold
                 if relation != APART and score >= needed and case_id not in exclude:
                     found.append((case_id, score, float(self._at[slot])))

@@ -10,8 +10,11 @@ from bot import actions, duplicates
 from bot import duties as followup
 from bot.actions import ReportDraft
 from bot.services import Services
+from classifier.similar import grid_within
+from geo.grids import GridRecord, GridTree
 from models import cases, followers, stats
 from models.credit_code import check_character
+from models.gridmap import GridMap
 from models.tables import ENTERPRISE, MERGED, RESOLVED, CaseFollower
 from tests.test_bot_kit import (
     ENTERPRISE_USER,
@@ -289,3 +292,22 @@ async def test_a_case_opened_elsewhere_gets_triages_hint_once(make_bot):
     [hint] = hints()
     assert f"1. {first} · 待分拨 · 相似度" in hint.content
     assert labels(hint) == [f"🔗 合并至 {first}"]
+
+
+def test_the_bots_finder_nests_grids_by_the_districts_tree():
+    """Numeric codes (430112001001 lies in 430112001000) nest by the tree, not the spelling;
+    codes the tree does not know fall back to the spelling."""
+    tree = GridTree(
+        [
+            GridRecord("430112001000", "月亮岛街道", "street"),
+            GridRecord("430112001001", "银星村", "community", "430112001000"),
+            GridRecord("430112001101", "银星村第一网格", "grid", "430112001001"),
+            GridRecord("430112002000", "高塘岭街道", "street"),
+        ]
+    )
+    within = duplicates.grid_rule(GridMap(tree=tree))
+    assert within("430112001101", "430112001000") and within("430112001001", "430112001001")
+    assert not within("430112001000", "430112001101")
+    assert not within("430112001101", "430112002000")
+    assert within("WC-YLD-YX-01", "WC-YLD-YX")  # unknown to the tree: by spelling
+    assert duplicates.grid_rule(GridMap()) is grid_within

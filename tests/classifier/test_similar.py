@@ -207,6 +207,24 @@ def test_place_relation(a, b, relation):
     assert place_relation(b, a, 300.0) == relation
 
 
+def test_numeric_grid_codes_nest_as_the_districts_tree_says():
+    """统计用区划代码-style codes don't nest by spelling: the district's rule is passed in."""
+    parent = {"430112001001": "430112001000", "430112001000": None, "430112002000": None}
+
+    def within(code: str, area: str) -> bool:
+        while code is not None:
+            if code == area:
+                return True
+            code = parent.get(code)
+        return False
+
+    community, street, other = Place("430112001001"), Place("430112001000"), Place("430112002000")
+    assert place_relation(community, street, 300.0) == APART  # by spelling: apart
+    assert place_relation(community, street, 300.0, within) == UNKNOWN  # one inside the other
+    assert place_relation(street, community, 300.0, within) == UNKNOWN
+    assert place_relation(community, other, 300.0, within) == APART
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
