@@ -169,9 +169,7 @@ class Suggester:
             return self._unsure(model, EMPTY)
         if not textmod.has_chinese(prepared):
             return self._unsure(model, NO_CHINESE)
-        analyzed = textmod.Analyzed(
-            words=textmod.words_of(prepared), chars=textmod.chars_of(prepared)
-        )
+        analyzed = textmod.analyze_prepared(prepared)
         proba, known = model.probabilities(analyzed)
         if not known:
             return self._unsure(model, NO_KNOWN_WORDS)

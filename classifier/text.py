@@ -6,6 +6,7 @@ the same way. jieba is initialised lazily, once per process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -92,6 +93,7 @@ def add_words(words: list[str] | tuple[str, ...]) -> None:
         for word in missing:
             tokenizer.add_word(word)
             _added_words.add(word)
+    analyze_prepared.cache_clear()  # cut with the old dictionary
 
 
 def load_userdict(path: Path | None = None) -> list[str]:
@@ -165,7 +167,18 @@ def chars_of(prepared: str) -> str:
 
 def analyze(text: str) -> Analyzed:
     """Prepare a raw message and cut it into both feature views."""
-    prepared = prepare(text)
+    return analyze_prepared(prepare(text))
+
+
+# A report is cut for its suggestion and again for the duplicate finder (the question, the
+# triage hint, the index) within seconds: the latest messages' cuts are kept. jieba is most of
+# either's time.
+ANALYZED_KEPT = 256
+
+
+@functools.lru_cache(maxsize=ANALYZED_KEPT)
+def analyze_prepared(prepared: str) -> Analyzed:
+    """analyze() of text already prepared (prepare())."""
     return Analyzed(words=words_of(prepared), chars=chars_of(prepared))
 
 

@@ -825,3 +825,15 @@ def test_userdict_keeps_governance_words_whole():
     words = textmod.analyze("网格员说维修基金要业委会同意，还有占道经营和欠薪问题").words
     for word in ("网格员", "维修基金", "业委会", "占道经营", "欠薪"):
         assert word in words
+
+
+def test_a_recent_message_is_cut_once_and_again_after_new_words():
+    """The suggestion and the duplicate finder share the latest cuts; a word taught to the
+    tokenizer (a new model's user dictionary) makes them cut afresh."""
+    text = "望城区鸭嘴兽湾小区门口积水严重"
+    first = textmod.analyze(text)
+    assert textmod.analyze(text) is first  # kept
+    assert "鸭嘴兽湾" not in first.words
+    textmod.add_words(["鸭嘴兽湾"])
+    again = textmod.analyze(text)
+    assert again is not first and "鸭嘴兽湾" in again.words
