@@ -161,8 +161,6 @@ class DeliveryState:
     send_timeout: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     kicked: bool = False
-    pass_scheduled: bool = False  # a kick's pass is waiting to run
-    last_pass_at: float = float("-inf")  # time.monotonic() a pass last began
     # Chats Telegram answered RetryAfter for, and until when (database clock) to leave them be.
     held_until: dict[int, datetime] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
@@ -241,17 +239,16 @@ async def deliver_due(
     async with state.lock:
         clock = _pass_clock(services, now)
         started, sent = time.monotonic(), 0
-        state.last_pass_at = started
         while True:
             state.kicked = False
             batch_sent, claimed = await _deliver_batch(application.bot, services, state, clock)
             sent += batch_sent
-            more = claimed >= state.batch_size and not state.stopping.is_set()
+            more = (claimed >= state.batch_size or state.kicked) and not state.stopping.is_set()
             if not more or time.monotonic() - started > max_seconds:
                 break
-    if more or state.kicked:
-        kick(application)  # pushes queued meanwhile, or a full batch: another pass soon
-    return sent
+        if more:
+            kick(application)  # there is more: the next pass starts at once
+        return sent
 
 
 async def _deliver_batch(
@@ -519,8 +516,6 @@ async def _on_transient(
 
 async def delivery_job(context: Context) -> None:
     state = delivery_state(context.application)
-    if context.job is not None and context.job.name == "outbox-kick":
-        state.pass_scheduled = False
     if state.lock.locked():
         state.kicked = True  # the running pass will look again before it returns
         return
@@ -532,27 +527,16 @@ def stop_sending(application: Application) -> None:
     delivery_state(application).stopping.set()
 
 
-# Kicks within this long of a pass's start share the next pass. Under a burst every report
-# kicks the sender; each pass claims with one query that walks the backlog of group chats
-# waiting for their flood limit, so a pass per kick cost the bot more than the sends. Replies
-# to the person acting are sent directly, not through here.
-KICK_SPACING = 0.05
-
-
 def kick(application: Application) -> None:
-    """Wake the sender (call after committing a transaction that queued pushes): a pass
-    starts now, or KICK_SPACING after the last one began, once for any number of kicks."""
+    """Wake the sender now (call after committing a transaction that queued pushes)."""
     state = delivery_state(application)
     if state.stopping.is_set():
         return
     if state.lock.locked():
         state.kicked = True
         return
-    if state.pass_scheduled or application.job_queue is None or not application.running:
-        return
-    state.pass_scheduled = True
-    delay = max(0.0, state.last_pass_at + KICK_SPACING - time.monotonic())
-    application.job_queue.run_once(delivery_job, delay, name="outbox-kick")
+    if application.job_queue is not None and application.running:
+        application.job_queue.run_once(delivery_job, 0, name="outbox-kick")
 
 
 # A pass may outlast the interval (a long queue); the next tick then starts a second instance

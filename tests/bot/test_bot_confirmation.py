@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import delivery, texts
+from bot import texts
 from tests.test_bot_kit import RESIDENT, BotEnv, to_triage
 
 pytest_plugins = ["tests.test_bot_kit"]  # make_bot and the shared classifier model
@@ -50,20 +50,3 @@ async def test_a_second_press_on_a_submitted_draft_answers_with_its_reference(ma
     assert answer["text"] == texts.ALREADY_SUBMITTED["resident"].format(ref=case.ref)
     assert answer["show_alert"]
     assert len(await bot.cases()) == 1 and len(confirmations(bot)) == 1
-
-
-async def test_a_burst_of_kicks_shares_one_pass_and_nothing_waits_for_long(make_bot):
-    """Every report kicks the sender; a burst of kicks makes one pass, not one each (each pass
-    claims with a query over the backlog), and the pushes still go out at once."""
-    bot = await make_bot(to_triage())
-    await bot.settle()
-    before = len(bot.emu.messages(bot.triage_chat))
-    summary = await summary_of(bot)
-    for _ in range(50):
-        delivery.kick(bot.app)
-    assert len(bot.app.job_queue.get_jobs_by_name("outbox-kick")) == 1
-    await bot.press(RESIDENT, summary, texts.BTN_SUBMIT)
-    [case] = await bot.cases()
-    post = await bot.emu.wait_for_message(bot.triage_chat, lambda m: case.ref in m.content)
-    assert post is not None and len(bot.emu.messages(bot.triage_chat)) > before
-    assert len(bot.app.job_queue.get_jobs_by_name("outbox-kick")) <= 1
