@@ -163,6 +163,10 @@ class DeliveryState:
     kicked: bool = False
     # Chats Telegram answered RetryAfter for, and until when (database clock) to leave them be.
     held_until: dict[int, datetime] = field(default_factory=dict)
+    # Chats with rows the flood limits put back for later, and until when (database clock):
+    # no newer row of theirs is claimed before, so none overtakes them (a 回访 before the 办结
+    # notice it follows).
+    deferred_until: dict[int, datetime] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
     # Set when the bot stops: planned sends are given back to the outbox at once, so a
     # backlog of group posts (20 a minute each) never holds up the stop.
@@ -260,9 +264,13 @@ async def _deliver_batch(
     # Rows for chats that must wait anyway stay unclaimed: claiming them only to put them
     # back would rewrite a busy group's whole backlog every pass.
     now = clock()
-    waiting = state.limiter.busy_chats() | {
-        c for c, until in state.held_until.items() if until > now
-    }
+    for chat_id in [c for c, until in state.deferred_until.items() if until <= now]:
+        del state.deferred_until[chat_id]
+    waiting = (
+        state.limiter.busy_chats()
+        | {c for c, until in state.held_until.items() if until > now}
+        | set(state.deferred_until)
+    )
     async with services.session() as session:
         rows = await outbox.claim_due(
             session,
@@ -277,6 +285,9 @@ async def _deliver_batch(
     claimed_at, claimed = time.monotonic(), len(rows)
     rows = await _drop_unreachable(services, state, clock, rows)
     rows = await _hold_back(services, state, clock, rows)
+    # All are due: each chat's go in the order they were queued, so that a row put back
+    # for later keeps its place before the rows queued after it.
+    rows.sort(key=lambda r: r.id)
     plan = state.limiter.plan([r.chat_id for r in rows])
     tasks, deferred = [], []
     mono, now = time.monotonic(), clock()
@@ -285,6 +296,8 @@ async def _deliver_batch(
             tasks.append(_send_at(bot, services, state, clock, row, at, claimed_at))
         else:
             deferred.append((row, now + timedelta(seconds=max(0.0, at - mono))))
+    for row, due in deferred:
+        state.deferred_until[row.chat_id] = max(due, state.deferred_until.get(row.chat_id, due))
     await _postpone(services, state, deferred)
     results = await asyncio.gather(*tasks)
     return sum(results), claimed

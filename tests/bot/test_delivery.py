@@ -173,6 +173,25 @@ async def test_sends_text_buttons_and_photo_once(emulator, engine, settings):
 
 
 @sqlite_only
+async def test_a_row_put_back_for_the_flood_limit_is_not_overtaken(emulator, engine, settings):
+    """A person's pushes arrive in the order they were queued, though the per-chat limit puts
+    some back for a later pass and a newer one is queued meanwhile (a 回访 must not arrive
+    before the 办结 notice it follows)."""
+    [uid] = people(emulator, 1)
+    app = await make_app(emulator, fast_settings(settings, per_chat_per_second=10), engine)
+    early = await queue(engine, [uid] * 24, prefix="early")
+    try:
+        first_pass = await deliver_due(app, NOW)  # 2 s of sends; the rest put back
+        assert 0 < first_pass < len(early)
+        late = await queue(engine, [uid], prefix="late")
+        assert await deliver_due(app, NOW) == 0  # the late one waits for those put back
+        assert await deliver_due(app, NOW + timedelta(seconds=10)) == len(early) + 1 - first_pass
+    finally:
+        await app.shutdown()
+    assert [m.content for m in emulator.messages(uid)] == early + late
+
+
+@sqlite_only
 async def test_retry_after_reschedules_that_row_and_others_go_on(emulator, engine, settings):
     a, b = people(emulator, 2)
     app = await make_app(emulator, fast_settings(settings), engine)
