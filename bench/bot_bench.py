@@ -4,7 +4,7 @@
                               [--concurrency 64] [--http-client aiohttp|httpx]
                               [--poll-interval SECONDS]
                               [--without-followup] [--without-duplicates]
-                              [--duplicate-share P]
+                              [--duplicate-share P] [--spread-start SECONDS]
                               [--db var/bench/bot_bench.db]
 
 The bot runs in its own process exactly as deployed (python-telegram-bot over real HTTP, long
@@ -294,8 +294,10 @@ async def resident(
     rng: random.Random,
     done: list[int],
     writing: ReportTexts,
+    spread: float | None = None,
 ) -> None:
-    await asyncio.sleep(rng.uniform(0, 2 * think))  # residents don't all start at once
+    # Residents don't all start at once: within two thinking times, or over `spread` seconds.
+    await asyncio.sleep(rng.uniform(0, 2 * think if spread is None else spread))
     while quota.take():
         text = writing.take(rng)
         steps = [
@@ -382,7 +384,9 @@ async def drive(emu: TelegramEmulator, bot_pid: int, residents: list[int], args)
     started = time.perf_counter()
     await asyncio.gather(
         *(
-            resident(emu, rec, user, quota, think, random.Random(user), done, writing)
+            resident(
+                emu, rec, user, quota, think, random.Random(user), done, writing, args.spread_start
+            )
             for user in residents
         )
     )
@@ -472,6 +476,7 @@ async def run(args) -> dict:
         "followup_pass": not args.without_followup,
         "duplicates": settings.duplicates.enabled,
         "duplicate_share": args.duplicate_share,
+        "spread_start_s": args.spread_start,
         "duplicate_questions": rec.questions,
         "target_rate": args.rate,
         "targets": {"updates_per_s": TARGET_UPDATES_PER_S, "p99_ms": TARGET_P99_MS},
@@ -602,6 +607,13 @@ def main() -> None:
         type=float,
         default=None,
         help="share of reports that resemble an open case (default: nearly all, the worst case)",
+    )
+    parser.add_argument(
+        "--spread-start",
+        type=float,
+        default=None,
+        help="diagnostic: residents start over this many seconds (default: two thinking times, "
+        "so the first reports of all reach 确认提交 within a few seconds of each other)",
     )
     parser.add_argument("--db", default=str(ROOT / "var" / "bench" / "bot_bench.db"))
     parser.add_argument(
