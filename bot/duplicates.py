@@ -310,11 +310,16 @@ async def hint_cases_from_elsewhere(context) -> None:
     await index.refresh(services)
     while index.from_elsewhere:
         case_ids, index.from_elsewhere = index.from_elsewhere[:50], index.from_elsewhere[50:]
-        async with services.session() as session:
-            for case_id in case_ids:
-                case = await session.get(Case, case_id)
-                if case is not None and case.status in OPEN_STATUSES:
-                    await queue_hint(session, services, case)
+        try:
+            async with services.session() as session:
+                for case_id in case_ids:
+                    case = await session.get(Case, case_id)
+                    if case is not None and case.status in OPEN_STATUSES:
+                        await queue_hint(session, services, case)
+        except Exception:
+            # The store is away (restarting, locked): these are hinted at the next run.
+            index.from_elsewhere = case_ids + index.from_elsewhere
+            raise
     kick_delivery(context.application)
 
 
